@@ -1,0 +1,343 @@
+"""The engine: plan one node against one validated tree, and converge it.
+
+Per run: select the manifests that land on the node, ask each kind's reconciler what it
+desires and what it observes, diff, order the changes across kinds, and (unless dry-run)
+apply them; then observe again and repeat until nothing differs or `max_passes` ran. A
+change that fails skips only what depends on it. Dry-run never calls `apply`, and the
+runner it uses refuses any command not declared read-only.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from controller.loader import Tree
+from controller.plan import diff_kind, field_changes, state_hash
+from controller.state import Inventory
+from reconcilers import REGISTRY, NotInstalled, reconciler_class
+from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Node, Reconciler
+
+PENDING = {"create", "update", "delete"}
+
+
+@dataclass
+class ObjectResult:
+    kind: str
+    name: str
+    status: str  # in-sync | pending | changed | drift-corrected | failed | skipped | not-installed | not-converging | deferred
+    action: str | None = None  # create | update | delete
+    fields: list[tuple[str, Any, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    source: str = ""
+    drift: bool = False
+
+
+@dataclass
+class RunRecord:
+    node: str
+    revision: str
+    repo: str
+    mode: str  # dry-run | apply
+    started: str
+    seconds: float = 0.0
+    passes: int = 0
+    objects: list[ObjectResult] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for o in self.objects:
+            key = o.action if o.status == "pending" and o.action else o.status
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    @property
+    def result(self) -> str:
+        statuses = {o.status for o in self.objects}
+        if self.errors or statuses & {"failed", "skipped"}:
+            return "failed"
+        if statuses & {"pending", "not-installed", "not-converging"}:
+            return "pending"
+        return "in-sync" if self.mode == "dry-run" or statuses <= {"in-sync", "deferred"} else "converged"
+
+    def exit_code(self) -> int:
+        """0 nothing (left) to change, 2 changes pending, 1 error: as terraform plan -detailed-exitcode."""
+        return {"failed": 1, "pending": 2}.get(self.result, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["result"] = self.result
+        data["counts"] = self.counts()
+        for obj in data["objects"]:
+            obj["fields"] = [{"field": f, "observed": _jsonable(a), "desired": _jsonable(b)} for f, a, b in obj["fields"]]
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    from controller.plan import _ABSENT
+
+    return None if value is _ABSENT else value
+
+
+def kind_order(kinds: set[str], classes: dict[str, type[Reconciler]]) -> list[str]:
+    """Kinds in dependency order (a kind after the kinds in its `after`), ties in registry order."""
+    rank = {k: i for i, k in enumerate(REGISTRY)}
+    pending = sorted(kinds, key=lambda k: rank.get(k, len(rank)))
+    done: list[str] = []
+    while pending:
+        for kind in pending:
+            needs = set(getattr(classes.get(kind), "after", ())) & set(pending) - {kind}
+            if not needs:
+                done.append(kind)
+                pending.remove(kind)
+                break
+        else:  # a cycle: keep registry order rather than fail
+            done.extend(pending)
+            break
+    return done
+
+
+class Engine:
+    def __init__(
+        self,
+        tree: Tree,
+        node: Node,
+        *,
+        inventory: Inventory | None = None,
+        max_passes: int = 4,
+        allow_mass_prune: bool = False,
+        max_prune_fraction: float = 0.5,
+    ):
+        self.tree = tree
+        self.node = node
+        self.inventory = inventory if inventory is not None else Inventory(node.state_dir)
+        self.max_passes = max_passes
+        self.allow_mass_prune = allow_mass_prune
+        self.max_prune_fraction = max_prune_fraction
+        self.reconcilers: dict[str, Reconciler] = {}
+        self.desired: dict[str, dict[str, Desired]] = {}
+        self.results: dict[tuple[str, str], ObjectResult] = {}
+        self.order: list[str] = []
+
+    # --- preparing ---------------------------------------------------------------------
+
+    def _prepare(self, record: RunRecord) -> None:
+        items = self.tree.for_node(self.node.name)
+        kinds = {i.kind for i in items} | self.inventory.kinds()
+        classes: dict[str, type[Reconciler]] = {}
+        for kind in sorted(kinds):
+            try:
+                classes[kind] = reconciler_class(kind)
+            except NotInstalled as err:
+                for item in items:
+                    if item.kind == kind:
+                        self._result(ObjectResult(kind, item.name, "not-installed", notes=[str(err)],
+                                                  source=item.where()))
+        self.order = kind_order(set(classes), classes)
+        for kind in self.order:
+            started = time.monotonic()
+            rec = classes[kind]()
+            self.reconcilers[kind] = rec
+            try:
+                desired = rec.desired(self.tree, self.node)
+            except (ApplyError, CommandError, ValueError) as err:
+                record.errors.append(f"{kind}: cannot compute the desired state: {err}")
+                desired = {}
+            sources = {i.name: i.where() for i in items if i.kind == kind}
+            for name, d in desired.items():
+                d.source = d.source or sources.get(name, "")
+            self.desired[kind] = desired
+            record.timings[f"desired.{kind}"] = round(time.monotonic() - started, 4)
+
+    def _validate(self, record: RunRecord) -> None:
+        for kind in self.order:
+            if not self.desired.get(kind) and not self.inventory.names(kind):
+                continue
+            started = time.monotonic()
+            try:
+                problems = self.reconcilers[kind].validate(self.node)
+            except CommandError as err:
+                problems = [str(err)]
+            record.errors.extend(f"{kind}: {p}" for p in problems)
+            record.timings[f"validate.{kind}"] = round(time.monotonic() - started, 4)
+
+    def _observe_and_diff(self, record: RunRecord) -> list[Change]:
+        changes: list[Change] = []
+        for kind in self.order:
+            rec = self.reconcilers[kind]
+            started = time.monotonic()
+            try:
+                observed = rec.observe(self.node)
+            except (ApplyError, CommandError, OSError) as err:
+                for name in self.desired.get(kind, {}):
+                    self._fail(kind, name, f"cannot observe {kind}: {err}")
+                continue
+            finally:
+                key = f"observe.{kind}"
+                record.timings[key] = round(record.timings.get(key, 0) + time.monotonic() - started, 4)
+            kind_changes, in_sync = diff_kind(kind, self.desired.get(kind, {}), observed,
+                                              self.inventory.names(kind), rec.ignore)
+            for name in in_sync:
+                res = self.results.get((kind, name))
+                if res is None:
+                    self._result(ObjectResult(kind, name, "in-sync", source=self.desired[kind][name].source))
+                elif res.status in ("pending", "not-converging"):
+                    res.status = "drift-corrected" if res.drift else "changed"
+            changes.extend(kind_changes)
+        return changes
+
+    # --- the two entry points ----------------------------------------------------------
+
+    def validate(self) -> list[str]:
+        """Native validation of what this node would render; messages, empty when good."""
+        record = self._new_record("dry-run")
+        self._prepare(record)
+        self._validate(record)
+        return record.errors
+
+    def plan(self) -> RunRecord:
+        """Dry-run: what would change. Calls no `apply`."""
+        record = self._new_record("dry-run")
+        started = time.monotonic()
+        self._prepare(record)
+        self._validate(record)
+        changes = self._observe_and_diff(record)
+        for change in self._ordered(changes):
+            res = self._pending(change)
+            try:
+                res.notes.extend(self.reconcilers[change.kind].explain(change, self.node))
+            except (CommandError, ApplyError) as err:
+                res.notes.append(f"(no preview: {err})")
+        self._guard_prune(changes, record)
+        record.passes = 1
+        return self._finish(record, started)
+
+    def apply(self) -> RunRecord:
+        """Converge: apply, observe again, repeat until nothing differs or max_passes."""
+        record = self._new_record("apply")
+        started = time.monotonic()
+        self._prepare(record)
+        self._validate(record)
+        if record.errors:  # transactional: a tree the native validators refuse applies nothing
+            return self._finish(record, started)
+        done_with: set[tuple[str, str]] = set()
+        changes: list[Change] = []
+        prune_ok = True
+        for n in range(1, self.max_passes + 1):
+            record.passes = n
+            changes = [c for c in self._observe_and_diff(record) if (c.kind, c.name) not in done_with]
+            if not changes:
+                break
+            if n == 1:
+                prune_ok = self._guard_prune(changes, record)
+            if not prune_ok:
+                changes = [c for c in changes if c.action != "delete"]
+            if n == self.max_passes:
+                break
+            for change in self._ordered(changes):
+                key = (change.kind, change.name)
+                res = self._pending(change)
+                blocker = self._blocked_by(change)
+                if blocker:
+                    res.status, res.error = "skipped", f"skipped: {blocker[0]}/{blocker[1]} failed"
+                    done_with.add(key)
+                    continue
+                t = time.monotonic()
+                try:
+                    self.reconcilers[change.kind].apply(change, self.node)
+                except Deferred as why:
+                    res.status, res.notes = "deferred", res.notes + [str(why)]
+                    done_with.add(key)
+                except (ApplyError, CommandError, OSError, ValueError) as err:
+                    res.status, res.error = "failed", str(err)
+                    done_with.add(key)
+                else:
+                    self._applied(change)
+                finally:
+                    tk = f"apply.{change.kind}"
+                    record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - t, 4)
+        for change in changes:
+            res = self.results[(change.kind, change.name)]
+            if res.status in ("pending", "changed", "drift-corrected") and (change.kind, change.name) not in done_with:
+                res.status = "not-converging"
+                res.error = f"still differs after {record.passes} passes: {', '.join(f for f, _, _ in field_changes(change)[:5])}"
+        for (kind, name), res in self.results.items():
+            if res.status in ("in-sync", "changed", "drift-corrected") and name in self.desired.get(kind, {}):
+                entry = self.inventory.get(kind, name)
+                h = state_hash(self.desired[kind][name].state)
+                if entry is None or entry.get("hash") != h or entry.get("revision") != self.tree.revision:
+                    self.inventory.record(kind, name, self.tree.revision, h)
+        self.inventory.save()
+        return self._finish(record, started)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _new_record(self, mode: str) -> RunRecord:
+        return RunRecord(node=self.node.name, revision=self.tree.revision, repo=str(self.tree.root), mode=mode,
+                         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def _finish(self, record: RunRecord, started: float) -> RunRecord:
+        rank = {k: i for i, k in enumerate(self.order)}
+        record.objects = sorted(self.results.values(), key=lambda r: (rank.get(r.kind, 99), r.kind, r.name))
+        record.seconds = round(time.monotonic() - started, 4)
+        return record
+
+    def _result(self, res: ObjectResult) -> ObjectResult:
+        self.results[(res.kind, res.name)] = res
+        return res
+
+    def _fail(self, kind: str, name: str, error: str) -> None:
+        self._result(ObjectResult(kind, name, "failed", error=error, source=self.desired.get(kind, {}).get(name, Desired({})).source))
+
+    def _pending(self, change: Change) -> ObjectResult:
+        res = self.results.get((change.kind, change.name))
+        entry = self.inventory.get(change.kind, change.name)
+        drift = change.action != "delete" and entry is not None and change.desired is not None \
+            and entry.get("hash") == state_hash(change.desired)
+        if res is None or res.status == "in-sync":
+            res = self._result(ObjectResult(change.kind, change.name, "pending", source=change.source))
+        res.action = res.action or change.action
+        res.fields = field_changes(change) if change.action == "update" else res.fields
+        res.notes = list(dict.fromkeys(res.notes + change.notes))
+        res.drift = res.drift or drift
+        if drift and "drift: changed outside git" not in res.notes:
+            res.notes.append("drift: changed outside git")
+        return res
+
+    def _applied(self, change: Change) -> None:
+        res = self.results[(change.kind, change.name)]
+        res.status = "drift-corrected" if res.drift else "changed"
+        if change.action == "delete":
+            self.inventory.forget(change.kind, change.name)
+
+    def _blocked_by(self, change: Change) -> tuple[str, str] | None:
+        desired = self.desired.get(change.kind, {}).get(change.name)
+        for dep in (desired.depends if desired else ()):
+            res = self.results.get(dep)
+            if res is not None and res.status in ("failed", "skipped", "not-installed"):
+                return dep
+        return None
+
+    def _ordered(self, changes: list[Change]) -> list[Change]:
+        rank = {k: i for i, k in enumerate(self.order)}
+        forward = sorted((c for c in changes if c.action != "delete"), key=lambda c: (rank[c.kind], c.name))
+        backward = sorted((c for c in changes if c.action == "delete"), key=lambda c: (-rank[c.kind], c.name))
+        return forward + backward
+
+    def _guard_prune(self, changes: list[Change], record: RunRecord) -> bool:
+        """Refuse to prune more than a share of the inventory at once (a broken checkout
+        must not wipe a node). True when the deletes may go ahead."""
+        deletes = [c for c in changes if c.action == "delete"]
+        total = len(self.inventory)
+        if self.allow_mass_prune or len(deletes) <= 1 or not total or len(deletes) / total <= self.max_prune_fraction:
+            return True
+        msg = (f"refusing to prune {len(deletes)} of {total} managed objects at once "
+               f"(more than {self.max_prune_fraction:.0%}); pass --allow-mass-prune if this is intended")
+        record.errors.append(msg)
+        for c in deletes:
+            res = self._pending(c)
+            res.status, res.error = "skipped", "mass prune refused"
+        return False

@@ -1,0 +1,131 @@
+"""The plan: a JSON-patch diff of normalized desired vs observed state, per object.
+
+An object in `desired` but not observed is a create; in both but different an update; in
+`observed`, in the inventory and no longer desired a delete. Pointers in `ignore` (with `*`
+matching any one key or index) are removed from both sides before the diff, so run-time
+fields never show as drift.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any, Iterable
+
+import jsonpatch
+
+from reconcilers.base import Change, Desired
+
+
+def _unescape(token: str) -> str:
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def strip_pointers(doc: Any, pointers: Iterable[str]) -> Any:
+    """A copy of `doc` without the fields the pointers name (`*` = any key or index)."""
+    pointers = list(pointers)
+    if not pointers:
+        return doc
+    doc = copy.deepcopy(doc)
+    for pointer in pointers:
+        parts = [_unescape(p) for p in pointer.lstrip("/").split("/")] if pointer not in ("", "/") else []
+        _strip(doc, parts)
+    return doc
+
+
+def _strip(node: Any, parts: list[str]) -> None:
+    if not parts:
+        return
+    head, rest = parts[0], parts[1:]
+    if isinstance(node, dict):
+        keys = list(node) if head == "*" else [head] if head in node else []
+        for key in keys:
+            if rest:
+                _strip(node[key], rest)
+            else:
+                del node[key]
+    elif isinstance(node, list):
+        if head == "*":
+            indexes = range(len(node))
+        elif head.isdigit() and int(head) < len(node):
+            indexes = [int(head)]
+        else:
+            indexes = []
+        if rest:
+            for i in indexes:
+                _strip(node[i], rest)
+        else:
+            for i in sorted(indexes, reverse=True):
+                del node[i]
+
+
+def state_hash(state: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(state, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def diff_kind(
+    kind: str,
+    desired: dict[str, Desired],
+    observed: dict[str, dict[str, Any]],
+    owned: set[str],
+    ignore: Iterable[str] = (),
+) -> tuple[list[Change], list[str]]:
+    """The changes for one kind, and the names already in sync."""
+    ignore = tuple(ignore)
+    changes: list[Change] = []
+    in_sync: list[str] = []
+    for name in sorted(desired):
+        want = desired[name]
+        have = observed.get(name)
+        if have is None:
+            changes.append(Change(kind, name, "create", want.state, None,
+                                  jsonpatch.make_patch({}, want.state).patch, source=want.source))
+            continue
+        pointers = ignore + tuple(want.ignore)
+        a, b = strip_pointers(have, pointers), strip_pointers(want.state, pointers)
+        if a == b:
+            in_sync.append(name)
+            continue
+        patch = jsonpatch.make_patch(a, b).patch
+        changes.append(Change(kind, name, "update", want.state, have, patch, source=want.source))
+    for name in sorted(set(observed) - set(desired)):
+        if name in owned:
+            changes.append(Change(kind, name, "delete", None, observed[name],
+                                  jsonpatch.make_patch(observed[name], {}).patch))
+    return changes, in_sync
+
+
+def resolve(doc: Any, pointer: str) -> Any:
+    try:
+        return jsonpatch.JsonPointer(pointer).resolve(doc)
+    except (jsonpatch.JsonPointerException, KeyError, IndexError, TypeError):
+        return _ABSENT
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
+
+
+def field_changes(change: Change) -> list[tuple[str, Any, Any]]:
+    """(field, observed, desired) triples from an update's patch, for people."""
+    out = []
+    for op in change.patch:
+        path = op["path"]
+        field = ".".join(_unescape(p) for p in path.lstrip("/").split("/")) if path else "(whole object)"
+        before = resolve(change.observed or {}, path) if op["op"] in ("replace", "remove") else _ABSENT
+        after = op.get("value", _ABSENT) if op["op"] in ("add", "replace") else _ABSENT
+        if op["op"] in ("move", "copy"):
+            before, after = op.get("from"), path
+        out.append((field, before, after))
+    return out
+
+
+def show_value(value: Any, limit: int = 70) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = value if isinstance(value, str) and value and " " not in value else json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,38 @@
+"""One reconciler per kind: observe / desired / apply against the real tools.
+
+`REGISTRY` maps a kind to "module:Class". A module that does not exist yet means the kind
+has no reconciler installed: the engine reports that, it never skips silently.
+"""
+from __future__ import annotations
+
+import importlib
+
+from reconcilers.base import Reconciler
+
+REGISTRY: dict[str, str] = {
+    "Cluster": "reconcilers.cluster:ClusterReconciler",
+    "ClusterResource": "reconcilers.cluster_resource:ClusterResourceReconciler",
+    "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
+    "Backend": "reconcilers.backend:BackendReconciler",
+    "Frontend": "reconcilers.frontend:FrontendReconciler",
+    "Container": "reconcilers.container:ContainerReconciler",
+    "DomainJoin": "reconcilers.domain_join:DomainJoinReconciler",
+}
+
+
+class NotInstalled(Exception):
+    """No reconciler for this kind is installed."""
+
+
+def reconciler_class(kind: str) -> type[Reconciler]:
+    target = REGISTRY.get(kind)
+    if target is None:
+        raise NotInstalled(f"no reconciler is registered for kind {kind}")
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name:
+            raise NotInstalled(f"the {kind} reconciler is not installed yet ({module_name})") from None
+        raise
+    return getattr(module, cls_name)

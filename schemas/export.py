@@ -1,0 +1,28 @@
+"""JSON Schema for editors (yaml-language-server) and other tools."""
+from __future__ import annotations
+
+from typing import Any
+
+from schemas import KINDS
+
+
+def json_schema(kind: str | None = None) -> dict[str, Any]:
+    """The JSON Schema of one kind, or of any manifest (a oneOf keyed by `kind`)."""
+    if kind is not None:
+        schema = KINDS[kind].model_json_schema()
+        schema["$id"] = f"https://reconcile.invalid/schemas/v1/{kind}.json"
+        return schema
+    defs: dict[str, Any] = {}
+    one_of = []
+    for name, model in KINDS.items():
+        sub = model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(sub.pop("$defs", {}))
+        defs[name] = sub
+        one_of.append({"$ref": f"#/$defs/{name}"})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://reconcile.invalid/schemas/v1/manifest.json",
+        "title": "reconcile manifest",
+        "oneOf": one_of,
+        "$defs": defs,
+    }

@@ -1,0 +1,89 @@
+"""Frontend: an HAProxy frontend: where it listens and which backend gets which request."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from schemas.backend import UrlPath
+from schemas.common import Duration, IPv4, Manifest, Name, Placement, Port, Strict
+
+HostName = Annotated[str, StringConstraints(pattern=r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", to_lower=True)]
+
+
+class Bind(Strict):
+    address: IPv4
+    port: Port
+
+
+class Rule(Strict):
+    """Send requests whose Host and/or path prefix match to `backend`. First match wins."""
+
+    host: HostName | None = None
+    path: UrlPath | None = None
+    backend: Name
+
+    @model_validator(mode="after")
+    def _something(self) -> "Rule":
+        if self.host is None and self.path is None:
+            raise ValueError("a rule needs host, path or both")
+        return self
+
+
+class FrontendTimeouts(Strict):
+    client: Duration = "30s"
+    httpRequest: Duration = "10s"
+
+
+class FrontendSpec(Placement):
+    bind: Annotated[list[Bind], Field(min_length=1)]
+    mode: Literal["http", "tcp"] = "http"
+    defaultBackend: Name
+    rules: list[Rule] = Field(default_factory=list)
+    maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    timeouts: FrontendTimeouts = Field(default_factory=FrontendTimeouts)
+
+    @model_validator(mode="after")
+    def _checks(self) -> "FrontendSpec":
+        if self.rules and self.mode != "http":
+            raise ValueError("rules (host/path routing) need mode http")
+        return self
+
+
+class Frontend(Manifest):
+    kind: Literal["Frontend"]
+    spec: FrontendSpec
+
+    def references(self) -> list[tuple[str, str, str]]:
+        refs = [("Backend", self.spec.defaultBackend, "spec.defaultBackend")]
+        refs += [("Backend", r.backend, f"spec.rules.{i}.backend") for i, r in enumerate(self.spec.rules)]
+        return refs
+
+    def claims(self) -> list[tuple[str, str]]:
+        return [(f"bind:{b.address}:{b.port}", f"spec.bind.{i}") for i, b in enumerate(self.spec.bind)]
+
+    def check(self, tree) -> list[tuple[str, str]]:
+        problems = []
+        nodes = tree.nodes_of(self)
+        vips = {v.ip: v for v in tree.of_kind("VirtualIP")}
+        for i, bind in enumerate(self.spec.bind):
+            ip = ipaddress.IPv4Address(bind.address)
+            if ip.is_unspecified or ip.is_loopback:
+                continue
+            vip = vips.get(bind.address)
+            if vip is not None:
+                if not nodes <= tree.nodes_of(vip):
+                    problems.append((f"spec.bind.{i}.address",
+                                     f"VirtualIP {vip.metadata.name} does not cover every node of this frontend"))
+                continue
+            own = {n for n in nodes if (a := tree.node_address(n)) and a.split("/")[0] == bind.address}
+            if own != nodes or not nodes:
+                problems.append((f"spec.bind.{i}.address",
+                                 f"no VirtualIP or node address provides {bind.address} on every node of this frontend"))
+        for i, ref in enumerate([self.spec.defaultBackend] + [r.backend for r in self.spec.rules]):
+            backend = tree.get("Backend", ref)
+            if backend is not None and backend.spec.mode != self.spec.mode:
+                field = "spec.defaultBackend" if i == 0 else f"spec.rules.{i - 1}.backend"
+                problems.append((field, f"backend {ref!r} is mode {backend.spec.mode}, this frontend is mode {self.spec.mode}"))
+        return problems
