@@ -1,0 +1,30 @@
+"""What a dry-run may do: the read-only allow-list the recorder tests check against.
+
+Kept in tests, apart from the product code, so that a reconciler cannot widen it by
+declaring a command read-only. Each entry is a regular expression matched (re.match)
+against `shlex.join(argv)` for commands, or against the joined detail for other channels
+(a daemon's runtime socket). Add entries per kind, with the reason, in that kind's block.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+
+ALLOW: dict[str, list[str]] = {
+    "exec": [
+        # --- generic
+        r"^(/usr/bin/)?(hostname|uname|id|cat /proc/)",
+        # --- VirtualIP (keepalived)
+        # --- Frontend / Backend (HAProxy)
+        # --- Container (LXC)
+        # --- Cluster / ClusterResource (Pacemaker)
+        # --- DomainJoin
+    ],
+    # A runtime socket: HAProxy's admin socket may only be asked `show …` / `get …`.
+    "haproxy-api": [r"^(show|get) "],
+}
+
+
+def allowed(channel: str, argv: list[str]) -> bool:
+    text = shlex.join(argv) if channel == "exec" else " ".join(argv)
+    return any(re.match(p, text) for p in ALLOW.get(channel, []))
