@@ -201,6 +201,18 @@ class Runner:
         return Result(argv, proc.returncode, stdout, stderr, seconds)
 
 
+    def stream(self, argv: Sequence[str]) -> subprocess.Popen:
+        """Start a long-running, read-only monitor (`ip -j monitor address`, …) for `watch()`.
+
+        The caller reads `proc.stdout` line by line (text) and must `terminate()` it.
+        Allowed in dry-run: a monitor only reads.
+        """
+        argv = [str(a) for a in argv]
+        if self.recording:
+            self.records.append(Record("exec", argv, True))
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+
 def _text(data: Any) -> str:
     if data is None:
         return ""
