@@ -57,9 +57,9 @@ class RunRecord:
     @property
     def result(self) -> str:
         statuses = {o.status for o in self.objects}
-        if self.errors or statuses & {"failed", "skipped"}:
+        if self.errors or statuses & {"failed", "skipped", "not-converging"}:
             return "failed"
-        if statuses & {"pending", "not-installed", "not-converging"}:
+        if statuses & {"pending", "not-installed"}:
             return "pending"
         return "in-sync" if self.mode == "dry-run" or statuses <= {"in-sync", "deferred"} else "converged"
 

@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas import KINDS, Manifest
+from schemas.common import pattern_help
 
 try:  # libyaml makes loading 10,000 objects several times faster
     _Loader: Any = yaml.CSafeLoader
@@ -148,12 +149,17 @@ def _pydantic_problems(err: ValidationError, source: Source) -> list[Problem]:
             msg = msg[len("Value error, "):]
         secret = any(w in str(p).lower() for p in loc for w in _SECRET_WORDS)
         value = e.get("input")
+        if e["type"] == "string_pattern_mismatch":
+            msg = pattern_help(e.get("ctx", {}).get("pattern", "")) or msg
+        if "SecretRef" in msg:
+            msg = "a secret is given by reference only: {file: /absolute/path} or {env: NAME}, never inline"
+            secret = True
         if e["type"] == "extra_forbidden":
             msg = "unknown field (not allowed here; check the spelling or the kind's schema)"
         elif e["type"] == "missing":
             msg = "required field is missing"
         elif not secret and isinstance(value, (str, int, float)) and not isinstance(value, bool) \
-                and len(str(value)) <= 80 and e["type"] not in ("model_type", "dict_type"):
+                and len(str(value)) <= 80 and e["type"] not in ("model_type", "dict_type") and repr(value) not in msg:
             msg = f"{msg} (got {value!r})"
         problems.append(Problem(source.file, source.line_of(loc), _show(loc), msg))
     return problems

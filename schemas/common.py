@@ -139,6 +139,22 @@ class SecretRef(BaseModel):
         return f"file:{self.file}" if self.file else f"env:{self.env}"
 
 
+# What a pattern means, for error messages: people should not have to read a regex.
+PATTERN_HELP: dict[str, str] = {
+    DNS_LABEL: "must be a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$": "must be an interface name: at most 15 letters, digits, '_', '.', '-'",
+    r"^[0-9]+(ms|s|m|h)$": "must be a duration such as 500ms, 2s, 1m or 1h",
+}
+
+
+def pattern_help(pattern: str) -> str | None:
+    if pattern in PATTERN_HELP:
+        return PATTERN_HELP[pattern]
+    if "[a-z0-9-]{0,61}" in pattern and r"\." in pattern:
+        return "must be a DNS domain such as corp.example.test (lower-case letters, digits, '-' and dots)"
+    return None
+
+
 def duplicates(values: list, field: str, what: str) -> list[tuple[str, str]]:
     """Problems for repeated values in a list: `field` is a path with `{}` for the index."""
     first: dict = {}

@@ -1,0 +1,350 @@
+"""The engine: plan, apply, converge, drift, prune, ordering and failure isolation.
+
+These tests drive the engine with a reconciler defined here that manages real JSON files
+in a temporary folder: a real reconciler of a tiny kind of state, not a stand-in binary.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import reconcilers
+from controller.cli import main
+from controller.engine import Engine
+from controller.loader import load_tree
+from controller.state import Inventory
+from reconcilers.base import (
+    ApplyError, AtomicWriter, Change, CommandError, Desired, DryRunViolation, Node, Reconciler, Runner,
+)
+
+STORE = Path(os.environ.get("TEST_STORE", "/nonexistent"))
+
+
+class FileBackends(Reconciler):
+    """Backends as JSON files <store>/backend-<name>.json."""
+
+    kind = "Backend"
+    after = ()
+    fail: set[str] = set()
+    sticky: set[str] = set()  # names whose apply never sticks
+    applied: list[tuple[str, str]] = []
+
+    def desired(self, tree, node):
+        out = {}
+        for m in tree.on_node("Backend", node.name):
+            out[m.metadata.name] = Desired(
+                {"balance": m.spec.balance,
+                 "servers": {s.name: {"address": s.address, "port": s.port, "weight": s.weight} for s in m.spec.servers}},
+                ignore=tuple("/servers/*/weight" for _ in [1] if "weight" in m.spec.ignore),
+            )
+        return out
+
+    def observe(self, node):
+        return {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in STORE.glob("backend-*.json")}
+
+    def apply(self, change: Change, node: Node):
+        FileBackends.applied.append((change.action, change.name))
+        if change.name in self.fail:
+            raise ApplyError(f"cannot apply {change.name}: told to fail")
+        path = STORE / f"backend-{change.name}.json"
+        if change.action == "delete":
+            AtomicWriter(node).remove(path)
+        elif change.name in self.sticky:
+            AtomicWriter(node).write(path, json.dumps({"balance": "never-right"}))
+        else:
+            AtomicWriter(node).write(path, json.dumps(change.desired))
+
+
+class FileFrontends(Reconciler):
+    kind = "Frontend"
+    after = ("Backend",)
+
+    def desired(self, tree, node):
+        return {m.metadata.name: Desired({"backend": m.spec.defaultBackend},
+                                         depends=(("Backend", m.spec.defaultBackend),))
+                for m in tree.on_node("Frontend", node.name)}
+
+    def observe(self, node):
+        return {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in STORE.glob("frontend-*.json")}
+
+    def apply(self, change, node):
+        FileBackends.applied.append((change.action, change.name))
+        path = STORE / f"frontend-{change.name}.json"
+        if change.action == "delete":
+            AtomicWriter(node).remove(path)
+        else:
+            AtomicWriter(node).write(path, json.dumps(change.desired))
+
+
+class PlainCluster(Reconciler):
+    """A `stack: none` cluster is a group of nodes: nothing to run."""
+
+    kind = "Cluster"
+
+    def desired(self, tree, node):
+        return {}
+
+    def observe(self, node):
+        return {}
+
+
+CLUSTER = """\
+apiVersion: reconcile/v1
+kind: Cluster
+metadata: {name: web}
+spec:
+  stack: none
+  nodes:
+    - {name: lb1, id: 1, address: 192.0.2.11/24}
+"""
+
+
+def backend(name: str, servers: int = 2, weight: int = 1, extra: str = "") -> str:
+    lines = "\n".join(f"    - {{name: s{i}, address: 198.51.100.{i}, port: 80, weight: {weight}}}"
+                      for i in range(1, servers + 1))
+    return (f"---\napiVersion: reconcile/v1\nkind: Backend\nmetadata: {{name: {name}}}\nspec:\n"
+            f"  cluster: web\n{extra}  servers:\n{lines}\n")
+
+
+def frontend(name: str, backend_name: str, port: int = 8080) -> str:
+    return (f"---\napiVersion: reconcile/v1\nkind: Frontend\nmetadata: {{name: {name}}}\nspec:\n  cluster: web\n"
+            f"  bind: [{{address: 127.0.0.1, port: {port}}}]\n  defaultBackend: {backend_name}\n")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    store.mkdir()
+    monkeypatch.setattr(sys.modules[__name__], "STORE", store)
+    monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:FileBackends")
+    monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", f"{__name__}:FileFrontends")
+    monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", f"{__name__}:PlainCluster")
+    monkeypatch.setattr(FileBackends, "fail", set())
+    monkeypatch.setattr(FileBackends, "sticky", set())
+    monkeypatch.setattr(FileBackends, "applied", [])
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    class Env:
+        def __init__(self):
+            self.repo, self.store, self.state = repo, store, tmp_path / "state"
+
+        def write(self, *docs: str) -> None:
+            (repo / "cluster.yaml").write_text(CLUSTER)
+            (repo / "lb.yaml").write_text("".join(docs))
+
+        def engine(self, dry_run=False, **kw) -> Engine:
+            node = Node("lb1", Runner(dry_run=dry_run, recording=True), self.state)
+            return Engine(load_tree(repo), node, **kw)
+
+        def cli(self, *args: str) -> int:
+            return main([*args, "--repo", str(repo), "--node", "lb1", "--state-dir", str(self.state)])
+
+    return Env()
+
+
+def test_dry_run_plans_creates_and_changes_nothing(env, capsys):
+    env.write(backend("app"), frontend("web", "app"))
+    assert env.cli("--dry-run") == 2
+    out = capsys.readouterr().out
+    assert "+ Backend app" in out and "+ Frontend web" in out
+    assert list(env.store.iterdir()) == []
+    assert FileBackends.applied == []
+    assert not env.state.exists()
+
+
+def test_apply_converges_and_a_second_apply_has_nothing_to_do(env, capsys):
+    env.write(backend("app"), frontend("web", "app"))
+    assert env.cli("apply") == 0
+    assert json.loads((env.store / "backend-app.json").read_text())["servers"]["s1"]["port"] == 80
+    capsys.readouterr()
+    assert env.cli("--dry-run") == 0
+    assert "= Backend app" in capsys.readouterr().out
+    assert env.cli("apply") == 0
+    status = json.loads((env.state / "status.json").read_text())
+    assert status["result"] == "in-sync" and status["counts"] == {"in-sync": 2}
+
+
+def test_backends_are_applied_before_the_frontends_that_need_them(env):
+    env.write(frontend("web", "app"), backend("app"))
+    env.engine().apply()
+    assert FileBackends.applied == [("create", "app"), ("create", "web")]
+
+
+def test_update_shows_field_level_changes(env, capsys):
+    env.write(backend("app"))
+    env.cli("apply")
+    env.write(backend("app", weight=5))
+    capsys.readouterr()
+    assert env.cli("--dry-run") == 2
+    out = capsys.readouterr().out
+    assert "~ Backend app" in out
+    assert "servers.s1.weight: 1 → 5" in out
+
+
+def test_hand_made_drift_is_planned_then_corrected(env, capsys):
+    env.write(backend("app"))
+    env.cli("apply")
+    path = env.store / "backend-app.json"
+    data = json.loads(path.read_text())
+    data["servers"]["s2"]["port"] = 81
+    path.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert env.cli("--dry-run") == 2
+    out = capsys.readouterr().out
+    assert "servers.s2.port: 81 → 80" in out and "drift: changed outside git" in out
+    record = env.engine().apply()
+    assert [(o.name, o.status) for o in record.objects] == [("app", "drift-corrected")]
+    assert json.loads(path.read_text())["servers"]["s2"]["port"] == 80
+
+
+def test_ignored_runtime_fields_are_not_drift(env):
+    env.write(backend("app", extra="  ignore: [weight]\n"))
+    env.engine().apply()
+    path = env.store / "backend-app.json"
+    data = json.loads(path.read_text())
+    data["servers"]["s1"]["weight"] = 0  # an operator drained it
+    path.write_text(json.dumps(data))
+    assert env.engine(dry_run=True).plan().exit_code() == 0
+
+
+def test_removed_manifest_deletes_only_what_the_agent_created(env):
+    env.write(backend("app"), backend("api"), backend("old"))
+    env.engine().apply()
+    (env.store / "backend-handmade.json").write_text(json.dumps({"balance": "roundrobin", "servers": {}}))
+    env.write(backend("app"), backend("api"))
+    record = env.engine().apply()
+    assert {(o.name, o.status, o.action) for o in record.objects if o.status != "in-sync"} == {("old", "changed", "delete")}
+    assert not (env.store / "backend-old.json").exists()
+    assert (env.store / "backend-handmade.json").exists()
+    assert "Backend/old" not in Inventory(env.state).objects
+
+
+def test_mass_prune_is_refused_unless_allowed(env, capsys):
+    env.write(*(backend(f"b{i}") for i in range(4)))
+    env.engine().apply()
+    env.write(backend("b0"))
+    capsys.readouterr()
+    assert env.cli("apply") == 1
+    assert "refusing to prune 3 of 4" in capsys.readouterr().out
+    assert len(list(env.store.glob("backend-*.json"))) == 4
+    assert env.cli("apply", "--allow-mass-prune") == 0
+    assert len(list(env.store.glob("backend-*.json"))) == 1
+
+
+def test_a_failed_change_skips_only_what_depends_on_it(env):
+    FileBackends.fail = {"app"}
+    env.write(backend("app"), backend("api"), frontend("web", "app"), frontend("admin", "api", port=8081))
+    record = env.engine().apply()
+    status = {(o.kind, o.name): o.status for o in record.objects}
+    assert status == {("Backend", "app"): "failed", ("Backend", "api"): "changed",
+                      ("Frontend", "web"): "skipped", ("Frontend", "admin"): "changed"}
+    assert record.exit_code() == 1
+    assert "told to fail" in next(o.error for o in record.objects if o.name == "app")
+
+
+def test_an_object_that_never_converges_is_reported_not_retried_forever(env):
+    FileBackends.sticky = {"app"}
+    env.write(backend("app"))
+    record = env.engine(max_passes=3).apply()
+    assert [(o.name, o.status) for o in record.objects] == [("app", "not-converging")]
+    assert FileBackends.applied.count(("create", "app")) + FileBackends.applied.count(("update", "app")) == 2
+    assert record.exit_code() == 1
+
+
+def test_dry_run_runner_refuses_mutations_even_if_apply_were_called(env):
+    env.write(backend("app"))
+    engine = env.engine(dry_run=True)
+    engine.plan()
+    change = Change("Backend", "app", "create", {"balance": "x"}, None)
+    with pytest.raises(DryRunViolation):
+        engine.reconcilers["Backend"].apply(change, engine.node)
+    assert list(env.store.iterdir()) == []
+
+
+def test_json_plan_for_machines(env, capsys):
+    env.write(backend("app"))
+    env.cli("apply")
+    env.write(backend("app", weight=3))
+    capsys.readouterr()
+    assert env.cli("--dry-run", "-o", "json") == 2
+    data = json.loads(capsys.readouterr().out)
+    assert data["result"] == "pending"
+    (obj,) = data["objects"]
+    assert obj["action"] == "update"
+    assert {"field": "servers.s1.weight", "observed": 1, "desired": 3} in obj["fields"]
+
+
+def test_kinds_without_a_reconciler_are_reported_not_skipped(env, capsys, monkeypatch):
+    monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", "reconcilers.not_written_yet:Nope")
+    env.write(backend("app"), frontend("web", "app"))
+    assert env.cli("--dry-run") == 2
+    out = capsys.readouterr().out
+    assert "! Frontend web (not-installed)" in out
+
+
+def test_a_second_apply_waits_for_the_node_lock(env, capsys):
+    from controller.state import NodeLock
+
+    env.write(backend("app"))
+    with NodeLock(env.state):
+        assert env.cli("apply") == 1
+    assert "holds" in capsys.readouterr().err
+
+
+# --- the runner and the writer ---------------------------------------------------------
+
+
+def test_runner_takes_argv_lists_only_and_redacts_secrets():
+    runner = Runner()
+    with pytest.raises(TypeError):
+        runner.run("echo hi")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        runner.run(["echo", "pw=s3cr3t-value"], secrets=["s3cr3t-value"])
+    result = runner.run(["cat"], input="s3cr3t-value\n", secrets=["s3cr3t-value"])
+    assert "s3cr3t-value" not in result.stdout and "<redacted>" in result.stdout
+    with pytest.raises(CommandError) as err:
+        runner.run(["sh", "-c", "cat >&2; exit 3"], input="s3cr3t-value\n", read_only=True)
+    assert "exited 3" in str(err.value) and "s3cr3t-value" not in str(err.value)
+
+
+def test_runner_in_dry_run_refuses_commands_not_declared_read_only():
+    runner = Runner(dry_run=True, recording=True)
+    assert runner.run(["true"], read_only=True).rc == 0
+    with pytest.raises(DryRunViolation):
+        runner.run(["touch", "/tmp/should-not-exist"])
+    assert [(r.argv, r.read_only) for r in runner.records] == [(["true"], True), (["touch", "/tmp/should-not-exist"], False)]
+
+
+def test_runner_timeout_is_an_error_for_people():
+    with pytest.raises(CommandError) as err:
+        Runner().run(["sleep", "5"], timeout=0.2)
+    assert "timed out" in str(err.value)
+
+
+def test_atomic_writer_installs_only_what_the_validator_accepts(tmp_path):
+    node = Node("lb1", Runner())
+    target = tmp_path / "app.cfg"
+    target.write_text("old\n")
+    target.chmod(0o640)
+
+    def refuse(path: Path) -> None:
+        Runner().run(["grep", "-q", "^good", str(path)], read_only=True)
+
+    with pytest.raises(CommandError):
+        AtomicWriter(node).write(target, "bad\n", validate=refuse)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["app.cfg"]  # no temp file left behind
+    assert AtomicWriter(node).write(target, "good\n", validate=refuse) is True
+    assert target.read_text() == "good\n" and (target.stat().st_mode & 0o777) == 0o640
+    assert AtomicWriter(node).write(target, "good\n") is False  # already there: no write
+
+
+def test_atomic_writer_refuses_in_dry_run(tmp_path):
+    with pytest.raises(DryRunViolation):
+        AtomicWriter(Node("lb1", Runner(dry_run=True))).write(tmp_path / "x", "y")
+    assert not (tmp_path / "x").exists()
