@@ -98,6 +98,8 @@ def _show(path: Iterable[str | int]) -> str:
 # --- YAML with line numbers -------------------------------------------------------------
 
 _constructor = yaml.constructor.SafeConstructor()
+_STR, _INT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int"
+_BOOL, _NULL = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"
 
 
 class _DocError(Exception):
@@ -122,10 +124,18 @@ def _to_data(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_data(item, path + (i,), lines) for i, item in enumerate(node.value)]
-    if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() not in ("true", "false"):
-        return node.value  # YAML 1.1's yes/no/on/off stay strings: `no` is not false
-    if node.tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"):
-        return node.value
+    tag, value = node.tag, node.value
+    if tag == _STR:
+        return value
+    if tag == _INT and value.lstrip("-+").isdigit() and not value.lstrip("-+").startswith("0"):
+        return int(value)  # the common case, without PyYAML's slower constructor
+    if tag == _BOOL:
+        low = value.lower()
+        return value if low not in ("true", "false") else low == "true"  # yes/no/on/off stay strings
+    if tag == _NULL:
+        return None
+    if tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"):
+        return value
     return _constructor.construct_object(node, deep=True)
 
 
