@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -119,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
     if mode == "validate":
         return cmd_validate(args, tree, node_name, state_dir)
 
-    node = Node(node_name, Runner(dry_run=(mode == "dry-run")), Path(state_dir))
+    # RECONCILE_RECORD=FILE: write every command and runtime-socket action of this run to
+    # FILE as JSON, for the recorder tests that prove a dry-run changes nothing.
+    record_to = os.environ.get("RECONCILE_RECORD")
+    node = Node(node_name, Runner(dry_run=(mode == "dry-run"), recording=bool(record_to)), Path(state_dir))
     if mode == "dry-run":
         engine = Engine(tree, node, inventory=Inventory(node.state_dir))
         record = engine.plan()
@@ -133,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"reconcile: {err}", file=sys.stderr)
             return 1
     emit(record, args.output, args.color)
+    if record_to:
+        Path(record_to).write_text(json.dumps([vars(r) for r in node.runner.records], indent=1))
     return record.exit_code()
 
 

@@ -348,3 +348,14 @@ def test_atomic_writer_refuses_in_dry_run(tmp_path):
     with pytest.raises(DryRunViolation):
         AtomicWriter(Node("lb1", Runner(dry_run=True))).write(tmp_path / "x", "y")
     assert not (tmp_path / "x").exists()
+
+
+def test_recorder_hook_writes_every_command_of_a_dry_run(env, tmp_path, monkeypatch):
+    from tests.readonly_allowlist import allowed
+
+    env.write(backend("app"))
+    out = tmp_path / "record.json"
+    monkeypatch.setenv("RECONCILE_RECORD", str(out))
+    assert env.cli("--dry-run") == 2
+    records = json.loads(out.read_text())
+    assert all(allowed(r["what"], r["argv"]) for r in records)
