@@ -126,16 +126,20 @@ class Engine:
 
     def _prepare(self, record: RunRecord) -> None:
         items = self.tree.for_node(self.node.name)
-        kinds = {i.kind for i in items} | self.inventory.kinds()
+        present = {i.kind for i in items}
+        wanted = present | self.inventory.kinds()
         classes: dict[str, type[Reconciler]] = {}
-        for kind in sorted(kinds):
+        for kind in REGISTRY:
             try:
-                classes[kind] = reconciler_class(kind)
+                cls = reconciler_class(kind)
             except NotInstalled as err:
                 for item in items:
                     if item.kind == kind:
                         self._result(ObjectResult(kind, item.name, "not-installed", notes=[str(err)],
                                                   source=item.where()))
+                continue
+            if kind in wanted or present & set(cls.consumes):
+                classes[kind] = cls
         self.order = kind_order(set(classes), classes)
         for kind in self.order:
             started = time.monotonic()

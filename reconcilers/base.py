@@ -49,6 +49,10 @@ itself. Per run the engine makes a fresh instance and calls, in this order:
     drift. `Desired.ignore` adds pointers for one object (an operator's drain, where the
     manifest allows it).
 
+``consumes``: other kinds whose manifests this reconciler also turns into objects (the
+    ClusterResource reconciler makes IPaddr2 primitives of Pacemaker VirtualIPs): the
+    engine runs it whenever the node has manifests of its kind or of these.
+
 ``after``: kinds whose changes must be applied before this kind's (VirtualIP before
     Frontend). Deletes run in the reverse order. `Desired.depends` names single objects
     this one needs: if one of those fails, this one is skipped.
@@ -264,6 +268,7 @@ class Reconciler:
 
     kind: ClassVar[str]
     after: ClassVar[tuple[str, ...]] = ()
+    consumes: ClassVar[tuple[str, ...]] = ()
     ignore: ClassVar[tuple[str, ...]] = ()
 
     def desired(self, tree: Any, node: Node) -> dict[str, Desired]:

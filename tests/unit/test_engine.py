@@ -359,3 +359,25 @@ def test_recorder_hook_writes_every_command_of_a_dry_run(env, tmp_path, monkeypa
     assert env.cli("--dry-run") == 2
     records = json.loads(out.read_text())
     assert all(allowed(r["what"], r["argv"]) for r in records)
+
+
+class FrontendsAsResources(Reconciler):
+    """Turns every Frontend into an object of its own kind, as the Pacemaker reconciler
+    turns Pacemaker VirtualIPs into IPaddr2 primitives."""
+
+    kind = "ClusterResource"
+    consumes = ("Frontend",)
+
+    def desired(self, tree, node):
+        return {f"fe-{m.metadata.name}": Desired({"port": m.spec.bind[0].port})
+                for m in tree.on_node("Frontend", node.name)}
+
+    def observe(self, node):
+        return {}
+
+
+def test_a_reconciler_runs_for_the_kinds_it_consumes(env, monkeypatch):
+    monkeypatch.setitem(reconcilers.REGISTRY, "ClusterResource", f"{__name__}:FrontendsAsResources")
+    env.write(backend("app"), frontend("web", "app"))  # no ClusterResource manifest at all
+    record = env.engine(dry_run=True).plan()
+    assert ("ClusterResource", "fe-web", "create") in {(o.kind, o.name, o.action) for o in record.objects}
