@@ -16,7 +16,7 @@ PACKAGES=(
   # containers
   lxc python3-lxc busybox-static
   # Active Directory
-  samba samba-dsdb-modules samba-vfs-modules winbind adcli sssd sssd-tools libnss-sss libpam-sss
+  samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind adcli sssd sssd-tools libnss-sss libpam-sss
   krb5-user ldb-tools bind9-dnsutils realmd
   # plumbing
   sudo iproute2 iputils-ping procps psmisc util-linux git gnupg python3-venv python3-pip wrk
