@@ -1,0 +1,72 @@
+"""The lab: real multi-node HA on one machine, for the integration tests and the demo.
+
+A lab node is a machine as far as the daemons (and reconcile) can tell: its own network,
+mount, UTS, IPC and PID namespaces, host name, /etc, /var, /run. Nodes `lb1..lbN`
+(192.0.2.11..) and optionally `dc1` (192.0.2.2, a real Samba AD DC for corp.example.test)
+sit on one bridge. Needs root. Design: design.md §7.
+
+Python API (tests, other tools)::
+
+    from controller.lab import Lab, temporary_lab, reconcile
+
+    lab = Lab("demo").up(nodes=2, domain_controller=False)   # tears down a stale "demo" first
+    lab.nodes                      # ["lb1", "lb2"] (+ "dc1")
+    lab.address("lb2")             # "192.0.2.12"
+    lab.shared                     # Path: same path on the host and in every node
+    r = lab.exec("lb1", ["ip", "-j", "addr"])          # CompletedProcess[str], captured
+    r = lab.exec("lb1", ["kinit", "alice"], input="pw\\n", check=False, timeout=30, cwd="/")
+    p = lab.popen("lb2", ["python3", "-m", "http.server", "8080"])  # long-running; p.terminate()
+    lab.wait_tcp("lb1", lab.address("lb2"), 8080)      # wait until it answers (from lb1)
+    lab.write_file("lb1", "/etc/haproxy/haproxy.cfg", text, mode=0o644)
+    lab.read_file("lb1", "/etc/haproxy/haproxy.cfg")
+    reconcile(lab, "lb1", "--dry-run", "--repo", "desired-state")  # == lab.reconcile("lb1", ...)
+    lab.netns("lb1")               # "demo-lb1": `ip -n demo-lb1 ...` from the host
+    lab.pid("lb1")                 # host PID of the node's init: nsenter -t PID -n -m -u -i -p
+    lab.enter_argv("lb1")          # that nsenter argv prefix, for your own subprocess calls
+    lab.status()                   # dict: nodes, addresses, PIDs, alive, DC answers
+    lab.down()                     # idempotent; ends every process of the lab
+
+    with temporary_lab(nodes=2, domain_controller=True) as lab:   # unique name, always down
+        ...
+
+`exec` raises `NodeCommandError` (a `subprocess.CalledProcessError` with node, stdout and
+stderr in its message) when check=True and the command fails; `LabError` for lab problems.
+`Lab(name)` in another process finds a running lab through /srv/reconcile-lab/<name>/lab.json.
+
+pytest (tests/lab/conftest.py): fixtures `lab2`, `lab3`, `lab2_dc` (function scope, each a
+fresh uniquely named lab, torn down even when the test fails; 2 nodes take ~0.1 s, a DC
+~2.5 s once its provisioned domain is cached) and `make_lab(nodes, domain_controller)` for
+other shapes. Mark lab tests `@pytest.mark.lab`.
+
+Constants: `DOMAIN` "corp.example.test", `REALM`, `NETBIOS_DOMAIN` "CORP", `DC_NODE`,
+`DC_ADDRESS`, `ADMIN_USER` "Administrator", `ADMIN_PASSWORD`, `USERS` {user: password}
+(alice, bob, carol), `GROUPS` {group: members} (alice in "app-admins" and "Domain Admins",
+bob in "web users"; carol in none), `JOIN_PASSWORD_FILE` (holds ADMIN_PASSWORD, mode 0600,
+in every node of a lab with a DC), `SUBNET`, `lb_address(i)`, `LAB_BASE`.
+
+What a node is (see holder.py):
+- Namespaces: net, mount, UTS, IPC, PID (its PID 1 is the holder: killing it ends the
+  node). Not cgroup or user: processes are real root, cgroupfs is the host's.
+- Files: overlayfs over /etc, /var, /home, /root (upper layers in
+  /srv/reconcile-lab/<lab>/nodes/<node>/upper: the host's copies are read, never written);
+  fresh tmpfs on /run, /tmp, /dev/shm; its own /proc and /sys. Everything else (/usr,
+  /srv, /work, /opt, the checkout, the venv) is the host's, shared and writable: do not
+  write there from a node except in `lab.shared`. /dev is the host's too.
+- Prepared: /etc/hostname, /etc/hosts (all nodes, with FQDNs when there is a DC),
+  /etc/resolv.conf (the DC, or 127.0.0.1 which fails at once), /etc/machine-id,
+  /etc/krb5.conf and the join password file with a DC, /etc/lxc/lxc.conf (keeps LXC's
+  cgroups under reconcile-lab/<lab>/ so `down` removes them), the /run folders systemd
+  would create at boot. No daemon runs (no systemd, no dbus, no syslog) except samba in dc1.
+- Network: eth0 (veth to bridge br0 in namespace `<lab>-sw`), 192.0.2.0/24, no default
+  route, nothing in the host's network namespace. The host cannot reach nodes directly:
+  reach a service from a node (`lab.wait_tcp`, a client run with `lab.exec`), or
+  from the host with `nsenter`/`ip netns exec <lab>-lb1`.
+- PATH in nodes starts with this installation's venv bin, so `reconcile` runs there.
+"""
+from controller.lab.config import (  # noqa: F401
+    ADMIN_PASSWORD, ADMIN_USER, DC_ADDRESS, DC_NODE, DOMAIN, GROUPS, JOIN_PASSWORD_FILE, LAB_BASE,
+    NETBIOS_DOMAIN, REALM, SUBNET, USERS, lb_address,
+)
+from controller.lab.lab import (  # noqa: F401
+    Lab, LabError, NodeCommandError, NodeProcess, reconcile, sweep_orphans, temporary_lab,
+)

@@ -1,0 +1,92 @@
+"""`reconcile lab up | down | status | exec`: the lab from the command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from controller.lab import config
+from controller.lab.lab import Lab, LabError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reconcile lab", description=(
+        "Lab nodes on this machine: network, mount, UTS, IPC and PID namespaces joined by a "
+        "bridge, for the integration tests and the demo. Needs root."))
+    sub = p.add_subparsers(dest="command", required=True)
+    default = os.environ.get("RECONCILE_LAB", config.DEFAULT_NAME)
+
+    def named(name: str, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help)
+        s.add_argument("--name", default=default,
+                       help=f"lab name (default: $RECONCILE_LAB or {config.DEFAULT_NAME!r}; now {default!r})")
+        return s
+
+    up = named("up", "build the lab (a stale lab of the same name is removed first)")
+    up.add_argument("--nodes", type=int, default=2, help="number of nodes lb1..lbN (default 2)")
+    up.add_argument("--domain-controller", action="store_true",
+                    help=f"add {config.DC_NODE}, a Samba AD DC for {config.DOMAIN}")
+    named("down", "end every process of the lab, delete its namespaces and files")
+    st = named("status", "nodes, addresses, holder PIDs, whether they run, whether the DC answers")
+    st.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    ex = named("exec", "run a command in a node (exit code, stdin, stdout, stderr pass through)")
+    ex.add_argument("node")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if os.geteuid() != 0:
+        print("reconcile lab: needs root (namespaces, mounts, veth)", file=sys.stderr)
+        return 1
+    try:
+        lab = Lab(args.name)
+        if args.command == "up":
+            started = time.monotonic()
+            lab.up(nodes=args.nodes, domain_controller=args.domain_controller)
+            _print_status(lab.status())
+            print(f"lab {lab.name!r} ready in {time.monotonic() - started:.1f}s; "
+                  f"`reconcile lab exec --name {lab.name} lb1 -- CMD` enters a node, "
+                  f"`reconcile lab down --name {lab.name}` removes it")
+        elif args.command == "down":
+            lab.down()
+            print(f"lab {lab.name!r} is down")
+        elif args.command == "status":
+            if not lab.exists():
+                print(f"lab {lab.name!r} is not up", file=sys.stderr)
+                return 1
+            status = lab.status()
+            if args.output == "json":
+                print(json.dumps(status, indent=2))
+            else:
+                _print_status(status)
+        elif args.command == "exec":
+            cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+            if not cmd:
+                print("reconcile lab exec: NODE -- CMD ...", file=sys.stderr)
+                return 2
+            enter = lab.enter_argv(args.node, os.getcwd() if _visible_in_node(os.getcwd()) else "/")
+            os.execvpe(enter[0], enter + cmd, lab.env())
+    except LabError as e:
+        print(f"reconcile lab: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _visible_in_node(path: str) -> bool:
+    """/run and /tmp are the node's own tmpfs: a host folder there does not exist inside."""
+    return not any(path == top or path.startswith(top + "/") for top in ("/run", "/tmp", "/dev/shm"))
+
+
+def _print_status(status: dict) -> None:
+    print(f"lab {status['name']} ({status['state']}), shared folder {status['shared']}")
+    print(f"  {'NODE':6} {'ADDRESS':12} {'PID':>8}  {'STATE':8} NETNS")
+    for n in status["nodes"]:
+        print(f"  {n['name']:6} {n['address']:12} {n['pid']:>8}  {'running' if n['alive'] else 'DEAD':8} {n['netns']}")
+    dc = status.get("domain_controller")
+    if dc is not None:
+        says = ", ".join(f"{k} {'answers' if v else 'DOWN'}" for k, v in dc.items())
+        print(f"  {config.DC_NODE}: Samba AD DC for {config.DOMAIN}: {says}")

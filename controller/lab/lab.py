@@ -1,0 +1,552 @@
+"""The `Lab`: build, enter and tear down the nodes of one lab (see the package docstring)."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from controller.lab import config
+
+HOLDER = Path(__file__).with_name("holder.py")
+HOLDER_SUFFIX = "/controller/lab/holder.py"
+NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+OVERLAID = ("/etc", "/var", "/home", "/root")  # as in holder.py
+CGROUP_DIR = "reconcile-lab"
+
+
+class LabError(Exception):
+    """The lab could not do what was asked; the message says what and where."""
+
+
+class NodeCommandError(LabError, subprocess.CalledProcessError):
+    """A command inside a node exited non-zero (with check=True)."""
+
+    def __init__(self, node: str, result: subprocess.CompletedProcess[str]) -> None:
+        subprocess.CalledProcessError.__init__(self, result.returncode, result.args, result.stdout, result.stderr)
+        self.node = node
+
+    def __str__(self) -> str:
+        tail = lambda s: (s or "").strip()[-2000:]  # noqa: E731
+        return (f"{self.node}: {' '.join(map(str, self.cmd))} exited {self.returncode}\n"
+                f"--- stdout\n{tail(self.stdout)}\n--- stderr\n{tail(self.stderr)}")
+
+
+class NodeProcess(subprocess.Popen):
+    """A process started in a node by `Lab.popen`. terminate()/kill() signal its whole
+    process group: nsenter forks the command and does not forward signals."""
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            _signal_command(self.pid, sig)
+
+
+def _signal_command(nsenter_pid: int, sig: int) -> None:
+    """Signal what nsenter started (its process group, but not nsenter itself, which then
+    reaps its child and exits with the child's status). Killing nsenter first would leave
+    its child a zombie of the host's init, not of the node's."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != nsenter_pid:
+            try:
+                rest = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(rest[2]) == nsenter_pid:
+                members.append(int(entry.name))
+    for pid in members or [nsenter_pid]:  # none yet: nsenter has not forked, stop it there
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Node:
+    name: str
+    address: str
+    pid: int = 0  # the node's PID 1 (its holder) as the host sees it
+    start: int = 0  # its start time (/proc/PID/stat field 22): a reused PID does not match
+
+    @property
+    def alive(self) -> bool:
+        return self.pid > 0 and _proc_start(self.pid) == self.start
+
+
+def _proc_start(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = text.rsplit(")", 1)[1].split()
+    return None if rest[0] == "Z" else int(rest[19])
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _run(argv: Sequence[str], *, input: str | None = None) -> None:
+    r = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=30)
+    if r.returncode:
+        raise LabError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
+
+
+def venv_bin() -> Path:
+    """The folder holding the `reconcile` console script of this installation."""
+    here = Path(sys.executable).parent
+    if (here / "reconcile").exists():
+        return here
+    found = shutil.which("reconcile")
+    return Path(found).parent if found else Path(sys.prefix) / "bin"
+
+
+class Lab:
+    """One lab: a set of nodes joined by a bridge, recorded under /srv/reconcile-lab/<name>."""
+
+    def __init__(self, name: str = config.DEFAULT_NAME, *, base: Path = config.LAB_BASE) -> None:
+        if not config.NAME_RE.match(name):
+            raise LabError(f"lab name {name!r}: use [a-z][a-z0-9-]*, at most 24 characters")
+        self.name = name
+        self.root = Path(base) / name
+        self._record: dict[str, Any] | None = None
+        self._wrappers: list[subprocess.Popen] = []  # unshare processes this object started
+
+    # -- what the lab is -------------------------------------------------------------------
+    @property
+    def shared(self) -> Path:
+        """A folder at the same path on the host and in every node (for repos, manifests)."""
+        return self.root / "shared"
+
+    @property
+    def switch(self) -> str:
+        """Name of the network namespace holding the lab's bridge (`br0`)."""
+        return f"{self.name}-sw"
+
+    def netns(self, node: str) -> str:
+        """Name of the node's network namespace, for `ip -n NAME ...` from the host."""
+        self._node(node)
+        return f"{self.name}-{node}"
+
+    @property
+    def nodes(self) -> list[str]:
+        return [n["name"] for n in self.record["nodes"]]
+
+    @property
+    def domain_controller(self) -> bool:
+        return bool(self.record.get("domain_controller"))
+
+    def address(self, node: str) -> str:
+        return self._node(node).address
+
+    def pid(self, node: str) -> int:
+        """Host PID of the node's PID 1, for `nsenter -t PID -n -m -u -i -p`."""
+        return self._node(node).pid
+
+    def exists(self) -> bool:
+        return (self.root / "lab.json").exists()
+
+    @property
+    def record(self) -> dict[str, Any]:
+        if self._record is None:
+            try:
+                self._record = json.loads((self.root / "lab.json").read_text())
+            except FileNotFoundError:
+                raise LabError(f"lab {self.name!r} is not up (no {self.root}/lab.json)") from None
+        return self._record
+
+    def _save(self) -> None:
+        tmp = self.root / "lab.json.tmp"
+        tmp.write_text(json.dumps(self._record, indent=2) + "\n")
+        tmp.rename(self.root / "lab.json")
+
+    def _node(self, node: str) -> Node:
+        for n in self.record["nodes"]:
+            if n["name"] == node:
+                return Node(**n)
+        raise LabError(f"lab {self.name!r} has no node {node!r} (nodes: {', '.join(self.nodes)})")
+
+    # -- up and down -----------------------------------------------------------------------
+    def up(self, nodes: int = 2, domain_controller: bool = False, *, ephemeral: bool = False,
+           timeout: float = 120.0) -> Lab:
+        """Build the lab from nothing (a stale lab of the same name is torn down first).
+        `ephemeral` marks a test's lab: `sweep_orphans` removes it once its owner is gone."""
+        if not 1 <= nodes <= config.MAX_NODES:
+            raise LabError(f"--nodes {nodes}: between 1 and {config.MAX_NODES}")
+        self.down()
+        names = [(f"lb{i}", config.lb_address(i)) for i in range(1, nodes + 1)]
+        if domain_controller:
+            names.append((config.DC_NODE, config.DC_ADDRESS))
+        self.root.mkdir(parents=True)
+        self._record = {
+            "name": self.name, "state": "starting", "created": time.time(),
+            "owner": {"pid": os.getpid(), "start": _proc_start(os.getpid())},
+            "ephemeral": ephemeral, "domain_controller": domain_controller,
+            "nodes": [asdict(Node(n, a)) for n, a in names],
+        }
+        self._save()  # first: a run killed from here on is found and cleaned by the next up
+        try:
+            self.shared.mkdir()
+            self._start_nodes(timeout)
+            self._wire()
+            self._record["state"] = "up"
+            self._save()
+            if domain_controller:
+                from controller.lab import dc
+
+                dc.start(self, timeout=timeout)
+            self._record["state"] = "ready"
+            self._save()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        """End every process of the lab, delete its namespaces and its folder. Idempotent;
+        only processes whose command line is this lab's node holder are signalled."""
+        victims = self._holder_processes()
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in self._wrappers:
+            p.wait(timeout=30)
+        self._wrappers.clear()
+        deadline = time.monotonic() + 30
+        while any(_proc_start(pid) is not None for pid in victims):
+            if time.monotonic() > deadline:
+                raise LabError(f"lab {self.name!r}: node processes {victims} did not end")
+            time.sleep(0.02)
+        for ns in self._netns_names():
+            _run(["ip", "netns", "delete", ns])
+        self._remove_cgroups()
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self._record = None
+
+    def _holder_processes(self) -> list[int]:
+        """Host PIDs of this lab's holders and their unshare parents, found by command line
+        (also when lab.json is gone), so nothing else is ever killed."""
+        nodes_dir = f"{self.root}/nodes/"
+        found = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            args = _cmdline(int(entry.name))
+            if any(a.endswith(HOLDER_SUFFIX) for a in args) and any(a.startswith(nodes_dir) for a in args):
+                found.append(int(entry.name))
+        return found
+
+    def _netns_names(self) -> list[str]:
+        mine = re.compile(rf"^{re.escape(self.name)}-(sw|lb\d+|dc\d+)$")
+        try:
+            return sorted(n for n in os.listdir("/run/netns") if mine.match(n))
+        except FileNotFoundError:
+            return []
+
+    def _cgroups(self) -> list[Path]:
+        """This lab's folder in each cgroup hierarchy (made by LXC in a node; see _prefill).
+        LXC places it under the cgroup of whoever started the container, so look a few
+        levels down."""
+        found = []
+        for top in _cgroup_mounts():
+            for dirpath, dirnames, _files in os.walk(top):
+                if CGROUP_DIR in dirnames and (Path(dirpath) / CGROUP_DIR / self.name).is_dir():
+                    found.append(Path(dirpath) / CGROUP_DIR / self.name)
+                if dirpath.count("/") - top.count("/") >= 2:
+                    dirnames.clear()
+        return found
+
+    def _remove_cgroups(self) -> None:
+        deadline = time.monotonic() + 10
+        for top in self._cgroups():
+            for dirpath, _dirs, _files in os.walk(top, topdown=False):
+                while True:
+                    try:
+                        os.rmdir(dirpath)  # a cgroup folder goes once its tasks have exited
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+            try:
+                top.parent.rmdir()  # shared by all labs: stays while another lab uses it
+            except OSError:
+                pass
+
+    def _start_nodes(self, timeout: float) -> None:
+        for n in self.record["nodes"]:
+            node_dir = self.root / "nodes" / n["name"]
+            node_dir.mkdir(parents=True)
+            self._prefill(node_dir, n["name"])
+            with open(node_dir / "holder.log", "wb") as log:
+                self._wrappers.append(subprocess.Popen(
+                    ["unshare", "--net", "--mount", "--uts", "--ipc", "--pid", "--fork", "--",
+                     sys.executable, "-I", "-S", str(HOLDER), str(node_dir), n["name"]],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True))  # survives the CLI process that ran `lab up`
+        deadline = time.monotonic() + timeout
+        for n, wrapper in zip(self.record["nodes"], self._wrappers):
+            node_dir = self.root / "nodes" / n["name"]
+            while not (node_dir / "ready").exists():
+                if wrapper.poll() is not None or time.monotonic() > deadline:
+                    log = (node_dir / "holder.log").read_text(errors="replace").strip()
+                    raise LabError(f"lab node {n['name']} did not start: {log or 'timeout'}")
+                time.sleep(0.005)
+            n["pid"] = json.loads((node_dir / "ready").read_text())["pid"]
+            n["start"] = _proc_start(n["pid"])
+        self._save()
+
+    def _wire(self) -> None:
+        """One bridge in its own namespace, one veth per node: the host's network namespace
+        gains nothing, and no node has a default route."""
+        _run(["ip", "netns", "add", self.switch])
+        sw = ["link add br0 type bridge mcast_snooping 0", "link set lo up", "link set br0 up"]
+        for n in self.record["nodes"]:
+            ns = f"{self.name}-{n['name']}"
+            _run(["ip", "netns", "attach", ns, str(n["pid"])])
+            sw += [f"link add {n['name']} type veth peer name eth0 netns {ns}",
+                   f"link set {n['name']} master br0", f"link set {n['name']} up"]
+        _run(["ip", "-n", self.switch, "-batch", "-"], input="\n".join(sw) + "\n")
+        for n in self.record["nodes"]:
+            _run(["ip", "-n", f"{self.name}-{n['name']}", "-batch", "-"],
+                 input=f"link set lo up\naddr add {n['address']}/{config.PREFIX_LEN} dev eth0\nlink set eth0 up\n")
+
+    # -- the node's private files, written into its overlay's upper layer before it starts --
+    def _prefill(self, node_dir: Path, node: str) -> None:
+        upper = node_dir / "upper"
+        for top in OVERLAID:
+            _mkdir_like(upper / top.lstrip("/"), Path(top))
+        dc = bool(self.record["domain_controller"])
+        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        for n in self.record["nodes"]:
+            names = f"{n['name']}.{config.DOMAIN} {n['name']}" if dc else n["name"]
+            hosts.append(f"{n['address']}\t{names}")
+        files = {
+            "/etc/hostname": node + "\n",
+            "/etc/hosts": "\n".join(hosts) + "\n",
+            "/etc/machine-id": secrets.token_hex(16) + "\n",
+            "/etc/resolv.conf": (
+                f"search {config.DOMAIN}\nnameserver {config.DC_ADDRESS}\n" if dc else
+                "# lab without a DNS server: lookups fail at once\nnameserver 127.0.0.1\n"
+                "options timeout:1 attempts:1\n"),
+        }
+        # LXC makes a container's control groups relative to the caller's; this pattern puts
+        # them under reconcile-lab/<lab>/<node>/ so that down() finds and removes them.
+        files["/etc/lxc/lxc.conf"] = (
+            "# lab node: containers' control groups are removed by `reconcile lab down`\n"
+            f"lxc.cgroup.pattern = {CGROUP_DIR}/{self.name}/{node}/%n\n")
+        if dc:
+            files["/etc/krb5.conf"] = KRB5_CONF
+        for path, text in files.items():
+            _prefill(upper, path, text, 0o644)
+        if dc:
+            _prefill(upper, config.JOIN_PASSWORD_FILE, config.ADMIN_PASSWORD, 0o600, dir_mode=0o700)
+
+    # -- running things in nodes -----------------------------------------------------------
+    def enter_argv(self, node: str, cwd: str = "/") -> list[str]:
+        """The argv prefix that runs a command in the node: nsenter into all its namespaces."""
+        n = self._node(node)
+        if not n.alive:
+            raise LabError(f"lab {self.name!r}: node {node} is not running (holder {n.pid} gone)")
+        return ["nsenter", "-t", str(n.pid), "-n", "-m", "-u", "-i", "-p", f"--wd={cwd}", "--"]
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of commands in nodes: the caller's, with a PATH that starts
+        with this installation's venv (so `reconcile` runs) and then the system folders."""
+        env = dict(os.environ)
+        env["PATH"] = f"{venv_bin()}:{NODE_PATH}"
+        env.update(extra or {})
+        return env
+
+    def exec(self, node: str, argv: Sequence[str], *, input: str | None = None, timeout: float = 120.0,
+             check: bool = True, cwd: str = "/", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run argv in the node and wait; stdout and stderr are captured as text.
+        check=True raises NodeCommandError on a non-zero exit. A command that leaves a
+        process holding its stdout open (a daemon that does not detach its output) makes
+        this wait until timeout: start such things with `popen`."""
+        proc = subprocess.Popen(self.enter_argv(node, cwd) + list(argv), env=self.env(env), text=True,
+                                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_command(proc.pid, signal.SIGKILL)
+            try:
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:  # a detached child still holds the output open
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+            raise LabError(f"{node}: {' '.join(argv)} still running after {timeout}s; "
+                           f"stdout: {out[-500:]!r} stderr: {err[-500:]!r}") from None
+        result = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+        if check and proc.returncode:
+            raise NodeCommandError(node, result)
+        return result
+
+    def popen(self, node: str, argv: Sequence[str], *, cwd: str = "/", env: dict[str, str] | None = None,
+              **kwargs: Any) -> NodeProcess:
+        """Start a long-running command in the node (a test server, a daemon in the
+        foreground). Returns a Popen whose terminate()/kill() reach the command itself.
+        Everything still running in a node ends with `down()`."""
+        return NodeProcess(self.enter_argv(node, cwd) + list(argv), env=self.env(env),
+                           start_new_session=True, **kwargs)
+
+    def read_file(self, node: str, path: str) -> str:
+        return self.exec(node, ["cat", "--", path]).stdout
+
+    def write_file(self, node: str, path: str, text: str, mode: int = 0o644) -> None:
+        """Write a file in the node atomically (parents created), as the node sees the path."""
+        self.exec(node, ["/usr/bin/python3", "-I", "-c", _WRITE_FILE, path, oct(mode)], input=text)
+
+    def wait_tcp(self, node: str, host: str, port: int, timeout: float = 30.0) -> None:
+        """Wait until a TCP connect from the node to host:port succeeds."""
+        r = self.exec(node, ["/usr/bin/python3", "-I", "-c", _WAIT_TCP, host, str(port), str(timeout)],
+                      check=False, timeout=timeout + 10)
+        if r.returncode:
+            raise LabError(f"{node}: nothing answers on {host}:{port} after {timeout}s")
+
+    def reconcile(self, node: str, *args: str, check: bool = False, timeout: float = 300.0,
+                  input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the `reconcile` CLI inside the node, as an operator on that machine would."""
+        return self.exec(node, ["reconcile", *args], check=check, timeout=timeout, input=input)
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        rec = self.record
+        nodes = []
+        for n in rec["nodes"]:
+            node = Node(**n)
+            nodes.append({"name": node.name, "address": node.address, "pid": node.pid,
+                          "alive": node.alive, "netns": f"{self.name}-{node.name}"})
+        out: dict[str, Any] = {"name": self.name, "root": str(self.root), "state": rec["state"],
+                               "shared": str(self.shared), "nodes": nodes}
+        if rec.get("domain_controller"):
+            from controller.lab import dc
+
+            out["domain_controller"] = dc.answers(self)
+        return out
+
+
+_counter = itertools.count(1)
+
+
+@contextlib.contextmanager
+def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, prefix: str = "t") -> Iterator[Lab]:
+    """A lab under a name no other live process uses (`t<pid>-<n>`), torn down on exit
+    even when the body fails. Marked ephemeral: if this process is killed,
+    `sweep_orphans` (run by the test session) removes what it left."""
+    lab = Lab(f"{prefix}{os.getpid()}-{next(_counter)}")
+    try:
+        yield lab.up(nodes=nodes, domain_controller=domain_controller, ephemeral=True)
+    finally:
+        lab.down()
+
+
+def reconcile(lab: Lab, node: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the `reconcile` CLI inside a node: `reconcile(lab, "lb1", "apply", "--repo", path)`."""
+    return lab.reconcile(node, *args, **kwargs)
+
+
+def sweep_orphans(base: Path = config.LAB_BASE) -> list[str]:
+    """Tear down ephemeral (test) labs whose owning process has ended, e.g. a killed
+    pytest run. Labs of live processes and labs made by `reconcile lab up` are kept."""
+    removed = []
+    for d in sorted(Path(base).glob("*/lab.json")):
+        try:
+            rec = json.loads(d.read_text())
+        except (OSError, ValueError):
+            continue
+        owner = rec.get("owner") or {}
+        if rec.get("ephemeral") and _proc_start(owner.get("pid", 0)) != owner.get("start"):
+            Lab(d.parent.name, base=Path(base)).down()
+            removed.append(d.parent.name)
+    return removed
+
+
+def _cgroup_mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split(" - ")[1].split()[0] in ("cgroup", "cgroup2")]
+
+
+def _mkdir_like(path: Path, like: Path, mode: int = 0o755) -> None:
+    """Create a folder of an upper layer with the mode and owner of the folder it covers:
+    overlayfs shows the upper folder's attributes."""
+    if path.exists():
+        return
+    path.mkdir(parents=True)
+    try:
+        st = like.stat()
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+        os.chown(path, st.st_uid, st.st_gid)
+    except FileNotFoundError:
+        os.chmod(path, mode)
+
+
+def _prefill(upper: Path, path: str, text: str, mode: int, dir_mode: int = 0o755) -> None:
+    parts = Path(path).parts[1:]
+    for i in range(1, len(parts)):
+        _mkdir_like(upper.joinpath(*parts[:i]), Path("/", *parts[:i]), dir_mode)
+    target = upper.joinpath(*parts)
+    target.write_text(text)
+    os.chmod(target, mode)
+
+
+KRB5_CONF = f"""\
+[libdefaults]
+	default_realm = {config.REALM}
+	dns_lookup_realm = false
+	dns_lookup_kdc = true
+	rdns = false
+
+[realms]
+	{config.REALM} = {{
+		default_domain = {config.DOMAIN}
+	}}
+
+[domain_realm]
+	.{config.DOMAIN} = {config.REALM}
+	{config.DOMAIN} = {config.REALM}
+"""
+
+_WRITE_FILE = """\
+import os, sys
+path, mode = sys.argv[1], int(sys.argv[2], 8)
+os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+tmp = path + ".lab-tmp"
+with open(tmp, "w") as f:
+    f.write(sys.stdin.read())
+os.chmod(tmp, mode)
+os.rename(tmp, path)
+"""
+
+_WAIT_TCP = """\
+import socket, sys, time
+host, port, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+while True:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(0.05)
+"""
