@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from controller.loader import Tree
 from controller.plan import diff_kind, field_changes, state_hash
@@ -110,6 +110,8 @@ class Engine:
         max_passes: int = 4,
         allow_mass_prune: bool = False,
         max_prune_fraction: float = 0.5,
+        hold: dict[tuple[str, str], str] | None = None,
+        stop: Callable[[], bool] | None = None,
     ):
         self.tree = tree
         self.node = node
@@ -117,6 +119,11 @@ class Engine:
         self.max_passes = max_passes
         self.allow_mass_prune = allow_mass_prune
         self.max_prune_fraction = max_prune_fraction
+        # Objects the caller (the agent's backoff) does not want touched this run: (kind,
+        # name) → why. They are skipped like a failure, and so are their dependents.
+        self.hold = dict(hold or {})
+        # Asked between two changes: True means finish here (the agent got SIGTERM).
+        self.stop = stop
         self.reconcilers: dict[str, Reconciler] = {}
         self.desired: dict[str, dict[str, Desired]] = {}
         self.results: dict[tuple[str, str], ObjectResult] = {}
@@ -211,6 +218,8 @@ class Engine:
         changes = self._observe_and_diff(record)
         for change in self._ordered(changes):
             res = self._pending(change)
+            if self._leave_drift(change, res):
+                continue
             try:
                 res.notes.extend(self.reconcilers[change.kind].explain(change, self.node))
             except (CommandError, ApplyError) as err:
@@ -230,7 +239,11 @@ class Engine:
         done_with: set[tuple[str, str]] = set()
         changes: list[Change] = []
         prune_ok = True
+        stopped = False
         for n in range(1, self.max_passes + 1):
+            if n > 1 and self._stopping():
+                stopped = True  # what was applied is checked by the next run
+                break
             record.passes = n
             changes = [c for c in self._observe_and_diff(record) if (c.kind, c.name) not in done_with]
             if not changes:
@@ -244,6 +257,17 @@ class Engine:
             for change in self._ordered(changes):
                 key = (change.kind, change.name)
                 res = self._pending(change)
+                if self._stopping():
+                    res.status, res.error = "skipped", "not applied: the agent is stopping"
+                    done_with.add(key)
+                    continue
+                if key in self.hold:
+                    res.status, res.error = "skipped", self.hold[key]
+                    done_with.add(key)
+                    continue
+                if self._leave_drift(change, res):
+                    done_with.add(key)
+                    continue
                 blocker = self._blocked_by(change)
                 if blocker:
                     res.status, res.error = "skipped", f"skipped: {blocker[0]}/{blocker[1]} failed"
@@ -263,7 +287,7 @@ class Engine:
                 finally:
                     tk = f"apply.{change.kind}"
                     record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - t, 4)
-        for change in changes:
+        for change in changes if not stopped else ():
             res = self.results[(change.kind, change.name)]
             if res.status in ("pending", "changed", "drift-corrected") and (change.kind, change.name) not in done_with:
                 res.status = "not-converging"
@@ -316,6 +340,34 @@ class Engine:
         res.status = "drift-corrected" if res.drift else "changed"
         if change.action == "delete":
             self.inventory.forget(change.kind, change.name)
+        elif change.action == "create" and change.desired is not None \
+                and self.inventory.get(change.kind, change.name) is None:
+            # Owned from the moment it exists: a run killed before its end must not leave
+            # an object that a later removal from git would not prune.
+            self.inventory.record(change.kind, change.name, self.tree.revision, state_hash(change.desired))
+            self.inventory.save()
+
+    def _stopping(self) -> bool:
+        return self.stop is not None and self.stop()
+
+    def _leave_drift(self, change: Change, res: ObjectResult) -> bool:
+        """True when this change only undoes a change made outside git and the object's
+        `metadata.drift` says not to: `warn` leaves it pending, `ignore` reports it in sync."""
+        if not res.drift:
+            return False
+        manifest = self.tree.get(change.kind, change.name)
+        policy = getattr(getattr(manifest, "metadata", None), "drift", "correct")
+        if policy == "correct":
+            return False
+        if policy == "warn":
+            res.status = "pending"
+            note = "drift not corrected: metadata.drift is warn (fix it by hand or change it in git)"
+        else:
+            res.status, res.action = "in-sync", None
+            note = "drift ignored: metadata.drift is ignore"
+        if note not in res.notes:
+            res.notes.append(note)
+        return True
 
     def _blocked_by(self, change: Change) -> tuple[str, str] | None:
         desired = self.desired.get(change.kind, {}).get(change.name)

@@ -124,14 +124,39 @@ class NodeLock:
         self.release()
 
 
-def save_run(state_dir: Path, record: dict[str, Any]) -> None:
-    """The last run as status.json, and the last runs in history.json."""
+HISTORY_FIELDS = ("revision", "mode", "started", "seconds", "result", "counts", "errors")
+# Extra fields the agent adds to a run (what triggered it); absent from a CLI run.
+HISTORY_OPTIONAL = ("trigger",)
+
+
+def save_run(state_dir: Path, record: dict[str, Any], *, collapse: bool = False) -> None:
+    """The last run as status.json, and the last runs in history.json.
+
+    With `collapse`, a run that ends like the newest history entry (same revision, result,
+    counts and errors: an agent's idle resyncs) replaces it and counts as a repeat, so that
+    history keeps what happened rather than fifty identical lines.
+    """
     state_dir = Path(state_dir)
     write_json(state_dir / "status.json", record)
-    history = read_json(state_dir / "history.json", [])
-    summary = {k: record.get(k) for k in ("revision", "mode", "started", "seconds", "result", "counts", "errors")}
+    summary = {k: record.get(k) for k in HISTORY_FIELDS}
+    summary.update({k: record[k] for k in HISTORY_OPTIONAL if k in record})
+    append_history(state_dir, summary, collapse=collapse)
+
+
+def append_history(state_dir: Path, summary: dict[str, Any], *, collapse: bool = False) -> None:
+    """Put `summary` first in history.json (at most HISTORY_KEEP entries)."""
+    path = Path(state_dir) / "history.json"
+    history = read_json(path, [])
+    if not isinstance(history, list):
+        history = []
+    same = ("revision", "mode", "result", "counts", "errors")
+    if collapse and history and isinstance(history[0], dict) \
+            and all(history[0].get(k) == summary.get(k) for k in same):
+        summary = dict(summary, repeats=int(history[0].get("repeats", 1)) + 1,
+                       first=history[0].get("first", history[0].get("started")))
+        history = history[1:]
     history = ([summary] + history)[:HISTORY_KEEP]
-    write_json(state_dir / "history.json", history)
+    write_json(path, history)
 
 
 def _now() -> str:

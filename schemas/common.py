@@ -193,9 +193,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
+DriftPolicy = Literal["correct", "warn", "ignore"]
+"""What the agent does when an object is changed outside git: `correct` puts it back (the
+default), `warn` reports it and leaves it, `ignore` leaves it and reports it in sync. A change
+in git is always applied, whatever the policy."""
+
+
 class Metadata(Strict):
     name: Name
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    drift: DriftPolicy = "correct"
 
 
 class Placement(Strict):
