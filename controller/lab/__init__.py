@@ -56,7 +56,8 @@ What a node is (see holder.py):
   /etc/resolv.conf (the DC, or 127.0.0.1 which fails at once), /etc/machine-id,
   /etc/krb5.conf and the join password file with a DC, /etc/lxc/lxc.conf (keeps LXC's
   cgroups under reconcile-lab/<lab>/ so `down` removes them), the /run folders systemd
-  would create at boot. No daemon runs (no systemd, no dbus, no syslog) except samba in dc1.
+  would create at boot, a system D-Bus (realm needs it). No other daemon runs (no
+  systemd, no syslog: /dev/log does not exist, log to files or stderr) except samba in dc1.
 - Network: eth0 (veth to bridge br0 in namespace `<lab>-sw`), 192.0.2.0/24, no default
   route, nothing in the host's network namespace. The host cannot reach nodes directly:
   reach a service from a node (`lab.wait_tcp`, a client run with `lab.exec`), or

@@ -9,7 +9,7 @@ so this process is PID 1 of fresh net, mount, UTS, IPC and PID namespaces. It:
 3. lays an overlay over /etc, /var, /home and /root (upper and work dirs under NODE_DIR), and a
    fresh tmpfs over /run, /tmp and /dev/shm: the host's copies are read through, never written;
 4. mounts a /proc of the new PID namespace, sets the host name, creates the run-time folders
-   the daemons expect (as systemd-tmpfiles would at boot);
+   the daemons expect (as systemd-tmpfiles would at boot) and starts the system D-Bus;
 5. writes NODE_DIR/ready with its PID as the host sees it, then waits forever as the node's init.
 
 Killing this process (SIGKILL from the host) ends every process of the node: the kernel
@@ -127,6 +127,11 @@ def build(node_dir: str, hostname: str) -> None:
     if os.path.exists("/usr/bin/systemd-tmpfiles"):
         subprocess.run(["/usr/bin/systemd-tmpfiles", "--create", "--prefix=/run"],
                        stdin=subprocess.DEVNULL, check=False)
+    # A booted Debian machine has a system bus (realm and keepalived's D-Bus API need it).
+    # It forks; the daemon's parent becomes this init.
+    if os.path.exists("/usr/bin/dbus-daemon"):
+        subprocess.run(["/usr/bin/dbus-daemon", "--system", "--fork"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False)
     tmp = os.path.join(node_dir, "ready.tmp")
     with open(tmp, "w") as f:
         json.dump({"pid": host_pid, "hostname": hostname, "time": time.time()}, f)

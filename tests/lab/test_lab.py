@@ -190,6 +190,8 @@ def test_a_node_is_its_own_machine(lab2: Lab) -> None:
     assert len(ids) == 3
     assert lab2.exec("lb1", ["sh", "-c", "command -v reconcile"]).stdout.strip() == RECONCILE
     assert lab2.exec("lb1", ["test", "-d", "/run/haproxy"], check=False).returncode == 0
+    assert lab2.exec("lb1", ["test", "-S", "/run/dbus/system_bus_socket"], check=False).returncode == 0
+    assert lab2.exec("lb1", ["realm", "list"]).stdout == ""  # realmd answers on the bus: not joined
 
 
 def test_the_shared_folder_is_the_same_on_the_host_and_in_every_node(lab2: Lab) -> None:
