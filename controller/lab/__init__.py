@@ -50,8 +50,10 @@ What a node is (see holder.py):
 - Files: overlayfs over /etc, /var, /home, /root (upper layers in
   /srv/reconcile-lab/<lab>/nodes/<node>/upper: the host's copies are read, never written);
   fresh tmpfs on /run, /tmp, /dev/shm; its own /proc and /sys. Everything else (/usr,
-  /srv, /work, /opt, the checkout, the venv) is the host's, shared and writable: do not
-  write there from a node except in `lab.shared`. /dev is the host's too.
+  /srv, /opt, the checkout, the venv) is the host's, READ-ONLY in nodes, except
+  `lab.shared` (read-write, same path). Files the host keeps in /tmp or /run are not
+  visible in nodes: put them in `lab.shared`. /dev and /sys/fs/cgroup are the host's
+  (writable). /proc/sys/net is per node; other sysctls are the host's: do not set them.
 - Prepared: /etc/hostname, /etc/hosts (all nodes, with FQDNs when there is a DC),
   /etc/resolv.conf (the DC, or 127.0.0.1 which fails at once), /etc/machine-id,
   /etc/krb5.conf and the join password file with a DC, /etc/lxc/lxc.conf (keeps LXC's

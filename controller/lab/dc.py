@@ -57,11 +57,13 @@ def start(lab: Lab, timeout: float = 120.0) -> None:
         lab.exec(node, [*TAR, "-xpf", str(cache), "-C", "/"], timeout=timeout)
     else:
         provision(lab, timeout)
-        CACHE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # the domain's keys are inside
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        # Written into dc1's own folder (the host's file system is read-only in nodes but
+        # there), then moved: a lab provisioning at the same time just replaces it.
+        tmp = lab.root / "nodes" / node / "samba-dc.tar"
         lab.exec(node, [*TAR, "-cpf", str(tmp), "-C", "/", *SAMBA_DIRS], timeout=timeout)
-        tmp.chmod(0o600)
-        tmp.rename(cache)  # atomic: a lab provisioning at the same time just writes its own
+        tmp.chmod(0o600)  # the domain's keys are inside
+        CACHE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp.rename(cache)
     # -D: samba detaches (closing its output), and the node's init becomes its parent.
     lab.exec(node, ["samba", "-D"], timeout=timeout)
     deadline = time.monotonic() + timeout

@@ -1,15 +1,17 @@
 """PID 1 of one lab node: builds the node's private file system view, then reaps orphans.
 
 Started by `controller.lab.lab` as
-`unshare --net --mount --uts --ipc --pid --fork -- python3 holder.py NODE_DIR HOSTNAME`,
-so this process is PID 1 of fresh net, mount, UTS, IPC and PID namespaces. It:
+`unshare --net --mount --uts --ipc --pid --fork -- python3 holder.py NODE_DIR`
+(NODE_DIR/node.json says the host name and which folders to keep), so this process is
+PID 1 of fresh net, mount, UTS, IPC and PID namespaces. It:
 
 1. makes every mount private, so nothing below leaks back to the host;
 2. gives the node a sysfs of its own network namespace (keeping /sys/fs/cgroup usable for LXC);
 3. lays an overlay over /etc, /var, /home and /root (upper and work dirs under NODE_DIR), and a
    fresh tmpfs over /run, /tmp and /dev/shm: the host's copies are read through, never written;
-4. mounts a /proc of the new PID namespace, sets the host name, creates the run-time folders
-   the daemons expect (as systemd-tmpfiles would at boot) and starts the system D-Bus;
+4. mounts a /proc of the new PID namespace, makes the rest of the host's file system
+   read-only (but the lab's shared folder), sets the host name, creates the run-time
+   folders the daemons expect (as systemd-tmpfiles would at boot), starts the system D-Bus;
 5. writes NODE_DIR/ready with its PID as the host sees it, then waits forever as the node's init.
 
 Killing this process (SIGKILL from the host) ends every process of the node: the kernel
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 0x1, 0x2, 0x4, 0x8, 0x20
 MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x1000, 0x2000, 0x4000, 0x40000
 MNT_DETACH = 0x2
 
@@ -84,19 +86,29 @@ def _host_pid() -> int:
     raise RuntimeError("no NSpid in /proc/self/status")
 
 
+def _stash(path: str, stash: str) -> None:
+    """Keep a view of `path` (recursive bind) aside while the folders above it are replaced."""
+    os.makedirs(stash, exist_ok=True)
+    _mount(path, stash, None, MS_BIND | MS_REC)
+
+
+def _unstash(stash: str, path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+    _mount(stash, path, None, MS_MOVE)
+    os.rmdir(stash)
+
+
 def _fresh_sysfs(node_dir: str, points: list[str]) -> None:
     """A sysfs mounted in this network namespace lists the node's own interfaces; the
     cgroup hierarchies are carried over so LXC keeps working inside the node."""
-    stash = os.path.join(node_dir, "cgroup-stash")
-    os.makedirs(stash, exist_ok=True)
+    stash = os.path.join(node_dir, "stash-cgroup")
     have_cgroup = "/sys/fs/cgroup" in points
     if have_cgroup:
-        _mount("/sys/fs/cgroup", stash, None, MS_BIND | MS_REC)
+        _stash("/sys/fs/cgroup", stash)
     _detach_under("/sys", points)
     _mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if have_cgroup:
-        _mount(stash, "/sys/fs/cgroup", None, MS_MOVE)
-    os.rmdir(stash)
+        _unstash(stash, "/sys/fs/cgroup")
 
 
 def _overlay(node_dir: str, path: str) -> None:
@@ -107,10 +119,18 @@ def _overlay(node_dir: str, path: str) -> None:
     _mount("overlay", path, "overlay", 0, f"lowerdir={path},upperdir={upper},workdir={work}")
 
 
-def build(node_dir: str, hostname: str) -> None:
+def build(node_dir: str, conf: dict) -> None:
+    """conf: hostname; keep: host folders that must stay visible at the same path even
+    under /run or /tmp (the checkout, the venv); writable: folders that stay writable when
+    the rest of the host's file system is made read-only for the node."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     points = _mount_points()
     host_pid = _host_pid()  # read while /proc still is the host's
+    kept = {}
+    for i, path in enumerate(conf["keep"]):
+        if any(path == top or path.startswith(top + "/") for top in TMPFS):
+            kept[path] = os.path.join(node_dir, f"stash-{i}")
+            _stash(path, kept[path])
     _fresh_sysfs(node_dir, points)
     for path in OVERLAID:
         _detach_under(path, points)
@@ -118,9 +138,17 @@ def build(node_dir: str, hostname: str) -> None:
     for path, mode in TMPFS.items():
         _detach_under(path, points)
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode}")
+    for path, stash in kept.items():
+        _unstash(stash, path)
     _detach_under("/proc", points)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    socket.sethostname(hostname)
+    # Everything not overlaid or replaced above (/usr, /srv, /opt, the checkout...) is the
+    # host's own: read-only in the node, so no daemon or reconciler in a node can change
+    # the host. The lab's shared folder and the node's own folder stay writable.
+    for path in conf["writable"]:
+        _mount(path, path, None, MS_BIND | MS_REC)
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    socket.sethostname(conf["hostname"])
     for path, mode in RUN_DIRS.items():
         os.makedirs(path, exist_ok=True)
         os.chmod(path, mode)
@@ -134,7 +162,7 @@ def build(node_dir: str, hostname: str) -> None:
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False)
     tmp = os.path.join(node_dir, "ready.tmp")
     with open(tmp, "w") as f:
-        json.dump({"pid": host_pid, "hostname": hostname, "time": time.time()}, f)
+        json.dump({"pid": host_pid, "hostname": conf["hostname"], "time": time.time()}, f)
     os.rename(tmp, os.path.join(node_dir, "ready"))
 
 
@@ -153,12 +181,14 @@ def _exit(_signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str]) -> int:
-    node_dir, hostname = argv
+    (node_dir,) = argv
     signal.signal(signal.SIGCHLD, _reap)
     try:
-        build(node_dir, hostname)
+        with open(os.path.join(node_dir, "node.json")) as f:
+            conf = json.load(f)
+        build(node_dir, conf)
     except Exception as e:  # the host side reads this from holder.log
-        print(f"lab node {hostname}: {e}", file=sys.stderr, flush=True)
+        print(f"lab node in {node_dir}: {e}", file=sys.stderr, flush=True)
         return 1
     # stdout/stderr go to a host file; nothing more is written there, keep them open for
     # daemons that inherit nothing from us anyway (nsenter'd processes have their own fds).

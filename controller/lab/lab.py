@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 from controller.lab import config
 
 HOLDER = Path(__file__).with_name("holder.py")
+CHECKOUT = Path(__file__).resolve().parents[2]  # where controller/ lives: visible in every node
 HOLDER_SUFFIX = "/controller/lab/holder.py"
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OVERLAID = ("/etc", "/var", "/home", "/root")  # as in holder.py
@@ -297,10 +298,13 @@ class Lab:
             node_dir = self.root / "nodes" / n["name"]
             node_dir.mkdir(parents=True)
             self._prefill(node_dir, n["name"])
+            conf = {"hostname": n["name"], "keep": sorted({str(CHECKOUT), sys.prefix, str(venv_bin())}),
+                    "writable": [str(self.shared), str(node_dir)]}
+            (node_dir / "node.json").write_text(json.dumps(conf))
             with open(node_dir / "holder.log", "wb") as log:
                 self._wrappers.append(subprocess.Popen(
                     ["unshare", "--net", "--mount", "--uts", "--ipc", "--pid", "--fork", "--",
-                     sys.executable, "-I", "-S", str(HOLDER), str(node_dir), n["name"]],
+                     sys.executable, "-I", "-S", str(HOLDER), str(node_dir)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True))  # survives the CLI process that ran `lab up`
         deadline = time.monotonic() + timeout

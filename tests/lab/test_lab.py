@@ -176,6 +176,16 @@ def test_a_write_in_a_node_is_invisible_on_the_host_and_in_other_nodes(lab2: Lab
     assert lab2.exec("lb2", ["test", "-e", path], check=False).returncode == 1
 
 
+def test_the_host_file_system_is_read_only_in_a_node_but_the_shared_folder(lab2: Lab) -> None:
+    checkout = Path(__file__).resolve().parents[2]
+    for path in ("/usr/local/lab-probe", "/opt/lab-probe", str(checkout / "lab-probe")):
+        r = lab2.exec("lb1", ["touch", path], check=False)
+        assert r.returncode == 1 and "Read-only file system" in r.stderr
+        assert not os.path.exists(path)
+    assert "apiVersion" in lab2.read_file("lb1", str(checkout / "desired-state" / "cluster.yaml"))
+    lab2.exec("lb1", ["touch", str(lab2.shared / "lab-probe")])
+
+
 def test_a_node_is_its_own_machine(lab2: Lab) -> None:
     assert lab2.exec("lb1", ["hostname"]).stdout.strip() == "lb1"
     assert lab2.read_file("lb2", "/etc/hostname") == "lb2\n"
