@@ -140,6 +140,7 @@ def build(node_dir: str, conf: dict) -> None:
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode}")
     for path, stash in kept.items():
         _unstash(stash, path)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)  # as the rest of the host
     _detach_under("/proc", points)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # Everything not overlaid or replaced above (/usr, /srv, /opt, the checkout...) is the
