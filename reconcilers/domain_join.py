@@ -89,7 +89,7 @@ def parse_keytab_list(text: str) -> tuple[str, str] | None:
     return None
 
 
-def testjoin_valid(rc: int, stderr: str) -> bool:
+def membership_accepted(rc: int, stderr: str) -> bool:
     """Whether `adcli testjoin` says the membership is good (True) or gone (False).
 
     Any other failure (no domain controller answers, DNS) says nothing about the membership:
@@ -417,7 +417,7 @@ class DomainJoinReconciler(Reconciler):
         domain, computer = found
         t = node.run(["adcli", "testjoin", f"--domain={domain}", f"--host-keytab={self.paths.keytab}"],
                      read_only=True, check=False, timeout=30)
-        return {"domain": domain, "computerName": computer, "valid": testjoin_valid(t.rc, t.stderr)}
+        return {"domain": domain, "computerName": computer, "valid": membership_accepted(t.rc, t.stderr)}
 
     def observe(self, node: Node) -> dict[str, dict[str, Any]]:
         markers = self.read_markers(node)
@@ -451,7 +451,10 @@ class DomainJoinReconciler(Reconciler):
                 conf = parse_sssd_conf(conf_text)
             except configparser.Error:
                 conf = None
-            section = f"domain/{member['domain'] or (marker or {}).get('domain')}"
+            domain = member["domain"] or (marker or {}).get("domain")
+            if conf is not None and domain is None and conf.has_section("sssd"):
+                domain = next(iter(split_list(conf["sssd"].get("domains", ""))), None)
+            section = f"domain/{domain}"
             if conf is not None and conf.has_section(section):
                 sec = conf[section]
                 access["provider"] = sec.get("access_provider")

@@ -19,6 +19,12 @@ ALLOW: dict[str, list[str]] = {
         # --- Container (LXC)
         # --- Cluster / ClusterResource (Pacemaker)
         # --- DomainJoin
+        # the machine principal in the keytab; whether AD still accepts the membership
+        r"^klist -k /[A-Za-z0-9_./-]+$",
+        r"^adcli testjoin --domain=[a-z0-9.-]+ --host-keytab=/[A-Za-z0-9_./-]+$",
+        # native validators, check mode only, on temp files (validate / plan)
+        r"^visudo -c -f /[A-Za-z0-9_./-]+$",
+        r"^sssctl config-check -c /[A-Za-z0-9_./-]+ -s /[A-Za-z0-9_./-]+$",
     ],
     # A runtime socket: HAProxy's admin socket may only be asked `show …` / `get …`.
     "haproxy-api": [r"^(show|get) "],

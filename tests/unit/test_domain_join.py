@@ -1,0 +1,350 @@
+"""DomainJoin without a domain: parsers on output recorded from the real tools (in a lab
+node joined to the lab's Samba AD DC, tests/fixtures/ad/), rendering, the native
+validators (visudo, sssctl) on temp files, and schema errors through the loader.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.loader import TreeError, load_tree
+from reconcilers.base import GENERATED_HEADER, ApplyError, Change, Node, Runner
+from reconcilers.domain_join import (
+    DomainJoinReconciler, Paths, check_sssd_conf, check_sudoers, install_sudoers, nsswitch_add_sss,
+    nsswitch_remove_sss, nsswitch_sources, pam_with_block, pam_without_block, parse_keytab_list,
+    parse_pam_block, parse_sudoers_groups, render_sudoers, sudoers_escape, sudoers_unescape, membership_accepted,
+)
+from tests.readonly_allowlist import allowed
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ad"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def recorded_testjoin(case: str) -> tuple[int, str]:
+    """rc and stderr of a recorded `adcli testjoin` (the recording appended `rc=N`)."""
+    lines = fixture(f"testjoin-{case}.stderr").splitlines()
+    return int(lines[-1].removeprefix("rc=")), "\n".join(lines[:-1])
+
+
+MANIFEST = """\
+apiVersion: reconcile/v1
+kind: DomainJoin
+metadata:
+  name: corp
+spec:
+  domain: {domain}
+  password: {{file: {secret}}}
+  allowGroups: {allow}
+  sudoGroups: {sudo}
+{extra}"""
+
+
+def write_join(root: Path, domain="corp.example.test", secret="/etc/reconcile/secrets/corp-join.password",
+               allow="[app-admins, web users]", sudo="[Domain Admins]", extra="") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "join.yaml").write_text(MANIFEST.format(domain=domain, secret=secret, allow=allow, sudo=sudo, extra=extra))
+    return root
+
+
+def problems_of(root: Path) -> list[str]:
+    with pytest.raises(TreeError) as err:
+        load_tree(root)
+    return [str(p) for p in err.value.problems]
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    etc = tmp_path / "etc"
+    (etc / "pam.d").mkdir(parents=True)
+    (etc / "sudoers.d").mkdir()
+    (etc / "sssd").mkdir()
+    (etc / "nsswitch.conf").write_text(fixture("nsswitch.conf.debian"))
+    (etc / "pam.d" / "common-session").write_text(fixture("common-session.debian"))
+    return Paths(keytab=etc / "krb5.keytab", sssd_conf=etc / "sssd" / "sssd.conf", sssd_snippets=etc / "sssd" / "conf.d",
+                 sssd_pid=tmp_path / "run" / "sssd.pid", sssd_db=tmp_path / "db", sssd_mc=tmp_path / "mc",
+                 nsswitch=etc / "nsswitch.conf", pam_session=etc / "pam.d" / "common-session",
+                 sudoers_dir=etc / "sudoers.d")
+
+
+def node(tmp_path: Path, dry_run: bool = False) -> Node:
+    return Node("lb1", Runner(dry_run=dry_run, recording=True), tmp_path / "state")
+
+
+def planned(tmp_path: Path, paths: Paths, **manifest) -> tuple[DomainJoinReconciler, dict]:
+    tree = load_tree(write_join(tmp_path / "repo", **manifest))
+    rec = DomainJoinReconciler(paths)
+    return rec, rec.desired(tree, node(tmp_path))
+
+
+# --- parsers on recorded output --------------------------------------------------------------
+
+
+def test_keytab_listing_gives_domain_and_computer_name():
+    assert parse_keytab_list(fixture("klist-k-joined.txt")) == ("corp.example.test", "LB1")
+
+
+def test_keytab_without_machine_principal_is_not_a_membership():
+    assert parse_keytab_list(fixture("klist-k-missing.stdout")) is None
+    only_services = "Keytab name: FILE:/etc/krb5.keytab\nKVNO Principal\n---- ----\n   2 host/lb1@CORP.EXAMPLE.TEST\n"
+    assert parse_keytab_list(only_services) is None
+
+
+def test_testjoin_accepted_membership_is_valid():
+    assert membership_accepted(*recorded_testjoin("valid")) is True
+    assert "Sucessfully validated join" in fixture("testjoin-valid.stdout")
+
+
+@pytest.mark.parametrize("case", ["account-deleted", "password-reset", "no-account"])
+def test_testjoin_refused_by_ad_means_not_joined(case):
+    assert membership_accepted(*recorded_testjoin(case)) is False
+
+
+@pytest.mark.parametrize("case", ["dc-unreachable", "no-dc"])
+def test_testjoin_network_failure_is_an_error_not_a_reason_to_rejoin(case):
+    with pytest.raises(ApplyError, match="cannot check the domain membership"):
+        membership_accepted(*recorded_testjoin(case))
+
+
+def test_nsswitch_of_debian_already_uses_sss_and_is_left_alone():
+    text = fixture("nsswitch.conf.debian")
+    assert {db: "sss" in src for db, src in nsswitch_sources(text).items() if db in ("passwd", "group", "shadow")} \
+        == {"passwd": True, "group": True, "shadow": True}
+    new, added = nsswitch_add_sss(text, ("passwd", "group", "shadow"))
+    assert (new, added) == (text, [])
+
+
+def test_nsswitch_gains_sss_only_on_its_lines_and_loses_only_what_was_added():
+    text = fixture("nsswitch.conf.debian").replace("files systemd sss", "files systemd")
+    text = text.replace("shadow:         files systemd\n", "")  # and no shadow line at all
+    new, added = nsswitch_add_sss(text, ("passwd", "group", "shadow"))
+    assert added == ["passwd", "group", "shadow"]
+    sources = nsswitch_sources(new)
+    assert sources["passwd"] == ["files", "systemd", "sss"] and sources["shadow"] == ["files", "sss"]
+    assert sources["netgroup"] == ["nis", "sss"] and sources["hosts"] == ["files", "dns"]
+    back = nsswitch_remove_sss(new, ["passwd", "group"])
+    assert nsswitch_sources(back)["passwd"] == ["files", "systemd"]
+    assert nsswitch_sources(back)["netgroup"] == ["nis", "sss"]  # not ours, untouched
+
+
+def test_pam_block_goes_after_pam_auth_update_block_and_comes_out_cleanly():
+    text = fixture("common-session.debian")
+    new = pam_with_block(text, "corp", "/etc/skel", "0077")
+    assert new.startswith(text)  # everything pam-auth-update wrote stays as it was
+    assert new.index("# end of pam-auth-update config") < new.index("pam_mkhomedir.so")
+    assert parse_pam_block(new, "corp") == {"skel": "/etc/skel", "umask": "0077"}
+    assert parse_pam_block(new, "other") is None
+    assert pam_with_block(new, "corp", "/etc/skel", "0077") == new  # idempotent
+    assert pam_without_block(new, "corp") == text
+    # what the lab node had after a real apply parses the same
+    assert parse_pam_block(fixture("common-session.joined"), "corp") == {"skel": "/etc/skel", "umask": "0077"}
+
+
+# --- sudoers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group, word", [
+    ("domain admins", r"domain\ admins"),
+    ("web users", r"web\ users"),
+    ("app-admins", "app-admins"),
+    ("o'brien team", r"o\'brien\ team"),
+    ("domain admins@corp.example.test", r"domain\ admins\@corp.example.test"),
+])
+def test_sudoers_escapes_group_names(group, word):
+    assert sudoers_escape(group) == word
+    assert sudoers_unescape(word) == group
+
+
+def test_sudoers_rules_with_spaces_are_accepted_by_visudo(tmp_path):
+    text = render_sudoers("corp", ["domain admins", "web users", "o'brien team", "ops@corp.example.test"])
+    assert GENERATED_HEADER in text
+    assert parse_sudoers_groups(text) == ["domain admins", "web users", "o'brien team", "ops@corp.example.test"]
+    target = tmp_path / "reconcile-corp"
+    assert install_sudoers(Node("lb1", Runner()), target, text) is True
+    assert target.read_text() == text and target.stat().st_mode & 0o7777 == 0o440
+
+
+def test_sudoers_recorded_from_the_lab_parses_back():
+    assert parse_sudoers_groups(fixture("sudoers.generated")) == ["domain admins", "web users"]
+
+
+def test_a_sudoers_file_visudo_rejects_is_never_installed(tmp_path):
+    target = tmp_path / "reconcile-corp"
+    bad = "# broken\n%domain admins ALL=(ALL:ALL) ALL\n"  # unescaped space: a syntax error
+    with pytest.raises(ApplyError, match="visudo refuses"):
+        install_sudoers(Node("lb1", Runner()), target, bad)
+    assert not target.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temp file left behind either
+    # an installed good file stays as it was when the new content is refused
+    good = render_sudoers("corp", ["domain admins"])
+    install_sudoers(Node("lb1", Runner()), target, good)
+    with pytest.raises(ApplyError):
+        install_sudoers(Node("lb1", Runner()), target, bad)
+    assert target.read_text() == good
+
+
+def test_native_validation_is_read_only_and_allowed_in_dry_run(tmp_path, paths):
+    rec, _ = planned(tmp_path, paths, sudo="[Domain Admins, web users]")
+    n = node(tmp_path, dry_run=True)
+    assert rec.validate(n) == []
+    assert [r.argv[0] for r in n.runner.records] == ["sssctl", "visudo"]
+    assert all(allowed(r.what, r.argv) for r in n.runner.records)
+
+
+# --- sssd.conf -------------------------------------------------------------------------------
+
+
+def test_sssd_conf_renders_the_ad_domain_and_sssctl_accepts_it(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths)
+    text = rec.wanted["corp"].sssd_conf
+    assert GENERATED_HEADER in text
+    for line in ("id_provider = ad", "access_provider = simple", "simple_allow_groups = app-admins, web users",
+                 "use_fully_qualified_names = false", "fallback_homedir = /home/%u", "krb5_keytab = /etc/krb5.keytab",
+                 "krb5_realm = CORP.EXAMPLE.TEST"):
+        assert line in text.splitlines()
+    f = tmp_path / "sssd.conf"
+    f.write_text(text)
+    f.chmod(0o600)
+    n = Node("lb1", Runner(dry_run=True, recording=True))
+    check_sssd_conf(n, f, tmp_path / "no-conf.d")
+    assert all(allowed(r.what, r.argv) for r in n.runner.records)
+
+
+def test_sssctl_refuses_an_unknown_option(tmp_path):
+    f = tmp_path / "sssd.conf"
+    f.write_text("[sssd]\nservices = nss, pam\ndomains = x.test\n[domain/x.test]\nid_provider = ad\nallow_evrybody = true\n")
+    f.chmod(0o600)
+    with pytest.raises(ApplyError, match="allow_evrybody"):
+        check_sssd_conf(Node("lb1", Runner()), f, tmp_path)
+
+
+def test_ad_access_provider_and_fully_qualified_names(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths, allow="[]", sudo="[Domain Admins]",
+                           extra="  accessProvider: ad\n  fullyQualifiedNames: true\n")
+    text = rec.wanted["corp"].sssd_conf
+    assert "access_provider = ad" in text and "simple_allow_groups" not in text
+    assert "use_fully_qualified_names = true" in text
+    assert r"%domain\ admins\@corp.example.test ALL=(ALL:ALL) ALL" in rec.wanted["corp"].sudoers
+    assert desired["corp"].state["sudoGroups"] == "domain admins@corp.example.test"
+
+
+def test_what_apply_writes_observes_as_desired(tmp_path, paths):
+    """Files as apply leaves them read back into exactly the desired state (no endless diff)."""
+    rec, desired = planned(tmp_path, paths)
+    w = rec.wanted["corp"]
+    paths.sssd_conf.write_text(w.sssd_conf)
+    paths.sssd_conf.chmod(0o600)
+    paths.sudoers("corp").write_text(w.sudoers)
+    paths.sudoers("corp").chmod(0o440)
+    paths.pam_session.write_text(pam_with_block(paths.pam_session.read_text(), "corp", "/etc/skel", "0077"))
+    state = desired["corp"].state
+    observed = rec._observe_one(node(tmp_path), "corp", None, dict(state["membership"], ou=None))
+    assert observed["sssd"] == "stopped"  # no sssd in this test
+    assert {k: v for k, v in observed.items() if k != "sssd"} == {k: v for k, v in state.items() if k != "sssd"}
+
+
+def test_recorded_sssd_conf_from_the_lab_observes_as_desired(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths)
+    paths.sssd_conf.write_text(fixture("sssd.conf.generated"))
+    paths.sssd_conf.chmod(0o600)
+    observed = rec._observe_one(node(tmp_path), "corp", None, None)
+    assert observed["access"] == {"provider": "simple", "allowGroups": "app-admins"}
+    assert observed["homeDirectories"]["pattern"] == "/home/%u"
+
+
+# --- apply's guards, before anything changes -----------------------------------------------------
+
+
+def test_missing_secret_file_is_a_clear_error_and_nothing_changes(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths, secret=str(tmp_path / "absent.password"))
+    before = {p: p.read_text() for p in (paths.nsswitch, paths.pam_session)}
+    n = node(tmp_path)
+    change = Change("DomainJoin", "corp", "create", desired["corp"].state, None)
+    with pytest.raises(ApplyError, match=r"secret file .*absent.password does not exist"):
+        rec.apply(change, n)
+    assert n.runner.records == []  # not one command ran
+    assert not paths.sssd_conf.exists() and not paths.sudoers("corp").exists()
+    assert {p: p.read_text() for p in before} == before
+    assert not (tmp_path / "state").exists()
+
+
+def test_an_sssd_conf_reconcile_did_not_write_is_never_overwritten(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths)
+    paths.sssd_conf.write_text("[sssd]\ndomains = other.test\n")
+    n = node(tmp_path)
+    with pytest.raises(ApplyError, match="was not written by reconcile"):
+        rec.apply(Change("DomainJoin", "corp", "create", desired["corp"].state, None), n)
+    assert paths.sssd_conf.read_text() == "[sssd]\ndomains = other.test\n"
+    assert n.runner.records == []
+
+
+def test_prune_without_a_record_of_the_join_refuses(tmp_path, paths):
+    rec = DomainJoinReconciler(paths)
+    with pytest.raises(ApplyError, match="no record of how DomainJoin/corp joined"):
+        rec.apply(Change("DomainJoin", "corp", "delete", None, {"membership": {}}), node(tmp_path))
+
+
+def test_prune_with_its_secret_gone_changes_nothing(tmp_path, paths):
+    rec = DomainJoinReconciler(paths)
+    marker = tmp_path / "state" / "domain-join" / "corp.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"name": "corp", "domain": "corp.example.test", "computerName": "LB1", "ou": None,
+                                  "user": "Administrator", "password": {"file": str(tmp_path / "gone")},
+                                  "keytabExisted": False, "nsswitchAdded": []}))
+    paths.sssd_conf.write_text(f"# {GENERATED_HEADER}\n")
+    n = node(tmp_path)
+    with pytest.raises(ApplyError, match="does not exist"):
+        rec.apply(Change("DomainJoin", "corp", "delete", None, {"membership": {}}), n)
+    assert marker.exists() and paths.sssd_conf.exists() and n.runner.records == []
+
+
+def test_observe_without_keytab_or_record_sees_nothing_and_runs_nothing(tmp_path, paths):
+    rec, _ = planned(tmp_path, paths)
+    n = node(tmp_path, dry_run=True)
+    assert rec.observe(n) == {}
+    assert n.runner.records == []
+
+
+# --- schema errors: file:line and field ------------------------------------------------------
+
+
+def test_example_manifest_is_valid():
+    tree = load_tree(Path(__file__).resolve().parents[2] / "desired-state")
+    assert [m.metadata.name for m in tree.of_kind("DomainJoin")] == ["corp"]
+
+
+@pytest.mark.parametrize("kwargs, line, field", [
+    ({"sudo": '["admins\\nALL"]'}, 9, "spec.sudoGroups[0]"),
+    ({"sudo": "['admins ALL=(ALL) ALL']"}, 9, "spec.sudoGroups[0]"),
+    ({"allow": "['ops, ALL=(ALL)']"}, 8, "spec.allowGroups[0]"),
+    ({"domain": "'corp example.test'"}, 6, "spec.domain"),
+    ({"secret": "relative/pw"}, 7, "spec.password.file"),
+    ({"extra": "  homeDirectories: {pattern: /home/%x}\n"}, 10, "spec.homeDirectories.pattern"),
+    ({"extra": "  homeDirectories: {pattern: /home/shared}\n"}, 10, "spec.homeDirectories.pattern"),
+    ({"extra": "  homeDirectories: {umask: '77'}\n"}, 10, "spec.homeDirectories.umask"),
+    ({"extra": "  computerName: way-too-long-for-netbios\n"}, 10, "spec.computerName"),
+    ({"extra": "  ou: 'OU=x;rm -rf'\n"}, 10, "spec.ou"),
+    ({"extra": "  accessProvider: ad\n"}, 5, "spec"),
+    ({"sudo": "[Domain Admins, domain admins]"}, 9, "spec.sudoGroups[1]"),
+])
+def test_bad_input_is_refused_with_file_line_and_field(tmp_path, kwargs, line, field):
+    problems = problems_of(write_join(tmp_path, **kwargs))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"join.yaml:{line}: {field}: "), problems[0]
+
+
+def test_group_with_newline_message_says_what_is_allowed(tmp_path):
+    (problem,) = problems_of(write_join(tmp_path, sudo='["admins\\nALL=(ALL) ALL"]'))
+    assert "no newlines" in problem and "\n" not in problem.split(": ", 2)[2].split("(got")[0]
+
+
+def test_json_schema_export_includes_domain_join():
+    from schemas.export import json_schema
+
+    text = json.dumps(json_schema("DomainJoin"))
+    assert "allowGroups" in text and "homeDirectories" in text
+
