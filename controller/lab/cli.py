@@ -68,17 +68,13 @@ def main(argv: list[str]) -> int:
             if not cmd:
                 print("reconcile lab exec: NODE -- CMD ...", file=sys.stderr)
                 return 2
-            enter = lab.enter_argv(args.node, os.getcwd() if _visible_in_node(os.getcwd()) else "/")
+            cwd = os.getcwd()
+            enter = lab.enter_argv(args.node, cwd if lab.sees(args.node, cwd) else "/")
             os.execvpe(enter[0], enter + cmd, lab.env())
     except LabError as e:
         print(f"reconcile lab: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-def _visible_in_node(path: str) -> bool:
-    """/run and /tmp are the node's own tmpfs: a host folder there does not exist inside."""
-    return not any(path == top or path.startswith(top + "/") for top in ("/run", "/tmp", "/dev/shm"))
 
 
 def _print_status(status: dict) -> None:

@@ -45,8 +45,8 @@ class NodeCommandError(LabError, subprocess.CalledProcessError):
 
 
 class NodeProcess(subprocess.Popen):
-    """A process started in a node by `Lab.popen`. terminate()/kill() signal its whole
-    process group: nsenter forks the command and does not forward signals."""
+    """A process started in a node by `Lab.popen`. terminate()/kill() reach the command
+    itself: nsenter, the Popen's own process, forks it and does not forward signals."""
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
@@ -60,11 +60,8 @@ def _signal_command(nsenter_pid: int, sig: int) -> None:
     members = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit() and int(entry.name) != nsenter_pid:
-            try:
-                rest = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(rest[2]) == nsenter_pid:
+            fields = _stat(int(entry.name))
+            if fields and int(fields[2]) == nsenter_pid:  # its process group
                 members.append(int(entry.name))
     for pid in members or [nsenter_pid]:  # none yet: nsenter has not forked, stop it there
         try:
@@ -85,13 +82,18 @@ class Node:
         return self.pid > 0 and _proc_start(self.pid) == self.start
 
 
-def _proc_start(pid: int) -> int | None:
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (state) on: [0] state, [2] process group, [19] start time."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    rest = text.rsplit(")", 1)[1].split()
-    return None if rest[0] == "Z" else int(rest[19])
+
+
+def _proc_start(pid: int) -> int | None:
+    """Start time of a live (not zombie) process, None when there is none."""
+    fields = _stat(pid)
+    return None if fields is None or fields[0] == "Z" else int(fields[19])
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -140,7 +142,9 @@ class Lab:
 
     def netns(self, node: str) -> str:
         """Name of the node's network namespace, for `ip -n NAME ...` from the host."""
-        self._node(node)
+        return self._netns(self._node(node).name)
+
+    def _netns(self, node: str) -> str:
         return f"{self.name}-{node}"
 
     @property
@@ -325,13 +329,13 @@ class Lab:
         _run(["ip", "netns", "add", self.switch])
         sw = ["link add br0 type bridge mcast_snooping 0", "link set lo up", "link set br0 up"]
         for n in self.record["nodes"]:
-            ns = f"{self.name}-{n['name']}"
+            ns = self._netns(n["name"])
             _run(["ip", "netns", "attach", ns, str(n["pid"])])
             sw += [f"link add {n['name']} type veth peer name eth0 netns {ns}",
                    f"link set {n['name']} master br0", f"link set {n['name']} up"]
         _run(["ip", "-n", self.switch, "-batch", "-"], input="\n".join(sw) + "\n")
         for n in self.record["nodes"]:
-            _run(["ip", "-n", f"{self.name}-{n['name']}", "-batch", "-"],
+            _run(["ip", "-n", self._netns(n["name"]), "-batch", "-"],
                  input=f"link set lo up\naddr add {n['address']}/{config.PREFIX_LEN} dev eth0\nlink set eth0 up\n")
 
     # -- the node's private files, written into its overlay's upper layer before it starts --
@@ -367,7 +371,8 @@ class Lab:
 
     # -- running things in nodes -----------------------------------------------------------
     def enter_argv(self, node: str, cwd: str = "/") -> list[str]:
-        """The argv prefix that runs a command in the node: nsenter into all its namespaces."""
+        """The argv prefix that runs a command in the node: nsenter into all its namespaces,
+        working in `cwd` (a folder as the node sees it)."""
         n = self._node(node)
         if not n.alive:
             raise LabError(f"lab {self.name!r}: node {node} is not running (holder {n.pid} gone)")
@@ -383,8 +388,9 @@ class Lab:
 
     def exec(self, node: str, argv: Sequence[str], *, input: str | None = None, timeout: float = 120.0,
              check: bool = True, cwd: str = "/", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run argv in the node and wait; stdout and stderr are captured as text.
-        check=True raises NodeCommandError on a non-zero exit. A command that leaves a
+        """Run argv in the node and wait; stdout and stderr are captured as text. `env`
+        adds variables to `self.env()`. check=True raises NodeCommandError on a non-zero
+        exit; a timeout kills the command and raises LabError. A command that leaves a
         process holding its stdout open (a daemon that does not detach its output) makes
         this wait until timeout: start such things with `popen`."""
         proc = subprocess.Popen(self.enter_argv(node, cwd) + list(argv), env=self.env(env), text=True,
@@ -414,6 +420,10 @@ class Lab:
         return NodeProcess(self.enter_argv(node, cwd) + list(argv), env=self.env(env),
                            start_new_session=True, **kwargs)
 
+    def sees(self, node: str, path: str) -> bool:
+        """Whether the folder exists in the node (host folders under /tmp or /run do not)."""
+        return os.path.isdir(f"/proc/{self.pid(node)}/root{path}")
+
     def read_file(self, node: str, path: str) -> str:
         return self.exec(node, ["cat", "--", path]).stdout
 
@@ -440,7 +450,7 @@ class Lab:
         for n in rec["nodes"]:
             node = Node(**n)
             nodes.append({"name": node.name, "address": node.address, "pid": node.pid,
-                          "alive": node.alive, "netns": f"{self.name}-{node.name}"})
+                          "alive": node.alive, "netns": self._netns(node.name)})
         out: dict[str, Any] = {"name": self.name, "root": str(self.root), "state": rec["state"],
                                "shared": str(self.shared), "nodes": nodes}
         if rec.get("domain_controller"):
