@@ -1,4 +1,12 @@
-"""VirtualIP: a floating address, managed by keepalived (at-least-once) or Pacemaker (at-most-once)."""
+"""VirtualIP: a floating address, managed by keepalived (at-least-once) or Pacemaker (at-most-once).
+
+`manager: keepalived` renders one VRRP instance per VIP (or per `keepalived.group`) on every
+node of the VIP; `manager: pacemaker` becomes an IPaddr2 primitive in the ClusterResource
+reconciler. The whole-tree checks here make sure the VRRP side is coherent before anything
+is rendered: every node has an address to send unicast adverts from, the address lies in
+the nodes' subnet, router ids do not collide on an interface, and the VIPs of one group
+agree on everything their shared instance carries.
+"""
 from __future__ import annotations
 
 import ipaddress
@@ -8,19 +16,47 @@ from pydantic import Field, model_validator
 
 from schemas.common import IfName, IPv4Prefix, Manifest, Name, Placement, Strict
 
+DEFAULT_ADVERT_INTERVAL = 0.25
+"""Seconds. Master-down after 3 × 0.25 s + skew ≈ 0.9 s: under the 1.5 s failover target
+with headroom for a busy node (bench/bench_keepalived.py measures it)."""
+
+
+def default_priority(index: int) -> int:
+    """Priority of the node at `index` (0-based, in the VIP's node order) when the manifest
+    does not name it: 100, 90, 80, … and never below 1."""
+    return max(1, 100 - 10 * index)
+
 
 class KeepalivedOptions(Strict):
-    routerId: Annotated[int, Field(ge=1, le=255)]
+    routerId: Annotated[int, Field(ge=1, le=255)] = Field(
+        description="VRRP virtual router id, unique per interface (and per L2 segment)"
+    )
     priority: dict[Name, Annotated[int, Field(ge=1, le=254)]] = Field(
-        default_factory=dict, description="per node; unnamed nodes get 100, 90, 80… in cluster order"
+        default_factory=dict, description="per node; unnamed nodes get 100, 90, 80… by their place in the node list"
     )
     advertInterval: Annotated[float, Field(ge=0.01, le=40.95)] = Field(
-        0.25, description="VRRPv3 advertisement interval in seconds (centisecond steps)"
+        DEFAULT_ADVERT_INTERVAL, description="VRRPv3 advertisement interval in seconds (centisecond steps)"
     )
-    preempt: bool = True
-    preemptDelay: Annotated[int, Field(ge=0, le=1000)] | None = None
-    trackHaproxy: bool = Field(False, description="give the address away while the local HAProxy is not running")
+    preempt: bool = Field(True, description="false: a higher-priority node coming back does not take the address over")
+    preemptDelay: Annotated[int, Field(ge=0, le=1000)] | None = Field(
+        None, description="seconds to wait before preempting a lower-priority master"
+    )
+    trackHaproxy: bool = Field(
+        False, description="lower this node's priority below every other node's while its HAProxy is not running"
+    )
     group: Name | None = Field(None, description="VIPs of one group share one VRRP instance")
+
+    @model_validator(mode="after")
+    def _checks(self) -> "KeepalivedOptions":
+        if abs(self.advertInterval * 100 - round(self.advertInterval * 100)) > 1e-6:
+            raise ValueError(f"advertInterval {self.advertInterval} must be a whole number of centiseconds "
+                             "(VRRPv3 counts in 0.01 s), e.g. 0.25")
+        if not self.preempt and self.preemptDelay is not None:
+            raise ValueError("preemptDelay has no effect with preempt: false; drop one of them")
+        if not self.preempt and self.trackHaproxy:
+            raise ValueError("trackHaproxy needs preempt: with preempt false no other node takes the address "
+                             "from a node whose HAProxy died; use preemptDelay to damp preemption instead")
+        return self
 
 
 class PacemakerOptions(Strict):
@@ -56,12 +92,36 @@ class VirtualIP(Manifest):
     def ip(self) -> str:
         return self.spec.address.split("/")[0]
 
-    def claims(self) -> list[tuple[str, str]]:
-        out = [(f"ip:{self.ip}", "spec.address")]
+    def instance_name(self) -> str:
+        """The keepalived vrrp_instance carrying this VIP: its group, or the VIP itself."""
         ka = self.spec.keepalived
-        if ka is not None:
-            out.append((f"vrrp:{self.spec.interface}:{ka.routerId}", "spec.keepalived.routerId"))
+        return ka.group if ka is not None and ka.group else self.metadata.name
+
+    def node_order(self, tree) -> list[str]:
+        """The VIP's nodes in a stable order: the Cluster's order, the `nodes` list, or
+        (placed everywhere) every Cluster's nodes in turn. Default priorities follow it."""
+        spec = self.spec
+        if spec.node is not None:
+            return [spec.node]
+        if spec.nodes is not None:
+            return list(spec.nodes)
+        clusters = [tree.get("Cluster", spec.cluster)] if spec.cluster is not None else tree.of_kind("Cluster")
+        out: list[str] = []
+        for cluster in clusters:
+            for n in (cluster.spec.nodes if cluster is not None else []):
+                if n.name not in out:
+                    out.append(n.name)
         return out
+
+    def priorities(self, tree) -> dict[str, int]:
+        """Node → VRRP priority: the manifest's, else the default for the node's place."""
+        ka = self.spec.keepalived
+        named = ka.priority if ka is not None else {}
+        return {n: named.get(n, default_priority(i)) for i, n in enumerate(self.node_order(tree))}
+
+    def claims(self) -> list[tuple[str, str]]:
+        # Router ids are checked in check(): the VIPs of one group share theirs on purpose.
+        return [(f"ip:{self.ip}", "spec.address")]
 
     def check(self, tree) -> list[tuple[str, str]]:
         problems = []
@@ -76,8 +136,55 @@ class VirtualIP(Manifest):
         if addr_is_node := [n for n in nodes if (a := tree.node_address(n)) and a.split("/")[0] == str(vip.ip)]:
             problems.append(("spec.address", f"{vip.ip} is the fixed address of node {addr_is_node[0]}"))
         ka = self.spec.keepalived
-        if ka is not None:
-            for node in ka.priority:
-                if node not in nodes:
-                    problems.append((f"spec.keepalived.priority.{node}", f"node {node!r} is not a node of this VIP"))
+        if ka is None:
+            return problems
+        for node in ka.priority:
+            if node not in nodes:
+                problems.append((f"spec.keepalived.priority.{node}", f"node {node!r} is not a node of this VIP"))
+        if no_address := sorted(n for n in nodes if not tree.node_address(n)):
+            problems.append(("spec.keepalived", f"node {no_address[0]} has no address in any Cluster: keepalived "
+                             "sends its unicast adverts from each node's cluster address"))
+        problems += self._check_against_others(tree, nodes)
         return problems
+
+    def _check_against_others(self, tree, nodes: frozenset[str]) -> list[tuple[str, str]]:
+        """Router ids per interface, and the agreement of a group's VIPs. Each problem is
+        reported once, on the later of the two manifests."""
+        ka = self.spec.keepalived
+        problems: list[tuple[str, str]] = []
+        for other in tree.of_kind("VirtualIP"):
+            if other is self:
+                break  # only compare with the manifests before this one
+            oka = other.spec.keepalived
+            if oka is None:
+                continue
+            other_nodes = tree.nodes_of(other)
+            if ka.group is not None and oka.group == ka.group:
+                problems += self._check_group_member(tree, other, nodes, other_nodes)
+                continue
+            if other.instance_name() == self.instance_name():
+                problems.append(("spec.keepalived.group" if ka.group else "metadata.name",
+                                 f"VRRP instance name {self.instance_name()!r} is also used by VirtualIP "
+                                 f"{other.metadata.name!r}: a group may not share its name with an ungrouped VIP"))
+            common = sorted(nodes & other_nodes)
+            if common and other.spec.interface == self.spec.interface and oka.routerId == ka.routerId:
+                problems.append(("spec.keepalived.routerId",
+                                 f"router id {ka.routerId} on {self.spec.interface} is already used by VirtualIP "
+                                 f"{other.metadata.name!r} on node {common[0]}: every VRRP instance on an "
+                                 "interface needs its own router id"))
+        return problems
+
+    def _check_group_member(self, tree, first: "VirtualIP", nodes: frozenset[str],
+                            first_nodes: frozenset[str]) -> list[tuple[str, str]]:
+        ka, fka = self.spec.keepalived, first.spec.keepalived
+        why = f"the VIPs of group {ka.group!r} share one VRRP instance (VirtualIP {first.metadata.name!r} says {{}})"
+        if nodes != first_nodes:
+            return [("spec", why.format(f"nodes {', '.join(sorted(first_nodes))}"))]
+        if self.spec.interface != first.spec.interface:
+            return [("spec.interface", why.format(f"interface {first.spec.interface}"))]
+        for field in ("routerId", "advertInterval", "preempt", "preemptDelay", "trackHaproxy"):
+            if getattr(ka, field) != getattr(fka, field):
+                return [(f"spec.keepalived.{field}", why.format(f"{field} {getattr(fka, field)}"))]
+        if self.priorities(tree) != first.priorities(tree):
+            return [("spec.keepalived.priority", why.format(f"priority {first.priorities(tree)}"))]
+        return []
