@@ -1,0 +1,213 @@
+"""DomainJoin against the lab's real Samba AD DC: join, users, access, sudo, secrecy, leave.
+
+One lab (lb1, lb2, dc1) is shared by the tests of this module: a join takes a few seconds,
+and each test first applies the manifest it needs, so the order only saves work. Everything
+runs inside the nodes as an operator would: `reconcile apply --repo <shared tree>`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from controller.lab import ADMIN_PASSWORD, DC_NODE, DOMAIN, JOIN_PASSWORD_FILE, Lab, temporary_lab
+from tests.readonly_allowlist import allowed
+
+pytestmark = pytest.mark.lab
+
+JOIN = """\
+apiVersion: reconcile/v1
+kind: DomainJoin
+metadata:
+  name: corp
+spec:
+  domain: {domain}
+  password: {{file: {secret}}}
+  allowGroups: {allow}
+  sudoGroups: {sudo}
+  homeDirectories: {{create: true, pattern: /home/%u, skel: /etc/skel, umask: "0077"}}
+"""
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with temporary_lab(nodes=2, domain_controller=True, prefix="dj") as lab:
+        yield lab
+
+
+def repo(lab: Lab, name: str = "repo", allow: str = "[app-admins]", sudo: str = "[Domain Admins]",
+         secret: str = JOIN_PASSWORD_FILE) -> str:
+    root = lab.shared / name
+    root.mkdir(exist_ok=True)
+    (root / "join.yaml").write_text(JOIN.format(domain=DOMAIN, secret=secret, allow=allow, sudo=sudo))
+    return str(root)
+
+
+def empty_repo(lab: Lab) -> str:
+    root = lab.shared / "empty"
+    root.mkdir(exist_ok=True)
+    return str(root)
+
+
+def apply(lab: Lab, node: str, tree: str, *extra: str):
+    r = lab.reconcile(node, "apply", "--repo", tree, *extra, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def sh(lab: Lab, node: str, script: str, check: bool = True):
+    return lab.exec(node, ["sh", "-c", script], check=check)
+
+
+def account_check(lab: Lab, node: str, user: str) -> str:
+    """sssd's access provider through a real PAM account check (service login)."""
+    out = lab.exec(node, ["sssctl", "user-checks", "-a", "acct", "-s", "login", user], check=False)
+    return next(line for line in (out.stdout + out.stderr).splitlines() if line.startswith("pam_acct_mgmt:"))
+
+
+def computers(lab: Lab) -> list[str]:
+    return lab.exec(DC_NODE, ["samba-tool", "computer", "list"]).stdout.split()
+
+
+class CmdlineWatcher:
+    """Samples argv and environment of every process in one node, from the host, until stopped."""
+
+    def __init__(self, lab: Lab, node: str):
+        self.pidns = os.readlink(f"/proc/{lab.pid(node)}/ns/pid")
+        self.seen: dict[int, str] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    if os.readlink(f"/proc/{entry.name}/ns/pid") != self.pidns:
+                        continue
+                    cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+                    env = Path(f"/proc/{entry.name}/environ").read_bytes()
+                except OSError:
+                    continue
+                self.seen[int(entry.name)] = (cmd + b"\0" + env).decode(errors="replace")
+            self.samples += 1
+
+    def __enter__(self) -> "CmdlineWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_join_resolves_users_enforces_access_and_sudo_without_leaking_the_password(lab):
+    tree = repo(lab)
+    record = str(lab.shared / "dry-run-record.json")
+    plan = lab.exec("lb1", ["reconcile", "--dry-run", "--repo", tree], env={"RECONCILE_RECORD": record}, check=False)
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert "+ DomainJoin corp" in plan.stdout and "join corp.example.test as LB1$" in plan.stdout
+    records = json.loads(Path(record).read_text())
+    refused = [r for r in records if not allowed(r["what"], r["argv"])]
+    assert refused == [], "dry-run ran commands outside the read-only allow-list"
+    assert lab.exec("lb1", ["test", "-e", "/etc/krb5.keytab"], check=False).returncode != 0
+
+    with CmdlineWatcher(lab, "lb1") as watcher:
+        run = apply(lab, "lb1", tree, "-v")  # -v logs every command the runner ran
+    assert "LB1$" in computers(lab)
+    # the join password: never in any process's argv or environment, the run's output, logs or state
+    assert watcher.samples > 10 and any("adcli" in s and "join" in s for s in watcher.seen.values()), \
+        "the sampler never saw adcli join run"
+    assert not [s for s in watcher.seen.values() if ADMIN_PASSWORD in s]
+    assert ADMIN_PASSWORD not in run.stdout + run.stderr
+    assert "adcli join" in run.stderr  # the verbose log is there, and redacted
+    leaks = sh(lab, "lb1", f"grep -rlF -- '{ADMIN_PASSWORD}' /var/log /var/lib/reconcile /var/lib/sss /run /tmp /etc/sssd "
+                           "/etc/sudoers.d /etc/pam.d /etc/krb5.keytab; true").stdout
+    assert leaks.strip() == ""
+    assert ADMIN_PASSWORD not in lab.exec("lb1", ["ps", "-eo", "args"]).stdout
+
+    # domain users by short name
+    passwd = lab.exec("lb1", ["getent", "passwd", "alice"]).stdout
+    assert passwd.startswith("alice:") and ":/home/alice:" in passwd
+    ident = lab.exec("lb1", ["id", "alice"]).stdout
+    assert "(app-admins)" in ident and "(domain admins)" in ident
+    # access: alice is in app-admins, carol in no allowed group
+    assert account_check(lab, "lb1", "alice") == "pam_acct_mgmt: Success"
+    assert account_check(lab, "lb1", "carol") == "pam_acct_mgmt: Permission denied"
+    assert lab.exec("lb1", ["su", "-", "carol", "-c", "true"], check=False).returncode != 0
+    # a login through PAM's session stack creates the home from skel with the umask
+    home = lab.exec("lb1", ["su", "-", "alice", "-c", "pwd; stat -c %a ~; ls -A ~"]).stdout.split()
+    assert home[:2] == ["/home/alice", "700"] and ".profile" in home
+    # sudo for a member of "domain admins" (a group name with a space)
+    assert "(ALL : ALL) ALL" in lab.exec("lb1", ["sudo", "-l", "-U", "alice"]).stdout
+    assert "is not allowed to run sudo" in lab.exec("lb1", ["sudo", "-l", "-U", "carol"]).stdout
+    mode = sh(lab, "lb1", "stat -c '%a %U' /etc/sudoers.d/reconcile-corp /etc/sssd/sssd.conf").stdout.split("\n")
+    assert mode[:2] == ["440 root", "600 root"]
+
+    # converged: nothing left to do
+    again = apply(lab, "lb1", tree)
+    assert "1 in-sync" in again.stdout and "changed" not in again.stdout
+    assert lab.reconcile("lb1", "--dry-run", "--repo", tree).returncode == 0
+
+
+def test_changing_groups_restarts_sssd_without_rejoining(lab):
+    apply(lab, "lb1", repo(lab))
+    keytab = sh(lab, "lb1", "sha256sum /etc/krb5.keytab; stat -c %Y /etc/krb5.keytab").stdout
+    sssd_pid = lab.read_file("lb1", "/run/sssd.pid").strip()
+    assert account_check(lab, "lb1", "bob") == "pam_acct_mgmt: Permission denied"
+
+    tree = repo(lab, allow="[app-admins, web users]", sudo="[Domain Admins, web users]")
+    plan = lab.reconcile("lb1", "--dry-run", "--repo", tree)
+    assert plan.returncode == 2
+    assert "access.allowGroups: app-admins → " in plan.stdout and "restart sssd" in plan.stdout
+    assert "join corp" not in plan.stdout
+    apply(lab, "lb1", tree)
+
+    assert sh(lab, "lb1", "sha256sum /etc/krb5.keytab; stat -c %Y /etc/krb5.keytab").stdout == keytab
+    assert lab.read_file("lb1", "/run/sssd.pid").strip() != sssd_pid
+    assert account_check(lab, "lb1", "bob") == "pam_acct_mgmt: Success"
+    assert "(ALL : ALL) ALL" in lab.exec("lb1", ["sudo", "-l", "-U", "bob"]).stdout
+
+    # a local edit of a file reconcile owns is drift, and is reverted
+    sh(lab, "lb1", "echo '%carol ALL=(ALL:ALL) ALL' >> /etc/sudoers.d/reconcile-corp")
+    drift = lab.reconcile("lb1", "--dry-run", "--repo", tree)
+    assert drift.returncode == 2 and "drift" in drift.stdout
+    apply(lab, "lb1", tree)
+    assert "carol" not in lab.read_file("lb1", "/etc/sudoers.d/reconcile-corp")
+    assert lab.reconcile("lb1", "--dry-run", "--repo", tree).returncode == 0
+
+
+def test_removing_the_manifest_leaves_the_domain(lab):
+    apply(lab, "lb1", repo(lab))
+    assert "LB1$" in computers(lab)
+    session_before = lab.read_file("lb2", "/etc/pam.d/common-session")  # lb2 never joined: pristine
+
+    plan = lab.reconcile("lb1", "--dry-run", "--repo", empty_repo(lab))
+    assert plan.returncode == 2 and "- DomainJoin corp" in plan.stdout
+    apply(lab, "lb1", empty_repo(lab))
+
+    assert "LB1$" not in computers(lab)  # the computer object is gone on the DC
+    gone = sh(lab, "lb1", "ls /etc/krb5.keytab /etc/sssd/sssd.conf /etc/sudoers.d/reconcile-corp "
+                          "/var/lib/reconcile/domain-join/corp.json 2>&1; true").stdout
+    assert gone.count("No such file") == 4, gone
+    assert lab.read_file("lb1", "/etc/pam.d/common-session") == session_before
+    assert lab.exec("lb1", ["getent", "passwd", "alice"], check=False).returncode != 0
+    assert sh(lab, "lb1", "ps -eo comm | grep -c '^sssd$'; true").stdout.strip() == "0"
+    assert lab.reconcile("lb1", "--dry-run", "--repo", empty_repo(lab)).returncode == 0
+
+
+def test_missing_secret_file_is_a_clear_error_and_changes_nothing(lab):
+    tree = repo(lab, name="no-secret", secret="/etc/reconcile/secrets/missing.password")
+    before = sh(lab, "lb2", "cat /etc/nsswitch.conf /etc/pam.d/common-session; ls /etc/sssd /etc/sudoers.d").stdout
+    r = lab.reconcile("lb2", "apply", "--repo", tree)
+    assert r.returncode == 1
+    assert "secret file /etc/reconcile/secrets/missing.password does not exist on node lb2" in r.stdout + r.stderr
+    assert sh(lab, "lb2", "cat /etc/nsswitch.conf /etc/pam.d/common-session; ls /etc/sssd /etc/sudoers.d").stdout == before
+    assert lab.exec("lb2", ["test", "-e", "/etc/krb5.keytab"], check=False).returncode == 1
+    assert "LB2$" not in computers(lab)
