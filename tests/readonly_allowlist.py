@@ -15,6 +15,14 @@ ALLOW: dict[str, list[str]] = {
         # --- generic
         r"^(/usr/bin/)?(hostname|uname|id|cat /proc/)",
         # --- VirtualIP (keepalived)
+        # keepalived's build-specific signal numbers, and `keepalived -t` on a temp file
+        r"^keepalived --signum=JSON$",
+        r"^keepalived -t -f /[A-Za-z0-9_./-]+$",
+        # the JSON dump: a real-time signal only (36 on Debian 12), never TERM/KILL/HUP
+        r"^kill -s (3[4-9]|[45][0-9]|6[0-4]) [0-9]+$",
+        # every address of the node in one call, and the netlink monitor of watch()
+        r"^ip -j addr$",
+        r"^ip monitor address$",
         # --- Frontend / Backend (HAProxy)
         # --- Container (LXC)
         # --- Cluster / ClusterResource (Pacemaker)
