@@ -1,0 +1,636 @@
+"""`reconcile agent`: continuous GitOps on one node.
+
+The agent follows one git repository (controller.source), and converges the node with the
+engine whenever something may have changed:
+
+- a new commit: a local repository is watched and reacted to at once; a remote one is
+  polled with jitter (a cheap `ls-remote` before any fetch);
+- drift: each reconciler's optional `watch(node)` runs in a thread and yields when
+  something it manages may have changed;
+- a periodic full resync, a retry of objects in backoff, and SIGHUP ("reconcile now").
+
+Triggers are level-based hints ("look again"): they coalesce, and each run re-plans the
+whole node (controller-runtime's model). Per revision the agent is transactional (Flux's
+model): a commit that is unsigned (under --verify-commits), does not load, or that the
+native validators refuse applies nothing; the last good revision stays applied and keeps
+being enforced, and the status says why. A newer commit always supersedes a failing one
+and clears every backoff. A failing object backs off exponentially (in memory and in the
+status) and only its dependents are skipped with it.
+
+One agent per node (NodeLock: an flock, released by the kernel when the holder dies).
+SIGTERM finishes the change being applied, applies no more and exits 0. Status and
+history are JSON files in the state folder (`reconcile status` shows them); Prometheus
+metrics are served on 127.0.0.1; under systemd (Type=notify) readiness and the watchdog
+are sent over $NOTIFY_SOCKET.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from controller import status as agent_status
+from controller.engine import Engine, RunRecord, kind_order
+from controller.loader import Tree, TreeError, load_tree
+from controller.metrics import AgentMetrics
+from controller.source import GitSource, Revision, SourceError, safe_url
+from controller.state import DEFAULT_STATE_DIR, LockHeld, NodeLock, append_history, save_run
+from reconcilers import NotInstalled, reconciler_class
+from reconcilers.base import Node, Runner
+
+log = logging.getLogger("reconcile.agent")
+
+DEFAULT_METRICS_PORT = 9358
+# Triggers that ask for the repository to be looked at; drift and retries only re-run.
+SOURCE_TRIGGERS = {"startup", "commit", "resync", "signal"}
+# A burst of events (an address removed then re-added, many files written) is one run.
+SETTLE_SECONDS = 0.02
+# A watch() that fires on the agent's own changes must not keep it busy: consecutive drift
+# runs that found nothing wait at least this long (doubling) after the previous run.
+QUIET_DRIFT_GAP = (0.1, 10.0)
+# The watchdog is fed while the main loop made progress within this time (one run of
+# many slow commands can legitimately take minutes; a hung one is restarted).
+STALL_SECONDS = 600.0
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of '500ms', '30s', '5m', '1h' or a plain number of seconds."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 1h)")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+# --- triggers ------------------------------------------------------------------------------
+
+
+class Triggers:
+    """Reasons to run, from threads and signal handlers; a burst is drained as one.
+
+    A SimpleQueue because its put() is safe in a signal handler (it never blocks on a lock
+    the interrupted main thread may hold).
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+
+    def put(self, kind: str, detail: str = "") -> None:
+        self._queue.put((kind, detail))
+
+    def wait(self, timeout: float | None, settle: float = SETTLE_SECONDS) -> dict[str, str]:
+        """Block up to `timeout` for a trigger, then gather what else arrives within
+        `settle`. Returns {kind: first detail}; empty on timeout."""
+        try:
+            first = self._queue.get(timeout=None if timeout is None else max(timeout, 0.0))
+        except queue.Empty:
+            return {}
+        got = {first[0]: first[1]}
+        deadline = time.monotonic() + settle
+        while True:
+            try:
+                kind, detail = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                return got
+            got.setdefault(kind, detail)
+
+
+# --- backoff -----------------------------------------------------------------------------
+
+
+@dataclass
+class Failing:
+    failures: int
+    until: float  # time.time() of the next try
+    error: str
+
+
+@dataclass
+class Backoff:
+    """Per-object exponential backoff: base · 2^(failures−1), capped, ±10 % jitter."""
+
+    base: float = 5.0
+    cap: float = 300.0
+    objects: dict[tuple[str, str], Failing] = field(default_factory=dict)
+
+    def holds(self, now: float) -> dict[tuple[str, str], str]:
+        """Objects not to touch in a run starting `now`, with the reason for people."""
+        return {key: (f"backing off after {f.failures} failure{'s' if f.failures > 1 else ''}; "
+                      f"next try in {f.until - now:.0f}s (last error: {f.error})")
+                for key, f in self.objects.items() if f.until > now}
+
+    def update(self, record: RunRecord, now: float) -> None:
+        seen = set()
+        for o in record.objects:
+            key = (o.kind, o.name)
+            seen.add(key)
+            held = key in self.objects and self.objects[key].until > now
+            if o.status in ("failed", "not-converging") or (o.status == "skipped" and held):
+                if held:
+                    continue  # not tried this run
+                failures = self.objects[key].failures + 1 if key in self.objects else 1
+                delay = min(self.base * 2 ** (failures - 1), self.cap) * random.uniform(0.9, 1.1)
+                self.objects[key] = Failing(failures, now + delay, o.error or o.status)
+            elif o.status != "skipped":
+                self.objects.pop(key, None)
+        for key in list(self.objects):
+            if key not in seen:  # gone from git and from the node
+                del self.objects[key]
+
+    def next_try(self) -> float | None:
+        return min((f.until for f in self.objects.values()), default=None)
+
+    def clear(self) -> None:
+        self.objects.clear()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f"{k}/{n}": {"failures": f.failures, "retryAt": agent_status.iso(f.until), "error": f.error}
+                for (k, n), f in sorted(self.objects.items())}
+
+
+# --- systemd -------------------------------------------------------------------------------
+
+
+class Notifier:
+    """sd_notify(3) without libsystemd: datagrams to $NOTIFY_SOCKET (a path, or '@' for the
+    abstract namespace). Does nothing when not started by systemd with Type=notify."""
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        self.address = env.get("NOTIFY_SOCKET") or None
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        mine = not pid or pid == str(os.getpid())
+        self.watchdog_seconds = int(usec) / 1e6 if usec.isdigit() and mine else None
+
+    def send(self, *fields: str) -> bool:
+        if not self.address:
+            return False
+        address = "\0" + self.address[1:] if self.address.startswith("@") else self.address
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+                s.sendto("\n".join(fields).encode(), address)
+            return True
+        except OSError as err:
+            log.debug("sd_notify to %s failed: %s", self.address, err)
+            return False
+
+
+# --- the agent -----------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    repo: str
+    ref: str | None = None
+    path: str = "."
+    node: str = ""
+    state_dir: Path = DEFAULT_STATE_DIR
+    interval: float = 30.0  # poll of a remote repository
+    resync: float = 300.0  # full resync, whatever happened
+    verify_keyring: Path | None = None
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = DEFAULT_METRICS_PORT
+    allow_mass_prune: bool = False
+    max_passes: int = 4
+    backoff_base: float = 5.0
+    backoff_max: float = 300.0
+    once: bool = False
+
+
+@dataclass
+class Rejected:
+    reason: str  # VerificationFailed | ArtifactFailed | ValidationFailed | GitOperationFailed
+    message: str
+    problems: list[str] = field(default_factory=list)
+    retry: bool = False  # native validation depends on the node: try again on resync
+
+
+class Agent:
+    """The loop: wait for triggers, pick the revision, run the engine, record."""
+
+    def __init__(self, config: Config, *, metrics: AgentMetrics | None = None, notifier: Notifier | None = None):
+        self.config = config
+        self.source = GitSource(config.repo, config.state_dir, ref=config.ref, path=config.path,
+                                keyring=config.verify_keyring)
+        self.metrics = metrics or AgentMetrics()
+        self.notifier = notifier or Notifier()
+        self.triggers = Triggers()
+        self.stop_requested = False  # set by the SIGTERM handler: a plain flag, safe there
+        self.stopping = threading.Event()  # set by the main thread, for the other threads
+        self.backoff = Backoff(config.backoff_base, config.backoff_max)
+        self.good: tuple[Revision, Tree] | None = None  # the last applied revision
+        self.latest: str | None = None  # the newest commit the ref named
+        self.latest_signer = ""
+        self.rejected: dict[str, Rejected] = {}
+        self.source_error: SourceError | None = None
+        self.last_record: RunRecord | None = None
+        self.last_trigger = ""
+        self.runs = 0
+        self.drift_events = 0
+        self.started = time.time()
+        self.heartbeat = time.monotonic()
+        self.next_resync = time.monotonic() + config.resync
+        self.quiet_gap = 0.0
+        self.last_run_end = 0.0
+        self.watchers: dict[str, threading.Thread] = {}
+        self.status = agent_status.StatusWriter(config.state_dir)
+        self._persisted = self.status.read_agent()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM (or one cycle with --once). Returns the exit code."""
+        try:
+            self.source.open()
+        except SourceError as err:
+            self._source_failed(err)
+            if self.config.once:
+                self._write_status()
+                return 1
+        self._start_source_watch()
+        self.triggers.put("startup")
+        ready_sent = False
+        while not self.stop_requested:
+            self.heartbeat = time.monotonic()
+            reasons = self.triggers.wait(self._timeout())
+            if self.stop_requested or "stop" in reasons:
+                break
+            now = time.monotonic()
+            if not reasons:
+                if now >= self.next_resync:
+                    reasons = {"resync": "periodic"}
+                elif (self.backoff.next_try() or float("inf")) <= time.time() + 0.01:
+                    reasons = {"retry": "backoff expired"}
+                else:
+                    continue
+            if set(reasons) == {"drift"} and not self._drift_may_run():
+                continue
+            if "resync" in reasons or "startup" in reasons or "signal" in reasons:
+                self.next_resync = now + self.config.resync
+            self.cycle(reasons)
+            if not ready_sent:
+                self.notifier.send("READY=1", f"STATUS={self._summary()}")
+                ready_sent = True
+            else:
+                self.notifier.send(f"STATUS={self._summary()}")
+            if self.config.once:
+                break
+        self.notifier.send("STOPPING=1")
+        self.stopping.set()
+        self._write_status()
+        return 0 if not self.config.once else self._once_exit_code()
+
+    def _timeout(self) -> float:
+        deadline = self.next_resync
+        retry = self.backoff.next_try()
+        if retry is not None:
+            deadline = min(deadline, time.monotonic() + (retry - time.time()))
+        return max(deadline - time.monotonic(), 0.0)
+
+    def _drift_may_run(self) -> bool:
+        """Drift-only triggers respect the quiet gap; True when the run may go ahead now."""
+        wait = self.last_run_end + self.quiet_gap - time.monotonic()
+        if wait > 0:
+            if self.stopping.wait(wait) or self.stop_requested:
+                return False
+        return True
+
+    # --- one cycle -----------------------------------------------------------------------
+
+    def cycle(self, reasons: dict[str, str]) -> RunRecord | None:
+        """Look at the source if asked, choose the revision to apply, run it."""
+        trigger = _trigger_name(reasons)
+        self.last_trigger = trigger
+        if "drift" in reasons:
+            log.info("drift: %s", reasons["drift"])
+        if SOURCE_TRIGGERS & set(reasons):
+            self._sync_source()
+        record = None
+        candidate = self.latest
+        tried_latest = False
+        if candidate and (self.good is None or candidate != self.good[0].sha):
+            rejected = self.rejected.get(candidate)
+            retry = rejected is not None and rejected.retry and bool({"resync", "signal", "startup"} & set(reasons))
+            if rejected is None or retry:
+                loaded = self._load(candidate, trigger)
+                if loaded is not None:
+                    tried_latest = True
+                    record = self._run(loaded, trigger)
+                    if record.passes == 0 and record.errors:
+                        self._reject(candidate, Rejected("ValidationFailed", "the native validators refused it",
+                                                         list(record.errors), retry=True), trigger, record)
+                    else:
+                        self._applied(loaded)
+        if not tried_latest and set(reasons) - {"commit"}:
+            # Drift, a resync, a retry or a signal: enforce the last good revision (also
+            # when the newest one was refused: the node keeps what was last applied).
+            good = self.good or self._restore_good()
+            if good is not None:
+                record = self._run(good, trigger)
+        self._write_status()
+        return record
+
+    def _sync_source(self) -> None:
+        try:
+            sha = self.source.sync()
+        except SourceError as err:
+            self._source_failed(err)
+            return
+        self.source_error = None
+        if sha != self.latest:
+            if self.latest is not None:
+                log.info("new revision %s (was %s)", sha[:12], self.latest[:12])
+            self.latest = sha
+            self.backoff.clear()  # a newer revision supersedes whatever was failing
+            self.rejected = {k: v for k, v in self.rejected.items() if k == sha}
+
+    def _source_failed(self, err: SourceError) -> None:
+        if str(err) != str(self.source_error):
+            log.error("%s", err)
+        self.source_error = err
+        self.metrics.source_errors.labels(reason=err.reason).inc()
+
+    def _load(self, sha: str, trigger: str) -> tuple[Revision, Tree] | None:
+        """Verify, export and load one commit; None (and recorded why) if it is refused."""
+        try:
+            self.latest_signer = self.source.verify(sha)
+            revision = self.source.export(sha)
+            tree = load_tree(revision.root)
+        except SourceError as err:
+            self._reject(sha, Rejected(err.reason, str(err)), trigger)
+            return None
+        except TreeError as err:
+            self._reject(sha, Rejected("ArtifactFailed", f"the manifests are invalid ({len(err.problems)} "
+                                       f"problem{'s' if len(err.problems) > 1 else ''})",
+                                       [str(p) for p in err.problems]), trigger)
+            return None
+        tree.revision = sha
+        return revision, tree
+
+    def _reject(self, sha: str, why: Rejected, trigger: str, record: RunRecord | None = None) -> None:
+        first = sha not in self.rejected
+        self.rejected[sha] = why
+        if first:
+            log.error("revision %s refused, nothing applied: %s%s", sha[:12], why.message,
+                      "".join(f"\n  {p}" for p in why.problems))
+            self.metrics.revision_failures.labels(reason=why.reason).inc()
+        if record is None:  # a run's refusal is in its own history entry
+            append_history(self.config.state_dir, {
+                "revision": sha, "mode": "apply", "started": agent_status.iso(time.time()), "seconds": 0,
+                "result": "refused", "counts": {}, "errors": [why.message, *why.problems], "trigger": trigger,
+                "reason": why.reason}, collapse=True)
+
+    def _applied(self, loaded: tuple[Revision, Tree]) -> None:
+        revision = loaded[0]
+        self.good = loaded
+        self.rejected.pop(revision.sha, None)
+        self.source.forget({revision.sha})
+        self.metrics.applied(revision.sha, self.source.describe())
+
+    def _restore_good(self) -> tuple[Revision, Tree] | None:
+        """After a restart the last applied revision comes from the status file, so a broken
+        head does not leave the node unenforced."""
+        sha = self._persisted.get("revision") if self._persisted else None
+        self._persisted = None
+        if not sha:
+            return None
+        try:
+            revision = self.source.export(sha)
+            tree = load_tree(revision.root)
+        except (SourceError, TreeError) as err:
+            log.warning("cannot restore the last applied revision %s: %s", sha[:12], err)
+            return None
+        tree.revision = sha
+        self.good = (revision, tree)
+        self.metrics.applied(sha, self.source.describe())
+        return self.good
+
+    def _run(self, loaded: tuple[Revision, Tree], trigger: str) -> RunRecord:
+        revision, tree = loaded
+        node = Node(self.config.node, Runner(), self.config.state_dir)
+        now = time.time()
+        engine = Engine(tree, node, max_passes=self.config.max_passes, allow_mass_prune=self.config.allow_mass_prune,
+                        hold=self.backoff.holds(now), stop=lambda: self.stop_requested)
+        record = engine.apply()
+        record.repo = self.source.describe()
+        self.backoff.update(record, time.time())
+        self.runs += 1
+        self.last_record = record
+        self.last_run_end = time.monotonic()
+        changed = any(o.status not in ("in-sync",) for o in record.objects) or bool(record.errors)
+        if trigger == "drift" and not changed:
+            self.quiet_gap = min(max(self.quiet_gap * 2, QUIET_DRIFT_GAP[0]), QUIET_DRIFT_GAP[1])
+        else:
+            self.quiet_gap = 0.0
+        data = record.to_dict()
+        data["trigger"] = trigger
+        save_run(self.config.state_dir, data, collapse=True)
+        self.metrics.run(record, trigger)
+        self.metrics.in_backoff.set(len(self.backoff.objects))
+        level = logging.INFO if changed else logging.DEBUG
+        log.log(level, "revision %s (%s): %s in %.2fs%s", revision.sha[:12], trigger, record.result, record.seconds,
+                "".join(f"\n  {o.kind}/{o.name}: {o.status}" + (f" ({o.error})" if o.error else "")
+                        for o in record.objects if o.status != "in-sync"))
+        self._ensure_watchers(engine)
+        return record
+
+    # --- watching --------------------------------------------------------------------------
+
+    def _start_source_watch(self) -> None:
+        if self.config.once:
+            return
+        if self.source.remote:
+            gen: Callable[[], Any] = lambda: self.source.poll(self.stopping, self.config.interval)  # noqa: E731
+        else:
+            gen = lambda: self.source.changes(self.stopping)  # noqa: E731
+        self._thread("source", gen, "commit")
+
+    def _ensure_watchers(self, engine: Engine) -> None:
+        if self.config.once:
+            return
+        for kind in kind_order(set(engine.reconcilers), {k: type(r) for k, r in engine.reconcilers.items()}):
+            if kind in self.watchers:
+                continue
+            try:
+                cls = reconciler_class(kind)
+            except NotInstalled:
+                continue
+            if getattr(cls, "watch", None) is None:
+                self.watchers[kind] = threading.current_thread()  # nothing to watch: remember that
+                continue
+            node = Node(self.config.node, Runner(dry_run=True), self.config.state_dir)  # watching only reads
+            self._thread(f"watch-{kind}", lambda cls=cls, node=node: cls().watch(node), "drift", kind)
+
+    def _thread(self, name: str, make: Callable[[], Any], trigger: str, kind: str = "") -> None:
+        def loop() -> None:
+            delay = 1.0
+            while not self.stopping.is_set():
+                started = time.monotonic()
+                try:
+                    for reason in make():
+                        if self.stopping.is_set():
+                            return
+                        if kind:
+                            self.drift_events += 1
+                            self.metrics.drift_events.labels(kind=kind).inc()
+                        self.triggers.put(trigger, f"{kind}: {reason}" if kind else str(reason))
+                except Exception as err:  # a broken watch must not end the agent
+                    log.warning("%s stopped: %s; restarting", name, err)
+                delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 60.0)
+                if self.stopping.wait(delay):
+                    return
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        if kind:
+            self.watchers[kind] = thread
+
+    # --- status --------------------------------------------------------------------------
+
+    def _write_status(self) -> None:
+        data = agent_status.agent_document(self)
+        self.status.write_agent(data)
+        self.metrics.ready.set(1 if data["ready"] else 0)
+
+    def _summary(self) -> str:
+        good = self.good[0].sha[:12] if self.good else "none"
+        result = self.last_record.result if self.last_record else "no run yet"
+        return f"revision {good}: {result}" + (f"; latest {self.latest[:12]} refused" if
+                                                self.latest in self.rejected and self.latest else "")
+
+    def _once_exit_code(self) -> int:
+        data = agent_status.agent_document(self)
+        return 0 if data["ready"] else (2 if data["reason"] == "Pending" else 1)
+
+    # --- signals ---------------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        def hup(signum: int, _frame: Any) -> None:
+            self.triggers.put("signal", "SIGHUP")
+
+        def term(signum: int, _frame: Any) -> None:
+            self.stop_requested = True
+            self.triggers.put("stop", signal.Signals(signum).name)
+
+        signal.signal(signal.SIGHUP, hup)
+        signal.signal(signal.SIGTERM, term)
+        signal.signal(signal.SIGINT, term)
+
+    def watchdog(self) -> None:
+        """Feed systemd's watchdog while the main loop is alive and not stuck."""
+        period = self.notifier.watchdog_seconds
+        if not period:
+            return
+
+        def feed() -> None:
+            while not self.stopping.wait(period / 2):
+                if time.monotonic() - self.heartbeat < max(STALL_SECONDS, 3 * period) or self.stop_requested:
+                    self.notifier.send("WATCHDOG=1")
+
+        threading.Thread(target=feed, name="watchdog", daemon=True).start()
+
+
+def _trigger_name(reasons: dict[str, str]) -> str:
+    for name in ("signal", "commit", "startup", "resync", "drift", "retry"):
+        if name in reasons:
+            return name
+    return next(iter(reasons), "none")
+
+
+def end_children() -> None:
+    """End the processes this agent started and that still run (watch monitors such as
+    `ip monitor`): by PID, children of this process only."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == me:
+            try:
+                os.kill(int(entry.name), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reconcile agent",
+        description="Follow a git repository and keep this node converged: on every commit, on drift, "
+                    "periodically and on SIGHUP. SIGTERM finishes the current change and exits.")
+    p.add_argument("--repo", required=True, help="git URL, or the path of a local repository (watched)")
+    p.add_argument("--ref", default=None, help="branch, tag or full commit id to follow (default: the repository's HEAD)")
+    p.add_argument("--path", default=".", help="folder of manifests inside the repository (default: its root)")
+    p.add_argument("--node", default=None, help="this node's name (default: the host name)")
+    p.add_argument("--interval", type=parse_duration, default=30.0,
+                   help="how often a remote repository is polled, with ±20%% jitter (default 30s)")
+    p.add_argument("--resync", type=parse_duration, default=300.0,
+                   help="full resync period, whatever happened (default 5m)")
+    p.add_argument("--verify-commits", metavar="KEYRING", type=Path, default=None,
+                   help="apply only commits signed by a key in KEYRING (exported public keys, or a GnuPG home)")
+    p.add_argument("--state-dir", type=Path, default=None, help=f"default: {DEFAULT_STATE_DIR}")
+    p.add_argument("--metrics-address", default="127.0.0.1", help="where /metrics listens (default 127.0.0.1)")
+    p.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+                   help=f"Prometheus port (default {DEFAULT_METRICS_PORT}; 0 turns metrics off)")
+    p.add_argument("--allow-mass-prune", action="store_true", help="allow deleting more than half of what was created")
+    p.add_argument("--max-passes", type=int, default=4)
+    p.add_argument("--backoff", type=parse_duration, default=5.0,
+                   help="first retry delay of a failing object; doubles per failure (default 5s)")
+    p.add_argument("--backoff-max", type=parse_duration, default=300.0, help="longest retry delay (default 5m)")
+    p.add_argument("--once", action="store_true", help="one cycle, then exit (0 converged, 2 pending, 1 failed)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("git").setLevel(logging.WARNING)
+    config = Config(
+        repo=args.repo, ref=args.ref, path=args.path, node=args.node or socket.gethostname().split(".")[0],
+        state_dir=args.state_dir or DEFAULT_STATE_DIR, interval=args.interval, resync=args.resync,
+        verify_keyring=args.verify_commits, metrics_address=args.metrics_address, metrics_port=args.metrics_port,
+        allow_mass_prune=args.allow_mass_prune, max_passes=args.max_passes, backoff_base=args.backoff,
+        backoff_max=args.backoff_max, once=args.once)
+    try:
+        lock = NodeLock(config.state_dir).acquire()
+    except LockHeld as err:
+        print(f"reconcile agent: {err}; only one agent (or apply) may run per node", file=sys.stderr)
+        return 1
+    try:
+        agent = Agent(config)
+        agent.install_signals()
+        if config.metrics_port and not config.once:
+            try:
+                port = agent.metrics.serve(config.metrics_address, config.metrics_port)
+                log.info("metrics on http://%s:%d/metrics", config.metrics_address, port)
+            except OSError as err:
+                log.error("cannot serve metrics on %s:%d: %s (the agent runs without them)",
+                          config.metrics_address, config.metrics_port, err)
+        agent.watchdog()
+        log.info("agent for node %s following %s (path %s)%s", config.node, safe_url(agent.source.describe()),
+                 config.path, ", commits must be signed" if config.verify_keyring else "")
+        code = agent.run()
+        log.info("agent stopped")
+        return code
+    finally:
+        end_children()
+        lock.release()

@@ -1,0 +1,275 @@
+"""The agent's status: written to the state folder, shown by `reconcile status`.
+
+Three JSON files, each replaced atomically:
+
+- `agent.json`: the agent's view (written after every cycle): which revision is applied,
+  the newest one seen and why it was refused if it was, Flux-style conditions (Ready,
+  Stalled) with a reason and a message, objects in backoff, drift counters.
+- `status.json`: the last run, object by object (controller.state.save_run).
+- `history.json`: the last runs, newest first, idle resyncs folded into one entry, refused
+  revisions included.
+
+`reconcile status [-o json]` prints them for people or machines. Exit code: 0 the node
+matches git, 2 changes pending (drift left alone by policy, a kind not installed), 1 not
+ready, refused, failing, or the agent is not running.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from controller.state import DEFAULT_STATE_DIR, read_json, write_json
+
+AGENT_FILE = "agent.json"
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _age(stamp: str | None, now: float | None = None) -> str:
+    if not stamp:
+        return "?"
+    try:
+        then = time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    except ValueError:
+        return stamp
+    seconds = max((now or time.time()) - then, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+class StatusWriter:
+    """Reads and writes agent.json in the state folder."""
+
+    def __init__(self, state_dir: Path):
+        self.path = Path(state_dir) / AGENT_FILE
+
+    def read_agent(self) -> dict[str, Any] | None:
+        data = read_json(self.path, None)
+        return data if isinstance(data, dict) else None
+
+    def write_agent(self, data: dict[str, Any]) -> None:
+        write_json(self.path, data)
+
+
+def agent_document(agent: Any) -> dict[str, Any]:
+    """agent.json from a running controller.agent.Agent."""
+    cfg = agent.config
+    good = agent.good[0].sha if agent.good else None
+    latest = agent.latest
+    rejected = agent.rejected.get(latest) if latest else None
+    record = agent.last_record
+    stalled = False
+    if agent.source_error is not None:
+        ready, reason = False, agent.source_error.reason
+        message = f"{agent.source_error}" + (f"; {good[:12]} stays applied" if good else "")
+        stalled = True
+    elif rejected is not None:
+        ready, reason, stalled = False, rejected.reason, True
+        message = f"revision {latest[:12]} refused, nothing of it applied: {rejected.message}" + (
+            f"; {good[:12]} stays applied" if good else "; no revision applied yet")
+    elif record is None:
+        ready, reason, message = False, "Progressing", "no run yet"
+    elif record.result == "failed":
+        bad = [o for o in record.objects if o.status in ("failed", "skipped", "not-converging")]
+        ready, reason = False, "ReconciliationFailed"
+        first = next((f"{o.kind}/{o.name}: {o.error}" for o in bad if o.error), "; ".join(record.errors[:1]))
+        message = f"{len(bad)} object{'s' if len(bad) != 1 else ''} not converged" + (f"; {first}" if first else "")
+        if record.errors and not bad:
+            message = "; ".join(record.errors[:3])
+    elif record.result == "pending":
+        ready, reason = False, "Pending"
+        message = "the node differs from git: " + ", ".join(
+            f"{o.kind}/{o.name} ({o.status})" for o in record.objects if o.status in ("pending", "not-installed"))
+    else:
+        ready, reason = True, "ReconciliationSucceeded"
+        message = f"applied revision {good[:12] if good else '?'}"
+    last = None
+    if record is not None:
+        last = {"started": record.started, "seconds": record.seconds, "result": record.result,
+                "trigger": agent.last_trigger, "counts": record.counts(), "passes": record.passes}
+    return {
+        "version": 1,
+        "node": cfg.node,
+        "pid": os.getpid(),
+        "started": iso(agent.started),
+        "updated": iso(time.time()),
+        "source": {"repo": agent.source.describe(), "path": cfg.path, "verifyCommits": cfg.verify_keyring is not None,
+                   "signer": agent.latest_signer or None},
+        "revision": good,
+        "latestRevision": latest,
+        "latestError": None if rejected is None else {
+            "reason": rejected.reason, "message": rejected.message, "problems": rejected.problems},
+        "sourceError": None if agent.source_error is None else {
+            "reason": agent.source_error.reason, "message": str(agent.source_error)},
+        "ready": ready,
+        "reason": reason,
+        "message": message,
+        "conditions": [
+            {"type": "Ready", "status": str(ready), "reason": reason, "message": message},
+            {"type": "Stalled", "status": str(stalled), "reason": reason if stalled else "",
+             "message": message if stalled else ""},
+        ],
+        "lastRun": last,
+        "runs": agent.runs,
+        "backoff": agent.backoff.to_dict(),
+        "driftEvents": agent.drift_events,
+        "nextResync": iso(time.time() + max(agent.next_resync - time.monotonic(), 0)),
+    }
+
+
+# --- is the agent running? -------------------------------------------------------------------
+
+
+def lock_holder(state_dir: Path) -> int | None:
+    """The PID written in the node lock if a process holds the lock now, else None.
+
+    Read from /proc/locks (by inode), so that asking never takes the lock itself.
+    """
+    path = Path(state_dir) / "lock"
+    try:
+        st = path.stat()
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in locks.splitlines():
+        parts = line.split()
+        if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == device:
+            try:
+                return int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                return -1
+    return None
+
+
+# --- reconcile status ------------------------------------------------------------------------
+
+
+def collect(state_dir: Path, history: int = 10) -> dict[str, Any]:
+    state_dir = Path(state_dir)
+    agent = read_json(state_dir / AGENT_FILE, None)
+    holder = lock_holder(state_dir)
+    return {
+        "stateDir": str(state_dir),
+        "agent": agent,
+        "running": holder is not None and (agent is None or holder in (agent.get("pid"), -1)),
+        "lockHolder": holder,
+        "lastRun": read_json(state_dir / "status.json", None),
+        "history": list(read_json(state_dir / "history.json", []))[:history],
+    }
+
+
+def exit_code(data: dict[str, Any]) -> int:
+    agent = data.get("agent")
+    if agent is not None:
+        if not data["running"]:
+            return 1
+        if agent.get("ready"):
+            return 0
+        return 2 if agent.get("reason") == "Pending" else 1
+    run = data.get("lastRun")
+    if not run:
+        return 1
+    return {"failed": 1, "pending": 2}.get(run.get("result", "failed"), 0)
+
+
+def render(data: dict[str, Any], colour: bool = False) -> str:
+    from controller.output import APPLIED, COLOUR, SYMBOL
+    from controller.plan import show_value
+
+    def c(code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if colour else text
+
+    lines: list[str] = []
+    agent = data.get("agent")
+    run = data.get("lastRun")
+    if agent is None and run is None:
+        return f"No runs recorded in {data['stateDir']} (is the agent running with this --state-dir?)"
+    if agent is not None:
+        state = c("1;32", "Ready") if agent.get("ready") else c("1;31", "Not ready")
+        alive = (f"running, pid {agent.get('pid')}, up since {agent.get('started')}" if data["running"]
+                 else c("1;31", f"NOT RUNNING (last seen pid {agent.get('pid')}, {_age(agent.get('updated'))})"))
+        lines.append(f"Agent on {agent.get('node')}: {state} — {agent.get('reason')} ({alive})")
+        lines.append(f"  {agent.get('message')}")
+        src = agent.get("source") or {}
+        signed = ", signed commits only" + (f" (last signer: {src['signer']})" if src.get("signer") else "") \
+            if src.get("verifyCommits") else ""
+        lines.append(f"  source    {src.get('repo')} (path {src.get('path')}){signed}")
+        lines.append(f"  applied   {(agent.get('revision') or 'none')[:12]}")
+        latest = agent.get("latestRevision")
+        if latest and latest != agent.get("revision"):
+            lines.append(f"  latest    {latest[:12]}")
+        error = agent.get("latestError")
+        if error:
+            lines.append(c("31", f"  refused   {error['reason']}: {error['message']}"))
+            for problem in error.get("problems", [])[:20]:
+                lines.append(c("31", f"    {problem}"))
+        if agent.get("sourceError"):
+            lines.append(c("31", f"  source    {agent['sourceError']['message']}"))
+        for key, entry in (agent.get("backoff") or {}).items():
+            lines.append(c("33", f"  backoff   {key}: {entry['failures']} failure(s), next try at {entry['retryAt']}: "
+                                 f"{entry['error']}"))
+        lines.append(f"  runs      {agent.get('runs')} since start, {agent.get('driftEvents')} drift events, "
+                     f"next resync at {agent.get('nextResync')}")
+    if run is not None:
+        trigger = f", trigger {run['trigger']}" if run.get("trigger") else ""
+        lines.append(f"Last run: {run.get('result')} at {run.get('started')} ({_age(run.get('started'))}) in "
+                     f"{run.get('seconds', 0):.2f}s, revision {str(run.get('revision'))[:12]}{trigger}")
+        for o in run.get("objects", []):
+            status = o.get("status")
+            if status == "pending" and o.get("action"):
+                sym = SYMBOL[o["action"]]
+            elif status in APPLIED:
+                sym = SYMBOL[o.get("action") or "update"]
+            else:
+                sym = SYMBOL.get(status, "?")
+            tail = f" ({APPLIED[status]}: {o.get('action')})" if status in APPLIED else (
+                f" ({status})" if status not in ("pending", "in-sync") else "")
+            lines.append(f"  {c(COLOUR.get(sym, '0'), sym)} {o['kind']} {o['name']}{tail}")
+            for f in o.get("fields", []):
+                lines.append(f"      {f['field']}: {show_value(f['observed'])} → {show_value(f['desired'])}")
+            for note in o.get("notes", []):
+                lines.append(c("36", f"      {note}"))
+            if o.get("error"):
+                lines.append(c("31", f"      {o['error']}"))
+        for err in run.get("errors", []):
+            lines.append(c("1;31", f"  error: {err}"))
+    if data.get("history"):
+        lines.append("History (newest first):")
+        for h in data["history"]:
+            counts = ", ".join(f"{n} {k}" for k, n in sorted((h.get("counts") or {}).items()))
+            repeats = f" ×{h['repeats']} since {h.get('first')}" if h.get("repeats", 1) > 1 else ""
+            line = (f"  {h.get('started')}  {str(h.get('revision'))[:12]:12}  {h.get('result', '?'):10} "
+                    f"{h.get('seconds') or 0:6.2f}s  {h.get('trigger') or '-':8} {counts}{repeats}")
+            lines.append(line.rstrip())
+            if h.get("result") in ("refused", "failed") and h.get("errors"):
+                lines.append(c("31", f"      {h['errors'][0]}"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="reconcile status", description="The agent's state on this node and its last runs.")
+    p.add_argument("--state-dir", type=Path, default=None, help=f"default: {DEFAULT_STATE_DIR}")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("--history", type=int, default=10, metavar="N", help="how many past runs to show (default 10)")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    args = p.parse_args(argv)
+    data = collect(args.state_dir or DEFAULT_STATE_DIR, args.history)
+    out: IO[str] = sys.stdout
+    if args.output == "json":
+        json.dump(dict(data, exitCode=exit_code(data)), out, indent=2, default=str)
+        out.write("\n")
+    else:
+        from controller.output import use_colour
+
+        out.write(render(data, use_colour(out, args.color)) + "\n")
+    return exit_code(data)
