@@ -211,3 +211,38 @@ def test_missing_secret_file_is_a_clear_error_and_changes_nothing(lab):
     assert sh(lab, "lb2", "cat /etc/nsswitch.conf /etc/pam.d/common-session; ls /etc/sssd /etc/sudoers.d").stdout == before
     assert lab.exec("lb2", ["test", "-e", "/etc/krb5.keytab"], check=False).returncode == 1
     assert "LB2$" not in computers(lab)
+
+
+def test_computer_name_and_ou_are_used_and_a_new_ou_rejoins(lab):
+    """A computer name other than the host name (sssd must then be told which keytab
+    principal is its own) in an OU; moving it to another OU re-creates the account there."""
+    for ou in ("Servers", "Web"):
+        lab.exec(DC_NODE, ["samba-tool", "ou", "add", f"OU={ou}"], check=False)
+    root = lab.shared / "ou"
+    root.mkdir(exist_ok=True)
+
+    def write(ou: str) -> str:
+        (root / "join.yaml").write_text(
+            JOIN.format(domain=DOMAIN, secret=JOIN_PASSWORD_FILE, allow="[app-admins]", sudo="[]")
+            + f"  computerName: web-lb2\n  ou: OU={ou},DC=corp,DC=example,DC=test\n")
+        return str(root)
+
+    def dn() -> str:
+        show = lab.exec(DC_NODE, ["samba-tool", "computer", "show", "WEB-LB2$", "--attributes=distinguishedName"])
+        return show.stdout.split("dn: ", 1)[1].split()[0]
+
+    try:
+        apply(lab, "lb2", write("Servers"))
+        assert dn() == "CN=WEB-LB2,OU=Servers,DC=corp,DC=example,DC=test"
+        assert "WEB-LB2$@" in lab.exec("lb2", ["klist", "-k", "/etc/krb5.keytab"]).stdout
+        assert lab.exec("lb2", ["getent", "passwd", "alice"]).stdout.startswith("alice:")
+        assert lab.exec("lb2", ["test", "-e", "/etc/sudoers.d/reconcile-corp"], check=False).returncode == 1
+
+        plan = lab.reconcile("lb2", "--dry-run", "--repo", write("Web"))
+        assert plan.returncode == 2 and "in OU=Web,DC=corp" in plan.stdout
+        apply(lab, "lb2", str(root))
+        assert dn() == "CN=WEB-LB2,OU=Web,DC=corp,DC=example,DC=test"
+        assert lab.reconcile("lb2", "--dry-run", "--repo", str(root)).returncode == 0
+    finally:
+        apply(lab, "lb2", empty_repo(lab))
+    assert "WEB-LB2$" not in computers(lab)
