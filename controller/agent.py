@@ -326,6 +326,7 @@ class Agent:
                 loaded = self._load(candidate, trigger)
                 if loaded is not None:
                     tried_latest = True
+                    self.backoff.clear()  # a newer revision supersedes whatever was failing
                     record = self._run(loaded, trigger)
                     if record.passes == 0 and record.errors:
                         self._reject(candidate, Rejected("ValidationFailed", "the native validators refused it",
@@ -352,7 +353,6 @@ class Agent:
             if self.latest is not None:
                 log.info("new revision %s (was %s)", sha[:12], self.latest[:12])
             self.latest = sha
-            self.backoff.clear()  # a newer revision supersedes whatever was failing
             self.rejected = {k: v for k, v in self.rejected.items() if k == sha}
 
     def _source_failed(self, err: SourceError) -> None:

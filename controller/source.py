@@ -224,8 +224,11 @@ class GitSource:
         home = self.home / "gnupg"
         shutil.rmtree(home, ignore_errors=True)  # from scratch: a key removed from the file is gone
         home.mkdir(mode=0o700, parents=True)
+        # Public keys only: no gpg-agent is needed, and none may be left running.
+        (home / "gpg.conf").write_text("no-autostart\n")
         try:
-            self.runner.run(["gpg", "--batch", "--quiet", "--homedir", str(home), "--import", str(keyring)])
+            self.runner.run(["gpg", "--batch", "--quiet", "--no-autostart", "--homedir", str(home),
+                             "--import", str(keyring)])
         except CommandError as err:
             raise SourceError("VerificationFailed", f"cannot import the keys in {keyring}: {err}") from None
         return home

@@ -197,7 +197,7 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
     if agent is not None:
         state = c("1;32", "Ready") if agent.get("ready") else c("1;31", "Not ready")
         alive = (f"running, pid {agent.get('pid')}, up since {agent.get('started')}" if data["running"]
-                 else c("1;31", f"NOT RUNNING (last seen pid {agent.get('pid')}, {_age(agent.get('updated'))})"))
+                 else c("1;31", f"NOT RUNNING: last seen pid {agent.get('pid')}, {_age(agent.get('updated'))}"))
         lines.append(f"Agent on {agent.get('node')}: {state} — {agent.get('reason')} ({alive})")
         lines.append(f"  {agent.get('message')}")
         src = agent.get("source") or {}

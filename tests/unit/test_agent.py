@@ -526,3 +526,14 @@ def test_sighup_reconciles_now_and_sigterm_finishes_the_current_change_and_exits
     last = read_json(env.state / "status.json", {})
     assert {o["name"]: o["error"] for o in last["objects"] if o["status"] == "skipped"}["a3"] == \
         "not applied: the agent is stopping"
+
+
+def test_a_refused_newer_revision_leaves_the_backoff_of_the_applied_one(env):
+    env.repo.commit({"lb.yaml": backend("app")})
+    StoreBackends.fail = {"app"}
+    agent = env.agent(backoff_base=60.0)
+    cycle(agent, "startup")
+    env.repo.commit({"lb.yaml": "kind: [\n"})
+    cycle(agent, "commit")
+    assert agent.backoff.objects[("Backend", "app")].failures == 1
+    assert env.status()["backoff"]["Backend/app"]["failures"] == 1
