@@ -663,17 +663,38 @@ class DomainJoinReconciler(Reconciler):
 
     def leave(self, name: str, node: Node) -> None:
         """Leave the domain and remove, in reverse, what the join wrote. Each step is
-        idempotent: a prune that failed halfway is simply run again."""
-        marker = self.read_markers(node).get(name)
+        idempotent: a prune that failed halfway is simply run again.
+
+        When another DomainJoin of this node still has a record (a manifest renamed: the
+        new name joined before the old one is pruned), the node stays joined: only the old
+        name's own files go, and what the node shares (account, keytab, sssd.conf, the
+        nsswitch additions) is handed over to the other record."""
+        markers = self.read_markers(node)
+        marker = markers.pop(name, None)
         if marker is None:
             raise ApplyError(f"no record of how DomainJoin/{name} joined ({self._marker_dir(node)}/{name}.json); "
                              "leave the domain by hand (adcli delete-computer) and remove its files")
+        writer = AtomicWriter(node)
+        heir = next(iter(markers.values()), None)
+        if heir is None:
+            self._leave_domain(node, marker, writer)
+        else:
+            heir["nsswitchAdded"] = sorted(set(heir.get("nsswitchAdded", [])) | set(marker.get("nsswitchAdded", [])))
+            heir["keytabExisted"] = bool(heir.get("keytabExisted")) and bool(marker.get("keytabExisted"))
+            self._write_marker(node, heir)
+        if GENERATED_HEADER in (_read(self.paths.sudoers(name)) or ""):
+            writer.remove(self.paths.sudoers(name))
+        text = _read(self.paths.pam_session)
+        if text is not None and pam_without_block(text, name) != text:
+            writer.write(self.paths.pam_session, pam_without_block(text, name))
+        writer.remove(self._marker_dir(node) / f"{name}.json")
+
+    def _leave_domain(self, node: Node, marker: dict[str, Any], writer: AtomicWriter) -> None:
         password = read_secret(_secret_ref(marker), node)  # before anything changes
         membership = self.observe_membership(node)
         if membership and (membership["domain"], membership["computerName"]) == (marker["domain"], marker["computerName"]):
             if membership["valid"]:
                 self._delete_computer(node, marker, password)
-        writer = AtomicWriter(node)
         if GENERATED_HEADER in (_read(self.paths.sssd_conf) or ""):
             self.stop_sssd(node)
             writer.remove(self.paths.sssd_conf)
@@ -681,20 +702,14 @@ class DomainJoinReconciler(Reconciler):
                 writer.remove(cache)
             for cache in self.paths.sssd_db.glob(f"ccache_{marker['domain'].upper()}"):
                 writer.remove(cache)
-            for cache in self.paths.sssd_mc.glob("*"):
+            for cache in self.paths.sssd_mc.glob("*"):  # libnss_sss reads these with sssd stopped
                 if cache.is_file():
                     writer.remove(cache)
-        if GENERATED_HEADER in (_read(self.paths.sudoers(name)) or ""):
-            writer.remove(self.paths.sudoers(name))
-        text = _read(self.paths.pam_session)
-        if text is not None and pam_without_block(text, name) != text:
-            writer.write(self.paths.pam_session, pam_without_block(text, name))
         if marker.get("nsswitchAdded"):
             text = _read(self.paths.nsswitch) or ""
             writer.write(self.paths.nsswitch, nsswitch_remove_sss(text, marker["nsswitchAdded"]))
         if not marker.get("keytabExisted"):
             writer.remove(self.paths.keytab)
-        writer.remove(self._marker_dir(node) / f"{name}.json")
 
 
 # --- small helpers -------------------------------------------------------------------------------

@@ -348,3 +348,28 @@ def test_json_schema_export_includes_domain_join():
     text = json.dumps(json_schema("DomainJoin"))
     assert "allowGroups" in text and "homeDirectories" in text
 
+
+
+def test_renamed_manifest_prunes_the_old_name_without_leaving_the_domain(tmp_path, paths):
+    """The new name joined first (creates run before deletes); pruning the old name must
+    not delete the account, keytab or sssd.conf the node still uses."""
+    state = tmp_path / "state" / "domain-join"
+    state.mkdir(parents=True)
+    common = {"domain": "corp.example.test", "computerName": "LB1", "ou": None, "user": "Administrator",
+              "password": {"file": str(tmp_path / "gone")}}
+    (state / "old.json").write_text(json.dumps({"name": "old", "keytabExisted": False, "nsswitchAdded": ["shadow"],
+                                                **common}))
+    (state / "new.json").write_text(json.dumps({"name": "new", "keytabExisted": False, "nsswitchAdded": [],
+                                                **common}))
+    paths.keytab.write_text("keys")
+    paths.sssd_conf.write_text(f"# {GENERATED_HEADER}\n")
+    paths.sudoers("old").write_text(render_sudoers("old", ["web users"]))
+    paths.pam_session.write_text(pam_with_block(fixture("common-session.debian"), "old", "/etc/skel", "0077"))
+    rec = DomainJoinReconciler(paths)
+    n = node(tmp_path)
+    rec.apply(Change("DomainJoin", "old", "delete", None, {"membership": {}}), n)
+    assert [r for r in n.runner.records if r.what == "exec"] == []  # no adcli delete-computer, no sssd stop
+    assert paths.keytab.exists() and paths.sssd_conf.exists()
+    assert not paths.sudoers("old").exists() and not (state / "old.json").exists()
+    assert paths.pam_session.read_text() == fixture("common-session.debian")
+    assert json.loads((state / "new.json").read_text())["nsswitchAdded"] == ["shadow"]  # handed over
