@@ -38,7 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, Reconciler, pid_alive,
@@ -496,6 +496,32 @@ class DomainJoinReconciler(Reconciler):
         if started is not None and written > started + 1.0:
             return "stale (sssd.conf changed after sssd started)"
         return "running"
+
+    # --- watch -------------------------------------------------------------------------------
+
+    def watch(self, node: Node, stop: Any = None) -> Iterator[str]:
+        """Yield when a file this kind manages changes (inotify through watchfiles) or sssd
+        stops (checked every few seconds). Our own writes fire too: the engine's re-plan
+        then finds nothing to do."""
+        import watchfiles
+
+        p = self.paths
+        files = {str(f) for f in (p.keytab, p.nsswitch, p.sssd_conf, p.pam_session)}
+        dirs = sorted(d for d in {str(Path(f).parent) for f in files} | {str(p.sudoers_dir)} if Path(d).is_dir())
+
+        def ours(path: str) -> bool:
+            q = Path(path)
+            return path in files or (q.parent == p.sudoers_dir and q.name.startswith("reconcile-"))
+
+        was_running = pid_alive(p.sssd_pid) is not None
+        for changes in watchfiles.watch(*dirs, watch_filter=lambda _c, path: ours(path), recursive=False,
+                                        debounce=200, rust_timeout=3000, yield_on_timeout=True, stop_event=stop):
+            if changes:
+                yield "changed: " + ", ".join(sorted({path for _, path in changes}))
+            running = pid_alive(p.sssd_pid) is not None
+            if was_running and not running:
+                yield "sssd stopped"
+            was_running = running
 
     # --- validate / explain ------------------------------------------------------------------
 

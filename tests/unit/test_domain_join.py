@@ -5,6 +5,8 @@ validators (visudo, sssctl) on temp files, and schema errors through the loader.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -373,3 +375,26 @@ def test_renamed_manifest_prunes_the_old_name_without_leaving_the_domain(tmp_pat
     assert not paths.sudoers("old").exists() and not (state / "old.json").exists()
     assert paths.pam_session.read_text() == fixture("common-session.debian")
     assert json.loads((state / "new.json").read_text())["nsswitchAdded"] == ["shadow"]  # handed over
+
+
+def test_watch_reports_an_edit_of_a_managed_file_and_not_of_others(tmp_path, paths):
+    stop = threading.Event()
+    events: list[str] = []
+    seen = threading.Event()
+
+    def consume():
+        for reason in DomainJoinReconciler(paths).watch(node(tmp_path, dry_run=True), stop=stop):
+            events.append(reason)
+            seen.set()
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.15)  # the watch is set up
+        (paths.sudoers_dir / "README").write_text("not ours\n")
+        paths.sudoers("corp").write_text("%carol ALL=(ALL:ALL) ALL\n")
+        assert seen.wait(5)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert events == [f"changed: {paths.sudoers('corp')}"]
