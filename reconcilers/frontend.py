@@ -1,0 +1,59 @@
+"""Frontend: an HAProxy frontend on this node: where it listens and which backend gets
+which request.
+
+Every Frontend change is structural: the file is rendered, checked with `haproxy -c`,
+installed atomically and loaded by a hitless reload through the master (or HAProxy is
+started if it does not run). A bind to a VirtualIP address carries `transparent`, so it
+works on the node that does not hold the address right now. See reconcilers/haproxy.py.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from reconcilers.base import Change, Desired, Node, Reconciler
+from reconcilers.haproxy import HAProxy, desired_sections, render_frontend, watch
+
+
+class FrontendReconciler(Reconciler):
+    """HAProxy frontends on this node (kind Frontend)."""
+
+    kind = "Frontend"
+    after = ("Backend", "VirtualIP")
+
+    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+        frontends, _ = desired_sections(tree, node.name)
+        out = {}
+        for manifest in tree.on_node("Frontend", node.name):
+            spec = manifest.spec
+            backends = dict.fromkeys([spec.defaultBackend, *(r.backend for r in spec.rules)])
+            out[manifest.metadata.name] = Desired(frontends[manifest.metadata.name],
+                                                  depends=tuple(("Backend", b) for b in backends))
+        return out
+
+    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+        return HAProxy(node).snapshot().frontends()
+
+    # validate(): the Backend reconciler checks the whole file, frontends included (a
+    # Frontend always lands with the Backends it names; the tree checks make sure).
+
+    def explain(self, change: Change, node: Node) -> list[str]:
+        verb = "remove the frontend" if change.action == "delete" else "load the new frontend"
+        return [f"reload HAProxy (hitless) to {verb}; started if it does not run"]
+
+    def apply(self, change: Change, node: Node) -> None:
+        haproxy = HAProxy(node)
+        snap = haproxy.snapshot()
+        section = render_frontend(change.name, change.desired) if change.desired is not None else None
+        haproxy.install(snap, haproxy.compose(snap, "frontend", change.name, section))
+        if not snap.running:
+            if change.desired is not None:
+                haproxy.start()
+            return
+        observed = snap.frontends().get(change.name)
+        if observed == change.desired:  # already done (idempotent)
+            return
+        haproxy.reload()
+
+    def watch(self, node: Node) -> Iterator[str]:  # type: ignore[override]
+        """Yield when the managed file changes (the Backend watch also follows servers)."""
+        return watch(node, servers=False)
