@@ -1,46 +1,117 @@
-"""Container: an LXC system container on a node (or, with spec.cluster, placed by Pacemaker)."""
+"""Container: an LXC system container on a node (or, with spec.cluster, placed by Pacemaker).
+
+Every value here reaches `lxc-create` argv, an LXC config line or a path under the
+container's root file system, so each is a constrained type: the container name is a DNS
+label (no `/`, `..`, spaces or shell metacharacters), init arguments are single words
+without a shell, sizes and CPU sets are checked for what the kernel accepts.
+"""
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from schemas.common import AbsolutePath, IfName, IPv4Prefix, Manifest, Placement, Strict
+from schemas.common import AbsolutePath, Duration, IfName, IPv4Prefix, Manifest, Placement, Strict
 
 DistroWord = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,31}$")]
-MemorySize = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,12}[KMG]?$")]
-CpuSet = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3}(-[0-9]{1,3})?)*$")]
-InitArg = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./:=@%+,-]{1,256}$")]
+_INIT_ARG = re.compile(r"^[A-Za-z0-9_./:=@%+,-]{1,256}$")
+
+
+def _init_arg(value: str) -> str:
+    if not _INIT_ARG.match(value):
+        raise ValueError(f"{value!r}: an init argument is one word of letters, digits and _ . / : = @ % + , - "
+                         "(no spaces, quotes or shell characters: LXC runs init without a shell)")
+    return value
+
+
+InitArg = Annotated[str, AfterValidator(_init_arg)]
+"""One argument of the container's init: no spaces, quotes or shell metacharacters (LXC
+splits `lxc.init.cmd` on spaces and runs it without a shell)."""
+
+_MEMORY = re.compile(r"^([1-9][0-9]{0,12})([KMG]?)$")
+_UNIT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _memory_size(value: str) -> str:
+    m = _MEMORY.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a memory size: give a whole number with an optional unit "
+                         "K, M or G, e.g. 256M or 1G (no decimals, no 'MB')")
+    if int(m.group(1)) * _UNIT[m.group(2)] < 4 << 20:
+        raise ValueError(f"{value!r} is too small for a container: at least 4M")
+    return value
+
+
+MemorySize = Annotated[str, AfterValidator(_memory_size)]
+"""A memory limit as LXC and the kernel take it: 64M, 1G, 524288K."""
+
+_CPUSET = re.compile(r"^[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3}(-[0-9]{1,3})?)*$")
+
+
+def _cpu_set(value: str) -> str:
+    if not _CPUSET.match(value):
+        raise ValueError(f"{value!r} is not a CPU list: give CPU numbers and ranges such as 0, 0-1 or 0,2-3")
+    for part in value.split(","):
+        lo, _, hi = part.partition("-")
+        if hi and int(hi) < int(lo):
+            raise ValueError(f"{value!r}: the range {part} runs backwards")
+    return value
+
+
+CpuSet = Annotated[str, AfterValidator(_cpu_set)]
+FileContent = Annotated[str, StringConstraints(max_length=65536)]
+
+
+def _file_path(value: str) -> str:
+    if value.endswith("/") or value.rstrip("/") == "":
+        raise ValueError(f"{value!r}: name a file inside the container, e.g. /www/index.html")
+    return value
+
+
+FilePath = Annotated[AbsolutePath, AfterValidator(_file_path)]
 
 
 class Download(Strict):
+    """`lxc-create -t download -- --dist D --release R --arch A` (needs images.linuxcontainers.org)."""
+
     distribution: DistroWord
     release: DistroWord
     architecture: DistroWord = "amd64"
 
 
 class LocalImage(Strict):
-    rootfs: AbsolutePath = Field(description="rootfs tarball")
-    metadata: AbsolutePath | None = Field(None, description="metadata tarball")
+    """`lxc-create -t local -- -m metadata -f rootfs`: both tarballs xz-compressed, on the node."""
+
+    rootfs: AbsolutePath = Field(description="rootfs tarball (.tar.xz) on the node")
+    metadata: AbsolutePath = Field(description="metadata tarball (.tar.xz) holding the image's `config`")
 
 
 class Limits(Strict):
     memory: MemorySize | None = Field(None, description="memory limit, e.g. 256M")
-    cpus: CpuSet | None = Field(None, description="CPU set, e.g. 0 or 0-1")
-    cpuWeight: Annotated[int, Field(ge=1, le=10000)] | None = None
+    cpus: CpuSet | None = Field(None, description="CPUs the container may run on, e.g. 0 or 0-1")
+    cpuWeight: Annotated[int, Field(ge=1, le=10000)] | None = Field(
+        None, description="relative CPU weight (cgroup v2 cpu.weight; 100 is the default share)")
 
 
 class Network(Strict):
+    """`none`: loopback only. `bridge`: one veth (eth0 inside) on `bridge`, with `address`
+    and no gateway: a container never gets a default route from here."""
+
     type: Literal["none", "bridge"] = "none"
     bridge: IfName | None = None
-    address: IPv4Prefix | None = None
+    address: IPv4Prefix | None = Field(None, description="static IPv4 address of eth0 inside, e.g. 198.51.100.11/24")
+    bridgeAddress: IPv4Prefix | None = Field(
+        None, description="the node's own address on `bridge`: reconcile creates the node-local bridge with "
+                          "it when missing. Leave it out to use a bridge made by something else.")
 
     @model_validator(mode="after")
     def _bridge(self) -> "Network":
         if self.type == "bridge" and self.bridge is None:
             raise ValueError("network type bridge needs network.bridge")
-        if self.type == "none" and (self.bridge or self.address):
-            raise ValueError("network type none takes no bridge or address")
+        if self.type == "none" and (self.bridge or self.address or self.bridgeAddress):
+            raise ValueError("network type none takes no bridge, address or bridgeAddress")
         return self
 
 
@@ -49,14 +120,20 @@ class ContainerSpec(Placement):
     download: Download | None = None
     local: LocalImage | None = None
     state: Literal["running", "stopped", "frozen"] = "running"
-    autostart: bool = False
-    startOrder: Annotated[int, Field(ge=0, le=1000)] | None = None
+    autostart: bool = Field(False, description="lxc.start.auto: started by lxc-autostart when the node boots")
+    startOrder: Annotated[int, Field(ge=0, le=1000)] | None = Field(None, description="lxc.start.order")
     limits: Limits = Field(default_factory=Limits)
     network: Network = Field(default_factory=Network)
-    init: list[InitArg] | None = Field(None, description="command run as the container's init (lxc.init.cmd)")
+    init: Annotated[list[InitArg], Field(min_length=1)] | None = Field(
+        None, description="command run as the container's init (lxc.init.cmd)")
+    files: dict[FilePath, FileContent] = Field(
+        default_factory=dict,
+        description="files written into the container's root file system (path inside → content), "
+                    "e.g. a web server's document; changing one needs no restart")
     restartPolicy: Literal["onChange", "never"] = Field(
-        "onChange", description="may apply restart the container for a change that needs it?"
-    )
+        "onChange", description="may apply restart a running container for a change that needs it "
+                                "(limits, network, init)? never: the change waits for its next start")
+    stopTimeout: Duration = Field("10s", description="how long a stop waits for the init to end before killing it")
     lxcPath: AbsolutePath = "/var/lib/lxc"
 
     @model_validator(mode="after")
@@ -77,3 +154,41 @@ class Container(Manifest):
         if self.spec.network.address:
             out.append((f"ip:{self.spec.network.address.split('/')[0]}", "spec.network.address"))
         return out
+
+    def check(self, tree) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        net = self.spec.network
+        if net.address and net.bridgeAddress:
+            mine = ipaddress.IPv4Interface(net.address)
+            bridge = ipaddress.IPv4Interface(net.bridgeAddress)
+            if mine.network != bridge.network:
+                problems.append(("spec.network.address", f"{net.address} is not in the bridge's subnet "
+                                 f"{bridge.network} (network.bridgeAddress {net.bridgeAddress})"))
+            elif mine.ip == bridge.ip:
+                problems.append(("spec.network.address", f"{mine.ip} is the node's own address on {net.bridge} "
+                                 "(network.bridgeAddress): give the container another one"))
+        if net.address:
+            iface = ipaddress.IPv4Interface(net.address)
+            if iface.network.prefixlen < 31 and iface.ip in (iface.network.network_address,
+                                                             iface.network.broadcast_address):
+                problems.append(("spec.network.address", f"{iface.ip} is the network or broadcast address "
+                                 f"of {iface.network}"))
+        if net.bridgeAddress:
+            problems.extend(self._bridge_agrees(tree))
+        return problems
+
+    def _bridge_agrees(self, tree) -> list[tuple[str, str]]:
+        """Containers that share a node and name the same bridge must give it one address:
+        the bridge is one interface of the node."""
+        net = self.spec.network
+        mine = tree.nodes_of(self)
+        for other in tree.of_kind("Container"):
+            onet = other.spec.network
+            if other is self or onet.bridge != net.bridge or not onet.bridgeAddress:
+                continue
+            if onet.bridgeAddress != net.bridgeAddress and mine & tree.nodes_of(other):
+                if other.metadata.name < self.metadata.name:  # report once, on the later name
+                    return [("spec.network.bridgeAddress",
+                             f"bridge {net.bridge} gets {net.bridgeAddress} here but {onet.bridgeAddress} "
+                             f"from Container {other.metadata.name!r} on a common node: one bridge, one address")]
+        return []
