@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any, Iterator
 
 import reconcilers
-from reconcilers.base import ApplyError, AtomicWriter, Change, Deferred, Desired, Node, Reconciler, validated_temp
+from reconcilers.base import ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler, validated_temp
 from reconcilers.keepalived import (
     CONFIG, MASTER, Keepalived, ParsedConfig, RunningInstance, VrrpInstance, config_signature, holders,
     parse_config, parse_ip_addr, read_config, render_config, without_addresses,
@@ -133,7 +133,7 @@ class VirtualIPReconciler(Reconciler):
         self.dump: dict[str, RunningInstance] | None = None
         self.running = False
         self.addrs: dict[str, set[str]] = {}
-        self.converged = False
+        self.outcome: str | Exception | None = None
 
     # -- desired
 
@@ -160,7 +160,7 @@ class VirtualIPReconciler(Reconciler):
         # answers the next signal, so MASTER-without-address is never a read race.
         self.dump = daemon.dump(pid) if pid is not None else None
         self.addrs = parse_ip_addr(node.run(["ip", "-j", "addr"], read_only=True).stdout)
-        self.converged = False
+        self.outcome = None
         return observed_vips(self.config, pid is not None, self.dump, self.addrs)
 
     def validate(self, node: Node) -> list[str]:
@@ -204,8 +204,18 @@ class VirtualIPReconciler(Reconciler):
     def apply(self, change: Change, node: Node) -> None:
         if change.name in self.pacemaker:
             raise Deferred(PACEMAKER_NOTE)
-        if self.converged:  # one file holds every VIP: the first change of a pass did them all
-            return
+        # One file holds every VIP: the first change of a pass converges them all, and the
+        # others of that pass share its outcome.
+        if self.outcome is None:
+            try:
+                self._converge(node)
+                self.outcome = "done"
+            except (ApplyError, CommandError, OSError) as err:
+                self.outcome = err
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+
+    def _converge(self, node: Node) -> None:
         daemon = Keepalived(node)
         if self.config is not None and not self.config.generated:
             raise ApplyError(f"{CONFIG} exists and was not written by reconcile; refusing to replace it. "
@@ -216,16 +226,19 @@ class VirtualIPReconciler(Reconciler):
             if pid is not None:
                 daemon.stop(pid)
             AtomicWriter(node).remove(CONFIG)
-            self.converged = True
             return
         moved = self._moved() if pid is not None else set()
         if moved:
-            self._install(node, daemon, without_addresses(self.instances, moved), pid)
-        self._install(node, daemon, self.instances, pid)
+            # keepalived must let go of an address before another instance takes it.
+            first = without_addresses(self.instances, moved)
+            if first:
+                self._install(node, daemon, first)
+            else:  # no instance left in between: a restart lets go of everything
+                daemon.stop(pid)
+        self._install(node, daemon, self.instances)
         self._restore_master_addresses(node, daemon)
-        self.converged = True
 
-    def _install(self, node: Node, daemon: Keepalived, instances: list[VrrpInstance], pid: int | None) -> None:
+    def _install(self, node: Node, daemon: Keepalived, instances: list[VrrpInstance]) -> None:
         """Write the file (validated by keepalived -t on the temp file), then start keepalived
         or reload it, and wait until it runs exactly these instances."""
         written = AtomicWriter(node).write(CONFIG, render_config(node.name, instances), mode=0o644,
