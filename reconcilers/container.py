@@ -1,0 +1,984 @@
+"""Container: LXC system containers on this node, reconciled with the lxc-* tools.
+
+observe
+    One `lxc-ls -f -F NAME,STATE -P PATH` per LXC path in use (normally one, /var/lib/lxc)
+    gives every container's state in one process; each container's `PATH/NAME/config` is
+    then read as a file (no process), and one `ip -j -d addr show` tells the node-local
+    bridges. We use the CLI rather than the python3-lxc bindings: every call then goes
+    through the Runner (argv, timeout, the dry-run guard and the recorder see it), the
+    parser is tested on recorded output, and nothing depends on the bindings existing for
+    the interpreter the agent runs under (they are built for /usr/bin/python3 only).
+
+desired
+    Containers placed on this node by `spec.node`/`spec.nodes` (or everywhere). A Container
+    with `spec.cluster` is an at-most-once Pacemaker resource (ocf:heartbeat:lxc) and
+    belongs to the ClusterResource reconciler: it is skipped here, and never touched.
+
+apply
+    create: `lxc-create` (busybox, download or local template, `dir` backing store), our
+    block of config keys, the declared files in the root file system, then the state.
+    update: rewrite our block of the config, files, then start/stop/freeze/thaw. A change
+    of limits, network or init only takes effect when the container starts again: with
+    `restartPolicy: onChange` apply stops and starts it; with `never` it leaves the running
+    container and its config alone, does the rest, and reports the object `deferred`
+    ("restart required") — the change is applied when the container is next found stopped.
+    The config on disk therefore always says what the running container runs with.
+    delete: stop, `lxc-destroy`; a node-local bridge this reconciler made goes with the
+    last container on it.
+
+Ownership: our config block starts with `# reconcile-managed: Container/NAME`. A container
+whose config lacks that line for its own name (made by hand, or copied) is never
+reconfigured, started, stopped or destroyed: the plan and apply report a conflict. To adopt
+one, add the line to its config by hand. A bridge we create carries the link alias
+`reconcile-managed`; a bridge without it is only used, never changed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from reconcilers.base import (
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler,
+)
+from schemas.common import duration_ms
+
+log = logging.getLogger("reconcile")
+
+DEFAULT_LXC_PATH = "/var/lib/lxc"
+MARKER = "# reconcile-managed: Container/"
+END_MARKER = "# reconcile-managed: end"
+SOURCE_TAG = "# reconcile-source: "
+STOP_TAG = "# reconcile-stop-timeout: "
+BRIDGE_ALIAS = "reconcile-managed"
+PATHS_FILE = "container-lxc-paths.json"  # LXC paths we created containers in, under the state dir
+INVALID = "invalid-config"  # observed state of a container whose config LXC refuses to load
+
+# Config keys this reconciler owns: set in our block, removed anywhere else in the file.
+LIVE_KEYS = ("lxc.start.auto", "lxc.start.order")  # read by lxc-autostart: no restart needed
+LIMIT_KEYS = {  # (cgroup v1 key, cgroup v2 key)
+    "memory": ("lxc.cgroup.memory.limit_in_bytes", "lxc.cgroup2.memory.max"),
+    "cpus": ("lxc.cgroup.cpuset.cpus", "lxc.cgroup2.cpuset.cpus"),
+    "cpuWeight": ("lxc.cgroup.cpu.shares", "lxc.cgroup2.cpu.weight"),
+}
+_LIMIT_CONTROLLER = {"memory": "memory", "cpus": "cpuset", "cpuWeight": "cpu"}
+RESTART_FIELDS = ("limits", "network.type", "network.bridge", "network.address", "init")
+
+
+def owned_key(key: str) -> bool:
+    return (key in LIVE_KEYS or key == "lxc.init.cmd" or key == "lxc.net" or key.startswith("lxc.net.")
+            or any(key in pair for pair in LIMIT_KEYS.values()))
+
+
+def restart_key(key: str) -> bool:
+    return owned_key(key) and key not in LIVE_KEYS
+
+
+# --- host facts ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    """Which resource controllers sit on cgroup v2 (`lxc.cgroup2.*` keys) and which on a v1
+    hierarchy (`lxc.cgroup.*`): a Debian 12 host boots pure v2, hybrid hosts (like this
+    project's build machines) keep memory, cpuset and cpu on v1."""
+
+    v1: frozenset[str] = frozenset()
+
+    def v2(self, controller: str) -> bool:
+        return controller not in self.v1
+
+    @classmethod
+    def detect(cls, mountinfo: str = "/proc/self/mountinfo") -> "CgroupLayout":
+        try:
+            text = Path(mountinfo).read_text()
+        except OSError:
+            return cls()
+        return cls.parse(text)
+
+    @classmethod
+    def parse(cls, mountinfo_text: str) -> "CgroupLayout":
+        v1: set[str] = set()
+        for line in mountinfo_text.splitlines():
+            _, _, after = line.partition(" - ")
+            parts = after.split()
+            if len(parts) >= 3 and parts[0] == "cgroup":
+                v1.update(o for o in parts[2].split(",") if o in ("memory", "cpuset", "cpu"))
+        return cls(frozenset(v1))
+
+
+# --- parsing what LXC and iproute2 print -----------------------------------------------------
+
+
+def parse_lxc_ls(text: str) -> dict[str, str]:
+    """`lxc-ls -f -F NAME,STATE` → {name: state}, state lower-cased (running, stopped, frozen…)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) != 2 or cols == ["NAME", "STATE"]:
+            continue
+        out[cols[0]] = cols[1].lower()
+    return out
+
+
+def parse_config(text: str) -> dict[str, list[str]]:
+    """An LXC config file → {key: [values in order]}. An empty value clears a key, as LXC
+    does; surrounding quotes are removed (templates write `lxc.uts.name = "c1"`)."""
+    values: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        if value == "":
+            values[key] = []
+        else:
+            values.setdefault(key, []).append(value)
+    return values
+
+
+def _last(values: dict[str, list[str]], *keys: str) -> str | None:
+    for key in keys:
+        if values.get(key):
+            return values[key][-1]
+    return None
+
+
+_SIZE = re.compile(r"^([0-9]+)\s*([KMGT]?)i?B?$", re.I)
+_UNITS = [("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)]
+
+
+def canonical_memory(value: str | None) -> str | None:
+    """64M, 65536K and 67108864 are one limit: write it in the largest exact unit."""
+    if value is None:
+        return None
+    m = _SIZE.match(value.strip())
+    if not m:
+        return value  # unknown form (e.g. "max"): shown as it is
+    n = int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
+    for unit, size in _UNITS:
+        if n and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def canonical_cpus(value: str | None) -> str | None:
+    """0,1,2 and 0-2 are one CPU set: write it as sorted ranges."""
+    if value is None:
+        return None
+    try:
+        cpus: set[int] = set()
+        for part in value.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        return value
+    ranges, run = [], []
+    for cpu in sorted(cpus):
+        if run and cpu == run[-1] + 1:
+            run.append(cpu)
+        else:
+            if run:
+                ranges.append(run)
+            run = [cpu]
+    if run:
+        ranges.append(run)
+    return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in ranges)
+
+
+def shares_of_weight(weight: int) -> int:
+    """cgroup v1 cpu.shares for a v2 cpu.weight (as systemd maps them: 100 ↔ 1024)."""
+    return max(2, round(weight * 1024 / 100))
+
+
+def weight_of_shares(shares: int) -> int:
+    return max(1, round(shares * 100 / 1024))
+
+
+def marker_name(text: str) -> str | None:
+    """The container name in our ownership marker, if the config has one."""
+    for line in text.splitlines():
+        if line.startswith(MARKER):
+            return line[len(MARKER):].strip()
+    return None
+
+
+def _tag(text: str, tag: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith(tag):
+            return line[len(tag):].strip()
+    return None
+
+
+def observed_from_config(name: str, lxc_path: str, text: str, state: str) -> dict[str, Any]:
+    """The normalized state of one container from its config file and its run state.
+
+    `network.bridgeAddress` and `files` are filled in by the caller (they are not in the
+    config file)."""
+    values = parse_config(text)
+    memory = _last(values, LIMIT_KEYS["memory"][1], LIMIT_KEYS["memory"][0])
+    cpus = _last(values, LIMIT_KEYS["cpus"][1], LIMIT_KEYS["cpus"][0])
+    weight_v2 = _last(values, LIMIT_KEYS["cpuWeight"][1])
+    shares_v1 = _last(values, LIMIT_KEYS["cpuWeight"][0])
+    cpu_weight: Any = None
+    if weight_v2 is not None:
+        cpu_weight = int(weight_v2) if weight_v2.isdigit() else weight_v2
+    elif shares_v1 is not None:
+        cpu_weight = weight_of_shares(int(shares_v1)) if shares_v1.isdigit() else f"cpu.shares {shares_v1}"
+    order = _last(values, "lxc.start.order")
+    init = _last(values, "lxc.init.cmd")
+    return {
+        "managed": marker_name(text) == name,
+        "lxcPath": lxc_path,
+        "source": _tag(text, SOURCE_TAG),
+        "state": state,
+        "autostart": _last(values, "lxc.start.auto") == "1",
+        "startOrder": int(order) if order is not None and order.isdigit() else order,
+        "limits": {"memory": canonical_memory(memory), "cpus": canonical_cpus(cpus), "cpuWeight": cpu_weight},
+        "network": _network_of(values),
+        "init": init.split() if init else None,
+        "files": {},
+    }
+
+
+def _network_of(values: dict[str, list[str]]) -> dict[str, Any]:
+    lxc_type = _last(values, "lxc.net.0.type")
+    link = _last(values, "lxc.net.0.link")
+    addresses = values.get("lxc.net.0.ipv4.address", [])
+    if lxc_type in (None, "empty", "none"):
+        kind = "none"
+    elif lxc_type == "veth" and link:
+        kind = "bridge"
+    else:
+        kind = lxc_type
+    more = {k.split(".")[2] for k in values if re.match(r"^lxc\.net\.[1-9][0-9]*\.", k) and values[k]}
+    if more:
+        kind += f" (+{len(more)} more interface{'s' if len(more) > 1 else ''})"
+    return {
+        "type": kind,
+        "bridge": link if lxc_type == "veth" else None,
+        "address": ",".join(addresses) if addresses else None,
+        "bridgeAddress": None,
+    }
+
+
+@dataclass
+class Link:
+    name: str
+    kind: str | None  # "bridge", "veth", …
+    master: str | None
+    up: bool
+    ours: bool  # carries our alias
+    ipv4: list[str] = field(default_factory=list)  # "a.b.c.d/n"
+
+
+def parse_links(ip_json: str) -> dict[str, Link]:
+    """`ip -j -d addr show` → {ifname: Link}."""
+    links: dict[str, Link] = {}
+    for entry in json.loads(ip_json or "[]"):
+        name = entry.get("ifname")
+        if not name:
+            continue
+        links[name] = Link(
+            name=name,
+            kind=(entry.get("linkinfo") or {}).get("info_kind"),
+            master=entry.get("master"),
+            up="UP" in entry.get("flags", []),
+            ours=entry.get("ifalias") == BRIDGE_ALIAS,
+            ipv4=[f"{a['local']}/{a['prefixlen']}" for a in entry.get("addr_info", []) if a.get("family") == "inet"],
+        )
+    return links
+
+
+def parse_monitor_line(line: str) -> tuple[str, str] | None:
+    """`'app1' changed state to [STOPPED]` (lxc-monitor) → ("app1", "STOPPED")."""
+    m = re.match(r"^'([^']+)' (?:changed state to|exited with status) \[([^\]]+)\]", line.strip())
+    if not m:
+        return None
+    what = m.group(2) if "changed state" in line else f"exited with status {m.group(2)}"
+    return m.group(1), what
+
+
+def observed_bridge_address(links: dict[str, Link], bridge: str, want: str) -> str | None:
+    """What the node has where the manifest wants `want` on `bridge`: `want` itself when the
+    bridge is up with it, else what is there instead (None: no such bridge)."""
+    link = links.get(bridge)
+    if link is None:
+        return None
+    if link.kind != "bridge":
+        return f"(not a bridge: {link.kind or 'unknown'})"
+    if want in link.ipv4:
+        return want if link.up else f"{want} (link down)"
+    return ",".join(link.ipv4) or "(no address)"
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def source_of(spec: Any) -> str:
+    """Where the root file system came from: fixed at creation, recorded in our block."""
+    if spec.template == "download":
+        d = spec.download
+        return f"download {d.distribution}/{d.release}/{d.architecture}"
+    if spec.template == "local":
+        return f"local rootfs={spec.local.rootfs} metadata={spec.local.metadata}"
+    return spec.template
+
+
+def veth_pair_name(name: str) -> str:
+    """The host side of the container's veth (≤ 15 characters), fixed so that apply can put
+    it back on a bridge that was deleted and made again while the container ran."""
+    if len(name) <= 12:
+        return f"rc-{name}"
+    return f"rc-{name[:6]}-{hashlib.sha256(name.encode()).hexdigest()[:5]}"
+
+
+def render_settings(name: str, state: dict[str, Any], layout: CgroupLayout) -> list[tuple[str, str]]:
+    """The LXC config keys of one container's normalized desired state, in file order."""
+    out = [("lxc.start.auto", "1" if state["autostart"] else "0")]
+    if state["startOrder"] is not None:
+        out.append(("lxc.start.order", str(state["startOrder"])))
+    limits = state["limits"]
+    for field_name, (v1_key, v2_key) in LIMIT_KEYS.items():
+        value = limits.get(field_name)
+        if value is None:
+            continue
+        v2 = layout.v2(_LIMIT_CONTROLLER[field_name])
+        if field_name == "cpuWeight" and not v2:
+            value = shares_of_weight(value)
+        out.append((v2_key if v2 else v1_key, str(value)))
+    net = state["network"]
+    if net["type"] == "bridge":
+        out += [("lxc.net.0.type", "veth"), ("lxc.net.0.link", net["bridge"]), ("lxc.net.0.flags", "up"),
+                ("lxc.net.0.name", "eth0"), ("lxc.net.0.veth.pair", veth_pair_name(name))]
+        if net["address"]:
+            out.append(("lxc.net.0.ipv4.address", net["address"]))
+        # no lxc.net.0.ipv4.gateway: a container never gets a default route from us
+    else:
+        out.append(("lxc.net.0.type", "empty"))
+    if state["init"]:
+        out.append(("lxc.init.cmd", " ".join(state["init"])))
+    return out
+
+
+def render_block(name: str, source: str, stop_seconds: int, settings: list[tuple[str, str]]) -> str:
+    lines = [f"{MARKER}{name}", f"# {GENERATED_HEADER}", f"{SOURCE_TAG}{source}", f"{STOP_TAG}{stop_seconds}"]
+    lines += [f"{k} = {v}" for k, v in settings]
+    lines.append(END_MARKER)
+    return "\n".join(lines) + "\n"
+
+
+def merge_config(existing: str, block: str) -> str:
+    """The config with our block (last, so its keys win) and our keys nowhere else."""
+    kept: list[str] = []
+    inside = False
+    for line in existing.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(MARKER):
+            inside = True
+            continue
+        if inside:
+            if stripped == END_MARKER:
+                inside = False
+            continue
+        if stripped and not stripped.startswith("#") and "=" in stripped:
+            if owned_key(stripped.partition("=")[0].strip()):
+                continue
+        kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return ("\n".join(kept) + "\n\n" if kept else "") + block
+
+
+def restart_settings_of(existing: str) -> list[tuple[str, str]]:
+    """The restart-relevant keys as the config has them now (kept while the container runs
+    under restartPolicy: never)."""
+    out = []
+    for raw in existing.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            if restart_key(key.strip()):
+                out.append((key.strip(), value.strip()))
+    return out
+
+
+def create_argv(name: str, lxc_path: str, spec: Any, config_file: str) -> list[str]:
+    argv = ["lxc-create", "-n", name, "-P", lxc_path, "-B", "dir", "-t", spec.template, "-f", config_file]
+    if spec.template == "download":
+        d = spec.download
+        argv += ["--", "--dist", d.distribution, "--release", d.release, "--arch", d.architecture]
+    elif spec.template == "local":
+        argv += ["--", "--metadata", spec.local.metadata, "--fstree", spec.local.rootfs]
+    return argv
+
+
+def restart_changes(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """The fields that differ and only take effect when the container starts again."""
+    out = []
+    for path in RESTART_FIELDS:
+        a, b = have, want
+        for part in path.split("."):
+            a, b = (a or {}).get(part), (b or {}).get(part)
+        if path == "limits":
+            out += [f"limits.{k}" for k in b if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(path)
+    return out
+
+
+def file_digest(data: bytes | None) -> str | None:
+    return None if data is None else "sha256:" + hashlib.sha256(data).hexdigest()[:16]
+
+
+# --- files in the root file system, never through a symlink ---------------------------------
+
+
+def _rootfs_dir(config_text: str, container_dir: Path) -> Path:
+    value = _last(parse_config(config_text), "lxc.rootfs.path")
+    if value is None:
+        return container_dir / "rootfs"
+    backing, sep, path = value.partition(":")
+    if not sep:
+        return Path(value)
+    if backing in ("dir", "btrfs"):
+        return Path(path)
+    raise ApplyError(f"files: the root file system is {value!r}; only a directory backing store (dir) "
+                     "can take files from the manifest")
+
+
+def _walk(rootfs: Path, inner: str, create: bool) -> tuple[int, str]:
+    """Open the folder holding `inner` below `rootfs` without following any symlink (a
+    process in the container controls those) → (dir fd, file name)."""
+    parts = [p for p in inner.split("/") if p]
+    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in parts[:-1]:
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, parts[-1]
+
+
+def read_rootfs_file(rootfs: Path, inner: str) -> bytes | None:
+    """The content of a regular file below `rootfs`, or None (absent, not a regular file,
+    or reached only through a symlink)."""
+    try:
+        fd, leaf = _walk(rootfs, inner, create=False)
+    except OSError:
+        return None
+    try:  # O_NONBLOCK: a FIFO planted there must not hang the agent
+        f = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    with os.fdopen(f, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        return fh.read()
+
+
+def write_rootfs_file(node: Node, rootfs: Path, inner: str, data: bytes) -> bool:
+    """Install `data` at `inner` in the container's root file system: temp file, fsync,
+    rename, with no symlink followed on the way. False when it was already there."""
+    if read_rootfs_file(rootfs, inner) == data:
+        return False
+    node.runner.guard("write", [f"{rootfs}{inner}"], read_only=False)
+    try:
+        fd, leaf = _walk(rootfs, inner, create=True)
+    except OSError as err:
+        raise ApplyError(f"files: cannot create the folder of {inner} in {rootfs}: {err.strerror} "
+                         "(a symlink or a file is in the way)") from None
+    tmp = f".{leaf}.reconcile.tmp"
+    try:
+        f = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+        try:
+            os.write(f, data)
+            os.fchmod(f, 0o644)
+            os.fsync(f)
+        finally:
+            os.close(f)
+        os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
+        os.fsync(fd)
+    except OSError as err:
+        try:
+            os.unlink(tmp, dir_fd=fd)
+        except OSError:
+            pass
+        raise ApplyError(f"files: cannot write {inner} in {rootfs}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+    return True
+
+
+# --- the reconciler --------------------------------------------------------------------------
+
+
+class ContainerReconciler(Reconciler):
+    """LXC containers placed on this node: create, configure, run/stop/freeze, destroy."""
+
+    kind = "Container"
+
+    def __init__(self) -> None:
+        self.specs: dict[str, Any] = {}  # name → ContainerSpec of what lands here
+        self.wanted: dict[str, dict[str, Any]] = {}  # name → normalized desired state
+        self.cluster_placed: set[str] = set()  # Pacemaker's: never observed or touched here
+        self.invalid: dict[str, str] = {}  # name → why LXC refuses its config
+        self._links: dict[str, Link] | None = None
+        self._layout: CgroupLayout | None = None
+
+    @property
+    def layout(self) -> CgroupLayout:
+        if self._layout is None:
+            self._layout = CgroupLayout.detect()
+        return self._layout
+
+    # --- desired ---------------------------------------------------------------------------
+
+    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+        self.cluster_placed = {m.metadata.name for m in tree.of_kind("Container") if m.spec.cluster is not None}
+        out: dict[str, Desired] = {}
+        for m in tree.on_node("Container", node.name):
+            if m.spec.cluster is not None:
+                continue
+            name, spec = m.metadata.name, m.spec
+            state = {
+                "managed": True,
+                "lxcPath": spec.lxcPath,
+                "source": source_of(spec),
+                "state": spec.state,
+                "autostart": spec.autostart,
+                "startOrder": spec.startOrder,
+                "limits": {"memory": canonical_memory(spec.limits.memory),
+                           "cpus": canonical_cpus(spec.limits.cpus), "cpuWeight": spec.limits.cpuWeight},
+                "network": {"type": spec.network.type, "bridge": spec.network.bridge,
+                            "address": spec.network.address, "bridgeAddress": spec.network.bridgeAddress},
+                "init": list(spec.init) if spec.init else None,
+                "files": {path: file_digest(content.encode()) for path, content in sorted(spec.files.items())},
+            }
+            self.specs[name] = spec
+            self.wanted[name] = state
+            out[name] = Desired(state)
+        return out
+
+    # --- observe ---------------------------------------------------------------------------
+
+    def lxc_paths(self, node: Node) -> list[str]:
+        """The LXC paths to look in: the desired ones first, the default, and every path we
+        ever created a container in (so a manifest removed from git is still found)."""
+        paths = [s.lxcPath for s in self.specs.values()] + [DEFAULT_LXC_PATH]
+        try:
+            paths += json.loads((node.state_dir / PATHS_FILE).read_text())
+        except (OSError, ValueError):
+            pass
+        return list(dict.fromkeys(p for p in paths if isinstance(p, str)))
+
+    def links(self, node: Node, fresh: bool = False) -> dict[str, Link]:
+        if self._links is None or fresh:
+            self._links = parse_links(node.run(["ip", "-j", "-d", "addr", "show"], read_only=True).stdout)
+        return self._links
+
+    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        self.invalid = {}
+        for lxc_path in self.lxc_paths(node):
+            for name, obs in self._observe_path(node, lxc_path).items():
+                out.setdefault(name, obs)
+        if any(o["network"]["type"] == "bridge" for o in out.values()) or \
+                any(w["network"]["bridgeAddress"] for w in self.wanted.values()):
+            links = self.links(node, fresh=True)
+            for name, obs in out.items():
+                want = self.wanted.get(name)
+                if want and want["network"]["bridgeAddress"] and obs["network"]["bridge"]:
+                    obs["network"]["bridgeAddress"] = observed_bridge_address(
+                        links, obs["network"]["bridge"], want["network"]["bridgeAddress"])
+        return out
+
+    def _observe_path(self, node: Node, lxc_path: str) -> dict[str, dict[str, Any]]:
+        root = Path(lxc_path)
+        try:
+            defined = sorted(e.name for e in os.scandir(root) if e.is_dir() and (root / e.name / "config").is_file())
+        except OSError:
+            return {}  # no such folder: no containers there
+        if not defined:
+            return {}
+        r = node.run(["lxc-ls", "-f", "-F", "NAME,STATE", "-P", lxc_path, "-l", "ERROR"], read_only=True)
+        states = parse_lxc_ls(r.stdout)
+        out: dict[str, dict[str, Any]] = {}
+        for name in defined:
+            if name in self.cluster_placed:
+                continue
+            try:
+                text = (root / name / "config").read_text(errors="replace")
+            except OSError:
+                continue
+            if marker_name(text) != name and name not in self.wanted:
+                continue  # not ours and not asked for: not our business
+            state = states.get(name)
+            if state is None:  # lxc-ls skips a container whose config does not load
+                state = INVALID
+                self.invalid[name] = _why_invalid(r.stderr, name)
+            obs = observed_from_config(name, lxc_path, text, state)
+            want = self.wanted.get(name)
+            if want and want["files"] and obs["managed"]:
+                try:
+                    rootfs = _rootfs_dir(text, root / name)
+                    obs["files"] = {p: file_digest(read_rootfs_file(rootfs, p)) for p in want["files"]}
+                except ApplyError:
+                    obs["files"] = {p: "(not a dir rootfs)" for p in want["files"]}
+            out[name] = obs
+        return out
+
+    # --- validate and explain ----------------------------------------------------------------
+
+    def validate(self, node: Node) -> list[str]:
+        """LXC itself parses every rendered config block: one `lxc-ls` over a temp LXC path."""
+        if not self.wanted:
+            return []
+        tmp = tempfile.mkdtemp(prefix="reconcile-lxc-check-")
+        try:
+            for name, state in self.wanted.items():
+                (Path(tmp) / name).mkdir()
+                block = render_block(name, state["source"], 0, render_settings(name, state, self.layout))
+                (Path(tmp) / name / "config").write_text(f"lxc.uts.name = {name}\n" + block)
+            r = node.run(["lxc-ls", "-1", "-P", tmp, "-l", "ERROR"], read_only=True, check=False)
+            listed = set(r.stdout.split())
+            return [f"{name}: LXC refuses the rendered config: {_why_invalid(r.stderr, name)}"
+                    for name in sorted(self.wanted) if name not in listed]
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def explain(self, change: Change, node: Node) -> list[str]:
+        have, want = change.observed or {}, change.desired or {}
+        name = change.name
+        notes: list[str] = []
+        if have and not have.get("managed"):
+            return [_conflict(name, have.get("lxcPath", "?"))]
+        if name in self.invalid:
+            notes.append(f"its config does not load: {self.invalid[name]}")
+        if change.action == "create":
+            notes.append(f"create from {want['source']} in {want['lxcPath']}, then {want['state']}")
+        elif change.action == "delete":
+            notes.append("destroy: stop it, then lxc-destroy (its root file system is deleted)")
+            return notes
+        else:
+            if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
+                return notes + [_immovable(name, have, want)]
+            fields = restart_changes(have, want)
+            running = have.get("state") in ("running", "frozen")
+            if fields and running and want["state"] != "stopped":
+                policy = self.specs[name].restartPolicy
+                if policy == "onChange":
+                    notes.append(f"restart required ({', '.join(fields)}): restartPolicy onChange, "
+                                 "apply stops and starts the container")
+                else:
+                    notes.append(f"restart required ({', '.join(fields)}): restartPolicy never, the running "
+                                 "container is left alone; the change waits for its next start")
+            elif fields and want["state"] != "stopped":
+                notes.append(f"{', '.join(fields)}: taken at the next start")
+        net = want.get("network") or {}
+        if net.get("bridgeAddress") and self._links is not None:
+            got = observed_bridge_address(self._links, net["bridge"], net["bridgeAddress"])
+            if got is None:
+                notes.append(f"bridge {net['bridge']} with {net['bridgeAddress']} is created on this node")
+        return notes
+
+    # --- apply -------------------------------------------------------------------------------
+
+    def apply(self, change: Change, node: Node) -> None:
+        if change.action == "delete":
+            self._destroy(change, node)
+            return
+        spec = self.specs[change.name]
+        config = Path(spec.lxcPath) / change.name / "config"
+        if change.observed is None and not config.exists():
+            self._create(change, node)
+        else:
+            self._update(change, node)
+
+    def _create(self, change: Change, node: Node) -> None:
+        name, want, spec = change.name, change.desired or {}, self.specs[change.name]
+        self._ensure_bridge(node, name)
+        settings = render_settings(name, want, self.layout)
+        fd, seed = tempfile.mkstemp(prefix=f"reconcile-lxc-{name}-", suffix=".conf")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(render_block(name, want["source"], _stop_seconds(spec), settings))
+            node.run(create_argv(name, spec.lxcPath, spec, seed),
+                     timeout=900 if spec.template == "download" else 300)
+        finally:
+            os.unlink(seed)
+        self._remember_path(node, spec.lxcPath)
+        self._write_config(node, name, settings)
+        self._write_files(node, name)
+        self._set_state(node, name, "stopped", want["state"])
+
+    def _update(self, change: Change, node: Node) -> None:
+        name, want, spec = change.name, change.desired or {}, self.specs[change.name]
+        have = change.observed or self._observe_one(node, name)
+        if not have.get("managed"):
+            raise ApplyError(_conflict(name, have.get("lxcPath", spec.lxcPath)))
+        if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
+            raise ApplyError(_immovable(name, have, want))
+        if have["state"] == INVALID:  # fix our part of the config first, then look again
+            self._write_config(node, name, render_settings(name, want, self.layout))
+            have = self._observe_one(node, name)
+        self._ensure_bridge(node, name)
+        now = have["state"]
+        fields = restart_changes(have, want)
+        running = now in ("running", "frozen")
+        if running and (want["state"] == "stopped" or (fields and spec.restartPolicy == "onChange")):
+            self._stop(node, name)
+            now = "stopped"
+        deferred = None
+        if fields and now in ("running", "frozen"):
+            # restartPolicy never: keep what the running container runs with
+            live = [kv for kv in render_settings(name, want, self.layout) if kv[0] in LIVE_KEYS]
+            existing = (Path(spec.lxcPath) / name / "config").read_text()
+            self._write_config(node, name, live + restart_settings_of(existing))
+            deferred = (f"restart required ({', '.join(fields)}), restartPolicy: never: the running container "
+                        f"was left alone; the change is applied when it is next found stopped "
+                        f"(e.g. lxc-stop -n {name} -P {spec.lxcPath}) or with restartPolicy: onChange")
+        else:
+            self._write_config(node, name, render_settings(name, want, self.layout))
+        self._write_files(node, name)
+        self._set_state(node, name, now, want["state"])
+        if deferred:
+            raise Deferred(deferred)
+
+    def _destroy(self, change: Change, node: Node) -> None:
+        have, name = change.observed or {}, change.name
+        lxc_path = have.get("lxcPath", DEFAULT_LXC_PATH)
+        config = Path(lxc_path) / name / "config"
+        try:
+            owner = marker_name(config.read_text(errors="replace"))
+        except FileNotFoundError:
+            return  # already gone
+        if owner != name:
+            raise ApplyError(_conflict(name, lxc_path))
+        if have.get("state") != "stopped":
+            self._stop(node, name, lxc_path, _stop_tag(config))
+        node.run(["lxc-destroy", "-n", name, "-P", lxc_path])
+        bridge = (have.get("network") or {}).get("bridge")
+        if bridge and not any(w["network"]["bridge"] == bridge for w in self.wanted.values()):
+            self._drop_bridge(node, bridge)
+
+    # --- apply helpers -------------------------------------------------------------------------
+
+    def _observe_one(self, node: Node, name: str) -> dict[str, Any]:
+        spec = self.specs[name]
+        found = self._observe_path(node, spec.lxcPath).get(name)
+        if found is None:
+            raise ApplyError(f"container {name} is not in {spec.lxcPath} any more")
+        return found
+
+    def _write_config(self, node: Node, name: str, settings: list[tuple[str, str]]) -> None:
+        spec = self.specs[name]
+        path = Path(spec.lxcPath) / name / "config"
+        block = render_block(name, self.wanted[name]["source"], _stop_seconds(spec), settings)
+        text = merge_config(path.read_text(), block)
+        AtomicWriter(node).write(path, text, validate=lambda tmp: self._check_config(node, name, tmp))
+
+    def _check_config(self, node: Node, name: str, candidate: Path) -> None:
+        """LXC's own parser on the new config (temp copy), before it replaces the old one."""
+        tmp = tempfile.mkdtemp(prefix="reconcile-lxc-check-")
+        try:
+            (Path(tmp) / name).mkdir()
+            shutil.copyfile(candidate, Path(tmp) / name / "config")
+            r = node.run(["lxc-info", "-P", tmp, "-n", name, "-c", "lxc.uts.name", "-l", "ERROR"],
+                         read_only=True, check=False)
+            if r.rc != 0:
+                raise ApplyError(f"LXC refuses the new config of {name}: {_why_invalid(r.stderr, name)}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write_files(self, node: Node, name: str) -> None:
+        spec = self.specs[name]
+        if not spec.files:
+            return
+        container_dir = Path(spec.lxcPath) / name
+        rootfs = _rootfs_dir((container_dir / "config").read_text(), container_dir)
+        for inner, content in sorted(spec.files.items()):
+            write_rootfs_file(node, rootfs, inner, content.encode())
+
+    def _remember_path(self, node: Node, lxc_path: str) -> None:
+        path = node.state_dir / PATHS_FILE
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = []
+        if lxc_path != DEFAULT_LXC_PATH and lxc_path not in known:
+            AtomicWriter(node).write(path, json.dumps(sorted(set(known) | {lxc_path})) + "\n")
+
+    def _set_state(self, node: Node, name: str, now: str, want: str) -> None:
+        lxc_path = self.specs[name].lxcPath
+        base = ["-n", name, "-P", lxc_path]
+        if now not in ("running", "stopped", "frozen"):  # starting, stopping, thawed…: let it settle
+            node.run(["lxc-wait", *base, "-s", "RUNNING|STOPPED|FROZEN", "-t", "30"], check=False)
+            now = self._observe_one(node, name)["state"]
+        if now == want:
+            return
+        if want == "stopped":
+            self._stop(node, name)
+            return
+        if now == "stopped":
+            self._start(node, name)
+            now = "running"
+        if now == "frozen" and want == "running":
+            node.run(["lxc-unfreeze", *base])
+        elif now == "running" and want == "frozen":
+            node.run(["lxc-freeze", *base])
+
+    def _start(self, node: Node, name: str) -> None:
+        lxc_path = self.specs[name].lxcPath
+        self._ensure_bridge(node, name)
+        logfile = Path(lxc_path) / name / "reconcile-start.log"
+        AtomicWriter(node).remove(logfile)
+        try:
+            node.run(["lxc-start", "-n", name, "-P", lxc_path, "-l", "ERROR", "-o", str(logfile)])
+        except CommandError as err:
+            try:
+                lines = [ln.split(" - ", 1)[-1] for ln in logfile.read_text().splitlines() if " ERROR " in ln]
+            except OSError:
+                lines = []
+            why = " | ".join(lines[:3]) or str(err)
+            raise ApplyError(f"container {name} did not start: {why} (log: {logfile})") from None
+
+    def _stop(self, node: Node, name: str, lxc_path: str | None = None, seconds: int | None = None) -> None:
+        if lxc_path is None:
+            lxc_path = self.specs[name].lxcPath
+            seconds = _stop_seconds(self.specs[name])
+        seconds = 10 if seconds is None else seconds
+        how = ["-k"] if seconds == 0 else ["-t", str(seconds)]
+        r = node.run(["lxc-stop", "-n", name, "-P", lxc_path, *how], check=False, timeout=seconds + 60)
+        if r.rc not in (0, 2):  # 2: it was not running
+            raise CommandError(r.argv, r.rc, r.stderr, r.stdout)
+
+    def _ensure_bridge(self, node: Node, name: str) -> None:
+        """The container's bridge exists before it starts: made here (node-local, marked
+        ours) when the manifest gives `network.bridgeAddress`, else it must already exist."""
+        net = self.specs[name].network
+        if net.type != "bridge":
+            return
+        links = self.links(node, fresh=True)
+        link = links.get(net.bridge)
+        if net.bridgeAddress is None:
+            if link is None or link.kind != "bridge":
+                raise ApplyError(f"bridge {net.bridge} does not exist on this node: create it, or give "
+                                 f"network.bridgeAddress so that reconcile makes a node-local bridge")
+            return
+        if link is not None and link.kind != "bridge":
+            raise ApplyError(f"{net.bridge} exists on this node but is a {link.kind or 'non-bridge'} link")
+        if link is not None and not link.ours and (net.bridgeAddress not in link.ipv4 or not link.up):
+            raise ApplyError(f"bridge {net.bridge} exists but was not made by reconcile and lacks "
+                             f"{net.bridgeAddress} (or is down): it is left alone; add the address by hand, "
+                             "or use another bridge name")
+        dev = ["dev", net.bridge]
+        if link is None:
+            node.run(["ip", "link", "add", "name", net.bridge, "type", "bridge"])
+            node.run(["ip", "link", "set", *dev, "alias", BRIDGE_ALIAS])
+            link = Link(net.bridge, "bridge", None, False, True)
+        if link.ours:
+            for addr in link.ipv4:
+                if addr != net.bridgeAddress:
+                    node.run(["ip", "addr", "del", addr, *dev])
+            if net.bridgeAddress not in link.ipv4:
+                node.run(["ip", "addr", "add", net.bridgeAddress, *dev])
+            if not link.up:
+                node.run(["ip", "link", "set", *dev, "up"])
+        # a bridge deleted and made again lost its ports: put running containers back on it
+        for other, state in self.wanted.items():
+            pair = links.get(veth_pair_name(other))
+            if state["network"]["bridge"] == net.bridge and pair is not None and pair.master != net.bridge:
+                node.run(["ip", "link", "set", "dev", pair.name, "master", net.bridge])
+        self._links = None
+
+    def _drop_bridge(self, node: Node, bridge: str) -> None:
+        """Delete a bridge we made once nothing is on it any more."""
+        links = self.links(node, fresh=True)
+        link = links.get(bridge)
+        if link is None or not link.ours or link.kind != "bridge":
+            return
+        if any(other.master == bridge for other in links.values()):
+            return
+        node.run(["ip", "link", "del", "dev", bridge])
+
+    # --- watch ---------------------------------------------------------------------------------
+
+    def watch(self, node: Node) -> Iterator[str]:
+        """Yields on every state change of a container in our LXC paths (`lxc-monitor`)."""
+        argv = ["lxc-monitor", "-n", ".*"]
+        for lxc_path in self.lxc_paths(node):
+            argv += ["-P", lxc_path]
+        proc = node.runner.stream(argv)
+        try:
+            for line in proc.stdout or ():
+                event = parse_monitor_line(line)
+                if event and event[0] not in self.cluster_placed:
+                    yield f"container {event[0]}: {event[1]}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=5)
+
+
+def _stop_seconds(spec: Any) -> int:
+    return math.ceil(duration_ms(spec.stopTimeout) / 1000)
+
+
+def _stop_tag(config: Path) -> int | None:
+    try:
+        value = _tag(config.read_text(errors="replace"), STOP_TAG)
+        return int(value) if value is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def _why_invalid(stderr: str, name: str) -> str:
+    """LXC's own words about a config it refuses, for people: the reason it logged (with
+    `-l ERROR`) just before `Failed to parse config file ".../NAME/config" at line "..."`."""
+    reasons = []
+    previous = ""
+    for line in stderr.splitlines():
+        if f"/{name}/config" in line:
+            at = line[line.index(" at line "):].strip() if " at line " in line else line.strip()
+            why = previous.split(" - ", 1)[1].strip() if " - " in previous and "/config" not in previous else ""
+            reasons.append(f"{why}, {at}" if why else at)
+        previous = line
+    return " | ".join(dict.fromkeys(reasons)) or "it does not load (lxc-ls skips it)"
+
+
+def _conflict(name: str, lxc_path: str) -> str:
+    return (f"conflict: container {name} in {lxc_path} was not created by reconcile (its config has no "
+            f"`{MARKER}{name}` line): it is left alone. Rename the manifest, remove the container by hand, "
+            f"or adopt it by adding that line to {lxc_path}/{name}/config")
+
+
+def _immovable(name: str, have: dict[str, Any], want: dict[str, Any]) -> str:
+    if have.get("lxcPath") != want.get("lxcPath"):
+        what = f"it lives in {have.get('lxcPath')}, the manifest says lxcPath {want.get('lxcPath')}"
+    else:
+        what = f"it was created from {have.get('source')}, the manifest says {want.get('source')}"
+    return (f"recreate required: {what}. LXC cannot change that in place and reconcile does not destroy a "
+            f"root file system on its own: remove the manifest (apply destroys {name}), then add it back")
