@@ -1,6 +1,10 @@
 """ClusterResource: a Pacemaker primitive, group or clone, with its constraints.
 
 At-most-once semantics: Pacemaker runs it in at most one place (or as a clone on each).
+The CIB id is the manifest's name. A VirtualIP with `manager: pacemaker` and a Container
+with `spec.cluster` also become Pacemaker resources named after their manifests, so
+constraints and groups may name them too, and no two of them may share a name in one
+cluster.
 """
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from schemas.common import Duration, Manifest, Name, Placement, Strict
+from schemas.common import Duration, Manifest, Name, Placement, Strict, duplicates
 
 Agent = Annotated[
     str,
@@ -19,6 +23,9 @@ Agent = Annotated[
 ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")]
 ParamValue = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,1024}$")]
 Score = int | Literal["INFINITY", "-INFINITY"]
+
+MARKER = "reconcile-managed"
+"""The meta attribute that marks a CIB object as created by reconcile (reserved)."""
 
 
 class Operation(Strict):
@@ -56,6 +63,8 @@ class ClusterResourceSpec(Placement):
             raise ValueError("give exactly one of agent (a primitive) or group (a group of resources)")
         if self.group is not None and (self.params or self.operations):
             raise ValueError("a group takes no params or operations; put them on its members")
+        if self.group is not None and not self.group:
+            raise ValueError("a group needs at least one member")
         return self
 
 
@@ -64,7 +73,7 @@ class ClusterResource(Manifest):
     spec: ClusterResourceSpec
 
     def references(self) -> list[tuple[str, str, str]]:
-        refs = [("ClusterResource", m, f"spec.group.{i}") for i, m in enumerate(self.spec.group or [])]
+        refs = [("ClusterResource|VirtualIP|Container", m, f"spec.group.{i}") for i, m in enumerate(self.spec.group or [])]
         refs += [("ClusterResource|VirtualIP|Container", c.with_, f"spec.colocation.{i}.with")
                  for i, c in enumerate(self.spec.colocation)]
         refs += [("ClusterResource|VirtualIP|Container", r, f"spec.startAfter.{i}")
@@ -72,6 +81,73 @@ class ClusterResource(Manifest):
         return refs
 
     def check(self, tree) -> list[tuple[str, str]]:
+        spec, name, cluster = self.spec, self.metadata.name, self.spec.cluster
         members = tree.nodes_of(self)
-        return [(f"spec.location.{i}.node", f"node {loc.node!r} is not in cluster {self.spec.cluster!r}")
-                for i, loc in enumerate(self.spec.location) if loc.node not in members]
+        problems = [(f"spec.location.{i}.node", f"node {loc.node!r} is not in cluster {cluster!r}")
+                    for i, loc in enumerate(spec.location) if loc.node not in members]
+        problems += duplicates([loc.node for loc in spec.location], "spec.location.{}.node", "location node")
+        problems += duplicates([c.with_ for c in spec.colocation], "spec.colocation.{}.with", "colocation")
+        problems += duplicates(list(spec.startAfter), "spec.startAfter.{}", "startAfter entry")
+        problems += duplicates(list(spec.group or []), "spec.group.{}", "group member")
+        problems += duplicates([(o.name, o.interval) for o in spec.operations], "spec.operations.{}",
+                               "operation (name, interval)")
+        if not name[0].isalpha():
+            problems.append(("metadata.name", "a Pacemaker resource id must start with a letter"))
+        if MARKER in spec.meta:
+            problems.append((f"spec.meta.{MARKER}", "reserved: reconcile marks the objects it creates with it"))
+        for kind in ("VirtualIP", "Container"):
+            other = tree.get(kind, name)
+            if other is not None and _pacemaker_resource_of(kind, other) == cluster:
+                problems.append(("metadata.name", f"{kind} {name!r} is also Pacemaker resource {name!r} in cluster "
+                                 f"{cluster!r}: rename one of them"))
+        refs = [(f"spec.colocation.{i}.with", c.with_) for i, c in enumerate(spec.colocation)]
+        refs += [(f"spec.startAfter.{i}", r) for i, r in enumerate(spec.startAfter)]
+        refs += [(f"spec.group.{i}", m) for i, m in enumerate(spec.group or [])]
+        for field, ref in refs:
+            if ref == name:
+                problems.append((field, "a resource cannot refer to itself"))
+                continue
+            where = _resource_cluster(tree, ref)
+            if where is _UNKNOWN:
+                continue  # the loader reports unknown names
+            if where != cluster:
+                problems.append((field, f"{ref!r} is not a Pacemaker resource of cluster {cluster!r} (a VirtualIP "
+                                 "needs manager: pacemaker, a Container spec.cluster)"))
+        for i, member in enumerate(spec.group or []):
+            other = tree.get("ClusterResource", member)
+            if other is not None and other.spec.group is not None:
+                problems.append((f"spec.group.{i}", f"{member!r} is a group: groups cannot be nested"))
+            if other is not None and other.spec.clone:
+                problems.append((f"spec.group.{i}", f"{member!r} is a clone: clone the group instead"))
+            others = [g.metadata.name for g in tree.of_kind("ClusterResource") if g is not self
+                      and g.spec.group and member in g.spec.group and g.spec.cluster == cluster]
+            if others:
+                problems.append((f"spec.group.{i}", f"{member!r} is also a member of group {others[0]!r}: a resource "
+                                 "can be in one group only"))
+        return problems
+
+
+_UNKNOWN = object()
+
+
+def _pacemaker_resource_of(kind: str, manifest: Manifest) -> str | None:
+    """The cluster whose Pacemaker runs this VirtualIP or Container, if any."""
+    spec = manifest.spec
+    if kind == "VirtualIP" and getattr(spec, "manager", None) != "pacemaker":
+        return None
+    return getattr(spec, "cluster", None)
+
+
+def _resource_cluster(tree, name: str):
+    """The cluster in which `name` is a Pacemaker resource; None if it is not one; _UNKNOWN
+    if no manifest has that name."""
+    found = False
+    for kind in ("ClusterResource", "VirtualIP", "Container"):
+        m = tree.get(kind, name)
+        if m is None:
+            continue
+        found = True
+        cluster = m.spec.cluster if kind == "ClusterResource" else _pacemaker_resource_of(kind, m)
+        if cluster is not None:
+            return cluster
+    return None if found else _UNKNOWN
