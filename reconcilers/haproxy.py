@@ -428,9 +428,11 @@ class RuntimeAPI:
         self.node.runner.guard("haproxy-api", [cmd], read_only=read_only)
         return self._exchange(self.admin, cmd)
 
-    def master_command(self, cmd: str, *, read_only: bool) -> str:
+    def master_command(self, cmd: str, *, read_only: bool, wait: bool = True) -> str:
+        """A command on the master CLI. `wait=False` only waits briefly for an answer: the
+        master drops the connection on a good `reload` but may hold it on a failed one."""
         self.node.runner.guard("haproxy-master", [cmd], read_only=read_only)
-        return self._exchange(self.master, cmd)
+        return self._exchange(self.master, cmd, None if wait else 0.5)
 
     def reachable(self) -> bool:
         try:
@@ -441,13 +443,15 @@ class RuntimeAPI:
         except OSError:
             return False
 
-    def _exchange(self, path: Path, cmd: str) -> str:
+    def _exchange(self, path: Path, cmd: str, answer_within: float | None = None) -> str:
         chunks = []
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(self.timeout)
                 s.connect(str(path))
                 s.sendall(cmd.encode() + b"\n")
+                if answer_within is not None:
+                    s.settimeout(answer_within)
                 while True:
                     data = s.recv(65536)
                     if not data:
@@ -456,6 +460,8 @@ class RuntimeAPI:
         except ConnectionResetError:  # the master re-executes on `reload` and drops us
             pass
         except socket.timeout:
+            if answer_within is not None:
+                return b"".join(chunks).decode(errors="replace")
             raise ApplyError(f"HAProxy did not answer `{cmd}` on {path} within {self.timeout:.0f}s") from None
         except (FileNotFoundError, ConnectionRefusedError):
             raise ApplyError(f"HAProxy is not running (nothing answers on {path})") from None
@@ -634,7 +640,7 @@ class Snapshot:
 
 
 def line_changes(before: list[str], after: list[str]) -> list[str]:
-    """What changed between two versions of lines, for people: `'old' → 'new'`, `+'added'`,
+    """What changed between two versions of lines, for people: `'old' -> 'new'`, `+'added'`,
     `-'removed'` (digest comments, indentation and blank lines aside)."""
     def meaningful(lines: list[str]) -> list[str]:
         return [line.strip() for line in lines if line.strip() and not DIGEST_RE.match(line.strip())]
@@ -644,7 +650,7 @@ def line_changes(before: list[str], after: list[str]) -> list[str]:
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
         if op == "replace":
             pairs = list(zip(old[i1:i2], new[j1:j2]))
-            out += [f"{a!r} → {b!r}" for a, b in pairs]
+            out += [f"{a!r} -> {b!r}" for a, b in pairs]
             out += [f"-{a!r}" for a in old[i1 + len(pairs):i2]] + [f"+{b!r}" for b in new[j1 + len(pairs):j2]]
         elif op == "delete":
             out += [f"-{a!r}" for a in old[i1:i2]]
@@ -733,27 +739,24 @@ class HAProxy:
         writer = AtomicWriter(self.node)
         if snap.file.text is not None and not snap.file.generated and not BACKUP.exists():
             writer.write(BACKUP, snap.file.text)  # the package's default file, kept once
-        changed = writer.write(self.config, text, mode=0o644, validate=self.check_file)
+        changed = writer.write(self.config, text, mode=0o644, validate=lambda path: self._check(path, text))
         writer.write(self.written_copy, text, mode=0o600)  # to tell a hand edit from ours later
         return changed
 
-    def check_file(self, path: Path) -> None:
-        try:
-            self.node.run(["haproxy", "-c", "-q", "-f", str(path)], read_only=True, timeout=30)
-        except CommandError as err:
-            raise ApplyError(f"haproxy -c refused the new configuration: {_haproxy_errors(err)}") from None
-
     def validate_text(self, text: str) -> list[str]:
-        problems: list[str] = []
+        """Problems `haproxy -c` finds in `text` (checked in a temp file), for people."""
+        try:
+            validated_temp(text, lambda path: self._check(path, text), suffix=".cfg")
+        except ApplyError as err:
+            return [f"node {self.node.name}: {err}"]
+        return []
 
-        def check(path: Path) -> None:
-            try:
-                self.node.run(["haproxy", "-c", "-q", "-f", str(path)], read_only=True, timeout=30)
-            except CommandError as err:
-                problems.append(f"haproxy -c refused the configuration for node {self.node.name}: {_haproxy_errors(err)}")
-
-        validated_temp(text, check, suffix=".cfg")
-        return problems
+    def _check(self, path: Path, text: str) -> None:
+        try:
+            self.node.run(["haproxy", "-c", "-f", str(path)], read_only=True, timeout=30)
+        except CommandError as err:
+            raise ApplyError(f"haproxy -c refused the configuration: {haproxy_errors(err.stderr or err.stdout, text)}") \
+                from None
 
     # -- the process
 
@@ -782,7 +785,7 @@ class HAProxy:
         if systemd_running():
             self.node.run(["systemctl", "reload", "haproxy"], timeout=60)
         else:
-            self.api.master_command("reload", read_only=False)
+            self.api.master_command("reload", read_only=False, wait=False)
         deadline = time.monotonic() + 30.0
         while True:
             time.sleep(0.02)
@@ -874,10 +877,23 @@ def _used_connections(text: str, server: str) -> int:
     return 0
 
 
-def _haproxy_errors(err: CommandError) -> str:
-    lines = [line for line in (err.stderr or err.stdout).splitlines() if "ALERT" in line or "error" in line.lower()]
-    text = " | ".join(re.sub(r"^\[ALERT\]\s*\(\d+\)\s*:\s*", "", line) for line in lines[:4])
-    return text or str(err)
+def haproxy_errors(output: str, text: str) -> str:
+    """haproxy -c's alerts, with the temp file's line turned into the section it is in."""
+    lines = text.splitlines()
+    out = []
+    for line in output.splitlines():
+        if "[ALERT]" not in line or "Fatal errors found" in line or "Error(s) found in configuration file" in line:
+            continue
+        message = re.sub(r"^\[ALERT\]\s*\(\d+\)\s*:\s*(config\s*:\s*)?", "", line)
+        m = re.search(r"parsing \[[^\]]*:(\d+)\]\s*:\s*", message)
+        if m:
+            n = int(m.group(1))
+            header = next((lines[i] for i in range(min(n, len(lines)) - 1, -1, -1)
+                           if lines[i][:1] not in (" ", "\t", "#", "")), "")
+            where = f"{header.strip() or 'line'} (line {n}): "
+            message = where + message[m.end():]
+        out.append(message.strip())
+    return " | ".join(out[:4]) or output.strip()[-300:] or "(no output)"
 
 
 # --- watching -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from schemas.backend import UrlPath
-from schemas.common import Duration, IPv4, Manifest, Name, Placement, Port, Strict
+from schemas.common import duplicates, Duration, IPv4, Manifest, Name, Placement, Port, Strict
 
 HostName = Annotated[str, StringConstraints(pattern=r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", to_lower=True)]
 
@@ -64,7 +64,7 @@ class Frontend(Manifest):
         return [(f"bind:{b.address}:{b.port}", f"spec.bind.{i}") for i, b in enumerate(self.spec.bind)]
 
     def check(self, tree) -> list[tuple[str, str]]:
-        problems = []
+        problems = duplicates([f"{b.address}:{b.port}" for b in self.spec.bind], "spec.bind.{}", "bind")
         nodes = tree.nodes_of(self)
         vips = {v.ip: v for v in tree.of_kind("VirtualIP")}
         for i, bind in enumerate(self.spec.bind):
@@ -80,10 +80,33 @@ class Frontend(Manifest):
             own = {n for n in nodes if (a := tree.node_address(n)) and a.split("/")[0] == bind.address}
             if own != nodes or not nodes:
                 problems.append((f"spec.bind.{i}.address",
-                                 f"no VirtualIP or node address provides {bind.address} on every node of this frontend"))
-        for i, ref in enumerate([self.spec.defaultBackend] + [r.backend for r in self.spec.rules]):
+                                 f"no VirtualIP or node address provides {bind.address} on every node of this "
+                                 f"frontend (bind a VirtualIP's address, the node's own, 0.0.0.0 or 127.0.0.1)"))
+        problems += self._wildcard_overlaps(tree, nodes)
+        refs = [("spec.defaultBackend", self.spec.defaultBackend)]
+        refs += [(f"spec.rules.{i}.backend", r.backend) for i, r in enumerate(self.spec.rules)]
+        for field, ref in refs:
             backend = tree.get("Backend", ref)
-            if backend is not None and backend.spec.mode != self.spec.mode:
-                field = "spec.defaultBackend" if i == 0 else f"spec.rules.{i - 1}.backend"
+            if backend is None:
+                continue  # reported by the loader as an unknown Backend
+            if backend.spec.mode != self.spec.mode:
                 problems.append((field, f"backend {ref!r} is mode {backend.spec.mode}, this frontend is mode {self.spec.mode}"))
+            missing = sorted(nodes - tree.nodes_of(backend))
+            if missing:
+                problems.append((field, f"backend {ref!r} is not placed on {', '.join(missing)}, where this frontend runs"))
+        return problems
+
+    def _wildcard_overlaps(self, tree, nodes: frozenset[str]) -> list[tuple[str, str]]:
+        """0.0.0.0:P takes port P on every address: no other frontend on a common node may
+        bind P (HAProxy would fail to start there; the loader's claims see exact matches only)."""
+        problems = []
+        for other in tree.of_kind("Frontend"):
+            if other is self or not (nodes & tree.nodes_of(other)):
+                continue
+            for i, bind in enumerate(self.spec.bind):
+                for theirs in other.spec.bind:
+                    if bind.port == theirs.port and bind.address != theirs.address and \
+                            "0.0.0.0" in (bind.address, theirs.address):
+                        problems.append((f"spec.bind.{i}", f"port {bind.port} on {bind.address} overlaps Frontend "
+                                         f"{other.metadata.name}'s bind {theirs.address}:{theirs.port}"))
         return problems

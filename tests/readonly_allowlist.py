@@ -24,6 +24,9 @@ ALLOW: dict[str, list[str]] = {
         r"^ip -j addr$",
         r"^ip monitor address$",
         # --- Frontend / Backend (HAProxy)
+        # HAProxy's own parser on a rendered config in a temp file (reconcile-check-*.cfg:
+        # validate and dry-run; the runtime API is read through the "haproxy-api" channel)
+        r"^haproxy -c -f /[A-Za-z0-9_./-]*reconcile-check-[A-Za-z0-9_]+\.cfg$",
         # --- Container (LXC)
         # every container's state in one call per LXC path; LXC's own parser (lxc-ls /
         # lxc-info on a temp LXC path) as the native validator of rendered configs; bridges
