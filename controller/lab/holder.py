@@ -191,8 +191,6 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # the host side reads this from holder.log
         print(f"lab node in {node_dir}: {e}", file=sys.stderr, flush=True)
         return 1
-    # stdout/stderr go to a host file; nothing more is written there, keep them open for
-    # daemons that inherit nothing from us anyway (nsenter'd processes have their own fds).
     signal.signal(signal.SIGTERM, _exit)
     signal.signal(signal.SIGINT, _exit)
     _reap(0, None)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from controller.lab import config
+from controller.lab.holder import OVERLAID
 
 HOLDER = Path(__file__).with_name("holder.py")
 CHECKOUT = Path(__file__).resolve().parents[2]  # where controller/ lives: visible in every node
 HOLDER_SUFFIX = "/controller/lab/holder.py"
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-OVERLAID = ("/etc", "/var", "/home", "/root")  # as in holder.py
 CGROUP_DIR = "reconcile-lab"
 
 
