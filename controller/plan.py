@@ -110,17 +110,38 @@ class _Absent:
 _ABSENT = _Absent()
 
 
+def _list_parent(doc: Any, parts: list[str]) -> int | None:
+    """How many leading parts of a path lead to the first list on the way, if any."""
+    node = doc
+    for i, part in enumerate(parts):
+        if isinstance(node, list):
+            return i
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None
+
+
 def field_changes(change: Change) -> list[tuple[str, Any, Any]]:
-    """(field, observed, desired) triples from an update's patch, for people."""
-    out = []
+    """(field, observed, desired) triples from an update's patch, for people.
+
+    A change inside a list (an element added, removed or moved) is shown as the whole list
+    before and after: jsonpatch's index arithmetic means nothing to a reader.
+    """
+    out: list[tuple[str, Any, Any]] = []
+    seen: set[str] = set()
+    observed, desired = change.observed or {}, change.desired or {}
     for op in change.patch:
-        path = op["path"]
-        field = ".".join(_unescape(p) for p in path.lstrip("/").split("/")) if path else "(whole object)"
-        before = resolve(change.observed or {}, path) if op["op"] in ("replace", "remove") else _ABSENT
-        after = op.get("value", _ABSENT) if op["op"] in ("add", "replace") else _ABSENT
-        if op["op"] in ("move", "copy"):
-            before, after = op.get("from"), path
-        out.append((field, before, after))
+        parts = [_unescape(p) for p in op["path"].lstrip("/").split("/")] if op["path"] else []
+        cut = [n for n in (_list_parent(observed, parts), _list_parent(desired, parts)) if n is not None]
+        if cut or op["op"] in ("move", "copy"):
+            parts = parts[: min(cut)] if cut else parts[:-1]
+        pointer = "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts) if parts else ""
+        field = ".".join(parts) if parts else "(whole object)"
+        if field in seen:
+            continue
+        seen.add(field)
+        out.append((field, resolve(observed, pointer), resolve(desired, pointer)))
     return out
 
 

@@ -381,3 +381,14 @@ def test_a_reconciler_runs_for_the_kinds_it_consumes(env, monkeypatch):
     env.write(backend("app"), frontend("web", "app"))  # no ClusterResource manifest at all
     record = env.engine(dry_run=True).plan()
     assert ("ClusterResource", "fe-web", "create") in {(o.kind, o.name, o.action) for o in record.objects}
+
+
+def test_list_changes_are_shown_as_whole_lists():
+    from controller.plan import field_changes
+    import jsonpatch
+
+    observed = {"groups": ["a", "b", "c"], "n": 1}
+    desired = {"groups": ["b", "c", "d"], "n": 2}
+    change = Change("DomainJoin", "corp", "update", desired, observed, jsonpatch.make_patch(observed, desired).patch)
+    assert field_changes(change) == [("groups", ["a", "b", "c"], ["b", "c", "d"]), ("n", 1, 2)] or \
+        sorted(field_changes(change)) == [("groups", ["a", "b", "c"], ["b", "c", "d"]), ("n", 1, 2)]
