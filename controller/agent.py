@@ -603,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("git").setLevel(logging.WARNING)
+    for noisy in ("git", "watchfiles"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = Config(
         repo=args.repo, ref=args.ref, path=args.path, node=args.node or socket.gethostname().split(".")[0],
         state_dir=args.state_dir or DEFAULT_STATE_DIR, interval=args.interval, resync=args.resync,
