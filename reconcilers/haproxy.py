@@ -598,9 +598,13 @@ class Snapshot:
             state = parse_backend(section) if section else {"config": NOT_IN_FILE}
             state["mode"] = stat.mode or state.get("mode")
             state["balance"] = stat.algo or state.get("balance")
+            in_file = state.get("servers", {})
             state["servers"] = self._runtime_servers(name, stat)
             if section:
-                state["config"] = self._config(section, lambda: render_backend(name, _renderable(state)))
+                # Without our copy of the file, an edit is described against what runs,
+                # with the servers the file lists (their run-time drift shows as fields).
+                state["config"] = self._config(
+                    section, lambda: render_backend(name, _renderable({**state, "servers": in_file})))
             out[name] = state
         return out
 
