@@ -398,6 +398,15 @@ class Keepalived:
     # -- changing
 
     def start(self, timeout: float = 10.0) -> int:
+        # A VRRP process whose parent was killed is still sending its goodbye (priority 0)
+        # and releasing its addresses; a new keepalived refuses to start next to it.
+        orphan = pid_alive(VRRP_PIDFILE)
+        deadline = time.monotonic() + 5.0
+        while orphan is not None and pid_alive(VRRP_PIDFILE) is not None:
+            if time.monotonic() > deadline:
+                raise ApplyError(f"the VRRP process of a previous keepalived (pid {orphan}) is still running "
+                                 "without its parent; end it, then apply again")
+            time.sleep(0.05)
         if systemd_running():
             self.node.run(["systemctl", "enable", "--now", "keepalived.service"])
         else:

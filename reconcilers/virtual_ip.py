@@ -158,7 +158,8 @@ class VirtualIPReconciler(Reconciler):
         self.running = pid is not None
         # The dump before the addresses: keepalived adds a master's addresses before it
         # answers the next signal, so MASTER-without-address is never a read race.
-        self.dump = daemon.dump(pid) if pid is not None else None
+        ours = self.config is None or self.config.generated  # a foreign keepalived is not signalled
+        self.dump = daemon.dump(pid) if pid is not None and ours else None
         self.addrs = parse_ip_addr(node.run(["ip", "-j", "addr"], read_only=True).stdout)
         self.outcome = None
         return observed_vips(self.config, pid is not None, self.dump, self.addrs)
@@ -312,7 +313,8 @@ class VirtualIPReconciler(Reconciler):
                     line = None
                 if line is not None:
                     while not events.empty():  # coalesce a burst into one event
-                        events.get_nowait()
+                        more = events.get_nowait()
+                        line = more if more == _MONITOR_ENDED else line
                     if line == _MONITOR_ENDED:
                         monitor = _start_monitor(node, events)
                         yield "address monitor restarted"

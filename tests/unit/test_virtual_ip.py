@@ -149,7 +149,9 @@ def test_a_group_is_one_instance_carrying_every_address(tmp_path):
 def test_pacemaker_vips_and_other_nodes_are_not_keepalived_instances(tmp_path):
     pm = ("---\napiVersion: reconcile/v1\nkind: VirtualIP\nmetadata:\n  name: db-vip\nspec:\n  cluster: web\n"
           "  manager: pacemaker\n  address: 192.0.2.110/24\n")
-    t = tree(tmp_path, vip(placement="nodes: [lb1, lb2]"), pm)
+    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false"))
+    (tmp_path / "vips.yaml").write_text(vip(placement="nodes: [lb1, lb2]") + pm)
+    t = load_tree(tmp_path)
     assert [i.name for i in desired_instances(t, "lb1")] == ["web-vip"]
     assert desired_instances(t, "lb3") == []
 
