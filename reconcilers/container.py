@@ -35,6 +35,7 @@ one, add the line to its config by hand. A bridge we create carries the link ali
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import math
@@ -895,6 +896,14 @@ class ContainerReconciler(Reconciler):
             raise ApplyError(f"bridge {net.bridge} exists but was not made by reconcile and lacks "
                              f"{net.bridgeAddress} (or is down): it is left alone; add the address by hand, "
                              "or use another bridge name")
+        if link is None or net.bridgeAddress not in link.ipv4:
+            subnet = ipaddress.IPv4Interface(net.bridgeAddress).network
+            for other in links.values():
+                clash = [a for a in other.ipv4 if ipaddress.IPv4Interface(a).network.overlaps(subnet)]
+                if other.name != net.bridge and clash:
+                    raise ApplyError(f"{net.bridgeAddress} for bridge {net.bridge} overlaps {clash[0]} on "
+                                     f"{other.name}: this node could not tell where to send {subnet}; give the "
+                                     "bridge its own subnet")
         dev = ["dev", net.bridge]
         if link is None:
             node.run(["ip", "link", "add", "name", net.bridge, "type", "bridge"])

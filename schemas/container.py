@@ -178,17 +178,25 @@ class Container(Manifest):
         return problems
 
     def _bridge_agrees(self, tree) -> list[tuple[str, str]]:
-        """Containers that share a node and name the same bridge must give it one address:
-        the bridge is one interface of the node."""
+        """Containers that share a node and name the same bridge must give it one address
+        (the bridge is one interface of the node), and two bridges of a node must not share
+        a subnet (the node could not tell where to send it)."""
         net = self.spec.network
         mine = tree.nodes_of(self)
+        subnet = ipaddress.IPv4Interface(net.bridgeAddress).network
         for other in tree.of_kind("Container"):
             onet = other.spec.network
-            if other is self or onet.bridge != net.bridge or not onet.bridgeAddress:
+            if other is self or not onet.bridgeAddress or other.metadata.name > self.metadata.name:
+                continue  # report once, on the later name
+            if not mine & tree.nodes_of(other):
                 continue
-            if onet.bridgeAddress != net.bridgeAddress and mine & tree.nodes_of(other):
-                if other.metadata.name < self.metadata.name:  # report once, on the later name
-                    return [("spec.network.bridgeAddress",
-                             f"bridge {net.bridge} gets {net.bridgeAddress} here but {onet.bridgeAddress} "
-                             f"from Container {other.metadata.name!r} on a common node: one bridge, one address")]
+            if onet.bridge == net.bridge and onet.bridgeAddress != net.bridgeAddress:
+                return [("spec.network.bridgeAddress",
+                         f"bridge {net.bridge} gets {net.bridgeAddress} here but {onet.bridgeAddress} "
+                         f"from Container {other.metadata.name!r} on a common node: one bridge, one address")]
+            if onet.bridge != net.bridge and ipaddress.IPv4Interface(onet.bridgeAddress).network.overlaps(subnet):
+                return [("spec.network.bridgeAddress",
+                         f"{net.bridgeAddress} on bridge {net.bridge} overlaps {onet.bridgeAddress} on bridge "
+                         f"{onet.bridge} (Container {other.metadata.name!r}) on a common node: give each bridge "
+                         "its own subnet")]
         return []

@@ -130,6 +130,14 @@ def test_two_containers_on_a_node_must_give_their_bridge_one_address(tmp_path):
     load_tree(tmp_path)
 
 
+def test_two_bridges_of_a_node_must_not_share_a_subnet(tmp_path):
+    other = GOOD.replace("name: app1", "name: app2").replace("bridge: app0", "bridge: app1") \
+        .replace("198.51.100.11/24", "198.51.100.12/24")
+    p = only(tmp_path, GOOD, other)
+    assert (p.file, p.field) == ("more.yaml", "spec.network.bridgeAddress")
+    assert "overlaps 198.51.100.1/24 on bridge app0 (Container 'app1')" in p.message
+
+
 def test_one_address_in_two_containers_on_a_node_conflicts(tmp_path):
     other = GOOD.replace("name: app1", "name: app2")
     p = only(tmp_path, GOOD, other)
