@@ -76,6 +76,10 @@ class Cluster(Manifest):
                     problems.append((f"spec.{field}", "only for stack: pacemaker"))
             if spec.properties:
                 problems.append(("spec.properties", "only for stack: pacemaker"))
+            for kind, m in _derived_resources(tree, self.metadata.name):
+                what = "manager: pacemaker" if kind == "VirtualIP" else "spec.cluster"
+                problems.append(("spec.stack", f"{kind} {m.metadata.name!r} ({what}) needs Pacemaker in this "
+                                 "cluster: say stack: pacemaker, or place it with nodes"))
             return problems
         if spec.stonithEnabled is None:
             problems.append(("spec.stonithEnabled", "must be stated explicitly (true or false) for a Pacemaker "

@@ -91,6 +91,9 @@ class ClusterResource(Manifest):
         problems += duplicates(list(spec.group or []), "spec.group.{}", "group member")
         problems += duplicates([(o.name, o.interval) for o in spec.operations], "spec.operations.{}",
                                "operation (name, interval)")
+        owner = tree.get("Cluster", cluster)
+        if owner is not None and owner.spec.stack != "pacemaker":
+            problems.append(("spec.cluster", f"cluster {cluster!r} has stack: {owner.spec.stack}: it runs no Pacemaker"))
         if not name[0].isalpha():
             problems.append(("metadata.name", "a Pacemaker resource id must start with a letter"))
         if MARKER in spec.meta:

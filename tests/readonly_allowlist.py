@@ -37,6 +37,22 @@ ALLOW: dict[str, list[str]] = {
         r"^ip -j -d addr show$",
         r"^lxc-monitor -n '\.\*'( -P /[A-Za-z0-9_./@+-]+)+$",
         # --- Cluster / ClusterResource (Pacemaker)
+        # the CIB (or one section; --local: this node's copy) and crm_mon's status, one call each
+        r"^cibadmin --query( --scope (configuration|crm_config))?( --local)?$",
+        r"^crm_mon -1 --output-as=xml$",
+        # an empty CIB to preview on while the cluster does not run yet
+        r"^cibadmin --empty$",
+        # Pacemaker's own checks and scheduler, on candidate CIBs in temp files
+        r"^crm_verify --xml-file /[A-Za-z0-9_./-]*reconcile-cib-[A-Za-z0-9_]+\.xml$",
+        r"^crm_simulate --xml-file /[A-Za-z0-9_./-]*reconcile-cib-[A-Za-z0-9_]+\.xml --simulate"
+        r"( --node-up [a-z0-9-]+)* --output-as=xml$",
+        # whether a resource agent exists; which cluster properties this Pacemaker knows
+        r"^crm_resource --show-metadata [a-z]+:[A-Za-z0-9_:@.-]+$",
+        r"^/usr/lib(exec)?/pacemaker/pacemaker-(schedulerd|controld|based) metadata$",
+        # Corosync's own parser on a rendered corosync.conf in a temp folder
+        r"^corosync -t -c /[A-Za-z0-9_./-]*reconcile-corosync-[A-Za-z0-9_]+/corosync\.conf$",
+        # the daemons' state where systemd runs them
+        r"^systemctl is-active corosync pacemaker$",
         # --- DomainJoin
         # the machine principal in the keytab; whether AD still accepts the membership
         r"^klist -k /[A-Za-z0-9_./-]+$",

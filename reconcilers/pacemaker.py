@@ -1,0 +1,424 @@
+"""Pacemaker helpers shared by the Cluster and ClusterResource reconcilers.
+
+The CIB is one document for the whole cluster, so it is handled with more care than a
+file on one node:
+
+- Read: `cibadmin --query` (one call per observe), `crm_mon --output-as=xml` for the DC
+  and the daemons' state. Parsed here into plain Python values.
+- One writer: only the agent on Pacemaker's current DC writes (`require_dc`); the others
+  raise `Deferred`. No election of our own: Pacemaker already elected the DC.
+- One verified change: the candidate CIB is the live one edited in Python, checked with
+  `crm_verify --xml-file`, then pushed as the patch `crm_diff --cib` computes, with
+  `cibadmin --patch`. The patch names the CIB version it was computed against, so a CIB
+  that changed under us is refused (and retried from a fresh query), never overwritten.
+- Preview: `crm_simulate --simulate` on the candidate (a temp file) says what Pacemaker
+  would then do; `parse_transition` turns its `<actions>` (the "Transition Summary") into
+  lines such as "db: move lb1 → lb2".
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from reconcilers.base import ApplyError, CommandError, Deferred, Node
+
+DC_WAIT_SECONDS = 60.0
+"""How long an apply waits for a DC while the cluster forms (dc-deadtime is 20 s by default)."""
+
+
+class CibUnavailable(Exception):
+    """Pacemaker does not answer on this node (not running yet, or starting)."""
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterStatus:
+    """What `crm_mon --output-as=xml` says, reduced to what the reconcilers need."""
+
+    dc: str | None
+    quorate: bool
+    pacemakerd: str  # running | starting | shutting down | … ("" when not reported)
+    online: list[str] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+
+
+def parse_crm_mon(text: str) -> ClusterStatus:
+    root = ET.fromstring(text)
+    dc_el = root.find("summary/current_dc")
+    dc = None
+    quorate = False
+    if dc_el is not None and dc_el.get("present") == "true":
+        dc = dc_el.get("name")
+        quorate = dc_el.get("with_quorum") == "true"
+    pcmkd = root.find("pacemakerd")
+    nodes = root.findall("nodes/node")
+    return ClusterStatus(
+        dc=dc,
+        quorate=quorate,
+        pacemakerd=(pcmkd.get("state", "") if pcmkd is not None else ""),
+        online=[n.get("name", "") for n in nodes if n.get("online") == "true"],
+        nodes=[n.get("name", "") for n in nodes],
+    )
+
+
+def cluster_status(node: Node) -> ClusterStatus:
+    """The cluster as this node's Pacemaker sees it. Raises CibUnavailable when it does not answer."""
+    try:
+        result = node.run(["crm_mon", "-1", "--output-as=xml"], read_only=True, timeout=15, check=False)
+    except CommandError as err:  # timed out
+        raise CibUnavailable(str(err)) from None
+    if result.rc != 0 or "<pacemaker-result" not in result.stdout:
+        raise CibUnavailable((result.stderr or result.stdout).strip().splitlines()[-1:] or "crm_mon failed")
+    try:
+        return parse_crm_mon(result.stdout)
+    except ET.ParseError as err:
+        raise CibUnavailable(f"crm_mon printed XML that does not parse: {err}") from None
+
+
+def query_cib(node: Node, scope: str | None = None, local: bool = False) -> ET.Element:
+    """The CIB (or one section of it) as an element tree. Raises CibUnavailable."""
+    argv = ["cibadmin", "--query"]
+    if scope:
+        argv += ["--scope", scope]
+    if local:
+        argv.append("--local")  # this node's copy: answers before a DC exists
+    try:
+        result = node.run(argv, read_only=True, timeout=15, check=False)
+    except CommandError as err:
+        raise CibUnavailable(str(err)) from None
+    if result.rc != 0:
+        detail = (result.stderr or result.stdout).strip()
+        raise CibUnavailable(detail.splitlines()[-1] if detail else f"cibadmin exited {result.rc}")
+    return parse_xml(result.stdout)
+
+
+def parse_xml(text: str) -> ET.Element:
+    """Parse CIB XML with the layout whitespace removed, so that comparing and diffing
+    elements compares content only."""
+    root = ET.fromstring(text)
+    strip_blanks(root)
+    return root
+
+
+def strip_blanks(el: ET.Element) -> None:
+    for e in el.iter():
+        if e.text is not None and not e.text.strip():
+            e.text = None
+        if e.tail is not None and not e.tail.strip():
+            e.tail = None
+
+
+def nvpairs(el: ET.Element | None, tag: str) -> dict[str, str]:
+    """name → value of every nvpair in `el`'s child sets named `tag` (instance_attributes, …)."""
+    out: dict[str, str] = {}
+    if el is None:
+        return out
+    for nvset in el.findall(tag):
+        for nv in nvset.findall("nvpair"):
+            if nv.get("name") is not None:
+                out[nv.get("name", "")] = nv.get("value", "")
+    return out
+
+
+# --- one writer --------------------------------------------------------------------------
+
+
+def wait_for_dc(node: Node, timeout: float = DC_WAIT_SECONDS) -> str:
+    """The current DC's name, waiting (bounded) while Pacemaker starts and elects one."""
+    deadline = time.monotonic() + timeout
+    why = "no answer from Pacemaker"
+    while True:
+        try:
+            status = cluster_status(node)
+            if status.dc:
+                return status.dc
+            why = "the cluster has no DC yet (Pacemaker is electing one)"
+        except CibUnavailable as err:
+            why = f"Pacemaker does not answer on {node.name}: {err}"
+        if time.monotonic() >= deadline:
+            raise ApplyError(f"{why}; waited {timeout:.0f}s. Is Pacemaker running on the cluster's nodes "
+                             "(the Cluster manifest starts it)?")
+        time.sleep(0.5)
+
+
+def require_dc(node: Node, timeout: float = DC_WAIT_SECONDS) -> None:
+    """Return if this node is the DC; raise Deferred naming the DC otherwise."""
+    dc = wait_for_dc(node, timeout)
+    if dc != node.name:
+        raise Deferred(f"applied by the DC {dc}")
+
+
+# --- one verified change -----------------------------------------------------------------
+
+
+@contextmanager
+def temp_xml(*docs: ET.Element) -> Iterator[list[Path]]:
+    """Write each document to a private temp file; remove them afterwards."""
+    paths: list[Path] = []
+    try:
+        for doc in docs:
+            fd, name = tempfile.mkstemp(prefix="reconcile-cib-", suffix=".xml")
+            with os.fdopen(fd, "wb") as f:
+                f.write(ET.tostring(doc))
+            paths.append(Path(name))
+        yield paths
+    finally:
+        for p in paths:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def verify(node: Node, cib: ET.Element) -> list[str]:
+    """`crm_verify` on a candidate CIB: the errors it reports (empty when valid)."""
+    with temp_xml(cib) as (path,):
+        result = node.run(["crm_verify", "--xml-file", str(path)], read_only=True, check=False, timeout=30)
+    if result.rc == 0:
+        return []
+    text = result.stderr + result.stdout
+    if "Warnings found during check" in text and "Errors found during check" not in text:
+        # Warnings only (exit 78 all the same): e.g. "active orphan db" right after db
+        # leaves the configuration, which is how a resource is removed; Pacemaker stops it.
+        return []
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = []
+    for ln in lines:
+        if ln.startswith("-V may provide") or "Errors found during check" in ln:
+            continue
+        # "/tmp/reconcile-cib-x.xml:6: element …: validity error : …" → the message only
+        if str(path) in ln:
+            ln = ln.split(": ", 1)[-1]
+        errors.append(ln)
+    return list(dict.fromkeys(errors)) or [f"crm_verify exited {result.rc}"]
+
+
+def same_configuration(a: ET.Element, b: ET.Element) -> bool:
+    """Whether two CIBs have the same configuration section (status and versions aside)."""
+    ca, cb = a.find("configuration"), b.find("configuration")
+    if ca is None or cb is None:
+        return ca is cb
+    return ET.tostring(ca) == ET.tostring(cb)
+
+
+def bump_epoch(cib: ET.Element, live: ET.Element) -> None:
+    """A patch must lead to a newer CIB than the one it was computed against, or
+    `cibadmin --patch` refuses it as older."""
+    cib.set("epoch", str(int(live.get("epoch", "0")) + 1))
+    for attr in ("admin_epoch", "num_updates"):
+        if live.get(attr) is not None:
+            cib.set(attr, live.get(attr, "0"))
+
+
+def push(node: Node, live: ET.Element, candidate: ET.Element) -> bool:
+    """Verify `candidate` and apply it as one patch against `live`. False if no change.
+
+    Raises ApplyError when crm_verify refuses the candidate, CommandError when Pacemaker
+    refuses the patch (for instance because the CIB changed since `live` was read).
+    """
+    if same_configuration(live, candidate):
+        return False
+    candidate = copy.deepcopy(candidate)
+    bump_epoch(candidate, live)
+    errors = verify(node, candidate)
+    if errors:
+        raise ApplyError("crm_verify refused the new CIB, nothing was changed: " + "; ".join(errors[:5]))
+    with temp_xml(live, candidate) as (live_path, cand_path):
+        diff = node.run(["crm_diff", "--original", str(live_path), "--new", str(cand_path), "--cib"],
+                        read_only=True, check=False, timeout=30)
+        if diff.rc == 0:
+            return False
+        if diff.rc != 1 or "<diff" not in diff.stdout:
+            raise CommandError(diff.argv, diff.rc, diff.stderr, diff.stdout)
+        fd, patch_name = tempfile.mkstemp(prefix="reconcile-cib-patch-", suffix=".xml")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(diff.stdout)
+            node.run(["cibadmin", "--patch", "--xml-file", patch_name], timeout=60)
+        finally:
+            os.unlink(patch_name)
+    return True
+
+
+def update_cib(node: Node, edit, *, attempts: int = 4) -> bool:
+    """Read the live CIB, let `edit(live) -> candidate` build the new one, push it as one
+    verified patch. When Pacemaker refuses the patch because the CIB moved on since our
+    query (its version check; status updates do that all the time), start again from a
+    fresh query. True when something was written."""
+    last: CommandError | None = None
+    for _ in range(attempts):
+        live = query_cib(node)
+        candidate = edit(copy.deepcopy(live))
+        try:
+            return push(node, live, candidate)
+        except CommandError as err:
+            if err.argv[:2] != ["cibadmin", "--patch"]:
+                raise
+            last = err
+            time.sleep(0.2)
+    raise ApplyError(f"Pacemaker refused the CIB patch {attempts} times: {last}")
+
+
+# --- preview -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    """One line of crm_simulate's transition summary."""
+
+    resource: str
+    action: str  # start | stop | move | restart | recover | promote | demote | migrate | reload | …
+    node: str | None = None
+    source: str | None = None
+    dest: str | None = None
+    reason: str | None = None
+    blocked: bool = False
+
+    @property
+    def base_resource(self) -> str:
+        """The resource without a clone instance suffix (ping:0 → ping)."""
+        return self.resource.split(":", 1)[0]
+
+    def describe(self) -> str:
+        if self.source and self.dest:
+            where = f"{self.source} → {self.dest}"
+        else:
+            where = f"on {self.node or self.source or self.dest or '?'}"
+        text = f"{self.resource}: {self.action} {where}"
+        extra = [self.reason] if self.reason else []
+        if self.blocked:
+            extra.append("blocked")
+        return f"{text} ({', '.join(extra)})" if extra else text
+
+
+def parse_transition(text: str) -> list[Action]:
+    """The transition summary of `crm_simulate --simulate --output-as=xml`."""
+    root = ET.fromstring(text)
+    actions = root.find("actions")
+    if actions is None:
+        return []
+    out = []
+    for a in actions.findall("rsc_action"):
+        out.append(Action(
+            resource=a.get("resource", "?"),
+            action=a.get("action", "?"),
+            node=a.get("node"),
+            source=a.get("source"),
+            dest=a.get("dest"),
+            reason=a.get("reason"),
+            blocked=a.get("blocked") == "true",
+        ))
+    return out
+
+
+def simulate(node: Node, cib: ET.Element, nodes_up: Sequence[str] = ()) -> list[Action]:
+    """What Pacemaker would do with `cib`: crm_simulate on a temp copy (read-only).
+    `nodes_up` brings nodes online in the simulation (a cluster that is still forming)."""
+    argv_tail: list[str] = []
+    for n in nodes_up:
+        argv_tail += ["--node-up", n]
+    with temp_xml(cib) as (path,):
+        result = node.run(["crm_simulate", "--xml-file", str(path), "--simulate", *argv_tail, "--output-as=xml"],
+                          read_only=True, check=False, timeout=60)
+    if result.rc != 0 or "<pacemaker-result" not in result.stdout:
+        raise ApplyError(f"crm_simulate failed: {(result.stderr or result.stdout).strip()[-300:]}")
+    return parse_transition(result.stdout)
+
+
+def empty_cib(node: Node, nodes: dict[int, str]) -> ET.Element:
+    """A CIB for a cluster that does not run yet: `cibadmin --empty` with the nodes filled
+    in and quorum assumed, for crm_verify and crm_simulate."""
+    result = node.run(["cibadmin", "--empty"], read_only=True, timeout=15)
+    cib = parse_xml(result.stdout)
+    cib.set("have-quorum", "1")
+    nodes_el = cib.find("configuration/nodes")
+    assert nodes_el is not None
+    for node_id, name in sorted(nodes.items()):
+        ET.SubElement(nodes_el, "node", {"id": str(node_id), "uname": name})
+    return cib
+
+
+# --- cluster properties (crm_config) -----------------------------------------------------
+
+BOOTSTRAP_SET = "cib-bootstrap-options"
+PROPERTY_ID_PREFIX = "reconcile-"
+"""Properties reconcile set carry this id prefix (`reconcile-no-quorum-policy`): that is the
+ownership marker that lets a property removed from git be removed from the CIB, while a
+property an operator set with pcs or crm_attribute is never touched."""
+
+
+def observed_properties(crm_config: ET.Element, wanted: Sequence[str]) -> dict[str, str]:
+    """Values of the properties we manage: the ones wanted now and the ones we set before."""
+    out: dict[str, str] = {}
+    for nvset in crm_config.iter("cluster_property_set"):
+        if nvset.get("id") != BOOTSTRAP_SET:
+            continue
+        for nv in nvset.findall("nvpair"):
+            name = nv.get("name", "")
+            if name in wanted or nv.get("id", "").startswith(PROPERTY_ID_PREFIX):
+                out[name] = nv.get("value", "")
+    return out
+
+
+def set_properties(cib: ET.Element, desired: dict[str, str]) -> ET.Element:
+    """Edit crm_config: set `desired`, remove properties we set earlier and no longer want."""
+    crm_config = cib.find("configuration/crm_config")
+    assert crm_config is not None
+    nvset = next((s for s in crm_config.findall("cluster_property_set") if s.get("id") == BOOTSTRAP_SET), None)
+    if nvset is None:
+        nvset = ET.SubElement(crm_config, "cluster_property_set", {"id": BOOTSTRAP_SET})
+    existing = {nv.get("name"): nv for nv in nvset.findall("nvpair")}
+    for name, value in desired.items():
+        nv = existing.get(name)
+        if nv is None:
+            ET.SubElement(nvset, "nvpair", {"id": PROPERTY_ID_PREFIX + name, "name": name, "value": value})
+        elif nv.get("value") != value:
+            nv.set("value", value)
+    for name, nv in existing.items():
+        if name not in desired and nv.get("id", "").startswith(PROPERTY_ID_PREFIX):
+            nvset.remove(nv)
+    return cib
+
+
+# --- native checks -----------------------------------------------------------------------
+
+_DAEMON_DIRS = ("/usr/lib/pacemaker", "/usr/libexec/pacemaker")
+_DAEMONS_WITH_OPTIONS = ("pacemaker-schedulerd", "pacemaker-controld", "pacemaker-based")
+
+
+def known_properties(node: Node) -> set[str] | None:
+    """Every cluster property this Pacemaker knows, from its daemons' metadata; None when
+    the daemons are not where Debian or RHEL put them."""
+    names: set[str] = set()
+    for folder in _DAEMON_DIRS:
+        if not Path(folder, _DAEMONS_WITH_OPTIONS[0]).exists():
+            continue
+        for daemon in _DAEMONS_WITH_OPTIONS:
+            result = node.run([f"{folder}/{daemon}", "metadata"], read_only=True, check=False, timeout=15)
+            if result.rc != 0:
+                continue
+            try:
+                meta = ET.fromstring(result.stdout)
+            except ET.ParseError:
+                continue
+            names.update(p.get("name", "") for p in meta.iter("parameter"))
+        return names or None
+    return None
+
+
+def agent_missing(node: Node, agent: str) -> str | None:
+    """Why `agent` cannot be used on this node (None when its metadata loads)."""
+    result = node.run(["crm_resource", "--show-metadata", agent], read_only=True, check=False, timeout=30)
+    if result.rc == 0:
+        return None
+    detail = [ln.strip() for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
+    return detail[0] if detail else f"crm_resource exited {result.rc}"

@@ -1,0 +1,315 @@
+"""Cluster and ClusterResource on real Corosync 3 + Pacemaker 2.1 in two lab nodes, with
+reconcile run inside the nodes as an operator would.
+
+One lab for the module: the tests run in order on one cluster, as its life goes: it forms
+from manifests alone, stays put on a second apply, keeps what was made by hand, previews
+and applies changes (only on the DC), prunes, and survives the death of the node that runs
+the Pacemaker VIP without the agents fighting Pacemaker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from controller.lab import Lab, temporary_lab
+from reconcilers.pacemaker import parse_crm_mon
+from tests.readonly_allowlist import allowed
+
+pytestmark = pytest.mark.lab
+NODES = ("lb1", "lb2")
+VIP = "192.0.2.110"
+
+CLUSTER = """\
+apiVersion: reconcile/v1
+kind: Cluster
+metadata:
+  name: web
+spec:
+  nodes:
+    - {{name: lb1, id: 1, address: 192.0.2.11/24}}
+    - {{name: lb2, id: 2, address: 192.0.2.12/24}}
+  authkey: {{file: {authkey}}}
+  stonithEnabled: false
+  properties: {{no-quorum-policy: stop, dc-deadtime: 5s}}
+"""
+
+VIRTUAL_IP = f"""\
+apiVersion: reconcile/v1
+kind: VirtualIP
+metadata:
+  name: db-vip
+spec:
+  cluster: web
+  manager: pacemaker
+  address: {VIP}/24
+  interface: eth0
+"""
+
+DB = """\
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
+  name: db
+spec:
+  cluster: web
+  agent: ocf:heartbeat:Dummy
+{params}  operations:
+    - {{name: monitor, interval: 10s, timeout: 20s}}
+  colocation:
+    - {{with: db-vip}}
+  startAfter: [db-vip]
+"""
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with temporary_lab(nodes=2, prefix="pm") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def repo(lab: Lab) -> Path:
+    root = lab.shared / "repo"
+    root.mkdir()
+    key = lab.shared / "corosync.authkey"  # outside the repo: a secret is never in git
+    key.write_bytes(os.urandom(256))
+    key.chmod(0o600)
+    (root / "cluster.yaml").write_text(CLUSTER.format(authkey=key))
+    (root / "vip.yaml").write_text(VIRTUAL_IP)
+    write_db(root)
+    return root
+
+
+def write_db(root: Path, params: str = "") -> None:
+    (root / "db.yaml").write_text(DB.format(params=f"  params: {{{params}}}\n" if params else ""))
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def reconcile(lab: Lab, node: str, root: Path, *args: str, env: dict | None = None) -> tuple[int, dict]:
+    argv = ["reconcile", *args, "--repo", str(root), "-o", "json"]
+    r = lab.exec(node, argv, check=False, timeout=180, env=env)
+    try:
+        return r.returncode, json.loads(r.stdout)
+    except ValueError:
+        raise AssertionError(f"{node}: {' '.join(argv)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}") from None
+
+
+def statuses(record: dict) -> dict[str, str]:
+    return {f"{o['kind']}/{o['name']}": o["status"] for o in record["objects"]}
+
+
+def notes(record: dict, kind: str, name: str) -> list[str]:
+    return next(o["notes"] for o in record["objects"] if (o["kind"], o["name"]) == (kind, name))
+
+
+def status(lab: Lab, node: str = "lb1"):
+    return parse_crm_mon(lab.exec(node, ["crm_mon", "-1", "--output-as=xml"]).stdout)
+
+
+def dc(lab: Lab) -> str:
+    for node in NODES:
+        try:
+            found = status(lab, node).dc
+        except Exception:
+            continue
+        if found:
+            return found
+    raise AssertionError("no DC")
+
+
+def other(node: str) -> str:
+    return "lb2" if node == "lb1" else "lb1"
+
+
+def epoch(lab: Lab, node: str) -> tuple[int, int]:
+    """(admin_epoch, epoch) of the CIB: they grow with every change of the configuration."""
+    cib = ET.fromstring(lab.exec(node, ["cibadmin", "--query"]).stdout)
+    return int(cib.get("admin_epoch", 0)), int(cib.get("epoch", 0))
+
+
+def configured(lab: Lab, node: str) -> ET.Element:
+    return ET.fromstring(lab.exec(node, ["cibadmin", "--query", "--scope", "configuration"]).stdout)
+
+
+def running_on(lab: Lab, resource: str) -> list[str]:
+    mon = ET.fromstring(lab.exec("lb1", ["crm_mon", "-1", "--output-as=xml"]).stdout)
+    for r in mon.iter("resource"):
+        if r.get("id") == resource and r.get("active") == "true":
+            return [n.get("name") for n in r.findall("node")]
+    return []
+
+
+def has_address(lab: Lab, node: str, address: str) -> bool:
+    out = lab.exec(node, ["ip", "-j", "addr", "show", "dev", "eth0"]).stdout
+    return any(a.get("local") == address for i in json.loads(out) for a in i.get("addr_info", []))
+
+
+def wait_for(what, timeout: float, step: float = 0.2, message: str = ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message or f"timed out after {timeout}s")
+        time.sleep(step)
+
+
+def settled(lab: Lab, timeout: float = 60) -> None:
+    """Wait until Pacemaker has nothing left to do (`crm_resource --wait`)."""
+    lab.exec(dc(lab), ["crm_resource", "--wait", f"--timeout={int(timeout)}s"], timeout=timeout + 10)
+
+
+# --- the life of one cluster -------------------------------------------------------------
+
+
+def test_a_cluster_forms_from_manifests_alone_on_empty_nodes(lab, repo):
+    assert not lab.exec("lb1", ["pgrep", "-x", "corosync"], check=False).stdout
+    started = time.monotonic()
+    procs = {n: lab.popen(n, ["reconcile", "apply", "--repo", str(repo), "-o", "json"], stdout=-1, stderr=-1,
+                          text=True) for n in NODES}
+    results = {}
+    for node, proc in procs.items():
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, f"{node}: apply exited {proc.returncode}\n{out}\n{err}"
+        results[node] = statuses(json.loads(out))
+    formed = time.monotonic() - started
+    assert all(r["Cluster/web"] == "changed" for r in results.values()), results
+    # the DC wrote the resources; the other agent deferred to it
+    writer = dc(lab)
+    assert results[writer]["ClusterResource/db-vip"] == "changed"
+    assert results[other(writer)]["ClusterResource/db-vip"] in ("deferred", "in-sync")
+    st = status(lab)
+    assert st.quorate and sorted(st.online) == ["lb1", "lb2"]
+    settled(lab)
+    [holder] = running_on(lab, "db-vip")
+    assert running_on(lab, "db") == [holder]
+    assert has_address(lab, holder, VIP) and not has_address(lab, other(holder), VIP)
+    for node in NODES:
+        conf = lab.read_file(node, "/etc/corosync/corosync.conf")
+        assert conf.startswith("# Generated by reconcile") and "crypto_cipher: aes256" in conf
+        mode = lab.exec(node, ["stat", "-c", "%a", "/etc/corosync/authkey"]).stdout.strip()
+        assert mode == "400"
+        assert lab.exec(node, ["cmp", "/etc/corosync/authkey", str(lab.shared / "corosync.authkey")],
+                        check=False).returncode == 0
+    print(f"cluster formed and resources applied in {formed:.1f}s")
+
+
+def test_a_second_apply_reports_nothing_to_do(lab, repo):
+    for node in NODES:
+        rc, record = reconcile(lab, node, repo, "apply")
+        assert rc == 0 and set(statuses(record).values()) == {"in-sync"}, record
+
+
+def test_an_agent_that_does_not_exist_is_refused_before_anything_is_applied(lab, repo):
+    bad = lab.shared / "bad-agent"
+    bad.mkdir()
+    for f in repo.iterdir():
+        (bad / f.name).write_text(f.read_text())
+    (bad / "db.yaml").write_text(DB.format(params="").replace("ocf:heartbeat:Dummy", "ocf:heartbeat:Nope"))
+    before = epoch(lab, dc(lab))
+    r = lab.exec("lb1", ["reconcile", "validate", "--repo", str(bad)], check=False)
+    assert r.returncode == 1
+    line = 1 + (bad / "db.yaml").read_text().splitlines().index("  agent: ocf:heartbeat:Nope")
+    assert f"db.yaml:{line}: spec.agent: db: resource agent ocf:heartbeat:Nope does not exist on lb1" in r.stderr
+    rc, record = reconcile(lab, dc(lab), bad, "apply")
+    assert rc == 1 and any("ocf:heartbeat:Nope" in e for e in record["errors"])
+    assert epoch(lab, dc(lab)) == before
+
+
+def test_a_resource_made_by_hand_is_left_alone(lab, repo):
+    writer = dc(lab)
+    lab.exec(writer, ["cibadmin", "--create", "--scope", "resources", "--xml-text",
+                      '<primitive id="handmade" class="ocf" provider="heartbeat" type="Dummy"/>'])
+    for node in NODES:
+        rc, record = reconcile(lab, node, repo, "apply")
+        assert rc == 0 and "ClusterResource/handmade" not in statuses(record)
+    assert configured(lab, writer).find(".//primitive[@id='handmade']") is not None
+
+
+def test_the_dry_run_shows_the_simulated_transition_and_changes_nothing(lab, repo):
+    [holder] = running_on(lab, "db-vip")
+    (repo / "vip.yaml").write_text(VIRTUAL_IP + f"  pacemaker: {{preferredNode: {other(holder)}}}\n")
+    before = epoch(lab, dc(lab))
+    record_file = lab.shared / "record.json"
+    rc, record = reconcile(lab, holder, repo, "--dry-run", env={"RECONCILE_RECORD": str(record_file)})
+    assert rc == 2
+    assert f"crm_simulate: db-vip: move {holder} → {other(holder)}" in notes(record, "ClusterResource", "db-vip")
+    # db follows its colocated VIP: no change of its own, shown with the first change
+    assert f"crm_simulate: db: move {holder} → {other(holder)}" in notes(record, "ClusterResource", "db-vip")
+    commands = json.loads(record_file.read_text())
+    refused = [" ".join(c["argv"]) for c in commands if not allowed(c["what"], c["argv"])]
+    assert commands and not refused, f"dry-run ran commands outside the allow-list: {refused}"
+    assert epoch(lab, dc(lab)) == before and running_on(lab, "db-vip") == [holder]
+
+
+def test_a_non_dc_agent_writes_nothing(lab, repo):
+    writer = dc(lab)
+    before = epoch(lab, writer)
+    rc, record = reconcile(lab, other(writer), repo, "apply")
+    assert statuses(record)["ClusterResource/db-vip"] == "deferred"
+    assert notes(record, "ClusterResource", "db-vip")[-1] == f"applied by the DC {writer}"
+    assert rc == 0
+    assert epoch(lab, writer) == before
+
+
+def test_changes_apply_on_the_dc_in_one_cib_update(lab, repo):
+    [holder] = running_on(lab, "db-vip")
+    write_db(repo, params='fake: "42"')  # a second change, to go with the VIP's new location
+    writer = dc(lab)
+    r = lab.exec(writer, ["reconcile", "apply", "--repo", str(repo), "-v"], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ClusterResource db (applied: update)" in r.stdout and "ClusterResource db-vip (applied: update)" in r.stdout
+    assert len(re.findall(r"ran cibadmin --patch", r.stderr)) == 1, r.stderr
+    settled(lab)
+    assert running_on(lab, "db-vip") == [other(holder)] == running_on(lab, "db")
+    db = configured(lab, writer).find(".//primitive[@id='db']")
+    assert {nv.get("name"): nv.get("value") for nv in db.iter("nvpair")}["fake"] == "42"
+    rc, record = reconcile(lab, other(writer), repo, "apply")
+    assert rc == 0 and set(statuses(record).values()) == {"in-sync"}
+
+
+def test_a_removed_manifest_removes_only_its_marked_resource(lab, repo):
+    (repo / "db.yaml").unlink()
+    writer = dc(lab)
+    rc, record = reconcile(lab, writer, repo, "apply")
+    assert rc == 0 and statuses(record)["ClusterResource/db"] == "changed", json.dumps(record, indent=1)
+    config = configured(lab, writer)
+    ids = {el.get("id") for el in config.iter() if el.get("id")}
+    assert "db" not in ids and "db-with-db-vip" not in ids and "db-after-db-vip" not in ids
+    assert {"db-vip", "handmade"} <= ids
+
+
+def test_when_the_vip_node_dies_pacemaker_moves_it_and_the_agents_do_not_fight(lab, repo):
+    settled(lab)
+    [holder] = running_on(lab, "db-vip")
+    survivor = other(holder)
+    # the VIP prefers the holder now, so a fight would show as a plan to move it back
+    (repo / "vip.yaml").write_text(VIRTUAL_IP + f"  pacemaker: {{preferredNode: {holder}}}\n")
+    rc, _ = reconcile(lab, dc(lab), repo, "apply")
+    assert rc == 0
+    settled(lab)
+    assert running_on(lab, "db-vip") == [holder]
+    started = time.monotonic()
+    lab.exec(holder, ["ip", "link", "set", "eth0", "down"])
+    try:
+        wait_for(lambda: has_address(lab, survivor, VIP), timeout=30, step=0.1,
+                 message=f"{VIP} did not move to {survivor}")
+        moved = time.monotonic() - started
+        rc, record = reconcile(lab, survivor, repo, "apply")
+        assert rc == 0 and set(statuses(record).values()) == {"in-sync"}, record
+        rc, record = reconcile(lab, survivor, repo, "--dry-run")
+        assert rc == 0
+        print(f"the Pacemaker VIP moved in {moved:.1f}s")
+    finally:
+        lab.exec(holder, ["ip", "link", "set", "eth0", "up"])
+    wait_for(lambda: sorted(status(lab, survivor).online) == ["lb1", "lb2"], timeout=60,
+             message="the cluster did not rejoin")

@@ -1,0 +1,260 @@
+"""ClusterResource: desired states from manifests, the candidate CIB built on CIBs recorded
+from a real cluster, and reading our objects back (what we render, we observe the same)."""
+from __future__ import annotations
+
+import copy
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from controller.loader import load_tree
+from reconcilers import pacemaker
+from reconcilers.base import ApplyError, Node, Runner
+from reconcilers.cluster_resource import (
+    ClusterResourceReconciler, build_candidate, is_marked, parse_managed, render_unit,
+)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pacemaker"
+
+TREE = """\
+apiVersion: reconcile/v1
+kind: Cluster
+metadata:
+  name: web
+spec:
+  nodes:
+    - {name: lb1, id: 1, address: 192.0.2.11/24}
+    - {name: lb2, id: 2, address: 192.0.2.12/24}
+  stonithEnabled: false
+---
+apiVersion: reconcile/v1
+kind: VirtualIP
+metadata:
+  name: db-vip
+spec:
+  cluster: web
+  manager: pacemaker
+  address: 192.0.2.110/24
+  interface: eth0
+---
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
+  name: db
+spec:
+  cluster: web
+  agent: ocf:heartbeat:Dummy
+  operations:
+    - {name: monitor, interval: 10s, timeout: 20s}
+  colocation:
+    - {with: db-vip}
+  startAfter: [db-vip]
+"""
+
+MORE = """\
+---
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
+  name: web-tier
+spec:
+  cluster: web
+  group: [web-ip, web-app]
+  meta: {resource-stickiness: "100"}
+  location:
+    - {node: lb2, score: 50}
+---
+apiVersion: reconcile/v1
+kind: VirtualIP
+metadata:
+  name: web-ip
+spec:
+  cluster: web
+  manager: pacemaker
+  address: 192.0.2.120/24
+  pacemaker: {monitorInterval: 5s, preferredNode: lb1}
+---
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
+  name: web-app
+spec:
+  cluster: web
+  agent: systemd:nginx
+---
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
+  name: ping
+spec:
+  cluster: web
+  agent: ocf:pacemaker:Dummy
+  params: {state: /run/ping.state}
+  meta: {interleave: "true"}
+  clone: true
+  colocation:
+    - {with: web-tier, score: -INFINITY}
+---
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
+  name: db-after-ping
+spec:
+  cluster: web
+  agent: lsb:ntp
+  startAfter: [ping]
+"""
+
+
+def reconciler(tmp_path: Path, text: str = TREE) -> tuple[ClusterResourceReconciler, dict]:
+    (tmp_path / "tree.yaml").write_text(text)
+    rec = ClusterResourceReconciler()
+    out = rec.desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True)))
+    return rec, out
+
+
+def live(name: str = "cib_managed_and_handmade.xml") -> ET.Element:
+    return pacemaker.parse_xml((FIXTURES / name).read_text())
+
+
+# --- desired -----------------------------------------------------------------------------
+
+
+def test_a_pacemaker_vip_becomes_an_ipaddr2_primitive(tmp_path):
+    _, out = reconciler(tmp_path)
+    vip = out["db-vip"]
+    assert vip.state["agent"] == "ocf:heartbeat:IPaddr2"
+    assert vip.state["params"] == {"ip": "192.0.2.110", "cidr_netmask": "24", "nic": "eth0"}
+    assert {"name": "monitor", "interval": "10s", "timeout": "20s"} in vip.state["operations"]
+    assert vip.depends == (("Cluster", "web"),)
+    assert vip.source.startswith("tree.yaml:")  # the VirtualIP manifest, for errors and the plan
+
+
+def test_a_resource_with_constraints(tmp_path):
+    _, out = reconciler(tmp_path)
+    assert out["db"].state == {
+        "agent": "ocf:heartbeat:Dummy", "params": {}, "meta": {}, "clone": False,
+        "operations": [{"name": "monitor", "interval": "10s", "timeout": "20s"}],
+        "location": [], "colocation": [{"with": "db-vip", "score": "INFINITY"}], "startAfter": ["db-vip"],
+    }
+    # an operator's `pcs resource disable` / `unmanage` is not drift unless git says otherwise
+    assert out["db"].ignore == ("/meta/target-role", "/meta/is-managed")
+
+
+def test_a_clustered_container_becomes_an_lxc_primitive(tmp_path):
+    container = ("---\napiVersion: reconcile/v1\nkind: Container\nmetadata:\n  name: app9\nspec:\n  cluster: web\n"
+                 "  template: busybox\n")
+    _, out = reconciler(tmp_path, TREE + container)
+    state = out["app9"].state
+    assert state["agent"] == "ocf:heartbeat:lxc"
+    assert state["params"] == {"container": "app9", "config": "/var/lib/lxc/app9/config"}
+
+
+def test_nodes_outside_the_cluster_desire_nothing(tmp_path):
+    (tmp_path / "tree.yaml").write_text(TREE)
+    out = ClusterResourceReconciler().desired(load_tree(tmp_path), Node("lb9", Runner(dry_run=True)))
+    assert out == {}
+
+
+# --- rendering and reading back ----------------------------------------------------------
+
+
+def test_what_we_render_reads_back_as_the_desired_state(tmp_path):
+    rec, out = reconciler(tmp_path, TREE + MORE)
+    cib = build_candidate(live("cib_managed.xml"), rec._states)
+    assert parse_managed(cib.find("configuration")) == {name: d.state for name, d in out.items()}
+
+
+def test_groups_and_clones_are_rendered_as_pacemaker_expects(tmp_path):
+    rec, _ = reconciler(tmp_path, TREE + MORE)
+    group = render_unit("web-tier", rec._states)
+    assert group.tag == "group" and [p.get("id") for p in group.findall("primitive")] == ["web-ip", "web-app"]
+    assert pacemaker.nvpairs(group, "meta_attributes") == {"reconcile-managed": "true", "resource-stickiness": "100"}
+    clone = render_unit("ping", rec._states)
+    assert (clone.tag, clone.get("id")) == ("clone", "ping-clone")
+    assert pacemaker.nvpairs(clone, "meta_attributes") == {"reconcile-managed": "true", "interleave": "true"}
+    assert is_marked(clone.find("primitive")) and clone.find("primitive").get("provider") == "pacemaker"
+    lsb = render_unit("db-after-ping", rec._states)
+    assert (lsb.get("class"), lsb.get("type"), lsb.get("provider")) == ("lsb", "ntp", None)
+    cib = build_candidate(live("cib_managed.xml"), rec._states)
+    constraints = {c.get("id"): c.attrib for c in cib.find("configuration/constraints")}
+    assert constraints["ping-with-web-tier"] == {"id": "ping-with-web-tier", "rsc": "ping-clone",
+                                                 "with-rsc": "web-tier", "score": "-INFINITY"}
+    assert constraints["db-after-ping-after-ping"]["first"] == "ping-clone"
+    assert constraints["web-ip-location-lb1"]["score"] == "100"
+
+
+def test_observe_sees_only_marked_objects(tmp_path):
+    observed = parse_managed(live().find("configuration"))
+    assert set(observed) == {"db", "db-vip"}  # `handmade` was made with cibadmin by hand
+    # `pcs resource move` made cli-prefer-db-vip: not ours, not observed as a location
+    assert observed["db-vip"]["location"] == []
+    assert observed["db"]["meta"] == {"target-role": "Stopped"}  # an operator's, ignored by the diff
+
+
+def test_an_unchanged_tree_gives_an_unchanged_configuration(tmp_path):
+    rec, _ = reconciler(tmp_path)
+    before = live("cib_managed.xml")
+    after = build_candidate(copy.deepcopy(before), rec._states)
+    assert pacemaker.same_configuration(before, after)
+
+
+def test_a_param_change_replaces_the_resource_in_place_and_keeps_what_is_not_ours(tmp_path):
+    rec, _ = reconciler(tmp_path, TREE.replace("agent: ocf:heartbeat:Dummy", "agent: ocf:heartbeat:Dummy\n"
+                                                                            "  params: {fake: \"42\"}"))
+    before = live()
+    order_before = [el.get("id") for el in before.find("configuration/resources")]
+    after = build_candidate(copy.deepcopy(before), rec._states)
+    resources = after.find("configuration/resources")
+    assert [el.get("id") for el in resources] == order_before
+    db = next(el for el in resources if el.get("id") == "db")
+    assert pacemaker.nvpairs(db, "instance_attributes") == {"fake": "42"}
+    # the operator's target-role on db survives our rewrite of db
+    assert pacemaker.nvpairs(db, "meta_attributes")["target-role"] == "Stopped"
+    handmade = [el for el in resources if el.get("id") == "handmade"]
+    assert len(handmade) == 1 and ET.tostring(handmade[0]) == ET.tostring(
+        next(el for el in before.find("configuration/resources") if el.get("id") == "handmade"))
+    ids = [c.get("id") for c in after.find("configuration/constraints")]
+    assert "cli-prefer-db-vip" in ids
+
+
+def test_a_delete_removes_only_the_marked_object_and_its_constraints(tmp_path):
+    rec, _ = reconciler(tmp_path)
+    states = {k: v for k, v in rec._states.items() if k == "db-vip"}
+    after = build_candidate(live(), states, deletes=["db", "handmade"])
+    ids = [el.get("id") for el in after.find("configuration/resources")]
+    assert ids == ["db-vip", "handmade"]
+    constraints = [c.get("id") for c in after.find("configuration/constraints")]
+    assert constraints == ["cli-prefer-db-vip"]
+
+
+def test_a_manifest_may_not_take_over_a_resource_made_by_hand(tmp_path):
+    text = TREE + ("---\napiVersion: reconcile/v1\nkind: ClusterResource\nmetadata:\n  name: handmade\nspec:\n"
+                   "  cluster: web\n  agent: ocf:heartbeat:Dummy\n")
+    rec, _ = reconciler(tmp_path, text)
+    with pytest.raises(ApplyError, match="'handmade' that reconcile did not create"):
+        build_candidate(live(), rec._states)
+
+
+def test_making_a_resource_a_clone_rewrites_its_constraints(tmp_path):
+    rec, _ = reconciler(tmp_path, TREE.replace("  startAfter: [db-vip]\n", "  startAfter: [db-vip]\n  clone: true\n"))
+    after = build_candidate(live("cib_managed.xml"), rec._states)
+    resources = after.find("configuration/resources")
+    assert [el.get("id") for el in resources] == ["db-clone", "db-vip"]  # where db was
+    constraints = {c.get("id"): c.attrib for c in after.find("configuration/constraints")}
+    assert constraints["db-with-db-vip"]["rsc"] == "db-clone"
+    assert constraints["db-after-db-vip"]["then"] == "db-clone"
+    assert parse_managed(after.find("configuration"))["db"]["clone"] is True
+
+
+def test_members_leaving_a_deleted_group_are_kept(tmp_path):
+    rec, _ = reconciler(tmp_path, TREE + MORE)
+    grouped = build_candidate(live("cib_managed.xml"), rec._states)
+    states = {k: v for k, v in rec._states.items() if k != "web-tier"}
+    for name in ("web-ip", "web-app"):
+        states[name] = rec._states[name]
+    # the group's own delete comes later: the CIB must be valid without it already
+    after = build_candidate(grouped, states)
+    ids = [el.get("id") for el in after.find("configuration/resources")]
+    assert "web-tier" not in ids and {"web-ip", "web-app"} <= set(ids)
