@@ -635,14 +635,14 @@ class ContainerReconciler(Reconciler):
                 text = (root / name / "config").read_text(errors="replace")
             except OSError:
                 continue
-            if marker_name(text) != name and name not in self.wanted:
-                continue  # not ours and not asked for: not our business
+            want = self.wanted.get(name)
+            if marker_name(text) != name and (want is None or want["lxcPath"] != lxc_path):
+                continue  # not ours, and not in the way of one we want: not our business
             state = states.get(name)
             if state is None:  # lxc-ls skips a container whose config does not load
                 state = INVALID
                 self.invalid[name] = _why_invalid(r.stderr, name)
             obs = observed_from_config(name, lxc_path, text, state)
-            want = self.wanted.get(name)
             if want and want["files"] and obs["managed"]:
                 try:
                     rootfs = _rootfs_dir(text, root / name)
@@ -853,8 +853,7 @@ class ContainerReconciler(Reconciler):
             node.run(["lxc-freeze", *base])
 
     def _start(self, node: Node, name: str) -> None:
-        lxc_path = self.specs[name].lxcPath
-        self._ensure_bridge(node, name)
+        lxc_path = self.specs[name].lxcPath  # its bridge was ensured by the caller (create/update)
         logfile = Path(lxc_path) / name / "reconcile-start.log"
         AtomicWriter(node).remove(logfile)
         try:
@@ -938,8 +937,11 @@ class ContainerReconciler(Reconciler):
 
     def watch(self, node: Node) -> Iterator[str]:
         """Yields on every state change of a container in our LXC paths (`lxc-monitor`)."""
+        paths = [p for p in self.lxc_paths(node) if Path(p).is_dir()]
+        if not paths:
+            return  # nothing to watch yet; the agent calls again later
         argv = ["lxc-monitor", "-n", ".*"]
-        for lxc_path in self.lxc_paths(node):
+        for lxc_path in paths:
             argv += ["-P", lxc_path]
         proc = node.runner.stream(argv)
         try:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import select
 import shutil
+import subprocess
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +236,43 @@ def test_a_bridge_deleted_by_hand_is_made_again_and_running_containers_are_put_b
         assert states(lab)["brg1"] == "RUNNING"  # repaired without a restart
     finally:
         destroy(lab, "brg1", bridge="br-brg")
+
+
+def test_watch_yields_when_a_container_changes_state_by_hand(lab):
+    repo = Repo(lab, "watch")
+    repo.write(c=container("watch1"))
+    watcher = None
+    try:
+        assert repo.apply()[0] == 0
+        watcher = lab.popen(NODE, ["python3", "-c", WATCH, str(repo.state)], stdout=subprocess.PIPE, text=True,
+                            cwd=str(Path.cwd()))
+        assert watcher.stdout is not None
+        assert readline(watcher, 30) == "watching"
+        time.sleep(0.5)  # lxc-monitor has connected
+        sh(lab, "lxc-freeze", "-n", "watch1")
+        assert readline(watcher, 30).startswith("container watch1: FREEZING")
+    finally:
+        if watcher is not None:
+            watcher.kill()
+            watcher.wait()
+        destroy(lab, "watch1")
+
+
+def readline(proc: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"nothing from the watcher within {timeout}s"
+    return proc.stdout.readline().strip()
+
+
+WATCH = """\
+import sys
+from pathlib import Path
+from reconcilers.base import Node, Runner
+from reconcilers.container import ContainerReconciler
+print("watching", flush=True)
+for event in ContainerReconciler().watch(Node("lb1", Runner(dry_run=True), Path(sys.argv[1]))):
+    print(event, flush=True)
+"""
 
 
 # --- restarts --------------------------------------------------------------------------------
