@@ -56,9 +56,12 @@ DEFAULT_METRICS_PORT = 9358
 SOURCE_TRIGGERS = {"startup", "commit", "resync", "signal"}
 # A burst of events (an address removed then re-added, many files written) is one run.
 SETTLE_SECONDS = 0.02
-# A watch() that fires on the agent's own changes must not keep it busy: consecutive drift
-# runs that found nothing wait at least this long (doubling) after the previous run.
+# A watch() that keeps firing (on the agent's own changes, or on churn that is not drift)
+# must not keep the agent busy: a drift run that found nothing doubles the time the next
+# drift run waits after the previous one, up to the cap. A drift event after a quiet second
+# runs at once: sporadic real drift is never delayed by earlier, unrelated events.
 QUIET_DRIFT_GAP = (0.1, 10.0)
+QUIET_RESET_SECONDS = 1.0
 # The watchdog is fed while the main loop made progress within this time (one run of
 # many slow commands can legitimately take minutes; a hung one is restarted).
 STALL_SECONDS = 600.0
@@ -274,7 +277,7 @@ class Agent:
                     reasons = {"retry": "backoff expired"}
                 else:
                     continue
-            if set(reasons) == {"drift"} and not self._drift_may_run():
+            if set(reasons) == {"drift"} and not self._drift_may_run(now):
                 continue
             if "resync" in reasons or "startup" in reasons or "signal" in reasons:
                 self.next_resync = now + self.config.resync
@@ -298,13 +301,21 @@ class Agent:
             deadline = min(deadline, time.monotonic() + (retry - time.time()))
         return max(deadline - time.monotonic(), 0.0)
 
-    def _drift_may_run(self) -> bool:
-        """Drift-only triggers respect the quiet gap; True when the run may go ahead now."""
-        wait = self.last_run_end + self.quiet_gap - time.monotonic()
-        if wait > 0:
-            if self.stopping.wait(wait) or self.stop_requested:
-                return False
-        return True
+    def drift_delay(self, now: float) -> float:
+        """How long a drift-only trigger seen at `now` waits before its run."""
+        since = now - self.last_run_end
+        if since > QUIET_RESET_SECONDS:
+            self.quiet_gap = 0.0
+        return max(self.quiet_gap - since, 0.0)
+
+    def _drift_may_run(self, now: float) -> bool:
+        """Wait out the quiet gap (SIGTERM ends the wait); True when the run may go ahead."""
+        wait = self.drift_delay(now)
+        deadline = time.monotonic() + wait
+        while wait > 0 and not self.stop_requested:
+            time.sleep(min(wait, 0.1))  # short sleeps: the SIGTERM flag is seen at once
+            wait = deadline - time.monotonic()
+        return not self.stop_requested
 
     # --- one cycle -----------------------------------------------------------------------
 

@@ -414,9 +414,14 @@ def test_drift_runs_that_find_nothing_space_out(env):
         cycle(agent, "drift")
         gaps.append(agent.quiet_gap)
     assert gaps == [0.1, 0.2, 0.4, 0.8]
+    now = agent.last_run_end
+    assert agent.drift_delay(now + 0.3) == pytest.approx(0.5)  # a chatty watch waits
+    assert agent.drift_delay(now + 1.5) == 0.0 and agent.quiet_gap == 0.0  # after a quiet second: at once
+    for _ in range(3):
+        cycle(agent, "drift")
     (env.store / "backend-app.json").unlink()
     cycle(agent, "drift")
-    assert agent.quiet_gap == 0.0
+    assert agent.quiet_gap == 0.0  # a run that corrected something resets the gap
 
 
 # --- the remote case, durations ------------------------------------------------------------------
