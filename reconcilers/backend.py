@@ -163,13 +163,13 @@ class BackendReconciler(Reconciler):
         if change.desired is None:
             if observed is not None or name in snap.file.of("backend"):
                 haproxy.install(snap, text)
-                haproxy.reload()
+                haproxy.reload_or_restore(snap)
             return
         plan = plan_backend(name, observed, change.desired, self.ignored.get(name, set()), snap.servers.get(name))
         changed = haproxy.install(snap, text)  # first: a file HAProxy refuses stops us before any change
         if plan.reload:
             self._run(haproxy, name, plan.ops)
-            haproxy.reload()
+            haproxy.reload_or_restore(snap)
         elif plan.ops:
             self._run(haproxy, name, plan.ops)
             haproxy.save_server_state()

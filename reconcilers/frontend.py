@@ -52,7 +52,8 @@ class FrontendReconciler(Reconciler):
         observed = snap.frontends().get(change.name)
         if observed == change.desired:  # already done (idempotent)
             return
-        haproxy.reload()
+        new_binds = [b for b in (change.desired or {}).get("bind", []) if b not in (observed or {}).get("bind", [])]
+        haproxy.reload_or_restore(snap, new_binds)
 
     def watch(self, node: Node) -> Iterator[str]:  # type: ignore[override]
         """Yield when the managed file changes (the Backend watch also follows servers)."""

@@ -676,6 +676,10 @@ def _renderable(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class ReloadRefused(ApplyError):
+    """The master tried the new file and went back to the old workers."""
+
+
 def read_config(path: Path = CONFIG) -> str | None:
     try:
         return path.read_text()
@@ -802,12 +806,28 @@ class HAProxy:
             if time.monotonic() > deadline:
                 raise ApplyError("HAProxy's master did not report the reload within 30s")
         if after.failed > 0 or not after.new_workers:
-            raise ApplyError(
+            raise ReloadRefused(
                 "HAProxy refused to load the new configuration and keeps running the previous one "
                 "(`haproxy -c` accepted it, so a listener could not be bound: is the address in use "
                 "or not on this node?)")
         self._wait(lambda: self.worker_pid() in after.new_workers, 10.0,
                    "HAProxy's new worker did not take over the admin socket within 10s")
+
+    def reload_or_restore(self, snap: Snapshot, binds: list[str] = ()) -> None:
+        """Reload; if HAProxy refuses the new file, put the previous one back, so that a
+        restart does not fail on what the running HAProxy never accepted. `binds`: the
+        listeners this change adds, named in the error."""
+        try:
+            self.reload()
+        except ReloadRefused as err:
+            if binds:
+                err = ReloadRefused(str(err).replace("a listener could not be bound",
+                                                     f"a listener could not be bound ({', '.join(binds)})"))
+            if snap.file.text is not None and snap.file.generated:
+                AtomicWriter(self.node).write(self.config, snap.file.text, validate=lambda p: self._check(p, snap.file.text or ""))
+                AtomicWriter(self.node).write(self.written_copy, snap.file.text, mode=0o600)
+                raise ApplyError(f"{err}; the previous {self.config} was put back") from None
+            raise
 
     def worker_pid(self) -> int | None:
         """The PID of the worker answering the admin socket (`show info`)."""

@@ -435,3 +435,17 @@ def test_watch_reports_a_server_disabled_by_hand_and_a_file_edit(lb: LB, lab: La
     finally:
         watcher.terminate()
         watcher.wait(timeout=10)
+
+
+def test_a_reload_haproxy_refuses_keeps_the_old_configuration_running_and_on_disk(lb: LB) -> None:
+    tree = lb.tree(backend("app", APP), frontend("web", 8094, "app"))
+    lb.apply(tree)
+    before = lb.config()
+    # haproxy -c accepts this, but the port is taken (by the test server s1)
+    taken = lb.tree(backend("app", APP), frontend("web", 8094, "app"), frontend("clash", 18001, "app"))
+    result = lb.reconcile("apply", "--repo", str(taken), check_rc=1)
+    assert "HAProxy refused to load the new configuration and keeps running the previous one" in result.stdout
+    assert "was put back" in result.stdout and "(127.0.0.1:18001)" in result.stdout
+    assert lb.config() == before  # a restart would run what runs now
+    assert set(lb.count(8094, 6)) == {"s1", "s2", "s3"}
+    lb.plan(tree, rc=0)
