@@ -26,6 +26,10 @@ apply
     delete: stop, `lxc-destroy`; a node-local bridge this reconciler made goes with the
     last container on it.
 
+watch
+    `lxc-monitor` on our LXC paths: every state change (a container stopped or frozen by
+    hand) makes the agent plan again. Hand edits of a config are found by the next plan.
+
 Ownership: our config block starts with `# reconcile-managed: Container/NAME`. A container
 whose config lacks that line for its own name (made by hand, or copied) is never
 reconfigured, started, stopped or destroyed: the plan and apply report a conflict. To adopt
@@ -766,6 +770,9 @@ class ContainerReconciler(Reconciler):
             self._write_config(node, name, render_settings(name, want, self.layout))
         self._write_files(node, name)
         self._set_state(node, name, now, want["state"])
+        old_bridge = (have.get("network") or {}).get("bridge")
+        if old_bridge and not any(w["network"]["bridge"] == old_bridge for w in self.wanted.values()):
+            self._drop_bridge(node, old_bridge)  # moved off a bridge we made: it goes when empty
         if deferred:
             raise Deferred(deferred)
 

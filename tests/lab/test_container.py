@@ -222,7 +222,7 @@ def test_create_start_freeze_thaw_stop_and_hand_made_drift_is_corrected(lab):
         destroy(lab, "life1", bridge="br-life")
 
 
-def test_a_bridge_deleted_by_hand_is_made_again_and_running_containers_are_put_back_on_it(lab):
+def test_a_bridge_deleted_by_hand_is_made_again_and_dropped_when_no_container_needs_it(lab):
     repo = Repo(lab, "bridge")
     repo.write(c=container("brg1", "198.51.100.50/28", "br-brg"))
     try:
@@ -234,6 +234,12 @@ def test_a_bridge_deleted_by_hand_is_made_again_and_running_containers_are_put_b
         assert ["network.bridgeAddress", None, "198.51.100.49/28"] in _fields(objects["brg1"])
         assert http_get(lab, "198.51.100.50") == (200, "brg1")
         assert states(lab)["brg1"] == "RUNNING"  # repaired without a restart
+
+        repo.write(c=container("brg1"))  # off the bridge: restarted, and our empty bridge goes
+        rc, objects = repo.apply()
+        assert rc == 0 and ["network.type", "bridge", "none"] in _fields(objects["brg1"])
+        assert states(lab)["brg1"] == "RUNNING"
+        assert "br-brg" not in sh(lab, "ip", "-o", "link", "show")
     finally:
         destroy(lab, "brg1", bridge="br-brg")
 
