@@ -138,9 +138,9 @@ class BackendReconciler(Reconciler):
 
     def explain(self, change: Change, node: Node) -> list[str]:
         if change.action == "delete":
-            return ["reload HAProxy (hitless): the backend is removed"]
-        if change.action == "create" and not change.observed:
-            return ["reload HAProxy (hitless), or start it if it is not running"]
+            return ["reload HAProxy (hitless) to remove the backend"]
+        if change.action == "create":
+            return HAProxy(node).preview("to load the backend")
         plan = plan_backend(change.name, change.observed, change.desired or {}, self.ignored.get(change.name, set()))
         notes = [f"reload HAProxy (hitless): {', '.join(plan.reload)}"] if plan.reload else []
         notes += [f"runtime API, no reload: {op.server}: {op.describe()}" for op in plan.ops]

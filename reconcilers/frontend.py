@@ -37,8 +37,9 @@ class FrontendReconciler(Reconciler):
     # Frontend always lands with the Backends it names; the tree checks make sure).
 
     def explain(self, change: Change, node: Node) -> list[str]:
-        verb = "remove the frontend" if change.action == "delete" else "load the new frontend"
-        return [f"reload HAProxy (hitless) to {verb}; started if it does not run"]
+        if change.action == "delete":
+            return ["reload HAProxy (hitless) to remove the frontend"]
+        return HAProxy(node).preview("to load the frontend")
 
     def apply(self, change: Change, node: Node) -> None:
         haproxy = HAProxy(node)
