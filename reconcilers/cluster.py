@@ -34,7 +34,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import (
@@ -56,6 +56,7 @@ CIB_DIR = Path("/var/lib/pacemaker/cib")
 
 CRYPTO = "aes256/sha256"
 START_WAIT_SECONDS = 20.0
+WATCH_SECONDS = 2.0
 # Changing these in corosync.conf needs Corosync restarted on every node; a reload does
 # not apply them (corosync.conf(5)). We never restart it ourselves: that moves resources.
 RESTART_FIELDS = ("clusterName", "transport", "crypto")
@@ -337,6 +338,8 @@ class ClusterReconciler(Reconciler):
             me = next((n for n in self._settings[name]["nodes"] if n["name"] == node.name), None)
             if me is not None and not _address_is_local(me["address"]):
                 text = text.replace(f"ring0_addr: {me['address']}\n", "ring0_addr: 127.0.0.1\n")
+            # corosync -t logs to the logfile the config names: the real one stays untouched
+            text = text.replace(f"logfile: {COROSYNC_LOG}\n", f"logfile: {tmpdir}/corosync.log\n")
             conf = os.path.join(tmpdir, "corosync.conf")
             with open(conf, "w") as f:
                 f.write(text)
@@ -420,6 +423,20 @@ class ClusterReconciler(Reconciler):
         except pacemaker.CibUnavailable:
             return None
         return pacemaker.observed_properties(crm_config, list(desired))
+
+    # --- watch ---------------------------------------------------------------------------
+
+    def watch(self, node: Node) -> Iterator[str]:
+        """Yield when corosync.conf or the authkey change, or Corosync or Pacemaker stop or
+        start (checked every few seconds: a stat and a look at the pid files). Cluster
+        properties live in the CIB, whose changes the ClusterResource watch reports."""
+        last = _fingerprint(node)
+        while True:
+            time.sleep(WATCH_SECONDS)
+            current = _fingerprint(node)
+            if current != last:
+                yield "corosync.conf, the authkey or the Corosync/Pacemaker daemons changed"
+            last = current
 
     def _refuse_foreign(self, name: str, corosync_running: bool) -> None:
         """Never take over a running cluster that reconcile did not set up."""
@@ -513,6 +530,18 @@ class ClusterReconciler(Reconciler):
             else:
                 node.run(["corosync-cfgtool", "-H", "--force"], timeout=120)
         AtomicWriter(node).remove(COROSYNC_CONF)
+
+
+def _fingerprint(node: Node) -> tuple:
+    """What the Cluster watch compares: our files' stat and whether the daemons run."""
+    stats = []
+    for path in (COROSYNC_CONF, AUTHKEY):
+        try:
+            st = path.stat()
+            stats.append((st.st_mtime_ns, st.st_size, st.st_mode, st.st_ino))
+        except FileNotFoundError:
+            stats.append(None)
+    return tuple(stats), tuple(sorted(daemons_running(node).items()))
 
 
 def corosync_check(node: Node, conf: Path) -> None:

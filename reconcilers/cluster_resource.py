@@ -23,8 +23,9 @@ one CIB update, verified as a whole); a delete removes its one object.
 """
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import ApplyError, Change, Deferred, Desired, Node, Reconciler
@@ -35,6 +36,7 @@ OPERATOR_META = ("target-role", "is-managed")
 """Meta attributes an operator sets to stop or unmanage a resource by hand (pcs resource
 disable / unmanage): left alone unless the manifest sets them."""
 CLONE_SUFFIX = "-clone"
+WATCH_SECONDS = 2.0
 
 
 # --- desired state -----------------------------------------------------------------------
@@ -562,6 +564,34 @@ class ClusterResourceReconciler(Reconciler):
     def apply(self, change: Change, node: Node) -> None:
         dc = pacemaker.wait_for_dc(node)
         if dc != node.name:
+            if self._now_in_sync(change, node):  # this node's Pacemaker had just started
+                raise Deferred(f"nothing to write: the CIB already has it (the DC {dc} writes the CIB)")
             raise Deferred(f"applied by the DC {dc}")
         deletes = [change.name] if change.action == "delete" else []
         pacemaker.update_cib(node, lambda cib: build_candidate(cib, self._states, deletes))
+
+    def _now_in_sync(self, change: Change, node: Node) -> bool:
+        try:
+            self.observe(node)
+        except Exception:  # only a nicer message is at stake
+            return False
+        if change.action == "delete":
+            return change.name not in self._observed
+        return self._in_sync(change.name)
+
+    # --- watch ---------------------------------------------------------------------------
+
+    def watch(self, node: Node) -> Iterator[str]:
+        """Yield when the CIB's configuration changes (one `cibadmin --query` every few
+        seconds: Pacemaker offers no change feed to a command-line client). Where a
+        resource runs is in the status section, so failovers do not wake the agent."""
+        last: bytes | None = None
+        while True:
+            try:
+                current = ET.tostring(pacemaker.query_cib(node, scope="configuration", local=True))
+            except pacemaker.CibUnavailable:
+                current = b""
+            if last is not None and current != last:
+                yield "the CIB configuration changed"
+            last = current
+            time.sleep(WATCH_SECONDS)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -326,9 +327,15 @@ def simulate(node: Node, cib: ET.Element, nodes_up: Sequence[str] = ()) -> list[
     argv_tail: list[str] = []
     for n in nodes_up:
         argv_tail += ["--node-up", n]
-    with temp_xml(cib) as (path,):
-        result = node.run(["crm_simulate", "--xml-file", str(path), "--simulate", *argv_tail, "--output-as=xml"],
-                          read_only=True, check=False, timeout=60)
+    shadow_dir = tempfile.mkdtemp(prefix="reconcile-shadow-")
+    try:
+        with temp_xml(cib) as (path,):
+            # crm_simulate keeps a scratch copy in the shadow folder, by default Pacemaker's
+            # own /var/lib/pacemaker/cib: a preview must not write there.
+            result = node.run(["crm_simulate", "--xml-file", str(path), "--simulate", *argv_tail, "--output-as=xml"],
+                              read_only=True, check=False, timeout=60, env={"CIB_shadow_dir": shadow_dir})
+    finally:
+        shutil.rmtree(shadow_dir, ignore_errors=True)
     if result.rc != 0 or "<pacemaker-result" not in result.stdout:
         raise ApplyError(f"crm_simulate failed: {(result.stderr or result.stdout).strip()[-300:]}")
     return parse_transition(result.stdout)

@@ -171,6 +171,26 @@ def settled(lab: Lab, timeout: float = 60) -> None:
 # --- the life of one cluster -------------------------------------------------------------
 
 
+def test_a_dry_run_on_an_empty_node_previews_the_new_cluster_and_changes_nothing(lab, repo):
+    lab.exec("lb1", ["touch", "/tmp/.before-dry-run"])
+    record_file = lab.shared / "record-empty.json"
+    rc, record = reconcile(lab, "lb1", repo, "--dry-run", env={"RECONCILE_RECORD": str(record_file)})
+    assert rc == 2
+    assert statuses(record) == {"Cluster/web": "pending", "ClusterResource/db": "pending",
+                                "ClusterResource/db-vip": "pending"}
+    lines = notes(record, "ClusterResource", "db")
+    assert "crm_simulate: db: start on lb1" in lines
+    assert "crm_simulate: (simulated for the new cluster of lb1, lb2 once it has formed)" in lines
+    assert notes(record, "ClusterResource", "db-vip") == ["crm_simulate: db-vip: start on lb1"]
+    changed = lab.exec("lb1", ["find", "/etc", "/var", "/run", "/root", "-xdev", "-newer", "/tmp/.before-dry-run"]).stdout
+    assert changed.split() == [], f"the dry-run changed files: {changed}"
+    commands = json.loads(record_file.read_text())
+    refused = [" ".join(c["argv"]) for c in commands if not allowed(c["what"], c["argv"])]
+    assert not refused, f"dry-run ran commands outside the allow-list: {refused}"
+    ran = {c["argv"][0] for c in commands}
+    assert {"corosync", "crm_verify", "crm_simulate", "crm_resource"} <= ran  # the native checks did run
+
+
 def test_a_cluster_forms_from_manifests_alone_on_empty_nodes(lab, repo):
     assert not lab.exec("lb1", ["pgrep", "-x", "corosync"], check=False).stdout
     started = time.monotonic()
@@ -275,6 +295,51 @@ def test_changes_apply_on_the_dc_in_one_cib_update(lab, repo):
     assert {nv.get("name"): nv.get("value") for nv in db.iter("nvpair")}["fake"] == "42"
     rc, record = reconcile(lab, other(writer), repo, "apply")
     assert rc == 0 and set(statuses(record).values()) == {"in-sync"}
+
+
+WATCH = """\
+import sys
+from reconcilers.base import Node, Runner
+from reconcilers.{module} import {cls}
+for reason in {cls}().watch(Node(sys.argv[1], Runner(dry_run=True))):
+    print(reason, flush=True)
+    break
+"""
+
+
+def first_event(lab: Lab, node: str, module: str, cls: str, change) -> str:
+    watcher = lab.popen(node, ["python3", "-c", WATCH.format(module=module, cls=cls), node],
+                        stdout=-1, stderr=-1, text=True)
+    try:
+        time.sleep(3)  # the watch has taken its first look
+        assert watcher.poll() is None, watcher.communicate()
+        change()
+        out, err = watcher.communicate(timeout=30)
+        return out.strip()
+    finally:
+        watcher.kill()
+
+
+def test_changes_by_hand_wake_the_watch_and_are_reverted(lab, repo):
+    writer = dc(lab)
+    event = first_event(lab, writer, "cluster_resource", "ClusterResourceReconciler",
+                        lambda: lab.exec(writer, ["crm_resource", "--resource", "db", "--set-parameter", "fake",
+                                                  "--parameter-value", "by-hand"]))
+    assert event == "the CIB configuration changed"
+    event = first_event(lab, "lb1", "cluster", "ClusterReconciler",
+                        lambda: lab.exec("lb1", ["sed", "-i", "s/token: 1000/token: 5000/",
+                                                 "/etc/corosync/corosync.conf"]))
+    assert event.startswith("corosync.conf")
+    rc, record = reconcile(lab, "lb1", repo, "--dry-run")
+    changes = {(f["field"], f["observed"], f["desired"]) for o in record["objects"] for f in o["fields"]}
+    assert ("corosync.token", 5000, 1000) in changes and ("file", "edited", "generated") in changes
+    assert ("params.fake", "by-hand", "42") in changes
+    for node in (writer, "lb1"):
+        reconcile(lab, node, repo, "apply")
+    for node in NODES:
+        rc, record = reconcile(lab, node, repo, "apply")
+        assert rc == 0 and set(statuses(record).values()) == {"in-sync"}, record
+    assert "token: 1000\n" in lab.read_file("lb1", "/etc/corosync/corosync.conf")
 
 
 def test_a_removed_manifest_removes_only_its_marked_resource(lab, repo):
