@@ -41,12 +41,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from controller import status as agent_status
-from controller.engine import Engine, RunRecord, kind_order
+from controller.engine import Engine, RunRecord
 from controller.loader import Tree, TreeError, load_tree
 from controller.metrics import AgentMetrics
 from controller.source import GitSource, Revision, SourceError, safe_url
 from controller.state import DEFAULT_STATE_DIR, LockHeld, NodeLock, append_history, save_run
-from reconcilers import NotInstalled, reconciler_class
 from reconcilers.base import Node, Runner
 
 log = logging.getLogger("reconcile.agent")
@@ -246,7 +245,7 @@ class Agent:
         self.next_resync = time.monotonic() + config.resync
         self.quiet_gap = 0.0
         self.last_run_end = 0.0
-        self.watchers: dict[str, threading.Thread] = {}
+        self.watchers: dict[str, threading.Thread | None] = {}
         self.status = agent_status.StatusWriter(config.state_dir)
         self._persisted = self.status.read_agent()
 
@@ -258,8 +257,10 @@ class Agent:
             self.source.open()
         except SourceError as err:
             self._source_failed(err)
-            if self.config.once:
-                self._write_status()
+            self._write_status()
+            # A local path that is not a repository is a mistake to fix, not to wait out; an
+            # unreachable remote may come back (and a mirror from an earlier run is enough).
+            if self.config.once or not self.source.remote:
                 return 1
         self._start_source_watch()
         self.triggers.put("startup")
@@ -470,15 +471,12 @@ class Agent:
     def _ensure_watchers(self, engine: Engine) -> None:
         if self.config.once:
             return
-        for kind in kind_order(set(engine.reconcilers), {k: type(r) for k, r in engine.reconcilers.items()}):
+        for kind, reconciler in engine.reconcilers.items():
             if kind in self.watchers:
                 continue
-            try:
-                cls = reconciler_class(kind)
-            except NotInstalled:
-                continue
+            cls = type(reconciler)
             if getattr(cls, "watch", None) is None:
-                self.watchers[kind] = threading.current_thread()  # nothing to watch: remember that
+                self.watchers[kind] = None  # this kind has nothing to watch: resyncs only
                 continue
             node = Node(self.config.node, Runner(dry_run=True), self.config.state_dir)  # watching only reads
             self._thread(f"watch-{kind}", lambda cls=cls, node=node: cls().watch(node), "drift", kind)

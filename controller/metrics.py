@@ -12,9 +12,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client import start_http_server
 
-RESULTS = ("in-sync", "changed", "drift-corrected", "failed", "skipped", "pending", "not-converging",
-           "not-installed", "deferred")
-
 
 class AgentMetrics:
     """Counters and gauges the agent updates after each run and on each event."""

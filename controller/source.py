@@ -102,10 +102,16 @@ class GitSource:
         """Clone the mirror if needed and prepare the keyring. Raises SourceError."""
         if not self.remote:
             try:
-                self._local = git.Repo(self.url)
+                self._local = git.Repo(self.url, search_parent_directories=True)
             except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-                raise SourceError("GitOperationFailed", f"{self.url} is not a git repository (the agent "
+                raise SourceError("GitOperationFailed", f"{self.url} is not in a git repository (the agent "
                                   "follows commits; for a plain folder use `reconcile apply`)") from None
+            top = self._local.working_tree_dir if not self._local.bare else self._local.git_dir
+            if top is not None and Path(top).resolve() != Path(self.url):
+                # --repo names a folder inside a work tree: follow the repository, read that folder
+                inside = str(Path(self.url).relative_to(Path(top).resolve()))
+                self.path = inside if self.path == "." else f"{inside}/{self.path}"
+                self.url = str(Path(top).resolve())
         # Exports are keyed by commit only: an agent restarted with another --path must not
         # reuse them, and they are cheap to make again.
         shutil.rmtree(self.exports, ignore_errors=True)

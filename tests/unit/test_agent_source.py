@@ -165,3 +165,11 @@ def test_a_gnupg_home_folder_is_a_keyring_too(repo, tmp_path, keys):
     sha = signed_commit(repo, home, fpr, "a: home\n")
     s = source(tmp_path, str(repo.path), keyring=home)
     assert s.verify(sha).startswith("operator")
+
+
+def test_a_folder_inside_a_work_tree_means_that_folder_of_its_repository(repo, tmp_path):
+    s = source(tmp_path, str(repo.path / "desired-state"))
+    assert (s.url, s.path) == (str(repo.path.resolve()), "desired-state")
+    assert (s.export(s.sync()).root / "a.yaml").read_text() == "a: 1\n"
+    with pytest.raises(SourceError, match="is not in a git repository"):
+        source(tmp_path / "x", str(tmp_path))
