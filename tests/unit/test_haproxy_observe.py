@@ -8,7 +8,7 @@ import pytest
 
 from controller.loader import load_tree
 from reconcilers.haproxy import (
-    EDITED, IN_SYNC, NOT_IN_FILE, Snapshot, _used_connections, admin_state, desired_sections, haproxy_errors,
+    EDITED, IN_SYNC, NOT_IN_FILE, Snapshot, used_connections, admin_state, desired_sections, haproxy_errors,
     line_changes, parse_config, parse_servers_state, parse_show_proc, parse_stat, render_desired,
 )
 from reconcilers.base import ApplyError
@@ -74,9 +74,9 @@ def test_show_proc_after_a_good_and_a_failed_reload() -> None:
 
 def test_show_servers_conn_counts_connections_in_use() -> None:
     text = fixture("show-servers-conn.txt")
-    assert _used_connections(text, "s1") == 0
-    assert _used_connections(text.replace("app/s1 4/1 127.0.0.1 18001 - 5000 0", "app/s1 4/1 127.0.0.1 18001 - 5000 3"),
-                             "s1") == 3
+    assert used_connections(text) == {"s1": 0, "s2": 0, "s3": 0, "s4": 0}
+    busy = text.replace("app/s1 4/1 127.0.0.1 18001 - 5000 0", "app/s1 4/1 127.0.0.1 18001 - 5000 3")
+    assert used_connections(busy)["s1"] == 3
 
 
 def test_haproxy_c_errors_name_the_section_and_line() -> None:
