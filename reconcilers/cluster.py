@@ -56,6 +56,7 @@ CIB_DIR = Path("/var/lib/pacemaker/cib")
 
 CRYPTO = "aes256/sha256"
 START_WAIT_SECONDS = 20.0
+STOP_WAIT_SECONDS = 600.0  # Pacemaker moves every resource away before it ends
 WATCH_SECONDS = 2.0
 # Changing these in corosync.conf needs Corosync restarted on every node; a reload does
 # not apply them (corosync.conf(5)). We never restart it ourselves: that moves resources.
@@ -521,15 +522,25 @@ class ClusterReconciler(Reconciler):
         running = daemons_running(node)
         if running["pacemaker"]:
             if systemd_running():
-                node.run(["systemctl", "stop", "pacemaker"], timeout=600)
-            else:
-                node.run(["pacemakerd", "--shutdown"], timeout=600)
+                node.run(["systemctl", "stop", "pacemaker"], timeout=STOP_WAIT_SECONDS)
+            else:  # a request: resources move away first, then the daemons end
+                node.run(["pacemakerd", "--shutdown"], timeout=60)
+                _wait_stopped(node, "pacemaker")
         if running["corosync"]:
             if systemd_running():
                 node.run(["systemctl", "stop", "corosync"], timeout=120)
             else:
-                node.run(["corosync-cfgtool", "-H", "--force"], timeout=120)
+                node.run(["corosync-cfgtool", "-H"], timeout=60)
+                _wait_stopped(node, "corosync")
         AtomicWriter(node).remove(COROSYNC_CONF)
+
+
+def _wait_stopped(node: Node, daemon: str) -> None:
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    while daemons_running(node)[daemon]:
+        if time.monotonic() > deadline:
+            raise ApplyError(f"{daemon} did not stop within {STOP_WAIT_SECONDS:.0f}s on {node.name}")
+        time.sleep(0.3)
 
 
 def _fingerprint(node: Node) -> tuple:

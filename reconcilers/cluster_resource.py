@@ -497,10 +497,13 @@ class ClusterResourceReconciler(Reconciler):
         except pacemaker.CibUnavailable:
             cib = pacemaker.empty_cib(node, self._nodes)
             nodes_up = [n for _, n in sorted(self._nodes.items())]
-        pacemaker.set_properties(cib, ClusterReconciler._properties(self._cluster.spec))
+        if self._cluster is not None:
+            pacemaker.set_properties(cib, ClusterReconciler._properties(self._cluster.spec))
         return build_candidate(cib, self._states, deletes), nodes_up
 
     def validate(self, node: Node) -> list[str]:
+        if not self._states:
+            return []  # only deletes: they remove our objects, Pacemaker checks the rest
         problems = []
         for agent in sorted({s["agent"] for s in self._states.values() if "agent" in s}):
             why = pacemaker.agent_missing(node, agent)

@@ -378,3 +378,22 @@ def test_when_the_vip_node_dies_pacemaker_moves_it_and_the_agents_do_not_fight(l
         lab.exec(holder, ["ip", "link", "set", "eth0", "up"])
     wait_for(lambda: sorted(status(lab, survivor).online) == ["lb1", "lb2"], timeout=60,
              message="the cluster did not rejoin")
+
+
+def test_a_cluster_removed_from_git_is_left_cleanly(lab, repo):
+    settle_deadline = time.monotonic() + 60
+    while time.monotonic() < settle_deadline and not status(lab, "lb1").dc:
+        time.sleep(0.5)
+    empty = lab.shared / "empty"
+    empty.mkdir()
+    writer = dc(lab)
+    rc, record = reconcile(lab, writer, empty, "apply")
+    assert rc == 1 and "refusing to prune" in record["errors"][0]  # a broken checkout must not wipe a node
+    for node in (writer, other(writer)):
+        rc, record = reconcile(lab, node, empty, "apply", "--allow-mass-prune")
+        assert rc == 0, record
+        assert statuses(record)["Cluster/web"] == "changed"
+    for node in NODES:
+        procs = lab.exec(node, ["ps", "-eo", "comm="]).stdout.split()
+        assert "corosync" not in procs and "pacemakerd" not in procs
+        assert lab.exec(node, ["test", "-e", "/etc/corosync/corosync.conf"], check=False).returncode == 1
