@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +36,28 @@ spec:
 KA_CONF = "/etc/keepalived/keepalived.conf"
 GIT_ENV = {"GIT_AUTHOR_NAME": "Operator", "GIT_AUTHOR_EMAIL": "ops@example.test", "GIT_COMMITTER_NAME": "Operator",
            "GIT_COMMITTER_EMAIL": "ops@example.test", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+# Runs in the node: freeze the agent (SIGSTOP, PID in argv) as soon as a temp file of
+# keepalived.conf is created in /etc/keepalived (raw inotify: no delay); print its name.
+FREEZE_ON_TEMP_FILE = r"""
+import ctypes, os, signal, struct, sys
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+fd = libc.inotify_init()
+if fd < 0 or libc.inotify_add_watch(fd, b"/etc/keepalived", 0x100) < 0:  # IN_CREATE
+    sys.exit("inotify failed")
+print("watching", flush=True)
+while True:
+    data, off = os.read(fd, 65536), 0
+    while off < len(data):
+        _wd, _mask, _cookie, size = struct.unpack_from("iIII", data, off)
+        name = data[off + 16: off + 16 + size].rstrip(b"\0").decode()
+        off += 16 + size
+        if name.startswith(".keepalived.conf."):
+            os.kill(int(sys.argv[1]), signal.SIGSTOP)
+            print(name, flush=True)
+            sys.exit(0)
+"""
 
 
 def vip(name: str, address: str, router_id: int, priority: int = 150, extra: str = "") -> str:
@@ -289,6 +310,14 @@ def test_drift_is_corrected_by_the_agent_at_once(ops):
     assert ops.stop() == 0
 
 
+def resume(ops: Operator, agent: int, sig: int) -> None:
+    """Send `sig` to the stopped agent, then continue nsenter: it stops itself when its
+    child stops (as a shell would), and must run again to reap the agent."""
+    os.kill(agent, sig)
+    assert ops.agent is not None
+    os.kill(ops.agent.pid, signal.SIGCONT)
+
+
 def test_kill_9_in_the_middle_of_an_apply_then_restart_converges_and_a_second_agent_refuses(ops):
     ops.start()
     first = ops.push({"vip.yaml": vip("web-vip", "192.0.2.100/24", 51)})
@@ -300,33 +329,28 @@ def test_kill_9_in_the_middle_of_an_apply_then_restart_converges_and_a_second_ag
     assert second.returncode == 1
     assert f"another reconcile (pid {holder}) holds /var/lib/reconcile/lock" in second.stderr
 
-    # kill -9 while the new keepalived.conf is being validated: after its temp file was
-    # written and before the rename that installs it
+    # kill -9 in the middle of the apply that installs a new keepalived.conf: a watcher in
+    # the node freezes the agent (SIGSTOP) the moment the temp file appears, that is after
+    # the temp file was created and before the rename that would install it; then kill -9
     agent = ops.agent_pid()
-    children = Path(f"/proc/{agent}/task/{agent}/children")
-    caught: list[str] = []
-
-    def kill_during_validation() -> None:
-        deadline = time.monotonic() + 30
-        while not caught and time.monotonic() < deadline:
-            for child in children.read_text().split():
-                try:
-                    argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if argv[:2] == [b"keepalived", b"-t"] and b"/etc/keepalived/.keepalived.conf." in b" ".join(argv):
-                    os.kill(agent, signal.SIGKILL)
-                    caught.append(b" ".join(argv).decode())
-                    return
-
-    killer = threading.Thread(target=kill_during_validation)
-    killer.start()
-    sha = ops.push({"vip.yaml": vip("web-vip", "192.0.2.100/24", 51, priority=190)})
-    killer.join(40)
-    assert caught, "never saw the apply validate the new file"
+    frozen = ""
+    for attempt in range(5):
+        watcher = ops.lab.popen("lb1", ["/usr/bin/python3", "-c", FREEZE_ON_TEMP_FILE, holder],
+                                stdout=subprocess.PIPE, text=True)
+        assert watcher.stdout is not None and watcher.stdout.readline().strip() == "watching"
+        sha = ops.push({"vip.yaml": vip("web-vip", "192.0.2.100/24", 51, priority=190 - attempt)})
+        temp = watcher.stdout.readline().strip()
+        watcher.wait(30)
+        if temp and ops.lab.exec("lb1", ["test", "-e", f"/etc/keepalived/{temp}"], check=False).returncode == 0:
+            frozen = temp  # stopped before the rename: the apply is half done
+            break
+        resume(ops, agent, signal.SIGCONT)  # too late (already renamed): let it finish, try again
+        ops.converged_at(sha)
+    assert frozen, "could not stop the agent between writing the temp file and installing it"
+    resume(ops, agent, signal.SIGKILL)
     ops.agent.wait(10)
     conf = ops.keepalived_conf()
-    assert "priority 150" in conf and "priority 190" not in conf  # the old file, whole
+    assert "priority 150" in conf and f"priority {190 - attempt}" not in conf  # the old file, whole
     assert ops.lab.exec("lb1", ["keepalived", "-t", "-f", KA_CONF], check=False).returncode == 0
 
     # the lock of the dead agent is free; the new agent converges
@@ -334,6 +358,6 @@ def test_kill_9_in_the_middle_of_an_apply_then_restart_converges_and_a_second_ag
     agent_status = ops.converged_at(sha)
     assert agent_status["pid"] != int(holder)
     conf = ops.keepalived_conf()
-    assert "priority 190" in conf and conf.count("vrrp_instance") == 1
+    assert f"priority {190 - attempt}" in conf and conf.count("vrrp_instance") == 1
     assert ops.lab.exec("lb1", ["keepalived", "-t", "-f", KA_CONF], check=False).returncode == 0
     assert ops.stop() == 0
