@@ -61,8 +61,9 @@ SETTLE_SECONDS = 0.02
 # runs at once: sporadic real drift is never delayed by earlier, unrelated events.
 QUIET_DRIFT_GAP = (0.1, 10.0)
 QUIET_RESET_SECONDS = 1.0
-# The watchdog is fed while the main loop made progress within this time (one run of
-# many slow commands can legitimately take minutes; a hung one is restarted).
+# The watchdog is fed while the main loop waits for triggers or is in a cycle that began
+# less than this long ago (one run of many slow commands can legitimately take minutes; a
+# hung one is restarted).
 STALL_SECONDS = 600.0
 
 
@@ -241,7 +242,7 @@ class Agent:
         self.runs = 0
         self.drift_events = 0
         self.started = time.time()
-        self.heartbeat = time.monotonic()
+        self.busy_since: float | None = None  # when the cycle in progress began
         self.next_resync = time.monotonic() + config.resync
         self.quiet_gap = 0.0
         self.last_run_end = 0.0
@@ -266,7 +267,6 @@ class Agent:
         self.triggers.put("startup")
         ready_sent = False
         while not self.stop_requested:
-            self.heartbeat = time.monotonic()
             reasons = self.triggers.wait(self._timeout())
             if self.stop_requested or "stop" in reasons:
                 break
@@ -282,7 +282,11 @@ class Agent:
                 continue
             if "resync" in reasons or "startup" in reasons or "signal" in reasons:
                 self.next_resync = now + self.config.resync
-            self.cycle(reasons)
+            self.busy_since = time.monotonic()
+            try:
+                self.cycle(reasons)
+            finally:
+                self.busy_since = None
             if not ready_sent:
                 self.notifier.send("READY=1", f"STATUS={self._summary()}")
                 ready_sent = True
@@ -544,7 +548,8 @@ class Agent:
 
         def feed() -> None:
             while not self.stopping.wait(period / 2):
-                if time.monotonic() - self.heartbeat < max(STALL_SECONDS, 3 * period) or self.stop_requested:
+                busy = self.busy_since
+                if busy is None or time.monotonic() - busy < max(STALL_SECONDS, 3 * period) or self.stop_requested:
                     self.notifier.send("WATCHDOG=1")
 
         threading.Thread(target=feed, name="watchdog", daemon=True).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -120,3 +121,31 @@ def test_the_agent_is_ready_after_its_first_cycle_and_feeds_the_watchdog(env, no
     assert "STATUS=revision " in ready and ": converged" in ready
     assert "WATCHDOG=1" in got
     assert (env.store / "backend-app.json").exists()
+
+
+def test_the_watchdog_starves_only_when_a_cycle_hangs(env, notify_socket, monkeypatch):  # noqa: F811
+    sock, path = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "50000")
+    monkeypatch.setattr("controller.agent.STALL_SECONDS", 0.2)
+    agent = Agent(env.config())
+    agent.watchdog()
+    try:
+        sock.settimeout(1)
+        assert sock.recv(100) == b"WATCHDOG=1"  # idle, waiting for triggers: fed
+        agent.busy_since = time.monotonic() - 1.0  # a cycle stuck for a second
+        time.sleep(0.1)
+        sock.setblocking(False)
+        while True:  # drop what was sent before
+            try:
+                sock.recv(100)
+            except BlockingIOError:
+                break
+        sock.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            sock.recv(100)
+        agent.busy_since = None  # the cycle ended: fed again
+        sock.settimeout(1)
+        assert sock.recv(100) == b"WATCHDOG=1"
+    finally:
+        agent.stopping.set()
