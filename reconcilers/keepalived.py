@@ -27,6 +27,8 @@ Facts this module relies on (keepalived 2.2.7, Debian 12; see /work/shared/notes
 from __future__ import annotations
 
 import json
+import select
+import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -461,6 +463,51 @@ class Keepalived:
         except CommandError as err:
             if "Cannot assign requested address" not in err.stderr:  # already gone: fine
                 raise
+
+    def wait_for_peer_masters(self, instances: list[VrrpInstance], timeout: float) -> set[str]:
+        """Listen (passively) for VRRP adverts from the peers of `instances` and return the
+        names of the instances a peer has taken over, as soon as all have been, or when
+        `timeout` ran out. A master sends its adverts to every unicast peer, this node
+        included, whether or not this node's keepalived runs."""
+        self.node.runner.guard("vrrp-listen", [i.name for i in instances], read_only=True)
+        wanted = {(peer, i.router_id): i.name for i in instances for peer in i.unicast_peers}
+        taken: set[str] = set()
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, VRRP_PROTOCOL)
+        except OSError:  # no CAP_NET_RAW: no way to know, fall back on the timeout
+            time.sleep(timeout)
+            return taken
+        with sock:
+            deadline = time.monotonic() + timeout
+            while taken != set(wanted.values()) and (left := deadline - time.monotonic()) > 0:
+                if not select.select([sock], [], [], left)[0]:
+                    break
+                advert = parse_vrrp_packet(sock.recv(2048))
+                if advert is not None and advert[2] > 0 and (advert[0], advert[1]) in wanted:
+                    taken.add(wanted[(advert[0], advert[1])])
+        return taken
+
+
+VRRP_PROTOCOL = 112
+
+
+def parse_vrrp_packet(packet: bytes) -> tuple[str, int, int] | None:
+    """(source address, router id, priority) of a VRRP advertisement as a raw IPv4 socket
+    receives it (IP header included), or None for anything else."""
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        return None
+    header = (packet[0] & 0x0F) * 4
+    if packet[9] != VRRP_PROTOCOL or len(packet) < header + 8:
+        return None
+    vrrp = packet[header:]
+    if vrrp[0] & 0x0F != 1:  # type 1: advertisement
+        return None
+    return socket.inet_ntoa(packet[12:16]), vrrp[1], vrrp[2]
+
+
+def master_down_seconds(inst: VrrpInstance, peer_priority: int = 1) -> float:
+    """RFC 5798 Master_Down_Interval of a backup at `peer_priority`: 3 adverts + skew."""
+    return 3 * inst.advert_interval + (256 - peer_priority) / 256 * inst.advert_interval
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

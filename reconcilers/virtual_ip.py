@@ -11,8 +11,10 @@ keepalived's business and never drift; what is drift:
 - keepalived is not running (`keepalived: stopped`);
 - the split-brain guard, `staleAddress`: an address of this file is on the node while
   keepalived is not running (it was killed and left it behind), so two nodes may answer
-  for it. Apply removes it before anything else, and `watch` notices keepalived's death
-  within 200 ms so that an agent does this at once;
+  for it. Apply removes it as soon as a peer's VRRP advert shows that the peer took it
+  over (not earlier: until then this node is the only one answering for it), then starts
+  keepalived; `watch` notices keepalived's death within 200 ms so that an agent does this
+  at once;
 - `vipPresentOnMaster: false`: keepalived says MASTER but the address is missing (removed
   by hand). keepalived 2.2 restores it by itself within a few hundred milliseconds; if it
   did not, apply reloads it and checks that the address came back.
@@ -34,10 +36,12 @@ import reconcilers
 from reconcilers.base import ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler, validated_temp
 from reconcilers.keepalived import (
     CONFIG, MASTER, Keepalived, ParsedConfig, RunningInstance, VrrpInstance, config_signature, holders,
-    parse_config, parse_ip_addr, read_config, render_config, without_addresses,
+    master_down_seconds, parse_config, parse_ip_addr, read_config, render_config, without_addresses,
 )
 
 RUNNING, STOPPED, RELOAD_NEEDED, NOT_RESPONDING = "running", "stopped", "reload-needed", "not-responding"
+# The longest the guard waits for a peer to take a stale address over (long advert intervals).
+STALE_WAIT_LIMIT = 10.0
 PACEMAKER_NOTE = ("manager: pacemaker: this address becomes an IPaddr2 primitive of the ClusterResource "
                   "reconciler, which is not installed yet; nothing is done for it here")
 
@@ -184,7 +188,7 @@ class VirtualIPReconciler(Reconciler):
         have = change.observed or {}
         if have.get("staleAddress"):
             notes.append(f"split-brain guard: keepalived is not running but {have['address']} is still on this "
-                         "node; apply removes it before starting keepalived")
+                         "node; apply removes it as soon as a peer has taken it over, then starts keepalived")
         if have.get("vipPresentOnMaster") is False:
             notes.append(f"keepalived is MASTER for {have['instance']} but {have['address']} is missing; "
                          "apply reloads keepalived to restore it")
@@ -223,6 +227,10 @@ class VirtualIPReconciler(Reconciler):
                              "Move it away (keepalived keeps running with it until then) and apply again")
         self._remove_stale_addresses(daemon)
         pid = daemon.pid()
+        if pid is not None and self.dump is None and self.running:
+            raise ApplyError(f"keepalived (pid {pid}) does not answer its JSON dump signal: its VRRP process may "
+                             "be stopped (SIGSTOP) or hung. reconcile does not fight it: look at it, restart it "
+                             "if needed, and apply again")
         if not self.instances:
             if pid is not None:
                 daemon.stop(pid)
@@ -265,17 +273,27 @@ class VirtualIPReconciler(Reconciler):
                 if a in running and running[a] != inst.name}
 
     def _remove_stale_addresses(self, daemon: Keepalived) -> None:
-        """The split-brain guard: keepalived is dead, its addresses are not ours to keep."""
+        """The split-brain guard: keepalived is dead, the addresses it left are nobody's.
+
+        Until a peer has taken an address over, this node is the only one answering for it
+        (clients' ARP caches still point here), so the copy is removed once a peer's
+        advert shows it is master, or after a backup's master-down interval at the latest.
+        Removed earlier, the address would be nowhere for most of a failover."""
         if self.config is None or not self.config.generated:
             return
-        for inst in self.config.instances:
-            for _, address in inst.addresses:
-                for interface in sorted(holders(self.addrs, address)):
-                    # Checked again right before each removal: keepalived may have been
-                    # started since observe, and then the address is its business.
-                    if daemon.pid() is not None:
-                        return
-                    daemon.remove_address(_with_prefix(self.addrs, address, interface), interface)
+        stale = [(inst, address, interface) for inst in self.config.instances for _, address in inst.addresses
+                 for interface in sorted(holders(self.addrs, address))]
+        if not stale:
+            return
+        instances = list({inst.name: inst for inst, _, _ in stale}.values())
+        bound = max(master_down_seconds(i) + 2 * i.advert_interval for i in instances)
+        daemon.wait_for_peer_masters(instances, timeout=min(bound, STALE_WAIT_LIMIT))
+        for inst, address, interface in stale:
+            # Checked again right before each removal: keepalived may have been started
+            # since observe, and then the address is its business.
+            if daemon.pid() is not None:
+                return
+            daemon.remove_address(_with_prefix(self.addrs, address, interface), interface)
 
     def _restore_master_addresses(self, node: Node, daemon: Keepalived) -> None:
         pid = daemon.pid()

@@ -313,3 +313,22 @@ def test_removing_the_last_vip_stops_keepalived_and_removes_its_file(lab, repo):
         assert lab.exec(node, ["test", "-e", CONFIG], check=False).returncode == 1
         assert not keepalived_runs(lab, node)
     assert holders(lab) == set()
+
+
+def test_a_hung_keepalived_is_reported_not_fought(lab, repo):
+    root = repo(vip())
+    converge(lab, root)
+    wait_holders(lab, {"lb1"})
+    _, child = pids(lab, "lb1")
+    lab.exec("lb1", ["kill", "-STOP", str(child)])
+    try:
+        wait_holders(lab, {"lb1", "lb2"}, timeout=5)  # lb2 no longer hears lb1 and takes over
+        rc, record = plan(lab, "lb1", root)
+        assert rc == 2 and fields(record, "web-vip") == {"keepalived": ("not-responding", "running")}
+        rc, record = apply(lab, "lb1", root)
+        assert rc == 1 and "does not answer its JSON dump signal" in vip_objects(record)["web-vip"]["error"]
+        assert pids(lab, "lb1")[1] == child and holders(lab) == {"lb1", "lb2"}, "apply touched it"
+    finally:
+        lab.exec("lb1", ["kill", "-CONT", str(child)])
+    wait_holders(lab, {"lb1"})  # back to one master as soon as lb1 speaks again
+    converge(lab, root)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from reconcilers.base import GENERATED_HEADER
 from reconcilers.keepalived import (
-    TRACK_SCRIPT, VrrpInstance, holders, parse_config, parse_ip_addr, parse_json_dump, render_config,
-    without_addresses,
+    TRACK_SCRIPT, VrrpInstance, holders, master_down_seconds, parse_config, parse_ip_addr, parse_json_dump,
+    parse_vrrp_packet, render_config, without_addresses,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "keepalived"
@@ -143,3 +143,15 @@ def test_keepalived_refusal_fixture_names_the_interface():
     # What Keepalived.check passes on to people when `keepalived -t` refuses a file.
     err = fixture("keepalived-t-missing-interface.stderr")
     assert "Non-existent interface" in err and "eth9" in err
+
+
+def test_vrrp_adverts_captured_on_a_peer_give_source_router_id_and_priority():
+    # Two adverts lb2 (master, priority 100) sent to lb1, as a raw IPv4 socket on lb1 got them.
+    packets = [bytes.fromhex(line) for line in fixture("vrrp-adverts-from-lb2.hex").split()]
+    assert [parse_vrrp_packet(p) for p in packets] == [("192.0.2.12", 52, 100), ("192.0.2.12", 51, 100)]
+    assert parse_vrrp_packet(packets[0][:22]) is None, "truncated"
+    assert parse_vrrp_packet(b"\x45" + packets[0][1:9] + b"\x06" + packets[0][10:]) is None, "not VRRP (TCP)"
+
+
+def test_master_down_interval_follows_rfc_5798():
+    assert round(master_down_seconds(WEB, 100), 3) == round(3 * 0.25 + 156 / 256 * 0.25, 3)

@@ -224,3 +224,36 @@ def test_a_foreign_file_shows_no_managed_vip():
     config = parse_config(fx("keepalived-foreign.conf"))
     assert observed_vips(config, True, None, {}) == {}
     assert observed_vips(None, False, None, {}) == {}
+
+
+def test_pacemaker_vips_are_listed_and_deferred_while_no_reconciler_makes_them(tmp_path, monkeypatch):
+    import reconcilers
+    from reconcilers.base import Change, Deferred, Node, Runner
+    from reconcilers.virtual_ip import PACEMAKER_NOTE, VirtualIPReconciler
+
+    monkeypatch.setitem(reconcilers.REGISTRY, "ClusterResource", "reconcilers.not_there:Nothing")
+    pm = ("---\napiVersion: reconcile/v1\nkind: VirtualIP\nmetadata:\n  name: db-vip\nspec:\n  cluster: web\n"
+          "  manager: pacemaker\n  address: 192.0.2.110/24\n")
+    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false"))
+    (tmp_path / "vips.yaml").write_text(pm)
+    node = Node("lb1", Runner(dry_run=True))
+    rec = VirtualIPReconciler()
+    desired = rec.desired(load_tree(tmp_path), node)
+    assert desired["db-vip"].state == {"manager": "pacemaker", "address": "192.0.2.110/24"}
+    change = Change("VirtualIP", "db-vip", "create", desired["db-vip"].state, None)
+    assert rec.explain(change, node) == [PACEMAKER_NOTE]
+    with pytest.raises(Deferred):
+        rec.apply(change, node)
+
+
+def test_pacemaker_vips_belong_to_the_cluster_resource_reconciler_once_it_is_installed(tmp_path, monkeypatch):
+    import reconcilers
+    from reconcilers.base import Node, Runner
+    from reconcilers.virtual_ip import VirtualIPReconciler
+
+    monkeypatch.setitem(reconcilers.REGISTRY, "ClusterResource", "reconcilers.virtual_ip:VirtualIPReconciler")
+    pm = ("---\napiVersion: reconcile/v1\nkind: VirtualIP\nmetadata:\n  name: db-vip\nspec:\n  cluster: web\n"
+          "  manager: pacemaker\n  address: 192.0.2.110/24\n")
+    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false"))
+    (tmp_path / "vips.yaml").write_text(pm)
+    assert VirtualIPReconciler().desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True))) == {}
