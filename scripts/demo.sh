@@ -49,6 +49,18 @@ for n in "${NODES[@]}"; do
   shown node "$n" reconcile apply --repo desired-state
 done
 
+step "inside lb1: reconcile --dry-run again: every object in sync (exit 0)"
+shown node lb1 reconcile --dry-run --repo desired-state
+
+step "HTTP through the VIP 192.0.2.100, from lb2: / goes to the app backend, /api/ to api"
+FETCH='
+import sys, urllib.request
+for path in sys.argv[1:]:
+    with urllib.request.urlopen("http://192.0.2.100" + path, timeout=5) as r:
+        print(f"GET {path} -> {r.status} {r.read().decode().strip()}")
+'
+shown node lb2 /usr/bin/python3 -c "$FETCH" / / / /api/
+
 step "what runs now"
 for vip in "${VIPS[@]}"; do
   holders=()
