@@ -415,7 +415,7 @@ class ClusterReconciler(Reconciler):
             return
         if dc != node.name:
             raise Deferred(f"cluster properties are applied by the DC {dc}")
-        pacemaker.update_cib(node, lambda cib: pacemaker.set_properties(cib, desired))
+        pacemaker.update_cib(node, lambda cib: pacemaker.set_properties(cib, desired), missing_stonith_ok=True)
 
     @staticmethod
     def _properties_now(node: Node, desired: dict[str, str]) -> dict[str, str] | None:
@@ -505,7 +505,7 @@ class ClusterReconciler(Reconciler):
         text = ET.tostring(seed, encoding="unicode") + "\n"
 
         def check(tmp: Path) -> None:
-            errors = pacemaker.verify(node, pacemaker.parse_xml(tmp.read_text()))
+            errors = pacemaker.verify(node, pacemaker.parse_xml(tmp.read_text()), missing_stonith_ok=True)
             if errors:
                 raise ApplyError("the first CIB for this node does not verify: " + "; ".join(errors[:3]))
 

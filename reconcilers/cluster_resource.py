@@ -432,7 +432,8 @@ class ClusterResourceReconciler(Reconciler):
         self._nodes: dict[int, str] = {}
         self._set_meta: dict[str, set[str]] = {}  # meta names the manifest sets (operator meta not ignored)
         self._observed: dict[str, dict[str, Any]] = {}
-        self._preview: dict[frozenset[str], list[pacemaker.Action]] = {}
+        self._preview: list[pacemaker.Action] | None = None  # one simulation per plan
+        self._pruned: set[str] = set()
         self._forming: list[str] = []
         self._explained: set[str] = set()
 
@@ -484,11 +485,12 @@ class ClusterResourceReconciler(Reconciler):
 
     # --- validate and explain (read-only) ------------------------------------------------
 
-    def _preview_cib(self, node: Node, deletes: Iterable[str] = ()) -> tuple[ET.Element, list[str]]:
-        """The candidate CIB for validate and explain, with the Cluster's properties as git
-        has them (the Cluster is applied first). Built on the live CIB, or, for a cluster
-        that does not run yet, on an empty one with its nodes; then the nodes to bring up
-        in a simulation are returned too."""
+    def _preview_cib(self, node: Node) -> tuple[ET.Element, list[str]]:
+        """The CIB as this run would leave it, for validate and explain: every desired
+        object in, every marked object no longer in git out (the engine deletes those in
+        its inventory: normally all of them), and the Cluster's properties as git has them
+        (the Cluster is applied first). Built on the live CIB, or, for a cluster that does
+        not run yet, on an empty one with its nodes, which a simulation then brings up."""
         from reconcilers.cluster import ClusterReconciler
 
         nodes_up: list[str] = []
@@ -499,7 +501,10 @@ class ClusterResourceReconciler(Reconciler):
             nodes_up = [n for _, n in sorted(self._nodes.items())]
         if self._cluster is not None:
             pacemaker.set_properties(cib, ClusterReconciler._properties(self._cluster.spec))
-        return build_candidate(cib, self._states, deletes), nodes_up
+        configuration = cib.find("configuration")
+        assert configuration is not None
+        self._pruned = set(parse_managed(configuration)) - set(self._states)
+        return build_candidate(cib, self._states, self._pruned), nodes_up
 
     def validate(self, node: Node) -> list[str]:
         if not self._states:
@@ -525,28 +530,25 @@ class ClusterResourceReconciler(Reconciler):
         return [f"crm_verify: {e}" for e in pacemaker.verify(node, candidate)]
 
     def explain(self, change: Change, node: Node) -> list[str]:
-        """What Pacemaker would do once the change is in the CIB: crm_simulate on the
-        candidate. Each change shows the actions on its own resources; the first one also
-        shows actions on resources that have no change of their own (a colocated resource
-        restarted with the one that changes, a hand-made one)."""
-        deletes = frozenset([change.name] if change.action == "delete" else [])
-        if deletes not in self._preview:
-            candidate, nodes_up = self._preview_cib(node, deletes)
-            self._forming = nodes_up
-            self._preview[deletes] = pacemaker.simulate(node, candidate, nodes_up)
-        actions = self._preview[deletes]
+        """What Pacemaker would do with the CIB this run leaves: one crm_simulate for the
+        whole plan. Each change shows the actions on its own resources; the first one also
+        shows those on resources without a change of their own (a colocated resource
+        restarted with the one that changes, a resource made by hand)."""
+        if self._preview is None:
+            candidate, self._forming = self._preview_cib(node)
+            self._preview = pacemaker.simulate(node, candidate, self._forming)
         mine = self._ids(change.name, change.desired or change.observed or {})
-        lines = [a.describe() for a in actions if a.base_resource in mine]
+        lines = [a.describe() for a in self._preview if a.base_resource in mine]
         first = not self._explained
         if first:
-            changing: set[str] = set()
+            changing = set().union(*(self._ids(n, self._observed.get(n, {})) for n in self._pruned))
             for name, state in self._states.items():
                 if not self._in_sync(name):
                     changing |= self._ids(name, state)
-            lines += [a.describe() for a in actions if a.base_resource not in mine | changing]
+            lines += [a.describe() for a in self._preview if a.base_resource not in mine | changing]
+            if lines and self._forming:
+                lines.append(f"(simulated for the new cluster of {', '.join(self._forming)} once it has formed)")
         self._explained.add(change.name)
-        if first and lines and self._forming:
-            lines.append(f"(simulated for the new cluster of {', '.join(self._forming)} once it has formed)")
         return [f"crm_simulate: {line}" for line in lines]
 
     def _in_sync(self, name: str) -> bool:

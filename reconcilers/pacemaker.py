@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -180,27 +181,44 @@ def temp_xml(*docs: ET.Element) -> Iterator[list[Path]]:
                 pass
 
 
-def verify(node: Node, cib: ET.Element) -> list[str]:
-    """`crm_verify` on a candidate CIB: the errors it reports (empty when valid)."""
+MISSING_STONITH = ("no STONITH resources have been defined", "disable STONITH with the stonith-enabled option",
+                   "Clusters with shared data need STONITH")
+
+
+def verify(node: Node, cib: ET.Element, *, missing_stonith_ok: bool = False) -> list[str]:
+    """`crm_verify -V` on a candidate CIB: the errors it reports (empty when valid).
+
+    `missing_stonith_ok`: stonith-enabled without a fencing device yet is not an error
+    here (the Cluster's properties go in before the ClusterResources that bring the
+    device; the ClusterResource check sees both and reports it if the device is missing).
+    """
     with temp_xml(cib) as (path,):
-        result = node.run(["crm_verify", "--xml-file", str(path)], read_only=True, check=False, timeout=30)
-    if result.rc == 0:
+        result = node.run(["crm_verify", "--xml-file", str(path), "-V"], read_only=True, check=False, timeout=30)
+    return parse_verify(result.rc, result.stderr + result.stdout, str(path), missing_stonith_ok)
+
+
+def parse_verify(rc: int, text: str, path: str = "", missing_stonith_ok: bool = False) -> list[str]:
+    """The errors in crm_verify's output. It exits 78 on warnings alone too (an "active
+    orphan" right after a resource leaves the configuration, which is how a resource is
+    removed and Pacemaker then stops it): only errors count."""
+    if rc == 0 or ("Warnings found during check" in text and "Errors found during check" not in text):
         return []
-    text = result.stderr + result.stdout
-    if "Warnings found during check" in text and "Errors found during check" not in text:
-        # Warnings only (exit 78 all the same): e.g. "active orphan db" right after db
-        # leaves the configuration, which is how a resource is removed; Pacemaker stops it.
+    errors, excused = [], False
+    for line in (ln.strip() for ln in text.splitlines()):
+        if "validity error" in line:
+            # "/tmp/reconcile-cib-x.xml:6: element rsc_colocation: validity error : …"
+            errors.append(line.split(": ", 1)[1] if path and line.startswith(path) else line)
+        elif re.match(r"^\(\w+\)\s+error: ", line):
+            message = line.split("error: ", 1)[1]
+            if message == "CIB did not pass schema validation":
+                continue  # the validity errors above say why
+            if missing_stonith_ok and any(m in message for m in MISSING_STONITH):
+                excused = True
+                continue
+            errors.append(message)
+    if not errors and excused:
         return []
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errors = []
-    for ln in lines:
-        if ln.startswith("-V may provide") or "Errors found during check" in ln:
-            continue
-        # "/tmp/reconcile-cib-x.xml:6: element …: validity error : …" → the message only
-        if str(path) in ln:
-            ln = ln.split(": ", 1)[-1]
-        errors.append(ln)
-    return list(dict.fromkeys(errors)) or [f"crm_verify exited {result.rc}"]
+    return list(dict.fromkeys(errors)) or [f"crm_verify exited {rc}: {text.strip()[-300:]}"]
 
 
 def same_configuration(a: ET.Element, b: ET.Element) -> bool:
@@ -220,7 +238,7 @@ def bump_epoch(cib: ET.Element, live: ET.Element) -> None:
             cib.set(attr, live.get(attr, "0"))
 
 
-def push(node: Node, live: ET.Element, candidate: ET.Element) -> bool:
+def push(node: Node, live: ET.Element, candidate: ET.Element, *, missing_stonith_ok: bool = False) -> bool:
     """Verify `candidate` and apply it as one patch against `live`. False if no change.
 
     Raises ApplyError when crm_verify refuses the candidate, CommandError when Pacemaker
@@ -230,7 +248,7 @@ def push(node: Node, live: ET.Element, candidate: ET.Element) -> bool:
         return False
     candidate = copy.deepcopy(candidate)
     bump_epoch(candidate, live)
-    errors = verify(node, candidate)
+    errors = verify(node, candidate, missing_stonith_ok=missing_stonith_ok)
     if errors:
         raise ApplyError("crm_verify refused the new CIB, nothing was changed: " + "; ".join(errors[:5]))
     with temp_xml(live, candidate) as (live_path, cand_path):
@@ -250,7 +268,7 @@ def push(node: Node, live: ET.Element, candidate: ET.Element) -> bool:
     return True
 
 
-def update_cib(node: Node, edit, *, attempts: int = 4) -> bool:
+def update_cib(node: Node, edit, *, attempts: int = 4, missing_stonith_ok: bool = False) -> bool:
     """Read the live CIB, let `edit(live) -> candidate` build the new one, push it as one
     verified patch. When Pacemaker refuses the patch because the CIB moved on since our
     query (its version check; status updates do that all the time), start again from a
@@ -260,7 +278,7 @@ def update_cib(node: Node, edit, *, attempts: int = 4) -> bool:
         live = query_cib(node)
         candidate = edit(copy.deepcopy(live))
         try:
-            return push(node, live, candidate)
+            return push(node, live, candidate, missing_stonith_ok=missing_stonith_ok)
         except CommandError as err:
             if err.argv[:2] != ["cibadmin", "--patch"]:
                 raise

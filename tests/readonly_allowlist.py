@@ -43,7 +43,7 @@ ALLOW: dict[str, list[str]] = {
         # an empty CIB to preview on while the cluster does not run yet
         r"^cibadmin --empty$",
         # Pacemaker's own checks and scheduler, on candidate CIBs in temp files
-        r"^crm_verify --xml-file /[A-Za-z0-9_./-]*reconcile-cib-[A-Za-z0-9_]+\.xml$",
+        r"^crm_verify --xml-file /[A-Za-z0-9_./-]*reconcile-cib-[A-Za-z0-9_]+\.xml -V$",
         r"^crm_simulate --xml-file /[A-Za-z0-9_./-]*reconcile-cib-[A-Za-z0-9_]+\.xml --simulate"
         r"( --node-up [a-z0-9-]+)* --output-as=xml$",
         # whether a resource agent exists; which cluster properties this Pacemaker knows

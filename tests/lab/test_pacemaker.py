@@ -345,6 +345,10 @@ def test_changes_by_hand_wake_the_watch_and_are_reverted(lab, repo):
 def test_a_removed_manifest_removes_only_its_marked_resource(lab, repo):
     (repo / "db.yaml").unlink()
     writer = dc(lab)
+    [where] = running_on(lab, "db")
+    rc, record = reconcile(lab, writer, repo, "--dry-run")
+    assert rc == 2 and statuses(record)["ClusterResource/db"] == "pending"
+    assert notes(record, "ClusterResource", "db") == [f"crm_simulate: db: stop on {where} (node availability)"]
     rc, record = reconcile(lab, writer, repo, "apply")
     assert rc == 0 and statuses(record)["ClusterResource/db"] == "changed", json.dumps(record, indent=1)
     config = configured(lab, writer)

@@ -134,3 +134,35 @@ def test_only_the_configuration_decides_whether_there_is_something_to_push():
     assert pacemaker.same_configuration(live, other)
     pacemaker.set_properties(other, {"stonith-enabled": "true"})
     assert not pacemaker.same_configuration(live, other)
+
+
+# --- crm_verify -V -----------------------------------------------------------------------
+
+
+def test_crm_verify_schema_errors_are_reported_without_the_temp_file_name():
+    text = fixture("crm_verify_unknown_with_rsc.txt")
+    assert pacemaker.parse_verify(78, text, path="bad1.xml") == [
+        'element rsc_colocation: validity error : IDREF attribute with-rsc references an unknown ID "nope"']
+    [bogus, extra] = pacemaker.parse_verify(78, fixture("crm_verify_schema_error.txt"), path="bad2.xml")
+    assert "Invalid attribute bogus for element primitive" in bogus and "extra content" in extra
+
+
+def test_crm_verify_warnings_alone_are_not_errors():
+    # exit 78 all the same: an active orphan right after its resource left the configuration
+    assert pacemaker.parse_verify(78, fixture("crm_verify_active_orphan_warning.txt")) == []
+
+
+def test_stonith_without_a_device_is_an_error_unless_the_device_may_come_later():
+    text = fixture("crm_verify_stonith_without_device.txt")
+    assert pacemaker.parse_verify(78, text) == [
+        "Resource start-up disabled since no STONITH resources have been defined",
+        "Either configure some or disable STONITH with the stonith-enabled option",
+        "NOTE: Clusters with shared data need STONITH to ensure data integrity"]
+    assert pacemaker.parse_verify(78, text, missing_stonith_ok=True) == []
+    mixed = text + "(unpack_config) \terror: something else\n"
+    assert pacemaker.parse_verify(78, mixed, missing_stonith_ok=True) == ["something else"]
+
+
+def test_a_crm_verify_failure_without_a_report_is_an_error():
+    assert pacemaker.parse_verify(66, "crm_verify: Could not read file") == [
+        "crm_verify exited 66: crm_verify: Could not read file"]
