@@ -310,6 +310,67 @@ def test_drift_is_corrected_by_the_agent_at_once(ops):
     assert ops.stop() == 0
 
 
+HAPROXY = """\
+apiVersion: reconcile/v1
+kind: Backend
+metadata: {name: app}
+spec:
+  nodes: [lb1]
+  mode: http
+  balance: roundrobin
+  healthCheck: {type: tcp}
+  servers:
+    - {name: app1, address: 192.0.2.12, port: 8001}
+    - {name: app2, address: 192.0.2.12, port: 8002}
+---
+apiVersion: reconcile/v1
+kind: Frontend
+metadata: {name: web}
+spec:
+  nodes: [lb1]
+  mode: http
+  bind:
+    - {address: 192.0.2.11, port: 8080}
+  defaultBackend: app
+"""
+# Runs in the node: one command on HAProxy's admin socket, the answer printed.
+HAPROXY_CLI = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect("/run/haproxy/admin.sock")
+s.sendall(sys.argv[1].encode() + b"\n")
+out = b""
+while chunk := s.recv(65536):
+    out += chunk
+print(out.decode())
+"""
+
+
+def test_a_haproxy_server_disabled_by_hand_is_put_back_by_the_agent(ops):
+    ops.start()
+    sha = ops.push({"haproxy.yaml": HAPROXY})
+    ops.converged_at(sha)
+
+    def admin_state(server: str) -> int | None:
+        out = ops.lab.exec("lb1", ["/usr/bin/python3", "-c", HAPROXY_CLI, "show servers state app"]).stdout
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) > 6 and f[3] == server:
+                return int(f[6])
+        return None
+
+    assert admin_state("app1") == 0
+    ops.lab.exec("lb1", ["/usr/bin/python3", "-c", HAPROXY_CLI, "set server app/app1 state maint"])
+    disabled = time.monotonic()
+    wait_for(lambda: admin_state("app1") == 0, timeout=20, what="app1 to be ready again")
+    took = time.monotonic() - disabled
+    history = wait_for(lambda: [h for h in ops.status()["history"] if h["counts"].get("drift-corrected")],
+                       what="a drift-corrected run")
+    assert history[0]["trigger"] == "drift" and took < 10
+    assert admin_state("app2") == 0  # untouched
+    assert ops.stop() == 0
+
+
 def resume(ops: Operator, agent: int, sig: int) -> None:
     """Send `sig` to the stopped agent, then continue nsenter: it stops itself when its
     child stops (as a shell would), and must run again to reap the agent."""
