@@ -153,3 +153,9 @@ def test_settings_of_the_example_cluster(tmp_path):
     web = tree.get("Cluster", "web")
     settings = corosync_settings("web", web.spec)
     assert settings["token"] == 1000 and settings["quorum"] == {"twoNode": True, "waitForAll": True}
+
+
+def test_whether_this_machine_holds_an_address_is_read_from_proc():
+    # 192.0.2.0/24 exists only inside lab namespaces, never on the machine running unit tests
+    assert cluster_mod._address_is_local("127.0.0.1")
+    assert not cluster_mod._address_is_local("192.0.2.11")
