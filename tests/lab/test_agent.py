@@ -175,6 +175,9 @@ class Operator:
 
     def close(self) -> None:
         if self.agent is not None and self.agent.poll() is None:
+            for child in Path(f"/proc/{self.agent.pid}/task/{self.agent.pid}/children").read_text().split():
+                os.kill(int(child), signal.SIGKILL)  # the agent, even if a test left it stopped
+            os.kill(self.agent.pid, signal.SIGCONT)  # nsenter stops with its child: let it reap
             self.agent.kill()
             self.agent.wait(10)
         if self.gnupg is not None:
