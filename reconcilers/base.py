@@ -352,6 +352,10 @@ class AtomicWriter:
             keep_mode, keep_owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
         except FileNotFoundError:
             keep_mode, keep_owner = 0o644, None
+        # Writes happen under the node lock, so a temp file of this target that exists now
+        # was left by a writer that died (kill -9) between creating and renaming it.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:

@@ -392,3 +392,11 @@ def test_list_changes_are_shown_as_whole_lists():
     change = Change("DomainJoin", "corp", "update", desired, observed, jsonpatch.make_patch(observed, desired).patch)
     assert field_changes(change) == [("groups", ["a", "b", "c"], ["b", "c", "d"]), ("n", 1, 2)] or \
         sorted(field_changes(change)) == [("groups", ["a", "b", "c"], ["b", "c", "d"]), ("n", 1, 2)]
+
+
+def test_atomic_writer_removes_temp_files_left_by_a_killed_writer(tmp_path):
+    target = tmp_path / "keepalived.conf"
+    (tmp_path / ".keepalived.conf.k3j2l1.tmp").write_text("half of a file")
+    (tmp_path / ".other.conf.abc.tmp").write_text("not ours to remove")
+    AtomicWriter(Node("lb1", Runner())).write(target, "whole\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.conf.abc.tmp", "keepalived.conf"]
