@@ -278,8 +278,12 @@ def main() -> None:
                 f"{p * 1000:.0f} ms {'→ failover' if moved else 'ok'}" for p, moved in stalls))
             if advert == DEFAULT_ADVERT_INTERVAL:
                 print("  split-brain guard with `reconcile agent` on lb1 (kill -9 of every keepalived process):")
-                for label, values in stale_removal(lab, repo, rounds).items():
+                guard = stale_removal(lab, repo, rounds)
+                for label, values in guard.items():
                     print("  " + show(label, values))
+                after = [(g - t) * 1000 for t, g in zip(guard["takeover by lb2"], guard["stale copy gone from lb1"])]
+                print(f"    copy gone after the takeover by  min {min(after):+5.0f} ms   max {max(after):+5.0f} ms"
+                      "   (negative: a gap with the address nowhere)")
 
 
 if __name__ == "__main__":

@@ -332,3 +332,37 @@ def test_a_hung_keepalived_is_reported_not_fought(lab, repo):
         lab.exec("lb1", ["kill", "-CONT", str(child)])
     wait_holders(lab, {"lb1"})  # back to one master as soon as lb1 speaks again
     converge(lab, root)
+
+
+HAPROXY_CFG = """\
+global
+    pidfile /run/haproxy-test.pid
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 1s
+    timeout server 1s
+listen probe
+    bind 127.0.0.1:9999
+"""
+
+
+def test_track_haproxy_gives_the_vip_away_from_a_node_whose_proxy_died(lab, repo):
+    cfg = lab.shared / "haproxy-test.cfg"
+    cfg.write_text(HAPROXY_CFG)
+    try:
+        for node in NODES:  # the service runs on every node (at least once)
+            lab.exec(node, ["haproxy", "-D", "-f", str(cfg)])
+        root = repo(vip(trackHaproxy=True))
+        converge(lab, root)
+        wait_holders(lab, {"lb1"})
+        assert "track_haproxy weight -51" in lab.read_file("lb1", CONFIG)
+        lab.exec("lb1", ["sh", "-c", "kill $(cat /run/haproxy-test.pid)"])
+        wait_holders(lab, {"lb2"}, timeout=10)  # 2 failed checks 1 s apart, then preemption
+        rc, _ = plan(lab, "lb1", root)
+        assert rc == 0, "a dead proxy moves the address; that is keepalived's business, not drift"
+        lab.exec("lb1", ["haproxy", "-D", "-f", str(cfg)])
+        wait_holders(lab, {"lb1"}, timeout=10)
+    finally:
+        for node in NODES:
+            lab.exec(node, ["sh", "-c", "test -e /run/haproxy-test.pid && kill $(cat /run/haproxy-test.pid) || true"])
