@@ -33,7 +33,9 @@ from dataclasses import replace
 from typing import Any, Iterator
 
 import reconcilers
-from reconcilers.base import ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler, validated_temp
+from reconcilers.base import (
+    ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler, validated_temp,
+)
 from reconcilers.keepalived import (
     CONFIG, MASTER, Keepalived, ParsedConfig, RunningInstance, VrrpInstance, config_signature, holders,
     master_down_seconds, parse_config, parse_ip_addr, read_config, render_config, without_addresses,
@@ -44,6 +46,35 @@ RUNNING, STOPPED, RELOAD_NEEDED, NOT_RESPONDING = "running", "stopped", "reload-
 STALE_WAIT_LIMIT = 10.0
 PACEMAKER_NOTE = ("manager: pacemaker: this address becomes an IPaddr2 primitive of the ClusterResource "
                   "reconciler, which is not installed yet; nothing is done for it here")
+
+
+# --- observed: the file, keepalived and the interfaces, combined ---------------------------
+
+
+def observed_vips(config: ParsedConfig | None, running: bool, dump: dict[str, RunningInstance] | None,
+                  addrs: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
+    """Per VIP of the managed file: its configuration and the run-time checks. Pure, so
+    that it is tested on recorded outputs. `dump` is None when keepalived is stopped or
+    does not answer."""
+    out: dict[str, dict[str, Any]] = {}
+    if config is None or not config.generated:
+        return out
+    for inst in config.instances:
+        live = dump.get(inst.name) if dump is not None else None
+        if not running:
+            daemon = STOPPED
+        elif dump is None:
+            daemon = NOT_RESPONDING
+        else:
+            daemon = RUNNING if live is not None and live.runs(inst) else RELOAD_NEEDED
+        for vip, address in inst.addresses:
+            present = bool(holders(addrs, address))
+            out[vip] = inst.vip_state(vip, address) | {
+                "keepalived": daemon,
+                "staleAddress": not running and present,
+                "vipPresentOnMaster": not (live is not None and live.state == MASTER and not present),
+            }
+    return out
 
 
 # --- desired: instances from the manifests ------------------------------------------------
@@ -95,35 +126,6 @@ def runtime_ok() -> dict[str, Any]:
     return {"keepalived": RUNNING, "staleAddress": False, "vipPresentOnMaster": True}
 
 
-# --- observed: the file, keepalived and the interfaces, combined ---------------------------
-
-
-def observed_vips(config: ParsedConfig | None, running: bool, dump: dict[str, RunningInstance] | None,
-                  addrs: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
-    """Per VIP of the managed file: its configuration and the run-time checks. Pure, so
-    that it is tested on recorded outputs. `dump` is None when keepalived is stopped or
-    does not answer."""
-    out: dict[str, dict[str, Any]] = {}
-    if config is None or not config.generated:
-        return out
-    for inst in config.instances:
-        live = dump.get(inst.name) if dump is not None else None
-        if not running:
-            daemon = STOPPED
-        elif dump is None:
-            daemon = NOT_RESPONDING
-        else:
-            daemon = RUNNING if live is not None and live.runs(inst) else RELOAD_NEEDED
-        for vip, address in inst.addresses:
-            present = bool(holders(addrs, address))
-            out[vip] = inst.vip_state(vip, address) | {
-                "keepalived": daemon,
-                "staleAddress": not running and present,
-                "vipPresentOnMaster": not (live is not None and live.state == MASTER and not present),
-            }
-    return out
-
-
 class VirtualIPReconciler(Reconciler):
     """keepalived VRRP instances for the VirtualIPs with `manager: keepalived` on this node."""
 
@@ -138,19 +140,6 @@ class VirtualIPReconciler(Reconciler):
         self.running = False
         self.addrs: dict[str, set[str]] = {}
         self.outcome: str | Exception | None = None
-
-    # -- desired
-
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
-        self.instances = desired_instances(tree, node.name)
-        out = {vip: Desired(inst.vip_state(vip, address) | runtime_ok())
-               for inst in self.instances for vip, address in inst.addresses}
-        if not _installed("ClusterResource"):
-            for vip in tree.on_node("VirtualIP", node.name):
-                if vip.spec.manager == "pacemaker":
-                    self.pacemaker.add(vip.metadata.name)
-                    out[vip.metadata.name] = Desired({"manager": "pacemaker", "address": vip.spec.address})
-        return out
 
     # -- observe
 
@@ -167,6 +156,19 @@ class VirtualIPReconciler(Reconciler):
         self.addrs = parse_ip_addr(node.run(["ip", "-j", "addr"], read_only=True).stdout)
         self.outcome = None
         return observed_vips(self.config, pid is not None, self.dump, self.addrs)
+
+    # -- desired
+
+    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+        self.instances = desired_instances(tree, node.name)
+        out = {vip: Desired(inst.vip_state(vip, address) | runtime_ok())
+               for inst in self.instances for vip, address in inst.addresses}
+        if not _installed("ClusterResource"):
+            for vip in tree.on_node("VirtualIP", node.name):
+                if vip.spec.manager == "pacemaker":
+                    self.pacemaker.add(vip.metadata.name)
+                    out[vip.metadata.name] = Desired({"manager": "pacemaker", "address": vip.spec.address})
+        return out
 
     def validate(self, node: Node) -> list[str]:
         if not self.instances:
