@@ -10,6 +10,7 @@ problem found, each naming file, line and field.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,7 +314,18 @@ def manifest_files(root: Path) -> list[Path]:
 
 def load_tree(root: Path | str) -> Tree:
     """Load, validate and cross-check every manifest below `root`. Raises TreeError."""
-    root = Path(root).resolve()
+    # Loading allocates many small objects and makes no reference cycles: the cyclic
+    # collector's passes over the growing heap were a fifth of the time at 10,000 objects.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_tree(Path(root).resolve())
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_tree(root: Path) -> Tree:
     if not root.is_dir():
         raise TreeError([Problem(str(root), 0, "", "not a folder (give --repo a folder of manifests)")])
     problems: list[Problem] = []
