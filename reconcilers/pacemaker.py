@@ -51,6 +51,7 @@ class ClusterStatus:
     pacemakerd: str  # running | starting | shutting down | … ("" when not reported)
     online: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    active: dict[str, list[str]] = field(default_factory=dict)  # resource (clone instances merged) → nodes
 
 
 def parse_crm_mon(text: str) -> ClusterStatus:
@@ -63,12 +64,18 @@ def parse_crm_mon(text: str) -> ClusterStatus:
         quorate = dc_el.get("with_quorum") == "true"
     pcmkd = root.find("pacemakerd")
     nodes = root.findall("nodes/node")
+    active: dict[str, list[str]] = {}
+    for rsc in root.iterfind("resources//resource"):
+        if rsc.get("active") == "true":
+            where = active.setdefault(rsc.get("id", "").split(":", 1)[0], [])
+            where += [n.get("name", "") for n in rsc.findall("node") if n.get("name") not in where]
     return ClusterStatus(
         dc=dc,
         quorate=quorate,
         pacemakerd=(pcmkd.get("state", "") if pcmkd is not None else ""),
         online=[n.get("name", "") for n in nodes if n.get("online") == "true"],
         nodes=[n.get("name", "") for n in nodes],
+        active=active,
     )
 
 
@@ -128,6 +135,46 @@ def nvpairs(el: ET.Element | None, tag: str) -> dict[str, str]:
         for nv in nvset.findall("nvpair"):
             if nv.get("name") is not None:
                 out[nv.get("name", "")] = nv.get("value", "")
+    return out
+
+
+# --- Pacemaker-placed LXC containers ----------------------------------------------------
+
+CONTAINER_ATTRIBUTE_VALUE = "1"
+
+
+def container_attribute(name: str) -> str:
+    """The transient node attribute that says "container NAME is defined on this node".
+
+    The Container reconciler sets it (`attrd_updater`, through the node's own attrd) once
+    it has created the container there, and clears it before it destroys it; the
+    container's lxc primitive has a location rule that keeps it off every node without it.
+    So Pacemaker never starts a container on a node that does not have it (which would
+    fail with "not installed" and ban the resource from that node), whatever order the
+    agents of the nodes run in. Transient: it goes when Pacemaker restarts on the node,
+    and the node's agent sets it again on its next run.
+    """
+    return f"reconcile-container-{name}"
+
+
+def node_attributes(cib: ET.Element, node_name: str) -> dict[str, str]:
+    """The transient attributes of one node from the CIB's status section."""
+    out: dict[str, str] = {}
+    for state in cib.iterfind("status/node_state"):
+        if state.get("uname") == node_name:
+            out.update(nvpairs(state.find("transient_attributes"), "instance_attributes"))
+    return out
+
+
+def lxc_primitives(cib: ET.Element) -> dict[str, str]:
+    """Container name → id of the ocf:heartbeat:lxc primitive that runs it, for every such
+    primitive in the configuration (ours or made by hand, at any depth)."""
+    out: dict[str, str] = {}
+    for el in cib.iterfind("configuration/resources//primitive"):
+        if (el.get("class"), el.get("provider"), el.get("type")) == ("ocf", "heartbeat", "lxc"):
+            container = nvpairs(el, "instance_attributes").get("container")
+            if container:
+                out.setdefault(container, el.get("id", ""))
     return out
 
 

@@ -166,3 +166,20 @@ def test_stonith_without_a_device_is_an_error_unless_the_device_may_come_later()
 def test_a_crm_verify_failure_without_a_report_is_an_error():
     assert pacemaker.parse_verify(66, "crm_verify: Could not read file") == [
         "crm_verify exited 66: crm_verify: Could not read file"]
+
+
+# --- Pacemaker-placed containers -----------------------------------------------------------------
+
+
+def test_crm_mon_tells_where_each_resource_is_active():
+    assert pacemaker.parse_crm_mon(fixture("crm_mon_lxc_container.xml")).active == {"ct1": ["lb1"]}
+    assert pacemaker.parse_crm_mon(fixture("crm_mon_formed_no_resources.xml")).active == {}
+
+
+def test_node_attributes_and_lxc_primitives_of_a_recorded_cib():
+    cib = pacemaker.parse_xml(fixture("cib_lxc_container.xml"))
+    assert pacemaker.lxc_primitives(cib) == {"ct1": "ct1"}
+    attrs = pacemaker.node_attributes(cib, "lb2")
+    assert attrs[pacemaker.container_attribute("ct1")] == pacemaker.CONTAINER_ATTRIBUTE_VALUE
+    assert pacemaker.node_attributes(cib, "lb9") == {}
+    assert pacemaker.lxc_primitives(pacemaker.parse_xml(fixture("cib_managed.xml"))) == {}
