@@ -1,18 +1,42 @@
 """Container: LXC system containers on this node, reconciled with the lxc-* tools.
 
 observe
-    One `lxc-ls -f -F NAME,STATE -P PATH` per LXC path in use (normally one, /var/lib/lxc)
-    gives every container's state in one process; each container's `PATH/NAME/config` is
-    then read as a file (no process), and one `ip -j -d addr show` tells the node-local
-    bridges. We use the CLI rather than the python3-lxc bindings: every call then goes
+    One `lxc-ls -f -F NAME,STATE,PID -P PATH` per LXC path in use (normally one,
+    /var/lib/lxc) gives every container's state in one process; each container's
+    `PATH/NAME/config` is then read as a file (no process), and one `ip -j -d addr show`
+    tells the node-local bridges (and, with Pacemaker-placed containers, one
+    `cibadmin --query --local` their primitives and this node's attributes). We use the CLI rather than the python3-lxc bindings: every call then goes
     through the Runner (argv, timeout, the dry-run guard and the recorder see it), the
     parser is tested on recorded output, and nothing depends on the bindings existing for
     the interpreter the agent runs under (they are built for /usr/bin/python3 only).
 
 desired
-    Containers placed on this node by `spec.node`/`spec.nodes` (or everywhere). A Container
-    with `spec.cluster` is an at-most-once Pacemaker resource (ocf:heartbeat:lxc) and
-    belongs to the ClusterResource reconciler: it is skipped here, and never touched.
+    Containers placed on this node by `spec.node`/`spec.nodes` (or everywhere), and
+    containers placed by Pacemaker (`spec.cluster`) on every node of their cluster.
+
+Pacemaker-placed containers (`spec.cluster`)
+    The ClusterResource reconciler makes an `ocf:heartbeat:lxc` primitive of such a
+    Container, and Pacemaker starts it on at most one node. This reconciler defines it on
+    every node of the cluster (create, config, files, bridge) so that Pacemaker can start
+    it on any of them, and leaves its run state to Pacemaker:
+    - `state` is not desired here (running on this node or not is not drift), autostart is
+      off (a node that boots must not start a second copy), and apply never starts, stops,
+      freezes or thaws it while an lxc primitive for it is in the CIB.
+    - Once it is defined here, the transient node attribute `reconcile-container-NAME=1`
+      tells Pacemaker that this node can run it (the primitive's location rule keeps it off
+      other nodes): Pacemaker never tries a node where it is not there yet.
+    - A change that needs a restart is written to the config on every node, so that the next
+      start anywhere takes it; where Pacemaker runs it, the config's block remembers what
+      the running instance runs with (`# reconcile-running:` lines, valid for that instance
+      only), observe reports those values, and the object stays `deferred` with "restart it
+      through Pacemaker: crm_resource --restart -r NAME" until Pacemaker has restarted it.
+    - Removal: the primitive goes first (ClusterResource applies after Container, so its
+      deletes come before ours; on the DC it stops the container through Pacemaker, then
+      removes the primitive). A container Pacemaker still runs here under a primitive is
+      never destroyed: the delete is `deferred` until the primitive is gone (a later run
+      then stops what is left and destroys it). A stopped copy loses its node attribute
+      first, so that Pacemaker does not start it while it is being destroyed; its config
+      stays until then, because the lxc agent's stop needs it.
 
 apply
     create: `lxc-create` (busybox, download or local template, `dir` backing store), our
@@ -48,10 +72,12 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from reconcilers import pacemaker
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler,
 )
@@ -64,9 +90,13 @@ MARKER = "# reconcile-managed: Container/"
 END_MARKER = "# reconcile-managed: end"
 SOURCE_TAG = "# reconcile-source: "
 STOP_TAG = "# reconcile-stop-timeout: "
+CLUSTER_TAG = "# reconcile-cluster: "  # placed by the Pacemaker of this cluster
+RUNNING_INSTANCE_TAG = "# reconcile-running-instance: "  # PID:start time the running lines hold for
+RUNNING_TAG = "# reconcile-running: "  # a restart key as the running instance has it
 BRIDGE_ALIAS = "reconcile-managed"
 PATHS_FILE = "container-lxc-paths.json"  # LXC paths we created containers in, under the state dir
 INVALID = "invalid-config"  # observed state of a container whose config LXC refuses to load
+ATTRIBUTE_WAIT = 10.0  # seconds for attrd to write a node attribute to the CIB
 
 # Config keys this reconciler owns: set in our block, removed anywhere else in the file.
 LIVE_KEYS = ("lxc.start.auto", "lxc.start.order")  # read by lxc-autostart: no restart needed
@@ -125,14 +155,32 @@ class CgroupLayout:
 
 
 def parse_lxc_ls(text: str) -> dict[str, str]:
-    """`lxc-ls -f -F NAME,STATE` → {name: state}, state lower-cased (running, stopped, frozen…)."""
-    out: dict[str, str] = {}
+    """`lxc-ls -f -F NAME,STATE[,PID]` → {name: state}, state lower-cased (running, stopped, frozen…)."""
+    return {name: state for name, (state, _) in parse_lxc_ls_pids(text).items()}
+
+
+def parse_lxc_ls_pids(text: str) -> dict[str, tuple[str, int | None]]:
+    """`lxc-ls -f -F NAME,STATE,PID` → {name: (state, PID of its init or None)}."""
+    out: dict[str, tuple[str, int | None]] = {}
     for line in text.splitlines():
         cols = line.split()
-        if len(cols) != 2 or cols == ["NAME", "STATE"]:
+        if len(cols) not in (2, 3) or cols[0] == "NAME":
             continue
-        out[cols[0]] = cols[1].lower()
+        pid = cols[2] if len(cols) == 3 else ""
+        out[cols[0]] = (cols[1].lower(), int(pid) if pid.isdigit() else None)
     return out
+
+
+def instance_of(pid: int | None, proc: str = "/proc") -> str | None:
+    """"PID:start time" of a running container's init: names one run of the container (a
+    PID alone could be reused by a later run)."""
+    if pid is None:
+        return None
+    try:
+        stat_line = Path(proc, str(pid), "stat").read_text()
+        return f"{pid}:{stat_line.rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return None
 
 
 def parse_config(text: str) -> dict[str, list[str]]:
@@ -230,9 +278,10 @@ def _tag(text: str, tag: str) -> str | None:
 def observed_from_config(name: str, lxc_path: str, text: str, state: str) -> dict[str, Any]:
     """The normalized state of one container from its config file and its run state.
 
-    `network.bridgeAddress` and `files` are filled in by the caller (they are not in the
-    config file)."""
+    `network.bridgeAddress`, `files` and `pacemaker.mayRunHere` are filled in by the caller
+    (they are not in the config file)."""
     values = parse_config(text)
+    cluster = _tag(text, CLUSTER_TAG)
     memory = _last(values, LIMIT_KEYS["memory"][1], LIMIT_KEYS["memory"][0])
     cpus = _last(values, LIMIT_KEYS["cpus"][1], LIMIT_KEYS["cpus"][0])
     weight_v2 = _last(values, LIMIT_KEYS["cpuWeight"][1])
@@ -255,7 +304,25 @@ def observed_from_config(name: str, lxc_path: str, text: str, state: str) -> dic
         "network": _network_of(values),
         "init": init.split() if init else None,
         "files": {},
+        "pacemaker": {"cluster": cluster, "mayRunHere": False} if cluster else None,
     }
+
+
+def running_view(text: str, instance: str | None) -> str:
+    """The config as the running instance `instance` has it: its restart keys replaced by
+    the `# reconcile-running:` lines, when our block holds them for that very instance
+    (written while Pacemaker ran it with older settings); else the config unchanged."""
+    if instance is None or _tag(text, RUNNING_INSTANCE_TAG) != instance:
+        return text
+    kept = [line for line in text.splitlines() if not _is_restart_setting(line)]
+    running = [line[len(RUNNING_TAG):] for line in text.splitlines() if line.startswith(RUNNING_TAG)]
+    return "\n".join(kept + running) + "\n"
+
+
+def _is_restart_setting(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#") and "=" in stripped \
+        and restart_key(stripped.partition("=")[0].strip())
 
 
 def _network_of(values: dict[str, list[str]]) -> dict[str, Any]:
@@ -378,9 +445,18 @@ def render_settings(name: str, state: dict[str, Any], layout: CgroupLayout) -> l
     return out
 
 
-def render_block(name: str, source: str, stop_seconds: int, settings: list[tuple[str, str]]) -> str:
+def render_block(name: str, source: str, stop_seconds: int, settings: list[tuple[str, str]],
+                 cluster: str | None = None, running: tuple[str, list[tuple[str, str]]] | None = None) -> str:
+    """Our block of a container's config. `cluster`: Pacemaker of that cluster places it.
+    `running`: (instance, restart keys) the instance Pacemaker runs here has, while the
+    settings above already say what its next start takes."""
     lines = [f"{MARKER}{name}", f"# {GENERATED_HEADER}", f"{SOURCE_TAG}{source}", f"{STOP_TAG}{stop_seconds}"]
+    if cluster:
+        lines.append(f"{CLUSTER_TAG}{cluster}")
     lines += [f"{k} = {v}" for k, v in settings]
+    if running:
+        lines.append(f"{RUNNING_INSTANCE_TAG}{running[0]}")
+        lines += [f"{RUNNING_TAG}{k} = {v}" for k, v in running[1]]
     lines.append(END_MARKER)
     return "\n".join(lines) + "\n"
 
@@ -418,6 +494,19 @@ def restart_settings_of(existing: str) -> list[tuple[str, str]]:
             if restart_key(key.strip()):
                 out.append((key.strip(), value.strip()))
     return out
+
+
+def running_settings(existing: str, instance: str) -> list[tuple[str, str]]:
+    """The restart keys the running instance `instance` has: the `# reconcile-running:`
+    lines when our block holds them for it, else the keys of the config as it is (the
+    config it was started with)."""
+    return restart_settings_of(running_view(existing, instance))
+
+
+def config_path(lxc_path: str, name: str) -> str:
+    """Where a container's config lives: what lxc-create makes and the lxc primitive's
+    `config` parameter names."""
+    return f"{lxc_path.rstrip('/') or ''}/{name}/config"
 
 
 def create_argv(name: str, lxc_path: str, spec: Any, config_file: str) -> list[str]:
@@ -542,15 +631,18 @@ def write_rootfs_file(node: Node, rootfs: Path, inner: str, data: bytes) -> bool
 
 
 class ContainerReconciler(Reconciler):
-    """LXC containers placed on this node: create, configure, run/stop/freeze, destroy."""
+    """LXC containers placed on this node: create, configure, run/stop/freeze, destroy; for
+    containers Pacemaker places (spec.cluster), everything but their run state."""
 
     kind = "Container"
 
     def __init__(self) -> None:
         self.specs: dict[str, Any] = {}  # name → ContainerSpec of what lands here
         self.wanted: dict[str, dict[str, Any]] = {}  # name → normalized desired state
-        self.cluster_placed: set[str] = set()  # Pacemaker's: never observed or touched here
+        self.cluster_placed: set[str] = set()  # Pacemaker runs them: their run state is not ours
         self.invalid: dict[str, str] = {}  # name → why LXC refuses its config
+        self.instances: dict[str, str] = {}  # name → "PID:start" of a running container's init
+        self.primitives: dict[str, str] | None = None  # container → its lxc primitive (None: no CIB)
         self._links: dict[str, Link] | None = None
         self._layout: CgroupLayout | None = None
 
@@ -566,26 +658,31 @@ class ContainerReconciler(Reconciler):
         self.cluster_placed = {m.metadata.name for m in tree.of_kind("Container") if m.spec.cluster is not None}
         out: dict[str, Desired] = {}
         for m in tree.on_node("Container", node.name):
-            if m.spec.cluster is not None:
-                continue
             name, spec = m.metadata.name, m.spec
+            placed = spec.cluster is not None
             state = {
                 "managed": True,
                 "lxcPath": spec.lxcPath,
                 "source": source_of(spec),
-                "state": spec.state,
-                "autostart": spec.autostart,
-                "startOrder": spec.startOrder,
+                # Pacemaker decides where it runs: no run state here (ignored below), and
+                # never started at boot (a second copy); the schema refuses autostart then.
+                "state": None if placed else spec.state,
+                "autostart": False if placed else spec.autostart,
+                "startOrder": None if placed else spec.startOrder,
                 "limits": {"memory": canonical_memory(spec.limits.memory),
                            "cpus": canonical_cpus(spec.limits.cpus), "cpuWeight": spec.limits.cpuWeight},
                 "network": {"type": spec.network.type, "bridge": spec.network.bridge,
                             "address": spec.network.address, "bridgeAddress": spec.network.bridgeAddress},
                 "init": list(spec.init) if spec.init else None,
                 "files": {path: file_digest(content.encode()) for path, content in sorted(spec.files.items())},
+                "pacemaker": {"cluster": spec.cluster, "mayRunHere": True} if placed else None,
             }
             self.specs[name] = spec
             self.wanted[name] = state
-            out[name] = Desired(state)
+            if placed:
+                out[name] = Desired(state, ignore=("/state",), depends=(("Cluster", spec.cluster),))
+            else:
+                out[name] = Desired(state)
         return out
 
     # --- observe ---------------------------------------------------------------------------
@@ -619,7 +716,25 @@ class ContainerReconciler(Reconciler):
                 if want and want["network"]["bridgeAddress"] and obs["network"]["bridge"]:
                     obs["network"]["bridgeAddress"] = observed_bridge_address(
                         links, obs["network"]["bridge"], want["network"]["bridgeAddress"])
+        self.primitives = None
+        if any(o["pacemaker"] for o in out.values()) or any(w["pacemaker"] for w in self.wanted.values()):
+            attributes = self._read_cib(node)
+            for name, obs in out.items():
+                if obs["pacemaker"]:
+                    value = attributes.get(pacemaker.container_attribute(name))
+                    obs["pacemaker"]["mayRunHere"] = value == pacemaker.CONTAINER_ATTRIBUTE_VALUE
         return out
+
+    def _read_cib(self, node: Node) -> dict[str, str]:
+        """One `cibadmin --query --local`: the lxc primitives (`self.primitives`) and this
+        node's transient attributes. Without a running Pacemaker: none of either."""
+        try:
+            cib = pacemaker.query_cib(node, local=True)
+        except pacemaker.CibUnavailable:
+            self.primitives = None
+            return {}
+        self.primitives = pacemaker.lxc_primitives(cib)
+        return pacemaker.node_attributes(cib, node.name)
 
     def _observe_path(self, node: Node, lxc_path: str) -> dict[str, dict[str, Any]]:
         root = Path(lxc_path)
@@ -629,12 +744,10 @@ class ContainerReconciler(Reconciler):
             return {}  # no such folder: no containers there
         if not defined:
             return {}
-        r = node.run(["lxc-ls", "-f", "-F", "NAME,STATE", "-P", lxc_path, "-l", "ERROR"], read_only=True)
-        states = parse_lxc_ls(r.stdout)
+        r = node.run(["lxc-ls", "-f", "-F", "NAME,STATE,PID", "-P", lxc_path, "-l", "ERROR"], read_only=True)
+        listed = parse_lxc_ls_pids(r.stdout)
         out: dict[str, dict[str, Any]] = {}
         for name in defined:
-            if name in self.cluster_placed:
-                continue
             try:
                 text = (root / name / "config").read_text(errors="replace")
             except OSError:
@@ -642,11 +755,16 @@ class ContainerReconciler(Reconciler):
             want = self.wanted.get(name)
             if marker_name(text) != name and (want is None or want["lxcPath"] != lxc_path):
                 continue  # not ours, and not in the way of one we want: not our business
-            state = states.get(name)
+            state, pid = listed.get(name, (None, None))
             if state is None:  # lxc-ls skips a container whose config does not load
                 state = INVALID
                 self.invalid[name] = _why_invalid(r.stderr, name)
-            obs = observed_from_config(name, lxc_path, text, state)
+            instance = instance_of(pid)
+            if instance is not None:
+                self.instances[name] = instance
+            else:
+                self.instances.pop(name, None)
+            obs = observed_from_config(name, lxc_path, running_view(text, instance), state)
             if want and want["files"] and obs["managed"]:
                 try:
                     rootfs = _rootfs_dir(text, root / name)
@@ -659,9 +777,16 @@ class ContainerReconciler(Reconciler):
     # --- validate and explain ----------------------------------------------------------------
 
     def validate(self, node: Node) -> list[str]:
-        """LXC itself parses every rendered config block: one `lxc-ls` over a temp LXC path."""
+        """LXC itself parses every rendered config block: one `lxc-ls` over a temp LXC path.
+        A container Pacemaker places must live in LXC's default path (`lxc-config`)."""
         if not self.wanted:
             return []
+        problems: list[str] = []
+        if any(w["pacemaker"] for w in self.wanted.values()):
+            r = node.run(["lxc-config", "lxc.lxcpath"], read_only=True, check=False)
+            default = r.stdout.strip() or DEFAULT_LXC_PATH
+            problems += [p for name, w in sorted(self.wanted.items()) if w["pacemaker"]
+                         for p in [lxc_path_problem(name, w["lxcPath"], default)] if p]
         tmp = tempfile.mkdtemp(prefix="reconcile-lxc-check-")
         try:
             for name, state in self.wanted.items():
@@ -670,8 +795,8 @@ class ContainerReconciler(Reconciler):
                 (Path(tmp) / name / "config").write_text(f"lxc.uts.name = {name}\n" + block)
             r = node.run(["lxc-ls", "-1", "-P", tmp, "-l", "ERROR"], read_only=True, check=False)
             listed = set(r.stdout.split())
-            return [f"{name}: LXC refuses the rendered config: {_why_invalid(r.stderr, name)}"
-                    for name in sorted(self.wanted) if name not in listed]
+            return problems + [f"{name}: LXC refuses the rendered config: {_why_invalid(r.stderr, name)}"
+                               for name in sorted(self.wanted) if name not in listed]
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -683,16 +808,46 @@ class ContainerReconciler(Reconciler):
             return [_conflict(name, have.get("lxcPath", "?"))]
         if name in self.invalid:
             notes.append(f"its config does not load: {self.invalid[name]}")
+        running = have.get("state") in ("running", "frozen")
+        primitive = (self.primitives or {}).get(name)
         if change.action == "create":
-            notes.append(f"create from {want['source']} in {want['lxcPath']}, then {want['state']}")
+            if want["pacemaker"]:
+                cluster = want["pacemaker"]["cluster"]
+                notes.append(f"create from {want['source']} in {want['lxcPath']}, not started: Pacemaker of cluster "
+                             f"{cluster} starts it on one node (ocf:heartbeat:lxc primitive {name})")
+                notes.append(_attribute_note(name))
+            else:
+                notes.append(f"create from {want['source']} in {want['lxcPath']}, then {want['state']}")
         elif change.action == "delete":
-            notes.append("destroy: stop it, then lxc-destroy (its root file system is deleted)")
+            if have.get("pacemaker") and primitive and running:
+                notes.append(f"destroy waits: Pacemaker runs it here (primitive {primitive}); it is destroyed once "
+                             "the DC has stopped it through Pacemaker and removed that primitive (on the DC in "
+                             "this run, elsewhere on a later one)")
+            elif have.get("pacemaker") and primitive:
+                notes.append(f"destroy: node attribute {pacemaker.container_attribute(name)} is removed first "
+                             "(Pacemaker no longer starts it here), then lxc-destroy (its root file system is deleted)")
+            else:
+                notes.append("destroy: stop it, then lxc-destroy (its root file system is deleted)")
             return notes
         else:
             if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
                 return notes + [_immovable(name, have, want)]
             fields = restart_changes(have, want)
-            running = have.get("state") in ("running", "frozen")
+            if want["pacemaker"]:
+                if not have.get("pacemaker"):
+                    notes.append(f"from now on Pacemaker of cluster {want['pacemaker']['cluster']} starts and stops "
+                                 "it: its run state here is left to Pacemaker")
+                if fields and running:
+                    notes.append(_restart_through_pacemaker(name, fields))
+                elif fields:
+                    notes.append(f"{', '.join(fields)}: taken when Pacemaker next starts it here")
+                if not (have.get("pacemaker") or {}).get("mayRunHere"):
+                    notes.append(_attribute_note(name))
+                notes += self._bridge_note(want)
+                return notes
+            if have.get("pacemaker") and primitive:
+                notes.append(f"waits until the lxc primitive {primitive} is gone from the CIB: until then its run "
+                             "state is Pacemaker's")
             if fields and running and want["state"] != "stopped":
                 policy = self.specs[name].restartPolicy
                 if policy == "onChange":
@@ -703,12 +858,15 @@ class ContainerReconciler(Reconciler):
                                  "container is left alone; the change waits for its next start")
             elif fields and want["state"] != "stopped":
                 notes.append(f"{', '.join(fields)}: taken at the next start")
+        return notes + self._bridge_note(want)
+
+    def _bridge_note(self, want: dict[str, Any]) -> list[str]:
         net = want.get("network") or {}
         if net.get("bridgeAddress") and self._links is not None:
             got = observed_bridge_address(self._links, net["bridge"], net["bridgeAddress"])
             if got is None:
-                notes.append(f"bridge {net['bridge']} with {net['bridgeAddress']} is created on this node")
-        return notes
+                return [f"bridge {net['bridge']} with {net['bridgeAddress']} is created on this node"]
+        return []
 
     # --- apply -------------------------------------------------------------------------------
 
@@ -730,7 +888,7 @@ class ContainerReconciler(Reconciler):
         fd, seed = tempfile.mkstemp(prefix=f"reconcile-lxc-{name}-", suffix=".conf")
         try:
             with os.fdopen(fd, "w") as f:
-                f.write(render_block(name, want["source"], _stop_seconds(spec), settings))
+                f.write(render_block(name, want["source"], stop_seconds(spec), settings, _cluster_of(want)))
             node.run(create_argv(name, spec.lxcPath, spec, seed),
                      timeout=900 if spec.template == "download" else 300)
         finally:
@@ -738,7 +896,10 @@ class ContainerReconciler(Reconciler):
         self._remember_path(node, spec.lxcPath)
         self._write_config(node, name, settings)
         self._write_files(node, name)
-        self._set_state(node, name, "stopped", want["state"])
+        if want["pacemaker"]:
+            self._allow_here(node, name)  # complete here: from now on Pacemaker may start it on this node
+        else:
+            self._set_state(node, name, "stopped", want["state"])
 
     def _update(self, change: Change, node: Node) -> None:
         name, want, spec = change.name, change.desired or {}, self.specs[change.name]
@@ -747,6 +908,15 @@ class ContainerReconciler(Reconciler):
             raise ApplyError(_conflict(name, have.get("lxcPath", spec.lxcPath)))
         if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
             raise ApplyError(_immovable(name, have, want))
+        if want["pacemaker"]:
+            self._update_placed(node, name, have, want)
+            return
+        if have.get("pacemaker"):  # placed by Pacemaker until now
+            primitive = self._primitive_for(node, name)
+            if primitive:
+                raise Deferred(f"the lxc primitive {primitive} is still in the CIB: {name}'s run state stays "
+                               "Pacemaker's until the DC has removed it; applied on a later run")
+            self._forbid_here(node, name)
         if have["state"] == INVALID:  # fix our part of the config first, then look again
             self._write_config(node, name, render_settings(name, want, self.layout))
             have = self._observe_one(node, name)
@@ -770,28 +940,62 @@ class ContainerReconciler(Reconciler):
             self._write_config(node, name, render_settings(name, want, self.layout))
         self._write_files(node, name)
         self._set_state(node, name, now, want["state"])
-        old_bridge = (have.get("network") or {}).get("bridge")
-        if old_bridge and not any(w["network"]["bridge"] == old_bridge for w in self.wanted.values()):
-            self._drop_bridge(node, old_bridge)  # moved off a bridge we made: it goes when empty
+        self._drop_old_bridge(node, have)
         if deferred:
             raise Deferred(deferred)
+
+    def _update_placed(self, node: Node, name: str, have: dict[str, Any], want: dict[str, Any]) -> None:
+        """A container Pacemaker places: its config, files, bridge and node attribute, never
+        its run state. Settings that need a restart go into the config at once (the next
+        start, on any node, takes them); where Pacemaker runs it now, our block also keeps
+        what that instance runs with, and the change is reported deferred until Pacemaker
+        restarts it."""
+        if have["state"] == INVALID:
+            self._write_config(node, name, render_settings(name, want, self.layout))
+            have = self._observe_one(node, name)
+        self._ensure_bridge(node, name)
+        fields = restart_changes(have, want)
+        held = None
+        if fields and have["state"] not in ("stopped", INVALID):
+            self._observe_one(node, name)  # the instance running now (Pacemaker may have restarted it)
+            instance = self.instances.get(name)
+            if instance is not None:
+                existing = Path(config_path(want["lxcPath"], name)).read_text()
+                held = (instance, running_settings(existing, instance))
+        self._write_config(node, name, render_settings(name, want, self.layout), running=held)
+        self._write_files(node, name)
+        if not (have.get("pacemaker") or {}).get("mayRunHere"):
+            self._allow_here(node, name)
+        self._drop_old_bridge(node, have)
+        if held:
+            raise Deferred(_restart_through_pacemaker(name, fields))
 
     def _destroy(self, change: Change, node: Node) -> None:
         have, name = change.observed or {}, change.name
         lxc_path = have.get("lxcPath", DEFAULT_LXC_PATH)
         config = Path(lxc_path) / name / "config"
         try:
-            owner = marker_name(config.read_text(errors="replace"))
+            text = config.read_text(errors="replace")
         except FileNotFoundError:
             return  # already gone
-        if owner != name:
+        if marker_name(text) != name:
             raise ApplyError(_conflict(name, lxc_path))
-        if have.get("state") != "stopped":
+        state = have.get("state")
+        if have.get("pacemaker") or _tag(text, CLUSTER_TAG):
+            primitive = self._primitive_for(node, name)
+            waits = Deferred(f"Pacemaker runs {name} here (lxc primitive {primitive}): it is destroyed once that "
+                             "primitive is gone from the CIB (the DC removes it, stopping it first) and "
+                             "Pacemaker has stopped it")
+            if primitive and self._state_now(node, name, lxc_path) != "stopped":
+                raise waits
+            self._forbid_here(node, name)  # Pacemaker must not start it here while it goes
+            state = self._state_now(node, name, lxc_path)
+            if primitive and state != "stopped":  # Pacemaker started it here just now
+                raise waits
+        if state != "stopped":
             self._stop(node, name, lxc_path, _stop_tag(config))
         node.run(["lxc-destroy", "-n", name, "-P", lxc_path])
-        bridge = (have.get("network") or {}).get("bridge")
-        if bridge and not any(w["network"]["bridge"] == bridge for w in self.wanted.values()):
-            self._drop_bridge(node, bridge)
+        self._drop_old_bridge(node, have)
 
     # --- apply helpers -------------------------------------------------------------------------
 
@@ -802,12 +1006,62 @@ class ContainerReconciler(Reconciler):
             raise ApplyError(f"container {name} is not in {spec.lxcPath} any more")
         return found
 
-    def _write_config(self, node: Node, name: str, settings: list[tuple[str, str]]) -> None:
-        spec = self.specs[name]
+    def _write_config(self, node: Node, name: str, settings: list[tuple[str, str]],
+                      running: tuple[str, list[tuple[str, str]]] | None = None) -> None:
+        spec, want = self.specs[name], self.wanted[name]
         path = Path(spec.lxcPath) / name / "config"
-        block = render_block(name, self.wanted[name]["source"], _stop_seconds(spec), settings)
+        block = render_block(name, want["source"], stop_seconds(spec), settings, _cluster_of(want), running)
         text = merge_config(path.read_text(), block)
         AtomicWriter(node).write(path, text, validate=lambda tmp: self._check_config(node, name, tmp))
+
+    def _state_now(self, node: Node, name: str, lxc_path: str) -> str:
+        r = node.run(["lxc-ls", "-f", "-F", "NAME,STATE,PID", "-P", lxc_path, "-l", "ERROR"], read_only=True)
+        return parse_lxc_ls(r.stdout).get(name, INVALID)
+
+    def _drop_old_bridge(self, node: Node, have: dict[str, Any]) -> None:
+        """A bridge we made goes once no container wants it (moved off it, or destroyed)."""
+        bridge = (have.get("network") or {}).get("bridge")
+        if bridge and not any(w["network"]["bridge"] == bridge for w in self.wanted.values()):
+            self._drop_bridge(node, bridge)
+
+    # --- apply helpers: Pacemaker ----------------------------------------------------------------
+
+    def _primitive_for(self, node: Node, name: str) -> str | None:
+        """The id of an lxc primitive in the CIB that runs this container (ours or made by
+        hand), read now; None when there is none or Pacemaker does not run here."""
+        self._read_cib(node)
+        return (self.primitives or {}).get(name)
+
+    def _allow_here(self, node: Node, name: str) -> None:
+        """Tell Pacemaker this node can run the container: its node attribute, through this
+        node's own attrd (a transient attribute of this node only, not the configuration,
+        which the DC alone writes). Waits until the CIB shows it, so the next observe does."""
+        attribute = pacemaker.container_attribute(name)
+        argv = ["attrd_updater", "-n", attribute, "-U", pacemaker.CONTAINER_ATTRIBUTE_VALUE]
+        r = node.run(argv, check=False, timeout=30)
+        if r.rc != 0:  # Pacemaker may have just been started here (by the Cluster): wait for it once
+            pacemaker.wait_for_dc(node)
+            r = node.run(argv, check=False, timeout=30)
+        if r.rc != 0:
+            why = (r.stderr or r.stdout).strip().splitlines()[-1:] or [f"exited {r.rc}"]
+            raise ApplyError(f"{name} is defined here, but Pacemaker did not take the node attribute {attribute} "
+                             f"(attrd_updater: {why[0]}): Pacemaker does not start {name} on {node.name} until it "
+                             "does. Is Pacemaker running here (the Cluster manifest starts it)?")
+        self._wait_attribute(node, attribute, present=True)
+
+    def _forbid_here(self, node: Node, name: str) -> None:
+        """Take the node attribute away (before the container goes), if Pacemaker has it."""
+        attribute = pacemaker.container_attribute(name)
+        if attribute not in self._read_cib(node):
+            return
+        node.run(["attrd_updater", "-n", attribute, "-D"], timeout=30)
+        self._wait_attribute(node, attribute, present=False)
+
+    def _wait_attribute(self, node: Node, attribute: str, present: bool, seconds: float = ATTRIBUTE_WAIT) -> None:
+        """attrd writes the CIB a moment after it took the value: wait (bounded) for it."""
+        deadline = time.monotonic() + seconds
+        while (attribute in self._read_cib(node)) != present and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     def _check_config(self, node: Node, name: str, candidate: Path) -> None:
         """LXC's own parser on the new config (temp copy), before it replaces the old one."""
@@ -876,7 +1130,7 @@ class ContainerReconciler(Reconciler):
     def _stop(self, node: Node, name: str, lxc_path: str | None = None, seconds: int | None = None) -> None:
         if lxc_path is None:
             lxc_path = self.specs[name].lxcPath
-            seconds = _stop_seconds(self.specs[name])
+            seconds = stop_seconds(self.specs[name])
         seconds = 10 if seconds is None else seconds
         how = ["-k"] if seconds == 0 else ["-t", str(seconds)]
         r = node.run(["lxc-stop", "-n", name, "-P", lxc_path, *how], check=False, timeout=seconds + 60)
@@ -943,7 +1197,9 @@ class ContainerReconciler(Reconciler):
     # --- watch ---------------------------------------------------------------------------------
 
     def watch(self, node: Node) -> Iterator[str]:
-        """Yields on every state change of a container in our LXC paths (`lxc-monitor`)."""
+        """Yields on every state change of a container in our LXC paths (`lxc-monitor`),
+        except those of containers Pacemaker places: it starts and stops them, and their run
+        state is not drift (the watch runs without `desired`: our block's cluster line says so)."""
         paths = [p for p in self.lxc_paths(node) if Path(p).is_dir()]
         if not paths:
             return  # nothing to watch yet; the agent calls again later
@@ -954,14 +1210,26 @@ class ContainerReconciler(Reconciler):
         try:
             for line in proc.stdout or ():
                 event = parse_monitor_line(line)
-                if event and event[0] not in self.cluster_placed:
+                if event and event[0] not in self.cluster_placed and not _placed_by_pacemaker(paths, event[0]):
                     yield f"container {event[0]}: {event[1]}"
         finally:
             proc.terminate()
             proc.wait(timeout=5)
 
 
-def _stop_seconds(spec: Any) -> int:
+def _placed_by_pacemaker(paths: list[str], name: str) -> bool:
+    for lxc_path in paths:
+        try:
+            text = Path(config_path(lxc_path, name)).read_text(errors="replace")
+        except OSError:
+            continue
+        if marker_name(text) == name and _tag(text, CLUSTER_TAG):
+            return True
+    return False
+
+
+def stop_seconds(spec: Any) -> int:
+    """spec.stopTimeout in whole seconds (lxc-stop -t takes seconds)."""
     return math.ceil(duration_ms(spec.stopTimeout) / 1000)
 
 
@@ -985,6 +1253,32 @@ def _why_invalid(stderr: str, name: str) -> str:
             reasons.append(f"{why}, {at}" if why else at)
         previous = line
     return " | ".join(dict.fromkeys(reasons)) or "it does not load (lxc-ls skips it)"
+
+
+def lxc_path_problem(name: str, lxc_path: str, default: str) -> str | None:
+    """Why a Pacemaker-placed container cannot live in `lxc_path` on a node whose LXC
+    default path is `default`: ocf:heartbeat:lxc has no lxcpath parameter, so it runs
+    lxc-start, lxc-info and lxc-stop in the default path."""
+    if lxc_path.rstrip("/") == default.rstrip("/"):
+        return None
+    return (f"{name}: spec.lxcPath is {lxc_path}, but ocf:heartbeat:lxc starts, watches and stops containers in "
+            f"LXC's default path only ({default}, from lxc-config lxc.lxcpath on this node): leave lxcPath out "
+            f"or make it {default}")
+
+
+def _attribute_note(name: str) -> str:
+    return (f"tells Pacemaker this node can run it: node attribute {pacemaker.container_attribute(name)}="
+            f"{pacemaker.CONTAINER_ATTRIBUTE_VALUE} (the primitive's location rule needs it)")
+
+
+def _restart_through_pacemaker(name: str, fields: list[str]) -> str:
+    return (f"restart required ({', '.join(fields)}): Pacemaker runs it here and owns its start and stop, so "
+            f"reconcile does not restart it; the new config is written on every node and taken at the next start: "
+            f"restart it through Pacemaker when it suits you: crm_resource --restart -r {name}")
+
+
+def _cluster_of(want: dict[str, Any]) -> str | None:
+    return (want.get("pacemaker") or {}).get("cluster")
 
 
 def _conflict(name: str, lxc_path: str) -> str:

@@ -1,5 +1,10 @@
 """Container: an LXC system container on a node (or, with spec.cluster, placed by Pacemaker).
 
+With `spec.cluster` the container is defined on every node of that cluster and Pacemaker
+runs it on at most one of them (an ocf:heartbeat:lxc primitive named after it): the
+cluster must run Pacemaker, and the fields that would make reconcile run it itself
+(`autostart`, `startOrder`, `restartPolicy: onChange`, `state: frozen`) are refused.
+
 Every value here reaches `lxc-create` argv, an LXC config line or a path under the
 container's root file system, so each is a constrained type: the container name is a DNS
 label (no `/`, `..`, spaces or shell metacharacters), init arguments are single words
@@ -156,7 +161,7 @@ class Container(Manifest):
         return out
 
     def check(self, tree) -> list[tuple[str, str]]:
-        problems: list[tuple[str, str]] = []
+        problems: list[tuple[str, str]] = self._placed_by_pacemaker(tree) if self.spec.cluster else []
         net = self.spec.network
         if net.address and net.bridgeAddress:
             mine = ipaddress.IPv4Interface(net.address)
@@ -175,6 +180,31 @@ class Container(Manifest):
                                  f"of {iface.network}"))
         if net.bridgeAddress:
             problems.extend(self._bridge_agrees(tree))
+        return problems
+
+    def _placed_by_pacemaker(self, tree) -> list[tuple[str, str]]:
+        """Pacemaker starts and stops a container placed with spec.cluster: reconcile only
+        defines it on the cluster's nodes, so nothing here may ask reconcile to run it."""
+        spec, name = self.spec, self.metadata.name
+        problems: list[tuple[str, str]] = []
+        owner = tree.get("Cluster", spec.cluster)
+        if owner is not None and owner.spec.stack != "pacemaker":
+            problems.append(("spec.cluster", f"cluster {spec.cluster!r} has stack: {owner.spec.stack}: no Pacemaker "
+                             "runs there to place this container; say stack: pacemaker in that Cluster, or place "
+                             "the container with spec.nodes"))
+        if spec.state == "frozen":
+            problems.append(("spec.state", "a container Pacemaker places cannot be frozen: the lxc agent's monitor "
+                             "would find it not running and Pacemaker would recover it; say running or stopped"))
+        if spec.autostart:
+            problems.append(("spec.autostart", "Pacemaker starts a container placed with spec.cluster: autostart "
+                             "stays off so that a node that boots does not start a second copy; leave it out"))
+        if spec.startOrder is not None:
+            problems.append(("spec.startOrder", "only for autostart, which a container placed with spec.cluster "
+                             "does not have (Pacemaker starts it): leave it out"))
+        if "restartPolicy" in spec.model_fields_set and spec.restartPolicy == "onChange":
+            problems.append(("spec.restartPolicy", "Pacemaker starts and stops a container placed with spec.cluster: "
+                             "reconcile never restarts it; a change that needs a restart is reported until you run "
+                             f"crm_resource --restart -r {name}. Leave restartPolicy out"))
         return problems
 
     def _bridge_agrees(self, tree) -> list[tuple[str, str]]:

@@ -31,11 +31,14 @@ ALLOW: dict[str, list[str]] = {
         # every container's state in one call per LXC path; LXC's own parser (lxc-ls /
         # lxc-info on a temp LXC path) as the native validator of rendered configs; bridges
         # and veths with their aliases and masters in one call; the state monitor of watch()
-        r"^lxc-ls -f -F NAME,STATE -P /[A-Za-z0-9_./@+-]+ -l ERROR$",
+        r"^lxc-ls -f -F NAME,STATE,PID -P /[A-Za-z0-9_./@+-]+ -l ERROR$",
         r"^lxc-ls -1 -P /[A-Za-z0-9_./-]*reconcile-lxc-check-[A-Za-z0-9_]+ -l ERROR$",
         r"^lxc-info -P /[A-Za-z0-9_./-]*reconcile-lxc-check-[A-Za-z0-9_]+ -n [a-z0-9-]+ -c lxc.uts.name -l ERROR$",
         r"^ip -j -d addr show$",
         r"^lxc-monitor -n '\.\*'( -P /[A-Za-z0-9_./@+-]+)+$",
+        # LXC's default path, which ocf:heartbeat:lxc uses (Pacemaker-placed containers);
+        # their primitives and this node's attributes come from `cibadmin --query --local`
+        r"^lxc-config lxc\.lxcpath$",
         # --- Cluster / ClusterResource (Pacemaker)
         # the CIB (or one section; --local: this node's copy) and crm_mon's status, one call each
         r"^cibadmin --query( --scope (configuration|crm_config))?( --local)?$",

@@ -13,7 +13,7 @@ from reconcilers.base import Change, DryRunViolation, Node, Runner
 from reconcilers.container import (
     END_MARKER, MARKER, CgroupLayout, ContainerReconciler, _why_invalid, canonical_cpus, canonical_memory,
     create_argv, file_digest, marker_name, merge_config, observed_bridge_address, observed_from_config,
-    parse_config, parse_links, parse_lxc_ls, parse_monitor_line, read_rootfs_file, render_block,
+    parse_config, parse_links, parse_lxc_ls, parse_lxc_ls_pids, parse_monitor_line, read_rootfs_file, render_block,
     render_settings, restart_changes, restart_settings_of, shares_of_weight, veth_pair_name, weight_of_shares,
     write_rootfs_file,
 )
@@ -76,6 +76,10 @@ def reconciler(tmp_path):
 def test_lxc_ls_gives_every_state_lower_cased():
     assert parse_lxc_ls(fixture("lxc-ls.out")) == {"app1": "running", "app2": "frozen", "app3": "stopped"}
     assert parse_lxc_ls(fixture("lxc-ls-empty.out")) == {}
+    # with the PID column observe asks for (a frozen container keeps its init)
+    assert parse_lxc_ls(fixture("lxc-ls-pid.out")) == {"app2": "frozen", "app3": "stopped", "ct1": "running"}
+    assert parse_lxc_ls_pids(fixture("lxc-ls-pid.out")) == {
+        "app2": ("frozen", 5254), "app3": ("stopped", None), "ct1": ("running", 4840)}
 
 
 def test_a_config_lxc_refuses_is_explained_in_lxcs_words():
@@ -250,10 +254,13 @@ def test_download_and_local_sources_are_recorded_for_people(tmp_path):
 # --- desired, restart decisions and the plan's notes -----------------------------------------
 
 
-def test_desired_skips_containers_placed_by_the_cluster(reconciler):
+def test_desired_holds_node_placed_and_pacemaker_placed_containers(reconciler):
     rec, _, desired = reconciler
-    assert set(desired) == {"app1"} and rec.cluster_placed == {"db1"}
+    assert set(desired) == {"app1", "db1"} and rec.cluster_placed == {"db1"}
     assert desired["app1"].state["files"] == {"/www/index.html": file_digest(b"app1\n")}
+    assert desired["app1"].state["pacemaker"] is None and desired["app1"].ignore == ()
+    # what Pacemaker places is desired too (test_container_placed.py has the rest)
+    assert desired["db1"].state["pacemaker"] == {"cluster": "web", "mayRunHere": True}
 
 
 def _have(desired, **changes):

@@ -157,3 +157,63 @@ def test_an_unknown_field_is_named(tmp_path):
 def test_a_relative_lxc_path_is_refused(tmp_path):
     p = only(tmp_path, GOOD.replace("template: busybox", "template: busybox\n  lxcPath: var/lib/lxc"))
     assert p.field == "spec.lxcPath" and "absolute" in p.message
+
+
+# --- placed by Pacemaker (spec.cluster) ---------------------------------------------------------
+
+CLUSTER = """\
+apiVersion: reconcile/v1
+kind: Cluster
+metadata: {name: web}
+spec:
+  nodes:
+    - {name: lb1, id: 1, address: 192.0.2.11/24}
+    - {name: lb2, id: 2, address: 192.0.2.12/24}
+  stonithEnabled: false
+"""
+PLACED = GOOD.replace("node: lb1", "cluster: web")
+
+
+def line(text: str, fragment: str) -> int:
+    return next(i + 1 for i, ln in enumerate(text.splitlines()) if fragment in ln)
+
+
+def test_a_container_placed_by_pacemaker_lands_on_every_node_of_its_cluster(tmp_path):
+    (tmp_path / "containers.yaml").write_text(PLACED + "  state: stopped\n  restartPolicy: never\n")
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    tree = load_tree(tmp_path)
+    assert tree.nodes_of(tree.get("Container", "app1")) == {"lb1", "lb2"}
+
+
+def test_its_cluster_must_run_pacemaker(tmp_path):
+    found = problems(tmp_path, PLACED, CLUSTER.replace("stonithEnabled: false", "stack: none"))
+    mine = [p for p in found if p.file == "containers.yaml"]
+    assert [(p.line, p.field) for p in mine] == [(line(PLACED, "cluster: web"), "spec.cluster")]
+    assert "cluster 'web' has stack: none: no Pacemaker runs there to place this container" in mine[0].message
+    # the Cluster says it too, at its own stack line
+    assert any(p.file == "more.yaml" and p.field == "spec.stack" for p in found)
+
+
+@pytest.mark.parametrize("extra, field, words", [
+    ("state: frozen", "spec.state", "cannot be frozen"),
+    ("autostart: true", "spec.autostart", "a node that boots does not start a second copy"),
+    ("startOrder: 10", "spec.startOrder", "only for autostart"),
+    ("restartPolicy: onChange", "spec.restartPolicy", "crm_resource --restart -r app1"),
+])
+def test_nothing_may_ask_reconcile_to_run_what_pacemaker_runs(tmp_path, extra, field, words):
+    text = PLACED + f"  {extra}\n"
+    p = only(tmp_path, text, CLUSTER)
+    assert (p.file, p.line, p.field) == ("containers.yaml", line(text, extra), field)
+    assert words in p.message
+
+
+def test_one_container_name_per_node_also_across_placements(tmp_path):
+    # the name is unique per kind: a Pacemaker-placed and a node-placed app1 conflict by name
+    found = problems(tmp_path, GOOD, PLACED.replace("198.51.100.11", "198.51.100.12") + "---\n" + CLUSTER)
+    assert {(p.file, p.field) for p in found} == {("more.yaml", "metadata.name")}
+    assert any("duplicate Container name 'app1'" in p.message for p in found)
+    assert any("both claim container /var/lib/lxc:app1" in p.message for p in found)  # on lb1, both
+    # and its address is claimed on every node of the cluster
+    other = GOOD.replace("name: app1", "name: app2").replace("node: lb1", "node: lb2")
+    p = only(tmp_path, PLACED, other + "---\n" + CLUSTER)
+    assert p.field == "spec.network.address" and "both claim ip 198.51.100.11" in p.message
