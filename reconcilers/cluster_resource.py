@@ -5,7 +5,8 @@ Objects of this kind are Pacemaker resources, named by their CIB id:
 - every ClusterResource manifest (a primitive of any OCF / systemd / LSB / stonith agent,
   or a group; either may be cloned), with its location / colocation / order constraints;
 - every VirtualIP with `manager: pacemaker` (an `ocf:heartbeat:IPaddr2` primitive);
-- every Container with `spec.cluster` (an `ocf:heartbeat:lxc` primitive).
+- every Container with `spec.cluster` (an `ocf:heartbeat:lxc` primitive, with a location
+  rule that keeps it on nodes whose Container reconciler has defined the container).
 
 Ownership: every element we create carries the meta attribute `reconcile-managed=true`;
 constraints we create have ids derived from their resource (`db-with-db-vip`,
@@ -19,7 +20,11 @@ and the operator switches `target-role` / `is-managed` unless the manifest sets 
 
 Only the agent on the current DC writes; the others raise Deferred. Each apply pushes the
 whole desired set as ONE patch (so a change touching several resources and constraints is
-one CIB update, verified as a whole); a delete removes its one object.
+one CIB update, verified as a whole); a delete removes its one object, after stopping it
+through Pacemaker if it runs (target-role=Stopped and a bounded wait, as `pcs resource
+delete` does): a primitive removed while it runs would be stopped as an orphan with
+default timeouts, and an lxc primitive's stop needs the config the Container delete
+removes next.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from typing import Any, Iterable, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import ApplyError, Change, Deferred, Desired, Node, Reconciler
+from reconcilers.container import config_path, stop_seconds
 from schemas.cluster_resource import MARKER
 
 RESOURCE_TAGS = ("primitive", "group", "clone")
@@ -37,6 +43,8 @@ OPERATOR_META = ("target-role", "is-managed")
 disable / unmanage): left alone unless the manifest sets them."""
 CLONE_SUFFIX = "-clone"
 WATCH_SECONDS = 2.0
+LXC_STOP_MARGIN = 5  # seconds ocf:heartbeat:lxc keeps of its stop timeout for lxc-stop -k
+STOP_WAIT_SECONDS = 120.0  # how long a delete waits for Pacemaker to stop the resource first
 
 
 # --- desired state -----------------------------------------------------------------------
@@ -105,18 +113,31 @@ def virtual_ip_state(spec: Any) -> dict[str, Any]:
 
 
 def container_state(name: str, spec: Any) -> dict[str, Any]:
-    """A Container with spec.cluster: an ocf:heartbeat:lxc primitive (Pacemaker starts it)."""
+    """A Container with spec.cluster: an ocf:heartbeat:lxc primitive (Pacemaker starts it).
+
+    - params: the container and the config the Container reconciler writes on every node
+      (`config_path`); the agent has no lxcpath parameter and runs the lxc tools in LXC's
+      default path, which the Container reconciler's validate checks spec.lxcPath against.
+    - stop: the agent gives `lxc-stop -t` its operation timeout minus 5 s, so a timeout of
+      spec.stopTimeout + 5 s waits as long for a clean stop as the Container reconciler
+      does, and then kills the container (never a failed stop, which would block it).
+    - `nodeAttribute`: a location rule keeps the primitive off every node that lacks this
+      node attribute; the Container reconciler sets it once the container is defined on
+      the node, so Pacemaker never starts it where it is not there yet.
+    """
     meta = {"target-role": "Stopped"} if getattr(spec, "state", "running") == "stopped" else {}
     state: dict[str, Any] = {
         "agent": "ocf:heartbeat:lxc",
-        "params": {"container": name, "config": f"{spec.lxcPath}/{name}/config"},
+        "params": {"container": name, "config": config_path(spec.lxcPath, name)},
         "operations": _ops([{"name": "monitor", "interval": "30s", "timeout": "20s"},
                             {"name": "start", "interval": "0s", "timeout": "60s"},
-                            {"name": "stop", "interval": "0s", "timeout": "60s"}]),
+                            {"name": "stop", "interval": "0s",
+                             "timeout": f"{stop_seconds(spec) + LXC_STOP_MARGIN}s"}]),
         "meta": meta,
         "clone": False,
     }
     state.update(_constraints([], [], []))
+    state["nodeAttribute"] = pacemaker.container_attribute(name)
     return state
 
 
@@ -189,6 +210,8 @@ def render_constraints(name: str, states: dict[str, dict[str, Any]]) -> list[ET.
         return top_id(other, states[other]) if other in states else other
 
     out = []
+    if state.get("nodeAttribute"):
+        out.append(render_attribute_rule(name, me, state["nodeAttribute"]))
     for loc in state["location"]:
         out.append(ET.Element("rsc_location", {"id": f"{name}-location-{loc['node']}", "rsc": me,
                                                "node": loc["node"], "score": loc["score"]}))
@@ -199,6 +222,38 @@ def render_constraints(name: str, states: dict[str, dict[str, Any]]) -> list[ET.
         out.append(ET.Element("rsc_order", {"id": f"{name}-after-{first}", "first": ref(first), "then": me,
                                             "kind": "Mandatory"}))
     return out
+
+
+def attribute_rule_id(name: str) -> str:
+    return f"{name}-where-defined"
+
+
+def render_attribute_rule(name: str, top: str, attribute: str) -> ET.Element:
+    """`-INFINITY` on every node where `attribute` is not "1": the resource runs only where
+    the node says it can (the pattern of Pacemaker's ping/pingd rules)."""
+    cid = attribute_rule_id(name)
+    location = ET.Element("rsc_location", {"id": cid, "rsc": top})
+    rule = ET.SubElement(location, "rule", {"id": f"{cid}-rule", "score": "-INFINITY", "boolean-op": "or"})
+    ET.SubElement(rule, "expression", {"id": f"{cid}-rule-undefined", "attribute": attribute,
+                                       "operation": "not_defined"})
+    ET.SubElement(rule, "expression", {"id": f"{cid}-rule-other", "attribute": attribute, "operation": "ne",
+                                       "value": pacemaker.CONTAINER_ATTRIBUTE_VALUE})
+    return location
+
+
+def parse_attribute_rule(el: ET.Element, name: str, top: str) -> str:
+    """The attribute of our rule constraint; a rule edited by hand reads as such (drift)."""
+    expression = el.find("rule/expression")
+    attribute = expression.get("attribute", "") if expression is not None else ""
+    if attribute and _same_element(el, render_attribute_rule(name, top, attribute)):
+        return attribute
+    return f"(edited by hand: {attribute or 'no expression'})"
+
+
+def _same_element(a: ET.Element, b: ET.Element) -> bool:
+    """Same tag, attributes and children (in order); layout whitespace aside."""
+    return a.tag == b.tag and a.attrib == b.attrib and (a.text or "").strip() == (b.text or "").strip() \
+        and len(a) == len(b) and all(_same_element(x, y) for x, y in zip(a, b))
 
 
 # --- reading the CIB back ----------------------------------------------------------------
@@ -268,7 +323,7 @@ def owns_constraint(el: ET.Element, name: str, top: str) -> bool:
     """Whether constraint `el` is one we made for resource `name` (top-level id `top`)."""
     cid = el.get("id", "")
     if el.tag == "rsc_location":
-        return el.get("rsc") == top and cid == f"{name}-location-{el.get('node')}"
+        return el.get("rsc") == top and cid in (f"{name}-location-{el.get('node')}", attribute_rule_id(name))
     if el.tag == "rsc_colocation":
         return el.get("rsc") == top and cid.startswith(f"{name}-with-")
     if el.tag == "rsc_order":
@@ -287,7 +342,9 @@ def parse_managed(configuration: ET.Element) -> dict[str, dict[str, Any]]:
         for name, state in states.items():
             if not owns_constraint(el, name, tops.get(name, name)):
                 continue
-            if el.tag == "rsc_location":
+            if el.tag == "rsc_location" and el.get("id") == attribute_rule_id(name):
+                state["nodeAttribute"] = parse_attribute_rule(el, name, tops.get(name, name))
+            elif el.tag == "rsc_location":
                 state["location"].append({"node": el.get("node", ""), "score": el.get("score", "")})
             elif el.tag == "rsc_colocation":
                 other = el.get("with-rsc", "")
@@ -304,6 +361,26 @@ def parse_managed(configuration: ET.Element) -> dict[str, dict[str, Any]]:
 
 
 # --- building the candidate CIB ----------------------------------------------------------
+
+
+def stop_resource(cib: ET.Element, name: str) -> ET.Element:
+    """Set target-role=Stopped on our top-level element of `name` (its clone, if cloned)."""
+    resources = cib.find("configuration/resources")
+    index = _index(resources) if resources is not None else {}
+    for el_id in (name + CLONE_SUFFIX, name):
+        if el_id in index and is_marked(index[el_id][0]):
+            el = index[el_id][0]
+            meta = next((m for m in el.findall("meta_attributes")
+                         if any(nv.get("name") == MARKER for nv in m.findall("nvpair"))), None)
+            if meta is None:
+                meta = ET.SubElement(el, "meta_attributes", {"id": f"{el_id}-meta_attributes"})
+            for nv in list(meta.findall("nvpair")):
+                if nv.get("name") == "target-role":
+                    meta.remove(nv)
+            ET.SubElement(meta, "nvpair", {"id": f"{meta.get('id')}-target-role", "name": "target-role",
+                                           "value": "Stopped"})
+            break
+    return cib
 
 
 def _index(resources: ET.Element) -> dict[str, tuple[ET.Element, ET.Element]]:
@@ -423,7 +500,13 @@ class ClusterResourceReconciler(Reconciler):
     """Pacemaker resources (and their constraints) of the cluster this node is in."""
 
     kind = "ClusterResource"
-    after = ("Cluster",)
+    # After Container: a Pacemaker-placed container is defined on the node before its
+    # primitive is written, and (deletes run in reverse) its primitive is gone before the
+    # Container reconciler destroys it.
+    after = ("Cluster", "Container")
+    # Pacemaker VirtualIPs and Pacemaker-placed Containers become primitives here, also in
+    # a tree without any ClusterResource manifest.
+    consumes = ("VirtualIP", "Container")
 
     def __init__(self) -> None:
         self._states: dict[str, dict[str, Any]] = {}
@@ -435,6 +518,7 @@ class ClusterResourceReconciler(Reconciler):
         self._preview: list[pacemaker.Action] | None = None  # one simulation per plan
         self._pruned: set[str] = set()
         self._forming: list[str] = []
+        self._attributes: dict[str, dict[str, str]] = {}  # node → its transient attributes (preview)
         self._explained: set[str] = set()
 
     # --- desired -------------------------------------------------------------------------
@@ -499,6 +583,7 @@ class ClusterResourceReconciler(Reconciler):
         except pacemaker.CibUnavailable:
             cib = pacemaker.empty_cib(node, self._nodes)
             nodes_up = [n for _, n in sorted(self._nodes.items())]
+        self._attributes = {n: pacemaker.node_attributes(cib, n) for n in self._nodes.values()}
         if self._cluster is not None:
             pacemaker.set_properties(cib, ClusterReconciler._properties(self._cluster.spec))
         configuration = cib.find("configuration")
@@ -549,7 +634,19 @@ class ClusterResourceReconciler(Reconciler):
             if lines and self._forming:
                 lines.append(f"(simulated for the new cluster of {', '.join(self._forming)} once it has formed)")
         self._explained.add(change.name)
-        return [f"crm_simulate: {line}" for line in lines]
+        return [f"crm_simulate: {line}" for line in lines] + self._placement_note(change)
+
+    def _placement_note(self, change: Change) -> list[str]:
+        """Where a Pacemaker-placed container can start: the simulation only counts nodes
+        whose Container reconciler has defined it already."""
+        attribute = (change.desired or {}).get("nodeAttribute")
+        if not attribute or change.action != "create":
+            return []
+        ready = [n for n, attrs in sorted(self._attributes.items())
+                 if attrs.get(attribute) == pacemaker.CONTAINER_ATTRIBUTE_VALUE]
+        return [f"starts only on a node where the container is defined (node attribute {attribute}="
+                f"{pacemaker.CONTAINER_ATTRIBUTE_VALUE}, set by that node's Container reconciler): "
+                f"{'now ' + ', '.join(ready) if ready else 'no node yet'}"]
 
     def _in_sync(self, name: str) -> bool:
         have = self._observed.get(name)
@@ -573,7 +670,35 @@ class ClusterResourceReconciler(Reconciler):
                 raise Deferred(f"nothing to write: the CIB already has it (the DC {dc} writes the CIB)")
             raise Deferred(f"applied by the DC {dc}")
         deletes = [change.name] if change.action == "delete" else []
+        if deletes:
+            self._stop_first(change, node)
         pacemaker.update_cib(node, lambda cib: build_candidate(cib, self._states, deletes))
+
+    def _stop_first(self, change: Change, node: Node) -> None:
+        """Before a running resource leaves the CIB, stop it through Pacemaker and wait,
+        as `pcs resource delete` does: a primitive removed while it runs is stopped as an
+        orphan with default timeouts (its own operations are gone with it), and an lxc
+        primitive's stop needs the container's config, which the Container reconciler
+        removes right after this delete."""
+        ids = self._ids(change.name, change.observed or {})
+        if not self._active(node, ids):
+            return
+        pacemaker.update_cib(node, lambda cib: stop_resource(cib, change.name))
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while self._active(node, ids):
+            if time.monotonic() > deadline:
+                raise ApplyError(f"Pacemaker did not stop {change.name} within {STOP_WAIT_SECONDS:.0f}s "
+                                 "(target-role=Stopped is set): it stays in the CIB until it has stopped; "
+                                 f"see crm_mon, and crm_resource --cleanup -r {change.name} once fixed")
+            time.sleep(0.5)
+
+    @staticmethod
+    def _active(node: Node, ids: set[str]) -> list[str]:
+        try:
+            status = pacemaker.cluster_status(node)
+        except pacemaker.CibUnavailable as err:
+            raise ApplyError(f"cannot tell whether {', '.join(sorted(ids))} still run: {err}") from None
+        return [f"{r} on {', '.join(where)}" for r, where in status.active.items() if r in ids]
 
     def _now_in_sync(self, change: Change, node: Node) -> bool:
         try:

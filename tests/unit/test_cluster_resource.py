@@ -258,3 +258,88 @@ def test_members_leaving_a_deleted_group_are_kept(tmp_path):
     after = build_candidate(grouped, states)
     ids = [el.get("id") for el in after.find("configuration/resources")]
     assert "web-tier" not in ids and {"web-ip", "web-app"} <= set(ids)
+
+
+# --- Pacemaker-placed containers -----------------------------------------------------------------
+
+CONTAINER = """\
+---
+apiVersion: reconcile/v1
+kind: Container
+metadata:
+  name: ct1
+spec:
+  cluster: web
+  template: busybox
+  stopTimeout: 1s
+"""
+
+
+def test_a_placed_container_gets_the_agents_params_a_stop_that_kills_in_time_and_a_placement_rule(tmp_path):
+    from reconcilers.container import config_path
+
+    _, out = reconciler(tmp_path, TREE + CONTAINER)
+    state = out["ct1"].state
+    # the config the Container reconciler writes on every node, in LXC's default path
+    assert state["params"] == {"container": "ct1", "config": config_path("/var/lib/lxc", "ct1")}
+    # the agent runs `lxc-stop -t (timeout - 5)`: the manifest's 1 s, then the kill
+    assert {"name": "stop", "interval": "0s", "timeout": "6s"} in state["operations"]
+    assert state["nodeAttribute"] == "reconcile-container-ct1"
+    _, plain = reconciler(tmp_path, TREE + CONTAINER.replace("  stopTimeout: 1s\n", ""))
+    assert {"name": "stop", "interval": "0s", "timeout": "15s"} in plain["ct1"].state["operations"]
+
+
+def test_the_placement_rule_keeps_it_off_nodes_that_have_not_defined_it(tmp_path):
+    rec, out = reconciler(tmp_path, TREE + CONTAINER)
+    cib = build_candidate(live("cib_managed.xml"), rec._states)
+    rule = cib.find("configuration/constraints/rsc_location[@id='ct1-where-defined']")
+    assert rule.get("rsc") == "ct1" and rule.find("rule").attrib == {
+        "id": "ct1-where-defined-rule", "score": "-INFINITY", "boolean-op": "or"}
+    assert [(e.get("operation"), e.get("value")) for e in rule.iter("expression")] == [("not_defined", None),
+                                                                                      ("ne", "1")]
+    assert parse_managed(cib.find("configuration")) == {name: d.state for name, d in out.items()}
+
+
+def test_the_cib_recorded_in_the_lab_reads_back_as_the_desired_container(tmp_path):
+    # lb1 and lb2 had defined ct1 (both carry the node attribute) and lb1 ran it
+    recorded = live("cib_lxc_container.xml")
+    _, out = reconciler(tmp_path, TREE.split("---")[0] + CONTAINER)
+    assert parse_managed(recorded.find("configuration")) == {"ct1": out["ct1"].state}
+    assert pacemaker.lxc_primitives(recorded) == {"ct1": "ct1"}
+    for node in ("lb1", "lb2"):
+        assert pacemaker.node_attributes(recorded, node)["reconcile-container-ct1"] == "1"
+
+
+def test_a_placement_rule_edited_by_hand_is_drift(tmp_path):
+    recorded = live("cib_lxc_container.xml")
+    recorded.find(".//rsc_location[@id='ct1-where-defined']/rule").set("score", "100")
+    observed = parse_managed(recorded.find("configuration"))["ct1"]
+    assert observed["nodeAttribute"] == "(edited by hand: reconcile-container-ct1)"
+    rec, _ = reconciler(tmp_path, TREE.split("---")[0] + CONTAINER)
+    fixed = build_candidate(recorded, rec._states)
+    assert fixed.find(".//rsc_location[@id='ct1-where-defined']/rule").get("score") == "-INFINITY"
+
+
+def test_a_delete_stops_the_resource_through_pacemaker_first(tmp_path):
+    from reconcilers.cluster_resource import stop_resource
+
+    cib = stop_resource(live("cib_lxc_container.xml"), "ct1")
+    ct1 = cib.find(".//primitive[@id='ct1']")
+    assert pacemaker.nvpairs(ct1, "meta_attributes") == {"reconcile-managed": "true", "target-role": "Stopped"}
+    # a clone is stopped as a whole; something we did not make is never touched
+    rec, _ = reconciler(tmp_path, TREE + MORE)
+    cib = stop_resource(stop_resource(build_candidate(live(), rec._states), "ping"), "handmade")
+    assert pacemaker.nvpairs(cib.find(".//clone[@id='ping-clone']"), "meta_attributes")["target-role"] == "Stopped"
+    assert "target-role" not in pacemaker.nvpairs(cib.find(".//primitive[@id='ping']"), "meta_attributes")
+    assert cib.find(".//primitive[@id='handmade']/meta_attributes") is None
+
+
+def test_containers_are_defined_before_their_primitives_and_destroyed_after_them():
+    from controller.engine import kind_order
+    from reconcilers import reconciler_class
+
+    kinds = {"Cluster", "ClusterResource", "Container"}
+    order = kind_order(kinds, {k: reconciler_class(k) for k in kinds})
+    assert order == ["Cluster", "Container", "ClusterResource"]  # deletes run in reverse
+    # a tree with only a Cluster and a placed Container still gets its primitive
+    assert {"VirtualIP", "Container"} <= set(reconciler_class("ClusterResource").consumes)
