@@ -7,7 +7,7 @@
    (busybox httpd as init, each on a node-local bridge, a memory limit and a file).
 2. observe N containers in one batch: `ContainerReconciler.observe()` inside the node
    (one `lxc-ls`, N config files read, one `ip -j -d addr show`); and, for the record, the
-   bare `lxc-ls -f -F NAME,STATE`, three plain `lxc-ls -1` and the python3-lxc bindings
+   bare `lxc-ls -f -F NAME,STATE,PID`, three plain `lxc-ls -1` and the python3-lxc bindings
    doing the same walk, all timed inside the node.
 3. plan with nothing to do: `reconcile --dry-run` end to end (a new process, as an
    operator runs it) and the engine's own time for the plan inside it.
@@ -47,7 +47,7 @@ for _ in range(rounds):
     out["observe"].append(time.perf_counter() - t)
     out["calls"] = len(node.runner.records)
     t = time.perf_counter()
-    subprocess.run(["lxc-ls", "-f", "-F", "NAME,STATE", "-P", "/var/lib/lxc"], capture_output=True, check=True)
+    subprocess.run(["lxc-ls", "-f", "-F", "NAME,STATE,PID", "-P", "/var/lib/lxc"], capture_output=True, check=True)
     out["lxc-ls -f"].append(time.perf_counter() - t)
     t = time.perf_counter()
     for flag in ([], ["--running"], ["--frozen"]):
@@ -114,7 +114,7 @@ def main() -> int:
         r = lab.exec(NODE, ["python3", "-c", OBSERVE, str(repo), str(args.rounds)], cwd=str(Path.cwd()))
         obs = json.loads(r.stdout)
         print(f"2. observe {obs['count']} containers, one batch ({obs['calls']} processes): {ms(obs['observe'])}")
-        print(f"   of which lxc-ls -f -F NAME,STATE (3 forks per container): {ms(obs['lxc-ls -f'])}")
+        print(f"   of which lxc-ls -f -F NAME,STATE,PID (3 forks per container): {ms(obs['lxc-ls -f'])}")
         print(f"   for comparison, lxc-ls -1 [--running|--frozen] (3 calls): {ms(obs['lxc-ls -1 x3'])}")
         if obs["bindings"]:
             print(f"   for comparison, python3-lxc list + state (in process): {ms(obs['bindings'])}")

@@ -178,6 +178,9 @@ def test_a_placed_container_is_defined_on_both_nodes_and_runs_on_one(lab, repo):
     assert rc == 2 and statuses(record) == {"Cluster/web": "pending", f"Container/{NAME}": "pending",
                                             f"ClusterResource/{NAME}": "pending"}
     assert "not started: Pacemaker of cluster web starts it on one node" in result(record, "Container")["notes"][0]
+    assert result(record, "ClusterResource")["notes"] == [
+        f"starts only on a node where the container is defined (node attribute reconcile-container-{NAME}=1, "
+        "set by that node's Container reconciler): no node yet"]
     commands = json.loads(record_file.read_text())
     refused = [" ".join(c["argv"]) for c in commands if not allowed(c["what"], c["argv"])]
     assert commands and not refused, f"dry-run ran commands outside the allow-list: {refused}"
