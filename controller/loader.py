@@ -198,10 +198,11 @@ def parse_document(data: Any, source: Source) -> Manifest | list[Problem]:
 class Tree:
     """Every valid manifest of one revision, with the node placement resolved."""
 
-    def __init__(self, root: Path, items: list[Loaded], revision: str):
+    def __init__(self, root: Path, items: list[Loaded], revision: str, digest: str = ""):
         self.root = root
         self.items = items
         self.revision = revision
+        self.digest = digest  # sha256 of every manifest file's path and content
         self._by_key = {(i.kind, i.name): i for i in items}
         self._by_kind: dict[str, list[Loaded]] = {}
         for item in items:
@@ -354,7 +355,7 @@ def _load_tree(root: Path) -> Tree:
             mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
             what = getattr(err, "problem", None) or str(err)
             problems.append(Problem(rel, mark.line + 1 if mark else 0, "", f"invalid YAML: {what}"))
-    tree = Tree(root, items, _read_revision(root, digest.hexdigest()))
+    tree = Tree(root, items, _read_revision(root, digest.hexdigest()), digest.hexdigest())
     problems.extend(check_tree(tree))
     if problems:
         raise TreeError(problems)

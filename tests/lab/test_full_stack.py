@@ -30,9 +30,11 @@ def lab():
 
 def snapshot(lab, node: str) -> dict:
     """What a dry-run must not change: files, addresses, processes."""
-    # LXC's tools take lock folders under /run/lxc/lock even to read a container: not state.
+    # Not state: LXC's tools take lock folders under /run/lxc/lock even to read a container,
+    # and the running daemons write their own logs on their own timers (pacemaker.log).
     files = lab.exec(node, ["find", *WATCHED, "-xdev", "-newer", "/tmp/.dry-run-marker",
-                            "-not", "-path", "/run/lxc/lock*", "-not", "-path", "/run/lxc"], check=False).stdout.split()
+                            "-not", "-path", "/run/lxc/lock*", "-not", "-path", "/run/lxc",
+                            "-not", "-path", "/var/log/*"], check=False).stdout.split()
     addrs = json.loads(lab.exec(node, ["ip", "-j", "addr"]).stdout)
     procs = lab.exec(node, ["ps", "-eo", "pid=,comm="]).stdout.split("\n")
     return {"changed files": sorted(files),

@@ -400,3 +400,24 @@ def test_atomic_writer_removes_temp_files_left_by_a_killed_writer(tmp_path):
     (tmp_path / ".other.conf.abc.tmp").write_text("not ours to remove")
     AtomicWriter(Node("lb1", Runner())).write(target, "whole\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.conf.abc.tmp", "keepalived.conf"]
+
+
+class ValidatedBackends(FileBackends):
+    calls = 0
+
+    def validate(self, node):
+        ValidatedBackends.calls += 1
+        return []
+
+
+def test_native_validation_runs_once_per_tree_content_in_a_process(env, monkeypatch):
+    monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:ValidatedBackends")
+    monkeypatch.setattr(ValidatedBackends, "calls", 0)
+    env.write(backend("app"))
+    env.engine(dry_run=True).plan()
+    env.engine().apply()
+    env.engine(dry_run=True).plan()
+    assert ValidatedBackends.calls == 1
+    env.write(backend("app", weight=2))  # new content: validated again
+    env.engine(dry_run=True).plan()
+    assert ValidatedBackends.calls == 2
