@@ -20,12 +20,13 @@ from typing import Callable
 import pytest
 
 import reconcilers
+from tests.unit import json_kinds
+from tests.unit.json_kinds import CLUSTER
 from controller import agent as agent_mod
 from controller.agent import Agent, Backoff, Config, Triggers, parse_duration
 from controller.state import NodeLock, read_json
-from reconcilers.base import ApplyError, AtomicWriter, Change, Desired, Node, Reconciler
+from reconcilers.base import ApplyError, Change, Desired, Node, Reconciler
 
-STORE = Path("/nonexistent")
 STOP_WATCH = threading.Event()
 
 
@@ -47,65 +48,20 @@ class StoreBackends(Reconciler):
         return [f"backend {n}: balance {b} refused by the validator" for n, b in self.wanted.items() if b == self.invalid]
 
     def observe(self, node):
-        return {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in STORE.glob("backend-*.json")}
+        return json_kinds.read_objects("backend")
 
     def apply(self, change: Change, node: Node):
         time.sleep(self.slow)
         if change.name in self.fail:
             raise ApplyError(f"{change.name}: the backend refuses")
-        path = STORE / f"backend-{change.name}.json"
-        if change.action == "delete":
-            AtomicWriter(node).remove(path)
-        else:
-            AtomicWriter(node).write(path, json.dumps(change.desired))
+        json_kinds.write_object("backend", change, node)
 
     def watch(self, node):
         import watchfiles
 
-        for _ in watchfiles.watch(STORE, step=10, debounce=200, stop_event=STOP_WATCH, rust_timeout=300,
+        for _ in watchfiles.watch(json_kinds.STORE, step=10, debounce=200, stop_event=STOP_WATCH, rust_timeout=300,
                                   raise_interrupt=False):
             yield "a backend file changed"
-
-
-class StoreFrontends(Reconciler):
-    kind = "Frontend"
-    after = ("Backend",)
-
-    def desired(self, tree, node):
-        return {m.metadata.name: Desired({"backend": m.spec.defaultBackend},
-                                         depends=(("Backend", m.spec.defaultBackend),))
-                for m in tree.on_node("Frontend", node.name)}
-
-    def observe(self, node):
-        return {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in STORE.glob("frontend-*.json")}
-
-    def apply(self, change, node):
-        path = STORE / f"frontend-{change.name}.json"
-        if change.action == "delete":
-            AtomicWriter(node).remove(path)
-        else:
-            AtomicWriter(node).write(path, json.dumps(change.desired))
-
-
-class GroupCluster(Reconciler):
-    kind = "Cluster"
-
-    def desired(self, tree, node):
-        return {}
-
-    def observe(self, node):
-        return {}
-
-
-CLUSTER = """\
-apiVersion: reconcile/v1
-kind: Cluster
-metadata: {name: web}
-spec:
-  stack: none
-  nodes:
-    - {name: lb1, id: 1, address: 192.0.2.11/24}
-"""
 
 
 def backend(name: str, balance: str = "roundrobin", servers: int = 1) -> str:
@@ -163,10 +119,10 @@ class Repo:
 def env(tmp_path, monkeypatch):
     store = tmp_path / "store"
     store.mkdir()
-    monkeypatch.setattr(sys.modules[__name__], "STORE", store)
+    json_kinds.use_store(monkeypatch, store)
     monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:StoreBackends")
-    monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", f"{__name__}:StoreFrontends")
-    monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", f"{__name__}:GroupCluster")
+    monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", "tests.unit.json_kinds:JsonFrontends")
+    monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", "tests.unit.json_kinds:GroupCluster")
     monkeypatch.setattr(StoreBackends, "fail", set())
     monkeypatch.setattr(StoreBackends, "slow", 0.0)
     STOP_WATCH.clear()

@@ -8,19 +8,16 @@ temporary folder (a real reconciler of a tiny kind of state, not a stand-in bina
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 import reconcilers
+from tests.unit import json_kinds
 from controller.engine import Engine
 from controller.loader import TreeError, load_tree
 from controller.state import read_json, save_run
-from reconcilers.base import ApplyError, AtomicWriter, Change, Desired, Node, Reconciler, Runner
-
-STORE = Path("/nonexistent")
-
+from reconcilers.base import ApplyError, Change, Desired, Node, Reconciler, Runner
 
 class JsonBackends(Reconciler):
     """Backends as <store>/backend-<name>.json; `fail` names refuse to apply."""
@@ -34,59 +31,14 @@ class JsonBackends(Reconciler):
                 for m in tree.on_node("Backend", node.name)}
 
     def observe(self, node):
-        return {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in STORE.glob("backend-*.json")}
+        return json_kinds.read_objects("backend")
 
     def apply(self, change: Change, node: Node):
         if change.name in self.crash_on:
             raise SystemExit("killed")
         if change.name in self.fail:
             raise ApplyError(f"{change.name}: told to fail")
-        path = STORE / f"backend-{change.name}.json"
-        if change.action == "delete":
-            AtomicWriter(node).remove(path)
-        else:
-            AtomicWriter(node).write(path, json.dumps(change.desired))
-
-
-class JsonFrontends(Reconciler):
-    kind = "Frontend"
-    after = ("Backend",)
-
-    def desired(self, tree, node):
-        return {m.metadata.name: Desired({"backend": m.spec.defaultBackend},
-                                         depends=(("Backend", m.spec.defaultBackend),))
-                for m in tree.on_node("Frontend", node.name)}
-
-    def observe(self, node):
-        return {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in STORE.glob("frontend-*.json")}
-
-    def apply(self, change, node):
-        path = STORE / f"frontend-{change.name}.json"
-        if change.action == "delete":
-            AtomicWriter(node).remove(path)
-        else:
-            AtomicWriter(node).write(path, json.dumps(change.desired))
-
-
-class NoCluster(Reconciler):
-    kind = "Cluster"
-
-    def desired(self, tree, node):
-        return {}
-
-    def observe(self, node):
-        return {}
-
-
-CLUSTER = """\
-apiVersion: reconcile/v1
-kind: Cluster
-metadata: {name: web}
-spec:
-  stack: none
-  nodes:
-    - {name: lb1, id: 1, address: 192.0.2.11/24}
-"""
+        json_kinds.write_object("backend", change, node)
 
 
 def backend(name: str, balance: str = "roundrobin", drift: str | None = None) -> str:
@@ -104,10 +56,10 @@ def frontend(name: str, backend_name: str, port: int = 8080) -> str:
 def env(tmp_path, monkeypatch):
     store = tmp_path / "store"
     store.mkdir()
-    monkeypatch.setattr(sys.modules[__name__], "STORE", store)
+    json_kinds.use_store(monkeypatch, store)
     monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:JsonBackends")
-    monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", f"{__name__}:JsonFrontends")
-    monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", f"{__name__}:NoCluster")
+    monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", "tests.unit.json_kinds:JsonFrontends")
+    monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", "tests.unit.json_kinds:GroupCluster")
     monkeypatch.setattr(JsonBackends, "fail", set())
     monkeypatch.setattr(JsonBackends, "crash_on", set())
     repo = tmp_path / "repo"
@@ -117,7 +69,7 @@ def env(tmp_path, monkeypatch):
         state = tmp_path / "state"
 
         def write(self, *docs: str) -> None:
-            (repo / "cluster.yaml").write_text(CLUSTER)
+            (repo / "cluster.yaml").write_text(json_kinds.CLUSTER)
             (repo / "lb.yaml").write_text("".join(docs))
 
         def engine(self, dry_run: bool = False, **kw) -> Engine:

@@ -6,13 +6,12 @@ in a temporary folder: a real reconciler of a tiny kind of state, not a stand-in
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
 import reconcilers
+from tests.unit import json_kinds
 from controller.cli import main
 from controller.engine import Engine
 from controller.loader import load_tree
@@ -20,9 +19,6 @@ from controller.state import Inventory
 from reconcilers.base import (
     ApplyError, AtomicWriter, Change, CommandError, Desired, DryRunViolation, Node, Reconciler, Runner,
 )
-
-STORE = Path(os.environ.get("TEST_STORE", "/nonexistent"))
-
 
 class FileBackends(Reconciler):
     """Backends as JSON files <store>/backend-<name>.json."""
@@ -44,63 +40,21 @@ class FileBackends(Reconciler):
         return out
 
     def observe(self, node):
-        return {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in STORE.glob("backend-*.json")}
+        return json_kinds.read_objects("backend")
 
     def apply(self, change: Change, node: Node):
         FileBackends.applied.append((change.action, change.name))
         if change.name in self.fail:
             raise ApplyError(f"cannot apply {change.name}: told to fail")
-        path = STORE / f"backend-{change.name}.json"
-        if change.action == "delete":
-            AtomicWriter(node).remove(path)
-        elif change.name in self.sticky:
-            AtomicWriter(node).write(path, json.dumps({"balance": "never-right"}))
-        else:
-            AtomicWriter(node).write(path, json.dumps(change.desired))
+        if change.name in self.sticky and change.action != "delete":
+            change = Change(change.kind, change.name, change.action, {"balance": "never-right"}, change.observed)
+        json_kinds.write_object("backend", change, node)
 
 
-class FileFrontends(Reconciler):
-    kind = "Frontend"
-    after = ("Backend",)
-
-    def desired(self, tree, node):
-        return {m.metadata.name: Desired({"backend": m.spec.defaultBackend},
-                                         depends=(("Backend", m.spec.defaultBackend),))
-                for m in tree.on_node("Frontend", node.name)}
-
-    def observe(self, node):
-        return {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in STORE.glob("frontend-*.json")}
-
+class FileFrontends(json_kinds.JsonFrontends):
     def apply(self, change, node):
         FileBackends.applied.append((change.action, change.name))
-        path = STORE / f"frontend-{change.name}.json"
-        if change.action == "delete":
-            AtomicWriter(node).remove(path)
-        else:
-            AtomicWriter(node).write(path, json.dumps(change.desired))
-
-
-class PlainCluster(Reconciler):
-    """A `stack: none` cluster is a group of nodes: nothing to run."""
-
-    kind = "Cluster"
-
-    def desired(self, tree, node):
-        return {}
-
-    def observe(self, node):
-        return {}
-
-
-CLUSTER = """\
-apiVersion: reconcile/v1
-kind: Cluster
-metadata: {name: web}
-spec:
-  stack: none
-  nodes:
-    - {name: lb1, id: 1, address: 192.0.2.11/24}
-"""
+        super().apply(change, node)
 
 
 def backend(name: str, servers: int = 2, weight: int = 1, extra: str = "") -> str:
@@ -119,10 +73,10 @@ def frontend(name: str, backend_name: str, port: int = 8080) -> str:
 def env(tmp_path, monkeypatch):
     store = tmp_path / "store"
     store.mkdir()
-    monkeypatch.setattr(sys.modules[__name__], "STORE", store)
+    json_kinds.use_store(monkeypatch, store)
     monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:FileBackends")
     monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", f"{__name__}:FileFrontends")
-    monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", f"{__name__}:PlainCluster")
+    monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", "tests.unit.json_kinds:GroupCluster")
     monkeypatch.setattr(FileBackends, "fail", set())
     monkeypatch.setattr(FileBackends, "sticky", set())
     monkeypatch.setattr(FileBackends, "applied", [])
@@ -134,7 +88,7 @@ def env(tmp_path, monkeypatch):
             self.repo, self.store, self.state = repo, store, tmp_path / "state"
 
         def write(self, *docs: str) -> None:
-            (repo / "cluster.yaml").write_text(CLUSTER)
+            (repo / "cluster.yaml").write_text(json_kinds.CLUSTER)
             (repo / "lb.yaml").write_text("".join(docs))
 
         def engine(self, dry_run=False, **kw) -> Engine:
