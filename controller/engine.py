@@ -8,8 +8,11 @@ runner it uses refuses any command not declared read-only.
 """
 from __future__ import annotations
 
+import logging
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from controller.loader import Tree
@@ -18,6 +21,7 @@ from controller.state import Inventory
 from reconcilers import REGISTRY, NotInstalled, reconciler_class
 from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Node, Reconciler
 
+log = logging.getLogger("reconcile")
 PENDING = {"create", "update", "delete"}
 # (tree digest, node, reconciler) whose rendered output the native validators accepted, in this process.
 _VALIDATED: set[tuple[str, str, str]] = set()
@@ -76,6 +80,14 @@ class RunRecord:
         for obj in data["objects"]:
             obj["fields"] = [{"field": f, "observed": _jsonable(a), "desired": _jsonable(b)} for f, a, b in obj["fields"]]
         return data
+
+
+def _internal(err: Exception) -> str:
+    """A reconciler's bug, for people: what and where, with the traceback in the debug log."""
+    log.debug("internal error", exc_info=err)
+    where = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"internal error ({type(err).__name__}: {err}{at}); please report it, with `reconcile -v` output"
 
 
 def _jsonable(value: Any) -> Any:
@@ -158,6 +170,8 @@ class Engine:
                 desired = rec.desired(self.tree, self.node)
             except (ApplyError, CommandError, ValueError) as err:
                 record.errors.append(f"{kind}: cannot compute the desired state: {err}")
+            except Exception as err:  # a bug in one reconciler must not take the run down
+                record.errors.append(f"{kind}: cannot compute the desired state: {_internal(err)}")
                 desired = {}
             sources = {i.name: i.where() for i in items if i.kind == kind}
             for name, d in desired.items():
@@ -181,6 +195,8 @@ class Engine:
                 problems = self.reconcilers[kind].validate(self.node)
             except CommandError as err:
                 problems = [str(err)]
+            except Exception as err:
+                problems = [_internal(err)]
             record.errors.extend(f"{kind}: {p}" for p in problems)
             record.timings[f"validate.{kind}"] = round(time.monotonic() - started, 4)
             if not problems:
@@ -195,9 +211,10 @@ class Engine:
             started = time.monotonic()
             try:
                 observed = rec.observe(self.node)
-            except (ApplyError, CommandError, OSError) as err:
+            except Exception as err:
+                why = err if isinstance(err, (ApplyError, CommandError, OSError)) else _internal(err)
                 for name in self.desired.get(kind, {}):
-                    self._fail(kind, name, f"cannot observe {kind}: {err}")
+                    self._fail(kind, name, f"cannot observe {kind}: {why}")
                 continue
             finally:
                 key = f"observe.{kind}"
@@ -237,6 +254,8 @@ class Engine:
                 res.notes.extend(self.reconcilers[change.kind].explain(change, self.node))
             except (CommandError, ApplyError) as err:
                 res.notes.append(f"(no preview: {err})")
+            except Exception as err:
+                res.notes.append(f"(no preview: {_internal(err)})")
         self._guard_prune(changes, record)
         record.passes = 1
         return self._finish(record, started)
@@ -294,6 +313,9 @@ class Engine:
                     done_with.add(key)
                 except (ApplyError, CommandError, OSError, ValueError) as err:
                     res.status, res.error = "failed", str(err)
+                    done_with.add(key)
+                except Exception as err:
+                    res.status, res.error = "failed", _internal(err)
                     done_with.add(key)
                 else:
                     self._applied(change)

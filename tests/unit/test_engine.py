@@ -375,3 +375,21 @@ def test_native_validation_runs_once_per_tree_content_in_a_process(env, monkeypa
     env.write(backend("app", weight=2))  # new content: validated again
     env.engine(dry_run=True).plan()
     assert ValidatedBackends.calls == 2
+
+
+class BuggyBackends(FileBackends):
+    def apply(self, change, node):
+        if change.name == "app":
+            return {}["no such key"]
+        super().apply(change, node)
+
+
+def test_a_bug_in_a_reconciler_fails_its_object_with_a_message_not_the_run(env, monkeypatch, capsys):
+    monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:BuggyBackends")
+    env.write(backend("app"), backend("api"), frontend("web", "app"), frontend("admin", "api", port=8081))
+    assert env.cli("apply") == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "internal error (KeyError: 'no such key' at test_engine.py:" in out
+    assert "= Backend api" not in out and "+ Backend api (applied: create)" in out
+    assert "Frontend web (skipped)" in out
