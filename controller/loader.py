@@ -1,34 +1,56 @@
 """Load and validate a whole tree of manifests at one revision.
 
 Every `*.yaml` / `*.yml` file below the root, several documents per file, any folder depth
-(hidden folders such as `.git` are skipped). Each document is parsed with its line numbers
-kept per field, validated by its kind's pydantic model, and then the whole tree is checked:
-unique names, references, exclusive claims per node, and each kind's own tree checks.
+(hidden files and folders such as `.git` are skipped). Each document is parsed with its line
+numbers kept per field (controller/yaml_lines.py), validated by its kind's pydantic model,
+and then the whole tree is checked: unique names, references, exclusive claims per node, and
+each kind's own tree checks.
 
 Nothing is applied from a tree with any problem: `load_tree` raises `TreeError` with every
-problem found, each naming file, line and field.
+problem found, each naming file, line and field, on one line (file names and fields are
+printed with control characters escaped, so no name can forge a problem line).
+
+The input is hostile until proven otherwise (anyone with commit access writes it, every
+node's agent reads it as root), so it is bounded before it is expanded:
+
+    MAX_FILE_BYTES   8 MiB   one manifest file (refused unread: its size is checked first)
+    MAX_TREE_BYTES  64 MiB   all manifest files together
+    MAX_FILES       20,000   manifest files; MAX_ENTRIES 200,000 folder entries looked at
+    MAX_TREE_NODES   3,000,000  YAML nodes in the whole tree, aliases counted as what they name
+    yaml_lines: nesting depth 64, 200,000 nodes per document, plain tags only
+
+A repository of 10,000 objects is about 0.8 million nodes and 5 MB (bench/bench_plan.py);
+loading costs about 170 bytes of memory per node, so the node limit also bounds a load's
+memory (to about 0.5 GB). A symbolic link is followed only to a file or folder inside the
+repository (never read otherwise, so its target never shows in an error); a folder or file
+that cannot be read is an error, never skipped (its manifests would vanish and their objects
+be pruned).
 """
 from __future__ import annotations
 
 import gc
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
-import yaml
 from pydantic import ValidationError
 
+from controller.yaml_lines import Budget, OverBudget, Path_, YamlProblem, documents
 from schemas import KINDS, Manifest
 from schemas.common import pattern_help
 
-try:  # libyaml makes loading 10,000 objects several times faster
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML without libyaml
-    _Loader = yaml.SafeLoader
+MAX_FILE_BYTES = 8 << 20
+MAX_TREE_BYTES = 64 << 20
+MAX_FILES = 20_000
+MAX_ENTRIES = 200_000
+MAX_TREE_NODES = 3_000_000
 
+T = TypeVar("T")
 _SECRET_WORDS = ("password", "authkey", "secret")
-Path_ = tuple[str | int, ...]
+_MAX_SHOWN = 400  # characters of a message or field in one problem line
 
 
 @dataclass(frozen=True)
@@ -42,7 +64,33 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        text = f"{where}: {_clip(self.field)}: {_clip(self.message)}" if self.field \
+            else f"{where}: {_clip(self.message)}"
+        return text if text.isprintable() else escape(text, backslash=False)
+
+
+def escape(text: str, backslash: bool = True) -> str:
+    """`text` on one line for people: every character that is not printable (newline, CR,
+    ESC, NUL, U+2028, bidi overrides, …) written as an escape; a byte of a file name that
+    is not UTF-8 as \\xNN. With `backslash`, a backslash is doubled so the escape cannot be
+    forged by the name itself."""
+    if text.isprintable() and not (backslash and "\\" in text):
+        return text
+    out = []
+    for ch in text:
+        if ch == "\\" and backslash:
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        elif "\udc80" <= ch <= "\udcff":  # os.fsdecode's stand-in for a byte that is not UTF-8
+            out.append(f"\\x{ord(ch) - 0xdc00:02x}")
+        else:
+            out.append(repr(ch)[1:-1])
+    return "".join(out)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "…"
 
 
 class TreeError(Exception):
@@ -96,58 +144,6 @@ def _show(path: Iterable[str | int]) -> str:
     return out
 
 
-# --- YAML with line numbers -------------------------------------------------------------
-
-_constructor = yaml.constructor.SafeConstructor()
-_STR, _INT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int"
-_BOOL, _NULL = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"
-
-
-class _DocError(Exception):
-    def __init__(self, line: int, field: str, message: str):
-        self.line, self.field, self.message = line, field, message
-
-
-def _to_data(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _DocError(key_node.start_mark.line + 1, _show(path), "YAML merge keys (<<) are not supported")
-            key = _to_data(key_node, path + ("<key>",), {})
-            if not isinstance(key, (str, int)):
-                raise _DocError(key_node.start_mark.line + 1, _show(path), "mapping keys must be strings")
-            if key in out:
-                raise _DocError(key_node.start_mark.line + 1, _show(path + (key,)), f"duplicate key {key!r}")
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _to_data(value_node, path + (key,), lines)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_data(item, path + (i,), lines) for i, item in enumerate(node.value)]
-    tag, value = node.tag, node.value
-    if tag == _STR:
-        return value
-    if tag == _INT and value.lstrip("-+").isdigit() and not value.lstrip("-+").startswith("0"):
-        return int(value)  # the common case, without PyYAML's slower constructor
-    if tag == _BOOL:
-        low = value.lower()
-        return value if low not in ("true", "false") else low == "true"  # yes/no/on/off stay strings
-    if tag == _NULL:
-        return None
-    if tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"):
-        return value
-    return _constructor.construct_object(node, deep=True)
-
-
-def _documents(text: str) -> Iterable[tuple[int, Any, dict[Path_, int]]]:
-    for node in yaml.compose_all(text, Loader=_Loader):
-        if node is None:
-            continue
-        lines: dict[Path_, int] = {}
-        yield node.start_mark.line + 1, _to_data(node, (), lines), lines
-
-
 # --- one document -----------------------------------------------------------------------
 
 
@@ -184,8 +180,9 @@ def parse_document(data: Any, source: Source) -> Manifest | list[Problem]:
         return [Problem(source.file, source.line, "kind", "required field is missing")]
     model = KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
+        shown = repr(kind) if len(repr(kind)) <= 60 else repr(kind)[:60] + "…"
         return [Problem(source.file, source.line_of(("kind",)), "kind",
-                        f"unknown kind {kind!r} (known: {', '.join(KINDS)})")]
+                        f"unknown kind {shown} (known: {', '.join(KINDS)})")]
     try:
         return model.model_validate(data)
     except ValidationError as err:
@@ -214,7 +211,10 @@ class Tree:
             self._members[c.name] = nodes
             for n, a in nodes.items():
                 self._node_address.setdefault(n, a)
+        self._known = frozenset(self._node_address)
+        self._of_kind = {kind: [i.manifest for i in loaded] for kind, loaded in self._by_kind.items()}
         self._nodes_cache: dict[int, frozenset[str] | None] = {}
+        self._memo: dict[Callable[[Any], Any], Any] = {}
 
     # TreeView, for the schemas' whole-tree checks
     def get(self, kind: str, name: str) -> Manifest | None:
@@ -222,7 +222,15 @@ class Tree:
         return item.manifest if item else None
 
     def of_kind(self, kind: str) -> list[Manifest]:
-        return [i.manifest for i in self._by_kind.get(kind, [])]
+        """The manifests of one kind in tree order (one shared list: do not modify it)."""
+        return self._of_kind.get(kind, [])
+
+    def memo(self, build: Callable[["Tree"], T]) -> T:
+        """`build(tree)`, computed once per tree: the index a whole-tree check looks things up
+        in (by address, interface, port, …), so that checking every manifest stays linear."""
+        if build not in self._memo:
+            self._memo[build] = build(self)
+        return self._memo[build]
 
     def loaded(self, kind: str) -> list[Loaded]:
         return self._by_kind.get(kind, [])
@@ -232,7 +240,7 @@ class Tree:
 
     @property
     def known_nodes(self) -> frozenset[str]:
-        return frozenset(self._node_address)
+        return self._known
 
     def cluster_nodes(self, cluster: str) -> dict[str, str]:
         """Node name → address with prefix, in the Cluster's order."""
@@ -303,14 +311,119 @@ def _read_revision(root: Path, digest: str) -> str:
 
 
 def manifest_files(root: Path) -> list[Path]:
-    files = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            files.append(path)
+    """Every manifest file below `root` (see `_walk`); TreeError if a folder cannot be read."""
+    files, problems = _walk(Path(root).resolve())
+    if problems:
+        raise TreeError(problems)
     return files
+
+
+def _name(root: Path, path: Path) -> str:
+    """A file's name for people: relative to the root, escaped (see `escape`)."""
+    return escape(os.fsdecode(path.relative_to(root)))
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Problem]]:
+    """The `*.yaml` / `*.yml` files below `root`, sorted, and the problems met on the way.
+
+    Hidden files and folders are skipped. A symbolic link is followed only when it leads to
+    a place inside the root that is not hidden: a linked file is read through its link, a
+    linked folder is not walked (its manifests are read where they really are). Anything
+    else that may hold manifests (an unreadable folder, a link out, a named pipe) is a
+    problem: skipping it would make its manifests vanish, and their objects be pruned.
+    """
+    files: list[Path] = []
+    problems: list[Problem] = []
+    entries = 0
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as found:
+                children = list(found)
+        except OSError as err:
+            name = _name(root, folder) + "/" if folder != root else str(root)
+            problems.append(Problem(name, 0, "", f"cannot read this folder ({err.strerror}): its manifests would "
+                                    "be missing; make it readable or remove it"))
+            continue
+        entries += len(children)
+        if entries > MAX_ENTRIES:
+            problems.append(Problem(_name(root, folder) + "/", 0, "", f"more than {MAX_ENTRIES:,} files and folders "
+                                    "below the repository root: not a repository of manifests?"))
+            break
+        for entry in children:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            manifest = entry.name.endswith((".yaml", ".yml"))
+            try:
+                if entry.is_symlink():
+                    problem = _link_problem(root, path, manifest)
+                    if problem:
+                        problems.append(problem)
+                    elif manifest and not os.path.isdir(path):
+                        files.append(path)
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(path)
+                elif manifest:
+                    files.append(path)
+            except OSError as err:
+                problems.append(Problem(_name(root, path), 1, "", f"cannot read ({err.strerror})"))
+    if len(files) > MAX_FILES:
+        problems.append(Problem(str(root), 0, "", f"{len(files):,} manifest files: more than the {MAX_FILES:,} "
+                                "a tree may have"))
+        files = []
+    return sorted(files), problems
+
+
+def _link_problem(root: Path, link: Path, manifest: bool) -> Problem | None:
+    """Why a symbolic link is refused (it leads out of the repository, into a hidden folder
+    or nowhere); None when it may be followed. Links named other than *.yaml that lead to
+    files are never read, so they are left alone."""
+    target = Path(os.path.realpath(link))
+    inside = target.is_relative_to(root) and not any(p.startswith(".") for p in target.relative_to(root).parts)
+    is_dir = os.path.isdir(target)
+    if not manifest and not is_dir and (inside or not os.path.exists(target)):
+        return None
+    name = _name(root, link) + ("/" if is_dir else "")
+    if not inside:
+        return Problem(name, 0 if is_dir else 1, "", "a symbolic link that leads out of the repository (or into a "
+                       "hidden folder): refused, and not read; commit the manifests themselves")
+    if manifest and not os.path.exists(target):
+        return Problem(name, 1, "", "a symbolic link to nothing: its manifests would be missing")
+    return None
+
+
+class _Unread(Exception):
+    """A manifest file that is not read, and why."""
+
+    def __init__(self, message: str, too_big: bool = False):
+        super().__init__(message)
+        self.too_big = too_big
+
+
+def _read(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (checked before it is read)."""
+    real = os.path.realpath(path) if os.path.islink(path) else path  # a link checked by _walk
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise _Unread(f"cannot read ({err.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unread("not a regular file (a pipe, socket or device): not read")
+        if info.st_size > limit:
+            raise _Unread(f"{info.st_size:,} bytes", too_big=True)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(limit + 1)
+        if len(raw) > limit:
+            raise _Unread("over the limit (it grew while it was read)", too_big=True)
+        return raw
+    except OSError as err:
+        raise _Unread(f"cannot read ({err.strerror})") from None
+    finally:
+        os.close(fd)
 
 
 def load_tree(root: Path | str) -> Tree:
@@ -329,32 +442,49 @@ def load_tree(root: Path | str) -> Tree:
 def _load_tree(root: Path) -> Tree:
     if not root.is_dir():
         raise TreeError([Problem(str(root), 0, "", "not a folder (give --repo a folder of manifests)")])
-    problems: list[Problem] = []
+    files, problems = _walk(root)
     items: list[Loaded] = []
     digest = hashlib.sha256()
-    for path in manifest_files(root):
-        rel = str(path.relative_to(root))
+    budget = Budget(MAX_TREE_NODES)
+    bytes_left = MAX_TREE_BYTES
+    for path in files:
+        name = _name(root, path)
         try:
-            raw = path.read_bytes()
+            raw = _read(path, min(MAX_FILE_BYTES, bytes_left))
+        except _Unread as err:
+            if not err.too_big:
+                problems.append(Problem(name, 1, "", str(err)))
+                continue
+            if bytes_left >= MAX_FILE_BYTES:
+                problems.append(Problem(name, 1, "", f"{err}: over the size limit of {MAX_FILE_BYTES >> 20} MiB a file, not read"))
+                continue
+            problems.append(Problem(name, 1, "", f"the manifests are over the size limit of {MAX_TREE_BYTES >> 20} MiB "
+                                    "in all: this file and the ones after it were not read"))
+            break
+        bytes_left -= len(raw)
+        try:
             text = raw.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            problems.append(Problem(rel, 0, "", f"cannot read: {err}"))
+        except UnicodeDecodeError as err:
+            line = raw[:err.start].count(b"\n") + 1
+            problems.append(Problem(name, line, "", f"not UTF-8 text (byte {raw[err.start]:#04x})"))
             continue
-        digest.update(rel.encode() + b"\0" + raw + b"\0")
+        digest.update(os.fsencode(path.relative_to(root)) + b"\0" + raw + b"\0")
         try:
-            for line, data, lines in _documents(text):
-                source = Source(rel, line, lines)
-                result = parse_document(data, source)
+            for line, data, lines in documents(text, budget):
+                source = Source(name, line, lines)
+                try:
+                    result = parse_document(data, source)
+                except Exception as err:  # a bug or a limit below the schemas: a problem, never a traceback
+                    result = [Problem(name, line, "", f"cannot validate this document ({type(err).__name__})")]
                 if isinstance(result, list):
                     problems.extend(result)
                 else:
                     items.append(Loaded(result, source))
-        except _DocError as err:
-            problems.append(Problem(rel, err.line, err.field, err.message))
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-            what = getattr(err, "problem", None) or str(err)
-            problems.append(Problem(rel, mark.line + 1 if mark else 0, "", f"invalid YAML: {what}"))
+        except OverBudget as err:
+            problems.append(Problem(name, err.line, "", err.message))
+            break
+        except YamlProblem as err:
+            problems.append(Problem(name, err.line, _show(err.path), err.message))
     tree = Tree(root, items, _read_revision(root, digest.hexdigest()), digest.hexdigest())
     problems.extend(check_tree(tree))
     if problems:
@@ -391,20 +521,33 @@ def check_tree(tree: Tree) -> list[Problem]:
             if not any(tree.get(k, name) is not None for k in kinds.split("|")):
                 at(item, field_path, f"unknown {kinds.replace('|', ' or ')} {name!r}")
 
-    claimed: dict[str, list[tuple[Loaded, str, frozenset[str] | None]]] = {}
-    for item in tree.items:
+    # Exclusive claims, indexed by key and node: the first claimant of a key on each node,
+    # and the first claimant placed on every node (None), so that each claim is checked in
+    # the time of its own nodes, not against every other claim of its key.
+    first_on: dict[str, dict[str, tuple[int, Loaded, str]]] = {}
+    first_everywhere: dict[str, tuple[int, Loaded, str]] = {}
+    first_any: dict[str, tuple[int, Loaded, str]] = {}
+    for order, item in enumerate(tree.items):
         nodes = tree.placement_nodes(item.manifest)
         for key, field_path in item.manifest.claims():
-            for other, other_field, other_nodes in claimed.get(key, []):
-                if other is item:
-                    continue
-                common = nodes is None or other_nodes is None or bool(nodes & other_nodes)
-                if common:
-                    what = key.split(":", 1)
-                    at(item, field_path, f"conflicts with {other.kind} {other.name!r} at "
-                       f"{other.where(other_field)}: both claim {what[0]} {what[1] if len(what) > 1 else ''}".rstrip())
-                    break
-            claimed.setdefault(key, []).append((item, field_path, nodes))
+            on = first_on.setdefault(key, {})
+            if nodes is None:
+                candidates = [first_any.get(key)]
+            else:
+                candidates = [first_everywhere.get(key)] + [on.get(n) for n in nodes]
+            found = [c for c in candidates if c is not None and c[1] is not item]
+            if found:
+                _, other, other_field = min(found, key=lambda c: c[0])
+                what = key.split(":", 1)
+                at(item, field_path, f"conflicts with {other.kind} {other.name!r} at "
+                   f"{other.where(other_field)}: both claim {what[0]} {what[1] if len(what) > 1 else ''}".rstrip())
+            claim = (order, item, field_path)
+            first_any.setdefault(key, claim)
+            if nodes is None:
+                first_everywhere.setdefault(key, claim)
+            else:
+                for n in nodes:
+                    on.setdefault(n, claim)
 
     for item in tree.items:
         for field_path, message in item.manifest.check(tree):

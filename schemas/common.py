@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Callable, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -182,6 +182,11 @@ class TreeView(Protocol):
 
     def node_address(self, node: str) -> str | None:
         """The node's address (with prefix) from the Cluster that lists it, if any."""
+        ...
+
+    def memo(self, build: "Callable[[TreeView], Any]") -> Any:
+        """`build(tree)` computed once per tree: an index (by address, port, node, …) that a
+        check() looks things up in, instead of scanning every other manifest (quadratic)."""
         ...
 
 
