@@ -16,12 +16,12 @@ node's agent reads it as root), so it is bounded before it is expanded:
     MAX_FILE_BYTES   8 MiB   one manifest file (refused unread: its size is checked first)
     MAX_TREE_BYTES  64 MiB   all manifest files together
     MAX_FILES       20,000   manifest files; MAX_ENTRIES 200,000 folder entries looked at
-    MAX_TREE_NODES   3,000,000  YAML nodes in the whole tree, aliases counted as what they name
+    MAX_TREE_NODES 2,000,000 YAML nodes in the whole tree, aliases counted as what they name
     yaml_lines: nesting depth 64, 200,000 nodes per document, plain tags only
 
-A repository of 10,000 objects is about 0.8 million nodes and 5 MB (bench/bench_plan.py);
-loading costs about 170 bytes of memory per node, so the node limit also bounds a load's
-memory (to about 0.5 GB). A symbolic link is followed only to a file or folder inside the
+A repository of 10,000 Backends with 5 servers each is 0.8 million nodes and 4.7 MB
+(bench/bench_plan.py). A load keeps about 200 bytes per node of valid manifests, so the
+node limit also bounds a load's memory: about 0.5 GB at worst (bench/bench_loader.py). A symbolic link is followed only to a file or folder inside the
 repository (never read otherwise, so its target never shows in an error); a folder or file
 that cannot be read is an error, never skipped (its manifests would vanish and their objects
 be pruned).
@@ -46,7 +46,7 @@ MAX_FILE_BYTES = 8 << 20
 MAX_TREE_BYTES = 64 << 20
 MAX_FILES = 20_000
 MAX_ENTRIES = 200_000
-MAX_TREE_NODES = 3_000_000
+MAX_TREE_NODES = 2_000_000
 
 T = TypeVar("T")
 _SECRET_WORDS = ("password", "authkey", "secret")
