@@ -13,39 +13,35 @@ printed with control characters escaped, so no name can forge a problem line).
 The input is hostile until proven otherwise (anyone with commit access writes it, every
 node's agent reads it as root), so it is bounded before it is expanded:
 
-    MAX_FILE_BYTES   8 MiB   one manifest file (refused unread: its size is checked first)
-    MAX_TREE_BYTES  64 MiB   all manifest files together
-    MAX_FILES       20,000   manifest files; MAX_ENTRIES 200,000 folder entries looked at
-    MAX_TREE_NODES 2,000,000 YAML nodes in the whole tree, aliases counted as what they name
-    yaml_lines: nesting depth 64, 200,000 nodes per document, plain tags only
+    tree_files       8 MiB a file and 64 MiB in all (checked before a file is read),
+                     20,000 manifest files, 200,000 folder entries looked at; links only
+                     inside the repository; unreadable folders and files are errors
+    yaml_lines       nesting 64 deep, 200,000 nodes a document, plain tags only
+    MAX_TREE_NODES   2,000,000 YAML nodes in the tree, aliases counted as what they name
 
 A repository of 10,000 Backends with 5 servers each is 0.8 million nodes and 4.7 MB
 (bench/bench_plan.py). A load keeps about 200 bytes per node of valid manifests, so the
-node limit also bounds a load's memory: about 0.5 GB at worst (bench/bench_loader.py). A symbolic link is followed only to a file or folder inside the
-repository (never read otherwise, so its target never shows in an error); a folder or file
-that cannot be read is an error, never skipped (its manifests would vanish and their objects
-be pruned).
+node limit also bounds a load's memory: about 0.5 GB at worst (bench/bench_loader.py).
+A problem with no better place (a file that cannot be read) is at line 1 of its file;
+only a folder, which has no lines, is named without one.
 """
 from __future__ import annotations
 
 import gc
 import hashlib
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from pydantic import ValidationError
 
+from controller import tree_files
+from controller.tree_files import escape
 from controller.yaml_lines import Budget, OverBudget, Path_, YamlProblem, documents
 from schemas import KINDS, Manifest
 from schemas.common import pattern_help
 
-MAX_FILE_BYTES = 8 << 20
-MAX_TREE_BYTES = 64 << 20
-MAX_FILES = 20_000
-MAX_ENTRIES = 200_000
 MAX_TREE_NODES = 2_000_000
 
 T = TypeVar("T")
@@ -67,26 +63,6 @@ class Problem:
         text = f"{where}: {_clip(self.field)}: {_clip(self.message)}" if self.field \
             else f"{where}: {_clip(self.message)}"
         return text if text.isprintable() else escape(text, backslash=False)
-
-
-def escape(text: str, backslash: bool = True) -> str:
-    """`text` on one line for people: every character that is not printable (newline, CR,
-    ESC, NUL, U+2028, bidi overrides, …) written as an escape; a byte of a file name that
-    is not UTF-8 as \\xNN. With `backslash`, a backslash is doubled so the escape cannot be
-    forged by the name itself."""
-    if text.isprintable() and not (backslash and "\\" in text):
-        return text
-    out = []
-    for ch in text:
-        if ch == "\\" and backslash:
-            out.append("\\\\")
-        elif ch.isprintable():
-            out.append(ch)
-        elif "\udc80" <= ch <= "\udcff":  # os.fsdecode's stand-in for a byte that is not UTF-8
-            out.append(f"\\x{ord(ch) - 0xdc00:02x}")
-        else:
-            out.append(repr(ch)[1:-1])
-    return "".join(out)
 
 
 def _clip(text: str) -> str:
@@ -311,119 +287,11 @@ def _read_revision(root: Path, digest: str) -> str:
 
 
 def manifest_files(root: Path) -> list[Path]:
-    """Every manifest file below `root` (see `_walk`); TreeError if a folder cannot be read."""
-    files, problems = _walk(Path(root).resolve())
+    """Every manifest file below `root` (see tree_files.walk); TreeError if one cannot be read."""
+    files, problems = tree_files.walk(Path(root).resolve())
     if problems:
-        raise TreeError(problems)
+        raise TreeError([Problem(*p) for p in problems])
     return files
-
-
-def _name(root: Path, path: Path) -> str:
-    """A file's name for people: relative to the root, escaped (see `escape`)."""
-    return escape(os.fsdecode(path.relative_to(root)))
-
-
-def _walk(root: Path) -> tuple[list[Path], list[Problem]]:
-    """The `*.yaml` / `*.yml` files below `root`, sorted, and the problems met on the way.
-
-    Hidden files and folders are skipped. A symbolic link is followed only when it leads to
-    a place inside the root that is not hidden: a linked file is read through its link, a
-    linked folder is not walked (its manifests are read where they really are). Anything
-    else that may hold manifests (an unreadable folder, a link out, a named pipe) is a
-    problem: skipping it would make its manifests vanish, and their objects be pruned.
-    """
-    files: list[Path] = []
-    problems: list[Problem] = []
-    entries = 0
-    folders = [root]
-    while folders:
-        folder = folders.pop()
-        try:
-            with os.scandir(folder) as found:
-                children = list(found)
-        except OSError as err:
-            name = _name(root, folder) + "/" if folder != root else str(root)
-            problems.append(Problem(name, 0, "", f"cannot read this folder ({err.strerror}): its manifests would "
-                                    "be missing; make it readable or remove it"))
-            continue
-        entries += len(children)
-        if entries > MAX_ENTRIES:
-            problems.append(Problem(_name(root, folder) + "/", 0, "", f"more than {MAX_ENTRIES:,} files and folders "
-                                    "below the repository root: not a repository of manifests?"))
-            break
-        for entry in children:
-            if entry.name.startswith("."):
-                continue
-            path = Path(entry.path)
-            manifest = entry.name.endswith((".yaml", ".yml"))
-            try:
-                if entry.is_symlink():
-                    problem = _link_problem(root, path, manifest)
-                    if problem:
-                        problems.append(problem)
-                    elif manifest and not os.path.isdir(path):
-                        files.append(path)
-                elif entry.is_dir(follow_symlinks=False):
-                    folders.append(path)
-                elif manifest:
-                    files.append(path)
-            except OSError as err:
-                problems.append(Problem(_name(root, path), 1, "", f"cannot read ({err.strerror})"))
-    if len(files) > MAX_FILES:
-        problems.append(Problem(str(root), 0, "", f"{len(files):,} manifest files: more than the {MAX_FILES:,} "
-                                "a tree may have"))
-        files = []
-    return sorted(files), problems
-
-
-def _link_problem(root: Path, link: Path, manifest: bool) -> Problem | None:
-    """Why a symbolic link is refused (it leads out of the repository, into a hidden folder
-    or nowhere); None when it may be followed. Links named other than *.yaml that lead to
-    files are never read, so they are left alone."""
-    target = Path(os.path.realpath(link))
-    inside = target.is_relative_to(root) and not any(p.startswith(".") for p in target.relative_to(root).parts)
-    is_dir = os.path.isdir(target)
-    if not manifest and not is_dir and (inside or not os.path.exists(target)):
-        return None
-    name = _name(root, link) + ("/" if is_dir else "")
-    if not inside:
-        return Problem(name, 0 if is_dir else 1, "", "a symbolic link that leads out of the repository (or into a "
-                       "hidden folder): refused, and not read; commit the manifests themselves")
-    if manifest and not os.path.exists(target):
-        return Problem(name, 1, "", "a symbolic link to nothing: its manifests would be missing")
-    return None
-
-
-class _Unread(Exception):
-    """A manifest file that is not read, and why."""
-
-    def __init__(self, message: str, too_big: bool = False):
-        super().__init__(message)
-        self.too_big = too_big
-
-
-def _read(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes (checked before it is read)."""
-    real = os.path.realpath(path) if os.path.islink(path) else path  # a link checked by _walk
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        raise _Unread(f"cannot read ({err.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _Unread("not a regular file (a pipe, socket or device): not read")
-        if info.st_size > limit:
-            raise _Unread(f"{info.st_size:,} bytes", too_big=True)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            raw = f.read(limit + 1)
-        if len(raw) > limit:
-            raise _Unread("over the limit (it grew while it was read)", too_big=True)
-        return raw
-    except OSError as err:
-        raise _Unread(f"cannot read ({err.strerror})") from None
-    finally:
-        os.close(fd)
 
 
 def load_tree(root: Path | str) -> Tree:
@@ -442,25 +310,21 @@ def load_tree(root: Path | str) -> Tree:
 def _load_tree(root: Path) -> Tree:
     if not root.is_dir():
         raise TreeError([Problem(str(root), 0, "", "not a folder (give --repo a folder of manifests)")])
-    files, problems = _walk(root)
+    files, found = tree_files.walk(root)
+    problems = [Problem(*p) for p in found]
     items: list[Loaded] = []
     digest = hashlib.sha256()
     budget = Budget(MAX_TREE_NODES)
-    bytes_left = MAX_TREE_BYTES
+    bytes_left = tree_files.MAX_TREE_BYTES
     for path in files:
-        name = _name(root, path)
+        name = tree_files.shown_name(root, path)
         try:
-            raw = _read(path, min(MAX_FILE_BYTES, bytes_left))
-        except _Unread as err:
-            if not err.too_big:
-                problems.append(Problem(name, 1, "", str(err)))
-                continue
-            if bytes_left >= MAX_FILE_BYTES:
-                problems.append(Problem(name, 1, "", f"{err}: over the size limit of {MAX_FILE_BYTES >> 20} MiB a file, not read"))
-                continue
-            problems.append(Problem(name, 1, "", f"the manifests are over the size limit of {MAX_TREE_BYTES >> 20} MiB "
-                                    "in all: this file and the ones after it were not read"))
-            break
+            raw = tree_files.read(path, bytes_left)
+        except tree_files.Unread as err:
+            problems.append(Problem(name, 1, "", str(err)))
+            if err.stop:
+                break
+            continue
         bytes_left -= len(raw)
         try:
             text = raw.decode("utf-8")

@@ -21,7 +21,8 @@ import time
 import traceback
 from pathlib import Path
 
-from controller.loader import TreeError, escape, load_tree
+from controller.loader import TreeError, load_tree
+from controller.tree_files import escape
 from tests.fuzz.mutate import SECRET, make_outside, make_tree
 
 ADDRESS_SPACE = 3 << 30  # bytes: the interpreter, pydantic and the largest tree the limits let through

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller import loader, yaml_lines
+from controller import loader, tree_files, yaml_lines
 from controller.cli import DEFAULT_REPO, main
 from controller.loader import Problem, TreeError, load_tree
 from controller.yaml_lines import Budget, YamlProblem, documents
@@ -138,13 +138,13 @@ def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
 def test_the_tree_size_and_file_count_are_limited(tmp_path, monkeypatch):
     for i in range(5):
         (tmp_path / f"b{i}.yaml").write_text(BACKEND.replace("name: app\n", f"name: app{i}\n"))
-    monkeypatch.setattr(loader, "MAX_TREE_BYTES", (len(BACKEND) + 1) * 3)
+    monkeypatch.setattr(tree_files, "MAX_TREE_BYTES", (len(BACKEND) + 1) * 3)
     p = only(tmp_path)
     assert (p.file, p.line) == ("b3.yaml", 1) and "over the size limit" in p.message and "in all" in p.message
-    monkeypatch.setattr(loader, "MAX_TREE_BYTES", 1 << 20)
-    monkeypatch.setattr(loader, "MAX_FILES", 4)
+    monkeypatch.setattr(tree_files, "MAX_TREE_BYTES", 1 << 20)
+    monkeypatch.setattr(tree_files, "MAX_FILES", 4)
     assert "5 manifest files: more than the 4" in only(tmp_path).message
-    monkeypatch.setattr(loader, "MAX_ENTRIES", 3)
+    monkeypatch.setattr(tree_files, "MAX_ENTRIES", 3)
     assert "more than 3 files and folders" in only(tmp_path).message
 
 
