@@ -42,7 +42,7 @@ MAX_DOCUMENT_NODES = 200_000
 
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT = _TAG + "str", _TAG + "int", _TAG + "float"
-_BOOL, _NULL, _MERGE, _VALUE = _TAG + "bool", _TAG + "null", _TAG + "merge", _TAG + "value"
+_BOOL, _NULL, _MERGE = _TAG + "bool", _TAG + "null", _TAG + "merge"
 _AS_TEXT = (_TAG + "timestamp", _TAG + "binary")  # kept as the text written, as before
 _SCALAR_TAGS = frozenset({None, "!", _STR, _INT, _FLOAT, _BOOL, _NULL, *_AS_TEXT})
 _SEQ_TAGS = frozenset({None, "!", _TAG + "seq"})

@@ -106,13 +106,10 @@ class VirtualIP(Manifest):
             return [spec.node]
         if spec.nodes is not None:
             return list(spec.nodes)
-        clusters = [tree.get("Cluster", spec.cluster)] if spec.cluster is not None else tree.of_kind("Cluster")
-        out: list[str] = []
-        for cluster in clusters:
-            for n in (cluster.spec.nodes if cluster is not None else []):
-                if n.name not in out:
-                    out.append(n.name)
-        return out
+        if spec.cluster is None:
+            return list(tree.memo(_every_cluster_node))
+        cluster = tree.get("Cluster", spec.cluster)
+        return list(dict.fromkeys(n.name for n in cluster.spec.nodes)) if cluster is not None else []
 
     def priorities(self, tree) -> dict[str, int]:
         """Node → VRRP priority: the manifest's, else the default for the node's place."""
@@ -195,6 +192,11 @@ class VirtualIP(Manifest):
         if self.priorities(tree) != first.priorities(tree):
             return [("spec.keepalived.priority", why.format(f"priority {first.priorities(tree)}"))]
         return []
+
+
+def _every_cluster_node(tree) -> tuple[str, ...]:
+    """Every Cluster's nodes in turn, each once: the order of a VIP placed everywhere."""
+    return tuple(dict.fromkeys(n.name for c in tree.of_kind("Cluster") for n in c.spec.nodes))
 
 
 @dataclasses.dataclass
