@@ -101,7 +101,10 @@ def documents(text: str, budget: Budget) -> Iterator[tuple[int, Any, dict[Path_,
 
     Raises YamlProblem at the first problem; documents before it were yielded already.
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except UnicodeEncodeError as err:  # a lone surrogate: text that did not come from UTF-8
+        raise YamlProblem(len(_LINE_BREAK.findall(text, 0, err.start)) + 1, (), "not UTF-8 text") from None
     doc = _Document(loader.get_event, budget)
     try:
         while True:
@@ -196,7 +199,7 @@ class _Document:
                     if cls is not yaml.ScalarEvent:  # a list or a mapping opens
                         is_map = cls is yaml.MappingStartEvent
                         if event.tag not in (_MAP_TAGS if is_map else _SEQ_TAGS):
-                            raise YamlProblem(line, path, _tag_refused(event.tag))
+                            raise YamlProblem(line, path, _tag_refused(event.tag, "a mapping" if is_map else "a list"))
                         if len(stack) >= MAX_DEPTH:
                             raise YamlProblem(line, path[:8], f"nested more than {MAX_DEPTH} levels deep")
                         stack.append(_Open({} if is_map else [], path, anchor, count - 1, record, is_map))
@@ -254,7 +257,9 @@ class _MergeKey:
 _MERGE_KEY = _MergeKey()
 
 
-def _tag_refused(tag: str) -> str:
+def _tag_refused(tag: str, node: str) -> str:
+    if tag in _SCALAR_TAGS | _SEQ_TAGS | _MAP_TAGS:
+        return f"YAML tag {show_tag(tag)} does not fit {node}"
     return (f"YAML tag {show_tag(tag)} is not allowed: only plain values (strings, numbers, true/false, null, "
             "lists and mappings)")
 
@@ -262,7 +267,7 @@ def _tag_refused(tag: str) -> str:
 def _scalar(event: yaml.ScalarEvent, line: int, path: Path_) -> Any:
     tag, value = event.tag, event.value
     if tag not in _SCALAR_TAGS:
-        raise YamlProblem(line, path, _tag_refused(tag))
+        raise YamlProblem(line, path, _tag_refused(tag, "a single value"))
     if tag is None:
         if not event.implicit[0]:
             return value  # quoted: a string
