@@ -124,7 +124,7 @@ def main() -> None:
     for case in ("vips", "frontends", "containers", "alias-bomb", "deep", "big-file", "node-limit"):
         r = measure(case, n)
         label = f"{case} {n}" if case in ("vips", "frontends", "containers") else case
-        print(f"{label:<16} {r['bytes'] / 1e6:>6.2f} MB {r['seconds']:>7.2f}s {r['peak_mb']:>6.0f} MB  "
+        print(f"{label:<16} {r['bytes'] / 1e6:>6.2f} MB {r['seconds']:>7.3f}s {r['peak_mb']:>6.0f} MB  "
               f"{r['outcome'][:110]}", flush=True)
 
 
