@@ -94,8 +94,6 @@ def desired_instances(tree: Any, node: str) -> list[VrrpInstance]:
             continue
         priorities = vip.priorities(tree)
         order = vip.node_order(tree)
-        if node not in priorities:  # placed everywhere, but this machine is no node of any Cluster
-            continue
         by_name[name] = VrrpInstance(
             name=name,
             interface=vip.spec.interface,

@@ -156,13 +156,6 @@ def test_pacemaker_vips_and_other_nodes_are_not_keepalived_instances(tmp_path):
     assert desired_instances(t, "lb3") == []
 
 
-def test_a_vip_placed_everywhere_is_no_instance_on_a_machine_that_is_no_node(tmp_path):
-    # It used to fail the plan with an internal error (KeyError) on such a machine.
-    t = tree(tmp_path, vip(placement="labels: {}").replace("  labels: {}\n", ""))
-    assert [i.name for i in desired_instances(t, "lb1")] == ["web-vip"]
-    assert desired_instances(t, "elsewhere") == []
-
-
 def test_track_weight_drops_a_dead_proxy_below_every_live_one():
     prios = {"lb1": 150, "lb2": 100, "lb3": 90}
     w = track_weight(prios)
