@@ -170,6 +170,7 @@ class Engine:
                 desired = rec.desired(self.tree, self.node)
             except (ApplyError, CommandError, ValueError) as err:
                 record.errors.append(f"{kind}: cannot compute the desired state: {err}")
+                desired = {}
             except Exception as err:  # a bug in one reconciler must not take the run down
                 record.errors.append(f"{kind}: cannot compute the desired state: {_internal(err)}")
                 desired = {}
@@ -193,7 +194,7 @@ class Engine:
             started = time.monotonic()
             try:
                 problems = self.reconcilers[kind].validate(self.node)
-            except CommandError as err:
+            except (CommandError, ApplyError) as err:  # ApplyError: a value no renderer may write
                 problems = [str(err)]
             except Exception as err:
                 problems = [_internal(err)]

@@ -73,6 +73,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
 
+from schemas.common import unsafe_character
+
 log = logging.getLogger("reconcile")
 
 Action = Literal["create", "update", "delete"]
@@ -91,6 +93,25 @@ class CommandError(Exception):
 
 class ApplyError(Exception):
     """A change could not be applied; the message says why and what to do."""
+
+
+class UnsafeValue(ApplyError):
+    """A value that cannot be written into a generated file without changing what the file
+    says: it would end the line, open a block or section, or start another key. Raised by
+    each file format's quoting function (beside its renderer); the schema refuses such
+    values first, so this is the second line of defence."""
+
+
+def one_line(value: str, where: str, max_length: int = 1024) -> str:
+    """`value` unchanged when it can stand inside one line of `where` (a file format):
+    no control character, line separator or invisible format character, and not longer
+    than `max_length` (some parsers cut long lines in two). Raises UnsafeValue."""
+    found = unsafe_character(value)
+    if found is not None:
+        raise UnsafeValue(f"{where}: refused to write {value!r}: it holds {found[1]}, which would break the line")
+    if len(value) > max_length:
+        raise UnsafeValue(f"{where}: refused to write a value of {len(value)} characters (at most {max_length})")
+    return value
 
 
 class Deferred(Exception):

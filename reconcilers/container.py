@@ -80,6 +80,7 @@ from typing import Any, Iterator
 from reconcilers import pacemaker
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler,
+    UnsafeValue, one_line,
 )
 from schemas.common import duration_ms
 
@@ -399,6 +400,35 @@ def observed_bridge_address(links: dict[str, Link], bridge: str, want: str) -> s
 # --- rendering -------------------------------------------------------------------------------
 
 
+def lxc_value(value: Any) -> str:
+    """The value of a `key = value` line of an LXC config, as it is; refused (UnsafeValue)
+    when LXC would read it otherwise: a control character or line separator (a newline
+    would start another key), an empty value (it clears the key), blanks at either end
+    (LXC drops them) or a leading quote (LXC removes a pair of quotes around a value)."""
+    text = one_line(str(value), "an LXC config line", max_length=4096)
+    if not text or text != text.strip(" \t") or text[0] in "'\"":
+        raise UnsafeValue(f"LXC config: refused to write {text!r}: a value there may not be empty, start or end "
+                          "with a blank, or start with a quote")
+    return text
+
+
+def lxc_init_cmd(args: list[str]) -> str:
+    """lxc.init.cmd for an argv: LXC splits the value at blanks (a word may be quoted, but
+    nothing inside a quote can be escaped), so each argument must be one word without
+    blanks that does not start with a quote."""
+    for arg in args:
+        if not arg or any(c.isspace() for c in arg) or arg[0] in "'\"":
+            raise UnsafeValue(f"LXC config: refused init argument {arg!r}: LXC would not read it back as one "
+                              "argument (blanks, a leading quote, or empty)")
+    return lxc_value(" ".join(args))
+
+
+def lxc_comment(text: str) -> str:
+    """Text after a '#' of an LXC config: anything on one line."""
+    return one_line(text, "an LXC config comment", max_length=4096)
+
+
+
 def source_of(spec: Any) -> str:
     """Where the root file system came from: fixed at creation, recorded in our block."""
     if spec.template == "download":
@@ -441,7 +471,7 @@ def render_settings(name: str, state: dict[str, Any], layout: CgroupLayout) -> l
     else:
         out.append(("lxc.net.0.type", "empty"))
     if state["init"]:
-        out.append(("lxc.init.cmd", " ".join(state["init"])))
+        out.append(("lxc.init.cmd", lxc_init_cmd(state["init"])))
     return out
 
 
@@ -450,13 +480,14 @@ def render_block(name: str, source: str, stop_seconds: int, settings: list[tuple
     """Our block of a container's config. `cluster`: Pacemaker of that cluster places it.
     `running`: (instance, restart keys) the instance Pacemaker runs here has, while the
     settings above already say what its next start takes."""
-    lines = [f"{MARKER}{name}", f"# {GENERATED_HEADER}", f"{SOURCE_TAG}{source}", f"{STOP_TAG}{stop_seconds}"]
+    c = lxc_comment
+    lines = [f"{MARKER}{c(name)}", f"# {GENERATED_HEADER}", f"{SOURCE_TAG}{c(source)}", f"{STOP_TAG}{c(str(stop_seconds))}"]
     if cluster:
-        lines.append(f"{CLUSTER_TAG}{cluster}")
-    lines += [f"{k} = {v}" for k, v in settings]
+        lines.append(f"{CLUSTER_TAG}{c(cluster)}")
+    lines += [f"{lxc_value(k)} = {lxc_value(v)}" for k, v in settings]
     if running:
-        lines.append(f"{RUNNING_INSTANCE_TAG}{running[0]}")
-        lines += [f"{RUNNING_TAG}{k} = {v}" for k, v in running[1]]
+        lines.append(f"{RUNNING_INSTANCE_TAG}{c(running[0])}")
+        lines += [f"{RUNNING_TAG}{c(k)} = {c(v)}" for k, v in running[1]]
     lines.append(END_MARKER)
     return "\n".join(lines) + "\n"
 

@@ -38,11 +38,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, Reconciler, pid_alive,
-    read_secret, systemd_running, validated_temp,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, Reconciler, UnsafeValue, one_line,
+    pid_alive, read_secret, systemd_running, validated_temp,
 )
 
 NSS_DATABASES = ("passwd", "group", "shadow")
@@ -119,8 +119,13 @@ def sudoers_escape(name: str) -> str:
 
     sudoers(5) needs a backslash before space and , : = ( ) ! \\; escaping the rest of the
     few characters a GroupName may hold (' .) is harmless. `%"web users"` is *not* the
-    quoted form sudo reads (visudo: "empty group"), the backslash form is.
+    quoted form sudo reads (visudo: "empty group"), the backslash form is. Refused
+    (UnsafeValue): an empty name, and anything that is not one line (a backslash before a
+    newline continues the rule on the next line).
     """
+    one_line(name, "sudoers", max_length=256)
+    if not name:
+        raise UnsafeValue("sudoers: refused an empty group name")
     return "".join(c if c.isalnum() or c in "_-." else "\\" + c for c in name)
 
 
@@ -182,6 +187,16 @@ def nsswitch_remove_sss(text: str, databases: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pam_argument(key: str, value: str) -> str:
+    """`key=value`, one module argument of a PAM line, as it is; refused (UnsafeValue) when
+    libpam would read it otherwise: a blank splits arguments, '[' ']' group them, '#'
+    starts a comment anywhere on the line, and a backslash at the end continues the line."""
+    text = one_line(f"{key}={value}", "a PAM line", max_length=512)
+    if not value or any(c.isspace() or c in "[]#\\" for c in text):
+        raise UnsafeValue(f"PAM line: refused argument {text!r}: it may not be empty or hold blanks, [ ], # or \\")
+    return text
+
+
 def _pam_markers(name: str) -> tuple[str, str]:
     return f"# >>> reconcile DomainJoin/{name}", f"# <<< reconcile DomainJoin/{name}"
 
@@ -222,7 +237,7 @@ def pam_with_block(text: str, name: str, skel: str, umask: str) -> str:
     block = [
         f"{begin}: create the home directory of a domain user at first login",
         f"# {GENERATED_HEADER}",
-        f"session\toptional\t\t\tpam_mkhomedir.so skel={skel} umask={umask}",
+        f"session\toptional\t\t\tpam_mkhomedir.so {pam_argument('skel', skel)} {pam_argument('umask', umask)}",
         end,
     ]
     return pam_without_block(text, name) + "\n".join(block) + "\n"
@@ -260,37 +275,65 @@ def default_computer_name() -> str:
     return socket.gethostname().split(".")[0].upper()[:15]
 
 
+def sssd_value(value: Any) -> str:
+    """The value of a `key = value` line of sssd.conf, as it is; refused (UnsafeValue) when
+    sssd's INI parser would read it otherwise: a control character or line separator (a
+    newline would start another key or a `[section]`), or blanks at either end (dropped;
+    a line that starts with a blank continues the previous value)."""
+    text = one_line(str(value), "sssd.conf")
+    if text != text.strip():
+        raise UnsafeValue(f"sssd.conf: refused to write {text!r}: a value there may not start or end with a blank")
+    return text
+
+
+def sssd_list(items: Iterable[str]) -> str:
+    """An sssd list option (`a, b`): no item may be empty or hold the ',' that separates them."""
+    words = [sssd_value(item) for item in items]
+    if any(not w or "," in w for w in words):
+        raise UnsafeValue(f"sssd.conf: refused list items {words!r}: an item may not be empty or hold ','")
+    return ", ".join(words)
+
+
+def sssd_section(name: str) -> str:
+    """A `[section]` header of sssd.conf: its name may not hold the brackets around it."""
+    text = sssd_value(name)
+    if not text or "[" in text or "]" in text:
+        raise UnsafeValue(f"sssd.conf: refused section name {text!r}")
+    return f"[{text}]"
+
+
 def render_sssd_conf(name: str, spec: Any, computer: str) -> str:
+    v = sssd_value
     domain = spec.domain
     lines = [
         f"# {GENERATED_HEADER}",
-        f"# DomainJoin/{name}: Active Directory domain {domain}, computer account {computer}$",
+        f"# DomainJoin/{v(name)}: Active Directory domain {v(domain)}, computer account {v(computer)}$",
         "",
         "[sssd]",
         "config_file_version = 2",
         "services = nss, pam",
-        f"domains = {domain}",
+        f"domains = {sssd_list([domain])}",
         "",
-        f"[domain/{domain}]",
+        sssd_section(f"domain/{domain}"),
         "id_provider = ad",
         "auth_provider = ad",
         "chpass_provider = ad",
-        f"access_provider = {spec.accessProvider}",
+        f"access_provider = {v(spec.accessProvider)}",
     ]
     if spec.accessProvider == "simple" and spec.allowGroups:
-        lines.append(f"simple_allow_groups = {', '.join(g.lower() for g in spec.allowGroups)}")
+        lines.append(f"simple_allow_groups = {sssd_list(g.lower() for g in spec.allowGroups)}")
     lines += [
-        f"ad_domain = {domain}",
-        f"krb5_realm = {domain.upper()}",
+        f"ad_domain = {v(domain)}",
+        f"krb5_realm = {v(domain.upper())}",
         "krb5_keytab = /etc/krb5.keytab",
         # sssd looks for <HOSTNAME>$ in the keytab unless told: a computerName differing
         # from the host name would otherwise leave sssd without credentials.
-        f"ldap_sasl_authid = {computer}$",
+        f"ldap_sasl_authid = {v(computer + '$')}",
         "ldap_id_mapping = true",
         "cache_credentials = true",
         "krb5_store_password_if_offline = true",
         f"use_fully_qualified_names = {'true' if spec.fullyQualifiedNames else 'false'}",
-        f"fallback_homedir = {spec.homeDirectories.pattern}",
+        f"fallback_homedir = {v(spec.homeDirectories.pattern)}",
         "default_shell = /bin/bash",
     ]
     return "\n".join(lines) + "\n"

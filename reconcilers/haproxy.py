@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, CommandError, Node, pid_alive, systemd_running, validated_temp,
+    GENERATED_HEADER, ApplyError, AtomicWriter, CommandError, Node, UnsafeValue, one_line, pid_alive,
+    systemd_running, validated_temp,
 )
 
 CONFIG = Path("/etc/haproxy/haproxy.cfg")
@@ -113,15 +114,32 @@ def desired_sections(tree: Any, node: str) -> tuple[dict[str, dict], dict[str, d
 
 # --- rendering ---------------------------------------------------------------------------
 
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9._:/%~*@+,=\[\]-]+")
+
+
+def haproxy_word(value: Any) -> str:
+    """One word of haproxy.cfg, whatever the value holds: as it is when it is made of plain
+    characters, else in single quotes (HAProxy's strong quoting: nothing inside is read as a
+    space, comment, variable or escape). Refused (UnsafeValue) when no quoting keeps it one
+    word of one line: empty, a control character or a line separator, a single quote, or a
+    leading '-' (an ACL or server would read it as a flag)."""
+    text = one_line(str(value), "haproxy.cfg")
+    if _PLAIN_WORD.fullmatch(text) and not text.startswith("-"):
+        return text
+    if not text or "'" in text or text.startswith("-"):
+        raise UnsafeValue(f"haproxy.cfg: refused to write {text!r}: it cannot be one word of the line")
+    return f"'{text}'"
+
 
 def _digest(lines: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
-def _section(header: str, what: str, body: list[str]) -> list[str]:
+def _section(keyword: str, name: str, what: str, body: list[str]) -> list[str]:
     """A section with its digest comment as the first line of the body."""
+    header = f"{keyword} {haproxy_word(name)}"
     body = [INDENT + line for line in body]
-    return [header, f"{INDENT}# reconcile: {what}, digest {_digest([header, *body])}", *body]
+    return [header, f"{INDENT}# reconcile: {what} {haproxy_word(name)}, digest {_digest([header, *body])}", *body]
 
 
 def shared_sections() -> list[str]:
@@ -165,19 +183,20 @@ def _bind_options(address: str) -> str:
 def _host_acl(host: str) -> str:
     fetch = "req.hdr(host),field(1,:)"  # the Host header without a port
     if host.startswith("*."):
-        return f"{fetch} -m end -i {host[1:]}"
-    return f"{fetch} -m str -i {host}"
+        return f"{fetch} -m end -i {haproxy_word(host[1:])}"
+    return f"{fetch} -m str -i {haproxy_word(host)}"
 
 
 def _path_acls(path: str) -> list[str]:
     # A path prefix matches whole segments: /api matches /api and /api/x, not /apix.
     if path.endswith("/"):
-        return [f"path_beg {path}"]
-    return [f"path {path}", f"path_beg {path}/"]
+        return [f"path_beg {haproxy_word(path)}"]
+    return [f"path {haproxy_word(path)}", f"path_beg {haproxy_word(path + '/')}"]
 
 
 def render_frontend(name: str, state: dict[str, Any]) -> list[str]:
-    body = [f"mode {state['mode']}"]
+    w = haproxy_word
+    body = [f"mode {w(state['mode'])}"]
     if state["mode"] == "http":
         # A reload must not break idle keep-alive connections: the old worker answers
         # their next request with "Connection: close" instead of closing them under the
@@ -185,12 +204,12 @@ def render_frontend(name: str, state: dict[str, Any]) -> list[str]:
         body.append("option idle-close-on-response")
     for bind in state["bind"]:
         address = bind.rsplit(":", 1)[0]
-        body.append(f"bind {bind}{_bind_options(address)}")
+        body.append(f"bind {w(bind)}{_bind_options(address)}")
     if "maxconn" in state:
-        body.append(f"maxconn {state['maxconn']}")
-    body.append(f"timeout client {state['timeouts']['client']}")
+        body.append(f"maxconn {w(state['maxconn'])}")
+    body.append(f"timeout client {w(state['timeouts']['client'])}")
     if "httpRequest" in state["timeouts"]:
-        body.append(f"timeout http-request {state['timeouts']['httpRequest']}")
+        body.append(f"timeout http-request {w(state['timeouts']['httpRequest'])}")
     for i, rule in enumerate(state["rules"]):
         conditions = []
         if "host" in rule:
@@ -199,42 +218,45 @@ def render_frontend(name: str, state: dict[str, Any]) -> list[str]:
         if "path" in rule:
             body += [f"acl rule{i}_path {acl}" for acl in _path_acls(rule["path"])]
             conditions.append(f"rule{i}_path")
-        body.append(f"use_backend {rule['backend']} if {' '.join(conditions)}")
-    body.append(f"default_backend {state['defaultBackend']}")
-    return _section(f"frontend {name}", f"Frontend {name}", body)
+        body.append(f"use_backend {w(rule['backend'])} if {' '.join(conditions)}")
+    body.append(f"default_backend {w(state['defaultBackend'])}")
+    return _section("frontend", name, "Frontend", body)
 
 
 def server_args(server: dict[str, Any], check: dict[str, Any]) -> list[str]:
     """The arguments after `server NAME` in the file, and after `add server BE/NAME` on
     the runtime API (dynamic servers take no `default-server` settings)."""
-    args = [f"{server['address']}:{server['port']}", "weight", str(server["weight"])]
+    w = haproxy_word
+    args = [w(f"{server['address']}:{server['port']}"), "weight", w(server["weight"])]
     if server["backup"]:
         args.append("backup")
     if "maxconn" in server:
-        args += ["maxconn", str(server["maxconn"])]
+        args += ["maxconn", w(server["maxconn"])]
     if server["check"] and check["type"] != "none":
-        args += ["check", "inter", check["interval"], "fall", str(check["fall"]), "rise", str(check["rise"])]
+        args += ["check", "inter", w(check["interval"]), "fall", w(check["fall"]), "rise", w(check["rise"])]
     return args
 
 
 def render_backend(name: str, state: dict[str, Any]) -> list[str]:
+    w = haproxy_word
     check = state["healthCheck"]
-    body = [f"mode {state['mode']}", f"balance {state['balance']}"]
+    body = [f"mode {w(state['mode'])}", f"balance {w(state['balance'])}"]
     if state["balance"] == "source":
         body.append("hash-type consistent")  # a dynamic algorithm: servers can be added at run time
     if check["type"] == "http":
-        body.append(f"option httpchk GET {check['path']}")
-        body.append(f"http-check expect status {check['expectStatus']}")
+        body.append(f"option httpchk GET {w(check['path'])}")
+        body.append(f"http-check expect status {w(check['expectStatus'])}")
     if check["type"] != "none":
-        body.append(f"default-server inter {check['interval']} fall {check['fall']} rise {check['rise']}")
+        body.append(f"default-server inter {w(check['interval'])} fall {w(check['fall'])} rise {w(check['rise'])}")
     t = state["timeouts"]
-    body += [f"timeout connect {t['connect']}", f"timeout server {t['server']}", f"timeout queue {t['queue']}"]
+    body += [f"timeout connect {w(t['connect'])}", f"timeout server {w(t['server'])}",
+             f"timeout queue {w(t['queue'])}"]
     for server_name, server in sorted(state["servers"].items()):
-        line = f"server {server_name} {' '.join(server_args(server, check))}"
+        line = f"server {w(server_name)} {' '.join(server_args(server, check))}"
         if server["state"] == "maint":
             line += " disabled"
         body.append(line)
-    return _section(f"backend {name}", f"Backend {name}", body)
+    return _section("backend", name, "Backend", body)
 
 
 def render_config(frontends: dict[str, list[str]], backends: dict[str, list[str]]) -> str:
@@ -417,6 +439,16 @@ def _int(value: str | None) -> int | None:
 # --- the runtime API ------------------------------------------------------------------------
 
 
+def runtime_command(cmd: str) -> str:
+    """One command of HAProxy's admin socket, as it is: refused (UnsafeValue) when a value
+    in it would end it and start another (a newline or ';', the CLI's separators) or be
+    quoted differently than in the file (quotes, backslashes)."""
+    one_line(cmd, "HAProxy's runtime API", max_length=4096)
+    if any(c in cmd for c in ";'\"\\"):
+        raise UnsafeValue(f"HAProxy's runtime API: refused to send {cmd!r}: it holds ; or a quote or backslash")
+    return cmd
+
+
 class RuntimeAPI:
     """HAProxy's admin socket (one command per connection, answer read to EOF), and the
     master CLI. Every command is reported to the runner (`guard`): in dry-run only
@@ -426,7 +458,7 @@ class RuntimeAPI:
         self.node, self.admin, self.master, self.timeout = node, admin, master, timeout
 
     def command(self, cmd: str, *, read_only: bool) -> str:
-        self.node.runner.guard("haproxy-api", [cmd], read_only=read_only)
+        self.node.runner.guard("haproxy-api", [runtime_command(cmd)], read_only=read_only)
         return self._exchange(self.admin, cmd)
 
     def master_command(self, cmd: str, *, read_only: bool, wait: bool = True) -> str:
