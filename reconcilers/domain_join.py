@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from reconcilers import keytab
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, Reconciler, UnsafeValue, one_line,
     pid_alive, read_secret, systemd_running, validated_temp,
@@ -74,19 +75,24 @@ class Paths:
 # --- parsing what the real tools say ---------------------------------------------------------
 
 
-def parse_keytab_list(text: str) -> tuple[str, str] | None:
+def parse_keytab_list(text: str, prefer: tuple[str, str] | None = None) -> tuple[str, str] | None:
     """(domain, computer name) of the machine account in `klist -k` output, or None.
 
-    The machine principal is the one ending in `$`: `LB1$@CORP.EXAMPLE.TEST`.
+    The machine principal is the one ending in `$`: `LB1$@CORP.EXAMPLE.TEST`. With several
+    (keys of an old name left by an earlier version of reconcile), the one `prefer` names
+    if the keytab has it, else the first.
     """
+    found: list[tuple[str, str]] = []
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0].isdigit():
             principal = parts[1]
             m = re.fullmatch(r"([A-Za-z0-9-]{1,15})\$@([A-Za-z0-9.-]+)", principal)
             if m:
-                return m.group(2).lower(), m.group(1).upper()
-    return None
+                found.append((m.group(2).lower(), m.group(1).upper()))
+    if prefer is not None and prefer in found:
+        return prefer
+    return found[0] if found else None
 
 
 def membership_accepted(rc: int, stderr: str) -> bool:
@@ -379,6 +385,16 @@ def desired_state(name: str, spec: Any, computer: str, sssd_conf: str, sudoers: 
     }
 
 
+def join_argv(spec: Any, computer: str, keytab_path: Path) -> list[str]:
+    """`adcli join` for a spec: every value in an `--option=value` argument of its own (the
+    password goes on stdin)."""
+    argv = ["adcli", "join", f"--domain={spec.domain}", f"--login-user={spec.user}", "--stdin-password",
+            f"--computer-name={computer}", f"--host-keytab={keytab_path}"]
+    if spec.ou:
+        argv.append(f"--domain-ou={spec.ou}")
+    return argv
+
+
 # --- native validators ---------------------------------------------------------------------
 
 
@@ -449,12 +465,13 @@ class DomainJoinReconciler(Reconciler):
                 out[path.stem] = data
         return out
 
-    def observe_membership(self, node: Node) -> dict[str, Any] | None:
-        """Domain and computer name from the keytab, and whether AD still accepts it."""
+    def observe_membership(self, node: Node, prefer: tuple[str, str] | None = None) -> dict[str, Any] | None:
+        """Domain and computer name from the keytab, and whether AD still accepts it.
+        `prefer`: the (domain, computer) our record says, when the keytab holds several."""
         if not self.paths.keytab.exists():
             return None
         r = node.run(["klist", "-k", str(self.paths.keytab)], read_only=True, check=False)
-        found = parse_keytab_list(r.stdout) if r.rc == 0 else None
+        found = parse_keytab_list(r.stdout, prefer) if r.rc == 0 else None
         if found is None:
             return None
         domain, computer = found
@@ -464,7 +481,8 @@ class DomainJoinReconciler(Reconciler):
 
     def observe(self, node: Node) -> dict[str, dict[str, Any]]:
         markers = self.read_markers(node)
-        membership = self.observe_membership(node)
+        recorded = [(m.get("domain"), m.get("computerName")) for m in markers.values()]
+        membership = self.observe_membership(node, recorded[0] if len(recorded) == 1 else None)
         names = set(markers)
         if membership and not names:
             # Joined without a record (by hand, or the record was lost): it belongs to the
@@ -646,14 +664,14 @@ class DomainJoinReconciler(Reconciler):
             if have.get("valid"):
                 old_password = password if marker.get("domain") == spec.domain else read_secret(_secret_ref(marker), node)
                 self._delete_computer(node, marker, old_password)
+            # The old account's keys go too: adcli would leave them first in the keytab (the
+            # next observe would see the old name) and skip host/<fqdn> keys it finds there.
+            self._drop_keys(node, marker)
         elif ours and have.get("valid") and have.get("ou") != spec.ou:
             # adcli does not move an existing account: create it anew in the wanted OU
             self._delete_computer(node, marker, password)
         keytab_existed = self.paths.keytab.exists() if not marker else marker.get("keytabExisted", False)
-        argv = ["adcli", "join", f"--domain={spec.domain}", f"--login-user={spec.user}", "--stdin-password",
-                f"--computer-name={w.computer}", f"--host-keytab={self.paths.keytab}"]
-        if spec.ou:
-            argv.append(f"--domain-ou={spec.ou}")
+        argv = join_argv(spec, w.computer, self.paths.keytab)
         r = node.run(argv, input=password, secrets=[password], timeout=120, check=False)
         if r.rc != 0:
             hint = (f" (is the password in {spec.password.describe()} right for {spec.user}?)"
@@ -667,6 +685,35 @@ class DomainJoinReconciler(Reconciler):
         }
         self._write_marker(node, marker)  # at once: from here on a prune knows what to delete
         return marker
+
+    def _drop_keys(self, node: Node, marker: dict[str, Any]) -> None:
+        """Remove the keys of the computer account `marker` describes from the keytab (the
+        file itself when only they were in it), checked with `klist -k` before it is installed."""
+        try:
+            data = self.paths.keytab.read_bytes()
+        except FileNotFoundError:
+            return
+        host = socket.getfqdn()
+        belongs = keytab.machine_account_principals(marker["computerName"], marker["domain"].upper(),
+                                                    {host, host.split(".")[0], socket.gethostname()})
+        try:
+            kept = keytab.without(data, belongs)
+        except keytab.KeytabError as err:
+            raise ApplyError(f"cannot remove {marker['computerName']}$'s keys from {self.paths.keytab}: {err}") from None
+        if kept == data:
+            return
+        writer = AtomicWriter(node)
+        if not keytab.principals(kept) and not marker.get("keytabExisted"):
+            writer.remove(self.paths.keytab)
+            return
+
+        def check(tmp: Path) -> None:
+            r = node.run(["klist", "-k", str(tmp)], read_only=True, check=False)
+            if r.rc != 0:
+                raise ApplyError(f"klist cannot read the keytab without {marker['computerName']}$'s keys: "
+                                 f"{_last_line(r.stderr)}")
+
+        writer.write(self.paths.keytab, kept, mode=0o600, owner=(0, 0), validate=check)
 
     def _delete_computer(self, node: Node, marker: dict[str, Any], password: str) -> None:
         argv = ["adcli", "delete-computer", f"--domain={marker['domain']}", f"--login-user={marker['user']}",
@@ -760,7 +807,7 @@ class DomainJoinReconciler(Reconciler):
 
     def _leave_domain(self, node: Node, marker: dict[str, Any], writer: AtomicWriter) -> None:
         password = read_secret(_secret_ref(marker), node)  # before anything changes
-        membership = self.observe_membership(node)
+        membership = self.observe_membership(node, (marker["domain"], marker["computerName"]))
         if membership and (membership["domain"], membership["computerName"]) == (marker["domain"], marker["computerName"]):
             if membership["valid"]:
                 self._delete_computer(node, marker, password)
@@ -779,6 +826,8 @@ class DomainJoinReconciler(Reconciler):
             writer.write(self.paths.nsswitch, nsswitch_remove_sss(text, marker["nsswitchAdded"]))
         if not marker.get("keytabExisted"):
             writer.remove(self.paths.keytab)
+        else:  # keep what was there before the join, without the account's keys
+            self._drop_keys(node, marker)
 
 
 # --- small helpers -------------------------------------------------------------------------------
