@@ -686,16 +686,18 @@ class DomainJoinReconciler(Reconciler):
         self._write_marker(node, marker)  # at once: from here on a prune knows what to delete
         return marker
 
-    def _drop_keys(self, node: Node, marker: dict[str, Any]) -> None:
+    def _drop_keys(self, node: Node, marker: dict[str, Any], host_names: set[str] | None = None) -> None:
         """Remove the keys of the computer account `marker` describes from the keytab (the
-        file itself when only they were in it), checked with `klist -k` before it is installed."""
+        file itself when only they were in it), checked with `klist -k` before it is installed.
+        `host_names`: this host's names, which adcli put in host/ principals (default: asked)."""
         try:
             data = self.paths.keytab.read_bytes()
         except FileNotFoundError:
             return
-        host = socket.getfqdn()
-        belongs = keytab.machine_account_principals(marker["computerName"], marker["domain"].upper(),
-                                                    {host, host.split(".")[0], socket.gethostname()})
+        if host_names is None:
+            fqdn = socket.getfqdn()
+            host_names = {fqdn, fqdn.split(".")[0], socket.gethostname()}
+        belongs = keytab.machine_account_principals(marker["computerName"], marker["domain"].upper(), host_names)
         try:
             kept = keytab.without(data, belongs)
         except keytab.KeytabError as err:

@@ -63,10 +63,7 @@ class MultiLineText(str):
 
 
 def _multi_line(value: str) -> MultiLineText:
-    for i, char in enumerate(value):
-        if "\ud800" <= char <= "\udfff":
-            raise ValueError(f"holds a lone surrogate U+{ord(char):04X} at character {i + 1}: not valid text")
-    return MultiLineText(value)
+    return MultiLineText(value)  # pydantic has refused what is not text (lone surrogates) already
 
 
 FileContent = Annotated[str, StringConstraints(max_length=65536), AfterValidator(_multi_line)]

@@ -42,7 +42,7 @@ from reconcilers.domain_join import DomainJoinReconciler, Paths, join_argv, pam_
 from reconcilers.pacemaker import set_properties
 from reconcilers.virtual_ip import desired_instances
 from schemas import KINDS
-from schemas.common import MultiLineText
+from schemas.common import MultiLineText, unsafe_character
 
 NODE = "lb1"
 
@@ -430,9 +430,10 @@ def outcome(kind: str, path: tuple, payload: Any, tmp: Path) -> str:
     assert [f for f, _ in rendered] == [f for f, _ in before], (kind, path)
     for (fmt, new), (_, old) in zip(rendered, before):
         assert shape(fmt, new) == shape(fmt, old), f"{kind} {'.'.join(path)} = {payload(value)!r} changed {fmt}:\n{new}"
-        if fmt not in ("contents",):  # only a file's own content may hold control characters
-            text = "\n".join(new) if isinstance(new, list) else new
-            assert not any(ch in text for ch in "\r\x00\x1b\x85\u2028\u2029\u202e"), (kind, path, fmt)
+        if fmt in ("argv", "paths"):  # one argument, one path: one line each
+            assert all(unsafe_character(a) is None for a in new), (kind, path, fmt, new)
+        elif fmt != "contents":  # only a file's own content may hold control characters
+            assert all(unsafe_character(line.replace("\t", " ")) is None for line in new.split("\n")), (kind, path, fmt)
     return "harmless"
 
 
