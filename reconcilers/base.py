@@ -57,6 +57,13 @@ itself. Per run the engine makes a fresh instance and calls, in this order:
     Frontend). Deletes run in the reverse order. `Desired.depends` names single objects
     this one needs: if one of those fails, this one is skipped.
 
+Values in generated files: every value a renderer writes into a line goes through that file
+format's one quoting function, kept beside the renderer (`haproxy_word`, `keepalived_word`,
+`corosync_value`, `lxc_value`, `sssd_value`, `pam_argument`, `sudoers_escape`, `cib_value`).
+It returns the value as the format reads it back as one value, quoted where the format allows,
+or raises `UnsafeValue`: whatever the schema let through, a value never ends a line, opens a
+block or section, or starts another key.
+
 Secrets never enter `Desired`, observed dicts, plans, logs or argv: read them at apply time
 with `read_secret`, pass them on stdin (`Runner.run(..., input=..., secrets=[...])`), and
 compare them inside the reconciler, exposing only a token such as "<secret: in sync>".

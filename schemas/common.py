@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import typing
 import unicodedata
 from typing import Annotated, Any, Literal, Protocol
 
@@ -93,17 +94,44 @@ def _unsafe_strings(value: Any, loc: tuple[str | int, ...], errors: list[InitErr
             _unsafe_strings(item, loc + (key,), errors)
 
 
+def _may_hold_strings(annotation: Any) -> bool:
+    """Whether a field of this type can hold a string that is not fixed by the schema (a
+    Literal's values are; a nested model checks itself). Unknown types: yes."""
+    if annotation in (int, float, bool, type(None)):
+        return False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return False
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return False
+    if origin is Annotated:
+        return _may_hold_strings(typing.get_args(annotation)[0])
+    if origin is not None:
+        return any(_may_hold_strings(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis)
+    return True
+
+
 class Strict(BaseModel):
     """Base for every model of a manifest: unknown fields are errors, values are not
     coerced, and every string below it is one line unless it is a `MultiLineText`."""
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
+    @classmethod
+    def _string_fields(cls) -> tuple[tuple[str, str], ...]:
+        """(attribute, name in the manifest) of the fields that may hold strings, once per class."""
+        cached = cls.__dict__.get("_string_fields_cache")
+        if cached is None:
+            cached = tuple((name, info.alias or name) for name, info in cls.model_fields.items()
+                           if _may_hold_strings(info.annotation))
+            type.__setattr__(cls, "_string_fields_cache", cached)
+        return cached
+
     @model_validator(mode="after")
     def _one_line_strings(self) -> "Strict":
         errors: list[InitErrorDetails] = []
-        for name, info in type(self).model_fields.items():
-            _unsafe_strings(getattr(self, name), (info.alias or name,), errors)
+        for name, shown in self._string_fields():
+            _unsafe_strings(getattr(self, name), (shown,), errors)
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
