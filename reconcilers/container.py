@@ -857,6 +857,8 @@ class ContainerReconciler(Reconciler):
             else:
                 self.instances.pop(name, None)
             obs = observed_from_config(name, lxc_path, running_view(text, instance), state)
+            if obs["rootfs"] == created_rootfs(lxc_path, name) and not _rootfs_in_place(lxc_path, name):
+                obs["rootfs"] += " (reached through a symlink)"
             if want and want["files"] and obs["managed"]:
                 if obs["rootfs"] == created_rootfs(lxc_path, name):
                     rootfs = RootFs(lxc_path, name)
