@@ -284,13 +284,13 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
         props = {"stonith-enabled": "false", **cluster.spec.properties}
         out.append(("xml", ET.tostring(set_properties(cib, props), encoding="unicode")))
     resources = ClusterResourceReconciler()
-    resources.desired(tree, node)
+    resources.desired(tree, node)  # keeps the CIB states it computed
     for name in resources._states:
         elements = [render_unit(name, resources._states)] + render_constraints(name, resources._states)
         out += [("xml", ET.tostring(el, encoding="unicode")) for el in elements]
     containers = ContainerReconciler()
     containers._layout = CgroupLayout()
-    for name, desired in containers.desired(tree, node).items():
+    for name, desired in containers.desired(tree, node)["Container"].items():
         spec, state = containers.specs[name], desired.state
         cluster = (state["pacemaker"] or {}).get("cluster")
         out.append(("lxc", render_block(name, state["source"], stop_seconds(spec),
@@ -300,7 +300,7 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
         out.append(("contents", [str(c) for c in spec.files.values()]))
     paths = Paths(keytab=tmp / "krb5.keytab", sudoers_dir=tmp / "sudoers.d")
     joins = DomainJoinReconciler(paths)
-    for name in joins.desired(tree, node):
+    for name in joins.desired(tree, node)["DomainJoin"]:
         w = joins.wanted[name]
         home = w.spec.homeDirectories
         out.append(("ini", w.sssd_conf))
