@@ -76,7 +76,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import (
@@ -597,19 +597,33 @@ class RootFs:
     name: str
 
     def open(self) -> int:
-        fd = os.open(self.lxc_path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for part in (self.name, "rootfs"):
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                os.close(fd)
-                fd = nxt
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return _descend(os.open(self.lxc_path, os.O_RDONLY | os.O_DIRECTORY), (self.name, "rootfs"), create=False)
 
     def __str__(self) -> str:
         return created_rootfs(self.lxc_path, self.name).removeprefix("dir:")
+
+
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _descend(fd: int, parts: Iterable[str], create: bool) -> int:
+    """Open each folder of `parts` in turn below the open folder `fd`, never through a
+    symlink (making missing ones if `create`) → the last one's fd. `fd` is closed."""
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, _DIR_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nxt = os.open(part, _DIR_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _walk(rootfs: "Path | RootFs", inner: str, create: bool) -> tuple[int, str]:
@@ -618,23 +632,8 @@ def _walk(rootfs: "Path | RootFs", inner: str, create: bool) -> tuple[int, str]:
     parts = [p for p in inner.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         raise OSError(f"not a file below the root file system: {inner!r}")
-    fd = rootfs.open() if isinstance(rootfs, RootFs) else \
-        os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        for part in parts[:-1]:
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(part, 0o755, dir_fd=fd)
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, parts[-1]
+    fd = rootfs.open() if isinstance(rootfs, RootFs) else os.open(rootfs, _DIR_NOFOLLOW)
+    return _descend(fd, parts[:-1], create), parts[-1]
 
 
 def read_rootfs_file(rootfs: "Path | RootFs", inner: str) -> bytes | None:
