@@ -518,14 +518,21 @@ def merge_config(existing: str, block: str) -> str:
 
 def restart_settings_of(existing: str) -> list[tuple[str, str]]:
     """The restart-relevant keys as the config has them now (kept while the container runs
-    under restartPolicy: never)."""
-    out = []
+    under restartPolicy: never), as LXC reads them: quotes around a value removed, and an
+    empty value taking the values before it away, so that each can be written again."""
+    out: list[tuple[str, str]] = []
     for raw in existing.splitlines():
         line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            if restart_key(key.strip()):
-                out.append((key.strip(), value.strip()))
+            key, _, value = (part.strip() for part in line.partition("="))
+            if not restart_key(key):
+                continue
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            if value:
+                out.append((key, value))
+            else:
+                out = [kv for kv in out if kv[0] != key]
     return out
 
 

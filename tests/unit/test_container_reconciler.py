@@ -227,6 +227,11 @@ def test_restart_policy_never_keeps_the_running_keys_as_they_are():
     kept = dict(restart_settings_of(fixture("config-managed-app1")))
     assert kept["lxc.cgroup.memory.limit_in_bytes"] == "64M" and "lxc.start.auto" not in kept
     assert kept["lxc.init.cmd"] == "/bin/httpd -f -p 80 -h /www"
+    # a hand-edited config read as LXC reads it, so that it can be written again as it was meant
+    edited = 'lxc.net.0.link = "br0"\nlxc.net.0.ipv4.address = 10.0.0.1/24\nlxc.net.0.ipv4.address =\n'
+    kept = restart_settings_of(edited)
+    assert kept == [("lxc.net.0.link", "br0")]
+    assert render_block("c", "busybox", 10, kept).count("lxc.net.0") == 1
 
 
 def test_create_argv_per_template(reconciler):
