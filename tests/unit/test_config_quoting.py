@@ -20,7 +20,8 @@ from reconcilers.container import lxc_comment, lxc_init_cmd, lxc_value, parse_co
 from reconcilers.domain_join import (
     pam_argument, parse_pam_block, parse_sudoers_groups, sssd_list, sssd_section, sssd_value, sudoers_escape,
 )
-from reconcilers.haproxy import haproxy_word, runtime_command
+from reconcilers.haproxy.config import haproxy_word
+from reconcilers.haproxy.runtime import runtime_command
 from reconcilers.keepalived import keepalived_word
 from tests.unit.test_injection_matrix import PAYLOADS, haproxy_words
 

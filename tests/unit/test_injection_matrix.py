@@ -32,7 +32,8 @@ import pytest
 from pydantic import BaseModel
 
 from controller.loader import Loaded, Source, Tree, check_tree, parse_document
-from reconcilers import haproxy, keepalived
+from reconcilers import keepalived
+from reconcilers.haproxy.render import desired_sections, render_desired
 from reconcilers.base import Node, Runner, UnsafeValue
 from reconcilers.cluster import corosync_settings, render_corosync_conf
 from reconcilers.cluster_resource import ClusterResourceReconciler, render_constraints, render_unit
@@ -275,8 +276,8 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
     """(format, rendered) for everything node lb1 would get."""
     node = Node(NODE, Runner(dry_run=True), tmp / "state")
     out: list[tuple[str, Any]] = []
-    frontends, backends = haproxy.desired_sections(tree, NODE)
-    out.append(("haproxy", haproxy.render_desired(frontends, backends)))
+    frontends, backends = desired_sections(tree, NODE)
+    out.append(("haproxy", render_desired(frontends, backends)))
     out.append(("keepalived", keepalived.render_config(NODE, desired_instances(tree, NODE))))
     for cluster in tree.on_node("Cluster", NODE):
         out.append(("corosync", render_corosync_conf(corosync_settings(cluster.metadata.name, cluster.spec), True)))
