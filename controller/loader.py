@@ -66,7 +66,10 @@ class Problem:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "…"
+    """At most _MAX_SHOWN characters, cut in the middle: a message quotes the value first
+    and says what is wrong with it at the end."""
+    half = _MAX_SHOWN // 2
+    return text if len(text) <= _MAX_SHOWN else f"{text[:half]}…{text[-half:]}"
 
 
 class TreeError(Exception):
