@@ -120,11 +120,14 @@ def test_a_sample_through_the_cli_exits_cleanly_and_leaves_nothing_behind(fuzzed
     home, tmp, state = tmp_path / "home", tmp_path / "tmp", tmp_path / "state"
     home.mkdir()
     tmp.mkdir()
+    # LXC takes a lock folder under /run/lxc/lock/<its path> even to read a container: the
+    # native check's temporary LXC path is below TMPDIR, and must not leave one behind.
+    lxc_locks = Path("/run/lxc/lock") / str(tmp).lstrip("/")
     try:
         for i, seed in enumerate(sample):
             repo = tmp_path / f"tree-{seed}"
             make_tree(seed, repo, outside)
-            before = _state(repo, home, tmp, state)
+            before = _state(repo, home, tmp, state, lxc_locks)
             valid = seed in fuzzed["valid_seeds"]
             out = _run_cli(["validate", "--no-native", "--repo", str(repo)], home, tmp)
             assert out.returncode == (0 if valid else 1), f"seed {seed}: {out.stdout}{out.stderr}"
@@ -145,8 +148,6 @@ def test_a_sample_through_the_cli_exits_cleanly_and_leaves_nothing_behind(fuzzed
                     refused = [r["argv"] for r in records if not allowed(r["what"], r["argv"])]
                     assert records and not refused, f"seed {seed}: a dry-run ran {refused}"
                     record.unlink()
-            assert _state(repo, home, tmp, state) == before, f"seed {seed}: the CLI changed something"
+            assert _state(repo, home, tmp, state, lxc_locks) == before, f"seed {seed}: the CLI left something behind"
     finally:
-        # LXC takes a lock folder under /run/lxc/lock for the temporary LXC path the native
-        # check uses (issue 22's other half removes it); this test's own path, if any.
-        shutil.rmtree(Path("/run/lxc/lock") / str(tmp).lstrip("/"), ignore_errors=True)
+        shutil.rmtree(lxc_locks, ignore_errors=True)  # if it failed: not on this machine either
