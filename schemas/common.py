@@ -21,7 +21,7 @@ import ipaddress
 import re
 import typing
 import unicodedata
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Callable, Literal, Protocol
 
 from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator,
@@ -469,6 +469,11 @@ class TreeView(Protocol):
 
     def node_address(self, node: str) -> str | None:
         """The node's address (with prefix) from the Cluster that lists it, if any."""
+        ...
+
+    def memo(self, build: "Callable[[TreeView], Any]") -> Any:
+        """`build(tree)` computed once per tree: an index (by address, port, node, …) that a
+        check() looks things up in, instead of scanning every other manifest (quadratic)."""
         ...
 
 
