@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas import KINDS, Manifest
-from schemas.common import pattern_help
+from schemas.common import NOT_ECHOED, pattern_help
 
 try:  # libyaml makes loading 10,000 objects several times faster
     _Loader: Any = yaml.CSafeLoader
@@ -162,6 +162,8 @@ def _pydantic_problems(err: ValidationError, source: Source) -> list[Problem]:
         value = e.get("input")
         if e["type"] == "string_pattern_mismatch":
             msg = pattern_help(e.get("ctx", {}).get("pattern", "")) or msg
+        if NOT_ECHOED in msg:  # a validator saw what may be an inline secret
+            secret = True
         if "SecretRef" in msg:
             msg = "a secret is given by reference only: {file: /absolute/path} or {env: NAME}, never inline"
             secret = True

@@ -13,6 +13,7 @@ from schemas.common import API_VERSION, Manifest
 from schemas.container import Container
 from schemas.domain_join import DomainJoin
 from schemas.frontend import Frontend
+from schemas.mount import Mount
 from schemas.virtual_ip import VirtualIP
 
 KINDS: dict[str, type[Manifest]] = {
@@ -23,6 +24,7 @@ KINDS: dict[str, type[Manifest]] = {
     "Backend": Backend,
     "Container": Container,
     "DomainJoin": DomainJoin,
+    "Mount": Mount,
 }
 
 __all__ = ["API_VERSION", "KINDS", "Manifest"] + list(KINDS)

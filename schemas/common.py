@@ -139,6 +139,10 @@ class SecretRef(BaseModel):
         return f"file:{self.file}" if self.file else f"env:{self.env}"
 
 
+NOT_ECHOED = "(the value is not shown: it may hold a secret)"
+"""A validator that refuses what may be an inline secret ends its message with this: the
+loader then never echoes the value."""
+
 # What a pattern means, for error messages: people should not have to read a regex.
 PATTERN_HELP: dict[str, str] = {
     DNS_LABEL: "must be a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
