@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "Frontend": "reconcilers.frontend:FrontendReconciler",
     "Container": "reconcilers.container:ContainerReconciler",
     "DomainJoin": "reconcilers.domain_join:DomainJoinReconciler",
+    "Mount": "reconcilers.mount:MountReconciler",
 }
 
 
