@@ -18,6 +18,7 @@ import grp
 import json
 import os
 import pwd
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -224,11 +225,11 @@ def _mount_systemd(name: str, spec: MountSpec, e: Entry, have: dict[str, Any] | 
                                dead=(have or {}).get("state") == "dead")
     if spec.type == "rclone" and fuse.ensure_rclone_helper(node, paths.rclone_helper):
         notes.append(f"created rclone's mount helper {paths.rclone_helper}")
-    network = spec.type in NETWORK
     auto = spec.automount is not None
-    units = {unit_name(spec.path, "mount"): mount_unit(e, network=network, lazy=spec.onBusy == "lazy", automount=auto)}
-    if auto:
-        units[unit_name(spec.path, "automount")] = automount_unit(e, idle=spec.automount.idleTimeout, network=network)
+    units = units_for(name, spec, e)
+    problems = verify_units(node, units)
+    if problems:
+        raise ApplyError("systemd-analyze refuses the units: " + " | ".join(problems))
     writer, changed = AtomicWriter(node), False
     for unit, text in units.items():
         current = _read(paths.units / unit)
@@ -262,6 +263,28 @@ def _mount_systemd(name: str, spec: MountSpec, e: Entry, have: dict[str, Any] | 
         "onBusy": spec.onBusy, "createdDir": created, "systemd": True, "units": sorted(units),
     })
     return notes
+
+
+def units_for(name: str, spec: MountSpec, e: Entry) -> dict[str, str]:
+    """{unit file name: text} of one mount: its .mount, and its .automount when asked."""
+    network, auto = spec.type in NETWORK, spec.automount is not None
+    units = {unit_name(spec.path, "mount"): mount_unit(e, network=network, lazy=spec.onBusy == "lazy", automount=auto)}
+    if auto:
+        units[unit_name(spec.path, "automount")] = automount_unit(e, idle=spec.automount.idleTimeout, network=network)
+    return units
+
+
+def verify_units(node: Node, units: dict[str, str]) -> list[str]:
+    """systemd's own check of rendered units (`systemd-analyze verify`), in a temp folder
+    (the file name must be the unit name); read-only."""
+    with tempfile.TemporaryDirectory(prefix="reconcile-units-") as folder:
+        for unit, text in units.items():
+            Path(folder, unit).write_text(text)
+        r = node.run(["systemd-analyze", "verify", *(str(Path(folder, u)) for u in units)],
+                     read_only=True, check=False, timeout=60)
+    if r.rc == 0:
+        return []
+    return [line.replace(folder + "/", "") for line in (r.stderr or r.stdout).strip().splitlines()[:5]]
 
 
 def _remove_units(node: Node, paths: Paths, path: str, *, lazy: bool, dead: bool) -> list[str]:

@@ -51,11 +51,12 @@ def parse_mount_flags(text: str) -> set[str]:
     return set(re.findall(r"^\s+(?:-[A-Za-z], )?--([a-z0-9][a-z0-9-]*)", text, re.M))
 
 
-def check_rclone(spec: MountSpec, node: Node) -> list[str]:
-    """rclone's own view of the manifest: the backend exists, each option is one of its
-    options, passwords are given as secrets, each mount flag is a flag of `rclone mount`."""
+def check_rclone(spec: MountSpec, backends: dict[str, dict[str, bool]], flags: set[str]) -> list[str]:
+    """rclone's own view of the manifest (`backends` from `providers`, `flags` from
+    `mount_flags`): the backend exists, each option is one of its options, passwords are
+    given as secrets, each mount flag is a flag of `rclone mount`."""
     remote, problems = spec.rclone.remote, []
-    known = providers(node).get(remote.type)
+    known = backends.get(remote.type)
     if known is None:
         return [f"spec.rclone.remote.type: rclone has no backend {remote.type!r} (see `rclone config providers`)"]
     for key in [*remote.options, *remote.secrets]:
@@ -64,7 +65,6 @@ def check_rclone(spec: MountSpec, node: Node) -> list[str]:
     for key in remote.options:
         if known.get(key):
             problems.append(f"spec.rclone.remote.options.{key}: a password: give it in secrets by reference")
-    flags = mount_flags(node)
     for flag in spec.rclone.flags:
         if flag not in flags:
             problems.append(f"spec.rclone.flags.{flag}: `rclone mount` has no flag --{flag}")

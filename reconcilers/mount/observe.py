@@ -114,7 +114,9 @@ def probe(node: Node, paths: list[str]) -> dict[str, Probe]:
     asked alone (with a short timeout) to find the one that does not answer."""
     if not paths:
         return {}
-    argv = ["stat", "-c", "%u %g %a %d %i %n", "--", *paths]
+    # --cached=never: a FUSE mount whose daemon died answers from the attribute cache for
+    # a while; a forced getattr reaches the (dead) connection at once.
+    argv = ["stat", "--cached=never", "-c", "%u %g %a %d %i %n", "--", *paths]
     try:
         r = node.run(argv, read_only=True, check=False, timeout=STAT_TIMEOUT)
         return parse_stat(r.stdout, r.stderr, paths)
@@ -124,7 +126,8 @@ def probe(node: Node, paths: list[str]) -> dict[str, Probe]:
     out = {}
     for p in paths:
         try:
-            r = node.run(["stat", "-c", "%u %g %a %d %i %n", "--", p], read_only=True, check=False, timeout=2.0)
+            r = node.run(["stat", "--cached=never", "-c", "%u %g %a %d %i %n", "--", p], read_only=True, check=False,
+                         timeout=2.0)
             out.update(parse_stat(r.stdout, r.stderr, [p]))
         except CommandError:
             out[p] = Probe(error="not-responding")

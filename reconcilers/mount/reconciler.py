@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from reconcilers.base import Change, CommandError, Desired, Node, Reconciler, systemd_running
+from reconcilers.base import ApplyError, Change, CommandError, Desired, Node, Reconciler, systemd_running
 from reconcilers.mount import apply as actions
 from reconcilers.mount import credentials, fuse
 from reconcilers.mount.model import Paths, desired_state, entry
@@ -129,9 +129,16 @@ class MountReconciler(Reconciler):
         for name, spec in self.specs.items():
             if spec.type == "rclone":
                 try:
-                    problems += [f"Mount {name}: {p}" for p in fuse.check_rclone(spec, node)]
+                    found = fuse.check_rclone(spec, fuse.providers(node), fuse.mount_flags(node))
+                    problems += [f"Mount {name}: {p}" for p in found]
                 except CommandError as err:
                     problems.append(f"Mount {name}: cannot ask rclone: {err}")
+            if self.systemd and spec.state == "mounted":
+                try:
+                    units = actions.units_for(name, spec, entry(name, spec, self.paths, actions.resolve_ids))
+                    problems += [f"Mount {name}: {p}" for p in actions.verify_units(node, units)]
+                except ApplyError as err:
+                    problems.append(f"Mount {name}: {err}")
         return problems
 
     def explain(self, change: Change, node: Node) -> list[str]:
