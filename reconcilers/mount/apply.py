@@ -187,16 +187,19 @@ def unmount_path(node: Node, path: str, *, lazy: bool, dead: bool = False) -> st
                      "unmounted; stop those users, or set spec.onBusy: lazy to detach it anyway")
 
 
-def unmount(name: str, have: dict[str, Any] | None, node: Node, paths: Paths, systemd: bool) -> list[str]:
+def unmount(name: str, have: dict[str, Any] | None, node: Node, paths: Paths, systemd: bool,
+            spec: MountSpec | None = None) -> list[str]:
     """Take away what reconcile mounted for `name` (state absent, or removed from git): the
-    mount, its units, its credentials, its cache, and the mount point if reconcile made it."""
+    mount, its units, its credentials, its cache, and the mount point if reconcile made it.
+    A busy mount is detached lazily only if the manifest (`spec`, for state absent) or, once
+    the manifest is gone, the record of its last mount says `onBusy: lazy`."""
     notes: list[str] = []
     record = read_record(node, name)
     if record is None:
         credentials.remove(name, paths, node)
         return notes
     path = record["path"]
-    lazy = record.get("onBusy") == "lazy"
+    lazy = (spec.onBusy if spec is not None else record.get("onBusy")) == "lazy"
     dead = (have or {}).get("state") == "dead"
     if record.get("systemd"):
         notes += _remove_units(node, paths, path, lazy=lazy, dead=dead)

@@ -100,7 +100,8 @@ def parse_stat(stdout: str, stderr: str, paths: list[str]) -> dict[str, Probe]:
     for line in stderr.splitlines():
         for p in paths:
             if f"'{p}'" in line and p not in out:
-                if "Transport endpoint is not connected" in line:
+                # ENOTCONN, or ECONNABORTED for a request the dying daemon left unanswered
+                if "Transport endpoint is not connected" in line or "Software caused connection abort" in line:
                     out[p] = Probe(error="dead")
                 elif "No such file or directory" in line:
                     out[p] = Probe(error="missing")

@@ -118,7 +118,7 @@ class MountReconciler(Reconciler):
     def apply(self, change: Change, node: Node) -> None:
         spec = self.specs.get(change.name)
         if change.action == "delete" or spec is None or spec.state == "absent":
-            actions.unmount(change.name, change.observed, node, self.paths, self.systemd)
+            actions.unmount(change.name, change.observed, node, self.paths, self.systemd, spec)
         else:
             actions.mount(change.name, spec, change.observed, node, self.paths, self.systemd)
 

@@ -1,6 +1,7 @@
 """The embedded desired-state/ as one working stack on real daemons, and the dry-run guard.
 
-One lab (lb1, lb2 and a Samba AD DC) for the whole module: the README's demo, as tests.
+One lab (lb1, lb2 and a Samba AD DC; lb2 serves SFTP for the Mount examples) for the whole
+module: the README's demo, as tests.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ WATCHED = ["/etc", "/var", "/run", "/home", "/root"]
 
 @pytest.fixture(scope="module")
 def lab():
-    with temporary_lab(nodes=2, domain_controller=True) as lab:
+    with temporary_lab(nodes=2, domain_controller=True, sftp=True) as lab:
         repo = lab.shared / "repo"
         shutil.copytree(DEFAULT_REPO, repo)
         yield lab
@@ -74,7 +75,7 @@ def apply_until_converged(lab, repo: Path, rounds: int = 4) -> dict[str, int]:
 def test_dry_run_on_an_empty_node_changes_nothing_and_only_reads(lab):
     rc, out, records = recorded_dry_run(lab, "lb1", lab.shared / "repo")
     assert rc == 2, out
-    assert "+ VirtualIP web-vip" in out
+    assert "+ VirtualIP web-vip" in out and "+ Mount reports" in out
     assert_read_only(records)
 
 
@@ -90,6 +91,11 @@ def test_the_stack_serves_http_through_the_vip(lab):
              "print(urllib.request.urlopen('http://192.0.2.100' + sys.argv[1], timeout=5).status)")
     for path in ("/", "/api"):
         assert lab.exec("lb2", ["/usr/bin/python3", "-c", fetch, path]).stdout.strip() == "200"
+
+
+def test_the_reports_folder_of_lb2_is_mounted_on_lb1_through_rclone_and_sshfs(lab):
+    for point in ("/mnt/reports", "/mnt/reports-sshfs"):
+        assert "Served over SFTP by lb2" in lab.exec("lb1", ["cat", f"{point}/README.txt"]).stdout
 
 
 def test_a_second_apply_has_nothing_to_do(lab):
