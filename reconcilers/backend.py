@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from reconcilers.base import ApplyError, Change, Desired, Node, Reconciler
+from reconcilers.base import ApplyError, Change, Desired, Node, PerObject
 from reconcilers.haproxy import (
     EDITED, IN_SYNC, HAProxy, RuntimeServer, backend_ignore, desired_sections, render_backend, render_desired, server_args,
     watch,
@@ -104,7 +104,7 @@ def plan_backend(
     return plan
 
 
-class BackendReconciler(Reconciler):
+class BackendReconciler(PerObject):
     """HAProxy backends on this node (kind Backend)."""
 
     kind = "Backend"
@@ -117,17 +117,17 @@ class BackendReconciler(Reconciler):
 
     # -- desired and observed
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         self.frontends, self.backends = desired_sections(tree, node.name)
         out = {}
         for manifest in tree.on_node("Backend", node.name):
             name = manifest.metadata.name
             self.ignored[name] = set(manifest.spec.ignore)
             out[name] = Desired(self.backends[name], ignore=backend_ignore(manifest.spec))
-        return out
+        return {self.kind: out}
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
-        return HAProxy(node).snapshot().backends()
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
+        return {self.kind: HAProxy(node).snapshot().backends()}
 
     def validate(self, node: Node) -> list[str]:
         """`haproxy -c` on the whole file this node would run (frontends too: they are one
@@ -148,7 +148,7 @@ class BackendReconciler(Reconciler):
 
     # -- apply
 
-    def apply(self, change: Change, node: Node) -> None:
+    def apply_one(self, change: Change, node: Node) -> None:
         haproxy = HAProxy(node)
         snap = haproxy.snapshot()
         name = change.name

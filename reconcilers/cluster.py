@@ -38,7 +38,7 @@ from typing import Any, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler, read_secret,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject, read_secret,
     pid_alive, systemd_running,
 )
 from schemas.common import duration_ms
@@ -224,7 +224,7 @@ def _environment_file(path: Path) -> dict[str, str]:
 # --- the reconciler ----------------------------------------------------------------------
 
 
-class ClusterReconciler(Reconciler):
+class ClusterReconciler(PerObject):
     """Corosync + Pacemaker for the Cluster this node is a member of."""
 
     kind = "Cluster"
@@ -235,7 +235,7 @@ class ClusterReconciler(Reconciler):
 
     # --- desired -------------------------------------------------------------------------
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         out: dict[str, Desired] = {}
         for cluster in tree.on_node("Cluster", node.name):
             spec = cluster.spec
@@ -250,7 +250,7 @@ class ClusterReconciler(Reconciler):
             state["daemons"] = {"corosync": "running", "pacemaker": "running"}
             state["properties"] = self._properties(spec)
             out[name] = Desired(state)
-        return out
+        return {self.kind: out}
 
     @staticmethod
     def _properties(spec: Any) -> dict[str, str]:
@@ -264,11 +264,11 @@ class ClusterReconciler(Reconciler):
 
     # --- observe -------------------------------------------------------------------------
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         try:
             text = COROSYNC_CONF.read_text()
         except FileNotFoundError:
-            return {}
+            return {self.kind: {}}
         settings = observed_settings(parse_corosync_conf(text))
         name = settings["clusterName"]
         state: dict[str, Any] = {"corosync": settings}
@@ -288,7 +288,7 @@ class ClusterReconciler(Reconciler):
                 state["properties"] = pacemaker.observed_properties(crm_config, wanted)
             except pacemaker.CibUnavailable:
                 pass  # Pacemaker is starting: properties unknown, compared on the next pass
-        return {name: state}
+        return {self.kind: {name: state}}
 
     @staticmethod
     def _observe_authkey(spec: Any, node: Node) -> dict[str, str]:
@@ -379,7 +379,7 @@ class ClusterReconciler(Reconciler):
 
     # --- apply ---------------------------------------------------------------------------
 
-    def apply(self, change: Change, node: Node) -> None:
+    def apply_one(self, change: Change, node: Node) -> None:
         if change.action == "delete":
             self._delete(change.name, node)
             return

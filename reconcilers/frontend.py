@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from reconcilers.base import Change, Desired, Node, Reconciler
+from reconcilers.base import Change, Desired, Node, PerObject
 from reconcilers.haproxy import HAProxy, desired_sections, render_frontend, watch
 
 
-class FrontendReconciler(Reconciler):
+class FrontendReconciler(PerObject):
     """HAProxy frontends on this node (kind Frontend)."""
 
     kind = "Frontend"
     after = ("Backend", "VirtualIP")
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         frontends, _ = desired_sections(tree, node.name)
         out = {}
         for manifest in tree.on_node("Frontend", node.name):
@@ -28,10 +28,10 @@ class FrontendReconciler(Reconciler):
             backends = dict.fromkeys([spec.defaultBackend, *(r.backend for r in spec.rules)])
             out[manifest.metadata.name] = Desired(frontends[manifest.metadata.name],
                                                   depends=tuple(("Backend", b) for b in backends))
-        return out
+        return {self.kind: out}
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
-        return HAProxy(node).snapshot().frontends()
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
+        return {self.kind: HAProxy(node).snapshot().frontends()}
 
     # validate(): the Backend reconciler checks the whole file, frontends included (a
     # Frontend always lands with the Backends it names; the tree checks make sure).
@@ -41,7 +41,7 @@ class FrontendReconciler(Reconciler):
             return ["reload HAProxy (hitless) to remove the frontend"]
         return HAProxy(node).preview("to load the frontend")
 
-    def apply(self, change: Change, node: Node) -> None:
+    def apply_one(self, change: Change, node: Node) -> None:
         haproxy = HAProxy(node)
         snap = haproxy.snapshot()
         section = render_frontend(change.name, change.desired) if change.desired is not None else None

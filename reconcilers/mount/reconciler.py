@@ -17,13 +17,16 @@ Observed object (the same shape `desired` builds, see model.desired_state)::
 """
 from __future__ import annotations
 
+import json
 import os
 import select
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from reconcilers.base import ApplyError, Change, CommandError, Desired, Node, Reconciler, systemd_running
+from reconcilers.base import (
+    ApplyError, Change, CommandError, Desired, Node, PerObject, Refusal, native_check, systemd_running,
+)
 from reconcilers.mount import apply as actions
 from reconcilers.mount import credentials, fuse
 from reconcilers.mount.model import Paths, desired_state, entry
@@ -34,8 +37,9 @@ from schemas.mount import MountSpec
 WATCH_RESCAN = 2.0  # seconds between looks for new FUSE daemons to follow
 
 
-class MountReconciler(Reconciler):
-    """Mounts on this node: FUSE (rclone, sshfs) and kernel (nfs, cifs, bind, tmpfs)."""
+class MountReconciler(PerObject):
+    """Mounts on this node: FUSE (rclone, sshfs) and kernel (nfs, cifs, bind, tmpfs). Mounts
+    share no artifact: each change is applied on its own (`apply_one`)."""
 
     kind = "Mount"
 
@@ -47,7 +51,7 @@ class MountReconciler(Reconciler):
 
     # --- desired -------------------------------------------------------------------------------
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         out: dict[str, Desired] = {}
         for m in tree.on_node("Mount", node.name):
             name, spec = m.metadata.name, m.spec
@@ -57,11 +61,11 @@ class MountReconciler(Reconciler):
                 state["hostKeys"] = keys
             self.specs[name], self.wanted[name] = spec, state
             out[name] = Desired(state)
-        return out
+        return {"Mount": out}
 
     # --- observe -------------------------------------------------------------------------------
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         records = read_records(Path(node.state_dir) / "mount")
         top = top_mounts(read_mountinfo())
         where: dict[str, str] = {}
@@ -83,7 +87,7 @@ class MountReconciler(Reconciler):
             state = observed_state(want, rec, live, probes.get(path), src, ours[name], extra)
             if state is not None:
                 out[name] = state
-        return out
+        return {"Mount": out}
 
     def _unit(self, path: str) -> str | None:
         try:
@@ -115,7 +119,7 @@ class MountReconciler(Reconciler):
 
     # --- apply ---------------------------------------------------------------------------------
 
-    def apply(self, change: Change, node: Node) -> None:
+    def apply_one(self, change: Change, node: Node) -> None:
         spec = self.specs.get(change.name)
         if change.action == "delete" or spec is None or spec.state == "absent":
             actions.unmount(change.name, change.observed, node, self.paths, self.systemd, spec)
@@ -124,21 +128,28 @@ class MountReconciler(Reconciler):
 
     # --- validate, explain, watch (read-only) ---------------------------------------------------
 
-    def validate(self, node: Node) -> list[str]:
-        problems = []
+    def validate(self, node: Node) -> list[Refusal | str]:
+        """rclone checks each rclone mount's backend, options and flags; systemd-analyze each
+        mount's units on a systemd node. A refusal holds back only the mount it names."""
+        problems: list[Refusal | str] = []
         for name, spec in self.specs.items():
+            found: list[str] = []
             if spec.type == "rclone":
+                what = json.dumps({"type": spec.rclone.remote.type, "options": sorted(spec.rclone.remote.options),
+                                   "secrets": sorted(spec.rclone.remote.secrets), "flags": sorted(spec.rclone.flags)})
                 try:
-                    found = fuse.check_rclone(spec, fuse.providers(node), fuse.mount_flags(node))
-                    problems += [f"Mount {name}: {p}" for p in found]
+                    found += native_check(node, "rclone", what, lambda spec=spec: fuse.check_rclone(
+                        spec, fuse.providers(node), fuse.mount_flags(node)))
                 except CommandError as err:
-                    problems.append(f"Mount {name}: cannot ask rclone: {err}")
+                    found.append(f"cannot ask rclone: {err}")
             if self.systemd and spec.state == "mounted":
                 try:
                     units = actions.units_for(name, spec, entry(name, spec, self.paths, actions.resolve_ids))
-                    problems += [f"Mount {name}: {p}" for p in actions.verify_units(node, units)]
+                    text = "".join(units.values())
+                    found += native_check(node, "systemd-analyze", text, lambda units=units: actions.verify_units(node, units))
                 except ApplyError as err:
-                    problems.append(f"Mount {name}: {err}")
+                    found.append(str(err))
+            problems += [Refusal(f"Mount {name}: {p}", objects=(("Mount", name),)) for p in found]
         return problems
 
     def explain(self, change: Change, node: Node) -> list[str]:
