@@ -48,6 +48,7 @@ class MountReconciler(PerObject):
         self.systemd = systemd_running()
         self.specs: dict[str, MountSpec] = {}
         self.wanted: dict[str, dict[str, Any]] = {}
+        self._orphans: set[str] = set()
 
     # --- desired -------------------------------------------------------------------------------
 
@@ -173,16 +174,21 @@ class MountReconciler(PerObject):
         return notes
 
     def watch(self, node: Node) -> Iterator[str]:
-        """Yields when the mount table changes (a mount or unmount in this namespace) or a
-        FUSE daemon serving one of reconcile's mounts exits (pidfd), the moment it does."""
+        """Yields when the mount table changes (a mount or unmount in this namespace), when a
+        FUSE daemon serving one of reconcile's mounts exits (pidfd: at once), and when one
+        of them is found with no daemon at all (it died before it was followed)."""
         table = open("/proc/self/mountinfo")
         table.read()
         followed: dict[int, tuple[int, str]] = {}  # pidfd → (pid, path)
+        orphans: set[str] = set()  # reported once per episode
         last_scan = 0.0
         try:
             while True:
                 if time.monotonic() - last_scan > WATCH_RESCAN:
-                    self._follow_daemons(node, followed)
+                    for path in self._follow_daemons(node, followed) - orphans:
+                        yield f"no FUSE daemon serves {path}"
+                        orphans.add(path)
+                    orphans &= self._orphans
                     last_scan = time.monotonic()
                 poller = select.poll()
                 poller.register(table.fileno(), select.POLLPRI | select.POLLERR)
@@ -192,6 +198,7 @@ class MountReconciler(PerObject):
                     if fd == table.fileno():
                         table.seek(0)
                         table.read()
+                        last_scan = 0.0  # a new mount has a new daemon to follow: look now
                         yield "mount table changed"
                     elif fd in followed:
                         pid, path = followed.pop(fd)
@@ -202,16 +209,22 @@ class MountReconciler(PerObject):
             for fd in followed:
                 os.close(fd)
 
-    def _follow_daemons(self, node: Node, followed: dict[int, tuple[int, str]]) -> None:
+    def _follow_daemons(self, node: Node, followed: dict[int, tuple[int, str]]) -> set[str]:
+        """Follow the daemons of reconcile's FUSE mounts; return the mounted ones that have none."""
         records = read_records(Path(node.state_dir) / "mount")
-        paths = {r["path"] for r in records.values() if r.get("type") in ("rclone", "sshfs")}
+        top = top_mounts(read_mountinfo())
+        paths = {r["path"] for r in records.values() if r.get("type") in ("rclone", "sshfs")
+                 and r["path"] in top and top[r["path"]].fstype.startswith("fuse.")}
+        daemons = fuse.daemon_pids(paths)
         known = {pid for pid, _ in followed.values()}
-        for path, pid in fuse.daemon_pids(paths).items():
+        for path, pid in daemons.items():
             if pid not in known:
                 try:
                     followed[os.pidfd_open(pid)] = (pid, path)
                 except OSError:
                     continue
+        self._orphans = paths - set(daemons)
+        return self._orphans
 
 
 def look_bind(records: dict[str, dict[str, Any]], ours: dict[str, bool]) -> list[str]:

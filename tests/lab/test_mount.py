@@ -214,6 +214,14 @@ def test_the_agent_remounts_a_killed_fuse_daemon_at_once(lab):
                 time.sleep(0.02)
             took.append(time.monotonic() - started)
         print(f"\nagent: FUSE daemon killed → mount readable again: rclone {took[0]:.2f} s, sshfs {took[1]:.2f} s")
+        # killed again at once, before the agent could follow the new daemon: still seen
+        for point in MOUNTS:
+            pid = daemons(lab)[point]
+            sh(lab, f"kill -9 {pid}")
+            started = time.monotonic()
+            while not (readable(lab) and daemons(lab).get(point, pid) != pid):
+                assert time.monotonic() - started < 30, (lab.shared / "agent.log").read_text()[-3000:]
+                time.sleep(0.02)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(30)
