@@ -19,11 +19,10 @@ import json
 import os
 import pwd
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from reconcilers.base import ApplyError, AtomicWriter, CommandError, Node
+from reconcilers.base import ApplyError, AtomicWriter, CommandError, Node, wait_until
 from reconcilers.mount import credentials, fuse
 from reconcilers.mount.model import (
     KERNEL_FLAGS, Entry, Paths, desired_state, entry, flags_only, rclone_options, user_options,
@@ -64,13 +63,6 @@ def read_record(node: Node, name: str) -> dict[str, Any] | None:
 
 def _live(path: str) -> MountInfo | None:
     return top_mounts(read_mountinfo()).get(path)
-
-
-def _unit_text(paths: Paths, path: str, suffix: str) -> str | None:
-    try:
-        return (paths.units / unit_name(path, suffix)).read_text()
-    except OSError:
-        return None
 
 
 def _systemctl(node: Node, *args: str) -> None:
@@ -127,15 +119,11 @@ def mount(name: str, spec: MountSpec, have: dict[str, Any] | None, node: Node, p
 
 def _wait_mounted(path: str, e: Entry, timeout: float = 5.0) -> MountInfo:
     """The new mount in the mount table (a detached FUSE daemon may need a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        live = _live(path)
-        if live is not None:
-            return live
-        if time.monotonic() > deadline:
-            raise ApplyError(f"{e.what} was mounted at {path} but is not in the mount table: its daemon may have "
-                             "exited at once (check the server, the credentials and the remote path)")
-        time.sleep(0.05)
+    live = wait_until(lambda: _live(path), timeout)
+    if live is None:
+        raise ApplyError(f"{e.what} was mounted at {path} but is not in the mount table: its daemon may have "
+                         "exited at once (check the server, the credentials and the remote path)")
+    return live
 
 
 def _foreign(path: str, have: dict[str, Any]) -> str:
@@ -256,6 +244,8 @@ def _mount_systemd(name: str, spec: MountSpec, e: Entry, have: dict[str, Any] | 
         else:
             _systemctl(node, "restart", mount_u)
     start = unit_name(spec.path, "automount") if auto else mount_u
+    if auto:  # the mount unit is started by its automount now, not at boot
+        node.run(["systemctl", "disable", mount_u], check=False, timeout=90)
     _systemctl(node, "enable", start)  # comes back at boot
     try:
         node.run(["systemctl", "start", start], timeout=90)

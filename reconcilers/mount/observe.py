@@ -166,6 +166,9 @@ def is_ours(record: dict[str, Any] | None, live: MountInfo | None, unit_text: st
         return False
     if record.get("systemd"):
         # systemd made it from our unit: the unit must still be ours and describe this mount
+        # (or, with an automount not yet used, be systemd's autofs trigger at the path)
+        if live.fstype == "autofs" and any(u.endswith(".automount") for u in record.get("units", [])):
+            return bool(unit_text) and f"Mount/{record.get('name')}" in unit_text
         return bool(unit_text) and f"Mount/{record.get('name')}" in unit_text \
             and live.fstype in FSTYPES.get(record.get("type", ""), (live.fstype,)) \
             and (record.get("type") == "bind" or live.source == record.get("source"))
@@ -211,6 +214,10 @@ def observed_state(want: dict[str, Any] | None, record: dict[str, Any] | None, l
         return {"path": path, "state": "absent"} if want is not None and want["state"] == "absent" else None
     if not ours:
         return {"path": path, "state": "foreign", "type": kind_of(live, None), "source": live.source}
+    if live.fstype == "autofs":
+        # an automount not used yet: systemd mounts it on first access, with our unit's
+        # options (in sync as far as anyone can tell before it is mounted)
+        return {k: v for k, v in (want or {}).items()} or {"path": path, "state": "mounted"}
     kind = kind_of(live, record)
     state: dict[str, Any] = {"path": path, "state": "mounted", "type": kind,
                              "source": live.source, "readOnly": "ro" in live.flags}

@@ -18,6 +18,7 @@ Observed object (the same shape `desired` builds, see model.desired_state)::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import time
@@ -34,6 +35,7 @@ from reconcilers.mount.observe import is_ours, observed_state, probe, read_mount
 from reconcilers.mount.render import fstab_line, unit_name
 from schemas.mount import MountSpec
 
+log = logging.getLogger("reconcile")
 WATCH_RESCAN = 2.0  # seconds between looks for new FUSE daemons to follow
 
 
@@ -123,9 +125,11 @@ class MountReconciler(PerObject):
     def apply_one(self, change: Change, node: Node) -> None:
         spec = self.specs.get(change.name)
         if change.action == "delete" or spec is None or spec.state == "absent":
-            actions.unmount(change.name, change.observed, node, self.paths, self.systemd, spec)
+            notes = actions.unmount(change.name, change.observed, node, self.paths, self.systemd, spec)
         else:
-            actions.mount(change.name, spec, change.observed, node, self.paths, self.systemd)
+            notes = actions.mount(change.name, spec, change.observed, node, self.paths, self.systemd)
+        for note in notes:
+            log.info("Mount %s: %s", change.name, note)
 
     # --- validate, explain, watch (read-only) ---------------------------------------------------
 

@@ -3,7 +3,6 @@ printed in a lab node (tests/fixtures/mount/), ownership by record, and the cred
 files (written in a temp folder; rclone obscures for real)."""
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -12,14 +11,15 @@ import pytest
 from reconcilers.base import ApplyError, Node, Runner
 from reconcilers.mount import credentials, fuse
 from reconcilers.mount.apply import units_for, verify_units
-from reconcilers.mount.model import SECRET_DIFFERS, SECRET_IN_SYNC, Paths, desired_state, entry, flags_only
+from reconcilers.mount.model import (
+    SECRET_DIFFERS, SECRET_IN_SYNC, Paths, desired_state, entry, flags_only, rclone_options,
+)
 from reconcilers.mount.observe import (
     MountInfo, Probe, fs_identity, is_ours, observed_state, parse_mountinfo, parse_stat, top_mounts,
 )
 from reconcilers.mount.render import (
     automount_unit, fstab_line, mount_argv, mount_unit, parse_rclone_conf, remount_flags_argv, unit_name,
 )
-from reconcilers.mount.model import rclone_options
 from schemas.mount import MountSpec
 from tests.readonly_allowlist import allowed
 
@@ -310,3 +310,15 @@ def test_the_commands_a_dry_run_of_mounts_runs_are_on_the_read_only_allow_list()
     for argv in (["umount", "/mnt/reports"], ["rclone", "mount", "r:", "/mnt/r", "--daemon"],
                  ["rclone", "obscure", "-"], ["systemctl", "start", "mnt-reports.mount"]):
         assert not allowed("exec", argv), argv
+
+
+def test_an_automount_systemd_armed_but_nobody_used_yet_is_ours_and_in_sync():
+    s = sshfs(automount={"idleTimeout": "5m"})
+    want = desired_state("reports", s, systemd=True)
+    assert want["automount"] == "5m"
+    autofs = MountInfo(90, 30, "/", "/mnt/reports", frozenset({"rw"}), "autofs", "systemd-1", frozenset({"fd=45"}))
+    rec = {"name": "reports", "path": "/mnt/reports", "type": "sshfs", "source": "files@192.0.2.12:reports",
+           "systemd": True, "units": ["mnt-reports.automount", "mnt-reports.mount"]}
+    unit = "# reconcile-managed: Mount/reports\n[Mount]\n"
+    assert is_ours(rec, autofs, unit) and not is_ours(rec, autofs, "[Mount]\n")
+    assert observed_state(want, rec, autofs, None, None, True) == want
