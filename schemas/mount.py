@@ -122,7 +122,8 @@ _RCLONE_OWNED = {
     "read-only": "readOnly", "allow-other": "allowOther", "uid": "owner", "gid": "group", "umask": "mode",
     "dir-perms": "mode", "file-perms": "mode", "default-permissions": "owner/group/mode with allowOther",
     "devname": "reconcile names the source", "option": "options are not passed through to libfuse",
-    "password-command": "runs a command", "rc": "opens a remote control port", "log-file": "reconcile logs",
+    "password-command": "runs a command", "rc": "opens a remote control port",
+    "log-file": "a detached rclone logging to a file keeps the mount command waiting on its output",
     "config-dir": "reconcile writes the config",
 }
 

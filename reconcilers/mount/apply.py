@@ -25,7 +25,7 @@ from typing import Any
 from reconcilers.base import ApplyError, AtomicWriter, CommandError, Node, wait_until
 from reconcilers.mount import credentials, fuse
 from reconcilers.mount.model import (
-    KERNEL_FLAGS, Entry, Paths, desired_state, entry, flags_only, rclone_options, user_options,
+    FSTYPES, KERNEL_FLAGS, Entry, Paths, desired_state, entry, flags_only, rclone_options, user_options,
 )
 from reconcilers.mount.observe import (
     MountInfo, boot_id, fs_identity, is_ours, read_mountinfo, top_mounts, users_of,
@@ -104,17 +104,25 @@ def mount(name: str, spec: MountSpec, have: dict[str, Any] | None, node: Node, p
         raise ApplyError(_foreign(spec.path, {"type": occupant.fstype, "source": occupant.source}))
     created = make_mount_point(spec, node, record)
     argv = mount_argv(e, rclone_options(name, spec, paths, resolve_ids) if spec.type == "rclone" else None)
+    made = {"name": name, "path": spec.path, "type": spec.type, "source": e.source, "options": user_options(spec),
+            "onBusy": spec.onBusy, "createdDir": created, "systemd": False, "boot": boot_id()}
     try:
         node.run(argv, timeout=90)
     except CommandError as err:
+        # The command failed or hung, yet the mount may be there (a daemon that kept the
+        # command's output open): what this call just mounted at our path is ours, and is
+        # recorded so, or no later run would ever touch it.
+        live = _live(spec.path)
+        if live is not None and live.source == e.source and _is_type(live, spec.type):
+            write_record(node, name, {**made, "mountId": live.id, "fs": fs_identity(live)})
         raise ApplyError(f"mounting {e.what} at {spec.path} failed: {fuse.describe_error(err)}") from None
     live = _wait_mounted(spec.path, e)
-    write_record(node, name, {
-        "name": name, "path": spec.path, "type": spec.type, "source": e.source, "options": user_options(spec),
-        "onBusy": spec.onBusy, "createdDir": created, "systemd": False, "boot": boot_id(), "mountId": live.id,
-        "fs": fs_identity(live),
-    })
+    write_record(node, name, {**made, "mountId": live.id, "fs": fs_identity(live)})
     return notes
+
+
+def _is_type(live: MountInfo, kind: str) -> bool:
+    return live.fstype in FSTYPES.get(kind, ()) or kind == "bind"
 
 
 def _wait_mounted(path: str, e: Entry, timeout: float = 5.0) -> MountInfo:
