@@ -67,7 +67,8 @@ def render_rclone(name: str, spec: MountSpec, paths: Paths, node: Node) -> tuple
     values = dict(plain)
     for key, value in secrets.items():
         values[key] = fuse.obscure(node, value) if fuse.is_password(spec, key, node) else value
-    return rclone_conf(name, spec.rclone.remote.type, values), _digest(spec, plain, secrets)
+    text = rclone_conf(name, spec.rclone.remote.type, values, frozenset(secrets))
+    return text, _digest(spec, plain, secrets)
 
 
 def identity(spec: MountSpec, node: Node) -> str:

@@ -243,7 +243,7 @@ def test_other_options_are_drift_and_are_repaired(lab):
     # a changed option in git mounts anew with it
     repo = example(lab, **{"dir-cache-time: 10s": "dir-cache-time: 20s"})
     apply(lab, repo)
-    assert "--dir-cache-time 20s" in sh(lab, f"cat /proc/{daemons(lab)['/mnt/reports']}/cmdline | tr '\\0' ' '")
+    assert "--dir-cache-time=20s" in sh(lab, f"cat /proc/{daemons(lab)['/mnt/reports']}/cmdline | tr '\\0' ' '")
     apply(lab, repo, rc=0)
 
 

@@ -72,9 +72,9 @@ def test_rclone_runs_as_its_own_daemon_with_reconciles_config_and_typed_permissi
     argv = mount_argv(entry("reports", s, Paths(), lambda o, g: (0, 0)), rclone_options("reports", s, Paths(), lambda o, g: (0, 0)))
     assert argv[:4] == ["rclone", "mount", "reports:reports", "/mnt/reports"]
     joined = " ".join(argv)
-    for part in ("--config /etc/reconcile/mount/reports/rclone.conf", "--cache-dir /var/cache/reconcile/mount/reports",
-                 "--read-only", "--allow-other", "--default-permissions", "--uid 0", "--gid 0", "--umask 0",
-                 "--dir-perms 0750", "--file-perms 0640", "--vfs-cache-mode writes", "--daemon --daemon-wait 30s"):
+    for part in ("--config=/etc/reconcile/mount/reports/rclone.conf", "--cache-dir=/var/cache/reconcile/mount/reports",
+                 "--read-only", "--allow-other", "--default-permissions", "--uid=0", "--gid=0", "--umask=0",
+                 "--dir-perms=0750", "--file-perms=0640", "--vfs-cache-mode=writes", "--daemon --daemon-wait=30s"):
         assert part in joined
     e = entry("reports", s, Paths(), lambda o, g: (0, 0))  # the same settings as mount-helper options
     assert e.fstype == "rclone" and "config=/etc/reconcile/mount/reports/rclone.conf" in e.options
@@ -322,3 +322,41 @@ def test_an_automount_systemd_armed_but_nobody_used_yet_is_ours_and_in_sync():
     unit = "# reconcile-managed: Mount/reports\n[Mount]\n"
     assert is_ours(rec, autofs, unit) and not is_ours(rec, autofs, "[Mount]\n")
     assert observed_state(want, rec, autofs, None, None, True) == want
+
+
+# --- the quoting functions: the second line of defence behind the schema -------------------------
+
+
+@pytest.mark.parametrize("value", ["a,b", "a b", "a'b", 'a"b', "a\\b", "a\nb", "", "a\u202eb"])
+def test_a_mount_option_that_would_become_two_or_break_the_line_is_refused(value):
+    from reconcilers.base import UnsafeValue
+    from reconcilers.mount.render import mount_option
+
+    with pytest.raises(UnsafeValue):
+        mount_option(value)
+
+
+def test_unit_values_double_percent_and_refuse_what_changes_the_line():
+    from reconcilers.base import UnsafeValue
+    from reconcilers.mount.render import fstab_field, known_hosts_word, unit_value
+
+    assert unit_value("size=10%") == "size=10%%"  # systemd would expand %-specifiers
+    for bad in ("x\\", " x", "x\ny"):
+        with pytest.raises(UnsafeValue):
+            unit_value(bad)
+    assert fstab_field("/srv/my dir#1") == "/srv/my\\040dir\\0431"
+    for bad in ("a,b", "a b", "*.example", "!x"):
+        with pytest.raises(UnsafeValue):
+            known_hosts_word(bad)
+
+
+def test_a_refused_secret_is_never_shown_in_the_message():
+    from reconcilers.base import UnsafeValue
+    from reconcilers.mount.render import cifs_credentials, rclone_conf
+
+    for render in (lambda: rclone_conf("m", "sftp", {"pass": "hunter2\nx = y"}, frozenset({"pass"})),
+                   lambda: rclone_conf("m", "sftp", {"pass": '"hunter2'}, frozenset({"pass"})),
+                   lambda: cifs_credentials("app", "hunter2\ndomain=EVIL", None)):
+        with pytest.raises(UnsafeValue) as err:
+            render()
+        assert "hunter2" not in str(err.value) and "the secret for" in str(err.value)
