@@ -40,7 +40,7 @@ from controller import tree_files
 from controller.tree_files import escape
 from controller.yaml_lines import Budget, OverBudget, Path_, YamlProblem, documents
 from schemas import KINDS, Manifest
-from schemas.common import pattern_help
+from schemas.common import NOT_ECHOED, pattern_help
 
 MAX_TREE_NODES = 2_000_000
 
@@ -137,6 +137,8 @@ def _pydantic_problems(err: ValidationError, source: Source) -> list[Problem]:
         value = e.get("input")
         if e["type"] == "string_pattern_mismatch":
             msg = pattern_help(e.get("ctx", {}).get("pattern", "")) or msg
+        if NOT_ECHOED in msg:  # a validator saw what may be an inline secret
+            secret = True
         if "SecretRef" in msg:
             msg = "a secret is given by reference only: {file: /absolute/path} or {env: NAME}, never inline"
             secret = True
