@@ -33,7 +33,8 @@ reconciler and calls, in this order:
     deletes, in dependency order), so that objects sharing one artifact are converged
     together: render once, validate natively once, install once, then one runtime-API
     batch and at most one reload or restart per artifact per pass. Report an outcome per
-    change: `None` applied, `Deferred` another node applies it, any other exception failed
+    change: `None` applied, `Deferred` another node applies it (with `owner=` that node:
+    pending unless it is known to do so, see `Deferred`), any other exception failed
     (with a message for people). A change left out of the outcomes counts as failed.
     If the native validator refuses the batch, nothing of it is installed: the refusal is
     attributed to the objects it names (`haproxy -c` names the section) and the rest is
@@ -91,6 +92,7 @@ compare them inside the reconciler, exposing only a token such as "<secret: in s
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -103,6 +105,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
 
+from reconcilers import faults
 from schemas.common import unsafe_character
 
 log = logging.getLogger("reconcile")
@@ -145,10 +148,20 @@ def one_line(value: str, where: str, max_length: int = 1024) -> str:
 
 
 class Deferred(Exception):
-    """This node does not apply the change; another does (the Pacemaker DC writes the CIB).
+    """This node does not apply the change; another does (the Pacemaker DC writes the CIB),
+    or another reconciler of this node does (a Pacemaker VirtualIP is a CIB primitive).
 
-    Not a failure: the object is reported as deferred with the reason.
+    Without `owner` it is not a failure: the object is reported deferred with the reason.
+    `owner` names another node that owes the change: then "deferred" is success only when
+    that node is known to apply it (`assured`, e.g. its agent was woken and confirmed, or
+    the change is already there); otherwise the object stays pending (exit code 2) with the
+    reason, since nothing on this node will make it happen.
     """
+
+    def __init__(self, message: str, *, owner: str | None = None, assured: bool = False):
+        super().__init__(message)
+        self.owner = owner
+        self.assured = assured
 
 
 class Interrupted(Exception):
@@ -210,6 +223,8 @@ class Runner:
             self.records.append(Record(channel, [self.redact(d) for d in detail], read_only))
         if self.dry_run and not read_only:
             raise DryRunViolation(f"dry-run must not {channel}: {self.redact(' '.join(detail))}")
+        if not read_only and channel not in ("write", "remove"):  # AtomicWriter names its own steps
+            faults.step(f"{channel}:{self.redact(' '.join(detail))}")
 
     def run(
         self,
@@ -252,6 +267,8 @@ class Runner:
         except FileNotFoundError:
             raise CommandError(argv, 127, f"{argv[0]}: command not found (is its package installed?)") from None
         seconds = time.monotonic() - started
+        if not read_only:
+            faults.step(f"exec:{shlex.join(argv[:2])}")
         record.rc = proc.returncode
         stdout, stderr = self.redact(proc.stdout), self.redact(proc.stderr)
         log.debug("ran %s rc=%s in %.3fs", shlex.join(argv), proc.returncode, seconds)
@@ -290,6 +307,7 @@ class Node:
     runner: Runner
     state_dir: Path = Path("/var/lib/reconcile")
     stop: Callable[[], bool] | None = None
+    temp_journal: "TempJournal | None" = None  # set by the engine for runs that change the node
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop()
@@ -512,42 +530,57 @@ class AtomicWriter:
                 return False
         except FileNotFoundError:
             pass
+        except OSError as err:
+            raise write_error(path, err) from None
         self.node.runner.guard("write", [str(path)], read_only=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            st = path.stat()
-            keep_mode, keep_owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
-        except FileNotFoundError:
-            keep_mode, keep_owner = 0o644, None
-        # Writes happen under the node lock, so a temp file of this target that exists now
-        # was left by a writer that died (kill -9) between creating and renaming it.
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                st = path.stat()
+                keep_mode, keep_owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
+            except FileNotFoundError:
+                keep_mode, keep_owner = 0o644, None
+            # Writes happen under the node lock, so a temp file of this target that exists
+            # now was left by a writer that died (kill -9) between creating and renaming it.
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+            if self.node.temp_journal is not None:
+                self.node.temp_journal.note(path.parent / f".{path.name}.*.tmp")
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as err:
+            raise write_error(path, err) from None
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchmod(f.fileno(), mode if mode is not None else keep_mode)
-                if owner or keep_owner:
-                    uid, gid = owner or keep_owner  # type: ignore[misc]
-                    os.fchown(f.fileno(), uid, gid)
-                os.fsync(f.fileno())
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fchmod(f.fileno(), mode if mode is not None else keep_mode)
+                    if owner or keep_owner:
+                        uid, gid = owner or keep_owner  # type: ignore[misc]
+                        os.fchown(f.fileno(), uid, gid)
+                    os.fsync(f.fileno())
+            except OSError as err:
+                raise write_error(path, err) from None
             if validate is not None:
                 validate(Path(tmp))
-            os.rename(tmp, path)
-            tmp = ""
-            dir_fd = os.open(path.parent, os.O_RDONLY)
+            faults.step(f"temp:{path}")
             try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+                os.rename(tmp, path)
+                tmp = ""
+                dir_fd = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            except OSError as err:
+                raise write_error(path, err) from None
         finally:
             if tmp:
                 try:
                     os.unlink(tmp)
                 except FileNotFoundError:
                     pass
+        faults.step(f"write:{path}")
         return True
 
     def remove(self, path: str | Path) -> bool:
@@ -555,8 +588,77 @@ class AtomicWriter:
         if not path.exists():
             return False
         self.node.runner.guard("remove", [str(path)], read_only=False)
-        path.unlink()
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            raise write_error(path, err, "remove") from None
+        faults.step(f"remove:{path}")
         return True
+
+
+def write_error(path: Path, err: OSError, verb: str = "write") -> ApplyError:
+    """An OSError of writing `path`, for people: the path and the reason (a full disk says
+    so), since `f.write` and `os.rename` raise errors that name no file."""
+    reason = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        reason = "no space left on device (free space there; the old file is unchanged)"
+    return ApplyError(f"cannot {verb} {path}: {reason}")
+
+
+class TempJournal:
+    """Where AtomicWriter may have left temp files: one glob per line in
+    `<state>/temp-files`, appended before a temp file is made (once per folder and name).
+
+    A run killed between making a temp file and renaming it leaves the temp file in a
+    folder such as /etc/haproxy; the next run's AtomicWriter removes it only if it writes
+    the same file again. `sweep()` (run when the node lock is taken) removes every such
+    leftover at once and empties the journal. The engine sets `node.temp_journal` for
+    the runs that may change the node (under the node lock); without it nothing is noted.
+    """
+
+    def __init__(self, state_dir: Path):
+        self.path = Path(state_dir) / "temp-files"
+
+    def note(self, pattern: Path) -> None:
+        line = f"{pattern}\n"
+        try:
+            if line in self.path.read_text():
+                return
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError):
+            pass  # written again below: a damaged journal only costs a line
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(line)
+        except OSError as err:
+            raise write_error(self.path, err) from None
+
+    def sweep(self) -> list[Path]:
+        """Remove every temp file the journal's patterns match; empty the journal."""
+        try:
+            patterns = self.path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return []
+        removed: list[Path] = []
+        for pattern in patterns:
+            where = Path(pattern)
+            if not where.is_absolute() or not where.name.endswith(".tmp"):
+                continue
+            for stale in where.parent.glob(where.name):
+                try:
+                    stale.unlink()
+                    removed.append(stale)
+                except OSError:
+                    pass
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        return removed
 
 
 def validated_temp(content: str, validate: Callable[[Path], None], suffix: str = ".tmp", dir: str | None = None) -> None:
