@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from controller.engine import Engine
     from controller.loader import TreeError, load_tree
     from controller.output import emit
-    from controller.state import DEFAULT_STATE_DIR, Inventory, LockHeld, NodeLock, save_run
+    from controller.scratch import use_private_tmp
+    from controller.state import DEFAULT_STATE_DIR, Inventory, LockHeld, NodeLock, StateError, save_run
     from reconcilers.base import Node, Runner
 
     repo = args.repo or DEFAULT_REPO
@@ -117,26 +118,38 @@ def run(args: argparse.Namespace) -> int:
             for problem in err.problems:
                 print(f"  {problem}", file=sys.stderr)
         return 1
+    use_private_tmp()  # temp files of the validators: none is left behind, even by kill -9
     if mode == "validate":
-        return cmd_validate(args, tree, node_name, state_dir)
+        try:
+            return cmd_validate(args, tree, node_name, state_dir)
+        except StateError as err:
+            print(f"reconcile: {err}", file=sys.stderr)
+            return 1
 
     # RECONCILE_RECORD=FILE: write every command and runtime-socket action of this run to
     # FILE as JSON, for the recorder tests that prove a dry-run changes nothing.
     record_to = os.environ.get("RECONCILE_RECORD")
     node = Node(node_name, Runner(dry_run=(mode == "dry-run"), recording=bool(record_to)), Path(state_dir))
-    if mode == "dry-run":
-        engine = Engine(tree, node, inventory=Inventory(node.state_dir))
-        record = engine.plan()
-    else:
-        try:
+    unsaved = ""
+    try:
+        if mode == "dry-run":
+            engine = Engine(tree, node, inventory=Inventory(node.state_dir))
+            record = engine.plan()
+        else:
             with NodeLock(node.state_dir):
                 engine = Engine(tree, node, allow_mass_prune=args.allow_mass_prune, max_passes=args.max_passes)
                 record = engine.apply()
-                save_run(node.state_dir, record.to_dict())
-        except LockHeld as err:
-            print(f"reconcile: {err}", file=sys.stderr)
-            return 1
+                try:
+                    save_run(node.state_dir, record.to_dict())
+                except StateError as err:  # the run happened: show it, and say it was not recorded
+                    unsaved = f"reconcile: this run is not recorded in the status: {err}"
+    except (LockHeld, StateError) as err:
+        print(f"reconcile: {err}", file=sys.stderr)
+        return 1
     emit(record, args.output, args.color)
+    if unsaved:
+        print(unsaved, file=sys.stderr)
+        return 1
     if record_to:
         Path(record_to).write_text(json.dumps([vars(r) for r in node.runner.records], indent=1))
     return record.exit_code()

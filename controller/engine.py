@@ -19,9 +19,11 @@ from typing import Any, Callable
 
 from controller.loader import Tree
 from controller.plan import diff_kind, field_changes, state_hash
-from controller.state import Inventory
-from reconcilers import REGISTRY, NotInstalled, reconciler_class
-from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Interrupted, Node, Reconciler
+from controller.state import Inventory, StateError, check_state
+from reconcilers import REGISTRY, NotInstalled, faults, reconciler_class
+from reconcilers.base import (
+    ApplyError, Change, CommandError, Deferred, Desired, Interrupted, Node, Reconciler, TempJournal,
+)
 
 log = logging.getLogger("reconcile")
 PENDING = {"create", "update", "delete"}
@@ -54,6 +56,9 @@ class RunRecord:
     objects: list[ObjectResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # Why the revision itself was refused and nothing of it applied (ValidationFailed,
+    # PruneRefused); empty when it was tried. An agent keeps its last good revision then.
+    refused: str = ""
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -338,10 +343,21 @@ class Engine:
         self._prepare(record)
         self._validate(record)
         if record.errors:  # transactional: what cannot be pinned on objects applies nothing
+            record.refused = "ValidationFailed"
+            return self._finish(record, started)
+        # Before anything changes: temp files a killed run left are removed, the state
+        # files this run updates can be read, and the state folder has room for them (a
+        # full disk stops the run here, not half-way through a change).
+        journal = TempJournal(self.node.state_dir)
+        journal.sweep()
+        self.node.temp_journal = journal
+        try:
+            check_state(self.node.state_dir, self.inventory)
+        except StateError as err:
+            record.errors.append(f"nothing was changed: {err}")
             return self._finish(record, started)
         done_with: set[tuple[str, str]] = set()
         changes: list[Change] = []
-        prune_ok = True
         stopped = False
         for n in range(1, self.max_passes + 1):
             if n > 1 and self._stopping():
@@ -351,10 +367,14 @@ class Engine:
             changes = [c for c in self._observe_and_diff(record) if c.key not in done_with]
             if not changes:
                 break
-            if n == 1:
-                prune_ok = self._guard_prune(changes, record)
-            if not prune_ok:
-                changes = [c for c in changes if c.action != "delete"]
+            if n == 1 and not self._guard_prune(changes, record):
+                # Transactional, as a refused validation: a revision that would prune most
+                # of the node applies nothing at all (its creates and updates neither).
+                record.refused = "PruneRefused"
+                for change in changes:
+                    if change.action != "delete":
+                        self._pending(change).notes.append("not applied: the revision was refused (mass prune)")
+                return self._finish(record, started)
             if n == self.max_passes:
                 break
             for rec, batch in self._batches(changes):
@@ -370,8 +390,22 @@ class Engine:
                 h = state_hash(self.desired[kind][name].state)
                 if entry is None or entry.get("hash") != h or entry.get("revision") != self.tree.revision:
                     self.inventory.record(kind, name, self.tree.revision, h)
-        self.inventory.save()
+        self._save_inventory(record)
         return self._finish(record, started)
+
+    def _save_inventory(self, record: RunRecord) -> str:
+        """Save the inventory; a failure (a full disk) is the run's error, not a crash:
+        returns its message ("" when saved). What was created is in the inventory already
+        (recorded before its create), so a failed save after an apply loses at most a hash,
+        which the next run records again."""
+        try:
+            self.inventory.save()
+            return ""
+        except StateError as err:
+            message = f"the inventory could not be saved: {err}"
+            if message not in record.errors:
+                record.errors.append(message)
+            return message
 
     def _batches(self, changes: list[Change]) -> list[tuple[Reconciler, list[Change]]]:
         """One batch per reconciler in dependency order. Its deletes join its batch unless a
@@ -418,8 +452,20 @@ class Engine:
         new = [c for c in ready if c.action == "create" and self.inventory.get(*c.key) is None]
         for change in new:
             self.inventory.record(change.kind, change.name, self.tree.revision, None)
-        if new:
-            self.inventory.save()
+        unsaved = self._save_inventory(record) if new else ""
+        if unsaved:
+            # Not owned on disk, so not created: an object the inventory does not hold
+            # would never be pruned.
+            for change in new:
+                self.inventory.forget(*change.key)
+                res = self.results[change.key]
+                res.status, res.error = "failed", f"not created, since it could not be recorded as ours first: {unsaved}"
+                done_with.add(change.key)
+            ready = [c for c in ready if c not in new]
+            if not ready:
+                return
+        for change in new:
+            faults.step(f"engine:owned {change.kind}/{change.name}")
         t = time.monotonic()
         try:
             outcomes = rec.apply(ready, self.node)
@@ -429,6 +475,7 @@ class Engine:
         finally:
             tk = f"apply.{_label(rec)}"
             record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - t, 4)
+        faults.step(f"engine:applied {_label(rec)}")
         for change in ready:
             res = self.results[change.key]
             outcome = outcomes.get(change.key, ApplyError("the reconciler reported no outcome (a bug)"))
@@ -436,7 +483,12 @@ class Engine:
                 self._applied(change)
                 continue
             done_with.add(change.key)
-            if isinstance(outcome, Deferred):
+            if isinstance(outcome, Deferred) and outcome.owner and not outcome.assured:
+                # Nothing on this node will make it happen, and its owner is not known to:
+                # pending (exit 2), not success. Settled if a later pass sees it done.
+                res.status = "pending"
+                res.notes = res.notes + [f"not applied yet: {outcome}"]
+            elif isinstance(outcome, Deferred):
                 res.status, res.notes = "deferred", res.notes + [str(outcome)]
             elif isinstance(outcome, Interrupted):
                 res.status, res.error = "skipped", str(outcome)
@@ -444,7 +496,7 @@ class Engine:
                 res.status, res.error = "failed", str(outcome)
             else:
                 res.status, res.error = "failed", _internal(outcome)
-        self.inventory.save()
+        self._save_inventory(record)
 
     # --- helpers -----------------------------------------------------------------------
 
