@@ -17,6 +17,13 @@ being enforced, and the status says why. A newer commit always supersedes a fail
 and clears every backoff. A failing object backs off exponentially (in memory and in the
 status) and only its dependents are skipped with it.
 
+The last good revision is kept in `<state>/applied.json` and enforced from the first cycle
+after a restart. A revision that is refused — invalid, unsigned, refused by the native
+validators, or one that would prune most of the node — never replaces it: nothing of it
+is applied, and the last good revision is enforced in the same cycle. The agent survives
+any error of a run or of its state folder (a full disk, a damaged file): it logs it, says
+it in the status where it can, and keeps enforcing at the next trigger.
+
 One agent per node (NodeLock: an flock, released by the kernel when the holder dies).
 SIGTERM finishes the change being applied, applies no more and exits 0. Status and
 history are JSON files in the state folder (`reconcile status` shows them); Prometheus
@@ -45,12 +52,16 @@ from controller.engine import Engine, RunRecord
 from controller.loader import Tree, TreeError, load_tree
 from controller.metrics import AgentMetrics
 from controller.source import GitSource, Revision, SourceError, safe_url
-from controller.state import DEFAULT_STATE_DIR, LockHeld, NodeLock, append_history, save_run
+from controller.state import (
+    DEFAULT_STATE_DIR, LockHeld, NodeLock, StateError, append_history, read_json, save_run, write_json,
+)
 from reconcilers.base import Node, Runner
 
 log = logging.getLogger("reconcile.agent")
 
 DEFAULT_METRICS_PORT = 9358
+# The last good revision, kept across restarts: {"version": 1, "revision": sha, "applied": time}.
+APPLIED_FILE = "applied.json"
 # Triggers that ask for the repository to be looked at; drift and retries only re-run.
 SOURCE_TRIGGERS = {"startup", "commit", "resync", "signal"}
 # A burst of events (an address removed then re-added, many files written) is one run.
@@ -249,7 +260,9 @@ class Agent:
         self.last_run_end = 0.0
         self.watchers: dict[str, threading.Thread | None] = {}
         self.status = agent_status.StatusWriter(config.state_dir)
-        self._persisted = self.status.read_agent()
+        self.applied_file = Path(config.state_dir) / APPLIED_FILE
+        self.error = ""  # the last cycle's error that is no run's (a damaged state file, ...)
+        self._persisted = self._read_applied()
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -286,6 +299,8 @@ class Agent:
             self.busy_since = time.monotonic()
             try:
                 self.cycle(reasons)
+            except Exception as err:  # the agent outlives any one run: the node stays enforced
+                self._cycle_failed(err)
             finally:
                 self.busy_since = None
             if not ready_sent:
@@ -299,6 +314,12 @@ class Agent:
         self.stopping.set()
         self._write_status()
         return 0 if not self.config.once else self._once_exit_code()
+
+    def _cycle_failed(self, err: Exception) -> None:
+        message = str(err) if isinstance(err, (StateError, OSError)) else f"{type(err).__name__}: {err}"
+        log.error("this cycle failed, the agent goes on: %s", message, exc_info=not isinstance(err, StateError))
+        self.error = message
+        self._write_status()
 
     def _timeout(self) -> float:
         deadline = self.next_resync
@@ -331,28 +352,33 @@ class Agent:
         self.last_trigger = trigger
         if set(reasons) == {"drift"} and not self._is_drift(reasons["drift"]):
             return None
+        self.error = ""
         if SOURCE_TRIGGERS & set(reasons):
             self._sync_source()
         record = None
         candidate = self.latest
-        tried_latest = False
+        enforce_good = bool(set(reasons) - {"commit"})
         if candidate and (self.good is None or candidate != self.good[0].sha):
             rejected = self.rejected.get(candidate)
             retry = rejected is not None and rejected.retry and bool({"resync", "signal", "startup"} & set(reasons))
             if rejected is None or retry:
                 loaded = self._load(candidate, trigger)
                 if loaded is not None:
-                    tried_latest = True
                     self.backoff.clear()  # a newer revision supersedes whatever was failing
                     record = self._run(loaded, trigger)
-                    if record.passes == 0 and record.errors:
-                        self._reject(candidate, Rejected("ValidationFailed", "the native validators refused it",
-                                                         list(record.errors), retry=True), trigger, record)
-                    else:
+                    if record.refused:
+                        # Refused whole (nothing of it applied): the last good revision stays
+                        # the one enforced, at once, also after a restart.
+                        self._reject(candidate, _refusal(record), trigger, record)
+                        enforce_good = True
+                    elif record.passes:
                         self._applied(loaded)
-        if not tried_latest and set(reasons) - {"commit"}:
-            # Drift, a resync, a retry or a signal: enforce the last good revision (also
-            # when the newest one was refused: the node keeps what was last applied).
+                        enforce_good = False
+                    else:
+                        enforce_good = False  # the node's state folder is unusable: said in the run
+        if enforce_good:
+            # Drift, a resync, a retry, a signal, or the newest revision refused: enforce the
+            # last good revision (the node keeps what was last applied).
             good = self.good or self._restore_good()
             if good is not None:
                 record = self._run(good, trigger)
@@ -410,8 +436,12 @@ class Agent:
             self.latest_signer = self.source.verify(sha)
             revision = self.source.export(sha)
             tree = load_tree(revision.root)
-        except SourceError as err:
-            self._reject(sha, Rejected(err.reason, str(err)), trigger)
+        except OSError as err:  # the node's problem (a full disk), not the commit's: tried again
+            self.error = f"cannot export revision {sha[:12]}: {err}"
+            log.error("%s", self.error)
+            return None
+        except SourceError as err:  # git failing is tried again at the next resync; a bad commit is not
+            self._reject(sha, Rejected(err.reason, str(err), retry=err.reason == "GitOperationFailed"), trigger)
             return None
         except TreeError as err:
             self._reject(sha, Rejected("ArtifactFailed", f"the manifests are invalid ({len(err.problems)} "
@@ -440,10 +470,33 @@ class Agent:
         self.rejected.pop(revision.sha, None)
         self.source.forget({revision.sha})
         self.metrics.applied(revision.sha, self.source.describe())
+        try:
+            write_json(self.applied_file, {"version": 1, "revision": revision.sha,
+                                           "applied": agent_status.iso(time.time())})
+        except StateError as err:  # kept in memory; lost only if the agent restarts before a save
+            log.error("the last good revision is not saved: %s", err)
+            self.error = f"the last good revision is not saved: {err}"
+
+    def _read_applied(self) -> dict[str, Any] | None:
+        """The last good revision saved by an earlier agent (applied.json; before it
+        existed, agent.json's revision). A damaged file is said, not taken for none."""
+        try:
+            data = read_json(self.applied_file, None, shape=dict,
+                             what="the agent then enforces the newest valid commit only")
+            if data is None:
+                return self.status.read_agent()
+            if not isinstance(data.get("revision"), str) or not re.fullmatch(r"[0-9a-f]{40}", data["revision"]):
+                raise StateError(self.applied_file, "is damaged: no commit id in \"revision\"",
+                                 "move it aside (the agent then enforces the newest valid commit only)")
+            return data
+        except StateError as err:
+            log.error("%s", err)
+            self.error = str(err)
+            return None
 
     def _restore_good(self) -> tuple[Revision, Tree] | None:
-        """After a restart the last applied revision comes from the status file, so a broken
-        head does not leave the node unenforced."""
+        """After a restart the last applied revision comes from applied.json, so a broken
+        or refused head does not leave the node unenforced."""
         sha = self._persisted.get("revision") if self._persisted else None
         self._persisted = None
         if not sha:
@@ -463,9 +516,15 @@ class Agent:
         revision, tree = loaded
         node = Node(self.config.node, Runner(), self.config.state_dir)
         now = time.time()
-        engine = Engine(tree, node, max_passes=self.config.max_passes, allow_mass_prune=self.config.allow_mass_prune,
-                        hold=self.backoff.holds(now), stop=lambda: self.stop_requested)
-        record = engine.apply()
+        engine: Engine | None = None
+        try:
+            engine = Engine(tree, node, max_passes=self.config.max_passes,
+                            allow_mass_prune=self.config.allow_mass_prune, hold=self.backoff.holds(now),
+                            stop=lambda: self.stop_requested)
+            record = engine.apply()
+        except StateError as err:  # a damaged inventory: nothing can be planned safely
+            record = RunRecord(node=node.name, revision=tree.revision, repo="", mode="apply",
+                               started=agent_status.iso(now), errors=[f"nothing was changed: {err}"])
         record.repo = self.source.describe()
         self.backoff.update(record, time.time())
         self.runs += 1
@@ -478,14 +537,19 @@ class Agent:
             self.quiet_gap = 0.0
         data = record.to_dict()
         data["trigger"] = trigger
-        save_run(self.config.state_dir, data, collapse=True)
+        try:
+            save_run(self.config.state_dir, data, collapse=True)
+        except StateError as err:
+            log.error("this run is not recorded in the status: %s", err)
+            self.error = f"the last run is not recorded: {err}"
         self.metrics.run(record, trigger)
         self.metrics.in_backoff.set(len(self.backoff.objects))
         level = logging.INFO if changed else logging.DEBUG
         log.log(level, "revision %s (%s): %s in %.2fs%s", revision.sha[:12], trigger, record.result, record.seconds,
                 "".join(f"\n  {o.kind}/{o.name}: {o.status}" + (f" ({o.error})" if o.error else "")
                         for o in record.objects if o.status != "in-sync"))
-        self._ensure_watchers(engine)
+        if engine is not None:
+            self._ensure_watchers(engine)
         return record
 
     # --- watching --------------------------------------------------------------------------
@@ -541,8 +605,11 @@ class Agent:
 
     def _write_status(self) -> None:
         data = agent_status.agent_document(self)
-        self.status.write_agent(data)
         self.metrics.ready.set(1 if data["ready"] else 0)
+        try:
+            self.status.write_agent(data)
+        except StateError as err:  # a full disk: the agent goes on; the log says it
+            log.error("the agent's status is not saved: %s", err)
 
     def _summary(self) -> str:
         good = self.good[0].sha[:12] if self.good else "none"
@@ -581,6 +648,15 @@ class Agent:
                     self.notifier.send("WATCHDOG=1")
 
         threading.Thread(target=feed, name="watchdog", daemon=True).start()
+
+
+def _refusal(record: RunRecord) -> Rejected:
+    """Why a run refused its revision, as the agent reports a refused revision."""
+    if record.refused == "PruneRefused":
+        return Rejected("PruneRefused", "it would prune most of what reconcile manages on this node (refused; "
+                        "restart the agent with --allow-mass-prune if that is intended)", list(record.errors))
+    return Rejected(record.refused or "ValidationFailed", "the native validators refused it", list(record.errors),
+                    retry=True)
 
 
 def _trigger_name(reasons: dict[str, str]) -> str:
@@ -658,6 +734,12 @@ def main(argv: list[str] | None = None) -> int:
     except LockHeld as err:
         print(f"reconcile agent: {err}; only one agent (or apply) may run per node", file=sys.stderr)
         return 1
+    except StateError as err:
+        print(f"reconcile agent: {err}", file=sys.stderr)
+        return 1
+    from controller.scratch import use_private_tmp
+
+    use_private_tmp()  # the validators' temp files: none is left behind, even by kill -9
     try:
         agent = Agent(config)
         agent.install_signals()

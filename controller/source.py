@@ -32,6 +32,7 @@ from typing import Iterator
 
 import git
 
+from controller.tree_files import escape
 from reconcilers.base import CommandError, Runner
 
 log = logging.getLogger("reconcile.source")
@@ -49,7 +50,9 @@ class SourceError(Exception):
 
     def __init__(self, reason: str, message: str):
         self.reason = reason
-        super().__init__(message)
+        # git's messages quote refs, paths and object contents as they are: a NUL or an
+        # escape sequence from a damaged repository must not reach the status or a terminal
+        super().__init__(escape(message, backslash=False))
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class GitSource:
         self.runner = Runner(default_timeout=GIT_TIMEOUT)
         self._mirror: git.Repo | None = None
         self._local: git.Repo | None = None
+        self._local_inode = 0  # of its HEAD file: a repository made again at the path is opened again
         self._have: set[str] = set()
         self.last_synced: str | None = None
         self._gnupg_home: Path | None = None
@@ -103,7 +107,8 @@ class GitSource:
         if not self.remote:
             try:
                 self._local = git.Repo(self.url, search_parent_directories=True)
-            except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+                self._local_inode = (Path(self._local.common_dir) / "HEAD").stat().st_ino
+            except (git.InvalidGitRepositoryError, git.NoSuchPathError, FileNotFoundError):
                 raise SourceError("GitOperationFailed", f"{self.url} is not in a git repository (the agent "
                                   "follows commits; for a plain folder use `reconcile apply`)") from None
             top = self._local.working_tree_dir if not self._local.bare else self._local.git_dir
@@ -170,8 +175,18 @@ class GitSource:
     def _local_head(self) -> str:
         assert self._local is not None
         name = self.ref or "HEAD"
+        git_dir = Path(self._local.common_dir)
+        if not git_dir.is_dir():
+            raise SourceError("GitOperationFailed", f"{self.url}: the repository is gone (deleted or moved); the agent "
+                              "keeps what it applied and follows the repository again once it is back")
         try:
+            if (git_dir / "HEAD").stat().st_ino != self._local_inode:
+                self._local = git.Repo(self._local.git_dir)  # made again at the same path
+                self._local_inode = (git_dir / "HEAD").stat().st_ino
             return self._local.rev_parse(f"{name}^{{commit}}").hexsha
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError, OSError) as err:
+            raise SourceError("GitOperationFailed", f"{self.url}: the repository is damaged ({err}): repair it or "
+                              "clone it again; the agent keeps what it applied") from None
         except (git.BadName, ValueError, git.GitCommandError) as err:
             raise SourceError("GitOperationFailed", f"{self.url}: no branch, tag or commit {name!r} ({err})") from None
 
@@ -204,14 +219,26 @@ class GitSource:
         return sha
 
     def fetch(self) -> None:
-        """Mirror every ref of the source, with force: a force push is followed."""
+        """Mirror every ref of the source, with force: a force push is followed. A mirror
+        that git finds damaged (the agent's own copy: objects lost on a full disk, a file
+        truncated) is cloned again rather than failing every fetch from then on."""
         started = time.monotonic()
         try:
             self.mirror.git.fetch("--prune", "--force", "--quiet", "origin", env=self._env(),
                                   kill_after_timeout=GIT_TIMEOUT)
         except git.GitCommandError as err:
-            raise SourceError("GitOperationFailed", f"cannot fetch {safe_url(self.url)}: {_git_error(err)}") from None
+            message = _git_error(err)
+            if not _damaged(message):
+                raise SourceError("GitOperationFailed", f"cannot fetch {safe_url(self.url)}: {message}") from None
+            log.warning("the mirror %s is damaged (%s): cloning it again", self.mirror_path, message)
+            self._reclone()
         log.debug("fetched %s in %.3fs", safe_url(self.url), time.monotonic() - started)
+
+    def _reclone(self) -> None:
+        shutil.rmtree(self.mirror_path, ignore_errors=True)
+        self._mirror = None
+        self._have.clear()
+        self._open_mirror()
 
     def _has_commit(self, sha: str) -> bool:
         try:
@@ -253,7 +280,7 @@ class GitSource:
         if rc == 0 and ("GOODSIG" in words or "VALIDSIG" in words):
             uid = " ".join(words.get("GOODSIG", ["", ""])[1:])
             fpr = (words.get("VALIDSIG") or ["?"])[0]
-            return f"{uid} ({fpr})".strip()
+            return escape(f"{uid} ({fpr})".strip(), backslash=False)
         if not lines:
             raise SourceError("VerificationFailed", f"commit {short} is not signed; refused (--verify-commits)")
         if "NO_PUBKEY" in words or "ERRSIG" in words:
@@ -274,15 +301,21 @@ class GitSource:
         root = target if self.path == "." else target / self.path
         if target.is_dir():
             return Revision(sha, root)
-        buf = BytesIO()
-        try:
-            self.mirror.archive(buf, sha, format="tar", path=self.path)
-        except git.GitCommandError as err:
-            message = _git_error(err)
-            if "did not match" in message or "not a valid" in message:
-                raise SourceError("ArtifactFailed", f"commit {sha[:12]} has no folder {self.path!r} "
-                                  "(check --path)") from None
-            raise SourceError("GitOperationFailed", f"cannot export commit {sha[:12]}: {message}") from None
+        for attempt in (1, 2):
+            buf = BytesIO()
+            try:
+                self.mirror.archive(buf, sha, format="tar", path=self.path)
+                break
+            except git.GitCommandError as err:
+                message = _git_error(err)
+                if "did not match" in message:
+                    raise SourceError("ArtifactFailed", f"commit {sha[:12]} has no folder {self.path!r} "
+                                      "(check --path)") from None
+                # the commit was fetched (sync): an object git cannot find now is the mirror's loss
+                if attempt == 2 or not _damaged(message):
+                    raise SourceError("GitOperationFailed", f"cannot export commit {sha[:12]}: {message}") from None
+                log.warning("the mirror %s is damaged (%s): cloning it again", self.mirror_path, message)
+                self._reclone()
         tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=self.exports))
         try:
             buf.seek(0)
@@ -321,12 +354,33 @@ class GitSource:
                     rel = p.relative_to(d)
                 except ValueError:
                     continue
-                return rel.parts[:1] == ("refs",) or str(rel) in ("HEAD", "packed-refs")
+                if not d.is_dir():
+                    return True  # the repository was deleted: say so now, not at the next resync
+                return rel.parts[:1] == ("refs",) or str(rel) in ("HEAD", "packed-refs", ".")
             return False
 
+        head = Path(self._local.common_dir) / "HEAD"
+        try:
+            inode = head.stat().st_ino
+        except OSError:
+            inode = 0
+        # Every second without events, look whether the repository is still there: a folder
+        # moved or deleted as a whole gives no event inside it.
         for changes in watchfiles.watch(*dirs, watch_filter=is_ref, debounce=400, step=20, stop_event=stop,
-                                        rust_timeout=1000, raise_interrupt=False):
-            yield ", ".join(sorted({str(Path(p).name) for _, p in changes}))
+                                        rust_timeout=1000, yield_on_timeout=True, raise_interrupt=False):
+            if changes:
+                yield ", ".join(sorted({str(Path(p).name) for _, p in changes}))
+            try:
+                gone = head.stat().st_ino != inode
+            except OSError:
+                gone = True
+            if gone:
+                yield "the repository is gone or was made again"
+                while not stop.wait(1.0):  # until it is back; then the agent watches it afresh
+                    if head.exists():
+                        yield "the repository is back"
+                        return
+                return
 
     def poll(self, stop: threading.Event, interval: float) -> Iterator[str]:
         """Remote repository: every `interval` (±20 % jitter, so that nodes do not ask all
@@ -357,6 +411,14 @@ def _plain(member: tarfile.TarInfo) -> bool:
         log.warning("ignoring link %s in the repository: manifests must be plain files", name)
         return False
     return member.isfile() or member.isdir()
+
+
+def _damaged(message: str) -> bool:
+    """Whether git's message says the local repository (the mirror) is damaged."""
+    words = ("corrupt", "bad object", "did not send all necessary objects", "unable to read", "loose object",
+             "not a git repository", "invalid object", "fatal: bad", "missing object", "packfile",
+             "not a tree object", "not a valid object")
+    return any(w in message.lower() for w in words)
 
 
 def _git_error(err: git.GitCommandError) -> str:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from controller.state import DEFAULT_STATE_DIR, read_json, write_json
+from controller.state import DEFAULT_STATE_DIR, StateError, read_history, read_json, read_last_run, write_json
 
 AGENT_FILE = "agent.json"
 
@@ -53,8 +53,8 @@ class StatusWriter:
         self.path = Path(state_dir) / AGENT_FILE
 
     def read_agent(self) -> dict[str, Any] | None:
-        data = read_json(self.path, None)
-        return data if isinstance(data, dict) else None
+        """agent.json; None before the first agent. StateError if it is damaged."""
+        return read_json(self.path, None, shape=dict, what="the agent writes it again at its next cycle")
 
     def write_agent(self, data: dict[str, Any]) -> None:
         write_json(self.path, data)
@@ -72,6 +72,9 @@ def agent_document(agent: Any) -> dict[str, Any]:
         ready, reason = False, agent.source_error.reason
         message = f"{agent.source_error}" + (f"; {good[:12]} stays applied" if good else "")
         stalled = True
+    elif getattr(agent, "error", ""):  # the node's state folder or the agent itself, not a run
+        ready, reason = False, "AgentError"
+        message = agent.error + (f"; {good[:12]} stays applied" if good else "")
     elif rejected is not None:
         ready, reason, stalled = False, rejected.reason, True
         message = f"revision {latest[:12]} refused, nothing of it applied: {rejected.message}" + (
@@ -130,20 +133,27 @@ def agent_document(agent: Any) -> dict[str, Any]:
 
 
 def lock_holder(state_dir: Path) -> int | None:
-    """The PID written in the node lock if a process holds the lock now, else None.
+    """The PID written in the node lock if a process holds the lock now, else None (-1
+    when it is held but its PID cannot be read).
 
-    Read from /proc/locks (by inode), so that asking never takes the lock itself.
+    Read from /proc/locks (by inode of the state folder, which is what NodeLock locks, or of
+    the lock file, which older versions locked), so that asking never takes the lock itself.
     """
     path = Path(state_dir) / "lock"
     try:
-        st = path.stat()
         locks = Path("/proc/locks").read_text()
     except OSError:
         return None
-    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    devices = set()
+    for target in (Path(state_dir), path):
+        try:
+            st = target.stat()
+        except OSError:
+            continue
+        devices.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
     for line in locks.splitlines():
         parts = line.split()
-        if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == device:
+        if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] in devices:
             try:
                 return int(path.read_text().split()[0])
             except (OSError, ValueError, IndexError):
@@ -155,20 +165,49 @@ def lock_holder(state_dir: Path) -> int | None:
 
 
 def collect(state_dir: Path, history: int = 10) -> dict[str, Any]:
+    """What `reconcile status` shows. A damaged state file is listed in `stateErrors`
+    (naming the file and what to do) and the rest is still shown."""
     state_dir = Path(state_dir)
-    agent = read_json(state_dir / AGENT_FILE, None)
+    errors: list[str] = []
+
+    def read(reader: Any, default: Any) -> Any:
+        try:
+            return reader()
+        except StateError as err:
+            errors.append(str(err))
+            return default
+
+    agent = read(StatusWriter(state_dir).read_agent, None)
     holder = lock_holder(state_dir)
-    return {
+    return printable({
         "stateDir": str(state_dir),
         "agent": agent,
         "running": holder is not None and (agent is None or holder in (agent.get("pid"), -1)),
         "lockHolder": holder,
-        "lastRun": read_json(state_dir / "status.json", None),
-        "history": list(read_json(state_dir / "history.json", []))[:history],
-    }
+        "lastRun": read(lambda: read_last_run(state_dir), None),
+        "history": read(lambda: read_history(state_dir), [])[:history],
+        "stateErrors": errors,
+    })
+
+
+def printable(data: Any) -> Any:
+    """`data` with every string on one printable line: a NUL, an escape sequence or a
+    newline that reached a state file (from git's messages, a commit's signer, a damaged
+    file) is shown escaped, never sent to the terminal."""
+    from controller.tree_files import escape
+
+    if isinstance(data, str):
+        return escape(data, backslash=False)
+    if isinstance(data, dict):
+        return {printable(k): printable(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [printable(v) for v in data]
+    return data
 
 
 def exit_code(data: dict[str, Any]) -> int:
+    if data.get("stateErrors"):
+        return 1
     agent = data.get("agent")
     if agent is not None:
         if not data["running"]:
@@ -189,11 +228,11 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
     def c(code: str, text: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if colour else text
 
-    lines: list[str] = []
+    lines: list[str] = [c("1;31", f"State file problem: {problem}") for problem in data.get("stateErrors", [])]
     agent = data.get("agent")
     run = data.get("lastRun")
     if agent is None and run is None:
-        return f"No runs recorded in {data['stateDir']} (is the agent running with this --state-dir?)"
+        return "\n".join(lines + [f"No runs recorded in {data['stateDir']} (is the agent running with this --state-dir?)"])
     if agent is not None:
         state = c("1;32", "Ready") if agent.get("ready") else c("1;31", "Not ready")
         alive = (f"running, pid {agent.get('pid')}, up since {agent.get('started')}" if data["running"]
@@ -246,10 +285,13 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
     if data.get("history"):
         lines.append("History (newest first):")
         for h in data["history"]:
-            counts = ", ".join(f"{n} {k}" for k, n in sorted((h.get("counts") or {}).items()))
-            repeats = f" ×{h['repeats']} since {h.get('first')}" if h.get("repeats", 1) > 1 else ""
-            line = (f"  {h.get('started')}  {str(h.get('revision'))[:12]:12}  {h.get('result', '?'):10} "
-                    f"{h.get('seconds') or 0:6.2f}s  {h.get('trigger') or '-':8} {counts}{repeats}")
+            try:
+                counts = ", ".join(f"{n} {k}" for k, n in sorted((h.get("counts") or {}).items()))
+                repeats = f" ×{h['repeats']} since {h.get('first')}" if h.get("repeats", 1) > 1 else ""
+                line = (f"  {h.get('started')}  {str(h.get('revision'))[:12]:12}  {h.get('result', '?'):10} "
+                        f"{h.get('seconds') or 0:6.2f}s  {h.get('trigger') or '-':8} {counts}{repeats}")
+            except (TypeError, ValueError, AttributeError):  # a field of the wrong type: shown, not fatal
+                line = c("31", f"  (a damaged entry: {json.dumps(h, default=str)[:200]})")
             lines.append(line.rstrip())
             if h.get("result") in ("refused", "failed") and h.get("errors"):
                 lines.append(c("31", f"      {h['errors'][0]}"))
