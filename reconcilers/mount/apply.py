@@ -106,6 +106,9 @@ def mount(name: str, spec: MountSpec, have: dict[str, Any] | None, node: Node, p
     argv = mount_argv(e, rclone_options(name, spec, paths, resolve_ids) if spec.type == "rclone" else None)
     made = {"name": name, "path": spec.path, "type": spec.type, "source": e.source, "options": user_options(spec),
             "onBusy": spec.onBusy, "createdDir": created, "systemd": False, "boot": boot_id()}
+    # Recorded before the command runs: a run killed right after it must leave a mount that
+    # the next run knows as ours (and unmounts once its manifest is gone), not a foreign one.
+    write_record(node, name, {**made, "mountId": None, "pending": True})
     try:
         node.run(argv, timeout=90)
     except CommandError as err:

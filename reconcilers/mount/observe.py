@@ -172,6 +172,11 @@ def is_ours(record: dict[str, Any] | None, live: MountInfo | None, unit_text: st
         return bool(unit_text) and f"Mount/{record.get('name')}" in unit_text \
             and live.fstype in FSTYPES.get(record.get("type", ""), (live.fstype,)) \
             and (record.get("type") == "bind" or live.source == record.get("source"))
+    if record.get("pending"):
+        # Recorded before its mount command ran, and the run died before it wrote the mount
+        # id: ours if this boot's mount at the path is what that command mounts.
+        return record.get("boot") == boot_id() and live.source == record.get("source") \
+            and (live.fstype in FSTYPES.get(record.get("type", ""), ()) or record.get("type") == "bind")
     # Mount ids are reused as soon as a mount goes: the id alone would take a mount made by
     # hand after ours for ours. What the kernel shows of the mount must match too.
     return record.get("boot") == boot_id() and record.get("mountId") == live.id \

@@ -163,6 +163,16 @@ def test_a_mount_is_ours_only_when_its_id_and_what_the_kernel_shows_match_the_re
     assert not is_ours(None, live, None)
 
 
+def test_a_mount_recorded_before_its_command_ran_is_ours_when_the_kernel_shows_what_it_mounts():
+    # a run killed after `mount` and before it wrote the mount id left a pending record
+    live = recorded_mounts()["/mnt/reports"]
+    pending = record_for(live, mountId=None, fs=None, pending=True)
+    assert is_ours(pending, live, None)
+    hand = MountInfo(live.id, live.parent, "/", live.point, frozenset({"rw"}), "tmpfs", "tmpfs", frozenset())
+    assert not is_ours(pending, hand, None)  # another file system made there by hand
+    assert not is_ours(dict(pending, boot="another boot"), live, None)
+
+
 def test_observed_state_of_our_live_rclone_mount_equals_the_desired_one():
     s = rclone(allowOther=True, owner="root", group="root", mode="0755")
     want = desired_state("reports", s, systemd=False)
