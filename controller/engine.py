@@ -314,6 +314,7 @@ class Engine:
         started = time.monotonic()
         self._prepare(record)
         self._validate(record)
+        dropped = self._dropped()
         changes = self._observe_and_diff(record)
         for change in self._ordered(changes):
             res = self._pending(change)
@@ -328,7 +329,7 @@ class Engine:
                 res.notes.append(f"(no preview: {err})")
             except Exception as err:
                 res.notes.append(f"(no preview: {_internal(err)})")
-        self._guard_prune(changes, record)
+        self._guard_prune(changes, record, dropped)
         record.passes = 1
         return self._finish(record, started)
 
@@ -359,15 +360,14 @@ class Engine:
         done_with: set[tuple[str, str]] = set()
         changes: list[Change] = []
         stopped = False
+        dropped = self._dropped()
         for n in range(1, self.max_passes + 1):
             if n > 1 and self._stopping():
                 stopped = True  # what was applied is checked by the next run
                 break
             record.passes = n
             changes = [c for c in self._observe_and_diff(record) if c.key not in done_with]
-            if not changes:
-                break
-            if n == 1 and not self._guard_prune(changes, record):
+            if n == 1 and not self._guard_prune(changes, record, dropped):
                 # Transactional, as a refused validation: a revision that would prune most
                 # of the node applies nothing at all (its creates and updates neither).
                 record.refused = "PruneRefused"
@@ -375,7 +375,7 @@ class Engine:
                     if change.action != "delete":
                         self._pending(change).notes.append("not applied: the revision was refused (mass prune)")
                 return self._finish(record, started)
-            if n == self.max_passes:
+            if not changes or n == self.max_passes:
                 break
             for rec, batch in self._batches(changes):
                 self._apply_batch(rec, batch, record, done_with)
@@ -578,14 +578,25 @@ class Engine:
         backward = sorted((c for c in changes if c.action == "delete"), key=lambda c: (-rank[c.kind], c.name))
         return forward + backward
 
-    def _guard_prune(self, changes: list[Change], record: RunRecord) -> bool:
-        """Refuse to prune more than a share of the inventory at once (a broken checkout
-        must not wipe a node). True when the deletes may go ahead."""
+    def _dropped(self) -> set[tuple[str, str]]:
+        """Owned objects the tree no longer wants (whether or not they are still there),
+        for the kinds whose desired state is known. Taken before the first observation,
+        which forgets those already gone."""
+        return {(kind, name) for rec in self.owners for kind in rec.kinds
+                for name in self.inventory.names(kind) - set(self.desired.get(kind, {}))}
+
+    def _guard_prune(self, changes: list[Change], record: RunRecord, dropped: set[tuple[str, str]]) -> bool:
+        """Refuse a tree that gives up more than a share of what reconcile owns at once (a
+        broken checkout, a commit that deletes every manifest, must not wipe a node). What
+        counts is what the tree drops from the inventory, also objects already destroyed
+        by hand: otherwise deleting them first would let an empty tree through. True when
+        the deletes may go ahead."""
         deletes = [c for c in changes if c.action == "delete"]
-        total = len(self.inventory)
-        if self.allow_mass_prune or len(deletes) <= 1 or not total or len(deletes) / total <= self.max_prune_fraction:
+        total = len(self.inventory) + len({k for k in dropped if self.inventory.get(*k) is None})
+        n = len(dropped | {c.key for c in deletes})
+        if self.allow_mass_prune or n <= 1 or not total or n / total <= self.max_prune_fraction:
             return True
-        msg = (f"refusing to prune {len(deletes)} of {total} managed objects at once "
+        msg = (f"refusing to prune {n} of {total} managed objects at once "
                f"(more than {self.max_prune_fraction:.0%}); pass --allow-mass-prune if this is intended")
         record.errors.append(msg)
         for c in deletes:

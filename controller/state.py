@@ -126,7 +126,7 @@ def make_room(state_dir: Path, need: int = 0) -> None:
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise StateError(state_dir, f"no room for this run's records ({size // 1024} KiB needed)",
-                             "free space there; nothing was changed on this node") from None
+                             "free space there") from None
         raise _write_problem(state_dir / ".room", err) from None
     finally:
         if tmp:

@@ -7,7 +7,6 @@ managed by the reconcilers of tests/unit/test_agent.py.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 

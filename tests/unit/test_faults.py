@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from controller.scratch import sweep as sweep_scratch
 from controller.state import Inventory, NodeLock, LockHeld, StateError, check_state, read_history, save_run
 from controller.status import collect, exit_code, render
 from reconcilers.base import (
-    ApplyError, AtomicWriter, Change, Deferred, Desired, Node, PerObject, Reconciler, Runner, TempJournal,
+    ApplyError, AtomicWriter, Change, Deferred, Desired, Node, PerObject, Runner, TempJournal,
 )
 from tests.unit import json_kinds
 
@@ -352,6 +351,19 @@ def test_a_mass_prune_refuses_the_whole_revision_its_creates_and_updates_too(env
     status = env.status(record)
     assert status["Backend/new"] == "pending" and status["Backend/b1"] == "skipped"
     assert set(Inventory(env.state).objects) == {f"Backend/b{i}" for i in range(4)}
+
+
+def test_a_tree_that_drops_most_owned_objects_is_refused_even_when_they_were_destroyed_by_hand_first(env):
+    env.write(*(backend(f"b{i}") for i in range(4)))
+    env.engine().apply()
+    for f in env.store.iterdir():
+        f.unlink()  # gone by hand: an empty tree now has nothing left to delete
+    env.write()
+    record = env.engine().apply()
+    assert record.refused == "PruneRefused" and "refusing to prune 4 of 4" in record.errors[0]
+    assert set(Inventory(env.state).objects) == {f"Backend/b{i}" for i in range(4)}  # nothing forgotten
+    record = env.engine(allow_mass_prune=True).apply()
+    assert record.exit_code() == 0 and not Inventory(env.state).objects
 
 
 def test_an_observe_that_fails_is_cannot_observe_never_absent_and_deletes_or_forgets_nothing(env):
