@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from reconcilers.base import ApplyError, Change, Desired, Node, PerObject
+from reconcilers.base import NODE, ApplyError, Change, Desired, HealthReport, Node, PerObject
 from reconcilers.haproxy import (
     EDITED, IN_SYNC, HAProxy, RuntimeServer, backend_ignore, desired_sections, render_backend, render_desired, server_args,
     watch,
 )
+from reconcilers.haproxy_health import backend_health, haproxy_health
 
 REMOVE_WAIT = 10.0  # seconds a drained server may take to finish its requests before deletion
 CHECK_CONFIGURED = 0x02  # srv_check_state: CHK_ST_CONFIGURED (`check` was given)
@@ -145,6 +146,20 @@ class BackendReconciler(PerObject):
         notes = [f"reload HAProxy (hitless): {', '.join(plan.reload)}"] if plan.reload else []
         notes += [f"runtime API, no reload: {op.server}: {op.describe()}" for op in plan.ops]
         return notes
+
+    # -- health
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Each backend's servers as HAProxy's checks see them, from one `show stat`."""
+        names = list(desired.get(self.kind, {}))
+        if not names:
+            return {}
+        haproxy = HAProxy(node)
+        rows = haproxy.stat_rows()
+        out = {n: backend_health(n, rows, self.backends.get(n, {}), "state" in self.ignored.get(n, set()))
+               for n in names}
+        return {self.kind: out, NODE: {"haproxy": haproxy_health(rows is not None, True)}}
 
     # -- apply
 

@@ -79,8 +79,9 @@ from typing import Any, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, HealthReport, Node, PerObject,
 )
+from reconcilers.container_health import container_health, init_of
 from schemas.common import duration_ms
 
 log = logging.getLogger("reconcile")
@@ -773,6 +774,16 @@ class ContainerReconciler(PerObject):
                     obs["files"] = {p: "(not a dir rootfs)" for p in want["files"]}
             out[name] = obs
         return out
+
+    # --- health ------------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Running as git says, and its init alive and not stopped (from observe's lxc-ls
+        and the init's /proc entry: no process of its own)."""
+        seen = observed.get(self.kind, {})
+        return {self.kind: {name: container_health(d.state, seen.get(name), init_of(self.instances.get(name)))
+                            for name, d in desired.get(self.kind, {}).items()}}
 
     # --- validate and explain ----------------------------------------------------------------
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from reconcilers.base import Change, Desired, Node, PerObject
+from reconcilers.base import NODE, Change, Desired, HealthReport, Node, PerObject
 from reconcilers.haproxy import HAProxy, desired_sections, render_frontend, watch
+from reconcilers.haproxy_health import frontend_health, haproxy_health
 
 
 class FrontendReconciler(PerObject):
@@ -40,6 +41,16 @@ class FrontendReconciler(PerObject):
         if change.action == "delete":
             return ["reload HAProxy (hitless) to remove the frontend"]
         return HAProxy(node).preview("to load the frontend")
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Each frontend loaded and listening, from one `show stat`."""
+        wanted = desired.get(self.kind, {})
+        if not wanted:
+            return {}
+        rows = HAProxy(node).stat_rows()
+        out = {n: frontend_health(n, rows, d.state.get("bind", [])) for n, d in wanted.items()}
+        return {self.kind: out, NODE: {"haproxy": haproxy_health(rows is not None, True)}}
 
     def apply_one(self, change: Change, node: Node) -> None:
         haproxy = HAProxy(node)
