@@ -23,7 +23,7 @@ from controller.plan import create_fields, diff_kind, field_changes, state_hash
 from controller.state import Inventory
 from reconcilers import REGISTRY, NotInstalled, reconciler_class
 from reconcilers.base import (
-    ApplyError, Change, CommandError, Deferred, Desired, Health, Interrupted, Node, NodeNote, Reconciler,
+    ApplyError, Change, CommandError, Deferred, Desired, Health, Interrupted, Node, NodeNote, Reconciler, Skipped,
 )
 
 log = logging.getLogger("reconcile")
@@ -68,6 +68,7 @@ class RunRecord:
     errors: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     node_health: dict[str, dict[str, str]] = field(default_factory=dict)  # facet → {status, reason, message}
+    skipped: list[str] = field(default_factory=list)  # native checks that could not run here, and why
     notes: list[str] = field(default_factory=list)  # about the node, shown once (NodeNote)
     health_checked: bool = False  # False with --no-health
 
@@ -272,9 +273,16 @@ class Engine:
             try:
                 problems = list(rec.validate(self.node))
             except CommandError as err:
-                problems = [str(err)]
+                if err.rc == 127 and not self.node.local:  # a tool this machine lacks: the node has it
+                    problems = [Skipped(f"{'/'.join(rec.kinds)}: {err.argv[0]} is not installed on this machine: "
+                                        f"not checked for {self.node.name}")]
+                else:
+                    problems = [str(err)]
             except Exception as err:
                 problems = [_internal(err)]
+            skipped = [p for p in problems if isinstance(p, Skipped)]
+            record.skipped += [str(p) for p in skipped]
+            problems = [p for p in problems if not isinstance(p, Skipped)]
             for problem in problems:
                 objects = [k for k in getattr(problem, "objects", ()) if k[1] in self.desired.get(k[0], {})]
                 if not objects:
@@ -334,10 +342,15 @@ class Engine:
 
     def validate(self) -> list[str]:
         """Native validation of what this node would render; messages, empty when good."""
+        return self.validate_report()[0]
+
+    def validate_report(self) -> tuple[list[str], list[str]]:
+        """(problems, what was skipped and why) of the native validation for this node."""
         record = self._new_record("dry-run")
         self._prepare(record)
         self._validate(record)
-        return record.errors + [f"{k}/{n}: {why}" for (k, n), why in self.refused.items()]
+        problems = record.errors + [f"{k}/{n}: {why}" for (k, n), why in self.refused.items()]
+        return problems, record.skipped
 
     def differs(self) -> bool:
         """Whether anything on the node differs from the tree: observe and diff only (no

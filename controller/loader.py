@@ -234,6 +234,21 @@ class Tree:
     def known_nodes(self) -> frozenset[str]:
         return frozenset(self._node_address)
 
+    @property
+    def named_nodes(self) -> frozenset[str]:
+        """Every node the tree names: the Clusters' members and explicit placements."""
+        named = set(self._node_address)
+        for item in self.items:
+            p = item.manifest.placement()
+            if p is not None and not p.everywhere:
+                named.update(p.nodes or [])
+                named.update([p.node] if p.node else [])
+        return frozenset(named)
+
+    def everywhere(self) -> list[Loaded]:
+        """Manifests placed on every node (`nodes: ["*"]`): they land on any machine."""
+        return [i for i in self.items if self.placement_nodes(i.manifest) is None and i.kind != "Cluster"]
+
     def cluster_nodes(self, cluster: str) -> dict[str, str]:
         """Node name → address with prefix, in the Cluster's order."""
         return dict(self._members.get(cluster, {}))
@@ -249,7 +264,7 @@ class Tree:
         if manifest.kind == "Cluster":
             return frozenset(n.name for n in manifest.spec.nodes)
         p = manifest.placement()
-        if p is None or (p.cluster is None and p.nodes is None and p.node is None):
+        if p is None or p.everywhere:
             return None
         if p.cluster is not None:
             return frozenset(self._members.get(p.cluster, {}))
@@ -382,7 +397,7 @@ def check_tree(tree: Tree) -> list[Problem]:
         if p is not None:
             if p.cluster is not None and tree.get("Cluster", p.cluster) is None:
                 at(item, "spec.cluster", f"unknown cluster {p.cluster!r}")
-            for i, node in enumerate(p.nodes or []):
+            for i, node in enumerate(p.nodes if p.nodes and not p.everywhere else []):
                 if known and node not in known:
                     at(item, f"spec.nodes.{i}", f"unknown node {node!r} (not in any Cluster)")
             if p.node is not None and known and p.node not in known:

@@ -88,11 +88,15 @@ def object_line(o: dict[str, Any], c: _Paint, width: int = LABEL_WIDTH) -> str:
 def field_lines(o: dict[str, Any], c: _Paint, indent: str = "      ") -> list[str]:
     """A create's values, an update's changes (lists element by element)."""
     out: list[str] = []
-    creating = o.get("action") == "create" and o.get("status") in ("pending", "changed", "drift-corrected")
+    creating = o.get("action") == "create"
     for f in o.get("fields", []):
         name, before, after = f["field"], f.get("observed"), f.get("desired")
         if creating:
-            out.append(f"{indent}{c('32', '+')} {name}: {c('32', show_value(after))}")
+            if isinstance(after, list) and after and len(show_value(after, 10_000)) > 100:
+                out.append(f"{indent}{c('32', '+')} {name}:")
+                out += [f"{indent}    {c('32', '- ' + show_value(x, 200))}" for x in after]
+            else:
+                out.append(f"{indent}{c('32', '+')} {name}: {c('32', show_value(after))}")
             continue
         elements = list_changes(before, after)
         if elements is not None:

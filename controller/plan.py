@@ -179,7 +179,8 @@ def field_changes(change: Change) -> list[tuple[str, Any, Any]]:
     return out
 
 
-SECRET_WORDS = ("password", "secret", "authkey", "token", "passphrase")
+# Words that mark a secret field ("token" is not one: Corosync's token is a timeout).
+SECRET_WORDS = ("password", "secret", "authkey", "passphrase", "privatekey", "private_key")
 MASKED = "(sensitive value)"
 INLINE = 80  # a mapping whose JSON is at most this long is shown on one line
 

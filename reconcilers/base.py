@@ -44,7 +44,7 @@ reconciler and calls, in this order:
     harmful. Never apply in dry-run: the engine does not call `apply` then, and the runner
     refuses mutating commands in dry-run as a second guard.
 
-``validate(node) -> list[Refusal | str]`` (optional)
+``validate(node) -> list[Refusal | Skipped | str]`` (optional)
     Native validation of what `desired` rendered (`haproxy -c`, `keepalived -t`,
     `crm_verify`, `visudo -c`) on temp files, before anything is applied and by
     `reconcile validate`. Read-only: temp files only. A `Refusal` names the objects it is
@@ -52,7 +52,10 @@ reconciler and calls, in this order:
     version, the rest of the revision lands. A refusal that names no object (a plain
     string) refuses the whole revision: nothing is applied. Use `native_check` so an
     unchanged rendering is not checked again (the result is cached on disk by content
-    digest, validator version and node).
+    digest, validator version and node). `reconcile validate` runs it for every node of
+    the tree on one machine (CI): when `node.local` is false, a check that depends on the
+    machine returns a `Skipped` saying what it could not check and why, instead of a
+    refusal; a validator that is not installed here is reported as skipped by the engine.
 
 ``explain(change, node) -> list[str]`` (optional)
     Extra lines for the plan, such as "restart required" or Pacemaker's simulated
@@ -288,12 +291,17 @@ class Node:
 
     `stopping()` is true once the run should apply nothing more (the agent got SIGTERM):
     a reconciler that applies many independent changes asks it between two of them.
+    `local` is false when the run is about another node than this machine (`validate` and
+    `--dry-run --node` for another node, e.g. in CI): a native check that depends on the
+    machine (its interfaces, its live CIB) must then say what it skipped (`Skipped`)
+    rather than report this machine's facts as the node's.
     """
 
     name: str
     runner: Runner
     state_dir: Path = Path("/var/lib/reconcile")
     stop: Callable[[], bool] | None = None
+    local: bool = True
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop()
@@ -349,6 +357,11 @@ class NodeNote(str):
 Outcomes = dict[Key, "Exception | None"]
 """What `apply` reports per change: None applied, `Deferred` another node applies it, any
 other exception failed (its message is for people)."""
+
+
+class Skipped(str):
+    """What `validate` could not check here, and why ("keepalived -t: interface eth0 is
+    lb2's, not this machine's; the rest was checked"). Not a problem: reported as skipped."""
 
 
 @dataclass

@@ -205,21 +205,42 @@ class Metadata(Strict):
     drift: DriftPolicy = "correct"
 
 
-class Placement(Strict):
-    """Which nodes a manifest lands on: one of `cluster`, `nodes` or `node`."""
+EVERY_NODE = "*"
+PLACEMENT_MISSING = ("where this manifest lands is not said: give spec.cluster (every node of a Cluster), "
+                     "spec.nodes (a list, or [\"*\"] for every node, explicitly) or spec.node")
 
-    cluster: Name | None = None
-    nodes: list[Name] | None = None
-    node: Name | None = None
+
+def _placement_schema(schema: dict[str, Any]) -> None:
+    # Exactly one of the three, as validate says (editors refuse a manifest without one).
+    schema["oneOf"] = [{"required": [k]} for k in ("cluster", "nodes", "node")]
+
+
+class Placement(Strict):
+    """Which nodes a manifest lands on: exactly one of `cluster`, `nodes` or `node`."""
+
+    model_config = ConfigDict(json_schema_extra=_placement_schema)
+
+    cluster: Name | None = Field(None, description="Every node of this Cluster (by its metadata.name).")
+    nodes: list[Name | Literal["*"]] | None = Field(
+        None, min_length=1, description='These nodes (names from a Cluster), or ["*"]: every node, said explicitly.')
+    node: Name | None = Field(None, description="This one node.")
 
     @model_validator(mode="after")
     def _one_placement(self) -> "Placement":
         given = [k for k in ("cluster", "nodes", "node") if getattr(self, k) is not None]
+        if not given:
+            raise ValueError(PLACEMENT_MISSING)
         if len(given) > 1:
             raise ValueError(f"give only one of cluster, nodes, node (got {', '.join(given)})")
         if self.nodes is not None and (not self.nodes or len(set(self.nodes)) != len(self.nodes)):
             raise ValueError("nodes must be a non-empty list without repeats")
+        if self.nodes is not None and EVERY_NODE in self.nodes and len(self.nodes) > 1:
+            raise ValueError('"*" means every node: give it alone (nodes: ["*"]), not with node names')
         return self
+
+    @property
+    def everywhere(self) -> bool:
+        return self.nodes == [EVERY_NODE]
 
 
 class Manifest(Strict):
