@@ -291,7 +291,7 @@ class Engine:
                     self.refused[key_] = f"refused by the native validator: {problem}"
                     self._fail(*key_, self.refused[key_])
             record.timings[f"validate.{_label(rec)}"] = round(time.monotonic() - started, 4)
-            if not problems:
+            if not problems and not skipped:
                 if len(_VALIDATED) >= 512:
                     _VALIDATED.clear()
                 _VALIDATED.add(key)

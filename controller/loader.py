@@ -294,27 +294,10 @@ class Tree:
 
 
 def _read_revision(root: Path, digest: str) -> str:
-    """The git commit of the checkout holding `root` (read from .git, no subprocess)."""
-    for d in [root, *root.parents]:
-        git = d / ".git"
-        if git.is_dir():
-            try:
-                head = (git / "HEAD").read_text().strip()
-                if head.startswith("ref: "):
-                    ref = head[5:]
-                    ref_file = git / ref
-                    if ref_file.exists():
-                        return ref_file.read_text().strip()
-                    packed = git / "packed-refs"
-                    if packed.exists():
-                        for line in packed.read_text().splitlines():
-                            if line.endswith(" " + ref):
-                                return line.split()[0]
-                    return f"sha256:{digest[:12]}"
-                return head
-            except OSError:
-                break
-    return f"sha256:{digest[:12]}"
+    """The git commit of the checkout holding `root`, `-dirty` when its manifests differ."""
+    from controller.revision import revision
+
+    return revision(root, digest)
 
 
 def manifest_files(root: Path) -> list[Path]:

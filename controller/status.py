@@ -256,8 +256,18 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
     return "\n".join(lines)
 
 
+STATUS_EXIT_CODES = """\
+exit codes:
+  0  the node matches git (the agent is ready, or the last run converged)
+  1  the agent is not running, or the last run failed; bad arguments
+  2  changes pending"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="reconcile status", description="The agent's state on this node and its last runs.")
+    from controller.cli import Parser
+
+    p = Parser(prog="reconcile status", description="The agent's state on this node, its last runs and their health.",
+               epilog=STATUS_EXIT_CODES)
     p.add_argument("--state-dir", type=Path, default=None, help=f"default: {DEFAULT_STATE_DIR}")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.add_argument("--history", type=int, default=10, metavar="N", help="how many past runs to show (default 10)")

@@ -585,6 +585,8 @@ class ClusterResourceReconciler(Reconciler):
 
         nodes_up: list[str] = []
         try:
+            if not node.local:  # validating for another node: this machine's CIB is not its cluster's
+                raise pacemaker.CibUnavailable(f"not {node.name}")
             cib = pacemaker.query_cib(node)
         except pacemaker.CibUnavailable:
             cib = pacemaker.empty_cib(node, self._nodes)
@@ -690,7 +692,7 @@ class ClusterResourceReconciler(Reconciler):
                 for nic in sorted({p["nic"] for p in addresses.values()}):
                     ips = [p["ip"] for p in addresses.values() if p["nic"] == nic]
                     answers.update(netprobe.probe(node, nic, [*ips, *peers]))
-            except (OSError, CommandError) as err:
+            except (OSError, CommandError):
                 return {self.kind: out}  # Pacemaker's view stands; the link could not be asked
             names = netprobe.names_by_mac(answers, peers)
             for n, params in addresses.items():
