@@ -221,3 +221,54 @@ def test_an_apply_streams_one_line_per_object_as_it_is_applied(env):
     assert [l.split()[:3] for l in lines if l.strip()] == [
         ["+", "Backend", "api"], ["+", "Backend", "app"], ["+", "Frontend", "web"]]
     assert all("(applied: create)" in l for l in lines if l.strip())
+
+
+def test_status_shows_the_last_runs_health_beside_its_sync(env, capsys):
+    assert env.cli("apply") == 0
+    env.mark_down("app")
+    assert env.cli("apply", "-o", "json") == 0  # in sync: nothing to do, yet Degraded
+    capsys.readouterr()
+    assert main(["status", "--state-dir", str(env.state)]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if "Backend app" in l)
+    assert line.startswith("  = Backend app") and "Degraded  ServersDown: marked down" in line
+    assert "node lb1: sync Ready (AllReady) · health Degraded (1 Degraded, 3 Healthy)" in out
+
+
+def test_metrics_carry_each_objects_sync_and_health(env):
+    from controller.metrics import AgentMetrics
+
+    env.engine().apply()
+    env.mark_down("app")
+    metrics = AgentMetrics()
+    metrics.run(env.engine().apply(), "test")
+    text = metrics.text()
+    assert 'reconcile_object_health{kind="Backend",name="app",reason="ServersDown",status="Degraded"} 1.0' in text
+    assert 'reconcile_object_sync{kind="Backend",name="app",status="Ready"} 1.0' in text
+    assert 'reconcile_object_sync{kind="Backend",name="app",status="Stalled"} 0.0' in text
+    assert 'reconcile_node_health{facet="daemon",reason="Running",status="Healthy"} 1.0' in text
+    assert "reconcile_healthy 0.0" in text
+
+
+def test_apply_wait_returns_once_everything_is_healthy(env, capsys):
+    env.engine().apply()
+    env.mark_down("app")
+    path = env.state.parent / "store" / "backend-app.json"
+    healed = threading.Timer(0.5, lambda: path.write_text(json.dumps({"balance": "roundrobin"})))
+    healed.start()
+    try:
+        assert env.cli("apply", "--wait", "--timeout", "20s") == 0
+    finally:
+        healed.cancel()
+    out = capsys.readouterr().out
+    assert "waiting for health: Backend app: Degraded (ServersDown)" in out
+    assert "Healthy after" in out
+
+
+def test_apply_wait_exits_3_when_health_never_comes(env, capsys):
+    env.engine().apply()
+    env.mark_down("app")
+    assert env.cli("apply", "--wait", "--timeout", "1s", "-o", "json") == 3
+    data = json.loads(capsys.readouterr().out)
+    assert data["exitCode"] == 3 and data["wait"]["healthy"] is False
+    assert data["wait"]["waitingFor"] == ["Backend app: Degraded (ServersDown)"]
