@@ -11,7 +11,9 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator,
+)
 
 API_VERSION = "reconcile/v1"
 
@@ -71,8 +73,13 @@ def _ipv4_interface(value: str) -> str:
     return f"{iface.ip}/{iface.network.prefixlen}"
 
 
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
-IPv4Prefix = Annotated[str, AfterValidator(_ipv4_interface)]
+# The same rules as JSON Schema patterns, so that an editor refuses what validate refuses
+# (Python's checks above stay the authority and give the messages).
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+IPV4_PREFIX_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}/((3[0-2]|[12]?[0-9])|{_OCTET}(\.{_OCTET}){{3}})$"
+IPv4 = Annotated[str, AfterValidator(_ipv4), Field(json_schema_extra={"pattern": IPV4_PATTERN})]
+IPv4Prefix = Annotated[str, AfterValidator(_ipv4_interface), Field(json_schema_extra={"pattern": IPV4_PREFIX_PATTERN})]
 """An address with its prefix length, as `ip addr` writes it: 192.0.2.100/24."""
 
 # --- paths -------------------------------------------------------------------------------
@@ -95,8 +102,11 @@ def _absolute_path(value: str) -> str:
     return value
 
 
-SafePath = Annotated[str, AfterValidator(_safe_path)]
-AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+SAFE_PATH_PATTERN = r"^(?!(.*/)?\.\.(/|$))[A-Za-z0-9_./@+-]+$"
+ABSOLUTE_PATH_PATTERN = r"^/(?!(.*/)?\.\.(/|$))[A-Za-z0-9_./@+-]*$"
+SafePath = Annotated[str, AfterValidator(_safe_path), Field(json_schema_extra={"pattern": SAFE_PATH_PATTERN})]
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path),
+                         Field(json_schema_extra={"pattern": ABSOLUTE_PATH_PATTERN})]
 
 # --- group and user names (Active Directory) -----------------------------------------------
 
@@ -112,7 +122,8 @@ def _group_name(value: str) -> str:
     return value
 
 
-GroupName = Annotated[str, AfterValidator(_group_name)]
+GROUP_PATTERN = r"^(?!.*  )([A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9])$"
+GroupName = Annotated[str, AfterValidator(_group_name), Field(json_schema_extra={"pattern": GROUP_PATTERN})]
 UserName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 # --- secrets -----------------------------------------------------------------------------
@@ -126,8 +137,10 @@ class SecretRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    file: AbsolutePath | None = None
-    env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")] | None = None
+    file: AbsolutePath | None = Field(None, description="An absolute path on the node; the secret is the file's "
+                                      "content (a final newline is dropped), read at apply time.")
+    env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")] | None = Field(
+        None, description="The name of an environment variable of the agent holding the secret.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "SecretRef":
@@ -144,6 +157,11 @@ PATTERN_HELP: dict[str, str] = {
     DNS_LABEL: "must be a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$": "must be an interface name: at most 15 letters, digits, '_', '.', '-'",
     r"^[0-9]+(ms|s|m|h)$": "must be a duration such as 500ms, 2s, 1m or 1h",
+    IPV4_PATTERN: "must be an IPv4 address such as 192.0.2.10",
+    IPV4_PREFIX_PATTERN: "must be an IPv4 address with its prefix length, such as 192.0.2.100/24",
+    SAFE_PATH_PATTERN: "must be a path of letters, digits and _ . / @ + -, without '..'",
+    ABSOLUTE_PATH_PATTERN: "must be an absolute path of letters, digits and _ . / @ + -, without '..'",
+    GROUP_PATTERN: "must be a group name: letters, digits, single spaces and . _ ' -",
 }
 
 
@@ -200,9 +218,14 @@ in git is always applied, whatever the policy."""
 
 
 class Metadata(Strict):
-    name: Name
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-    drift: DriftPolicy = "correct"
+    """What the object is called and how the agent treats changes made outside git."""
+
+    name: Name = Field(description="The object's name, unique per kind: a DNS label (the daemons' own ids, "
+                                   "such as Pacemaker resource ids and HAProxy proxy names, are made from it).")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="Free-form key: value tags for "
+                                               "people and tools; reconcile does not act on them.")
+    drift: DriftPolicy = Field("correct", description="When the object is changed outside git: correct puts it "
+                               "back, warn reports it and leaves it, ignore leaves it and reports it in sync.")
 
 
 EVERY_NODE = "*"
@@ -222,8 +245,18 @@ class Placement(Strict):
 
     cluster: Name | None = Field(None, description="Every node of this Cluster (by its metadata.name).")
     nodes: list[Name | Literal["*"]] | None = Field(
-        None, min_length=1, description='These nodes (names from a Cluster), or ["*"]: every node, said explicitly.')
+        None, min_length=1, description='These nodes (names from a Cluster), or ["*"]: every node, said explicitly.',
+        json_schema_extra={"uniqueItems": True, "if": {"contains": {"const": EVERY_NODE}}, "then": {"maxItems": 1}})
     node: Name | None = Field(None, description="This one node.")
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, nodes: list[str] | None) -> list[str] | None:
+        if nodes is not None and (not nodes or len(set(nodes)) != len(nodes)):
+            raise ValueError("nodes must be a non-empty list without repeats")
+        if nodes is not None and EVERY_NODE in nodes and len(nodes) > 1:
+            raise ValueError('"*" means every node: give it alone (nodes: ["*"]), not with node names')
+        return nodes
 
     @model_validator(mode="after")
     def _one_placement(self) -> "Placement":
@@ -232,10 +265,6 @@ class Placement(Strict):
             raise ValueError(PLACEMENT_MISSING)
         if len(given) > 1:
             raise ValueError(f"give only one of cluster, nodes, node (got {', '.join(given)})")
-        if self.nodes is not None and (not self.nodes or len(set(self.nodes)) != len(self.nodes)):
-            raise ValueError("nodes must be a non-empty list without repeats")
-        if self.nodes is not None and EVERY_NODE in self.nodes and len(self.nodes) > 1:
-            raise ValueError('"*" means every node: give it alone (nodes: ["*"]), not with node names')
         return self
 
     @property
@@ -246,8 +275,8 @@ class Placement(Strict):
 class Manifest(Strict):
     """The envelope: apiVersion, kind, metadata, spec. Subclasses fix `kind` and `spec`."""
 
-    apiVersion: Literal["reconcile/v1"]
-    kind: str
+    apiVersion: Literal["reconcile/v1"] = Field(description="The manifest format: reconcile/v1.")
+    kind: str = Field(description="The kind of object.")
     metadata: Metadata
     spec: Any
 

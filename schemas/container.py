@@ -31,7 +31,7 @@ def _init_arg(value: str) -> str:
     return value
 
 
-InitArg = Annotated[str, AfterValidator(_init_arg)]
+InitArg = Annotated[str, AfterValidator(_init_arg), Field(json_schema_extra={"pattern": _INIT_ARG.pattern})]
 """One argument of the container's init: no spaces, quotes or shell metacharacters (LXC
 splits `lxc.init.cmd` on spaces and runs it without a shell)."""
 
@@ -49,7 +49,7 @@ def _memory_size(value: str) -> str:
     return value
 
 
-MemorySize = Annotated[str, AfterValidator(_memory_size)]
+MemorySize = Annotated[str, AfterValidator(_memory_size), Field(json_schema_extra={"pattern": _MEMORY.pattern})]
 """A memory limit as LXC and the kernel take it: 64M, 1G, 524288K."""
 
 _CPUSET = re.compile(r"^[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3}(-[0-9]{1,3})?)*$")
@@ -65,7 +65,7 @@ def _cpu_set(value: str) -> str:
     return value
 
 
-CpuSet = Annotated[str, AfterValidator(_cpu_set)]
+CpuSet = Annotated[str, AfterValidator(_cpu_set), Field(json_schema_extra={"pattern": _CPUSET.pattern})]
 FileContent = Annotated[str, StringConstraints(max_length=65536)]
 
 
@@ -75,15 +75,16 @@ def _file_path(value: str) -> str:
     return value
 
 
-FilePath = Annotated[AbsolutePath, AfterValidator(_file_path)]
+FilePath = Annotated[AbsolutePath, AfterValidator(_file_path),
+                     Field(json_schema_extra={"pattern": r"^/(?!(.*/)?\.\.(/|$))[A-Za-z0-9_./@+-]*[^/]$"})]
 
 
 class Download(Strict):
     """`lxc-create -t download -- --dist D --release R --arch A` (needs images.linuxcontainers.org)."""
 
-    distribution: DistroWord
-    release: DistroWord
-    architecture: DistroWord = "amd64"
+    distribution: DistroWord = Field(description="The image's distribution, e.g. debian.")
+    release: DistroWord = Field(description="Its release, e.g. bookworm.")
+    architecture: DistroWord = Field("amd64", description="Its architecture.")
 
 
 class LocalImage(Strict):
@@ -94,6 +95,8 @@ class LocalImage(Strict):
 
 
 class Limits(Strict):
+    """Resource limits of the container (cgroups)."""
+
     memory: MemorySize | None = Field(None, description="memory limit, e.g. 256M")
     cpus: CpuSet | None = Field(None, description="CPUs the container may run on, e.g. 0 or 0-1")
     cpuWeight: Annotated[int, Field(ge=1, le=10000)] | None = Field(
@@ -104,8 +107,9 @@ class Network(Strict):
     """`none`: loopback only. `bridge`: one veth (eth0 inside) on `bridge`, with `address`
     and no gateway: a container never gets a default route from here."""
 
-    type: Literal["none", "bridge"] = "none"
-    bridge: IfName | None = None
+    type: Literal["none", "bridge"] = Field("none", description="none: loopback only; bridge: eth0 inside, on "
+                                            "`bridge`.")
+    bridge: IfName | None = Field(None, description="The node's bridge the container's veth joins.")
     address: IPv4Prefix | None = Field(None, description="static IPv4 address of eth0 inside, e.g. 198.51.100.11/24")
     bridgeAddress: IPv4Prefix | None = Field(
         None, description="the node's own address on `bridge`: reconcile creates the node-local bridge with "
@@ -121,14 +125,18 @@ class Network(Strict):
 
 
 class ContainerSpec(Placement):
-    template: Literal["busybox", "download", "local"]
-    download: Download | None = None
-    local: LocalImage | None = None
-    state: Literal["running", "stopped", "frozen"] = "running"
+    """An LXC system container on each node it lands on (or, with spec.cluster, where Pacemaker runs it)."""
+
+    template: Literal["busybox", "download", "local"] = Field(
+        description="How its root file system is made: busybox (from the node's busybox), download (an image "
+                    "server) or local (tarballs on the node).")
+    download: Download | None = Field(None, description="The image, for template download.")
+    local: LocalImage | None = Field(None, description="The tarballs, for template local.")
+    state: Literal["running", "stopped", "frozen"] = Field("running", description="What it should be doing.")
     autostart: bool = Field(False, description="lxc.start.auto: started by lxc-autostart when the node boots")
     startOrder: Annotated[int, Field(ge=0, le=1000)] | None = Field(None, description="lxc.start.order")
-    limits: Limits = Field(default_factory=Limits)
-    network: Network = Field(default_factory=Network)
+    limits: Limits = Field(default_factory=Limits, description="Resource limits.")
+    network: Network = Field(default_factory=Network, description="Its network.")
     init: Annotated[list[InitArg], Field(min_length=1)] | None = Field(
         None, description="command run as the container's init (lxc.init.cmd)")
     files: dict[FilePath, FileContent] = Field(
@@ -139,7 +147,8 @@ class ContainerSpec(Placement):
         "onChange", description="may apply restart a running container for a change that needs it "
                                 "(limits, network, init)? never: the change waits for its next start")
     stopTimeout: Duration = Field("10s", description="how long a stop waits for the init to end before killing it")
-    lxcPath: AbsolutePath = "/var/lib/lxc"
+    lxcPath: AbsolutePath = Field("/var/lib/lxc", description="The LXC path holding it (Pacemaker-placed "
+                                  "containers: LXC's default path, which the lxc agent uses).")
 
     @model_validator(mode="after")
     def _template_options(self) -> "ContainerSpec":
