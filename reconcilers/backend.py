@@ -8,15 +8,16 @@ is a reload through the master, which keeps every connection. See reconcilers/ha
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from reconcilers.base import NODE, ApplyError, Change, Desired, HealthReport, Node, PerObject
+from reconcilers.base import NODE, ApplyError, Change, Desired, Health, HealthReport, Node, PerObject
 from reconcilers.haproxy import (
     EDITED, IN_SYNC, HAProxy, RuntimeServer, backend_ignore, desired_sections, render_backend, render_desired, server_args,
     watch,
 )
-from reconcilers.haproxy_health import backend_health, haproxy_health
+from reconcilers.haproxy_health import backend_health, checks_pending, haproxy_health
 
 REMOVE_WAIT = 10.0  # seconds a drained server may take to finish its requests before deletion
 CHECK_CONFIGURED = 0x02  # srv_check_state: CHK_ST_CONFIGURED (`check` was given)
@@ -115,6 +116,7 @@ class BackendReconciler(PerObject):
         self.frontends: dict[str, dict] = {}
         self.backends: dict[str, dict] = {}
         self.ignored: dict[str, set[str]] = {}
+        self.changed: dict[str, float] = {}  # backend → when this run changed it (monotonic)
 
     # -- desired and observed
 
@@ -159,11 +161,18 @@ class BackendReconciler(PerObject):
         rows = haproxy.stat_rows()
         out = {n: backend_health(n, rows, self.backends.get(n, {}), "state" in self.ignored.get(n, set()))
                for n in names}
+        for n in names:
+            left = checks_pending(self.changed.get(n), self.backends.get(n, {}).get("healthCheck", {}))
+            if left and out[n].status == "Healthy":
+                out[n] = Health.unknown("ChecksPending", f"changed {left:.1f}s too recently for HAProxy's checks to "
+                                                         "have judged it (fall × interval)")
         return {self.kind: out, NODE: {"haproxy": haproxy_health(rows is not None, True)}}
 
     # -- apply
 
     def apply_one(self, change: Change, node: Node) -> None:
+        if change.action != "delete":
+            self.changed[change.name] = time.monotonic()  # for health: the checks' verdict is due later
         haproxy = HAProxy(node)
         snap = haproxy.snapshot()
         name = change.name

@@ -88,7 +88,12 @@ reconciler and calls, in this order:
       its objects Unknown (`HealthTimeout`); an exception makes them Unknown
       (`HealthCheckFailed`) with its message;
     - concurrent: it may run while `explain` runs on the same instance: read what
-      `desired`/`observe` left on `self`, never write it.
+      `desired`/`observe` left on `self`, never write it;
+    - honest right after a change: where a daemon judges a change later (HAProxy's checks
+      keep a changed server's old state for fall × interval), report Unknown with a reason
+      such as `ChecksPending` until that judgement is due, so that `apply --wait` never
+      returns on a verdict about the previous state. `apply` runs on the same instance
+      `apply --wait` asks again, so it may remember when it changed what.
     `--dry-run` and `apply` compute health by default; `--no-health` skips it;
     `apply --wait` observes and asks it again until every object is Healthy. Never change
     anything because of health: a Degraded object is reported, not "fixed" by the agent.

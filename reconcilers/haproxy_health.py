@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from typing import Any
 
 from reconcilers.base import Health
+from schemas.common import duration_ms
 
 UP_WORDS = ("UP", "no check")  # "no check": the server has no health check and is used
 
@@ -96,3 +98,14 @@ def haproxy_health(running: bool, wanted: bool) -> Health:
     if not running:
         return Health.degraded("NotRunning", "HAProxy does not run (or its admin socket does not answer)")
     return Health.healthy("Running", "running, admin socket answers")
+
+
+def checks_pending(changed_at: float | None, check: dict[str, Any], now: float | None = None) -> float:
+    """Seconds until HAProxy's checks have judged a backend changed at `changed_at`
+    (monotonic): until then a server keeps the state it had (a new one starts UP), so
+    "all UP" right after a change says nothing. 0 when due or never changed."""
+    if changed_at is None or check.get("type", "none") == "none":
+        return 0.0
+    interval = duration_ms(check.get("interval", "2s")) / 1000
+    due = changed_at + (int(check.get("fall", 3)) + 1) * interval
+    return max(0.0, due - (time.monotonic() if now is None else now))

@@ -273,3 +273,13 @@ def test_the_names_to_resolve_are_the_join_user_and_the_manifests_groups():
     assert resolvable_names(spec) == (["administrator"], ["app-admins", "web users"])
     spec.fullyQualifiedNames = True
     assert resolvable_names(spec)[0] == ["administrator@corp.example.test"]
+
+
+def test_right_after_a_change_the_checks_verdict_is_pending():
+    from reconcilers.haproxy_health import checks_pending
+
+    check = {"type": "http", "interval": "1s", "fall": 3}
+    assert checks_pending(100.0, check, now=101.0) == 3.0  # (fall + 1) × interval after the change
+    assert checks_pending(100.0, check, now=104.5) == 0.0
+    assert checks_pending(None, check, now=101.0) == 0.0
+    assert checks_pending(100.0, {"type": "none"}, now=100.0) == 0.0
