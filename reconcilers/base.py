@@ -534,6 +534,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
+def short_diff(before: str | None, after: str | None, name: str, limit: int = 14) -> list[str]:
+    """A short unified diff of a file's content for a plan note (never for a secret's):
+    `--- NAME (on the node)` / `+++ NAME (from git)`, one line of context, at most `limit`
+    lines and then how many more."""
+    import difflib
+
+    lines = list(difflib.unified_diff((before or "").splitlines(), (after or "").splitlines(),
+                                      f"{name} (on the node)" if before is not None else "/dev/null",
+                                      f"{name} (from git)" if after is not None else "/dev/null",
+                                      lineterm="", n=1))
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"… and {len(lines) - limit} more lines of diff"]
+    return lines
+
+
 # --- secrets -----------------------------------------------------------------------------
 
 

@@ -80,6 +80,7 @@ from typing import Any, Iterator
 from reconcilers import pacemaker
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, HealthReport, Node, PerObject,
+    short_diff,
 )
 from reconcilers.container_health import container_health, init_of
 from schemas.common import duration_ms
@@ -843,6 +844,7 @@ class ContainerReconciler(PerObject):
         else:
             if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
                 return notes + [_immovable(name, have, want)]
+            notes += self._file_diffs(name, have, want)
             fields = restart_changes(have, want)
             if want["pacemaker"]:
                 if not have.get("pacemaker"):
@@ -870,6 +872,26 @@ class ContainerReconciler(PerObject):
             elif fields and want["state"] != "stopped":
                 notes.append(f"{', '.join(fields)}: taken at the next start")
         return notes + self._bridge_note(want)
+
+    def _file_diffs(self, name: str, have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+        """What changes in each file written into the container: a short unified diff (the
+        content is in git, never a secret), read from its root file system."""
+        seen = have.get("files") or {}
+        changed = [path for path, digest in (want.get("files") or {}).items() if seen.get(path) != digest]
+        spec = self.specs.get(name)
+        if not changed or spec is None:
+            return []
+        try:
+            folder = Path(want["lxcPath"]) / name
+            rootfs = _rootfs_dir((folder / "config").read_text(errors="replace"), folder)
+        except (OSError, ApplyError):
+            return []
+        out: list[str] = []
+        for path in changed:
+            data = read_rootfs_file(rootfs, path)
+            before = data.decode(errors="replace") if data is not None else None
+            out += short_diff(before, spec.files[path], path)
+        return out
 
     def _bridge_note(self, want: dict[str, Any]) -> list[str]:
         net = want.get("network") or {}

@@ -72,6 +72,8 @@ def container(name: str, address: str | None = None, bridge: str = "", **spec: A
     """A busybox container running busybox httpd as init (stopped within 1 s). Each test
     gives its bridge its own /28 of 198.51.100.0/24: two bridges of a node must not share a
     subnet."""
+    if not {"cluster", "nodes", "node"} & set(spec):
+        spec["nodes"] = ["*"]  # every node, explicitly: these trees have no Cluster
     lines = [f"  {k}: {json.dumps(v)}" for k, v in spec.items()]
     net = ""
     if address:  # e.g. 198.51.100.18/28: the bridge takes the subnet's first address
