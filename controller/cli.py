@@ -237,9 +237,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if mode == "validate":
         return cmd_validate(args, tree)
+    from controller.state import DEFAULT_STATE_DIR, Inventory
+
     host = this_host()
+    owned = len(Inventory(args.state_dir or DEFAULT_STATE_DIR)) if (args.node or host) == host else 0
     try:
-        choice = choose_node(tree, args.node, mode, host)
+        choice = choose_node(tree, args.node, mode, host, owned)
     except IdentityError as err:
         if args.output == "json":
             _print_json(envelope(command, "refused", 1, [problem(str(err))], node=args.node or host,

@@ -37,8 +37,9 @@ def _known(named: frozenset[str]) -> str:
     return ", ".join(sorted(named)) if named else "none"
 
 
-def choose_node(tree: Any, requested: str | None, mode: str, host: str | None = None) -> NodeChoice:
-    """The node for `mode` (dry-run, apply, validate, agent), or IdentityError."""
+def choose_node(tree: Any, requested: str | None, mode: str, host: str | None = None, owned: int = 0) -> NodeChoice:
+    """The node for `mode` (dry-run, apply, validate, agent), or IdentityError. `owned`:
+    how many objects this node's inventory holds (a node git no longer names prunes them)."""
     host = host or this_host()
     named: frozenset[str] = tree.named_nodes
     name = requested or host
@@ -54,9 +55,13 @@ def choose_node(tree: Any, requested: str | None, mode: str, host: str | None = 
         if not placed_everywhere:
             msg = (f"{'this machine' if name == host else 'node'} {name!r} is in no placement of the tree: no "
                    f"Cluster lists it and no manifest names it (nodes the tree names: {_known(named)})")
-            if mode in ("apply", "agent"):
+            if owned:
+                # Taken out of git: what it created is pruned (the mass-prune guard still holds).
+                notes.append(msg + f"; the {owned} object(s) reconcile created here are deleted")
+            elif mode in ("apply", "agent"):
                 raise IdentityError(msg + "; nothing would be applied")
-            notes.append(msg + "; nothing lands here")
+            else:
+                notes.append(msg + "; nothing lands here")
         else:
             notes.append(f"{name!r} is named by no Cluster or placement: only the {len(placed_everywhere)} "
                          'manifest(s) placed on every node (nodes: ["*"]) land here')

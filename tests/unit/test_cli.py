@@ -264,3 +264,14 @@ def test_a_tree_that_differs_from_its_commit_is_dirty(tmp_path):
 def test_a_tree_outside_git_is_named_by_its_content(tmp_path):
     (tmp_path / "cluster.yaml").write_text(json_kinds.CLUSTER)
     assert load_tree(tmp_path).revision.startswith("sha256:")
+
+
+def test_a_machine_taken_out_of_git_prunes_what_it_created(repo, host, capsys, monkeypatch):
+    monkeypatch.setattr(ToolBackends, "validator", None)
+    assert cli(repo, "apply") == 0
+    assert (repo.parent / "store" / "backend-app.json").exists()
+    (repo / "lb.yaml").unlink()
+    (repo / "cluster.yaml").unlink()  # lb1 is named nowhere now
+    assert cli(repo, "apply", "--allow-mass-prune") == 0
+    assert "the 1 object(s) reconcile created here are deleted" in capsys.readouterr().out
+    assert not (repo.parent / "store" / "backend-app.json").exists()
