@@ -28,6 +28,7 @@ removes next.
 """
 from __future__ import annotations
 
+import threading
 import time
 import xml.etree.ElementTree as ET
 from typing import Any, Callable, Iterable, Iterator
@@ -678,27 +679,43 @@ class ClusterResourceReconciler(Reconciler):
         wanted = [n for n in desired.get(self.kind, {}) if n in self._states]
         if not wanted:
             return {}
+        addresses = {n: self._states[n]["params"] for n in wanted
+                     if self._states[n].get("agent") == "ocf:heartbeat:IPaddr2"}
+        peers = {n.address.split("/")[0]: n.name for n in self._cluster.spec.nodes if n.name != node.name} \
+            if self._cluster is not None else {}
+        # The link is asked while crm_mon answers: neither waits for the other.
+        link: dict[str, Any] = {}
+        prober = threading.Thread(target=self._probe, args=(node, addresses, peers, link), daemon=True)
+        if addresses:
+            prober.start()
         snap = pacemaker_health.read(node)
+        if addresses:
+            prober.join()
         if isinstance(snap, str):
             return {self.kind: {n: Health.unknown("NoAnswer", snap) for n in wanted}}
         out = {n: pacemaker_health.resource_health(n, self._states[n], snap) for n in wanted}
-        addresses = {n: self._states[n]["params"] for n in wanted
-                     if self._states[n].get("agent") == "ocf:heartbeat:IPaddr2" and out[n].status == "Healthy"}
-        if addresses and self._cluster is not None:
-            peers = {n.address.split("/")[0]: n.name for n in self._cluster.spec.nodes if n.name != node.name}
-            try:
-                here = netprobe.local_ips(node)
-                answers: dict[str, set[str]] = {}
-                for nic in sorted({p["nic"] for p in addresses.values()}):
-                    ips = [p["ip"] for p in addresses.values() if p["nic"] == nic]
-                    answers.update(netprobe.probe(node, nic, [*ips, *peers]))
-            except (OSError, CommandError):
-                return {self.kind: out}  # Pacemaker's view stands; the link could not be asked
-            names = netprobe.names_by_mac(answers, peers)
+        if "answers" in link:
+            names = netprobe.names_by_mac(link["answers"], peers)
             for n, params in addresses.items():
-                found = netprobe.holders(params["ip"] in here, node.name, answers.get(params["ip"], set()), names)
-                out[n] = pacemaker_health.address_health(out[n], snap.resources[n].nodes, found)
+                if out[n].status == "Healthy":
+                    found = netprobe.holders(params["ip"] in link["here"], node.name,
+                                             link["answers"].get(params["ip"], set()), names)
+                    out[n] = pacemaker_health.address_health(out[n], snap.resources[n].nodes, found)
         return {self.kind: out}
+
+    @staticmethod
+    def _probe(node: Node, addresses: dict[str, dict[str, str]], peers: dict[str, str], into: dict[str, Any]) -> None:
+        """Who answers for each IPaddr2 address (and each peer's own address, to name them);
+        nothing in `into` when the link cannot be asked: Pacemaker's view then stands alone."""
+        try:
+            here = netprobe.local_ips(node)
+            answers: dict[str, set[str]] = {}
+            for nic in sorted({p["nic"] for p in addresses.values()}):
+                ips = [p["ip"] for p in addresses.values() if p["nic"] == nic]
+                answers.update(netprobe.probe(node, nic, [*ips, *peers]))
+        except (OSError, CommandError):
+            return
+        into.update(here=here, answers=answers)
 
     # --- apply ---------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ from reconcilers.base import Node
 
 ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6
-WINDOW = 0.25  # seconds to collect replies: a link answers in microseconds; a lost one is retried
-RETRY_AFTER = 0.08
+WINDOW = 0.15  # seconds to collect replies: a link answers in well under a millisecond; a lost one is retried
+RETRY_AFTER = 0.05
 
 
 def mac_text(raw: bytes) -> str:
