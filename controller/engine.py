@@ -23,7 +23,8 @@ from controller.plan import create_fields, diff_kind, field_changes, state_hash
 from controller.state import Inventory
 from reconcilers import REGISTRY, NotInstalled, reconciler_class
 from reconcilers.base import (
-    ApplyError, Change, CommandError, Deferred, Desired, Health, Interrupted, Node, NodeNote, Reconciler, Skipped,
+    ApplyError, Change, CommandError, Deferred, Desired, Health, Interrupted, Node, NodeNote, PerObject, Reconciler,
+    Skipped,
 )
 
 log = logging.getLogger("reconcile")
@@ -335,6 +336,8 @@ class Engine:
                         self._result(ObjectResult(kind, name, "in-sync", source=desired[name].source))
                     elif res.status in ("pending", "not-converging"):
                         res.status = "drift-corrected" if res.drift else "changed"
+                    elif res.status == "deferred":  # the node that applies it has: nothing differs
+                        res.status, res.action = "in-sync", None
                 changes.extend(c for c in kind_changes if c.key not in self.refused)
         return changes
 
@@ -538,8 +541,6 @@ class Engine:
             self.progress("done", [self.results[c.key] for c in batch if c.key not in ready_keys])
         if not ready:
             return
-        if self.progress is not None:
-            self.progress("applying", [self.results[c.key] for c in ready])
         # Owned from before it exists: a run killed in the middle of a create must not
         # leave an object that a later removal from git would not prune.
         new = [c for c in ready if c.action == "create" and self.inventory.get(*c.key) is None]
@@ -547,16 +548,27 @@ class Engine:
             self.inventory.record(change.kind, change.name, self.tree.revision, None)
         if new:
             self.inventory.save()
+        # Objects that share nothing are applied (and shown) one by one; a shared artifact
+        # is one batch. PerObject.apply of one change is exactly its apply_one.
+        groups = [[c] for c in ready] if isinstance(rec, PerObject) else [ready]
+        for group in groups:
+            self._apply_group(rec, group, record, done_with)
+        self.inventory.save()
+
+    def _apply_group(self, rec: Reconciler, group: list[Change], record: RunRecord,
+                     done_with: set[tuple[str, str]]) -> None:
+        if self.progress is not None:
+            self.progress("applying", [self.results[c.key] for c in group])
         t = time.monotonic()
         try:
-            outcomes = rec.apply(ready, self.node)
+            outcomes = rec.apply(group, self.node)
         except Exception as err:  # a reconciler's bug fails its batch, not the run
             why = err if isinstance(err, (ApplyError, CommandError, OSError, ValueError)) else _internal(err)
-            outcomes = {c.key: (why if isinstance(why, Exception) else ApplyError(why)) for c in ready}
+            outcomes = {c.key: (why if isinstance(why, Exception) else ApplyError(why)) for c in group}
         finally:
             tk = f"apply.{_label(rec)}"
             record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - t, 4)
-        for change in ready:
+        for change in group:
             res = self.results[change.key]
             outcome = outcomes.get(change.key, ApplyError("the reconciler reported no outcome (a bug)"))
             if outcome is None:
@@ -572,8 +584,7 @@ class Engine:
             else:
                 res.status, res.error = "failed", _internal(outcome)
         if self.progress is not None:
-            self.progress("done", [self.results[c.key] for c in ready])
-        self.inventory.save()
+            self.progress("done", [self.results[c.key] for c in group])
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -592,6 +603,9 @@ class Engine:
         return record
 
     def _result(self, res: ObjectResult) -> ObjectResult:
+        desired = self.desired.get(res.kind, {}).get(res.name)
+        if desired is not None and desired.shown_as:
+            res.shown_as = desired.shown_as
         self.results[(res.kind, res.name)] = res
         return res
 
