@@ -279,6 +279,8 @@ class Engine:
                                         f"not checked for {self.node.name}")]
                 else:
                     problems = [str(err)]
+            except ApplyError as err:  # a value no renderer may write
+                problems = [str(err)]
             except Exception as err:
                 problems = [_internal(err)]
             skipped = [p for p in problems if isinstance(p, Skipped)]

@@ -52,6 +52,7 @@ def repo(tmp_path, monkeypatch):
     store.mkdir()
     json_kinds.use_store(monkeypatch, store)
     monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:ToolBackends")
+    monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", "tests.unit.json_kinds:JsonFrontends")
     monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", "tests.unit.json_kinds:GroupCluster")
     monkeypatch.setattr("controller.engine._VALIDATED", set())  # other tests validated this content
     root = tmp_path / "repo"

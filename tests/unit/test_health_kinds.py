@@ -10,7 +10,7 @@ import pytest
 from reconcilers import netprobe
 from reconcilers.container_health import container_health, init_of, parse_proc_stat
 from reconcilers.domain_join import join_health, membership_accepted, parse_getent, resolvable_names
-from reconcilers.haproxy_health import backend_health, frontend_health, parse_stat_rows, server_state
+from reconcilers.haproxy.health import backend_health, frontend_health, parse_stat_rows, server_state
 from reconcilers.keepalived import parse_json_dump
 from reconcilers.keepalived_health import keepalived_health, vip_health
 from reconcilers.pacemaker import parse_crm_mon
@@ -276,7 +276,7 @@ def test_the_names_to_resolve_are_the_join_user_and_the_manifests_groups():
 
 
 def test_right_after_a_change_the_checks_verdict_is_pending():
-    from reconcilers.haproxy_health import checks_pending
+    from reconcilers.haproxy.health import checks_pending
 
     check = {"type": "http", "interval": "1s", "fall": 3}
     assert checks_pending(100.0, check, now=101.0) == 3.0  # (fall + 1) × interval after the change

@@ -6,7 +6,7 @@
   DRAIN because git says so, or set by an operator where the manifest lets them (`ignore:
   [state]`), is shown but not a fault, as long as some server serves.
 
-Pure functions of parsed output, tested on recordings; they move with the haproxy package.
+Pure functions of parsed output (`show stat` as CSV), tested on recordings.
 """
 from __future__ import annotations
 
