@@ -463,10 +463,10 @@ INJECTIONS = {
     "lxcPath": (container("inj2") + '  lxcPath: "/var/lib/lxc\\n"\n', r"c\.yaml:\d+: spec\.lxcPath: "),
     "skel": ("apiVersion: reconcile/v1\nkind: DomainJoin\nmetadata: {name: corp}\nspec:\n  domain: corp.example.test\n"
              "  password: {file: /etc/reconcile/secrets/corp-join.password}\n"
-             '  homeDirectories: {skel: "/etc/skel\\n"}\n', r"c\.yaml:7: spec\.homeDirectories\.skel: "),
+             '  homeDirectories: {skel: "/etc/skel\\n"}\n  nodes: ["*"]\n', r"c\.yaml:7: spec\.homeDirectories\.skel: "),
     "pattern": ("apiVersion: reconcile/v1\nkind: DomainJoin\nmetadata: {name: corp}\nspec:\n  domain: corp.example.test\n"
                 "  password: {file: /etc/reconcile/secrets/corp-join.password}\n"
-                "  homeDirectories: {pattern: /home/../etc/%u}\n",
+                "  homeDirectories: {pattern: /home/../etc/%u}\n  nodes: [\"*\"]\n",
                 r"c\.yaml:7: spec\.homeDirectories\.pattern: '/home/\.\./etc/%u': '\.\.' is not allowed"),
 }
 
