@@ -111,11 +111,11 @@ def field_lines(o: dict[str, Any], c: _Paint, indent: str = "      ") -> list[st
 
 def object_lines(o: dict[str, Any], c: _Paint, width: int = LABEL_WIDTH, details: bool = True) -> list[str]:
     lines = [object_line(o, c, width)]
+    if o.get("error"):  # first: what went wrong matters more than what was to be set
+        lines.append(f"      {c('31', o['error'])}")
     if details:
         lines += field_lines(o, c)
         lines += [f"      {c('36', note)}" for note in o.get("notes", [])]
-    if o.get("error"):
-        lines.append(f"      {c('31', o['error'])}")
     return lines
 
 
