@@ -162,9 +162,9 @@ class Inventory:
     Only objects in the inventory are ever deleted when their manifest leaves git.
     """
 
-    def __init__(self, state_dir: Path):
-        self.path = Path(state_dir) / "inventory.json"
-        self.objects: dict[str, dict[str, Any]] = self._read(self.path)
+    def __init__(self, state_dir: Path | None):
+        self.path = Path(state_dir) / "inventory.json" if state_dir is not None else None
+        self.objects: dict[str, dict[str, Any]] = self._read(self.path) if self.path is not None else {}
 
     @staticmethod
     def _read(path: Path) -> dict[str, dict[str, Any]]:
@@ -184,6 +184,11 @@ class Inventory:
                 raise StateError(path, f"is damaged: entry {key!r} is not a Kind/name with its revision and hash",
                                  advice)
         return dict(objects)
+
+    @classmethod
+    def empty(cls) -> "Inventory":
+        """An inventory of nothing, never saved: for validating another node's rendering."""
+        return cls(None)
 
     @staticmethod
     def key(kind: str, name: str) -> str:
@@ -209,6 +214,8 @@ class Inventory:
         self.objects.pop(self.key(kind, name), None)
 
     def save(self) -> None:
+        if self.path is None:
+            raise RuntimeError("an empty inventory is not saved")
         write_json(self.path, {"version": 1, "objects": self.objects})
 
     def size(self) -> int:
