@@ -459,10 +459,14 @@ class Agent:
                       "".join(f"\n  {p}" for p in why.problems))
             self.metrics.revision_failures.labels(reason=why.reason).inc()
         if record is None:  # a run's refusal is in its own history entry
-            append_history(self.config.state_dir, {
-                "revision": sha, "mode": "apply", "started": agent_status.iso(time.time()), "seconds": 0,
-                "result": "refused", "counts": {}, "errors": [why.message, *why.problems], "trigger": trigger,
-                "reason": why.reason}, collapse=True)
+            try:
+                append_history(self.config.state_dir, {
+                    "revision": sha, "mode": "apply", "started": agent_status.iso(time.time()), "seconds": 0,
+                    "result": "refused", "counts": {}, "errors": [why.message, *why.problems], "trigger": trigger,
+                    "reason": why.reason}, collapse=True)
+            except StateError as err:  # the refusal stands; only its history line is lost
+                log.error("the refusal is not recorded in the history: %s", err)
+                self.error = f"the history is not saved: {err}"
 
     def _applied(self, loaded: tuple[Revision, Tree]) -> None:
         revision = loaded[0]
