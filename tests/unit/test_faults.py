@@ -70,6 +70,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:Backends")
     monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", "tests.unit.json_kinds:JsonFrontends")
     monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", "tests.unit.json_kinds:GroupCluster")
+    monkeypatch.setattr("controller.identity.this_host", lambda: "lb1")  # this test machine is lb1
     monkeypatch.setattr(Backends, "deferred_to", {})
     monkeypatch.setattr(Backends, "unobservable", False)
     repo = tmp_path / "repo"
@@ -292,6 +293,8 @@ KILLED_APPLY = textwrap.dedent("""
     reconcilers.REGISTRY["Backend"] = "tests.unit.test_faults:Backends"
     reconcilers.REGISTRY["Frontend"] = "tests.unit.json_kinds:JsonFrontends"
     reconcilers.REGISTRY["Cluster"] = "tests.unit.json_kinds:GroupCluster"
+    import controller.identity
+    controller.identity.this_host = lambda: "lb1"  # this test machine is lb1
     from controller.cli import main
     sys.exit(main(["apply", "--repo", sys.argv[2], "--node", "lb1", "--state-dir", sys.argv[3]]))
 """)
