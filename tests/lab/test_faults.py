@@ -124,6 +124,18 @@ def test_an_apply_killed_right_after_a_container_is_made_leaves_it_owned_and_pru
     clean_node(lab)
 
 
+def test_an_inventory_entry_does_not_outlive_a_container_destroyed_by_hand(lab):
+    base = tree(lab, "ct-base", CLUSTER)
+    with_ct = tree(lab, "ct", CLUSTER + container("fltct1", "198.51.100.31"))
+    assert apply(lab, with_ct).returncode == 0
+    assert "Container/fltct1" in inventory(lab)
+    sh(lab, "lxc-destroy", "-f", "-n", "fltct1")  # by hand
+    r = apply(lab, base)  # and its manifest leaves git
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Container/fltct1" not in inventory(lab)
+    clean_node(lab)
+
+
 # --- hung daemons --------------------------------------------------------------------------------
 
 
