@@ -159,6 +159,49 @@ def test_a_hung_haproxy_is_cannot_observe_never_absent_and_nothing_is_changed(la
     clean_node(lab)
 
 
+def test_a_stopped_keepalived_leaves_the_vip_on_both_nodes_and_both_plans_say_so(make_lab):
+    """Decision for issue 21 (item 9): a VIP held by two nodes is Degraded (SplitBrain) on
+    both plans, and the node whose keepalived does not answer says that too (NotResponding,
+    and its sync fails rather than taking the silence for "in sync"); apply does not fight
+    a daemon someone stopped."""
+    lab = make_lab(nodes=2)
+    repo = lab.shared / "vip"
+    repo.mkdir()
+    (repo / "all.yaml").write_text(CLUSTER + vip("fltvip1", "192.0.2.101/24", 51))
+    for node in ("lb2", "lb1"):
+        r = lab.exec(node, ["reconcile", "apply", "--repo", str(repo)], check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    def holds(node: str) -> bool:
+        return "192.0.2.101/" in lab.exec(node, ["ip", "-o", "addr", "show", "dev", "eth0"]).stdout
+
+    wait = __import__("tests.lab.test_agent", fromlist=["wait_for"]).wait_for
+    wait(lambda: holds("lb1") and not holds("lb2"), what="lb1 to hold the VIP alone")
+    pids = lab.exec("lb1", ["pgrep", "-x", "keepalived"]).stdout.split()
+    lab.exec("lb1", ["kill", "-STOP", *pids])
+    try:
+        wait(lambda: holds("lb2"), what="lb2 to take the VIP over")
+        assert holds("lb1")  # frozen with it: held twice
+        for node in ("lb1", "lb2"):
+            r = lab.exec(node, ["reconcile", "--dry-run", "--repo", str(repo), "-o", "json"], check=False)
+            data = json.loads(r.stdout)
+            (obj,) = [o for o in data["objects"] if o["name"] == "fltvip1"]
+            assert (obj["health"]["status"], obj["health"]["reason"]) == ("Degraded", "SplitBrain"), r.stdout
+            # lb2's configuration is git's; lb1's keepalived not answering is drift to repair
+            want = ("in-sync", []) if node == "lb2" else (
+                "pending", [{"field": "keepalived", "observed": "not-responding", "desired": "running"}])
+            assert (obj["status"], obj["fields"]) == want, r.stdout
+        r = lab.exec("lb1", ["reconcile", "--dry-run", "--repo", str(repo), "--color", "never"], check=False)
+        assert "does not answer" in r.stdout and "SplitBrain" in r.stdout, r.stdout
+        # apply does not fight a daemon someone stopped: it fails, saying so, and changes nothing
+        r = lab.exec("lb1", ["reconcile", "apply", "--repo", str(repo)], check=False)
+        assert r.returncode == 1 and "does not answer" in r.stdout, r.stdout + r.stderr
+        assert holds("lb1") and holds("lb2")
+    finally:
+        lab.exec("lb1", ["kill", "-CONT", *pids], check=False)
+    wait(lambda: holds("lb1") != holds("lb2"), what="the VIP to be held once again")
+
+
 # --- the node lock and the inventory ---------------------------------------------------------------
 
 
