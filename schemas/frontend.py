@@ -1,4 +1,5 @@
-"""Frontend: an HAProxy frontend: where it listens and which backend gets which request."""
+"""Frontend: an HAProxy frontend: where it listens, which backend gets which request, and
+any other directive of HAProxy's language."""
 from __future__ import annotations
 
 import ipaddress
@@ -7,14 +8,10 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from schemas.backend import UrlPath
-from schemas.common import duplicates, Duration, IPv4, Manifest, Name, Placement, Port, Strict
+from schemas.common import Duration, Manifest, Placement, Strict, duplicates
+from schemas.haproxy import Bind, Directives, ProxyMetadata, ProxyName, Stats, effective_mode
 
 HostName = Annotated[str, StringConstraints(pattern=r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", to_lower=True)]
-
-
-class Bind(Strict):
-    address: IPv4
-    port: Port
 
 
 class Rule(Strict):
@@ -22,7 +19,7 @@ class Rule(Strict):
 
     host: HostName | None = None
     path: UrlPath | None = None
-    backend: Name
+    backend: ProxyName
 
     @model_validator(mode="after")
     def _something(self) -> "Rule":
@@ -32,43 +29,59 @@ class Rule(Strict):
 
 
 class FrontendTimeouts(Strict):
-    client: Duration = "30s"
-    httpRequest: Duration = "10s"
+    client: Duration | None = None
+    httpRequest: Duration | None = None
+    httpKeepAlive: Duration | None = None
+
+
+class Redirect(Strict):
+    """Redirect plain HTTP to HTTPS (requests that did not come over TLS)."""
+
+    scheme: Literal["https"] = "https"
+    code: Literal[301, 302, 303, 307, 308] = 301
 
 
 class FrontendSpec(Placement):
-    bind: Annotated[list[Bind], Field(min_length=1)]
-    mode: Literal["http", "tcp"] = "http"
-    defaultBackend: Name
+    defaults: ProxyName | None = Field(None, description="the defaults section it takes settings from (`from`)")
+    bind: list[Bind] = Field(default_factory=list)
+    mode: Literal["http", "tcp"] | None = None
+    defaultBackend: ProxyName | None = None
     rules: list[Rule] = Field(default_factory=list)
     maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     timeouts: FrontendTimeouts = Field(default_factory=FrontendTimeouts)
+    forwardFor: bool = Field(False, description="option forwardfor (add X-Forwarded-For)")
+    redirect: Redirect | None = None
+    stats: Stats | None = None
+    logFormat: Literal["http", "tcp", "https", "clf"] | None = Field(
+        None, description="option httplog / tcplog / httpslog / httplog clf")
+    directives: Directives = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _checks(self) -> "FrontendSpec":
-        if self.rules and self.mode != "http":
-            raise ValueError("rules (host/path routing) need mode http")
+        if (self.rules or self.redirect or self.forwardFor) and self.mode == "tcp":
+            raise ValueError("rules, redirect and forwardFor need mode http")
         return self
 
 
 class Frontend(Manifest):
     kind: Literal["Frontend"]
+    metadata: ProxyMetadata
     spec: FrontendSpec
 
     def references(self) -> list[tuple[str, str, str]]:
-        refs = [("Backend", self.spec.defaultBackend, "spec.defaultBackend")]
+        refs = [("Backend", self.spec.defaultBackend, "spec.defaultBackend")] if self.spec.defaultBackend else []
         refs += [("Backend", r.backend, f"spec.rules.{i}.backend") for i, r in enumerate(self.spec.rules)]
         return refs
 
     def claims(self) -> list[tuple[str, str]]:
-        return [(f"bind:{b.address}:{b.port}", f"spec.bind.{i}") for i, b in enumerate(self.spec.bind)]
+        return [(f"bind:{b.endpoint}", f"spec.bind.{i}") for i, b in enumerate(self.spec.bind)]
 
     def check(self, tree) -> list[tuple[str, str]]:
-        problems = duplicates([f"{b.address}:{b.port}" for b in self.spec.bind], "spec.bind.{}", "bind")
+        problems = duplicates([b.endpoint for b in self.spec.bind], "spec.bind.{}", "bind")
         nodes = tree.nodes_of(self)
-        vips = {v.ip: v for v in tree.of_kind("VirtualIP")}
+        vips = {str(ipaddress.ip_address(v.ip)): v for v in tree.of_kind("VirtualIP")}
         for i, bind in enumerate(self.spec.bind):
-            ip = ipaddress.IPv4Address(bind.address)
+            ip = ipaddress.ip_address(bind.address)
             if ip.is_unspecified or ip.is_loopback:
                 continue
             vip = vips.get(bind.address)
@@ -81,32 +94,36 @@ class Frontend(Manifest):
             if own != nodes or not nodes:
                 problems.append((f"spec.bind.{i}.address",
                                  f"no VirtualIP or node address provides {bind.address} on every node of this "
-                                 f"frontend (bind a VirtualIP's address, the node's own, 0.0.0.0 or 127.0.0.1)"))
+                                 f"frontend (bind a VirtualIP's address, the node's own, 0.0.0.0, ::, or loopback; "
+                                 f"or write the bind as a directive to leave it to haproxy -c)"))
         problems += self._wildcard_overlaps(tree, nodes)
-        refs = [("spec.defaultBackend", self.spec.defaultBackend)]
+        refs = [("spec.defaultBackend", self.spec.defaultBackend)] if self.spec.defaultBackend else []
         refs += [(f"spec.rules.{i}.backend", r.backend) for i, r in enumerate(self.spec.rules)]
         for field, ref in refs:
             backend = tree.get("Backend", ref)
             if backend is None:
                 continue  # reported by the loader as an unknown Backend
-            if backend.spec.mode != self.spec.mode:
-                problems.append((field, f"backend {ref!r} is mode {backend.spec.mode}, this frontend is mode {self.spec.mode}"))
+            theirs, ours = effective_mode(backend, tree), effective_mode(self, tree)
+            if theirs and ours and theirs != ours:
+                problems.append((field, f"backend {ref!r} is mode {theirs}, this frontend is mode {ours}"))
             missing = sorted(nodes - tree.nodes_of(backend))
             if missing:
                 problems.append((field, f"backend {ref!r} is not placed on {', '.join(missing)}, where this frontend runs"))
         return problems
 
     def _wildcard_overlaps(self, tree, nodes: frozenset[str]) -> list[tuple[str, str]]:
-        """0.0.0.0:P takes port P on every address: no other frontend on a common node may
-        bind P (HAProxy would fail to start there; the loader's claims see exact matches only)."""
+        """0.0.0.0:P (or [::]:P) takes port P on every address: no other frontend on a common
+        node may bind P (HAProxy would fail to start there; the loader's claims see exact
+        matches only)."""
         problems = []
+        wild = ("0.0.0.0", "::")
         for other in tree.of_kind("Frontend"):
             if other is self or not (nodes & tree.nodes_of(other)):
                 continue
             for i, bind in enumerate(self.spec.bind):
                 for theirs in other.spec.bind:
                     if bind.port == theirs.port and bind.address != theirs.address and \
-                            "0.0.0.0" in (bind.address, theirs.address):
+                            (bind.address in wild or theirs.address in wild):
                         problems.append((f"spec.bind.{i}", f"port {bind.port} on {bind.address} overlaps Frontend "
                                          f"{other.metadata.name}'s bind {theirs.address}:{theirs.port}"))
         return problems

@@ -19,9 +19,12 @@ from reconcilers.base import (
     validated_temp, wait_until,
 )
 from reconcilers.haproxy.config import (
-    ADMIN_SOCKET, BACKUP, CONFIG, KIND_OF, MASTER_SOCKET, PIDFILE, STATE_FILE, parse_config, read_config, section_at,
+    ADMIN_SOCKET, BACKUP, CONFIG, KIND_OF, MASTER_SOCKET, PIDFILE, STATE_FILE, ConfigFile, SectionKey, parse_config,
+    read_config,
+    section_at,
 )
 from reconcilers.haproxy.parse import Snapshot
+from schemas.haproxy_lang import words
 from reconcilers.haproxy.runtime import MasterProc, RuntimeAPI, parse_servers_state, parse_show_proc, parse_stat, \
     used_connections
 
@@ -56,13 +59,16 @@ def _alerts(output: str) -> list[str]:
     return out
 
 
-def refusals_from(output: str, text: str) -> list[Refusal]:
+def refusals_from(output: str, text: str, owners: dict[SectionKey, Key] | None = None) -> list[Refusal]:
     """haproxy -c's alerts as refusals: the temp file's line turned into the section it is
-    in, and the objects it names (a section's line, or a proxy named in the message)."""
+    in, and the objects it names (the owner of a section's line, or a proxy named in the
+    message). `owners` maps sections to objects (default: proxies to their kinds)."""
+    if owners is None:
+        owners = {s.key: (KIND_OF[s.keyword], s.name) for s in parse_config(text).sections if s.keyword in KIND_OF}
     proxies: dict[str, list[Key]] = {}
-    for s in parse_config(text).sections:
-        if s.keyword in KIND_OF:
-            proxies.setdefault(s.name, []).append((KIND_OF[s.keyword], s.name))
+    for (keyword, name), key in owners.items():
+        if keyword in KIND_OF:
+            proxies.setdefault(name, []).append(key)
     out = []
     for alert in _alerts(output):
         objects: list[Key] = []
@@ -73,8 +79,8 @@ def refusals_from(output: str, text: str) -> list[Refusal]:
             where = section_at(text, n)
             label = f"{where[0]} {where[1]}".strip() if where else "line"
             message = f"{label} (line {n}): " + message[m.end():]
-            if where and where[0] in KIND_OF:
-                objects.append((KIND_OF[where[0]], where[1]))
+            if where and where in owners:
+                objects.append(owners[where])
         for name in _PROXY.findall(alert):
             objects += [k for k in proxies.get(name, []) if k not in objects]
         out.append(Refusal(message.strip(), tuple(objects)))
@@ -84,6 +90,18 @@ def refusals_from(output: str, text: str) -> list[Refusal]:
 def haproxy_errors(output: str, text: str) -> str:
     """haproxy -c's alerts for people, one line."""
     return " | ".join(r.message for r in refusals_from(output, text)[:4])
+
+
+def state_file(file: ConfigFile) -> Path:
+    """Where the running configuration keeps the server state across reloads."""
+    for s in file.sections:
+        if s.keyword == "global":
+            for line in s.directives():
+                w = words(line)
+                if w[:1] == ["server-state-file"] and len(w) > 1:
+                    path = Path(w[1])
+                    return path if path.is_absolute() else Path("/var/lib/haproxy") / path
+    return STATE_FILE
 
 
 # --- the process -----------------------------------------------------------------------------
@@ -105,17 +123,11 @@ class HAProxy:
 
     def snapshot(self) -> Snapshot:
         file = parse_config(read_config(self.config))
-        written = None
-        if file.shared_edited or any(s.edited for s in file.sections):
-            try:
-                written = parse_config(self.written_copy.read_text())
-            except (OSError, UnicodeDecodeError):
-                pass
         if not self.running():
-            return Snapshot(file, False, written=written)
+            return Snapshot(file, False)
         servers = parse_servers_state(self.api.command("show servers state", read_only=True))
         frontends, backends = parse_stat(self.api.command("show stat -1 7 -1", read_only=True))
-        return Snapshot(file, True, servers, frontends, backends, written)
+        return Snapshot(file, True, servers, frontends, backends)
 
     def preview(self) -> tuple[str, list[str]]:
         """For the plan: "reload" or "start", and notes on whether the file is ours to
@@ -140,38 +152,40 @@ class HAProxy:
 
     # -- the file
 
-    def check(self, text: str) -> list[Refusal]:
+    def check(self, text: str, owners: dict[SectionKey, Key] | None = None) -> list[Refusal]:
         """What `haproxy -c` refuses in `text`, checked in a temp file. Read-only."""
         def run() -> list[Refusal]:
             found: list[Refusal] = []
-            validated_temp(text, lambda path: found.extend(self._check_file(path, text)), suffix=".cfg")
+            validated_temp(text, lambda path: found.extend(self._check_file(path, text, owners)), suffix=".cfg")
             return found
         return native_check(self.node, "haproxy", text, run)
 
-    def install(self, snap: Snapshot, text: str) -> bool:
+    def install(self, snap: Snapshot, text: str, owners: dict[SectionKey, Key] | None = None,
+                secret: bool = False) -> bool:
         """Install `text` atomically once `haproxy -c` accepted the temp file (raises
-        `Refused` otherwise, installing nothing). False when it was there already."""
+        `Refused` otherwise, installing nothing). 0600 when it holds a secret. False when it
+        was there already."""
         self.check_owned(snap)
         writer = AtomicWriter(self.node)
         if snap.file.text is not None and not snap.file.generated and not BACKUP.exists():
             writer.write(BACKUP, snap.file.text)  # the package's default file, kept once
 
         def validate(path: Path) -> None:
-            refusals = native_check(self.node, "haproxy", text, lambda: self._check_file(path, text))
+            refusals = native_check(self.node, "haproxy", text, lambda: self._check_file(path, text, owners))
             if refusals:
                 raise Refused(refusals)
 
-        changed = writer.write(self.config, text, mode=0o644, validate=validate)
+        changed = writer.write(self.config, text, mode=0o600 if secret else 0o644, validate=validate)
         writer.write(self.written_copy, text, mode=0o600)  # to tell a hand edit from ours later
         return changed
 
-    def _check_file(self, path: Path, text: str) -> list[Refusal]:
+    def _check_file(self, path: Path, text: str, owners: dict[SectionKey, Key] | None = None) -> list[Refusal]:
         try:
             self.node.run(["haproxy", "-c", "-f", str(path)], read_only=True, timeout=30)
         except CommandError as err:
             if err.rc == 2 and NO_LISTENER in err.stdout + err.stderr:
                 return []  # valid; the reconciler stops HAProxy rather than run it with nothing to serve
-            return refusals_from(err.stderr or err.stdout, text)
+            return refusals_from(err.stderr or err.stdout, text, owners)
         return []
 
     # -- the process
@@ -261,10 +275,11 @@ class HAProxy:
         return parse_show_proc(self.api.master_command("show proc; quit", read_only=True))
 
     def save_server_state(self) -> None:
-        """Dump the runtime server state where `load-server-state-from-file` reads it."""
+        """Dump the runtime server state where `load-server-state-from-file` reads it (the
+        global `server-state-file`: reconcile's, or the operator's)."""
         text = self.api.command("show servers state", read_only=True)
         if text.startswith("1\n"):
-            AtomicWriter(self.node).write(STATE_FILE, text)
+            AtomicWriter(self.node).write(state_file(parse_config(read_config(self.config))), text)
 
     @staticmethod
     def _wait(predicate: Callable[[], Any], seconds: float, message: str) -> None:

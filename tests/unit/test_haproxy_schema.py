@@ -91,7 +91,7 @@ def test_a_bind_address_nothing_provides(tmp_path: Path) -> None:
     frontend = FRONTEND.replace("192.0.2.100", "192.0.2.200")
     assert problems(tmp_path, frontend=frontend) == [
         "lb/frontend.yaml:7: spec.bind[0].address: no VirtualIP or node address provides 192.0.2.200 on every node "
-        "of this frontend (bind a VirtualIP's address, the node's own, 0.0.0.0 or 127.0.0.1)"]
+        "of this frontend (bind a VirtualIP's address, the node's own, 0.0.0.0, ::, or loopback; or write the bind as a directive to leave it to haproxy -c)"]
 
 
 def test_a_node_address_is_only_provided_on_that_node(tmp_path: Path) -> None:
@@ -120,10 +120,14 @@ def test_rules_need_http_and_http_checks_need_http(tmp_path: Path) -> None:
     frontend = FRONTEND.replace("  cluster: web\n", "  cluster: web\n  mode: tcp\n") + \
         "  rules:\n    - {path: /api, backend: app}\n"
     found = problems(tmp_path, frontend=frontend)
-    assert "lb/frontend.yaml:4: spec: rules (host/path routing) need mode http" in found
-    backend = BACKEND.replace("  cluster: web\n", "  cluster: web\n  mode: tcp\n  healthCheck: {type: http}\n")
-    (tmp_path / "b").mkdir()
-    assert "lb/backend.yaml:4: spec: healthCheck.type http needs mode http" in problems(tmp_path / "b", backend=backend)
+    assert "lb/frontend.yaml:4: spec: rules, redirect and forwardFor need mode http" in found
+    # an HTTP check of a mode tcp backend is fine: the Patroni and kube-apiserver pattern
+    backend = BACKEND.replace("  cluster: web\n", "  cluster: web\n  mode: tcp\n  healthCheck: {type: http, port: 8008}\n")
+    frontend = FRONTEND.replace("  cluster: web\n", "  cluster: web\n  mode: tcp\n")
+    (tmp_path / "b" / "lb").mkdir(parents=True)
+    (tmp_path / "b" / "cluster.yaml").write_text(CLUSTER)
+    (tmp_path / "b" / "lb" / "lb.yaml").write_text(backend + "---\n" + frontend)
+    load_tree(tmp_path / "b")
 
 
 def test_the_same_bind_twice_and_a_wildcard_overlap(tmp_path: Path) -> None:
