@@ -8,7 +8,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from schemas.common import Duration, Manifest, Placement, Strict, duplicates
 from schemas.haproxy import (
-    Balance, Bind, Directives, HealthCheck, ProxyMetadata, ProxyName, Server, Stats, line_text,
+    Balance, Bind, Directives, HealthCheck, ProxyMetadata, ProxyName, Server, Stats, defaults_problems, line_text,
 )
 from schemas.haproxy_lang import parse_server
 
@@ -76,4 +76,4 @@ class Backend(Manifest):
             else:
                 first[name] = path
         problems += duplicates([b.endpoint for b in self.spec.bind], "spec.bind.{}", "bind")
-        return problems
+        return problems + defaults_problems(self, tree)

@@ -9,7 +9,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from schemas.backend import UrlPath
 from schemas.common import Duration, Manifest, Placement, Strict, duplicates
-from schemas.haproxy import Bind, Directives, ProxyMetadata, ProxyName, Stats, effective_mode
+from schemas.haproxy import Bind, Directives, ProxyMetadata, ProxyName, Stats, defaults_problems, effective_mode
 
 HostName = Annotated[str, StringConstraints(pattern=r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", to_lower=True)]
 
@@ -78,6 +78,7 @@ class Frontend(Manifest):
 
     def check(self, tree) -> list[tuple[str, str]]:
         problems = duplicates([b.endpoint for b in self.spec.bind], "spec.bind.{}", "bind")
+        problems += defaults_problems(self, tree)
         nodes = tree.nodes_of(self)
         vips = {str(ipaddress.ip_address(v.ip)): v for v in tree.of_kind("VirtualIP")}
         for i, bind in enumerate(self.spec.bind):

@@ -261,6 +261,8 @@ class HAProxy(Manifest):
                 names[d.name] = i
             if d.defaults is not None and names.get(d.defaults, i) >= i:
                 problems.append((f"spec.defaults.{i}.defaults", f"{d.defaults!r} is not a defaults section above this one"))
+        if sum(1 for d in self.spec.defaults if d.name is None) > 1:
+            problems.append(("spec.defaults", "only one defaults section may be unnamed (name the others)"))
         seen: dict[tuple[str, str], int] = {}
         for i, s in enumerate(self.spec.sections):
             if (s.type, s.name) in seen:
@@ -295,3 +297,21 @@ def effective_mode(manifest: Manifest, tree: Any) -> str | None:
     if any(nodes & tree.nodes_of(h) for h in tree.of_kind("HAProxy")):
         return None
     return "http"
+
+
+def defaults_problems(manifest: Manifest, tree: Any) -> list[tuple[str, str]]:
+    """A proxy's `defaults` must name a defaults section of the HAProxy manifest on each of
+    its nodes."""
+    wanted = manifest.spec.defaults
+    if not wanted:
+        return []
+    nodes = tree.nodes_of(manifest)
+    covered: set[str] = set()
+    for h in tree.of_kind("HAProxy"):
+        if wanted in h.defaults_names():
+            covered |= nodes & tree.nodes_of(h)
+    missing = sorted(nodes - covered)
+    if missing or not nodes:
+        return [("spec.defaults", f"no HAProxy manifest on {', '.join(missing) or 'its nodes'} has a defaults "
+                                  f"section named {wanted!r}")]
+    return []

@@ -11,6 +11,7 @@ first so that runtime drains and weights survive it; if the master refuses the n
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +31,11 @@ from reconcilers.haproxy.runtime import MasterProc, RuntimeAPI, parse_servers_st
 
 
 NO_LISTENER = "will not start (no listener)"
+# A server state file with no server in it (`show servers state` of an empty HAProxy).
+EMPTY_STATE = ("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+               "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+               "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port "
+               "srv_check_addr srv_agent_addr srv_agent_port\n")
 
 
 class ReloadRefused(ApplyError):
@@ -153,12 +159,20 @@ class HAProxy:
     # -- the file
 
     def check(self, text: str, owners: dict[SectionKey, Key] | None = None) -> list[Refusal]:
-        """What `haproxy -c` refuses in `text`, checked in a temp file. Read-only."""
-        def run() -> list[Refusal]:
-            found: list[Refusal] = []
-            validated_temp(text, lambda path: found.extend(self._check_file(path, text, owners)), suffix=".cfg")
-            return found
-        return native_check(self.node, "haproxy", text, run)
+        """What `haproxy -c` refuses in `text`, checked in a temp file. Read-only: a server
+        state file apply would create is stood in for by an empty one."""
+        state = state_file(parse_config(text))
+        with tempfile.NamedTemporaryFile("w", prefix="reconcile-check-", suffix=".state") as stand_in:
+            if not state.exists():
+                stand_in.write(EMPTY_STATE)
+                stand_in.flush()
+                text = text.replace(f"server-state-file {state}", f"server-state-file {stand_in.name}")
+
+            def run() -> list[Refusal]:
+                found: list[Refusal] = []
+                validated_temp(text, lambda path: found.extend(self._check_file(path, text, owners)), suffix=".cfg")
+                return found
+            return native_check(self.node, "haproxy", text, run)
 
     def install(self, snap: Snapshot, text: str, owners: dict[SectionKey, Key] | None = None,
                 secret: bool = False) -> bool:
@@ -167,6 +181,9 @@ class HAProxy:
         was there already."""
         self.check_owned(snap)
         writer = AtomicWriter(self.node)
+        state = state_file(parse_config(text))
+        if not state.exists():  # HAProxy warns about a missing one (an error under zero-warning)
+            writer.write(state, EMPTY_STATE)
         if snap.file.text is not None and not snap.file.generated and not BACKUP.exists():
             writer.write(BACKUP, snap.file.text)  # the package's default file, kept once
 
