@@ -162,6 +162,8 @@ def _pydantic_problems(err: ValidationError, source: Source) -> list[Problem]:
         value = e.get("input")
         if e["type"] == "string_pattern_mismatch":
             msg = pattern_help(e.get("ctx", {}).get("pattern", "")) or msg
+        if e["type"] == "inline_secret":  # the schema found a password in a line: never echo it
+            secret = True
         if "SecretRef" in msg:
             msg = "a secret is given by reference only: {file: /absolute/path} or {env: NAME}, never inline"
             secret = True

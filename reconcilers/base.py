@@ -58,6 +58,11 @@ reconciler and calls, in this order:
     Extra lines for the plan, such as "restart required" or Pacemaker's simulated
     transition ("vip: start on lb1"). Read-only.
 
+``render(node) -> {path: content}`` (optional)
+    The files this node would get from `desired` (called after it), by absolute path,
+    content as text or bytes: what `reconcile render` writes, touching nothing on the
+    node. Secrets may be read (never written anywhere but the caller's output folder).
+
 ``watch(node) -> Iterator[str]`` (optional)
     Blocks and yields a short reason whenever something this reconciler manages may have
     drifted (netlink address events, inotify on owned files, HAProxy state). Better a

@@ -12,9 +12,9 @@ render to such lines.
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.common import Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName
@@ -38,6 +38,12 @@ def _line(value: str) -> str:
 
 Line = Annotated[str, AfterValidator(_line)]
 """One directive of HAProxy's language, as a line."""
+
+
+def _directive(value: Any) -> Any:
+    # A line is checked here, before the union, so that a refused line reports one
+    # problem (not one per alternative); a mapping is left to RefLine.
+    return _line(value) if isinstance(value, str) else value
 
 
 def _ip(value: str) -> str:
@@ -75,7 +81,8 @@ class RefLine(Strict):
         return self.secret or self.file  # type: ignore[return-value]
 
 
-Directive = Line | RefLine
+Directive = Annotated[Union[str, RefLine], BeforeValidator(_directive)]
+"""A directive: a line, or a line that names a secret or a file by reference."""
 Directives = Annotated[list[Directive], Field(description="HAProxy directives, one per entry, in order")]
 
 

@@ -158,10 +158,10 @@ ORDER = ("global", "userlist", "peers", "mailers", "resolvers", "cache", "http-e
          "log-forward", "fcgi-app", "defaults", "frontend", "listen", "backend")
 
 
-def sections_of(file: ConfigFile) -> Sections:
-    """Every section a generated file holds now, in its order (a foreign file holds none
-    of ours)."""
-    if not file.generated:
+def sections_of(file: ConfigFile, adopted: bool = False) -> Sections:
+    """Every section a generated (or adopted) file holds now, in its order (a foreign file
+    holds none of ours)."""
+    if not file.generated and not adopted:
         return {}
     return {s.key: s.lines() for s in file.sections}
 

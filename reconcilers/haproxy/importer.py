@@ -18,6 +18,7 @@ from typing import Any
 
 from reconcilers.base import GENERATED_HEADER
 from reconcilers.haproxy.config import ADMIN_SOCKET, CONFIG, OURS, PIDFILE, header_of
+from reconcilers.haproxy.process import file_digest
 from reconcilers.importing import Imported, ImportProblem
 from schemas.haproxy_lang import (
     CAPABILITIES, PROXY_SECTIONS, SECRET_PLACEHOLDER, capability, check_directive, check_name, escape_word,
@@ -75,7 +76,10 @@ def import_text(text: str, source: str, placement: dict[str, str], secrets_dir: 
     if empty:
         spec["defaults"].insert(0, {"name": EMPTY_DEFAULTS, "directives": []})
     spec = {k: v for k, v in spec.items() if v or k == "global"}
-    out.documents = [{"apiVersion": API, "kind": "HAProxy", "metadata": {"name": "haproxy"}, "spec": spec}, *proxies]
+    # The label lets reconcile take over exactly this file on a node (it never overwrites
+    # a configuration it did not write otherwise).
+    metadata = {"name": "haproxy", "labels": {"imported-from": file_digest(text)}}
+    out.documents = [{"apiVersion": API, "kind": "HAProxy", "metadata": metadata, "spec": spec}, *proxies]
     out.notes += _additions(sections)
     return out
 

@@ -21,6 +21,7 @@ that must exist on the node), then `haproxy -c` on the whole file; each refusal 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -120,7 +121,7 @@ class HAProxyReconciler(Reconciler):
                 need = capability(text, section)
                 if need and not policy.allows("haproxy", need):
                     what = f"`{' '.join(words(text)[:2])}` {CAPABILITIES[need]}"
-                    out.append(f"{self._where(kind, name, field)}: {field}: {policy.refusal('haproxy', need, what)}")
+                    out.append(f"{self._where(kind, name, field)}: {_show(field)}: {policy.refusal('haproxy', need, what)}")
         return out
 
     def _references(self, node: Node) -> list[str]:
@@ -130,7 +131,7 @@ class HAProxyReconciler(Reconciler):
                 try:
                     managed.read_source(ref, node)
                 except ApplyError as err:
-                    out.append(f"{self._where(kind, name, field)}: {field}: {err}")
+                    out.append(f"{self._where(kind, name, field)}: {_show(field)}: {err}")
         return out
 
     def _where(self, kind: str, name: str, field: str) -> str:
@@ -151,7 +152,7 @@ class HAProxyReconciler(Reconciler):
         if change.action == "update" and not _needs_reload(self.model, change):
             return notes + ["runtime API, no reload"]
         if self._preview is None:  # one look for the whole plan
-            self._preview = HAProxy(node).preview()
+            self._preview = self._haproxy(node).preview()
         how, extra = self._preview
         what = {"create": "load", "delete": "remove", "update": "change"}[change.action]
         if how == "reload":
@@ -173,8 +174,12 @@ class HAProxyReconciler(Reconciler):
 
     # -- apply
 
+    def _haproxy(self, node: Node) -> HAProxy:
+        labels = self.model.haproxy.metadata.labels if self.model.haproxy is not None else {}
+        return HAProxy(node, adopt=labels.get("imported-from"))
+
     def apply(self, changes: list[Change], node: Node) -> Outcomes:
-        haproxy = HAProxy(node)
+        haproxy = self._haproxy(node)
         snap = haproxy.snapshot()
         try:
             haproxy.check_owned(snap)
@@ -184,7 +189,7 @@ class HAProxyReconciler(Reconciler):
 
         def attempt(batch: list[Change]) -> list[Refusal]:
             try:
-                sections = self._compose(snap.file, batch, fill)
+                sections = self._compose(snap.file, batch, fill, haproxy.adopts(snap.file))
                 self._write_new_files(batch, node)
                 text, owners = self._text(sections)
                 haproxy.install(snap, text, owners, secret=_holds_secret(self.model, batch, snap.file))
@@ -196,7 +201,8 @@ class HAProxyReconciler(Reconciler):
         landed = [c for c in changes if outcomes.get(c.key) is None]
         if not landed:
             return outcomes
-        proxies = self._compose(snap.file, landed, fill)
+        adopted = haproxy.adopts(snap.file)
+        proxies = self._compose(snap.file, landed, fill, adopted)
         listens = any(k[0] in ("frontend", "listen") for k in proxies)
         if not snap.running or not listens:
             try:
@@ -247,7 +253,8 @@ class HAProxyReconciler(Reconciler):
             # If HAProxy refuses the new file, what goes back is the old file plus what
             # landed at run time (it did land).
             kept = [c for c in landed if c not in reload and c.key not in outcomes]
-            previous, _ = self._text(self._compose(snap.file, kept, fill)) if kept else (snap.file.text, {})
+            previous, _ = self._text(self._compose(snap.file, kept, fill, haproxy.adopts(snap.file))) if kept \
+                else (snap.file.text, {})
             try:
                 haproxy.reload_or_restore(previous, binds)
             except ApplyError as err:
@@ -329,9 +336,9 @@ class HAProxyReconciler(Reconciler):
 
     # -- the file
 
-    def _compose(self, file: ConfigFile, batch: list[Change], fill: Any) -> Sections:
+    def _compose(self, file: ConfigFile, batch: list[Change], fill: Any, adopted: bool = False) -> Sections:
         """The sections of the file with `batch` applied and every other object as it is."""
-        current = sections_of(file)
+        current = sections_of(file, adopted)
         keys = {c.key for c in batch}
         has_shared = any(k[0] == "global" for k in current)
         if self.model.haproxy is None or not has_shared or any(k[0] == "HAProxy" for k in keys):
@@ -375,9 +382,15 @@ class HAProxyReconciler(Reconciler):
         needs them); a changed certificate is replaced later, with HAProxy's own copy."""
         for change in batch:
             r = self.model.objects.get(change.key)
-            for path, f in (r.files.items() if r and change.desired is not None else ()):
+            if r is None or change.desired is None:
+                continue
+            for path, f in r.files.items():
                 if not Path(path).exists():
                     managed.write_file(node, path, managed.read_source(f.ref, node))
+            for entries, text in ((r.maps, managed.map_text), (r.acls, managed.acl_text)):
+                for path, value in entries.items():
+                    if not Path(path).exists():
+                        managed.write_file(node, path, text(value).encode())  # type: ignore[arg-type]
 
     def _write_changed_files(self, changes: list[Change], node: Node) -> None:
         """Files of changes that are loaded by a reload or start (not at run time)."""
@@ -399,6 +412,11 @@ class HAProxyReconciler(Reconciler):
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _show(field: str) -> str:
+    """A field path as the loader shows it: spec.directives.0 → spec.directives[0]."""
+    return re.sub(r"\.(\d+)", r"[\1]", field)
 
 
 def _needs_reload(model: Model, change: Change, ignore_servers: bool = False) -> bool:
@@ -494,12 +512,15 @@ class _StandIns:
 
         out = {}
         for r in self.model.objects.values():
-            for path, f in r.files.items():
+            contents = {path: (lambda f=f: managed.read_source(f.ref, self.node)) for path, f in r.files.items()}
+            contents.update({path: (lambda e=e: managed.map_text(e).encode()) for path, e in r.maps.items()})
+            contents.update({path: (lambda e=e: managed.acl_text(e).encode()) for path, e in r.acls.items()})
+            for path, content in contents.items():
                 if Path(path).exists():
                     continue
                 fd, tmp = tempfile.mkstemp(prefix="reconcile-check-", suffix=Path(path).suffix)
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(managed.read_source(f.ref, self.node))
+                    handle.write(content())
                 self.temps.append(tmp)
                 out[path] = tmp
         return out
