@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, PlainValidator, StringConstraints, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.common import Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName
@@ -40,10 +40,24 @@ Line = Annotated[str, AfterValidator(_line)]
 """One directive of HAProxy's language, as a line."""
 
 
-def _directive(value: Any) -> Any:
-    # A line is checked here, before the union, so that a refused line reports one
-    # problem (not one per alternative); a mapping is left to RefLine.
-    return _line(value) if isinstance(value, str) else value
+def _directive(value: Any) -> "str | RefLine":
+    # A string is a line, anything else a reference: one alternative is validated, so a
+    # refused directive is one problem at the directive's own path.
+    if isinstance(value, str):
+        return _line(value)
+    if isinstance(value, RefLine):
+        return value
+    return RefLine.model_validate(value)
+
+
+_SECRET_SCHEMA = {"type": "object", "additionalProperties": False,
+                  "properties": {"file": {"type": "string"}, "env": {"type": "string"}}}
+_DIRECTIVE_SCHEMA = {"anyOf": [
+    {"type": "string", "description": "one directive of HAProxy's language"},
+    {"type": "object", "additionalProperties": False, "required": ["line"],
+     "description": "a directive naming a secret (((secret))) or a file (((file))) by reference",
+     "properties": {"line": {"type": "string"}, "secret": _SECRET_SCHEMA, "file": _SECRET_SCHEMA}},
+]}
 
 
 def _ip(value: str) -> str:
@@ -81,7 +95,7 @@ class RefLine(Strict):
         return self.secret or self.file  # type: ignore[return-value]
 
 
-Directive = Annotated[Union[str, RefLine], BeforeValidator(_directive)]
+Directive = Annotated[Union[str, RefLine], PlainValidator(_directive), WithJsonSchema(_DIRECTIVE_SCHEMA)]
 """A directive: a line, or a line that names a secret or a file by reference."""
 Directives = Annotated[list[Directive], Field(description="HAProxy directives, one per entry, in order")]
 
