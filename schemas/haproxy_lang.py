@@ -12,6 +12,7 @@ open control paths (`capability`), and which carry a password (`inline_secret`).
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -85,13 +86,20 @@ def _scan(line: str) -> tuple[list[str], int]:
     return out, i
 
 
+_SPECIAL = re.compile(r"[\\'\"#]")
+
+
 def words(line: str) -> list[str]:
     """The words HAProxy reads from `line` (quotes removed, escapes resolved, no comment)."""
+    if not _SPECIAL.search(line):  # most lines: no quote, escape or comment
+        return line.split()
     return _scan(line)[0]
 
 
 def strip_comment(line: str) -> str:
     """`line` without its comment and surrounding blanks; quoted or escaped `#` stay."""
+    if not _SPECIAL.search(line):
+        return line.strip()
     return line[: _scan(line)[1]].strip()
 
 
@@ -199,6 +207,17 @@ class Address:
 _HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})?")
 
 
+@functools.lru_cache(maxsize=65536)
+def ip_address(text: str) -> tuple[str, int] | None:
+    """(normalized address, version 4 or 6), or None when `text` is not an IP address.
+    Cached: thousands of servers share a few hundred addresses."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return str(ip), ip.version
+
+
 def parse_address(text: str, *, bind: bool = False) -> Address:
     """HAProxy's `[prefix@]address[:port]` (§11), as far as reconcile must understand it."""
     prefix, _, rest = text.rpartition("@")
@@ -217,12 +236,12 @@ def parse_address(text: str, *, bind: bool = False) -> Address:
         host = "0.0.0.0"
     elif host == "::" and bind:
         pass
-    try:
-        ip = ipaddress.ip_address(host)
-        family, host = ("ipv6" if ip.version == 6 else "ipv4"), str(ip)
-    except ValueError:
-        if not _HOST.fullmatch(host):
-            return Address(text, None, "other")
+    ip = ip_address(host)
+    if ip is not None:
+        host, family = ip[0], ("ipv6" if ip[1] == 6 else "ipv4")
+    elif not _HOST.fullmatch(host):
+        return Address(text, None, "other")
+    else:
         family = "name"
     number = int(port) if port.isdigit() and 0 < int(port) < 65536 else None
     return Address(host, number, family, port)

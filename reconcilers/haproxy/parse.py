@@ -71,12 +71,12 @@ def proxy_state(keyword: str, header_from: str | None, directives: list[str],
     default_server = list(inherited_default_server)
     for line in directives:
         w = words(line)
-        if w[:1] == ["server"] and keyword != "frontend":
+        if w and w[0] == "server" and keyword != "frontend":
             found = server_state(line, default_server)
             if found is not None:
                 servers[found[0]] = found[1]
                 continue
-        if w[:1] == ["default-server"]:
+        elif w and w[0] == "default-server":
             default_server += w[1:]
         lines.append(line)
     state["lines"] = lines

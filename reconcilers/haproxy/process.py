@@ -104,16 +104,14 @@ def file_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def state_file(file: ConfigFile) -> Path:
-    """Where the running configuration keeps the server state across reloads."""
-    for s in file.sections:
-        if s.keyword == "global":
-            for line in s.directives():
-                w = words(line)
-                if w[:1] == ["server-state-file"] and len(w) > 1:
-                    path = Path(w[1])
-                    return path if path.is_absolute() else Path("/var/lib/haproxy") / path
-    return STATE_FILE
+def state_file(text: str | None) -> Path:
+    """Where a configuration keeps the server state across reloads (`server-state-file`,
+    which only `global` takes)."""
+    m = re.search(r"^[ \t]*server-state-file[ \t]+(\S+)", text or "", re.M)
+    if not m:
+        return STATE_FILE
+    path = Path(m.group(1))
+    return path if path.is_absolute() else Path("/var/lib/haproxy") / path
 
 
 # --- the process -----------------------------------------------------------------------------
@@ -178,7 +176,7 @@ class HAProxy:
     def check(self, text: str, owners: dict[SectionKey, Key] | None = None) -> list[Refusal]:
         """What `haproxy -c` refuses in `text`, checked in a temp file. Read-only: a server
         state file apply would create is stood in for by an empty one."""
-        state = state_file(parse_config(text))
+        state = state_file(text)
         with tempfile.NamedTemporaryFile("w", prefix="reconcile-check-", suffix=".state") as stand_in:
             if not state.exists():
                 stand_in.write(EMPTY_STATE)
@@ -198,7 +196,7 @@ class HAProxy:
         was there already."""
         self.check_owned(snap)
         writer = AtomicWriter(self.node)
-        state = state_file(parse_config(text))
+        state = state_file(text)
         if not state.exists():  # HAProxy warns about a missing one (an error under zero-warning)
             writer.write(state, EMPTY_STATE)
         if snap.file.text is not None and not snap.file.generated and not BACKUP.exists():
@@ -313,7 +311,7 @@ class HAProxy:
         global `server-state-file`: reconcile's, or the operator's)."""
         text = self.api.command("show servers state", read_only=True)
         if text.startswith("1\n"):
-            AtomicWriter(self.node).write(state_file(parse_config(read_config(self.config))), text)
+            AtomicWriter(self.node).write(state_file(read_config(self.config)), text)
 
     @staticmethod
     def _wait(predicate: Callable[[], Any], seconds: float, message: str) -> None:

@@ -193,8 +193,7 @@ def _log_line(logging: Any) -> str:
 
 
 def _endpoint(address: str, port: int | None) -> str:
-    ip = ipaddress.ip_address(address)
-    host = f"[{address}]" if ip.version == 6 else address
+    host = f"[{address}]" if ":" in address else address
     return f"{host}:{port}" if port is not None else host
 
 

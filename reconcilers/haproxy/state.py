@@ -49,6 +49,7 @@ class Model:
     objects: dict[Key, Rendered] = field(default_factory=dict)
     haproxy: Any = None  # the node's HAProxy manifest, or None: reconcile's own global and defaults
     sources: dict[Key, Any] = field(default_factory=dict)  # the manifests
+    _inherited: dict[str | None, list[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, tree: Any, node: str) -> "Model":
@@ -83,10 +84,12 @@ class Model:
 
     def inherited_default_server(self, parent: str | None) -> list[str]:
         """The `default-server` words a proxy takes from its defaults section."""
-        order = self.defaults_order()
-        name = parent if parent is not None else (order[-1] if order else None)
-        body = self.shared().get(("defaults", name or ""), []) if name is not None else []
-        return default_server_words([line for line in body if isinstance(line, str)])
+        if parent not in self._inherited:
+            order = self.defaults_order()
+            name = parent if parent is not None else (order[-1] if order else None)
+            body = self.shared().get(("defaults", name or ""), []) if name is not None else []
+            self._inherited[parent] = default_server_words([line for line in body if isinstance(line, str)])
+        return self._inherited[parent]
 
     # -- text
 
