@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from schemas.common import Duration, Manifest, Placement, Strict, duplicates
+from schemas.common import Duration, Manifest, Placement, Strict, UrlPath, duplicates
 from schemas.haproxy import (
     Balance, Bind, Directives, HealthCheck, ProxyMetadata, ProxyName, Server, Stats, defaults_problems, line_text,
 )
 from schemas.haproxy_lang import parse_server
-
-UrlPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/%-]*$", max_length=256)]
 
 
 class BackendTimeouts(Strict):

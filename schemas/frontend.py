@@ -5,13 +5,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from schemas.backend import UrlPath
-from schemas.common import Duration, Manifest, Placement, Strict, duplicates
+from schemas.common import Duration, HostName, Manifest, Placement, Strict, UrlPath, duplicates
 from schemas.haproxy import Bind, Directives, ProxyMetadata, ProxyName, Stats, defaults_problems, effective_mode
-
-HostName = Annotated[str, StringConstraints(pattern=r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", to_lower=True)]
 
 
 class Rule(Strict):

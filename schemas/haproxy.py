@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, Field, PlainValidator, StringConstraints, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.common import Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName
+from schemas.common import UrlPath, Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName
 from schemas.haproxy_lang import (
     FILE_PLACEHOLDER, OTHER_SECTIONS, SECRET_PLACEHOLDER, check_directive, check_name, inline_secret, words,
 )
@@ -166,7 +166,7 @@ CheckType = Literal["tcp", "http", "mysql", "pgsql", "redis", "ldap", "smtp", "s
 
 class HealthCheck(Strict):
     type: CheckType = "tcp"
-    path: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/%?&=-]*$", max_length=256)] = "/"
+    path: UrlPath = "/"
     method: Literal["GET", "HEAD", "OPTIONS"] = "GET"
     expectStatus: Annotated[int, Field(ge=100, le=599)] = 200
     host: HostName | None = Field(None, description="Host header of HTTP checks")

@@ -8,7 +8,7 @@ unless quoted or escaped, `"…"` weak and `'…'` strong quoting, `\\` escaping
 reconcile carries every directive as a validated line (`check_directive`) and understands
 only what it must: names, addresses, server and bind lines, which directives run code or
 open control paths (`capability`), and which carry a password (`inline_secret`).
-`escape_word` is the one escaping function for values written into a line.
+Values reconcile writes into a line go through `haproxy_word` (reconcilers/haproxy/config.py).
 """
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ def check_name(value: str) -> str:
 # --- words, quotes and comments ------------------------------------------------------------
 
 
-def _scan(line: str) -> tuple[list[str], int]:
-    """The words of `line` (quotes removed, escapes resolved) and where its comment starts
-    (len(line) when it has none)."""
+def _scan(line: str) -> tuple[list[str], int, str]:
+    """The words of `line` (quotes removed, escapes resolved), where its comment starts
+    (len(line) when it has none), and the quote still open at its end ("" when none)."""
     out: list[str] = []
     word: list[str] | None = None
     quote = ""
@@ -83,7 +83,7 @@ def _scan(line: str) -> tuple[list[str], int]:
         i += 1
     if word is not None:
         out.append("".join(word))
-    return out, i
+    return out, i, quote
 
 
 _SPECIAL = re.compile(r"[\\'\"#]")
@@ -103,17 +103,6 @@ def strip_comment(line: str) -> str:
     return line[: _scan(line)[1]].strip()
 
 
-def escape_word(value: str) -> str:
-    """`value` as one word of a line, whatever it holds: blanks, quotes, `#` and `\\` are
-    escaped, so a value can neither end the word nor start a comment. Control characters
-    are refused (no escaping makes a line break harmless in every reader)."""
-    if _CONTROL.search(value):
-        raise ValueError("a value written into haproxy.cfg may not hold a control character")
-    if not value:
-        return '""'
-    return re.sub(r"([\\ \t#'\"])", r"\\\1", value)
-
-
 # --- directives -----------------------------------------------------------------------------
 
 
@@ -127,7 +116,9 @@ def check_directive(value: str) -> str:
         raise ValueError("a directive may not be empty")
     if line.startswith("#"):
         raise ValueError("a comment is not a directive (write comments in the YAML)")
-    first = words(line)
+    first, _, open_quote = _scan(line)
+    if open_quote:
+        raise ValueError(f"a quote ({open_quote}) that does not close: HAProxy quotes end on the same line")
     if not first:
         raise ValueError("a directive needs a keyword before its comment")
     if first[0] in SECTION_KEYWORDS:

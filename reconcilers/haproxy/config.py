@@ -12,10 +12,11 @@ batch (held back, refused earlier) keeps exactly what it runs.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconcilers.base import GENERATED_HEADER, ApplyError
+from reconcilers.base import GENERATED_HEADER, ApplyError, UnsafeValue, one_line
 from schemas.haproxy_lang import PROXY_SECTIONS, SECTION_KEYWORDS, strip_comment, words
 
 CONFIG = Path("/etc/haproxy/haproxy.cfg")
@@ -37,6 +38,23 @@ SECRET_MARK = "# reconcile: the next line holds a secret"
 KIND_OF = {"frontend": "Frontend", "backend": "Backend", "listen": "Backend"}
 SectionKey = tuple[str, str]
 """(keyword, name): ("backend", "app"), ("global", ""), ("defaults", "http")."""
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9._:/%~*@+,=\[\]-]+")
+
+
+def haproxy_word(value: object) -> str:
+    """One word of haproxy.cfg, whatever the value holds: as it is when it is made of plain
+    characters, else in single quotes (HAProxy's strong quoting: nothing inside is read as a
+    space, comment, variable or escape). Refused (UnsafeValue) when no quoting keeps it one
+    word of one line: empty, a control character or a line separator, a single quote, or a
+    leading '-' (an ACL or server would read it as a flag)."""
+    text = one_line(str(value), "haproxy.cfg")
+    if _PLAIN_WORD.fullmatch(text) and not text.startswith("-"):
+        return text
+    if not text or "'" in text or text.startswith("-"):
+        raise UnsafeValue(f"haproxy.cfg: refused to write {text!r}: it cannot be one word of the line")
+    return f"'{text}'"
 
 
 @dataclass

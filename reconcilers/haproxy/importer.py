@@ -16,12 +16,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from reconcilers.base import GENERATED_HEADER
-from reconcilers.haproxy.config import ADMIN_SOCKET, CONFIG, OURS, PIDFILE, header_of
+from reconcilers.base import GENERATED_HEADER, UnsafeValue
+from reconcilers.haproxy.config import ADMIN_SOCKET, CONFIG, OURS, PIDFILE, haproxy_word, header_of
 from reconcilers.haproxy.process import file_digest
 from reconcilers.importing import Imported, ImportProblem
 from schemas.haproxy_lang import (
-    CAPABILITIES, PROXY_SECTIONS, SECRET_PLACEHOLDER, capability, check_directive, check_name, escape_word,
+    CAPABILITIES, PROXY_SECTIONS, SECRET_PLACEHOLDER, capability, check_directive, check_name,
     inline_secret, strip_comment, words,
 )
 
@@ -179,7 +179,11 @@ def _directive(s: _Section, n: int, text: str, source: str, secrets_dir: Path, o
     else:
         i = next(i for i in range(2, len(w) - 1) if w[i] in ("password", "insecure-password"))
         value, label = w[i + 1], f"userlist-{s.name}-{w[1]}"
-    if text.count(value) != 1 or escape_word(value) != value:
+    try:
+        plain = haproxy_word(value) == value
+    except UnsafeValue:
+        plain = False
+    if text.count(value) != 1 or not plain:
         raise ImportProblem(f"{source}:{n}: a password in this line is quoted or escaped: give it by reference by "
                             f"hand ({{line: '… ((secret)) …', secret: {{file: /path}}}})")
     path = secrets_dir / re.sub(r"[^A-Za-z0-9_.-]", "_", label)

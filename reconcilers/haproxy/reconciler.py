@@ -86,14 +86,18 @@ class HAProxyReconciler(Reconciler):
         out: dict[str, str | bytes] = {}
         if not self.model.objects:
             return out
-        text, _ = self._text(self.model.all_sections(fill=self._filler(node)))
-        out[str(HAProxy(node).config)] = text
+        out[str(HAProxy(node).config)] = self.config_text(fill=self._filler(node))
         for r in self.model.objects.values():
             for path, f in r.files.items():
                 out[path] = managed.read_source(f.ref, node)
             out.update({p: managed.map_text(e) for p, e in r.maps.items()})
             out.update({p: managed.acl_text(e) for p, e in r.acls.items()})
         return out
+
+    def config_text(self, fill: Any = None) -> str:
+        """haproxy.cfg as `desired` wants it; secrets stay references unless `fill` (a
+        SecretLine → line function) puts their values in. Pure."""
+        return self._text(self.model.all_sections(fill=fill))[0]
 
     # -- validate
 

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from reconcilers.base import UnsafeValue
 from reconcilers.haproxy.config import (
-    ACLS, ADMIN_SOCKET, FILES, INDENT, LOG_RING, MAPS, OURS, SECRET_MARK, STATE_FILE, SectionKey,
+    ACLS, ADMIN_SOCKET, FILES, INDENT, LOG_RING, MAPS, OURS, SECRET_MARK, STATE_FILE, SectionKey, haproxy_word,
 )
 from schemas.common import SecretRef
 from schemas.haproxy import Directive, RefLine
-from schemas.haproxy_lang import FILE_PLACEHOLDER, SECRET_PLACEHOLDER, escape_word, words
+from schemas.haproxy_lang import FILE_PLACEHOLDER, SECRET_PLACEHOLDER, words
+
+w = haproxy_word  # every value written into a line goes through it
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,11 @@ class SecretLine:
         return self.template.replace(SECRET_PLACEHOLDER, f"<secret {self.ref.describe()}>")
 
     def fill(self, value: str) -> str:
-        return self.template.replace(SECRET_PLACEHOLDER, escape_word(value))
+        try:
+            return self.template.replace(SECRET_PLACEHOLDER, w(value))
+        except UnsafeValue:  # its message would quote the secret
+            raise UnsafeValue(f"{self.ref.describe()}: this secret cannot be written as one word of haproxy.cfg "
+                              f"(it is empty, or holds a single quote, a control character or a leading '-')") from None
 
 
 Line = Union[str, SecretLine]
@@ -99,9 +106,9 @@ def directive(d: Directive, files: _Files) -> Line:
     assert isinstance(d, RefLine)
     if d.secret is not None:
         return SecretLine(d.line, d.secret)
-    w = words(d.line)
-    certificate = any(w[i] == "crt" and FILE_PLACEHOLDER in w[i + 1] for i in range(len(w) - 1))
-    return d.line.replace(FILE_PLACEHOLDER, escape_word(files.path(d.file, certificate)))  # type: ignore[arg-type]
+    ws = words(d.line)
+    certificate = any(ws[i] == "crt" and FILE_PLACEHOLDER in ws[i + 1] for i in range(len(ws) - 1))
+    return d.line.replace(FILE_PLACEHOLDER, w(files.path(d.file, certificate)))  # type: ignore[arg-type]
 
 
 def _ours(line: str) -> str:
@@ -154,7 +161,7 @@ def render_haproxy(name: str, spec: Any) -> Rendered:
     files = _Files(out, "global")
     glob: list[Line] = [directive(d, files) for d in spec.global_]
     if spec.maxconn is not None:
-        glob.insert(0, f"maxconn {spec.maxconn}")
+        glob.insert(0, f"maxconn {w(spec.maxconn)}")
     if spec.logging is not None:
         glob.append(_log_line(spec.logging))
         if spec.logging.to == "ring":
@@ -167,15 +174,17 @@ def render_haproxy(name: str, spec: Any) -> Rendered:
         glob.append(_ours("hard-stop-after 30m"))
     out.sections[("global", "")] = glob
     for section in spec.sections:
-        out.sections[(section.type, section.name)] = [directive(d, _Files(out, f"{section.type}-{section.name}"))
-                                                      for d in section.directives]
+        key = (section.type, section.name)
+        out.sections[key] = [directive(d, _Files(out, f"{section.type}-{section.name}")) for d in section.directives]
+        out.headers[key] = f"{section.type} {w(section.name)}"
     for d in spec.defaults:
         body = [directive(x, _Files(out, f"defaults-{d.name or 'default'}")) for x in d.directives]
         if not _has(body, "load-server-state-from-file"):
             body.append(_ours("load-server-state-from-file global"))
         key = ("defaults", d.name or "")
         out.sections[key] = body
-        out.headers[key] = " ".join(["defaults", *([d.name] if d.name else []), *(["from", d.defaults] if d.defaults else [])])
+        out.headers[key] = " ".join(["defaults", *([w(d.name)] if d.name else []),
+                                     *(["from", w(d.defaults)] if d.defaults else [])])
     for map_name, entries in spec.maps.items():
         out.maps[str(MAPS / f"{map_name}.map")] = dict(entries)
     for acl_name, patterns in spec.acls.items():
@@ -185,8 +194,8 @@ def render_haproxy(name: str, spec: Any) -> Rendered:
 
 def _log_line(logging: Any) -> str:
     target = {"ring": f"ring@{LOG_RING}", "stderr": "stderr format raw", "stdout": "stdout format raw"}.get(
-        logging.to, logging.to)
-    return f"log {target} {logging.facility} {logging.level}"
+        logging.to) or w(logging.to)
+    return f"log {target} {w(logging.facility)} {w(logging.level)}"
 
 
 # --- frontends and backends ------------------------------------------------------------------
@@ -194,33 +203,33 @@ def _log_line(logging: Any) -> str:
 
 def _endpoint(address: str, port: int | None) -> str:
     host = f"[{address}]" if ":" in address else address
-    return f"{host}:{port}" if port is not None else host
+    return w(f"{host}:{port}" if port is not None else host)
 
 
 def _bind(bind: Any, files: _Files) -> str:
     ip = ipaddress.ip_address(bind.address)
     parts = ["bind", _endpoint(bind.address, bind.port)]
     if bind.tls is not None:
-        parts += ["ssl", "crt", escape_word(files.path(bind.tls.certificate, True))]
+        parts += ["ssl", "crt", w(files.path(bind.tls.certificate, True))]
         if bind.tls.alpn:
-            parts += ["alpn", ",".join(bind.tls.alpn)]
+            parts += ["alpn", w(",".join(bind.tls.alpn))]
         if bind.tls.minVersion:
-            parts += ["ssl-min-ver", bind.tls.minVersion]
+            parts += ["ssl-min-ver", w(bind.tls.minVersion)]
     # A bind to a floating address must work on the node that does not hold it now
     # (keepalived BACKUP, Pacemaker elsewhere): IP_TRANSPARENT on our own listening
     # socket allows that, without the node-wide ip_nonlocal_bind sysctl.
     if not (ip.is_unspecified or ip.is_loopback):
         parts.append("transparent")
-    return " ".join(parts + list(bind.options))
+    return " ".join(parts + [w(o) for o in bind.options])
 
 
 def _stats(stats: Any) -> list[Line]:
-    out: list[Line] = ["stats enable", f"stats uri {stats.uri}"]
+    out: list[Line] = ["stats enable", f"stats uri {w(stats.uri)}"]
     if stats.realm:
-        out.append(f"stats realm {stats.realm}")
+        out.append(f"stats realm {w(stats.realm)}")
     if stats.refresh:
-        out.append(f"stats refresh {stats.refresh}")
-    out += [SecretLine(f"stats auth {escape_word(u.user)}:{SECRET_PLACEHOLDER}", u.password) for u in stats.auth]
+        out.append(f"stats refresh {w(stats.refresh)}")
+    out += [SecretLine(f"stats auth {w(u.user)}:{SECRET_PLACEHOLDER}", u.password) for u in stats.auth]
     if stats.admin:
         out.append("stats admin if TRUE")
     return out
@@ -229,19 +238,19 @@ def _stats(stats: Any) -> list[Line]:
 def _host_acl(host: str) -> str:
     fetch = "req.hdr(host),field(1,:)"  # the Host header without a port
     if host.startswith("*."):
-        return f"{fetch} -m end -i {host[1:]}"
-    return f"{fetch} -m str -i {host}"
+        return f"{fetch} -m end -i {haproxy_word(host[1:])}"
+    return f"{fetch} -m str -i {haproxy_word(host)}"
 
 
 def _path_acls(path: str) -> list[str]:
     # A path prefix matches whole segments: /api matches /api and /api/x, not /apix.
     if path.endswith("/"):
-        return [f"path_beg {path}"]
-    return [f"path {path}", f"path_beg {path}/"]
+        return [f"path_beg {haproxy_word(path)}"]
+    return [f"path {haproxy_word(path)}", f"path_beg {haproxy_word(path + '/')}"]
 
 
 def _header(keyword: str, name: str, defaults: str | None) -> str:
-    return f"{keyword} {name}" + (f" from {defaults}" if defaults else "")
+    return f"{keyword} {w(name)}" + (f" from {w(defaults)}" if defaults else "")
 
 
 def _mode(spec: Any, directives: list[Line], inherited: str | None) -> str | None:
@@ -254,7 +263,7 @@ def _mode(spec: Any, directives: list[Line], inherited: str | None) -> str | Non
 def _proxy_common(spec: Any, mode: str | None, body: list[Line], directives: list[Line], files: _Files,
                   listens: bool) -> None:
     if spec.mode:
-        body.append(f"mode {spec.mode}")
+        body.append(f"mode {w(spec.mode)}")
     if listens and mode == "http" and not any("idle-close-on-response" in str(d) for d in directives):
         # A reload must not break idle keep-alive connections: the old worker answers
         # their next request with "Connection: close" instead of closing them.
@@ -277,13 +286,14 @@ def render_frontend(name: str, spec: Any, inherited_mode: str | None = "http") -
         body.append({"http": "option httplog", "tcp": "option tcplog", "https": "option httpslog",
                      "clf": "option httplog clf"}[spec.logFormat])
     if spec.maxconn is not None:
-        body.append(f"maxconn {spec.maxconn}")
+        body.append(f"maxconn {w(spec.maxconn)}")
     t = spec.timeouts
     for key, value in (("client", t.client), ("http-request", t.httpRequest), ("http-keep-alive", t.httpKeepAlive)):
         if value:
-            body.append(f"timeout {key} {value}")
+            body.append(f"timeout {key} {w(value)}")
     if spec.redirect is not None:
-        body.append(f"http-request redirect scheme {spec.redirect.scheme} code {spec.redirect.code} if !{{ ssl_fc }}")
+        body.append(f"http-request redirect scheme {w(spec.redirect.scheme)} code {w(spec.redirect.code)} "
+                    f"if !{{ ssl_fc }}")
     for i, rule in enumerate(spec.rules):
         conditions = []
         if rule.host:
@@ -292,10 +302,10 @@ def render_frontend(name: str, spec: Any, inherited_mode: str | None = "http") -
         if rule.path:
             body += [f"acl rule{i}_path {acl}" for acl in _path_acls(rule.path)]
             conditions.append(f"rule{i}_path")
-        body.append(f"use_backend {rule.backend} if {' '.join(conditions)}")
+        body.append(f"use_backend {w(rule.backend)} if {' '.join(conditions)}")
     body += directives
     if spec.defaultBackend:
-        body.append(f"default_backend {spec.defaultBackend}")
+        body.append(f"default_backend {w(spec.defaultBackend)}")
     key = ("frontend", name)
     out.sections[key] = body
     out.headers[key] = _header("frontend", name, spec.defaults)
@@ -309,41 +319,41 @@ _CHECK_OPTION = {"mysql": "option mysql-check user {user}", "pgsql": "option pgs
 
 def _health(check: Any) -> list[Line]:
     if check.type == "http":
-        out: list[Line] = [f"option httpchk {check.method} {check.path}"]
+        out: list[Line] = [f"option httpchk {w(check.method)} {w(check.path)}"]
         if check.host:
-            out.append(f"http-check send hdr host {check.host}")
-        out.append(f"http-check expect status {check.expectStatus}")
+            out.append(f"http-check send hdr host {w(check.host)}")
+        out.append(f"http-check expect status {w(check.expectStatus)}")
         return out
     if check.type in _CHECK_OPTION:
-        return [_CHECK_OPTION[check.type].format(user=check.user)]
+        return [_CHECK_OPTION[check.type].format(user=w(check.user) if check.user else "")]
     return []
 
 
 def server_line(server: Any, check: Any, files: _Files) -> str:
     where = _endpoint(server.address, server.port) if server.address else \
-        (f"{server.host}:{server.port}" if server.port else server.host)
-    parts = ["server", server.name, where, "weight", str(server.weight)]
+        w(f"{server.host}:{server.port}" if server.port else server.host)
+    parts = ["server", w(server.name), where, "weight", w(server.weight)]
     if server.backup:
         parts.append("backup")
     if server.maxconn is not None:
-        parts += ["maxconn", str(server.maxconn)]
+        parts += ["maxconn", w(server.maxconn)]
     if check.type != "none":
-        parts += ["check", "inter", check.interval, "fall", str(check.fall), "rise", str(check.rise)]
+        parts += ["check", "inter", w(check.interval), "fall", w(check.fall), "rise", w(check.rise)]
         if check.port:
-            parts += ["port", str(check.port)]
+            parts += ["port", w(check.port)]
         if check.address:
-            parts += ["addr", check.address]
+            parts += ["addr", w(check.address)]
     if server.host and server.resolvers:
-        parts += ["resolvers", server.resolvers, "init-addr", "last,libc,none"]
+        parts += ["resolvers", w(server.resolvers), "init-addr", "last,libc,none"]
     if server.tls is not None:
-        parts += ["ssl", "verify", server.tls.verify]
+        parts += ["ssl", "verify", w(server.tls.verify)]
         if server.tls.sni:
-            parts += ["sni", f"str({server.tls.sni})"]
+            parts += ["sni", w(f"str({server.tls.sni})")]
         if server.tls.ca is not None:
-            parts += ["ca-file", escape_word(files.path(server.tls.ca, False))]
+            parts += ["ca-file", w(files.path(server.tls.ca, False))]
         elif server.tls.verify == "required":
             parts += ["ca-file", "@system-ca"]
-    parts += list(server.options)
+    parts += [w(o) for o in server.options]
     if server.state == "maint":
         parts.append("disabled")
     return " ".join(parts)
@@ -357,7 +367,7 @@ def render_backend(name: str, spec: Any, inherited_mode: str | None = "http") ->
     body: list[Line] = []
     _proxy_common(spec, mode, body, directives, files, listens=spec.section == "listen")
     if spec.balance:
-        body.append(f"balance {spec.balance}")
+        body.append("balance " + " ".join(w(word) for word in spec.balance.split()))
         if spec.balance == "source":
             body.append("hash-type consistent")  # a dynamic algorithm: servers can be added at run time
     if spec.servers:
@@ -365,7 +375,7 @@ def render_backend(name: str, spec: Any, inherited_mode: str | None = "http") ->
     t = spec.timeouts
     for key in ("connect", "server", "queue", "check", "tunnel"):
         if getattr(t, key):
-            body.append(f"timeout {key} {getattr(t, key)}")
+            body.append(f"timeout {key} {w(getattr(t, key))}")
     body += directives
     body += [server_line(s, spec.healthCheck, files) for s in spec.servers]
     key = (spec.section, name)
@@ -385,8 +395,8 @@ def inherited_mode(haproxy: Any | None, defaults: str | None) -> str | None:
     while chosen is not None and id(chosen) not in seen:
         seen.add(id(chosen))
         for d in chosen.directives:
-            w = words(d if isinstance(d, str) else d.line)
-            if w[:1] == ["mode"] and len(w) > 1:
-                return w[1]
+            ws = words(d if isinstance(d, str) else d.line)
+            if ws[:1] == ["mode"] and len(ws) > 1:
+                return ws[1]
         chosen = next((d for d in sections if d.name == chosen.defaults), None) if chosen.defaults else None
     return "tcp"

@@ -37,7 +37,7 @@ try:
 except (ConnectionResetError, TimeoutError): pass
 print(out.decode(), end="")
 """
-STATS_PASSWORD = "Stats pass#7 'q'"
+STATS_PASSWORD = "Stats pass#7 q"  # a space and a hash: quoted in the file
 
 CLUSTER = """\
 apiVersion: reconcile/v1

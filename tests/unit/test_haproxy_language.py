@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.haproxy_lang import (
-    capability, check_directive, check_name, escape_word, inline_secret, parse_address, parse_bind, parse_server,
+    capability, check_directive, check_name, inline_secret, parse_address, parse_bind, parse_server,
     strip_comment, words,
 )
 
@@ -28,18 +28,6 @@ def test_a_comment_starts_at_an_unprotected_hash_only() -> None:
     assert strip_comment('http-response set-header X "#1"  # a comment') == 'http-response set-header X "#1"'
     assert strip_comment("acl h hdr(x) -m str \\#tag # c") == "acl h hdr(x) -m str \\#tag"
     assert strip_comment("# only a comment") == ""
-
-
-@pytest.mark.parametrize("value", ["plain", "two words", "ha#sh", "quo'te", 'dou"ble', "back\\slash", "", "$HOME"])
-def test_escape_word_gives_one_word_that_reads_back_as_the_value(value: str) -> None:
-    line = f"stats auth admin:{escape_word(value)} # end"
-    assert words(line) == ["stats", "auth", f"admin:{value}"]
-
-
-@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\x00b", "a\x1bb", "a\u2028b"])
-def test_escape_word_refuses_what_no_escaping_makes_harmless(value: str) -> None:
-    with pytest.raises(ValueError):
-        escape_word(value)
 
 
 @pytest.mark.parametrize("line, message", [
