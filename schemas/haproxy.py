@@ -173,6 +173,8 @@ class HealthCheck(Strict):
     user: UserName | None = Field(None, description="user of mysql/pgsql checks")
     port: Port | None = Field(None, description="check this port instead of the server's (the Patroni pattern)")
     address: IPAddress | None = None
+    agentPort: Port | None = Field(None, description="also ask an agent on this port for the server's weight and "
+                                                   "state (agent-check); combines with any type")
     interval: Duration = "2s"
     fall: Annotated[int, Field(ge=1, le=100)] = 3
     rise: Annotated[int, Field(ge=1, le=100)] = 2

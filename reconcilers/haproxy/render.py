@@ -343,6 +343,8 @@ def server_line(server: Any, check: Any, files: _Files) -> str:
             parts += ["port", w(check.port)]
         if check.address:
             parts += ["addr", w(check.address)]
+    if check.agentPort:
+        parts += ["agent-check", "agent-port", w(check.agentPort), "agent-inter", w(check.interval)]
     if server.host and server.resolvers:
         parts += ["resolvers", w(server.resolvers), "init-addr", "last,libc,none"]
     if server.tls is not None:

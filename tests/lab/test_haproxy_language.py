@@ -169,7 +169,7 @@ def lb(lab: Lab) -> Iterator[LB]:
             lab.exec(NODE, ["kill", pid], check=False)
             lab.exec(NODE, ["sh", "-c", f"while kill -0 {pid} 2>/dev/null; do sleep 0.05; done"], timeout=30)
     lab.exec(NODE, ["ip", "addr", "del", "192.0.2.100/24", "dev", "eth0"], check=False)
-    lab.exec(NODE, ["rm", "-rf", "/etc/haproxy/haproxy.cfg", "/etc/haproxy/reconcile", "/etc/haproxy/maps",
+    lab.exec(NODE, ["rm", "-rf", "/etc/haproxy/haproxy.cfg", "/etc/haproxy/reconcile", "/etc/haproxy/maps", "/etc/haproxy/acl",
                     "/etc/haproxy/haproxy.cfg.before-reconcile", "/var/lib/haproxy/server-state",
                     "/etc/keepalived/keepalived.conf", "/var/lib/reconcile", "/run/haproxy.pid",
                     "/etc/reconcile/policy.yaml"], check=False)
@@ -443,6 +443,7 @@ spec:
   defaults: web
   bind: [{address: 127.0.0.1, port: 8405}]
   directives:
+    - http-request deny if !{ src -f /etc/haproxy/acl/clients.acl }
     - use_backend %[req.hdr(host),field(1,:),lower,map(/etc/haproxy/maps/hosts.map,to_a)]
 ---
 apiVersion: reconcile/v1
@@ -463,9 +464,9 @@ spec:
 """
 
 
-def test_a_map_changes_at_run_time_without_a_reload(lb: LB) -> None:
-    def tree(target: str) -> Path:
-        haproxy = HAPROXY + f"  maps:\n    hosts: {{shop.example.test: {target}}}\n"
+def test_a_map_and_an_acl_file_change_at_run_time_without_a_reload(lb: LB) -> None:
+    def tree(target: str, clients: str = "[127.0.0.1, 192.0.2.12]") -> Path:
+        haproxy = HAPROXY + f"  maps:\n    hosts: {{shop.example.test: {target}}}\n  acls:\n    clients: {clients}\n"
         path = lb.tree(MAPS)
         (path / "haproxy.yaml").write_text("---\n".join([CLUSTER, haproxy, MAPS]))
         return path
@@ -480,6 +481,12 @@ def test_a_map_changes_at_run_time_without_a_reload(lb: LB) -> None:
     assert lb.curl("-H", "Host: shop.example.test", "http://127.0.0.1:8405/", node=NODE).strip() == "b1"
     assert lb.lab.read_file(NODE, "/etc/haproxy/maps/hosts.map") == "shop.example.test to_b\n"
     lb.reconcile("--dry-run", "--repo", str(changed), rc=0)
+    closed = tree("to_b", clients="[192.0.2.12]")  # this node's own address is no client any more
+    lb.apply(closed)
+    assert lb.reloads() == reloads
+    assert lb.curl("-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:8405/", node=NODE) == "403"
+    assert lb.lab.read_file(NODE, "/etc/haproxy/acl/clients.acl") == "192.0.2.12\n"
+    lb.reconcile("--dry-run", "--repo", str(closed), rc=0)
 
 
 # --- bad input -----------------------------------------------------------------------------------

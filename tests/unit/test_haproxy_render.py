@@ -88,7 +88,7 @@ def edge(tmp_path: Path, password: Path, cert: Path = CERT) -> Path:
         spec:
           node: lb1
           defaults: tcp
-          healthCheck: {{type: pgsql, user: haproxy}}
+          healthCheck: {{type: pgsql, user: haproxy, agentPort: 9999}}
           servers: [{{name: p1, address: 192.0.2.31, port: 5432}}]
         ---
         apiVersion: reconcile/v1
@@ -136,6 +136,8 @@ def test_typed_fields_render_to_directives(tmp_path: Path, password: Path) -> No
            "resolvers dc init-addr last,libc,none\n" in text
     assert "ssl verify none sni 'str(a3.example.test)' disabled\n" in text
     assert "\nbackend db from tcp\n    option pgsql-check user haproxy\n" in text
+    assert "server p1 192.0.2.31:5432 weight 1 check inter 2s fall 3 rise 2 agent-check agent-port 9999 " \
+           "agent-inter 2s\n" in text
 
 
 def test_the_plan_shows_references_never_values(tmp_path: Path, password: Path) -> None:
