@@ -2,11 +2,11 @@
 balance algorithm, health check, servers and any other directive of HAProxy's language."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import Duration, Manifest, Placement, Strict, UrlPath, duplicates
+from schemas.common import Duration, Manifest, Placement, Strict, duplicates
 from schemas.haproxy import (
     Balance, Bind, Directives, HealthCheck, ProxyMetadata, ProxyName, Server, Stats, defaults_problems, line_text,
 )

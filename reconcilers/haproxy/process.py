@@ -26,7 +26,6 @@ from reconcilers.haproxy.config import (
     section_at,
 )
 from reconcilers.haproxy.parse import Snapshot
-from schemas.haproxy_lang import words
 from reconcilers.haproxy.runtime import MasterProc, RuntimeAPI, parse_servers_state, parse_show_proc, parse_stat, \
     used_connections
 
