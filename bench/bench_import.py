@@ -10,8 +10,10 @@ manifests (in-process, into a temp folder), then per file:
              section by section (comments and whitespace aside; reconcile's own added
              lines do not count against it)
   native     the tool's own validator on the original and on the rendered file (for
-             HAProxy `haproxy -c` in a lab node, with stand-in files where the original
-             names certificates, CA files, error pages and the like)
+             HAProxy `haproxy -c` in a lab node, with the same stand-ins for both: files
+             where the original names certificates, CA files, DH parameters, error pages,
+             Lua scripts; addresses in the node's /etc/hosts for the host names servers are
+             given by; the empty server-state file reconcile makes before it checks)
 
 Prints a table and totals; asserts nothing. A tool plugs in with a `Hook` (see HAProxy's):
 how to split its files into sections of directive lines, where render puts the file, and
