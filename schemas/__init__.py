@@ -24,6 +24,7 @@ _MODELS: dict[str, str] = {
     "HAProxy": "schemas.haproxy:HAProxy",
     "Container": "schemas.container:Container",
     "DomainJoin": "schemas.domain_join:DomainJoin",
+    "Mount": "schemas.mount:Mount",
 }
 
 

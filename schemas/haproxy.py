@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, Field, PlainValidator, StringConstraints, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.common import UrlPath, Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName
+from schemas.common import NOT_ECHOED, UrlPath, Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName
 from schemas.haproxy_lang import (
     FILE_PLACEHOLDER, OTHER_SECTIONS, SECRET_PLACEHOLDER, check_directive, check_name, inline_secret, words,
 )
@@ -32,7 +32,8 @@ def _line(value: str) -> str:
     if why:
         # Its own error type, so that the loader never echoes the value.
         raise PydanticCustomError("inline_secret", f"{why} written inline: give it by reference, "
-                                  "e.g. {line: 'stats auth admin:((secret))', secret: {file: /etc/reconcile/secrets/stats}}")
+                                  "e.g. {line: 'stats auth admin:((secret))', secret: {file: /etc/reconcile/secrets/stats}} "
+                                  f"{NOT_ECHOED}")
     return line
 
 
@@ -316,10 +317,23 @@ def effective_mode(manifest: Manifest, tree: Any) -> str | None:
         w = line_words(d)
         if w[:1] == ["mode"] and len(w) > 1:
             return w[1]
-    nodes = tree.nodes_of(manifest)
-    if any(nodes & tree.nodes_of(h) for h in tree.of_kind("HAProxy")):
+    if tree.nodes_of(manifest) & tree.memo(_haproxy_nodes):
         return None
     return "http"
+
+
+def _haproxy_nodes(tree: Any) -> frozenset[str]:
+    """The nodes an HAProxy manifest lands on (an index: whole-tree checks stay linear)."""
+    return frozenset(n for h in tree.of_kind("HAProxy") for n in tree.nodes_of(h))
+
+
+def _defaults_nodes(tree: Any) -> dict[str, frozenset[str]]:
+    """Defaults section name → the nodes where an HAProxy manifest defines it."""
+    out: dict[str, set[str]] = {}
+    for h in tree.of_kind("HAProxy"):
+        for name in h.defaults_names():
+            out.setdefault(name, set()).update(tree.nodes_of(h))
+    return {name: frozenset(nodes) for name, nodes in out.items()}
 
 
 def defaults_problems(manifest: Manifest, tree: Any) -> list[tuple[str, str]]:
@@ -329,11 +343,7 @@ def defaults_problems(manifest: Manifest, tree: Any) -> list[tuple[str, str]]:
     if not wanted:
         return []
     nodes = tree.nodes_of(manifest)
-    covered: set[str] = set()
-    for h in tree.of_kind("HAProxy"):
-        if wanted in h.defaults_names():
-            covered |= nodes & tree.nodes_of(h)
-    missing = sorted(nodes - covered)
+    missing = sorted(nodes - tree.memo(_defaults_nodes).get(wanted, frozenset()))
     if missing or not nodes:
         return [("spec.defaults", f"no HAProxy manifest on {', '.join(missing) or 'its nodes'} has a defaults "
                                   f"section named {wanted!r}")]
