@@ -161,7 +161,34 @@ def _positional(s: _Section, defaults: list[_Section], out: Imported, source: st
     return s.before.name
 
 
+def _untab(text: str, where: str) -> str:
+    """`text` with its tabs between words turned into spaces (the same to HAProxy; a
+    manifest's string is one line without control characters). A tab inside quotes is part
+    of a value and cannot be carried: refused."""
+    if "\t" not in text:
+        return text
+    out, quote, escaped = [], "", False
+    for c in text:
+        if escaped:
+            escaped = False
+        elif c == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            if c == quote:
+                quote = ""
+            elif c == "\t":
+                raise ImportProblem(f"{where}: a tab inside quotes is part of the value and cannot be written in a "
+                                    f"manifest: write it as \\t (HAProxy reads that as a tab inside double quotes)")
+        elif c in "'\"":
+            quote = c
+        elif c == "\t":
+            c = " "
+        out.append(c)
+    return "".join(out)
+
+
 def _directive(s: _Section, n: int, text: str, source: str, secrets_dir: Path, out: Imported) -> Any:
+    text = _untab(text, f"{source}:{n}")
     try:
         check_directive(text)
     except ValueError as err:

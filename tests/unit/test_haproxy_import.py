@@ -139,3 +139,11 @@ def test_the_cli_writes_manifests_and_secret_files_0600(tmp_path: Path, capsys: 
     assert secret.read_text() == "Wonder.land7\n" and secret.stat().st_mode & 0o777 == 0o600
     assert "edge.cfg:33: an unnamed defaults section" in capsys.readouterr().err
     load_tree(out)  # the manifests are valid as written
+
+
+def test_tabs_between_words_become_spaces_and_a_tab_inside_quotes_is_refused(tmp_path: Path) -> None:
+    imported = import_text("global\n\tmaxconn\t\t500\n\tlog\t127.0.0.1\tlocal0\n", "t.cfg", {"node": "lb1"}, tmp_path)
+    assert imported.documents[0]["spec"]["global"] == ["maxconn  500", "log 127.0.0.1 local0"]
+    with pytest.raises(ImportProblem) as err:
+        import_text('frontend f\n\thttp-request set-header X "a\tb"\n', "t.cfg", {"node": "lb1"}, tmp_path)
+    assert str(err.value).startswith("t.cfg:2: a tab inside quotes is part of the value")
