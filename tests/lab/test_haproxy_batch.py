@@ -214,7 +214,8 @@ class ApplyTimeOnly(HAProxyReconciler):
     def validate(self, node):  # leave every refusal to the apply's own check
         return []
 
-reconcilers.REGISTRY["Backend"] = reconcilers.REGISTRY["Frontend"] = "__main__:ApplyTimeOnly"
+for kind in ("HAProxy", "Backend", "Frontend"):  # one owner of the three kinds
+    reconcilers.REGISTRY[kind] = "__main__:ApplyTimeOnly"
 node = Node("lb1", Runner(recording=True))
 record = Engine(load_tree(sys.argv[1]), node).apply()
 checks = [r.argv for r in node.runner.records if r.argv[:2] == ["haproxy", "-c"]]
