@@ -129,10 +129,11 @@ class Snapshot:
         return out
 
 
-def template_names(section: Section) -> set[str]:
-    """Server names the section's `server-template` lines make (prefix1..prefixN)."""
+def template_names(section: Section | list[str]) -> set[str]:
+    """Server names the section's `server-template` lines make (prefix1..prefixN); a
+    section, or its directive lines."""
     names: set[str] = set()
-    for line in section.directives():
+    for line in section if isinstance(section, list) else section.directives():
         w = words(line)
         if w[:1] == ["server-template"] and len(w) > 2:
             low, _, high = w[2].partition("-")

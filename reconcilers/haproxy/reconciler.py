@@ -22,13 +22,18 @@ that must exist on the node), then `haproxy -c` on the whole file; each refusal 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from reconcilers.base import ApplyError, Change, Desired, Key, Node, Outcomes, Reconciler, Refusal, install_batch
+from reconcilers.base import (
+    NODE, ApplyError, Change, Desired, Health, HealthReport, Key, Node, NodeNote, Outcomes, Reconciler, Refusal,
+    install_batch,
+)
 from reconcilers.haproxy import files as managed
 from reconcilers.haproxy.config import KIND_OF, SECRET_MARK, ConfigFile, SectionKey, Sections, compose, line_changes, \
     sections_of
+from reconcilers.haproxy.health import backend_health, check_timing, checks_pending, frontend_health, haproxy_health
 from reconcilers.haproxy.parse import Snapshot
 from reconcilers.haproxy.process import HAProxy, Refused
 from reconcilers.haproxy.render import SecretLine
@@ -52,6 +57,7 @@ class HAProxyReconciler(Reconciler):
         self.tree: Any = None
         self.ignored: dict[str, set[str]] = {}
         self._preview: tuple[str, list[str]] | None = None
+        self.changed: dict[str, float] = {}  # backend → when this run changed it (monotonic), for health
 
     # -- desired and observed
 
@@ -158,10 +164,10 @@ class HAProxyReconciler(Reconciler):
         if self._preview is None:  # one look for the whole plan
             self._preview = self._haproxy(node).preview()
         how, extra = self._preview
-        what = {"create": "load", "delete": "remove", "update": "change"}[change.action]
-        if how == "reload":
-            return [*notes, f"reload HAProxy (hitless) to {what} the {change.kind}", *extra]
-        return [*notes, f"start HAProxy to {what} the {change.kind} (it does not run)", *extra]
+        # One reload (or start) loads every change of the pass: said once for the node.
+        said = NodeNote("HAProxy will be reloaded (hitless) with the new configuration" if how == "reload"
+                        else "HAProxy will be started (it does not run)")
+        return [*notes, said, *(NodeNote(f"HAProxy: {n}") for n in extra)]
 
     def _certificate_note(self, key: Key, path: str, node: Node) -> str:
         r = self.model.objects.get(key)
@@ -176,6 +182,39 @@ class HAProxyReconciler(Reconciler):
             return f"{path}: written from {f.ref.describe()} (0600)"
         return f"certificate {path} from {f.ref.describe()}: {managed.describe_certificate(data)}"
 
+    # -- health
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Frontends listening and each backend's servers as HAProxy's checks see them,
+        from one `show stat`; a backend changed in this run is Unknown until its checks
+        have had time to judge the change. The HAProxy object is healthy when HAProxy
+        runs and its admin socket answers."""
+        if not any(desired.get(kind) for kind in self.kinds):
+            return {}
+        rows = self._haproxy(node).stat_rows()
+        running = haproxy_health(rows is not None, True)
+        out_b: dict[str, Health] = {}
+        for name, d in desired.get("Backend", {}).items():
+            health = backend_health(name, rows, d.state, "state" in self.ignored.get(name, set()))
+            timing = check_timing(d.state.get("servers", {}), self._default_server(("Backend", name), d.state))
+            left = checks_pending(self.changed.get(name), timing)
+            if left and health.status == "Healthy":
+                health = Health.unknown("ChecksPending", f"changed {left:.1f}s too recently for HAProxy's checks "
+                                                         "to have judged it (fall × interval)")
+            out_b[name] = health
+        out_f = {n: frontend_health(n, rows, _binds(d.state)) for n, d in desired.get("Frontend", {}).items()}
+        out_h = {n: running for n in desired.get("HAProxy", {})}
+        return {"HAProxy": out_h, "Backend": out_b, "Frontend": out_f, NODE: {"haproxy": running}}
+
+    def _default_server(self, key: Key, state: dict[str, Any]) -> list[str]:
+        """The `default-server` words a proxy's servers take: from its defaults section,
+        then its own `default-server` lines."""
+        source = self.model.sources.get(key)
+        inherited = self.model.inherited_default_server(source.spec.defaults) if source is not None else []
+        return [*inherited, *(w for line in state.get("lines", []) if (ws := words(line))[:1] == ["default-server"]
+                              for w in ws[1:])]
+
     # -- apply
 
     def _haproxy(self, node: Node) -> HAProxy:
@@ -183,6 +222,8 @@ class HAProxyReconciler(Reconciler):
         return HAProxy(node, adopt=labels.get("imported-from"))
 
     def apply(self, changes: list[Change], node: Node) -> Outcomes:
+        now = time.monotonic()
+        self.changed.update({c.name: now for c in changes if c.kind == "Backend" and c.action != "delete"})
         haproxy = self._haproxy(node)
         snap = haproxy.snapshot()
         try:
