@@ -14,25 +14,38 @@ from schemas.haproxy_lang import parse_server
 
 
 class BackendTimeouts(Strict):
-    connect: Duration | None = None
-    server: Duration | None = None
-    queue: Duration | None = None
-    check: Duration | None = None
-    tunnel: Duration | None = None
+    """HAProxy's timeouts for this backend (unset: from its defaults section)."""
+
+    connect: Duration | None = Field(None, description="Longest wait for a connection to a server.")
+    server: Duration | None = Field(None, description="Longest silence from a server in a request.")
+    queue: Duration | None = Field(None, description="Longest wait in the queue for a free server.")
+    check: Duration | None = Field(None, description="Longest wait for a health check's answer, once connected.")
+    tunnel: Duration | None = Field(None, description="Longest silence on a tunnel (WebSocket, CONNECT) in both "
+                                    "directions.")
 
 
 class BackendSpec(Placement):
+    """An HAProxy backend (or listen section): its servers, how requests are spread and how
+    servers are checked, and any other directive of HAProxy's language."""
+
     section: Literal["backend", "listen"] = Field(
         "backend", description="listen: a backend that also binds (HAProxy's frontend and backend in one)")
     defaults: ProxyName | None = Field(None, description="the defaults section it takes settings from (`from`)")
-    mode: Literal["http", "tcp"] | None = None
-    balance: Balance | None = None
-    bind: list[Bind] = Field(default_factory=list, description="listen only")
-    servers: list[Server] = Field(default_factory=list)
-    healthCheck: HealthCheck = Field(default_factory=HealthCheck, description="for the servers listed in `servers`")
-    timeouts: BackendTimeouts = Field(default_factory=BackendTimeouts)
+    mode: Literal["http", "tcp"] | None = Field(None, description="http parses requests; tcp forwards bytes "
+                                                "(unset: from its defaults section).")
+    balance: Balance | None = Field(None, description="How servers are chosen: any algorithm of HAProxy 2.6 with "
+                                    "its arguments (roundrobin, leastconn, source, uri, hdr(NAME), random(2), …; "
+                                    "source is rendered with hash-type consistent). Unset: HAProxy's (roundrobin).")
+    bind: list[Bind] = Field(default_factory=list, description="Where a listen section accepts connections "
+                             "(listen only).")
+    servers: list[Server] = Field(default_factory=list, description="The servers (more may be given as `server` "
+                                  "directives).")
+    healthCheck: HealthCheck = Field(default_factory=HealthCheck, description="How the servers listed in "
+                                     "`servers` are checked.")
+    timeouts: BackendTimeouts = Field(default_factory=BackendTimeouts, description="Timeouts (unset: from its "
+                                      "defaults section).")
     forwardFor: bool = Field(False, description="option forwardfor (add X-Forwarded-For)")
-    stats: Stats | None = Field(None, description="listen only")
+    stats: Stats | None = Field(None, description="HAProxy's stats page here (listen only).")
     directives: Directives = Field(default_factory=list)
     ignore: list[Literal["state", "weight"]] = Field(
         default_factory=list, description="server fields an operator may change at run time without it being drift"

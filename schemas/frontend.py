@@ -14,9 +14,11 @@ from schemas.haproxy import Bind, Directives, ProxyMetadata, ProxyName, Stats, d
 class Rule(Strict):
     """Send requests whose Host and/or path prefix match to `backend`. First match wins."""
 
-    host: HostName | None = None
-    path: UrlPath | None = None
-    backend: ProxyName
+    host: HostName | None = Field(None, description="The Host header to match; *.example.test matches every "
+                                  "name below example.test.")
+    path: UrlPath | None = Field(None, description="A path prefix to match, by whole segments: /api matches /api "
+                                 "and /api/..., not /apiary.")
+    backend: ProxyName = Field(description="The Backend that gets matching requests.")
 
     @model_validator(mode="after")
     def _something(self) -> "Rule":
@@ -26,29 +28,41 @@ class Rule(Strict):
 
 
 class FrontendTimeouts(Strict):
-    client: Duration | None = None
-    httpRequest: Duration | None = None
-    httpKeepAlive: Duration | None = None
+    """HAProxy's timeouts for this frontend (unset: from its defaults section)."""
+
+    client: Duration | None = Field(None, description="Longest silence from a client.")
+    httpRequest: Duration | None = Field(None, description="Longest time a client may take to send a whole "
+                                         "request (http mode; slow-request protection).")
+    httpKeepAlive: Duration | None = Field(None, description="Longest wait for the next request on a kept-alive "
+                                           "connection.")
 
 
 class Redirect(Strict):
     """Redirect plain HTTP to HTTPS (requests that did not come over TLS)."""
 
-    scheme: Literal["https"] = "https"
-    code: Literal[301, 302, 303, 307, 308] = 301
+    scheme: Literal["https"] = Field("https", description="The scheme redirected to.")
+    code: Literal[301, 302, 303, 307, 308] = Field(301, description="The HTTP status of the redirect.")
 
 
 class FrontendSpec(Placement):
+    """An HAProxy frontend: where it listens, which Backend gets which request, and any other
+    directive of HAProxy's language."""
+
     defaults: ProxyName | None = Field(None, description="the defaults section it takes settings from (`from`)")
-    bind: list[Bind] = Field(default_factory=list)
-    mode: Literal["http", "tcp"] | None = None
-    defaultBackend: ProxyName | None = None
-    rules: list[Rule] = Field(default_factory=list)
-    maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    timeouts: FrontendTimeouts = Field(default_factory=FrontendTimeouts)
+    bind: list[Bind] = Field(default_factory=list, description="Where it listens (more may be given as `bind` "
+                             "directives).")
+    mode: Literal["http", "tcp"] | None = Field(None, description="http parses requests (and can route them); tcp "
+                                                "forwards bytes (unset: from its defaults section).")
+    defaultBackend: ProxyName | None = Field(None, description="The Backend that gets requests no rule matches.")
+    rules: list[Rule] = Field(default_factory=list, description="Routing by Host and path, first match wins "
+                              "(http mode), before any `use_backend` directive.")
+    maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        None, description="Most concurrent connections it accepts (default: HAProxy's).")
+    timeouts: FrontendTimeouts = Field(default_factory=FrontendTimeouts, description="Timeouts (unset: from its "
+                                       "defaults section).")
     forwardFor: bool = Field(False, description="option forwardfor (add X-Forwarded-For)")
-    redirect: Redirect | None = None
-    stats: Stats | None = None
+    redirect: Redirect | None = Field(None, description="Redirect plain HTTP to HTTPS.")
+    stats: Stats | None = Field(None, description="HAProxy's stats page on this frontend.")
     logFormat: Literal["http", "tcp", "https", "clf"] | None = Field(
         None, description="option httplog / tcplog / httpslog / httplog clf")
     directives: Directives = Field(default_factory=list)

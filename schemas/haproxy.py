@@ -17,12 +17,27 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, Field, PlainValidator, StringConstraints, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.common import NOT_ECHOED, UrlPath, Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName
+from schemas.common import (
+    IPV4_PATTERN, NOT_ECHOED, PATTERN_HELP, UrlPath, Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName,
+)
 from schemas.haproxy_lang import (
-    FILE_PLACEHOLDER, OTHER_SECTIONS, SECRET_PLACEHOLDER, check_directive, check_name, inline_secret, words,
+    FILE_PLACEHOLDER, OTHER_SECTIONS, SECRET_PLACEHOLDER, SECTION_KEYWORDS, check_directive, check_name,
+    inline_secret, words,
 )
 
-ProxyName = Annotated[str, AfterValidator(check_name)]
+# The checks of names and directives as JSON Schema patterns, so that an editor refuses what
+# validate refuses (the Python checks stay the authority and give the messages).
+PROXY_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,255}$"
+_NOT_A_LINE_END = r"\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029"
+DIRECTIVE_PATTERN = (rf"^[\t ]*(?!(?:{'|'.join(sorted(SECTION_KEYWORDS))})(?:[\t ]|$))[^{_NOT_A_LINE_END}\t #]"
+                     rf"[^{_NOT_A_LINE_END}]*$")
+PATTERN_HELP.update({
+    PROXY_NAME_PATTERN: "must be an HAProxy name: letters, digits and _ . : - (at most 255)",
+    DIRECTIVE_PATTERN: "must be one directive line: no newline or control character, not a comment, not "
+                       "starting with a section keyword (global, defaults, frontend, backend, listen, …)",
+})
+
+ProxyName = Annotated[str, AfterValidator(check_name), Field(json_schema_extra={"pattern": PROXY_NAME_PATTERN})]
 """A proxy, server or section name as HAProxy allows it: letters, digits, _ . : -"""
 
 
@@ -51,13 +66,22 @@ def _directive(value: Any) -> "str | RefLine":
     return RefLine.model_validate(value)
 
 
-_SECRET_SCHEMA = {"type": "object", "additionalProperties": False,
-                  "properties": {"file": {"type": "string"}, "env": {"type": "string"}}}
+def _ref_schema(description: str) -> dict[str, Any]:
+    schema = {k: v for k, v in SecretRef.model_json_schema().items() if k != "title"}
+    return schema | {"description": description}
+
+
 _DIRECTIVE_SCHEMA = {"anyOf": [
-    {"type": "string", "description": "one directive of HAProxy's language"},
+    {"type": "string", "pattern": DIRECTIVE_PATTERN, "description": "one directive of HAProxy's language"},
     {"type": "object", "additionalProperties": False, "required": ["line"],
      "description": "a directive naming a secret (((secret))) or a file (((file))) by reference",
-     "properties": {"line": {"type": "string"}, "secret": _SECRET_SCHEMA, "file": _SECRET_SCHEMA}},
+     "properties": {
+         "line": {"type": "string", "pattern": DIRECTIVE_PATTERN,
+                  "description": "The directive, with ((secret)) or ((file)) where the value or the file's path "
+                                 "goes."},
+         "secret": _ref_schema("The secret written in place of ((secret)), escaped (the line is written 0600)."),
+         "file": _ref_schema("A file copied 0600 beside haproxy.cfg; its path replaces ((file))."),
+     }},
 ]}
 
 
@@ -68,7 +92,27 @@ def _ip(value: str) -> str:
         raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
 
 
-IPAddress = Annotated[str, AfterValidator(_ip)]
+def _ipv6_pattern() -> str:
+    """Every form `ipaddress` reads an IPv6 address in: eight groups, or fewer around one
+    `::`, the last two groups possibly written as IPv4, a zone after `%`."""
+    h, v4 = "[0-9A-Fa-f]{1,4}", IPV4_PATTERN[1:-1]
+    alts = [f"(?:{h}:){{7}}{h}", f"(?:{h}:){{6}}{v4}"]
+    for width in (0, 2):  # the right of `::` ends in groups, or in an IPv4 address (two groups)
+        for left in range(0, 8 - width):
+            room = 7 - width - left  # groups the right side may still hold (`::` stands for one at least)
+            lhs = f"(?:{h}:){{{left - 1}}}{h}" if left > 1 else (h if left == 1 else "")
+            if width:
+                rhs = (f"(?:{h}:){{0,{room}}}" if room > 0 else "") + v4
+            else:
+                rhs = f"(?:{h}(?::{h}){{0,{room - 1}}})?" if room > 0 else ""
+            alts.append(f"{lhs}::{rhs}")
+    return f"(?:{'|'.join(alts)})(?:%[^%/]+)?"
+
+
+IP_ADDRESS_PATTERN = f"^(?:{IPV4_PATTERN[1:-1]}|{_ipv6_pattern()})$"
+PATTERN_HELP[IP_ADDRESS_PATTERN] = "must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10"
+IPAddress = Annotated[str, AfterValidator(_ip), Field(json_schema_extra={"pattern": IP_ADDRESS_PATTERN})]
+"""An IPv4 or IPv6 address, kept as Python writes it (2001:db8::10, not 2001:0db8::0010)."""
 HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")]
 Word = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:,/@+=%*!-]{1,256}$")]
 """One word of a directive (an option such as `accept-proxy` or `check-sni`)."""
@@ -77,9 +121,12 @@ Word = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:,/@+=%*!-]{1,256
 class RefLine(Strict):
     """A directive that holds a secret or a file, by reference."""
 
-    line: str
-    secret: SecretRef | None = None
-    file: SecretRef | None = None
+    line: str = Field(description="The directive, with ((secret)) or ((file)) where the value or the file's path "
+                                  "goes.")
+    secret: SecretRef | None = Field(None, description="The secret written in place of ((secret)), escaped (the "
+                                     "line is written 0600).")
+    file: SecretRef | None = Field(None, description="A file copied 0600 beside haproxy.cfg; its path replaces "
+                                   "((file)).")
 
     @model_validator(mode="after")
     def _one(self) -> "RefLine":
@@ -102,7 +149,12 @@ Directives = Annotated[list[Directive], Field(description="HAProxy directives, o
 
 
 class ProxyMetadata(Metadata):
-    name: ProxyName  # type: ignore[assignment]
+    """What the proxy is called (as HAProxy names it, kept exactly) and how the agent treats
+    changes made outside git."""
+
+    name: ProxyName = Field(  # type: ignore[assignment]
+        description="The proxy's name in haproxy.cfg, unique per kind: letters, digits and _ . : - "
+                    "(be_http-in, k8s_api, Web.1), kept exactly.")
 
 
 # --- typed conveniences -------------------------------------------------------------------
@@ -111,19 +163,23 @@ class ProxyMetadata(Metadata):
 class TLS(Strict):
     """TLS on a bind: a certificate (chain and key in one PEM, by reference) and ALPN."""
 
-    certificate: SecretRef
+    certificate: SecretRef = Field(description="The PEM holding the certificate chain and its key, by reference; "
+                                   "copied 0600 beside haproxy.cfg, replaced at run time without a reload.")
     alpn: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./-]{1,32}$")]] = Field(
-        default_factory=list, description="e.g. [h2, http/1.1]")
-    minVersion: Literal["TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"] | None = None
+        default_factory=list, description="Protocols offered by ALPN, in order of preference, e.g. [h2, http/1.1].")
+    minVersion: Literal["TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"] | None = Field(
+        None, description="The oldest TLS version accepted (ssl-min-ver; default: HAProxy's).")
 
 
 class Bind(Strict):
     """Where a frontend (or listen) accepts connections."""
 
-    address: IPAddress
-    port: Port
-    tls: TLS | None = None
-    options: list[Word] = Field(default_factory=list, description="other bind options, e.g. [accept-proxy]")
+    address: IPAddress = Field(description="The IPv4 or IPv6 address: a VirtualIP's, one of the node's own, a "
+                               "wildcard (0.0.0.0, ::) or loopback.")
+    port: Port = Field(description="The port.")
+    tls: TLS | None = Field(None, description="Terminate TLS here (bind … ssl crt …).")
+    options: list[Word] = Field(default_factory=list, description="Other bind options, one word each, e.g. "
+                                "[accept-proxy] (a word with a value: two entries, or write the bind as a directive).")
 
     @property
     def endpoint(self) -> str:
@@ -132,26 +188,37 @@ class Bind(Strict):
 
 
 class ServerTLS(Strict):
-    verify: Literal["none", "required"] = "required"
-    sni: Word | None = None
-    ca: SecretRef | None = None
+    """TLS to the server."""
+
+    verify: Literal["none", "required"] = Field("required", description="required: the server's certificate must "
+                                                "be signed by `ca`; none: not checked (encryption only).")
+    sni: Word | None = Field(None, description="The SNI expression sent, e.g. str(api.example.test).")
+    ca: SecretRef | None = Field(None, description="The CA bundle (PEM) that signs the server's certificate, by "
+                                 "reference; copied beside haproxy.cfg.")
 
 
 class Server(Strict):
     """A server by address or by host name (resolved at start, or by a `resolvers` section
     named in `resolvers`)."""
 
-    name: ProxyName
-    address: IPAddress | None = None
-    host: HostName | None = None
-    port: Port | None = None
-    weight: Annotated[int, Field(ge=0, le=256)] = 1
-    backup: bool = False
-    maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    state: Literal["ready", "drain", "maint"] = "ready"
-    resolvers: ProxyName | None = None
-    tls: ServerTLS | None = None
-    options: list[Word] = Field(default_factory=list, description="other server options, e.g. [send-proxy-v2]")
+    name: ProxyName = Field(description="The server's name in HAProxy, unique in the backend.")
+    address: IPAddress | None = Field(None, description="Its IPv4 or IPv6 address (give address or host).")
+    host: HostName | None = Field(None, description="Its host name, resolved when HAProxy starts, or at run time "
+                                  "by `resolvers` (give address or host).")
+    port: Port | None = Field(None, description="Its port (none: the port the client connected to).")
+    weight: Annotated[int, Field(ge=0, le=256)] = Field(1, description="Its share of the traffic against the "
+                                                         "others' weights; 0 sends it none. Changed at run time.")
+    backup: bool = Field(False, description="Used only when no other server is up.")
+    maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        None, description="Most concurrent connections sent to it; more wait in the backend's queue.")
+    state: Literal["ready", "drain", "maint"] = Field("ready", description="ready serves; drain finishes what it "
+                                                      "has and takes no new sessions; maint takes nothing. Changed "
+                                                      "at run time.")
+    resolvers: ProxyName | None = Field(None, description="A resolvers section (of the HAProxy kind) that resolves "
+                                        "`host` at run time.")
+    tls: ServerTLS | None = Field(None, description="Speak TLS to the server.")
+    options: list[Word] = Field(default_factory=list, description="Other server options, one word each, e.g. "
+                                "[send-proxy-v2].")
 
     @model_validator(mode="after")
     def _where(self) -> "Server":
@@ -166,19 +233,26 @@ CheckType = Literal["tcp", "http", "mysql", "pgsql", "redis", "ldap", "smtp", "s
 
 
 class HealthCheck(Strict):
-    type: CheckType = "tcp"
-    path: UrlPath = "/"
-    method: Literal["GET", "HEAD", "OPTIONS"] = "GET"
-    expectStatus: Annotated[int, Field(ge=100, le=599)] = 200
-    host: HostName | None = Field(None, description="Host header of HTTP checks")
-    user: UserName | None = Field(None, description="user of mysql/pgsql checks")
-    port: Port | None = Field(None, description="check this port instead of the server's (the Patroni pattern)")
-    address: IPAddress | None = None
-    agentPort: Port | None = Field(None, description="also ask an agent on this port for the server's weight and "
-                                                   "state (agent-check); combines with any type")
-    interval: Duration = "2s"
-    fall: Annotated[int, Field(ge=1, le=100)] = 3
-    rise: Annotated[int, Field(ge=1, le=100)] = 2
+    """How HAProxy checks that the servers listed in `servers` work."""
+
+    type: CheckType = Field("tcp", description="tcp connects; http sends a request and checks the status; mysql, "
+                            "pgsql, redis, ldap, smtp and ssl-hello speak that protocol; none never checks.")
+    path: UrlPath = Field("/", description="The path an http check requests.")
+    method: Literal["GET", "HEAD", "OPTIONS"] = Field("GET", description="The method of an http check.")
+    expectStatus: Annotated[int, Field(ge=100, le=599)] = Field(200, description="The status an http check "
+                                                                 "expects.")
+    host: HostName | None = Field(None, description="The Host header of http checks.")
+    user: UserName | None = Field(None, description="The user of mysql and pgsql checks (required for them).")
+    port: Port | None = Field(None, description="Check this port instead of the server's (the Patroni and "
+                              "kube-apiserver pattern: a tcp backend checked over HTTP on another port).")
+    address: IPAddress | None = Field(None, description="Check this address instead of the server's.")
+    agentPort: Port | None = Field(None, description="Also ask an agent on this port for the server's weight and "
+                                                   "state (agent-check); combines with any type.")
+    interval: Duration = Field("2s", description="Time between two checks of a server.")
+    fall: Annotated[int, Field(ge=1, le=100)] = Field(3, description="Failed checks in a row that mark a server "
+                                                       "DOWN.")
+    rise: Annotated[int, Field(ge=1, le=100)] = Field(2, description="Passed checks in a row that mark it UP "
+                                                       "again.")
 
     @model_validator(mode="after")
     def _user(self) -> "HealthCheck":
@@ -188,18 +262,24 @@ class HealthCheck(Strict):
 
 
 class StatsUser(Strict):
-    user: UserName
-    password: SecretRef
+    """A user of the stats page."""
+
+    user: UserName = Field(description="The user name.")
+    password: SecretRef = Field(description="The password, by reference only ({file: /path} or {env: NAME}); "
+                                "written into haproxy.cfg, which is then 0600.")
 
 
 class Stats(Strict):
     """HAProxy's stats page on this proxy, behind a password."""
 
-    uri: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")] = "/"
-    auth: list[StatsUser] = Field(default_factory=list)
-    realm: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
-    refresh: Duration | None = None
-    admin: bool = Field(False, description="allow changing servers from the page (needs auth)")
+    uri: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")] = Field(
+        "/", description="The path the page is served at.")
+    auth: list[StatsUser] = Field(default_factory=list, description="Who may see the page (empty: anyone who "
+                                  "reaches it).")
+    realm: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
+        None, description="The realm the browser's password prompt shows.")
+    refresh: Duration | None = Field(None, description="How often the page reloads itself.")
+    admin: bool = Field(False, description="Allow changing servers from the page (needs auth).")
 
     @model_validator(mode="after")
     def _admin(self) -> "Stats":
@@ -219,8 +299,12 @@ Balance = Annotated[str, StringConstraints(
 
 
 class DefaultsSection(Strict):
-    name: ProxyName | None = None
-    defaults: ProxyName | None = Field(None, description="take settings from this defaults section (`from`)")
+    """A defaults section: settings the proxies after it (or those that name it) take."""
+
+    name: ProxyName | None = Field(None, description="Its name, for proxies that name it in `defaults` (at most "
+                                   "one defaults section is unnamed).")
+    defaults: ProxyName | None = Field(None, description="Take settings from this defaults section, above this "
+                                       "one (`from`).")
     directives: Directives = Field(default_factory=list)
 
 
@@ -228,8 +312,8 @@ class OtherSection(Strict):
     """A section that is not a proxy: userlist, peers, mailers, resolvers, cache,
     http-errors, ring, program, log-forward, fcgi-app."""
 
-    type: Literal[OTHER_SECTIONS]  # type: ignore[valid-type]
-    name: ProxyName
+    type: Literal[OTHER_SECTIONS] = Field(description="The section's keyword.")  # type: ignore[valid-type]
+    name: ProxyName = Field(description="Its name, unique per type.")
     directives: Directives = Field(default_factory=list)
 
 
@@ -239,12 +323,16 @@ class Logging(Strict):
     goes to the journal under systemd; an address or socket path goes to syslog."""
 
     to: Literal["ring", "stderr", "stdout"] | Annotated[str, StringConstraints(
-        pattern=r"^((udp|tcp)@)?[0-9A-Fa-f.:\[\]]+:[0-9]{1,5}$|^/[A-Za-z0-9_./-]+$")] = "ring"
+        pattern=r"^((udp|tcp)@)?[0-9A-Fa-f.:\[\]]+:[0-9]{1,5}$|^/[A-Za-z0-9_./-]+$")] = Field(
+        "ring", description="ring (in memory, `show events reconcile-log`), stderr, stdout, a syslog server's "
+                            "ADDRESS:PORT (udp@ or tcp@ before it to choose), or a syslog socket's path (/dev/log).")
     facility: Literal["kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2",
                       "ftp", "ntp", "audit", "alert", "cron2", "local0", "local1", "local2", "local3", "local4",
-                      "local5", "local6", "local7"] = "local0"
-    level: Literal["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"] = "info"
-    ringSize: Annotated[int, Field(ge=16384, le=1 << 30)] = 1 << 20
+                      "local5", "local6", "local7"] = Field("local0", description="The syslog facility.")
+    level: Literal["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"] = Field(
+        "info", description="The least severe level logged.")
+    ringSize: Annotated[int, Field(ge=16384, le=1 << 30)] = Field(1 << 20, description="Bytes of log the ring "
+                                                                   "keeps (to: ring).")
 
 
 MapName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -252,13 +340,19 @@ MapWord = Annotated[str, StringConstraints(pattern=r"^[^\s#\x00-\x1f\x7f\u0085\u
 
 
 class HAProxySpec(Placement):
+    """HAProxy's own settings on the nodes this lands on: everything in haproxy.cfg that is not
+    a frontend, backend or listen."""
+
     global_: Directives = Field(default_factory=list, alias="global",
                                 description="global directives; reconcile adds its admin socket and state file")
     defaults: list[DefaultsSection] = Field(default_factory=list,
                                             description="defaults sections in order (empty: reconcile's own)")
-    sections: list[OtherSection] = Field(default_factory=list)
-    logging: Logging | None = None
-    maxconn: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    sections: list[OtherSection] = Field(default_factory=list, description="Sections that are not proxies "
+                                         "(userlist, resolvers, peers, cache, …), in order.")
+    logging: Logging | None = Field(None, description="Where HAProxy logs, as one more global `log` line "
+                                    "(none: only the `log` directives of `global`).")
+    maxconn: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        None, description="The process's most concurrent connections (global maxconn).")
     maps: dict[MapName, dict[MapWord, MapWord]] = Field(
         default_factory=dict, description="map files /etc/haproxy/maps/NAME.map, changed at run time")
     acls: dict[MapName, list[MapWord]] = Field(
