@@ -226,7 +226,7 @@ def run(hook: Hook, folders: list[Path]) -> None:
                 secret.write_text(value + "\n")
             (work / "repo" / "import.yaml").write_text(yaml.safe_dump_all(imported.documents, sort_keys=False))
             with contextlib.redirect_stdout(None), contextlib.redirect_stderr(sys.stderr):
-                code = main_render(["--repo", str(work / "repo"), "--node", "lb1", "-o", str(work / "out")])
+                code = main_render(["--repo", str(work / "repo"), "--node", "lb1", "--output-dir", str(work / "out")])
             out = work / "out" / hook.rendered
             if code != 0 or not out.exists():
                 row["imported"] = "yes, render failed"

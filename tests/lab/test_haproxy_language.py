@@ -585,7 +585,7 @@ def test_a_running_haproxy_reconcile_did_not_write_is_imported_and_taken_over(lb
     lb.lab.exec(NODE, ["haproxy", "-W", "-D", "-S", "/run/haproxy-master.sock", "-p", "/run/haproxy.pid", "-f",
                        "/etc/haproxy/haproxy.cfg"])
     repo = lb.lab.shared / f"imported{next(TREES)}"
-    result = lb.reconcile("import", "haproxy", "--live", "--node", "lb1", "-o", str(repo))
+    result = lb.reconcile("import", "haproxy", "--live", "--node", "lb1", "--output-dir", str(repo))
     assert "the password moved to /etc/reconcile/secrets/haproxy/stats-auth-listen-stats-admin (0600)" in result.stderr
     manifests = (repo / "haproxy.yaml").read_text()
     assert "Adm1n.pw" not in manifests and "((secret))" in manifests

@@ -131,7 +131,7 @@ def test_directives_that_run_code_are_imported_with_a_note(tmp_path: Path) -> No
 
 def test_the_cli_writes_manifests_and_secret_files_0600(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "repo"
-    code = main_import(["haproxy", str(FIXTURES / "edge.cfg"), "--node", "lb1", "-o", str(out),
+    code = main_import(["haproxy", str(FIXTURES / "edge.cfg"), "--node", "lb1", "--output-dir", str(out),
                         "--secrets-dir", str(tmp_path / "secrets")])
     assert code == 0
     assert (out / "haproxy.yaml").read_text().startswith("# Imported by `reconcile import haproxy` from ")
