@@ -4,7 +4,10 @@
 - a backend: every server UP as its health check sees it (`UP`, `DOWN`, `MAINT`, `DRAIN`,
   `no check`), per server with the check's verdict (L4CON, L7STS …); a server in MAINT or
   DRAIN because git says so, or set by an operator where the manifest lets them (`ignore:
-  [state]`), is shown but not a fault, as long as some server serves.
+  [state]`), is shown but not a fault, as long as some server serves; a `server-template`
+  slot no name resolved to is not a server; a backend without servers answers by itself;
+- right after a change, Unknown until the checks had time to judge it (`check_timing`:
+  the slowest `inter` and largest `fall` of its checked servers).
 
 Pure functions of parsed output (`show stat` as CSV), tested on recordings.
 """
@@ -93,7 +96,8 @@ def backend_health(name: str, rows: dict[str, dict[str, dict[str, str]]] | None,
     if not servers and not slots and not wanted:  # answers by itself (a redirect, a deny, stats)
         return Health.healthy("NoServers", "has no servers")
     if not serving:
-        return Health.degraded("NoServerUp", f"no server serves: {', '.join(faults + notes) or 'no servers'}")
+        none = "no name of its server-template resolved" if slots and not servers else "no servers"
+        return Health.degraded("NoServerUp", f"no server serves: {', '.join(faults + notes) or none}")
     if faults:
         return Health.degraded("ServersDown", f"{', '.join(faults)}; {counted}" + (f"; {extra}" if extra else ""))
     return Health.healthy("ServersUp", counted + (f"; {extra}" if extra else ""))
