@@ -15,6 +15,7 @@ shared with the schemas):
 - `process`: `haproxy -c` with refusals pinned on sections, install, start, reload;
 - `watch`: drift of the file or of server state, not reconcile's own writes;
 - `importer`: `reconcile import haproxy`: a haproxy.cfg as manifests;
+- `health`: frontends listening, servers as HAProxy's checks see them (one `show stat`);
 - `reconciler`: observe, desired, apply — a pass's changes at once: one render, one
-  check, one install, one runtime-API session and at most one reload.
+  check, one install, one runtime-API session and at most one reload — and health.
 """
