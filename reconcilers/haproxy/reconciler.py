@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from reconcilers.base import (
     NODE, ApplyError, Change, Desired, Health, HealthReport, Key, Node, NodeNote, Outcomes, Reconciler, Refusal,
-    install_batch,
+    Skipped, install_batch,
 )
 from reconcilers.haproxy import files as managed
 from reconcilers.haproxy.config import KIND_OF, SECRET_MARK, ConfigFile, SectionKey, Sections, compose, line_changes, \
@@ -109,30 +109,47 @@ class HAProxyReconciler(Reconciler):
 
     def validate(self, node: Node) -> list[Refusal | str]:
         """The node's policy and the references first (each a `file:line: field:` problem
-        that refuses the revision on this node), then `haproxy -c` on the whole file."""
+        that refuses the revision on this node), then `haproxy -c` on the whole file.
+
+        For another node than this machine (`validate` in CI), the policy file and the
+        files secrets are read from are that node's: what they decide is reported as
+        skipped, and `haproxy -c` runs only if every reference can be read here."""
         if not self.model.objects:
             return []
-        problems: list[Refusal | str] = [*self._policy(node), *self._references(node)]
-        if problems:
-            return problems
+        skipped: list[Refusal | str] = []
+        if node.local:
+            problems: list[Refusal | str] = [*self._policy(node), *self._references(node)]
+            if problems:
+                return problems
+        else:
+            skipped += [Skipped(f"{where}: {what}: allowed only by {node.name}'s own node policy, not checked on "
+                                "this machine") for where, need, what in self._needs()]
+            missing = self._references(node)
+            if missing:
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                return [*skipped, Skipped(f"haproxy -c not run for {node.name}: a file it names is {node.name}'s and "
+                                          f"not on this machine: {missing[0]}{more}")]
         text, owners = self._text(self.model.all_sections(fill=self._filler(node)))
         with _StandIns(self.model, node) as paths:
             for path, stand_in in paths.items():  # certificates not installed yet: check with their sources
                 text = text.replace(path, stand_in)
             refusals = HAProxy(node).check(text, owners)
-        return [r if r.objects else f"node {node.name}: haproxy -c refused the configuration: {r.message}"
-                for r in refusals]
+        return skipped + [r if r.objects else f"node {node.name}: haproxy -c refused the configuration: {r.message}"
+                          for r in refusals]
 
-    def _policy(self, node: Node) -> list[str]:
-        policy = load_policy()
-        out = []
+    def _needs(self) -> Iterator[tuple[str, str, str]]:
+        """(where, capability, what) of every directive that needs the node policy's leave."""
         for (kind, name), manifest in self.model.sources.items():
             for field, section, text in _directives(kind, manifest):
                 need = capability(text, section)
-                if need and not policy.allows("haproxy", need):
-                    what = f"`{' '.join(words(text)[:2])}` {CAPABILITIES[need]}"
-                    out.append(f"{self._where(kind, name, field)}: {_show(field)}: {policy.refusal('haproxy', need, what)}")
-        return out
+                if need:
+                    yield f"{self._where(kind, name, field)}: {_show(field)}", need, \
+                        f"`{' '.join(words(text)[:2])}` {CAPABILITIES[need]}"
+
+    def _policy(self, node: Node) -> list[str]:
+        policy = load_policy()
+        return [f"{where}: {policy.refusal('haproxy', need, what)}" for where, need, what in self._needs()
+                if not policy.allows("haproxy", need)]
 
     def _references(self, node: Node) -> list[str]:
         out = []

@@ -199,3 +199,22 @@ def test_validate_refuses_references_that_do_not_exist_on_the_node(tmp_path: Pat
     assert reconciler(repo).validate(NODE) == [
         f"lb.yaml:21: spec.bind[0].tls.certificate: {tmp_path}/missing.pem does not exist on node lb1",
         f"lb.yaml:27: spec.stats.auth[0].password: {password} does not exist on node lb1"]
+
+
+def test_for_another_node_its_policy_and_its_files_are_skipped_not_refused(tmp_path: Path, password: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`validate` in CI checks lb1 on another machine: lb1's policy file and the files its
+    secrets come from are lb1's own, so what they decide is said to be skipped."""
+    monkeypatch.setenv("RECONCILE_POLICY", str(tmp_path / "policy.yaml"))  # absent here: would refuse lua
+    repo = edge(tmp_path, password, cert=tmp_path / "missing.pem")
+    text = (repo / "lb.yaml").read_text().replace("global: [maxconn 100]", "global: [maxconn 100, lua-load /x.lua]")
+    (repo / "lb.yaml").write_text(text)
+    elsewhere = Node("lb1", Runner(dry_run=True), local=False)
+    found = reconciler(repo).validate(elsewhere)
+    assert [type(p).__name__ for p in found] == ["Skipped", "Skipped"]
+    assert found[0] == ("lb.yaml:7: spec.global[1]: `lua-load /x.lua` loads and runs Lua code: allowed only by lb1's "
+                        "own node policy, not checked on this machine")
+    assert found[1] == (f"haproxy -c not run for lb1: a file it names is lb1's and not on this machine: lb.yaml:21: "
+                        f"spec.bind[0].tls.certificate: {tmp_path}/missing.pem does not exist on node lb1")
+    assert reconciler(repo).validate(NODE)[0].endswith("does not allow haproxy capability 'lua' (add it to `haproxy: "
+                                                       "allow:` there if this node may do it)")
