@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import subprocess
 import sys
 import tempfile
@@ -225,10 +226,12 @@ def run(hook: Hook, folders: list[Path]) -> None:
                 secret.parent.mkdir(parents=True, exist_ok=True)
                 secret.write_text(value + "\n")
             (work / "repo" / "import.yaml").write_text(yaml.safe_dump_all(imported.documents, sort_keys=False))
-            with contextlib.redirect_stdout(None), contextlib.redirect_stderr(sys.stderr):
+            said = io.StringIO()  # render's notes ("rendering for lb1 on this machine"): shown if it fails
+            with contextlib.redirect_stdout(None), contextlib.redirect_stderr(said):
                 code = main_render(["--repo", str(work / "repo"), "--node", "lb1", "--output-dir", str(work / "out")])
             out = work / "out" / hook.rendered
             if code != 0 or not out.exists():
+                sys.stderr.write(said.getvalue())
                 row["imported"] = "yes, render failed"
                 rows.append(row)
                 continue
