@@ -24,7 +24,7 @@ from controller.state import Inventory, StateError, check_state
 from reconcilers import REGISTRY, NotInstalled, faults, reconciler_class
 from reconcilers.base import (
     ApplyError, Change, CommandError, Deferred, Desired, Health, Interrupted, Node, NodeNote, PerObject, Reconciler,
-    Skipped, TempJournal,
+    UNFINISHED, Skipped, TempJournal,
 )
 
 log = logging.getLogger("reconcile")
@@ -691,8 +691,11 @@ class Engine:
     def _pending(self, change: Change) -> ObjectResult:
         res = self.results.get((change.kind, change.name))
         entry = self.inventory.get(change.kind, change.name)
+        # A difference the reconciler calls unfinished (a file and its daemon disagree: a run
+        # stopped half-way) is reconcile's own pending work, not a change made outside git.
+        unfinished = (change.observed or {}).get(UNFINISHED)
         drift = change.action != "delete" and entry is not None and change.desired is not None \
-            and entry.get("hash") == state_hash(change.desired)
+            and entry.get("hash") == state_hash(change.desired) and not unfinished
         if res is None or res.status == "in-sync":
             res = self._result(ObjectResult(change.kind, change.name, "pending", source=change.source))
         res.action = res.action or change.action
@@ -701,6 +704,8 @@ class Engine:
         elif change.action == "create" and change.desired is not None and not res.fields:
             res.fields = create_fields(change.desired)
         res.notes = list(dict.fromkeys(res.notes + change.notes))
+        if unfinished and f"pending work, not drift: {unfinished}" not in res.notes:
+            res.notes.append(f"pending work, not drift: {unfinished}")
         res.drift = res.drift or drift
         if drift and "drift: changed outside git" not in res.notes:
             res.notes.append("drift: changed outside git")

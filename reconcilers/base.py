@@ -27,6 +27,11 @@ reconciler and calls, in this order:
     objects as "cannot observe", never as absent, and deletes nothing.
     Anything that changes at run time and is not drift (VRRP MASTER/BACKUP, fail counts,
     an operator's drain where declared) is left out, or named in `ignore`.
+    Where one object lives in two places that an apply changes one after the other (a file
+    and the running daemon), observe compares both, and an object whose two places differ
+    (a run stopped between them) carries `UNFINISHED: "what differs"`: it then differs
+    from desired, and the engine applies it as pending work, never as drift. An object
+    that is only in one of the places is returned too (with UNFINISHED), never left out.
 
 ``apply(changes, node) -> Outcomes``
     All of one pass's changes of this reconciler's kinds at once (creates, updates and
@@ -190,6 +195,10 @@ def one_line(value: str, where: str, max_length: int = 1024) -> str:
     if len(value) > max_length:
         raise UnsafeValue(f"{where}: refused to write a value of {len(value)} characters (at most {max_length})")
     return value
+
+
+UNFINISHED = "unfinished"
+"""The observed field that says an object's places disagree (see observe in the contract)."""
 
 
 class Deferred(Exception):

@@ -11,6 +11,7 @@ first so that runtime drains and weights survive it; if the master refuses the n
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -103,6 +104,21 @@ def file_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def loaded_copy(node: Node) -> Path:
+    """What the running HAProxy last loaded: section digests (see HAProxy._loaded)."""
+    return Path(node.state_dir) / "haproxy" / "loaded.json"
+
+
+def section_digests(file: ConfigFile) -> dict[str, str]:
+    """"keyword name" → digest of the section's lines, `server` lines aside (those change at
+    run time, through the runtime API, which is compared to the file on its own)."""
+    out = {}
+    for s in file.sections:
+        lines = [d for d in s.directives() if d.split()[:1] != ["server"]]
+        out[f"{s.keyword} {s.name}"] = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
+    return out
+
+
 def state_file(text: str | None) -> Path:
     """Where a configuration keeps the server state across reloads (`server-state-file`,
     which only `global` takes)."""
@@ -125,6 +141,7 @@ class HAProxy:
         self.adopt = adopt  # digest of a file the manifests were imported from: reconcile may take it over
         self.api = RuntimeAPI(node)
         self.written_copy = Path(node.state_dir) / "haproxy" / "haproxy.cfg.written"
+        self.loaded_copy = loaded_copy(node)
 
     # -- observe
 
@@ -214,9 +231,16 @@ class HAProxy:
             if refusals:
                 raise Refused(refusals)
 
-        changed = writer.write(self.config, text, mode=0o600 if secret else 0o644, validate=validate)
-        writer.write(self.written_copy, text, mode=0o600)  # to tell a hand edit from ours later
-        return changed
+        # The copy first (to tell a hand edit from ours later): a run killed right after the
+        # file is installed must leave a file that is known as ours, so that what it has and
+        # the running HAProxy lacks is pending work, not drift.
+        writer.write(self.written_copy, text, mode=0o600)
+        try:
+            return writer.write(self.config, text, mode=0o600 if secret else 0o644, validate=validate)
+        except BaseException:
+            if snap.file.text is not None:
+                writer.write(self.written_copy, snap.file.text, mode=0o600)
+            raise
 
     def _check_file(self, path: Path, text: str, owners: dict[SectionKey, Key] | None = None) -> list[Refusal]:
         try:
@@ -240,6 +264,7 @@ class HAProxy:
             self.node.run(["haproxy", "-W", "-D", "-S", str(MASTER_SOCKET), "-p", str(PIDFILE), "-f", str(self.config)],
                           timeout=60, cwd="/")
         self._wait(self.running, 10.0, "HAProxy started but its admin socket did not answer")
+        self._loaded()
 
     def reload(self) -> None:
         """Hitless reload through the master: save the server state, ask the master to
@@ -273,6 +298,16 @@ class HAProxy:
                 "or not on this node?)")
         self._wait(lambda: self.worker_pid() in after.new_workers, 10.0,
                    "HAProxy's new worker did not take over the admin socket within 10s")
+        self._loaded()
+
+    def _loaded(self) -> None:
+        """Remember what HAProxy just (re)loaded: the file alone cannot tell whether a change
+        in it runs yet (observe compares the two: a run killed between installing the file
+        and reloading leaves pending work, not a file that only looks applied). A digest per
+        section, so that no secret of the file is copied."""
+        text = read_config(self.config)
+        if text is not None:
+            AtomicWriter(self.node).write(self.loaded_copy, json.dumps(section_digests(parse_config(text))), mode=0o600)
 
     def reload_or_restore(self, previous: str | None, binds: list[str] = ()) -> None:
         """Reload; if HAProxy refuses the new file, put `previous` back (the file the

@@ -15,11 +15,12 @@ observe compares the value inside and never returns it.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconcilers.base import ApplyError, Key, Node
+from reconcilers.base import UNFINISHED, ApplyError, Key, Node
 from reconcilers.haproxy.config import (
     INDENT, KIND_OF, SECRET_MARK, ConfigFile, Section, SectionKey, Sections, line_changes,
 )
@@ -27,6 +28,7 @@ from reconcilers.haproxy.files import (
     file_token, parse_acl, parse_map, read_source, running_fingerprints, running_map,
 )
 from reconcilers.haproxy.parse import Snapshot, default_server_words, proxy_state, template_names
+from reconcilers.haproxy.process import loaded_copy, section_digests
 from reconcilers.haproxy.render import (
     Line, Rendered, SecretLine, builtin_sections, inherited_mode, render_backend, render_frontend, render_haproxy,
     section_lines,
@@ -192,9 +194,18 @@ class _Secrets:
             return None
 
 
+NOT_LOADED = "in haproxy.cfg, not in the running HAProxy (an apply stopped before its reload)"
+NOT_RUNNING = "in haproxy.cfg, and HAProxy does not run"
+RELOAD_PENDING = "haproxy.cfg differs from what the running HAProxy loaded (an apply stopped before its reload)"
+
+
 def observed_states(model: Model, snap: Snapshot, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every proxy of the file and of the running HAProxy. An apply writes the file first
+    and changes the running HAProxy second: where the two disagree (a run stopped between
+    them), the object carries UNFINISHED, so that the plan shows pending work (and a pruned
+    object is still seen and deleted) rather than "in sync" or drift."""
     out: dict[str, dict[str, dict[str, Any]]] = {"HAProxy": {}, "Frontend": {}, "Backend": {}}
-    if not snap.running:
+    if not snap.running and not snap.file.generated:
         return out
     file = snap.file
     secrets = _Secrets(model, node)
@@ -202,19 +213,31 @@ def observed_states(model: Model, snap: Snapshot, node: Node) -> dict[str, dict[
     shared = _shared_field(model, file)
     api = RuntimeAPI(node)
     certs = [p for r in model.objects.values() for p, f in r.files.items() if f.certificate]
-    running = running_fingerprints(api, certs) if certs else {}
+    running = running_fingerprints(api, certs) if certs and snap.running else {}
     defaults = {s.name: s for s in file.sections if s.keyword == "defaults"}
     last_defaults = next((s for s in reversed(file.sections) if s.keyword == "defaults"), None)
+    stale = _not_loaded(file, node) if snap.running else set()
     for s in file.sections:
-        if s.keyword not in PROXY_SECTIONS or not snap.loaded(s.keyword, s.name):
+        if s.keyword not in PROXY_SECTIONS:
             continue
         kind = KIND_OF[s.keyword]
         key = (kind, s.name)
         parent = defaults.get(s.parent) if s.parent else last_defaults
         inherited = default_server_words(parent.directives()) if parent else []
         state = proxy_state(s.keyword, s.parent, secrets.lines(key, s), inherited)
-        if kind == "Backend":
-            state["servers"] = snap.runtime_servers(s.name, state["servers"], template_names(s))
+        if not snap.running:  # what our file holds runs at the next start: to start, or prune first
+            state[UNFINISHED] = NOT_RUNNING
+        elif not snap.loaded(s.keyword, s.name):
+            state[UNFINISHED] = NOT_LOADED
+        else:
+            if kind == "Backend":
+                in_file = state["servers"]
+                state["servers"] = snap.runtime_servers(s.name, in_file, template_names(s))
+                differs = _servers_differ(in_file, state["servers"], template_names(s))
+                if differs:
+                    state[UNFINISHED] = f"haproxy.cfg and the running HAProxy differ: {differs}"
+            if s.key in stale or SHARED in stale:
+                state[UNFINISHED] = RELOAD_PENDING
         if shared is not None:
             state["shared"] = shared
         _files(state, model, key, node, running)
@@ -226,13 +249,57 @@ def observed_states(model: Model, snap: Snapshot, node: Node) -> dict[str, dict[
     for name in snap.backends_stat:
         if name not in backs and name != "GLOBAL":
             out["Backend"][name] = {"section": "backend", "lines": [NOT_IN_FILE],
-                                    "servers": snap.runtime_servers(name, {}, set())}
+                                    "servers": snap.runtime_servers(name, {}, set()), UNFINISHED: NOT_IN_FILE}
     for name in snap.frontends_stat:
         if name not in fronts and name != "GLOBAL":
-            out["Frontend"][name] = {"section": "frontend", "lines": [NOT_IN_FILE]}
-    if owner is not None:
+            out["Frontend"][name] = {"section": "frontend", "lines": [NOT_IN_FILE], UNFINISHED: NOT_IN_FILE}
+    if owner is not None and snap.running:
         out["HAProxy"][owner] = _observed_haproxy(model, file, ("HAProxy", owner), secrets, api, node, running)
+        if SHARED in stale:
+            out["HAProxy"][owner][UNFINISHED] = RELOAD_PENDING
     return out
+
+
+SHARED = ("", "")  # stands for global, defaults and the other sections every proxy runs with
+
+
+def _not_loaded(file: ConfigFile, node: Node) -> set[SectionKey]:
+    """The sections of the file whose lines differ from what the running HAProxy last
+    loaded (server lines aside: the runtime is compared to the file on its own); SHARED
+    when a section that is not a proxy differs. Only when the file is exactly what
+    reconcile last wrote (a hand edit is drift, shown as such), and when it is known what
+    HAProxy loaded (not when someone else started it)."""
+    try:
+        if file.text != (Path(node.state_dir) / "haproxy" / "haproxy.cfg.written").read_text():
+            return set()
+        then = json.loads(loaded_copy(node).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return set()
+    if not isinstance(then, dict):
+        return set()
+    now = section_digests(file)
+    out: set[SectionKey] = set()
+    for label in set(now) | set(then):
+        if now.get(label) != then.get(label):
+            keyword, _, name = label.partition(" ")
+            out.add((keyword, name) if keyword in PROXY_SECTIONS else SHARED)
+    return out
+
+
+def _servers_differ(in_file: dict[str, dict[str, Any]], running: dict[str, dict[str, Any]],
+                    templates: set[str]) -> str:
+    """Which servers the file and the running HAProxy disagree on (which exist, and where
+    they point); run-time state and weight are the runtime's own. Empty when they agree."""
+    def where(server: dict[str, Any]) -> tuple[Any, Any]:
+        return server.get("host") or server.get("address"), server.get("port")
+
+    file_only = sorted(set(in_file) - set(running) - templates)
+    run_only = sorted(set(running) - set(in_file))
+    moved = sorted(n for n in set(in_file) & set(running) if where(in_file[n]) != where(running[n]))
+    parts = [f"{', '.join(file_only)} only in the file"] if file_only else []
+    parts += [f"{', '.join(run_only)} only running"] if run_only else []
+    parts += [f"{', '.join(moved)} at another address"] if moved else []
+    return "; ".join(parts)
 
 
 def _owner(file: ConfigFile) -> str | None:

@@ -248,12 +248,12 @@ def node_matches(lab: Lab, revision: Revision, before: list[str] = ()) -> list[s
 
 
 def apply(lab: Lab, tree: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 180.0):
-    return lab.exec(NODE, ["reconcile", "apply", "--repo", tree, "--allow-mass-prune", *extra], check=False,
-                    env=env, timeout=timeout)
+    return lab.exec(NODE, ["reconcile", "apply", "--repo", tree, "--allow-mass-prune", "--no-health", *extra],
+                    check=False, env=env, timeout=timeout)
 
 
 def plan(lab: Lab, tree: str):
-    return lab.exec(NODE, ["reconcile", "--dry-run", "--repo", tree], check=False)
+    return lab.exec(NODE, ["reconcile", "--dry-run", "--no-health", "--repo", tree], check=False)
 
 
 def clean_node(lab: Lab) -> None:

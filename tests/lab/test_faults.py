@@ -46,8 +46,10 @@ def small_state(lab):
     try:
         yield Folder()
     finally:
+        Folder().free()
+        clean_node(lab)  # with the state that knows what the test made
         lab.exec(NODE, ["umount", "-l", STATE], check=False)
-        clean_node(lab)
+        lab.exec(NODE, ["sh", "-c", f"rm -rf {STATE}/* {STATE}/.[!.]*"], check=False)  # what it hid is stale now
 
 
 def tree(lab, name: str, text: str) -> str:
@@ -121,6 +123,33 @@ def test_an_apply_killed_right_after_a_container_is_made_leaves_it_owned_and_pru
     assert sh(lab, "sh", "-c", "ls -d /var/lib/lxc/flt* 2>/dev/null; true").strip() == ""
     assert "Container/fltct1" not in inventory(lab)
     assert plan(lab, base).returncode == 0
+    clean_node(lab)
+
+
+MORE = CLUSTER + backend("fltapp", [("s2", 22), ("s3", 23)]) + backend("fltapi", [("a1", 24)]) \
+    + frontend("fltweb", 8080, "fltapi")
+
+
+@pytest.mark.parametrize("rerun", ["back", "forward"])
+def test_an_apply_killed_between_haproxy_cfg_and_the_running_haproxy_is_pending_work_not_drift(lab, rerun):
+    stack, more = tree(lab, "stack", STACK), tree(lab, "more", MORE)
+    assert apply(lab, stack).returncode == 0
+    r = apply(lab, more, env={"RECONCILE_FAULT_KILL": "write:/etc/haproxy/haproxy.cfg"})
+    assert r.returncode in (-9, 137), r.stdout + r.stderr
+    # the file has the new servers and backend, the running HAProxy does not
+    assert haproxy_file(lab)["backends"] == {"fltapp": ["s2", "s3"], "fltapi": ["a1"]}
+    assert haproxy_runtime(lab) == {"fltapp": ["s1", "s2"]}
+    target = stack if rerun == "back" else more
+    r = plan(lab, target)
+    assert r.returncode == 2, r.stdout
+    assert "pending work, not drift" in r.stdout and "drift: changed outside git" not in r.stdout, r.stdout
+    if rerun == "back":  # git went back before the next run: the half-made backend is pruned
+        assert "- Backend fltapi" in r.stdout and "~ Backend fltapp" in r.stdout, r.stdout
+    r = apply(lab, target)
+    assert r.returncode == 0, r.stdout + r.stderr
+    want = {"fltapp": ["s1", "s2"]} if rerun == "back" else {"fltapp": ["s2", "s3"], "fltapi": ["a1"]}
+    assert haproxy_file(lab)["backends"] == want == haproxy_runtime(lab)
+    assert plan(lab, target).returncode == 0
     clean_node(lab)
 
 

@@ -26,7 +26,7 @@ from controller.scratch import sweep as sweep_scratch
 from controller.state import Inventory, NodeLock, LockHeld, StateError, check_state, read_history, save_run
 from controller.status import collect, exit_code, render
 from reconcilers.base import (
-    ApplyError, AtomicWriter, Change, Deferred, Desired, Node, PerObject, Runner, TempJournal,
+    UNFINISHED, ApplyError, AtomicWriter, Change, Deferred, Desired, Node, PerObject, Runner, TempJournal,
 )
 from tests.unit import json_kinds
 
@@ -40,6 +40,7 @@ class Backends(PerObject):
     kind = "Backend"
     deferred_to: dict[str, tuple[str, bool]] = {}
     unobservable = False
+    unfinished: set[str] = set()  # names whose two places disagree (a run stopped between them)
 
     def desired(self, tree, node):
         return {self.kind: {m.metadata.name: Desired({"balance": m.spec.balance})
@@ -48,13 +49,17 @@ class Backends(PerObject):
     def observe(self, node):
         if self.unobservable:
             raise ApplyError("the backend store does not answer (timed out after 5s)")
-        return {self.kind: json_kinds.read_objects("backend")}
+        seen = json_kinds.read_objects("backend")
+        for name in self.unfinished & set(seen):
+            seen[name][UNFINISHED] = "the file and the daemon differ"
+        return {self.kind: seen}
 
     def apply_one(self, change: Change, node: Node):
         if change.name in self.deferred_to:
             owner, assured = self.deferred_to[change.name]
             raise Deferred(f"applied by the DC {owner}", owner=owner, assured=assured)
         json_kinds.write_object("backend", change, node)
+        self.unfinished.discard(change.name)
 
 
 def backend(name: str, balance: str = "roundrobin") -> str:
@@ -73,6 +78,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setattr("controller.identity.this_host", lambda: "lb1")  # this test machine is lb1
     monkeypatch.setattr(Backends, "deferred_to", {})
     monkeypatch.setattr(Backends, "unobservable", False)
+    monkeypatch.setattr(Backends, "unfinished", set())
     repo = tmp_path / "repo"
     repo.mkdir()
 
@@ -383,6 +389,19 @@ def test_an_observe_that_fails_is_cannot_observe_never_absent_and_deletes_or_for
     Backends.unobservable = False
     assert env.status(env.engine().apply()) == {"Backend/a": "in-sync", "Backend/b": "changed"}
     assert env.files() == {"a"}
+
+
+def test_an_object_whose_places_disagree_is_pending_work_never_drift(env):
+    env.write(backend("a"))
+    env.engine().apply()
+    Backends.unfinished = {"a"}  # same state as git in the file, the daemon not yet told
+    (change,) = [o for o in env.engine(dry_run=True).plan().objects]
+    assert (change.status, change.action, change.drift) == ("pending", "update", False)
+    assert "drift: changed outside git" not in change.notes
+    assert "pending work, not drift: the file and the daemon differ" in change.notes
+    assert [f for f, _, _ in change.fields] == ["unfinished"]
+    record = env.engine().apply()
+    assert env.status(record) == {"Backend/a": "changed"} and record.exit_code() == 0
 
 
 def test_an_owned_object_gone_from_git_and_from_the_node_is_forgotten(env):
