@@ -199,3 +199,29 @@ def test_line_changes_read_like_a_diff() -> None:
 def test_proxies_of_a_file_we_did_not_write_are_marked() -> None:
     text = fixture("haproxy.cfg").split("\n", 1)[1]  # without our header
     assert observed(text)["Frontend"]["web"]["shared"] == FOREIGN
+
+
+def test_a_file_of_ours_that_the_running_haproxy_has_not_loaded_is_pending_work(tmp_path) -> None:
+    """A run killed between installing haproxy.cfg and reloading: the file is what reconcile
+    wrote, but its lines are not what HAProxy loaded (issue 21). A hand edit is not."""
+    from reconcilers.haproxy.process import section_digests
+    from reconcilers.haproxy.state import RELOAD_PENDING
+
+    frontends, backends = parse_stat(fixture("show-stat.csv"))
+    text = fixture("haproxy.cfg")
+    state = tmp_path / "haproxy"
+    state.mkdir()
+    before = text.replace("    hash-type consistent\n", "    hash-type map-based\n")  # what HAProxy loaded
+    (state / "loaded.json").write_text(__import__("json").dumps(section_digests(parse_config(before))))
+    node = Node("lb1", Runner(dry_run=True), tmp_path)
+
+    def seen() -> dict:
+        snap = Snapshot(parse_config(text), True, parse_servers_state(fixture("show-servers-state.txt")),
+                        frontends, backends)
+        return observed_states(reconciler().model, snap, node)["Backend"]
+
+    (state / "haproxy.cfg.written").write_text(text)  # the file is reconcile's own
+    assert seen()["legacy"][UNFINISHED] == RELOAD_PENDING
+    assert seen()["app"][UNFINISHED] != RELOAD_PENDING  # its lines were loaded (its servers differ)
+    (state / "haproxy.cfg.written").write_text(before)  # the file was edited by hand since: drift
+    assert UNFINISHED not in seen()["legacy"]
