@@ -34,7 +34,7 @@ OBSERVE = """\
 import json, subprocess, sys, time
 from controller.loader import load_tree
 from reconcilers.base import Node, Runner
-from reconcilers.container import ContainerReconciler
+from reconcilers.lxc.reconciler import ContainerReconciler
 repo, rounds = sys.argv[1], int(sys.argv[2])
 tree = load_tree(repo)
 out = {"observe": [], "lxc-ls -f": [], "lxc-ls -1 x3": [], "bindings": []}

@@ -15,8 +15,8 @@ REGISTRY: dict[str, str] = {
     "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
     "Backend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
-    "Container": "reconcilers.container:ContainerReconciler",
-    "DomainJoin": "reconcilers.domain_join:DomainJoinReconciler",
+    "Container": "reconcilers.lxc.reconciler:ContainerReconciler",
+    "DomainJoin": "reconcilers.domain.reconciler:DomainJoinReconciler",
 }
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Node, Outcomes, Reconciler, one_line
-from reconcilers.container import config_path, stop_seconds
+from reconcilers.lxc import config_path, stop_seconds
 from schemas.cluster_resource import MARKER
 
 RESOURCE_TAGS = ("primitive", "group", "clone")

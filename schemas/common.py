@@ -184,7 +184,7 @@ ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME)]
 ParamValue = Annotated[str, StringConstraints(pattern=PARAM_VALUE)]
 """A resource parameter's value: any one-line text (the CIB is XML, which escapes it)."""
 
-USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9.-]{0,252})?$"
 UserName = Annotated[str, StringConstraints(pattern=USER_NAME)]
 COMPUTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$"
 ComputerName = Annotated[str, StringConstraints(pattern=COMPUTER_NAME)]
@@ -196,21 +196,22 @@ Umask = Annotated[str, StringConstraints(pattern=UMASK)]
 ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME)]
 
-_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9]")
+_GROUP = re.compile(r"([A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9])(@[A-Za-z0-9][A-Za-z0-9.-]{0,252})?")
 
 
 def _group_name(value: str) -> str:
     if not _GROUP.fullmatch(value) or "  " in value:
         raise ValueError(
-            f"{value!r}: a group name may use letters, digits, single spaces and . _ ' - "
+            f"{value!r}: a group name may use letters, digits, single spaces and . _ ' -, and one @domain "
             "(no newlines, no ':', '=', '(', ')', ',' or '%')"
         )
     return value
 
 
 GroupName = Annotated[str, AfterValidator(_group_name)]
-"""An Active Directory group: single spaces allowed (sudoers escapes them), nothing that
-means something in sudoers, sssd or PAM."""
+"""An Active Directory group, optionally `group@domain` (as sssd names it with fully
+qualified names): single spaces allowed (sudoers escapes them), nothing that means
+something in sudoers, sssd or PAM."""
 
 _INIT_ARG = re.compile(r"[A-Za-z0-9_./:=@%+,-]{1,256}")
 
@@ -365,7 +366,7 @@ FilePath = Annotated[str, AfterValidator(_file_path)]
 # sssd's fallback_homedir expands %u %U %d %f %l %P %o %h %H and %%; anything else after a
 # '%' makes sssd refuse the domain, so it is refused here, at the line that has it.
 _HOME_EXPANSIONS = set("uUdflPohH%")
-HOME_PATTERN = r"^/[A-Za-z0-9_./%-]*$"
+HOME_PATTERN = r"^/[A-Za-z0-9_./%@-]*$"
 
 
 def _home_pattern(value: str) -> str:
@@ -429,12 +430,12 @@ PATTERN_HELP: dict[str, str] = {
     AGENT: "must be a resource agent: ocf:PROVIDER:TYPE, systemd:UNIT, lsb:SCRIPT or stonith:TYPE",
     PARAM_NAME: "must be a parameter name: letters, digits, '_' and '-', starting with a letter or '_'",
     PARAM_VALUE: "must be one line of text (no control characters), at most 1024 characters",
-    USER_NAME: "must be a user name: letters, digits and . _ -, at most 64",
+    USER_NAME: "must be a user name: letters, digits and . _ -, at most 64, optionally @domain",
     COMPUTER_NAME: "must be a NetBIOS computer name: at most 15 letters, digits and '-'",
     ORG_UNIT: "must be an OU such as OU=Servers,DC=corp,DC=example,DC=test (letters, digits, spaces, _ and -)",
     UMASK: "must be an octal umask such as 0077",
     ENV_NAME: "must be an environment variable name: upper-case letters, digits and '_'",
-    HOME_PATTERN: "must be an absolute path of letters, digits, _ . / - and % expansions, e.g. /home/%u",
+    HOME_PATTERN: "must be an absolute path of letters, digits, _ . / @ - and % expansions, e.g. /home/%u or /home/%u@%d",
 }
 
 

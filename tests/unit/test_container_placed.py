@@ -13,11 +13,15 @@ import pytest
 from controller.loader import load_tree
 from reconcilers import pacemaker
 from reconcilers.base import Change, Deferred, Node, Runner
-from reconcilers.container import (
-    CLUSTER_TAG, RUNNING_INSTANCE_TAG, CgroupLayout, ContainerReconciler, _placed_by_pacemaker, config_path,
-    instance_of, lxc_path_problem, merge_config, observed_from_config, parse_config, render_block, render_settings,
-    restart_changes, running_settings, running_view,
+from reconcilers.lxc.config import (
+    CLUSTER_TAG, RUNNING_INSTANCE_TAG, CgroupLayout, config_path, merge_config, parse_config, render_block,
 )
+from reconcilers.lxc.reconciler import ContainerReconciler
+from reconcilers.lxc.placed import (
+    placed_by_pacemaker, lxc_path_problem, running_settings, running_view,
+)
+from reconcilers.lxc.tools import instance_of
+from reconcilers.lxc.model import observed_from_config, render_settings, restart_changes
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 V1 = CgroupLayout(frozenset({"memory", "cpuset", "cpu"}))
@@ -214,6 +218,6 @@ def test_the_watch_leaves_pacemakers_state_changes_alone(tmp_path):
     (tmp_path / "ct1" / "config").write_text(text("config-placed-ct1-stopped"))
     (tmp_path / "app1").mkdir()
     (tmp_path / "app1" / "config").write_text(text("config-managed-app1"))
-    assert _placed_by_pacemaker([str(tmp_path)], "ct1") is True
-    assert _placed_by_pacemaker([str(tmp_path)], "app1") is False
-    assert _placed_by_pacemaker([str(tmp_path)], "nothere") is False
+    assert placed_by_pacemaker([str(tmp_path)], "ct1") is True
+    assert placed_by_pacemaker([str(tmp_path)], "app1") is False
+    assert placed_by_pacemaker([str(tmp_path)], "nothere") is False

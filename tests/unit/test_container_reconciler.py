@@ -11,13 +11,14 @@ import pytest
 
 from controller.loader import load_tree
 from reconcilers.base import Change, DryRunViolation, Node, Runner
-from reconcilers.container import (
-    END_MARKER, MARKER, CgroupLayout, ContainerReconciler, _why_invalid, canonical_cpus, canonical_memory,
-    create_argv, file_digest, marker_name, merge_config, observed_bridge_address, observed_from_config,
-    parse_config, parse_links, parse_lxc_ls, parse_lxc_ls_pids, parse_monitor_line, read_rootfs_file, render_block,
-    render_settings, restart_changes, restart_settings_of, shares_of_weight, veth_pair_name, weight_of_shares,
-    write_rootfs_file,
+from reconcilers.lxc.config import (
+    END_MARKER, MARKER, CgroupLayout, canonical_cpus, canonical_memory, marker_name, merge_config, parse_config, render_block, restart_settings_of, shares_of_weight, weight_of_shares,
 )
+from reconcilers.lxc.reconciler import ContainerReconciler
+from reconcilers.lxc.tools import why_invalid, parse_lxc_ls, parse_lxc_ls_pids, parse_monitor_line
+from reconcilers.lxc.model import create_argv, file_digest, observed_from_config, render_settings, restart_changes
+from reconcilers.lxc.network import observed_bridge_address, parse_links, veth_pair_name
+from reconcilers.lxc.rootfs import read_rootfs_file, write_rootfs_file
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "lxc"
 V1 = CgroupLayout(frozenset({"memory", "cpuset", "cpu"}))
@@ -87,9 +88,9 @@ def test_a_config_lxc_refuses_is_explained_in_lxcs_words():
     # lxc-ls leaves app3x out of its table and says why on stderr (with -l ERROR)
     assert "app3x" not in parse_lxc_ls(fixture("lxc-ls.out"))
     why = 'Unsupported config key "lxc.bogus", at line "lxc.bogus = 1"'
-    assert _why_invalid(fixture("lxc-ls.err"), "app3x") == why
-    assert _why_invalid(fixture("lxc-info-invalid.err"), "app3x") == why
-    assert _why_invalid("Failed to load config for b\n", "b") == "it does not load (lxc-ls skips it)"
+    assert why_invalid(fixture("lxc-ls.err"), "app3x") == why
+    assert why_invalid(fixture("lxc-info-invalid.err"), "app3x") == why
+    assert why_invalid("Failed to load config for b\n", "b") == "it does not load (lxc-ls skips it)"
 
 
 def test_a_managed_config_reads_back_as_the_desired_state(reconciler):
@@ -464,7 +465,7 @@ def test_a_container_whose_rootfs_is_not_where_reconcile_put_it_is_never_destroy
 
 
 def test_observe_reads_files_only_from_the_created_rootfs(tmp_path):
-    from reconcilers.container import RootFs
+    from reconcilers.lxc.rootfs import RootFs
 
     lxc, rootfs = _container_dir(tmp_path)
     (rootfs / "www" / "index.html").write_text("app1\n")
@@ -477,7 +478,7 @@ def test_observe_reads_files_only_from_the_created_rootfs(tmp_path):
 
 
 def test_lxcs_native_check_leaves_no_lock_folder_behind(tmp_path):
-    from reconcilers.container import scratch_lxc_path
+    from reconcilers.lxc.tools import scratch_lxc_path
 
     run = tmp_path / "run"
     run.mkdir()

@@ -37,9 +37,13 @@ from reconcilers.haproxy.render import desired_sections, render_desired
 from reconcilers.base import Node, Runner, UnsafeValue
 from reconcilers.cluster import corosync_settings, render_corosync_conf
 from reconcilers.cluster_resource import ClusterResourceReconciler, render_constraints, render_unit
-from reconcilers.container import CgroupLayout, ContainerReconciler, create_argv, render_block, render_settings, \
-    stop_seconds
-from reconcilers.domain_join import DomainJoinReconciler, Paths, join_argv, pam_with_block
+from reconcilers.lxc.config import CgroupLayout, render_block
+from reconcilers.lxc.reconciler import ContainerReconciler
+from reconcilers.lxc.model import create_argv, render_settings, stop_seconds
+from reconcilers.domain import files as domain_files
+from reconcilers.domain.adcli import join_argv
+from reconcilers.domain.files import Paths
+from reconcilers.domain.pam import pam_with_block
 from reconcilers.pacemaker import set_properties
 from reconcilers.virtual_ip import desired_instances
 from schemas import KINDS
@@ -103,12 +107,24 @@ BASE = [
         "local": {"rootfs": "/srv/images/rootfs.tar.xz", "metadata": "/srv/images/meta.tar.xz"}}),
     manifest("Container", "ct1", {"cluster": "web", "template": "busybox"}),
     manifest("DomainJoin", "corp", {
-        "nodes": ["lb1", "lb2"], "domain": "corp.example.test", "user": "Administrator",
+        "nodes": ["lb1"], "domain": "corp.example.test", "user": "Administrator",
         "password": {"file": "/etc/reconcile/secrets/corp-join.password"}, "computerName": "WEB-LB",
-        "ou": "OU=Servers,DC=corp,DC=example,DC=test", "allowGroups": ["app-admins"],
-        "sudoGroups": ["Domain Admins"], "fullyQualifiedNames": False,
-        "homeDirectories": {"create": True, "pattern": "/home/%u", "skel": "/etc/skel", "umask": "0077"},
-        "accessProvider": "simple"}),
+        "ou": "OU=Servers,DC=corp,DC=example,DC=test", "sssdDomain": "CORP", "realm": "CORP.EXAMPLE.TEST",
+        "adServers": ["dc1.corp.example.test"], "adBackupServers": ["dc2.corp.example.test:389"],
+        "authProvider": "ad", "chpassProvider": "ad", "allowGroups": ["app-admins"], "allowUsers": ["alice"],
+        "sudoGroups": ["Domain Admins"],
+        "sudo": [{"groups": ["ops"], "users": ["bob"], "runAs": "root:adm", "noPassword": True,
+                  "commands": ["/usr/bin/systemctl restart nginx"]}],
+        "fullyQualifiedNames": False, "idMapping": True,
+        "homeDirectories": {"create": True, "pattern": "/home/%u", "override": "/srv/home/%u", "skel": "/etc/skel",
+                            "umask": "0077"},
+        "accessProvider": "simple", "recommended": True,
+        "options": {"nss": {"filter_users": "root"}, "domain": {"ldap_referrals": "false"}},
+        "krb5": {"kdcs": ["dc1.corp.example.test"], "adminServer": "dc1.corp.example.test", "dnsLookupKdc": False,
+                 "libdefaults": {"ticket_lifetime": "24h"}, "realmOptions": {"kpasswd_server": "dc1.corp.example.test"}}}),
+    manifest("DomainJoin", "ldapjoin", {
+        "node": "lb2", "domain": "ldap.example.test", "provider": "ldap", "join": "none", "accessProvider": "ldap",
+        "accessFilter": "(memberOf=cn=ops,ou=groups,dc=ldap,dc=example,dc=test)"}),
 ]
 
 # (name, how it is made from a valid value). Appended, so that the payload is the only
@@ -233,7 +249,8 @@ SECRET_VARIANTS = {"file": {"file": "/etc/reconcile/secrets/key"}, "env": {"env"
 
 def base_for(kind: str, path: tuple) -> tuple[list[dict], int] | None:
     """A valid tree whose manifest at the returned index sets `path`: BASE, or BASE with one
-    manifest's placement (node, nodes, cluster) or secret reference (file, env) swapped."""
+    manifest's placement (node, nodes, cluster) or secret reference (file, env) swapped (and,
+    if the new placement then conflicts, without the other manifests of its kind)."""
     i = _holder(kind, path)
     if i is not None:
         return BASE, i
@@ -254,6 +271,10 @@ def base_for(kind: str, path: tuple) -> tuple[list[dict], int] | None:
             return None
         if validate(tree) is not None:
             return tree, i
+        # a kind of one object per node (DomainJoin): the others would now share its nodes
+        alone = [d for j, d in enumerate(tree) if j == i or d["kind"] != kind]
+        if path in PLACEMENT_VARIANTS and validate(alone) is not None:
+            return alone, alone.index(tree[i])
     return None
 
 
@@ -300,14 +321,14 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
         out.append(("paths", [spec.lxcPath, *spec.files]))
         out.append(("contents", [str(c) for c in spec.files.values()]))
     paths = Paths(keytab=tmp / "krb5.keytab", sudoers_dir=tmp / "sudoers.d")
-    joins = DomainJoinReconciler(paths)
-    for name in joins.desired(tree, node)["DomainJoin"]:
-        w = joins.wanted[name]
-        home = w.spec.homeDirectories
-        out.append(("ini", w.sssd_conf))
-        out.append(("sudoers", w.sudoers or ""))
-        out.append(("pam", pam_with_block("", name, home.skel, home.umask)))
-        out.append(("argv", join_argv(w.spec, w.computer, paths.keytab)))
+    for join in tree.of_kind("DomainJoin"):  # every node's: one DomainJoin per node
+        a = domain_files.render(join.metadata.name, join.spec, NODE)
+        home = join.spec.homeDirectories
+        out.append(("ini", a.sssd_conf))
+        out.append(("sudoers", a.sudoers or ""))
+        out.append(("krb5", a.krb5_conf or ""))
+        out.append(("pam", pam_with_block("", a.name, home.skel, home.umask)))
+        out.append(("argv", join_argv(join.spec, a.computer, paths.keytab)))
     return out
 
 
@@ -390,8 +411,14 @@ def shape(fmt: str, rendered: Any) -> Any:
             if not stripped or stripped.startswith("#") and not stripped.startswith("#include"):
                 out.append("#" if stripped else "")
                 continue
-            m = re.fullmatch(r"%((?:\\.|[^\s\\])+)\s+ALL\s*=\s*\(ALL:ALL\)\s+ALL", stripped)
-            out.append(("rule", line.endswith("\\")) if m else ("OTHER", stripped))
+            bare = re.sub(r"\\.", "", stripped)  # what sudo reads as separators is never escaped
+            who = bare.split("=", 1)[0]  # a '%' means a group only in the list of who
+            out.append(("rule", bare[:1], [bare.count(c) for c in ",:=()!#"], who.count("%"), line.endswith("\\")))
+        elif fmt == "krb5":
+            text = stripped if stripped[:1] not in "#;" else ""
+            out.append("#" if stripped and not text else ("section", text.count("[")) if text.startswith("[") else
+                       ("rel", text.split("=")[0].strip(), "=" in text, text.count("{"), text.count("}"))
+                       if text else "")
     return out
 
 

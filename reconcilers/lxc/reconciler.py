@@ -1,0 +1,563 @@
+"""Container: LXC system containers on this node, reconciled with the lxc-* tools.
+
+observe
+    One `lxc-ls -f -F NAME,STATE,PID -P PATH` per LXC path in use (normally one,
+    /var/lib/lxc) gives every container's state in one process; each container's
+    `PATH/NAME/config` is then read as a file (no process), and one `ip -j -d addr show`
+    tells the node-local bridges (and, with Pacemaker-placed containers, one
+    `cibadmin --query --local` their primitives and this node's attributes).
+
+desired
+    Containers placed on this node by `spec.node`/`spec.nodes` (or everywhere), and
+    containers placed by Pacemaker (`spec.cluster`) on every node of their cluster
+    (placed.py says how those differ: their run state is Pacemaker's).
+
+apply
+    create: `lxc-create` (busybox, download or local template, `dir` backing store), our
+    block of config keys, the declared files in the root file system, then the state.
+    update: rewrite our block of the config, files, then start/stop/freeze/thaw. A change
+    of limits, network or init only takes effect when the container starts again: with
+    `restartPolicy: onChange` apply stops and starts it; with `never` it leaves the running
+    container and its config alone, does the rest, and reports the object `deferred`
+    ("restart required") — the change is applied when the container is next found stopped.
+    The config on disk therefore always says what the running container runs with.
+    delete: stop, `lxc-destroy`; a node-local bridge this reconciler made goes with the
+    last container on it.
+
+watch
+    `lxc-monitor` on our LXC paths: every state change (a container stopped or frozen by
+    hand) makes the agent plan again. Hand edits of a config are found by the next plan.
+
+Ownership: our config block starts with `# reconcile-managed: Container/NAME`. A container
+whose config lacks that line for its own name (made by hand, or copied) is never
+reconfigured, started, stopped or destroyed: the plan and apply report a conflict. To adopt
+one, add the line to its config by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from reconcilers.base import ApplyError, AtomicWriter, Change, Deferred, Desired, Node, PerObject, UnsafeValue
+from reconcilers.lxc import placed, tools
+from reconcilers.lxc.config import (
+    CLUSTER_TAG, LIVE_KEYS, MARKER, STOP_TAG, CgroupLayout, config_path,
+    last_value, lxc_value, marker_name, merge_config, parse_config, render_block, restart_settings_of, tag_value,
+)
+from reconcilers.lxc.model import (
+    INVALID, create_argv, desired_state, file_digest, observed_from_config, render_settings, restart_changes,
+    stop_seconds,
+)
+from reconcilers.lxc.network import Link, drop_bridge, ensure_bridge, observed_bridge_address, read_links, veth_pair_name
+from reconcilers.lxc.rootfs import (
+    RootFs, canonical_rootfs, created_rootfs, read_rootfs_file, rootfs_in_place, write_rootfs_file,
+)
+
+DEFAULT_LXC_PATH = "/var/lib/lxc"
+PATHS_FILE = "container-lxc-paths.json"  # LXC paths we created containers in, under the state dir
+
+
+class ContainerReconciler(PerObject):
+    """LXC containers placed on this node: create, configure, run/stop/freeze, destroy; for
+    containers Pacemaker places (spec.cluster), everything but their run state."""
+
+    kind = "Container"
+
+    def __init__(self) -> None:
+        self.specs: dict[str, Any] = {}  # name → ContainerSpec of what lands here
+        self.wanted: dict[str, dict[str, Any]] = {}  # name → normalized desired state
+        self.cluster_placed: set[str] = set()  # Pacemaker runs them: their run state is not ours
+        self.invalid: dict[str, str] = {}  # name → why LXC refuses its config
+        self.instances: dict[str, str] = {}  # name → "PID:start" of a running container's init
+        self.primitives: dict[str, str] | None = None  # container → its lxc primitive (None: no CIB)
+        self._links: dict[str, Link] | None = None
+        self._layout: CgroupLayout | None = None
+
+    @property
+    def layout(self) -> CgroupLayout:
+        if self._layout is None:
+            self._layout = CgroupLayout.detect()
+        return self._layout
+
+    # --- desired ---------------------------------------------------------------------------
+
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
+        self.cluster_placed = {m.metadata.name for m in tree.of_kind("Container") if m.spec.cluster is not None}
+        out: dict[str, Desired] = {}
+        for m in tree.on_node("Container", node.name):
+            name, spec = m.metadata.name, m.spec
+            state = desired_state(name, spec)
+            self.specs[name] = spec
+            self.wanted[name] = state
+            if spec.cluster is not None:  # Pacemaker decides where it runs: its run state is not drift
+                out[name] = Desired(state, ignore=("/state",), depends=(("Cluster", spec.cluster),))
+            else:
+                out[name] = Desired(state)
+        return {self.kind: out}
+
+    # --- observe ---------------------------------------------------------------------------
+
+    def lxc_paths(self, node: Node) -> list[str]:
+        """The LXC paths to look in: the desired ones first, the default, and every path we
+        ever created a container in (so a manifest removed from git is still found)."""
+        paths = [s.lxcPath for s in self.specs.values()] + [DEFAULT_LXC_PATH]
+        try:
+            paths += json.loads((node.state_dir / PATHS_FILE).read_text())
+        except (OSError, ValueError):
+            pass
+        return list(dict.fromkeys(p for p in paths if isinstance(p, str)))
+
+    def links(self, node: Node, fresh: bool = False) -> dict[str, Link]:
+        if self._links is None or fresh:
+            self._links = read_links(node)
+        return self._links
+
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, Any]] = {}
+        self.invalid = {}
+        for lxc_path in self.lxc_paths(node):
+            for name, obs in self._observe_path(node, lxc_path).items():
+                out.setdefault(name, obs)
+        if any(o["network"]["type"] == "bridge" for o in out.values()) or \
+                any(w["network"]["bridgeAddress"] for w in self.wanted.values()):
+            links = self.links(node, fresh=True)
+            for name, obs in out.items():
+                want = self.wanted.get(name)
+                if want and want["network"]["bridgeAddress"] and obs["network"]["bridge"]:
+                    obs["network"]["bridgeAddress"] = observed_bridge_address(
+                        links, obs["network"]["bridge"], want["network"]["bridgeAddress"])
+        self.primitives = None
+        if any(o["pacemaker"] for o in out.values()) or any(w["pacemaker"] for w in self.wanted.values()):
+            attributes = self._read_cib(node)
+            for name, obs in out.items():
+                if obs["pacemaker"]:
+                    value = attributes.get(placed.container_attribute(name))
+                    obs["pacemaker"]["mayRunHere"] = value == placed.ALLOWED
+        return {self.kind: out}
+
+    def _read_cib(self, node: Node) -> dict[str, str]:
+        """The lxc primitives (`self.primitives`) and this node's transient attributes."""
+        self.primitives, attributes = placed.read_cib(node)
+        return attributes
+
+    def _observe_path(self, node: Node, lxc_path: str) -> dict[str, dict[str, Any]]:
+        root = Path(lxc_path)
+        try:
+            defined = sorted(e.name for e in os.scandir(root) if e.is_dir() and (root / e.name / "config").is_file())
+        except OSError:
+            return {}  # no such folder: no containers there
+        if not defined:
+            return {}
+        listed, why = tools.list_states(node, lxc_path)
+        out: dict[str, dict[str, Any]] = {}
+        for name in defined:
+            try:
+                text = (root / name / "config").read_text(errors="replace")
+            except OSError:
+                continue
+            want = self.wanted.get(name)
+            if marker_name(text) != name and (want is None or want["lxcPath"] != lxc_path):
+                continue  # not ours, and not in the way of one we want: not our business
+            state, pid = listed.get(name, (None, None))
+            if state is None:  # lxc-ls skips a container whose config does not load
+                state = INVALID
+                self.invalid[name] = tools.why_invalid(why, name)
+            instance = tools.instance_of(pid)
+            if instance is not None:
+                self.instances[name] = instance
+            else:
+                self.instances.pop(name, None)
+            obs = observed_from_config(name, lxc_path, placed.running_view(text, instance), state)
+            if obs["rootfs"] == created_rootfs(lxc_path, name) and not rootfs_in_place(lxc_path, name):
+                obs["rootfs"] += " (reached through a symlink)"
+            if want and want["files"] and obs["managed"]:
+                if obs["rootfs"] == created_rootfs(lxc_path, name):
+                    rootfs = RootFs(lxc_path, name)
+                    obs["files"] = {p: file_digest(read_rootfs_file(rootfs, p)) for p in want["files"]}
+                else:  # not read from wherever the config points
+                    obs["files"] = {p: "(not looked at: root file system elsewhere)" for p in want["files"]}
+            out[name] = obs
+        return out
+
+    # --- validate and explain ----------------------------------------------------------------
+
+    def validate(self, node: Node) -> list[str]:
+        """LXC itself parses every rendered config block: one `lxc-ls` over a temp LXC path.
+        A container Pacemaker places must live in LXC's default path (`lxc-config`)."""
+        if not self.wanted:
+            return []
+        problems: list[str] = []
+        if any(w["pacemaker"] for w in self.wanted.values()):
+            r = node.run(["lxc-config", "lxc.lxcpath"], read_only=True, check=False)
+            default = r.stdout.strip() or DEFAULT_LXC_PATH
+            problems += [p for name, w in sorted(self.wanted.items()) if w["pacemaker"]
+                         for p in [placed.lxc_path_problem(name, w["lxcPath"], default)] if p]
+        rendered: dict[str, str] = {}
+        for name, state in sorted(self.wanted.items()):
+            try:
+                rendered[name] = f"lxc.uts.name = {lxc_value(name)}\n" + \
+                    render_block(name, state["source"], 0, render_settings(name, state, self.layout))
+            except UnsafeValue as err:
+                problems.append(f"{name}: {err}")
+        if not rendered:
+            return problems
+        refused = tools.check_configs(node, rendered)
+        return problems + [f"{name}: LXC refuses the rendered config: {why}" for name, why in refused.items()]
+
+    def explain(self, change: Change, node: Node) -> list[str]:
+        have, want = change.observed or {}, change.desired or {}
+        name = change.name
+        notes: list[str] = []
+        if have and not have.get("managed"):
+            return [_conflict(name, have.get("lxcPath", "?"))]
+        if have and have.get("rootfs") != created_rootfs(have.get("lxcPath", "?"), name):
+            return [_rootfs_conflict(name, have.get("lxcPath", "?"), have.get("rootfs"))]
+        if name in self.invalid:
+            notes.append(f"its config does not load: {self.invalid[name]}")
+        running = have.get("state") in ("running", "frozen")
+        primitive = (self.primitives or {}).get(name)
+        if change.action == "create":
+            if want["pacemaker"]:
+                cluster = want["pacemaker"]["cluster"]
+                notes.append(f"create from {want['source']} in {want['lxcPath']}, not started: Pacemaker of cluster "
+                             f"{cluster} starts it on one node (ocf:heartbeat:lxc primitive {name})")
+                notes.append(placed.attribute_note(name))
+            else:
+                notes.append(f"create from {want['source']} in {want['lxcPath']}, then {want['state']}")
+        elif change.action == "delete":
+            if have.get("pacemaker") and primitive and running:
+                notes.append(f"destroy waits: Pacemaker runs it here (primitive {primitive}); it is destroyed once "
+                             "the DC has stopped it through Pacemaker and removed that primitive (on the DC in "
+                             "this run, elsewhere on a later one)")
+            elif have.get("pacemaker") and primitive:
+                notes.append(f"destroy: node attribute {placed.container_attribute(name)} is removed first "
+                             "(Pacemaker no longer starts it here), then lxc-destroy (its root file system is deleted)")
+            else:
+                notes.append("destroy: stop it, then lxc-destroy (its root file system is deleted)")
+            return notes
+        else:
+            if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
+                return notes + [_immovable(name, have, want)]
+            fields = restart_changes(have, want)
+            if want["pacemaker"]:
+                if not have.get("pacemaker"):
+                    notes.append(f"from now on Pacemaker of cluster {want['pacemaker']['cluster']} starts and stops "
+                                 "it: its run state here is left to Pacemaker")
+                if fields and running:
+                    notes.append(placed.restart_through_pacemaker(name, fields))
+                elif fields:
+                    notes.append(f"{', '.join(fields)}: taken when Pacemaker next starts it here")
+                if not (have.get("pacemaker") or {}).get("mayRunHere"):
+                    notes.append(placed.attribute_note(name))
+                notes += self._bridge_note(want)
+                return notes
+            if have.get("pacemaker") and primitive:
+                notes.append(f"waits until the lxc primitive {primitive} is gone from the CIB: until then its run "
+                             "state is Pacemaker's")
+            if fields and running and want["state"] != "stopped":
+                policy = self.specs[name].restartPolicy
+                if policy == "onChange":
+                    notes.append(f"restart required ({', '.join(fields)}): restartPolicy onChange, "
+                                 "apply stops and starts the container")
+                else:
+                    notes.append(f"restart required ({', '.join(fields)}): restartPolicy never, the running "
+                                 "container is left alone; the change waits for its next start")
+            elif fields and want["state"] != "stopped":
+                notes.append(f"{', '.join(fields)}: taken at the next start")
+        return notes + self._bridge_note(want)
+
+    def _bridge_note(self, want: dict[str, Any]) -> list[str]:
+        net = want.get("network") or {}
+        if net.get("bridgeAddress") and self._links is not None:
+            got = observed_bridge_address(self._links, net["bridge"], net["bridgeAddress"])
+            if got is None:
+                return [f"bridge {net['bridge']} with {net['bridgeAddress']} is created on this node"]
+        return []
+
+    # --- apply -------------------------------------------------------------------------------
+
+    def apply_one(self, change: Change, node: Node) -> None:
+        if change.action == "delete":
+            self._destroy(change, node)
+            return
+        spec = self.specs[change.name]
+        config = Path(spec.lxcPath) / change.name / "config"
+        if change.observed is None and not config.exists():
+            self._create(change, node)
+        else:
+            self._update(change, node)
+
+    def _create(self, change: Change, node: Node) -> None:
+        name, want, spec = change.name, change.desired or {}, self.specs[change.name]
+        self._ensure_bridge(node, name)
+        settings = render_settings(name, want, self.layout)
+        fd, seed = tempfile.mkstemp(prefix=f"reconcile-lxc-{name}-", suffix=".conf")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(render_block(name, want["source"], stop_seconds(spec), settings, placed.cluster_of(want)))
+            node.run(create_argv(name, spec.lxcPath, spec, seed),
+                     timeout=900 if spec.template == "download" else 300)
+        finally:
+            os.unlink(seed)
+        self._remember_path(node, spec.lxcPath)
+        self._write_config(node, name, settings)
+        self._write_files(node, name)
+        if want["pacemaker"]:
+            placed.allow_here(node, name)  # complete here: from now on Pacemaker may start it on this node
+        else:
+            self._set_state(node, name, "stopped", want["state"])
+
+    def _update(self, change: Change, node: Node) -> None:
+        name, want, spec = change.name, change.desired or {}, self.specs[change.name]
+        have = change.observed or self._observe_one(node, name)
+        if not have.get("managed"):
+            raise ApplyError(_conflict(name, have.get("lxcPath", spec.lxcPath)))
+        if have.get("lxcPath") == want["lxcPath"] and have.get("rootfs") != want["rootfs"]:
+            raise ApplyError(_rootfs_conflict(name, want["lxcPath"], have.get("rootfs")))
+        if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
+            raise ApplyError(_immovable(name, have, want))
+        if want["pacemaker"]:
+            self._update_placed(node, name, have, want)
+            return
+        if have.get("pacemaker"):  # placed by Pacemaker until now
+            primitive = self._primitive_for(node, name)
+            if primitive:
+                raise Deferred(f"the lxc primitive {primitive} is still in the CIB: {name}'s run state stays "
+                               "Pacemaker's until the DC has removed it; applied on a later run")
+            placed.forbid_here(node, name)
+        if have["state"] == INVALID:  # fix our part of the config first, then look again
+            self._write_config(node, name, render_settings(name, want, self.layout))
+            have = self._observe_one(node, name)
+        self._ensure_bridge(node, name)
+        now = have["state"]
+        fields = restart_changes(have, want)
+        running = now in ("running", "frozen")
+        if running and (want["state"] == "stopped" or (fields and spec.restartPolicy == "onChange")):
+            self._stop(node, name)
+            now = "stopped"
+        deferred = None
+        if fields and now in ("running", "frozen"):
+            # restartPolicy never: keep what the running container runs with
+            live = [kv for kv in render_settings(name, want, self.layout) if kv[0] in LIVE_KEYS]
+            existing = (Path(spec.lxcPath) / name / "config").read_text()
+            self._write_config(node, name, live + restart_settings_of(existing))
+            deferred = (f"restart required ({', '.join(fields)}), restartPolicy: never: the running container "
+                        f"was left alone; the change is applied when it is next found stopped "
+                        f"(e.g. lxc-stop -n {name} -P {spec.lxcPath}) or with restartPolicy: onChange")
+        else:
+            self._write_config(node, name, render_settings(name, want, self.layout))
+        self._write_files(node, name)
+        self._set_state(node, name, now, want["state"])
+        self._drop_old_bridge(node, have)
+        if deferred:
+            raise Deferred(deferred)
+
+    def _update_placed(self, node: Node, name: str, have: dict[str, Any], want: dict[str, Any]) -> None:
+        """A container Pacemaker places: its config, files, bridge and node attribute, never
+        its run state. Settings that need a restart go into the config at once (the next
+        start, on any node, takes them); where Pacemaker runs it now, our block also keeps
+        what that instance runs with, and the change is reported deferred until Pacemaker
+        restarts it."""
+        if have["state"] == INVALID:
+            self._write_config(node, name, render_settings(name, want, self.layout))
+            have = self._observe_one(node, name)
+        self._ensure_bridge(node, name)
+        fields = restart_changes(have, want)
+        held = None
+        if fields and have["state"] not in ("stopped", INVALID):
+            self._observe_one(node, name)  # the instance running now (Pacemaker may have restarted it)
+            instance = self.instances.get(name)
+            if instance is not None:
+                existing = Path(config_path(want["lxcPath"], name)).read_text()
+                held = (instance, placed.running_settings(existing, instance))
+        self._write_config(node, name, render_settings(name, want, self.layout), running=held)
+        self._write_files(node, name)
+        if not (have.get("pacemaker") or {}).get("mayRunHere"):
+            placed.allow_here(node, name)
+        self._drop_old_bridge(node, have)
+        if held:
+            raise Deferred(placed.restart_through_pacemaker(name, fields))
+
+    def _destroy(self, change: Change, node: Node) -> None:
+        have, name = change.observed or {}, change.name
+        lxc_path = have.get("lxcPath", DEFAULT_LXC_PATH)
+        config = Path(lxc_path) / name / "config"
+        try:
+            text = config.read_text(errors="replace")
+        except FileNotFoundError:
+            return  # already gone
+        if marker_name(text) != name:
+            raise ApplyError(_conflict(name, lxc_path))
+        # lxc-destroy deletes the root file system its config names: only ever the one we
+        # created, reached without a symlink (a config edited to say dir:/etc would empty /etc).
+        configured = canonical_rootfs(last_value(parse_config(text), "lxc.rootfs.path"))
+        if configured != created_rootfs(lxc_path, name) or not rootfs_in_place(lxc_path, name):
+            raise ApplyError(_rootfs_conflict(name, lxc_path, configured))
+        state = have.get("state")
+        if have.get("pacemaker") or tag_value(text, CLUSTER_TAG):
+            primitive = self._primitive_for(node, name)
+            waits = Deferred(f"Pacemaker runs {name} here (lxc primitive {primitive}): it is destroyed once that "
+                             "primitive is gone from the CIB (the DC removes it, stopping it first) and "
+                             "Pacemaker has stopped it")
+            if primitive and self._state_now(node, name, lxc_path) != "stopped":
+                raise waits
+            placed.forbid_here(node, name)  # Pacemaker must not start it here while it goes
+            state = self._state_now(node, name, lxc_path)
+            if primitive and state != "stopped":  # Pacemaker started it here just now
+                raise waits
+        if state != "stopped":
+            self._stop(node, name, lxc_path, _stop_tag(config))
+        node.run(["lxc-destroy", "-n", name, "-P", lxc_path])
+        self._drop_old_bridge(node, have)
+
+    # --- apply helpers -------------------------------------------------------------------------
+
+    def _observe_one(self, node: Node, name: str) -> dict[str, Any]:
+        spec = self.specs[name]
+        found = self._observe_path(node, spec.lxcPath).get(name)
+        if found is None:
+            raise ApplyError(f"container {name} is not in {spec.lxcPath} any more")
+        return found
+
+    def _write_config(self, node: Node, name: str, settings: list[tuple[str, str]],
+                      running: tuple[str, list[tuple[str, str]]] | None = None) -> None:
+        spec, want = self.specs[name], self.wanted[name]
+        path = Path(spec.lxcPath) / name / "config"
+        block = render_block(name, want["source"], stop_seconds(spec), settings, placed.cluster_of(want), running)
+        text = merge_config(path.read_text(), block)
+        AtomicWriter(node).write(path, text, validate=lambda tmp: tools.check_config(node, name, tmp))
+
+    def _state_now(self, node: Node, name: str, lxc_path: str) -> str:
+        return tools.list_states(node, lxc_path)[0].get(name, (INVALID, None))[0]
+
+    def _drop_old_bridge(self, node: Node, have: dict[str, Any]) -> None:
+        """A bridge we made goes once no container wants it (moved off it, or destroyed)."""
+        bridge = (have.get("network") or {}).get("bridge")
+        if bridge and not any(w["network"]["bridge"] == bridge for w in self.wanted.values()):
+            drop_bridge(node, bridge)
+
+    # --- apply helpers: Pacemaker ----------------------------------------------------------------
+
+    def _primitive_for(self, node: Node, name: str) -> str | None:
+        """The id of an lxc primitive in the CIB that runs this container (ours or made by
+        hand), read now; None when there is none or Pacemaker does not run here."""
+        self._read_cib(node)
+        return (self.primitives or {}).get(name)
+
+    def _write_files(self, node: Node, name: str) -> None:
+        spec = self.specs[name]
+        if not spec.files:
+            return
+        # The config is read again here, just before writing: what observe saw may be old.
+        configured = canonical_rootfs(last_value(parse_config(Path(config_path(spec.lxcPath, name)).read_text()),
+                                            "lxc.rootfs.path"))
+        if configured != created_rootfs(spec.lxcPath, name):
+            raise ApplyError(_rootfs_conflict(name, spec.lxcPath, configured))
+        rootfs = RootFs(spec.lxcPath, name)
+        for inner, content in sorted(spec.files.items()):
+            write_rootfs_file(node, rootfs, inner, content.encode())
+
+    def _remember_path(self, node: Node, lxc_path: str) -> None:
+        path = node.state_dir / PATHS_FILE
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = []
+        if lxc_path != DEFAULT_LXC_PATH and lxc_path not in known:
+            AtomicWriter(node).write(path, json.dumps(sorted(set(known) | {lxc_path})) + "\n")
+
+    def _set_state(self, node: Node, name: str, now: str, want: str) -> None:
+        lxc_path = self.specs[name].lxcPath
+        base = ["-n", name, "-P", lxc_path]
+        if now not in ("running", "stopped", "frozen"):  # starting, stopping, thawed…: let it settle
+            node.run(["lxc-wait", *base, "-s", "RUNNING|STOPPED|FROZEN", "-t", "30"], check=False)
+            now = self._observe_one(node, name)["state"]
+        if now == want:
+            return
+        if want == "stopped":
+            self._stop(node, name)
+            return
+        if now == "stopped":
+            self._start(node, name)
+            now = "running"
+        if now == "frozen" and want == "running":
+            node.run(["lxc-unfreeze", *base])
+        elif now == "running" and want == "frozen":
+            node.run(["lxc-freeze", *base])
+
+    def _start(self, node: Node, name: str) -> None:
+        tools.start(node, name, self.specs[name].lxcPath)  # its bridge was ensured by the caller
+
+    def _stop(self, node: Node, name: str, lxc_path: str | None = None, seconds: int | None = None) -> None:
+        if lxc_path is None:
+            lxc_path, seconds = self.specs[name].lxcPath, stop_seconds(self.specs[name])
+        tools.stop(node, name, lxc_path, seconds)
+
+    def _ensure_bridge(self, node: Node, name: str) -> None:
+        """The container's bridge exists before it starts (network.py)."""
+        net = self.specs[name].network
+        if net.type != "bridge":
+            return
+        attached = {veth_pair_name(other): state["network"]["bridge"] for other, state in self.wanted.items()
+                    if state["network"]["bridge"]}
+        ensure_bridge(node, net.bridge, net.bridgeAddress, attached)
+        self._links = None
+
+    # --- watch ---------------------------------------------------------------------------------
+
+    def watch(self, node: Node) -> Iterator[str]:
+        """Yields on every state change of a container in our LXC paths (`lxc-monitor`),
+        except those of containers Pacemaker places: it starts and stops them, and their run
+        state is not drift (the watch runs without `desired`: our block's cluster line says so)."""
+        paths = [p for p in self.lxc_paths(node) if Path(p).is_dir()]
+        if not paths:
+            return  # nothing to watch yet; the agent calls again later
+        argv = ["lxc-monitor", "-n", ".*"]
+        for lxc_path in paths:
+            argv += ["-P", lxc_path]
+        proc = node.runner.stream(argv)
+        try:
+            for line in proc.stdout or ():
+                event = tools.parse_monitor_line(line)
+                if event and event[0] not in self.cluster_placed and not placed.placed_by_pacemaker(paths, event[0]):
+                    yield f"container {event[0]}: {event[1]}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=5)
+
+
+# --- messages for people ---------------------------------------------------------------------
+
+
+def _conflict(name: str, lxc_path: str) -> str:
+    return (f"conflict: container {name} in {lxc_path} was not created by reconcile (its config has no "
+            f"`{MARKER}{name}` line): it is left alone. Rename the manifest, remove the container by hand, "
+            f"or adopt it by adding that line to {lxc_path}/{name}/config")
+
+
+def _rootfs_conflict(name: str, lxc_path: str, configured: str | None) -> str:
+    return (f"conflict: the config of container {name} ({lxc_path}/{name}/config) puts its root file system at "
+            f"{configured or '(nothing)'}, not at {created_rootfs(lxc_path, name)} where reconcile created it (or "
+            f"a symlink is in the way): it was edited outside reconcile, so reconcile neither writes files into it "
+            f"nor destroys it. Put lxc.rootfs.path back to {created_rootfs(lxc_path, name)}, or remove the "
+            f"container by hand")
+
+
+def _immovable(name: str, have: dict[str, Any], want: dict[str, Any]) -> str:
+    if have.get("lxcPath") != want.get("lxcPath"):
+        what = f"it lives in {have.get('lxcPath')}, the manifest says lxcPath {want.get('lxcPath')}"
+    else:
+        what = f"it was created from {have.get('source')}, the manifest says {want.get('source')}"
+    return (f"recreate required: {what}. LXC cannot change that in place and reconcile does not destroy a "
+            f"root file system on its own: remove the manifest (apply destroys {name}), then add it back")
+
+
+def _stop_tag(config: Path) -> int | None:
+    try:
+        value = tag_value(config.read_text(errors="replace"), STOP_TAG)
+        return int(value) if value is not None else None
+    except (OSError, ValueError):
+        return None
