@@ -36,7 +36,7 @@ def _sssd_value(value: str) -> str:
 SssdValue = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_sssd_value)]
 SSSD_DOMAIN = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}$"
 SssdDomainName = Annotated[str, StringConstraints(pattern=SSSD_DOMAIN)]
-REALM = r"^[A-Z0-9][A-Z0-9._-]{0,252}$"
+REALM = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
 Realm = Annotated[str, StringConstraints(pattern=REALM)]
 HOST = r"^([A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$"
 Host = Annotated[str, StringConstraints(pattern=HOST)]
@@ -56,8 +56,9 @@ Krb5Value = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_k
 
 
 def is_secret_key(key: str) -> bool:
-    """sssd options that hold a password: given by reference only."""
-    return key.endswith("authtok") or "password" in key or key.endswith("_pin")
+    """sssd options that hold a password (ldap_default_authtok and its kin): given by
+    reference only."""
+    return key.endswith("authtok")
 
 
 # sssd options the typed fields write (domain section), and the field that says each.
@@ -230,7 +231,7 @@ class DomainJoin(Manifest):
         for section, options in spec.options.items():
             where = f"spec.options.{section}"
             if section == own:
-                problems.append((where, f"this join's own domain section: write its options under `domain`"))
+                problems.append((where, "this join's own domain section: write its options under `domain`"))
                 continue
             for key, value in options.items():
                 if section in ("domain",) and key in TYPED_DOMAIN_KEYS:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from reconcilers.base import GENERATED_HEADER, UnsafeValue, one_line
 
@@ -24,24 +24,31 @@ SOURCE_TAG = "# reconcile-source: "
 STOP_TAG = "# reconcile-stop-timeout: "
 CLUSTER_TAG = "# reconcile-cluster: "  # placed by the Pacemaker of this cluster
 RUNNING_INSTANCE_TAG = "# reconcile-running-instance: "  # PID:start time the running lines hold for
+ADOPTED = "adopted"  # the source tag of a container reconcile did not create
 RUNNING_TAG = "# reconcile-running: "  # a restart key as the running instance has it
 
-# Config keys this reconciler owns: set in our block, removed anywhere else in the file.
 LIVE_KEYS = ("lxc.start.auto", "lxc.start.order")  # read by lxc-autostart: no restart needed
 LIMIT_KEYS = {  # (cgroup v1 key, cgroup v2 key)
     "memory": ("lxc.cgroup.memory.limit_in_bytes", "lxc.cgroup2.memory.max"),
     "cpus": ("lxc.cgroup.cpuset.cpus", "lxc.cgroup2.cpuset.cpus"),
     "cpuWeight": ("lxc.cgroup.cpu.shares", "lxc.cgroup2.cpu.weight"),
 }
+# Keys LXC collects into a list (every other key takes its last value).
+LIST_KEYS = ("lxc.include", "lxc.mount.entry", "lxc.cap.drop", "lxc.cap.keep", "lxc.environment", "lxc.idmap",
+             "lxc.cgroup.devices.allow", "lxc.cgroup.devices.deny", "lxc.cgroup2.devices.allow",
+             "lxc.cgroup2.devices.deny", "lxc.apparmor.raw", "lxc.group", "lxc.keyring.session")
 
 
-def owned_key(key: str) -> bool:
+def is_list_key(key: str) -> bool:
+    return key in LIST_KEYS or key.startswith("lxc.hook.") or bool(
+        re.fullmatch(r"lxc\.net\.[0-9]+\.ipv[46]\.address", key))
+
+
+def always_owned(key: str) -> bool:
+    """Keys reconcile always writes in its block (and removes anywhere else): autostart,
+    limits, the network, init."""
     return (key in LIVE_KEYS or key == "lxc.init.cmd" or key == "lxc.net" or key.startswith("lxc.net.")
             or any(key in pair for pair in LIMIT_KEYS.values()))
-
-
-def restart_key(key: str) -> bool:
-    return owned_key(key) and key not in LIVE_KEYS
 
 
 def lxc_value(value: Any) -> str:
@@ -72,11 +79,19 @@ def lxc_comment(text: str) -> str:
     return one_line(text, "an LXC config comment", max_length=4096)
 
 
+def lxc_line(key: str, value: str) -> str:
+    """One `key = value` line; an empty value is the line that clears the key (`key =`)."""
+    if not re.fullmatch(r"lxc\.[A-Za-z0-9_.-]+", key):
+        raise UnsafeValue(f"LXC config: refused key {key!r}")
+    return f"{key} =" if value == "" else f"{key} = {lxc_value(value)}"
 
-def parse_config(text: str) -> dict[str, list[str]]:
-    """An LXC config file → {key: [values in order]}. An empty value clears a key, as LXC
-    does; surrounding quotes are removed (templates write `lxc.uts.name = "c1"`)."""
-    values: dict[str, list[str]] = {}
+
+
+def config_lines(text: str) -> list[tuple[str, str]]:
+    """The `key = value` lines of a config, in order, as LXC reads each: blanks around key
+    and value dropped, a pair of quotes around the value removed (templates write
+    `lxc.uts.name = "c1"`); an empty value is kept (it clears the key)."""
+    out = []
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
@@ -85,11 +100,53 @@ def parse_config(text: str) -> dict[str, list[str]]:
         key, value = key.strip(), value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
+        out.append((key, value))
+    return out
+
+
+def parse_config(text: str) -> dict[str, list[str]]:
+    """An LXC config file → {key: [values in order]}, as LXC reads it: an empty value
+    clears a key (and the keys below it: `lxc.net =` clears every interface)."""
+    return collect(config_lines(text))
+
+
+def collect(lines: list[tuple[str, str]]) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for key, value in lines:
         if value == "":
+            for k in [k for k in values if k == key or k.startswith(key + ".")]:
+                values[k] = []
             values[key] = []
         else:
             values.setdefault(key, []).append(value)
     return values
+
+
+def split_block(text: str) -> tuple[list[str], list[str] | None]:
+    """(lines outside our block, lines inside it or None when the config has none)."""
+    outside: list[str] = []
+    inside: list[str] | None = None
+    within = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(MARKER):
+            within, inside = True, inside or []
+            continue
+        if within:
+            if stripped == END_MARKER:
+                within = False
+            else:
+                inside.append(line)  # type: ignore[union-attr]
+            continue
+        outside.append(line)
+    return outside, inside
+
+
+def scope_lines(text: str) -> list[tuple[str, str]]:
+    """The lines reconcile answers for: its block's, or, in a config without our block (a
+    container made by hand and adopted), the whole file's."""
+    outside, inside = split_block(text)
+    return config_lines("\n".join(inside if inside is not None else outside))
 
 
 def last_value(values: dict[str, list[str]], *keys: str) -> str | None:
@@ -202,38 +259,37 @@ class CgroupLayout:
 # --- reconcile's block ------------------------------------------------------------------------
 
 
-def render_block(name: str, source: str, stop_seconds: int, settings: list[tuple[str, str]],
+def render_block(name: str, source: str | None, stop_seconds: int, settings: list[tuple[str, str]],
                  cluster: str | None = None, running: tuple[str, list[tuple[str, str]]] | None = None) -> str:
     """Our block of a container's config. `cluster`: Pacemaker of that cluster places it.
     `running`: (instance, restart keys) the instance Pacemaker runs here has, while the
     settings above already say what its next start takes."""
     c = lxc_comment
-    lines = [f"{MARKER}{c(name)}", f"# {GENERATED_HEADER}", f"{SOURCE_TAG}{c(source)}", f"{STOP_TAG}{c(str(stop_seconds))}"]
+    # an adopted container was not created by reconcile: it has no source, which the tag says
+    lines = [f"{MARKER}{c(name)}", f"# {GENERATED_HEADER}", f"{SOURCE_TAG}{c(source or ADOPTED)}",
+             f"{STOP_TAG}{c(str(stop_seconds))}"]
     if cluster:
         lines.append(f"{CLUSTER_TAG}{c(cluster)}")
-    lines += [f"{lxc_value(k)} = {lxc_value(v)}" for k, v in settings]
+    lines += [lxc_line(k, v) for k, v in settings]
     if running:
         lines.append(f"{RUNNING_INSTANCE_TAG}{c(running[0])}")
-        lines += [f"{RUNNING_TAG}{c(k)} = {c(v)}" for k, v in running[1]]
+        lines += [f"{RUNNING_TAG}{c(lxc_line(k, v))}" for k, v in running[1]]
     lines.append(END_MARKER)
     return "\n".join(lines) + "\n"
 
 
-def merge_config(existing: str, block: str) -> str:
-    """The config with our block (last, so its keys win) and our keys nowhere else."""
+def merge_config(existing: str, block: str, owned: Callable[[str, str], bool] = lambda k, v: always_owned(k)) -> str:
+    """The config with our block (last, so its keys win) and, outside it, no line that
+    `owned(key, value)` claims (by default the keys reconcile always writes) and no line
+    the block has too (a list key would otherwise hold the value twice)."""
+    outside, _ = split_block(existing)
+    ours = set(scope_lines(block))
     kept: list[str] = []
-    inside = False
-    for line in existing.splitlines():
+    for line in outside:
         stripped = line.strip()
-        if stripped.startswith(MARKER):
-            inside = True
-            continue
-        if inside:
-            if stripped == END_MARKER:
-                inside = False
-            continue
         if stripped and not stripped.startswith("#") and "=" in stripped:
-            if owned_key(stripped.partition("=")[0].strip()):
+            key, value = config_lines(stripped)[0]
+            if owned(key, value) or (key, value) in ours:
                 continue
         kept.append(line)
     while kept and not kept[-1].strip():
@@ -241,26 +297,13 @@ def merge_config(existing: str, block: str) -> str:
     return ("\n".join(kept) + "\n\n" if kept else "") + block
 
 
-def restart_settings_of(existing: str) -> list[tuple[str, str]]:
-    """The restart-relevant keys as the config has them now (kept while the container runs
-    under restartPolicy: never), as LXC reads them: quotes around a value removed, and an
-    empty value taking the values before it away, so that each can be written again."""
-    out: list[tuple[str, str]] = []
-    for raw in existing.splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = (part.strip() for part in line.partition("="))
-            if not restart_key(key):
-                continue
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            if value:
-                out.append((key, value))
-            else:
-                out = [kv for kv in out if kv[0] != key]
-    return out
-
-
+def restart_settings_of(existing: str, restart: Callable[[str], bool] | None = None) -> list[tuple[str, str]]:
+    """The lines of the restart-relevant keys in our block as they are now (kept while the
+    container runs under restartPolicy: never), in order and with the lines that clear a
+    key, as LXC reads them (quotes around a value removed), so that each can be written
+    again."""
+    restart = restart or (lambda key: key not in LIVE_KEYS)  # all of our block but autostart
+    return [(key, value) for key, value in scope_lines(existing) if restart(key)]
 
 
 def config_path(lxc_path: str, name: str) -> str:

@@ -38,8 +38,8 @@ from typing import Any
 from reconcilers import pacemaker
 from reconcilers.base import ApplyError, Node
 from reconcilers.lxc.config import (
-    CLUSTER_TAG, RUNNING_INSTANCE_TAG, RUNNING_TAG, config_path, marker_name, restart_key, restart_settings_of,
-    tag_value,
+    CLUSTER_TAG, END_MARKER, LIVE_KEYS, MARKER, RUNNING_INSTANCE_TAG, RUNNING_TAG, config_path, marker_name,
+    restart_settings_of, tag_value,
 )
 
 ATTRIBUTE_WAIT = 10.0  # seconds for attrd to write a node attribute to the CIB
@@ -48,22 +48,29 @@ ALLOWED = pacemaker.CONTAINER_ATTRIBUTE_VALUE
 
 
 def running_view(text: str, instance: str | None) -> str:
-    """The config as the running instance `instance` has it: its restart keys replaced by
-    the `# reconcile-running:` lines, when our block holds them for that very instance
-    (written while Pacemaker ran it with older settings); else the config unchanged."""
+    """The config as the running instance `instance` has it: in our block, the restart keys
+    replaced by the `# reconcile-running:` lines, when the block holds them for that very
+    instance (written while Pacemaker ran it with older settings); else the config unchanged."""
     if instance is None or tag_value(text, RUNNING_INSTANCE_TAG) != instance:
         return text
-    kept = [line for line in text.splitlines() if not _is_restart_setting(line)]
-    running = [line[len(RUNNING_TAG):] for line in text.splitlines() if line.startswith(RUNNING_TAG)]
-    return "\n".join(kept + running) + "\n"
+    out, inside = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(MARKER):
+            inside = True
+        elif stripped == END_MARKER:
+            inside = False
+        elif inside and stripped.startswith(RUNNING_TAG):
+            line = stripped[len(RUNNING_TAG):]
+        elif inside and _is_restart_setting(stripped):
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
-def _is_restart_setting(line: str) -> bool:
-    stripped = line.strip()
+def _is_restart_setting(stripped: str) -> bool:
     return bool(stripped) and not stripped.startswith("#") and "=" in stripped \
-        and restart_key(stripped.partition("=")[0].strip())
-
-
+        and stripped.partition("=")[0].strip() not in LIVE_KEYS
 
 
 def running_settings(existing: str, instance: str) -> list[tuple[str, str]]:
@@ -71,8 +78,6 @@ def running_settings(existing: str, instance: str) -> list[tuple[str, str]]:
     lines when our block holds them for it, else the keys of the config as it is (the
     config it was started with)."""
     return restart_settings_of(running_view(existing, instance))
-
-
 
 
 def read_cib(node: Node) -> tuple[dict[str, str] | None, dict[str, str]]:

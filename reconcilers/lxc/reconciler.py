@@ -41,20 +41,23 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from reconcilers.base import ApplyError, AtomicWriter, Change, Deferred, Desired, Node, PerObject, UnsafeValue
-from reconcilers.lxc import placed, tools
+from reconcilers.base import (
+    ApplyError, AtomicWriter, Change, Deferred, Desired, Node, PerObject, Refusal, UnsafeValue, read_secret,
+)
+from reconcilers.lxc import placed, policy, subids, tools
 from reconcilers.lxc.config import (
     CLUSTER_TAG, LIVE_KEYS, MARKER, STOP_TAG, CgroupLayout, config_path,
     last_value, lxc_value, marker_name, merge_config, parse_config, render_block, restart_settings_of, tag_value,
 )
 from reconcilers.lxc.model import (
-    INVALID, create_argv, desired_state, file_digest, observed_from_config, render_settings, restart_changes,
-    stop_seconds,
+    INVALID, create_argv, desired_state, file_state, observed_from_config, owned_by, render_settings,
+    restart_changes, stop_seconds, unmanaged,
 )
 from reconcilers.lxc.network import Link, drop_bridge, ensure_bridge, observed_bridge_address, read_links, veth_pair_name
 from reconcilers.lxc.rootfs import (
-    RootFs, canonical_rootfs, created_rootfs, read_rootfs_file, rootfs_in_place, write_rootfs_file,
+    RootFs, canonical_rootfs, created_rootfs, rootfs_in_place, stat_rootfs_file, write_rootfs_file,
 )
+from schemas.common import SecretRef
 
 DEFAULT_LXC_PATH = "/var/lib/lxc"
 PATHS_FILE = "container-lxc-paths.json"  # LXC paths we created containers in, under the state dir
@@ -74,6 +77,8 @@ class ContainerReconciler(PerObject):
         self.instances: dict[str, str] = {}  # name → "PID:start" of a running container's init
         self.primitives: dict[str, str] | None = None  # container → its lxc primitive (None: no CIB)
         self._links: dict[str, Link] | None = None
+        self.tree: Any = None
+        self.subid_files = dict(subids.FILES)
         self._layout: CgroupLayout | None = None
 
     @property
@@ -85,6 +90,7 @@ class ContainerReconciler(PerObject):
     # --- desired ---------------------------------------------------------------------------
 
     def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
+        self.tree = tree
         self.cluster_placed = {m.metadata.name for m in tree.of_kind("Container") if m.spec.cluster is not None}
         out: dict[str, Desired] = {}
         for m in tree.on_node("Container", node.name):
@@ -92,11 +98,28 @@ class ContainerReconciler(PerObject):
             state = desired_state(name, spec)
             self.specs[name] = spec
             self.wanted[name] = state
+            ignore = unmanaged(spec)  # the fields the manifest leaves to the template
+            if spec.idmap and spec.subordinateIds:
+                state["subids"] = subids.needed(state["idmap"], self.subid_files)
             if spec.cluster is not None:  # Pacemaker decides where it runs: its run state is not drift
-                out[name] = Desired(state, ignore=("/state",), depends=(("Cluster", spec.cluster),))
+                out[name] = Desired(state, ignore=("/state", *ignore), depends=(("Cluster", spec.cluster),))
             else:
-                out[name] = Desired(state)
+                out[name] = Desired(state, ignore=ignore)
         return {self.kind: out}
+
+    def render(self, node: Node) -> dict[str, str]:
+        """Reconcile's block of each container's config (the template's lines around it are
+        lxc-create's; an adopted container's manifest is its whole config), and the files
+        written into its root file system. Environment secrets as tokens."""
+        out: dict[str, str] = {}
+        for name, want in sorted(self.wanted.items()):
+            spec = self.specs[name]
+            out[config_path(spec.lxcPath, name)] = render_block(
+                name, want["source"], stop_seconds(spec), render_settings(name, want, self.layout),
+                placed.cluster_of(want))
+            root = (spec.rootfs or f"{spec.lxcPath.rstrip('/')}/{name}/rootfs")
+            out.update({f"{root}{path}": str(content) for path, content in spec.files.items()})
+        return out
 
     # --- observe ---------------------------------------------------------------------------
 
@@ -121,14 +144,13 @@ class ContainerReconciler(PerObject):
         for lxc_path in self.lxc_paths(node):
             for name, obs in self._observe_path(node, lxc_path).items():
                 out.setdefault(name, obs)
-        if any(o["network"]["type"] == "bridge" for o in out.values()) or \
-                any(w["network"]["bridgeAddress"] for w in self.wanted.values()):
+        if any(n["bridgeAddress"] for w in self.wanted.values() for n in _interfaces(w)):
             links = self.links(node, fresh=True)
             for name, obs in out.items():
                 want = self.wanted.get(name)
-                if want and want["network"]["bridgeAddress"] and obs["network"]["bridge"]:
-                    obs["network"]["bridgeAddress"] = observed_bridge_address(
-                        links, obs["network"]["bridge"], want["network"]["bridgeAddress"])
+                for mine, wanted in zip(_interfaces(obs), _interfaces(want) if want else []):
+                    if wanted["bridgeAddress"] and mine["bridge"]:
+                        mine["bridgeAddress"] = observed_bridge_address(links, mine["bridge"], wanted["bridgeAddress"])
         self.primitives = None
         if any(o["pacemaker"] for o in out.values()) or any(w["pacemaker"] for w in self.wanted.values()):
             attributes = self._read_cib(node)
@@ -173,23 +195,58 @@ class ContainerReconciler(PerObject):
             obs = observed_from_config(name, lxc_path, placed.running_view(text, instance), state)
             if obs["rootfs"] == created_rootfs(lxc_path, name) and not rootfs_in_place(lxc_path, name):
                 obs["rootfs"] += " (reached through a symlink)"
-            if want and want["files"] and obs["managed"]:
+            if want and want["files"] and (obs["managed"] or self.specs[name].adopt):
                 if obs["rootfs"] == created_rootfs(lxc_path, name):
-                    rootfs = RootFs(lxc_path, name)
-                    obs["files"] = {p: file_digest(read_rootfs_file(rootfs, p)) for p in want["files"]}
+                    obs["files"] = self._observe_files(name, lxc_path, obs)
                 else:  # not read from wherever the config points
                     obs["files"] = {p: "(not looked at: root file system elsewhere)" for p in want["files"]}
+            if want and "subids" in want:
+                obs["subids"] = subids.covered(want["subids"])
+            if want:
+                self._mask_secrets(node, name, obs)
             out[name] = obs
         return out
 
+    def _observe_files(self, name: str, lxc_path: str, obs: dict[str, Any]) -> dict[str, Any]:
+        """Digests (and, where the manifest says them, mode and owner as the container sees
+        them) of the declared files, read without following a symlink."""
+        spec, rootfs = self.specs[name], RootFs(lxc_path, name)
+        out = {}
+        for path in self.wanted[name]["files"]:
+            found = stat_rootfs_file(rootfs, path)
+            if found is None or path not in spec.fileModes:
+                out[path] = file_state(found[0] if found else None)
+                continue
+            data, mode, uid, gid = found
+            owner = (subids.inside_id(obs["idmap"], "u", uid), subids.inside_id(obs["idmap"], "g", gid))
+            out[path] = file_state(data, None, owner, mode)  # type: ignore[arg-type]
+        return out
+
+    def _mask_secrets(self, node: Node, name: str, obs: dict[str, Any]) -> None:
+        """Environment values the manifest gives by reference: never in a plan, only whether
+        they are the referenced one."""
+        for var, value in (self.specs[name].environment or {}).items():
+            if isinstance(value, SecretRef) and var in obs["environment"]:
+                try:
+                    same = obs["environment"][var] == read_secret(value, node)
+                except ApplyError:
+                    same = False
+                obs["environment"][var] = f"<secret: {value.describe()}>" if same else \
+                    "<secret: not the referenced one>"
+
     # --- validate and explain ----------------------------------------------------------------
 
-    def validate(self, node: Node) -> list[str]:
-        """LXC itself parses every rendered config block: one `lxc-ls` over a temp LXC path.
-        A container Pacemaker places must live in LXC's default path (`lxc-config`)."""
+    def validate(self, node: Node) -> list[Refusal | str]:
+        """What the node's policy does not allow (hooks, mounts of system paths, the node's
+        network: the object is held back, file:line: field says where), then LXC itself
+        parses every rendered config block: one `lxc-ls` over a temp LXC path. A container
+        Pacemaker places must live in LXC's default path (`lxc-config`)."""
         if not self.wanted:
             return []
-        problems: list[str] = []
+        problems: list[Refusal | str] = []
+        for name, spec in sorted(self.specs.items()):
+            for field_path, why in policy.problems(spec):
+                problems.append(Refusal(f"{self._where(name, field_path)}: {why}", ((self.kind, name),)))
         if any(w["pacemaker"] for w in self.wanted.values()):
             r = node.run(["lxc-config", "lxc.lxcpath"], read_only=True, check=False)
             default = r.stdout.strip() or DEFAULT_LXC_PATH
@@ -207,14 +264,24 @@ class ContainerReconciler(PerObject):
         refused = tools.check_configs(node, rendered)
         return problems + [f"{name}: LXC refuses the rendered config: {why}" for name, why in refused.items()]
 
+    def _where(self, name: str, field_path: str) -> str:
+        item = next((i for i in self.tree.loaded(self.kind) if i.name == name), None) if self.tree else None
+        return f"{item.where(field_path)}: {field_path}" if item else f"Container {name}: {field_path}"
+
     def explain(self, change: Change, node: Node) -> list[str]:
         have, want = change.observed or {}, change.desired or {}
         name = change.name
         notes: list[str] = []
-        if have and not have.get("managed"):
+        adopted = name in self.specs and self.specs[name].adopt
+        if have and not have.get("managed") and not adopted:
             return [_conflict(name, have.get("lxcPath", "?"))]
-        if have and have.get("rootfs") != created_rootfs(have.get("lxcPath", "?"), name):
+        if have and have.get("rootfs") != (want.get("rootfs") or created_rootfs(have.get("lxcPath", "?"), name)):
             return [_rootfs_conflict(name, have.get("lxcPath", "?"), have.get("rootfs"))]
+        if change.action == "create" and adopted:
+            return [f"adopt: there is no container {name} in {want['lxcPath']} to adopt (reconcile does not create an "
+                    "adopted container): make it, or give a template instead of adopt"]
+        if have and want and have.get("idmap") != want.get("idmap") and change.action == "update":
+            return notes + [_immovable(name, have, want)]
         if name in self.invalid:
             notes.append(f"its config does not load: {self.invalid[name]}")
         running = have.get("state") in ("running", "frozen")
@@ -292,8 +359,13 @@ class ContainerReconciler(PerObject):
 
     def _create(self, change: Change, node: Node) -> None:
         name, want, spec = change.name, change.desired or {}, self.specs[change.name]
+        self._refuse_by_policy(name)
+        if spec.adopt:
+            raise ApplyError(f"adopt: there is no container {name} in {spec.lxcPath} to adopt (reconcile does not "
+                             "create an adopted container)")
         self._ensure_bridge(node, name)
-        settings = render_settings(name, want, self.layout)
+        self._subids(node, name)  # before lxc-create: the template maps the root file system with them
+        settings = self._settings(node, name)
         fd, seed = tempfile.mkstemp(prefix=f"reconcile-lxc-{name}-", suffix=".conf")
         try:
             with os.fdopen(fd, "w") as f:
@@ -312,13 +384,16 @@ class ContainerReconciler(PerObject):
 
     def _update(self, change: Change, node: Node) -> None:
         name, want, spec = change.name, change.desired or {}, self.specs[change.name]
+        self._refuse_by_policy(name)
         have = change.observed or self._observe_one(node, name)
-        if not have.get("managed"):
+        if not have.get("managed") and not spec.adopt:
             raise ApplyError(_conflict(name, have.get("lxcPath", spec.lxcPath)))
         if have.get("lxcPath") == want["lxcPath"] and have.get("rootfs") != want["rootfs"]:
             raise ApplyError(_rootfs_conflict(name, want["lxcPath"], have.get("rootfs")))
-        if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
+        if have.get("lxcPath") != want["lxcPath"] or (have.get("source") != want["source"] and not spec.adopt) \
+                or have.get("idmap") != want.get("idmap"):
             raise ApplyError(_immovable(name, have, want))
+        self._subids(node, name)
         if want["pacemaker"]:
             self._update_placed(node, name, have, want)
             return
@@ -329,7 +404,7 @@ class ContainerReconciler(PerObject):
                                "Pacemaker's until the DC has removed it; applied on a later run")
             placed.forbid_here(node, name)
         if have["state"] == INVALID:  # fix our part of the config first, then look again
-            self._write_config(node, name, render_settings(name, want, self.layout))
+            self._write_config(node, name, self._settings(node, name))
             have = self._observe_one(node, name)
         self._ensure_bridge(node, name)
         now = have["state"]
@@ -341,14 +416,14 @@ class ContainerReconciler(PerObject):
         deferred = None
         if fields and now in ("running", "frozen"):
             # restartPolicy never: keep what the running container runs with
-            live = [kv for kv in render_settings(name, want, self.layout) if kv[0] in LIVE_KEYS]
+            live = [kv for kv in self._settings(node, name) if kv[0] in LIVE_KEYS]
             existing = (Path(spec.lxcPath) / name / "config").read_text()
             self._write_config(node, name, live + restart_settings_of(existing))
             deferred = (f"restart required ({', '.join(fields)}), restartPolicy: never: the running container "
                         f"was left alone; the change is applied when it is next found stopped "
                         f"(e.g. lxc-stop -n {name} -P {spec.lxcPath}) or with restartPolicy: onChange")
         else:
-            self._write_config(node, name, render_settings(name, want, self.layout))
+            self._write_config(node, name, self._settings(node, name))
         self._write_files(node, name)
         self._set_state(node, name, now, want["state"])
         self._drop_old_bridge(node, have)
@@ -362,7 +437,7 @@ class ContainerReconciler(PerObject):
         what that instance runs with, and the change is reported deferred until Pacemaker
         restarts it."""
         if have["state"] == INVALID:
-            self._write_config(node, name, render_settings(name, want, self.layout))
+            self._write_config(node, name, self._settings(node, name))
             have = self._observe_one(node, name)
         self._ensure_bridge(node, name)
         fields = restart_changes(have, want)
@@ -373,7 +448,7 @@ class ContainerReconciler(PerObject):
             if instance is not None:
                 existing = Path(config_path(want["lxcPath"], name)).read_text()
                 held = (instance, placed.running_settings(existing, instance))
-        self._write_config(node, name, render_settings(name, want, self.layout), running=held)
+        self._write_config(node, name, self._settings(node, name), running=held)
         self._write_files(node, name)
         if not (have.get("pacemaker") or {}).get("mayRunHere"):
             placed.allow_here(node, name)
@@ -412,6 +487,7 @@ class ContainerReconciler(PerObject):
             self._stop(node, name, lxc_path, _stop_tag(config))
         node.run(["lxc-destroy", "-n", name, "-P", lxc_path])
         self._drop_old_bridge(node, have)
+        subids.release(node, name, {line for n, w in self.wanted.items() if n != name for line in w.get("subids", [])})
 
     # --- apply helpers -------------------------------------------------------------------------
 
@@ -422,21 +498,40 @@ class ContainerReconciler(PerObject):
             raise ApplyError(f"container {name} is not in {spec.lxcPath} any more")
         return found
 
+    def _settings(self, node: Node, name: str) -> list[tuple[str, str]]:
+        """Our block's keys, environment secrets read now (never kept in a state)."""
+        env = self.specs[name].environment or {}
+        refs = {var: ref for var, ref in env.items() if isinstance(ref, SecretRef)}
+        return render_settings(name, self.wanted[name], self.layout, secret=lambda var: read_secret(refs[var], node))
+
+    def _refuse_by_policy(self, name: str) -> None:
+        found = policy.problems(self.specs[name])
+        if found:  # validate() held it back already; the policy file may have changed since
+            raise ApplyError("; ".join(f"{self._where(name, f)}: {why}" for f, why in found))
+
+    def _subids(self, node: Node, name: str) -> None:
+        wanted = self.wanted[name].get("subids")
+        if wanted:
+            subids.ensure(node, wanted, name)
+
     def _write_config(self, node: Node, name: str, settings: list[tuple[str, str]],
                       running: tuple[str, list[tuple[str, str]]] | None = None) -> None:
         spec, want = self.specs[name], self.wanted[name]
         path = Path(spec.lxcPath) / name / "config"
-        block = render_block(name, want["source"], stop_seconds(spec), settings, placed.cluster_of(want), running)
-        text = merge_config(path.read_text(), block)
-        AtomicWriter(node).write(path, text, validate=lambda tmp: tools.check_config(node, name, tmp))
+        block = render_block(name, want["source"], stop_seconds(spec), settings, placed.cluster_of(want),
+                             running)
+        text = merge_config(path.read_text(), block, owned_by(want, spec.adopt))
+        # the environment may hold secrets: the config is then for root only
+        mode = 0o600 if any(isinstance(v, SecretRef) for v in (spec.environment or {}).values()) else None
+        AtomicWriter(node).write(path, text, mode=mode, validate=lambda tmp: tools.check_config(node, name, tmp))
 
     def _state_now(self, node: Node, name: str, lxc_path: str) -> str:
         return tools.list_states(node, lxc_path)[0].get(name, (INVALID, None))[0]
 
     def _drop_old_bridge(self, node: Node, have: dict[str, Any]) -> None:
         """A bridge we made goes once no container wants it (moved off it, or destroyed)."""
-        bridge = (have.get("network") or {}).get("bridge")
-        if bridge and not any(w["network"]["bridge"] == bridge for w in self.wanted.values()):
+        wanted = {n["bridge"] for w in self.wanted.values() for n in _interfaces(w)}
+        for bridge in {n.get("bridge") for n in _interfaces(have)} - wanted - {None}:
             drop_bridge(node, bridge)
 
     # --- apply helpers: Pacemaker ----------------------------------------------------------------
@@ -457,8 +552,15 @@ class ContainerReconciler(PerObject):
         if configured != created_rootfs(spec.lxcPath, name):
             raise ApplyError(_rootfs_conflict(name, spec.lxcPath, configured))
         rootfs = RootFs(spec.lxcPath, name)
+        idmap = self.wanted[name]["idmap"]
         for inner, content in sorted(spec.files.items()):
-            write_rootfs_file(node, rootfs, inner, content.encode())
+            want = spec.fileModes.get(inner)
+            inside = (want.owner, want.group) if want else (0, 0)
+            owner = (subids.host_id(idmap, "u", inside[0]), subids.host_id(idmap, "g", inside[1]))
+            if None in owner:
+                raise ApplyError(f"files: {inner}: owner {inside[0]}:{inside[1]} is not mapped by spec.idmap")
+            write_rootfs_file(node, rootfs, inner, content.encode(), int(want.mode, 8) if want else 0o644,
+                              owner)  # type: ignore[arg-type]
 
     def _remember_path(self, node: Node, lxc_path: str) -> None:
         path = node.state_dir / PATHS_FILE
@@ -497,13 +599,12 @@ class ContainerReconciler(PerObject):
         tools.stop(node, name, lxc_path, seconds)
 
     def _ensure_bridge(self, node: Node, name: str) -> None:
-        """The container's bridge exists before it starts (network.py)."""
-        net = self.specs[name].network
-        if net.type != "bridge":
-            return
+        """The container's bridges exist before it starts (network.py)."""
         attached = {veth_pair_name(other): state["network"]["bridge"] for other, state in self.wanted.items()
                     if state["network"]["bridge"]}
-        ensure_bridge(node, net.bridge, net.bridgeAddress, attached)
+        for net in self.specs[name].interfaces():
+            if net.type == "bridge":
+                ensure_bridge(node, net.bridge, net.bridgeAddress, attached)
         self._links = None
 
     # --- watch ---------------------------------------------------------------------------------
@@ -529,13 +630,17 @@ class ContainerReconciler(PerObject):
             proc.wait(timeout=5)
 
 
+def _interfaces(state: dict[str, Any]) -> list[dict[str, Any]]:
+    return [state["network"], *state.get("networks", [])] if state.get("network") else []
+
+
 # --- messages for people ---------------------------------------------------------------------
 
 
 def _conflict(name: str, lxc_path: str) -> str:
     return (f"conflict: container {name} in {lxc_path} was not created by reconcile (its config has no "
             f"`{MARKER}{name}` line): it is left alone. Rename the manifest, remove the container by hand, "
-            f"or adopt it by adding that line to {lxc_path}/{name}/config")
+            f"or adopt it as it is: `reconcile import lxc --live {name}` writes a manifest with adopt: true")
 
 
 def _rootfs_conflict(name: str, lxc_path: str, configured: str | None) -> str:
@@ -549,6 +654,9 @@ def _rootfs_conflict(name: str, lxc_path: str, configured: str | None) -> str:
 def _immovable(name: str, have: dict[str, Any], want: dict[str, Any]) -> str:
     if have.get("lxcPath") != want.get("lxcPath"):
         what = f"it lives in {have.get('lxcPath')}, the manifest says lxcPath {want.get('lxcPath')}"
+    elif have.get("idmap") != want.get("idmap"):
+        what = (f"its ids map as {have.get('idmap') or 'privileged (no idmap)'}, the manifest says "
+                f"{want.get('idmap') or 'privileged (no idmap)'}: every file of its root file system would change owner")
     else:
         what = f"it was created from {have.get('source')}, the manifest says {want.get('source')}"
     return (f"recreate required: {what}. LXC cannot change that in place and reconcile does not destroy a "

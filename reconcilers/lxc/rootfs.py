@@ -48,7 +48,7 @@ class RootFs:
 _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
-def _descend(fd: int, parts: Iterable[str], create: bool) -> int:
+def _descend(fd: int, parts: Iterable[str], create: bool, owner: tuple[int, int] | None = None) -> int:
     """Open each folder of `parts` in turn below the open folder `fd`, never through a
     symlink (making missing ones if `create`) → the last one's fd. `fd` is closed."""
     try:
@@ -60,6 +60,8 @@ def _descend(fd: int, parts: Iterable[str], create: bool) -> int:
                     raise
                 os.mkdir(part, 0o755, dir_fd=fd)
                 nxt = os.open(part, _DIR_NOFOLLOW, dir_fd=fd)
+                if owner is not None:
+                    os.fchown(nxt, *owner)
             os.close(fd)
             fd = nxt
     except BaseException:
@@ -68,19 +70,25 @@ def _descend(fd: int, parts: Iterable[str], create: bool) -> int:
     return fd
 
 
-def _walk(rootfs: "Path | RootFs", inner: str, create: bool) -> tuple[int, str]:
+def _walk(rootfs: "Path | RootFs", inner: str, create: bool, owner: tuple[int, int] | None = None) -> tuple[int, str]:
     """Open the folder holding `inner` below `rootfs` without following any symlink (a
     process in the container controls those) → (dir fd, file name)."""
     parts = [p for p in inner.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         raise OSError(f"not a file below the root file system: {inner!r}")
     fd = rootfs.open() if isinstance(rootfs, RootFs) else os.open(rootfs, _DIR_NOFOLLOW)
-    return _descend(fd, parts[:-1], create), parts[-1]
+    return _descend(fd, parts[:-1], create, owner), parts[-1]
 
 
 def read_rootfs_file(rootfs: "Path | RootFs", inner: str) -> bytes | None:
     """The content of a regular file below `rootfs`, or None (absent, not a regular file,
     or reached only through a symlink)."""
+    found = stat_rootfs_file(rootfs, inner)
+    return None if found is None else found[0]
+
+
+def stat_rootfs_file(rootfs: "Path | RootFs", inner: str) -> tuple[bytes, int, int, int] | None:
+    """(content, mode, uid, gid) of a regular file below `rootfs`, or None."""
     try:
         fd, leaf = _walk(rootfs, inner, create=False)
     except OSError:
@@ -92,28 +100,33 @@ def read_rootfs_file(rootfs: "Path | RootFs", inner: str) -> bytes | None:
     finally:
         os.close(fd)
     with os.fdopen(f, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
             return None
-        return fh.read()
+        return fh.read(), st.st_mode & 0o7777, st.st_uid, st.st_gid
 
 
-def write_rootfs_file(node: Node, rootfs: "Path | RootFs", inner: str, data: bytes) -> bool:
+def write_rootfs_file(node: Node, rootfs: "Path | RootFs", inner: str, data: bytes, mode: int = 0o644,
+                      owner: tuple[int, int] = (0, 0)) -> bool:
     """Install `data` at `inner` in the container's root file system: temp file, fsync,
-    rename, with no symlink followed on the way. False when it was already there."""
-    if read_rootfs_file(rootfs, inner) == data:
+    rename, with no symlink followed on the way; `owner` as the node sees it (an
+    unprivileged container's root is its mapped id), folders made on the way too. False
+    when it was already there."""
+    if stat_rootfs_file(rootfs, inner) == (data, mode, *owner):
         return False
     node.runner.guard("write", [f"{rootfs}{inner}"], read_only=False)
     try:
-        fd, leaf = _walk(rootfs, inner, create=True)
+        fd, leaf = _walk(rootfs, inner, create=True, owner=owner)
     except OSError as err:
         raise ApplyError(f"files: cannot create the folder of {inner} in {rootfs}: {err.strerror} "
                          "(a symlink or a file is in the way)") from None
     tmp = f".{leaf}.reconcile.tmp"
     try:
-        f = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+        f = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=fd)
         try:
             os.write(f, data)
-            os.fchmod(f, 0o644)
+            os.fchown(f, *owner)
+            os.fchmod(f, mode)
             os.fsync(f)
         finally:
             os.close(f)
@@ -128,8 +141,6 @@ def write_rootfs_file(node: Node, rootfs: "Path | RootFs", inner: str, data: byt
     finally:
         os.close(fd)
     return True
-
-
 
 
 def rootfs_in_place(lxc_path: str, name: str) -> bool:

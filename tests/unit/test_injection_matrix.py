@@ -106,6 +106,33 @@ BASE = [
         "node": "lb1", "template": "local",
         "local": {"rootfs": "/srv/images/rootfs.tar.xz", "metadata": "/srv/images/meta.tar.xz"}}),
     manifest("Container", "ct1", {"cluster": "web", "template": "busybox"}),
+    manifest("Container", "full1", {
+        "node": "lb1", "template": "busybox", "hostname": "full1.example.test",
+        "network": {"type": "macvlan", "link": "eth0", "name": "eth0", "mac": "00:16:3e:00:00:01", "mtu": 1400,
+                    "address": "198.51.100.41/24", "addresses": ["198.51.100.42/24 198.51.100.255"],
+                    "gateway": "198.51.100.1", "ipv6": ["2001:db8::41/64"], "ipv6Gateway": "2001:db8::1",
+                    "options": {"macvlan.mode": "bridge"}},
+        "idmap": [{"type": "u", "container": 0, "host": 100000, "count": 65536},
+                  {"type": "g", "container": 0, "host": 100000, "count": 65536}],
+        "apparmor": {"profile": "lxc-container-default-cgns", "allowNesting": True, "allowIncomplete": False},
+        "devices": [{"deny": "a"}, {"allow": "c 1:3 rwm"}], "capabilities": {"drop": ["sys_module", "sys_time"]},
+        "mounts": [{"source": "/srv/data", "target": "srv/data", "type": "none", "options": ["bind", "create=dir"]}],
+        "mountAuto": ["proc:mixed", "sys:ro"], "environment": {"APP_MODE": "production"},
+        "config": ["lxc.sysctl.net.ipv4.ip_forward = 1", "lxc.cgroup.devices.allow ="],
+        "files": {"/etc/app.conf": "mode=production\n"},
+        "fileModes": {"/etc/app.conf": {"mode": "0640", "owner": 0, "group": 33}}}),
+    manifest("Container", "multi1", {
+        "node": "lb1", "template": "busybox",
+        "networks": [{"type": "vlan", "link": "eth0", "name": "eth0", "mac": "00:16:3e:00:00:02", "mtu": 1400,
+                      "address": "198.51.100.51/24", "addresses": ["198.51.100.52/24"], "gateway": "198.51.100.1",
+                      "ipv6": ["2001:db8::51/64"], "ipv6Gateway": "2001:db8::1", "options": {"vlan.id": "10"}},
+                     {"type": "none"}],
+        "devices": [{"allow": "c 1:5 rwm"}], "capabilities": {"keep": ["net_bind_service"]}}),
+    manifest("Container", "multi2", {
+        "node": "lb1", "template": "busybox",
+        "networks": [{"type": "bridge", "bridge": "app1", "address": "192.0.2.161/28",
+                      "bridgeAddress": "192.0.2.174/28", "gateway": "auto"}]}),
+    manifest("Container", "adopted1", {"node": "lb1", "adopt": True, "rootfs": "/srv/containers/adopted1"}),
     manifest("DomainJoin", "corp", {
         "nodes": ["lb1"], "domain": "corp.example.test", "user": "Administrator",
         "password": {"file": "/etc/reconcile/secrets/corp-join.password"}, "computerName": "WEB-LB",
@@ -317,7 +344,8 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
         cluster = (state["pacemaker"] or {}).get("cluster")
         out.append(("lxc", render_block(name, state["source"], stop_seconds(spec),
                                         render_settings(name, state, containers.layout), cluster)))
-        out.append(("argv", create_argv(name, spec.lxcPath, spec, "/tmp/seed.conf")))
+        if spec.template:
+            out.append(("argv", create_argv(name, spec.lxcPath, spec, "/tmp/seed.conf")))
         out.append(("paths", [spec.lxcPath, *spec.files]))
         out.append(("contents", [str(c) for c in spec.files.values()]))
     paths = Paths(keytab=tmp / "krb5.keytab", sudoers_dir=tmp / "sudoers.d")
