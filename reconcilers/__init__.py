@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Container": "reconcilers.lxc.reconciler:ContainerReconciler",
     "DomainJoin": "reconcilers.domain.reconciler:DomainJoinReconciler",
+    "Mount": "reconcilers.mount:MountReconciler",
 }
 
 

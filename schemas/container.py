@@ -15,6 +15,7 @@ network) is checked against the node's policy before anything is applied.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from typing import Annotated, Literal
@@ -433,29 +434,62 @@ class Container(Manifest):
     def _bridge_agrees(self, tree) -> list[tuple[str, str]]:
         """Containers that share a node and name the same bridge must give it one address
         (the bridge is one interface of the node), and two bridges of a node must not share
-        a subnet (the node could not tell where to send it)."""
-        mine = tree.nodes_of(self)
-        ours = [(i, n) for i, n in enumerate(self.spec.interfaces()) if n.bridgeAddress]
-        for other in tree.of_kind("Container"):
-            if other.metadata.name > self.metadata.name or not mine & tree.nodes_of(other):
-                continue  # report once, on the later name
-            theirs = [n for n in other.spec.interfaces() if n.bridgeAddress]
-            for i, net in ours:
-                subnet = ipaddress.IPv4Interface(net.bridgeAddress).network
-                for onet in theirs:
-                    if onet is net:
-                        continue
-                    if onet.bridge == net.bridge and onet.bridgeAddress != net.bridgeAddress:
-                        return [(self._net_path(i, "bridgeAddress"),
-                                 f"bridge {net.bridge} gets {net.bridgeAddress} here but {onet.bridgeAddress} "
-                                 f"from Container {other.metadata.name!r} on a common node: one bridge, one address")]
-                    if onet.bridge != net.bridge and \
-                            ipaddress.IPv4Interface(onet.bridgeAddress).network.overlaps(subnet):
-                        return [(self._net_path(i, "bridgeAddress"),
-                                 f"{net.bridgeAddress} on bridge {net.bridge} overlaps {onet.bridgeAddress} on bridge "
-                                 f"{onet.bridge} (Container {other.metadata.name!r}) on a common node: give each "
-                                 "bridge its own subnet")]
+        a subnet (the node could not tell where to send it). Reported once, on the later
+        name; looked up per node in `_bridges_by_node`, so the check stays linear."""
+        index = tree.memo(_bridges_by_node)
+        nodes = sorted(tree.nodes_of(self))
+        for i, net in enumerate(self.spec.interfaces()):
+            if not net.bridgeAddress:
+                continue
+            for node in nodes:
+                first = index.first.get((node, net.bridge))
+                if first is not None and first[0].metadata.name < self.metadata.name \
+                        and first[1].bridgeAddress != net.bridgeAddress:
+                    return [(self._net_path(i, "bridgeAddress"),
+                             f"bridge {net.bridge} gets {net.bridgeAddress} here but {first[1].bridgeAddress} "
+                             f"from Container {first[0].metadata.name!r} on a common node: one bridge, one address")]
+        for node in nodes:
+            found = index.overlaps.get((node, self.metadata.name))
+            if found is not None:
+                (other, onet), net, i = found
+                return [(self._net_path(i, "bridgeAddress"),
+                         f"{net.bridgeAddress} on bridge {net.bridge} overlaps {onet.bridgeAddress} on bridge "
+                         f"{onet.bridge} (Container {other.metadata.name!r}) on a common node: give each bridge "
+                         "its own subnet")]
         return []
+
+
+@dataclasses.dataclass
+class _BridgeIndex:
+    # (node, bridge) → (container, interface) of the smallest name that gives the bridge an address
+    first: dict[tuple[str, str | None], tuple["Container", Network]] = dataclasses.field(default_factory=dict)
+    # (node, container name) → ((earlier container, its interface), the later's interface, its index)
+    overlaps: dict[tuple[str, str], tuple] = dataclasses.field(default_factory=dict)
+
+
+def _bridges_by_node(tree) -> _BridgeIndex:
+    index = _BridgeIndex()
+    with_address = sorted(((c, i, n) for c in tree.of_kind("Container") for i, n in enumerate(c.spec.interfaces())
+                           if n.bridgeAddress), key=lambda x: (x[0].metadata.name, x[1]))
+    per_node: dict[str, list[tuple["Container", int, Network]]] = {}
+    for c, i, n in with_address:
+        for node in tree.nodes_of(c):
+            if (node, n.bridge) not in index.first:
+                index.first[(node, n.bridge)] = (c, n)
+                per_node.setdefault(node, []).append((c, i, n))
+    # One bridge per node from here on: sorted by where its subnet starts, a subnet that
+    # starts before the furthest end seen so far overlaps the one that reached it.
+    for node, bridges in per_node.items():
+        spans = sorted(((ipaddress.IPv4Interface(n.bridgeAddress).network, c, i, n) for c, i, n in bridges),
+                       key=lambda span: (span[0].network_address, -span[0].prefixlen))
+        reach: tuple | None = None
+        for subnet, c, i, n in spans:
+            if reach is not None and subnet.network_address <= reach[0].broadcast_address:
+                earlier, later = sorted(((reach[1], reach[2], reach[3]), (c, i, n)), key=lambda x: x[0].metadata.name)
+                index.overlaps.setdefault((node, later[0].metadata.name), ((earlier[0], earlier[2]), later[2], later[1]))
+            if reach is None or subnet.broadcast_address > reach[0].broadcast_address:
+                reach = (subnet, c, i, n)
+    return index
 
 
 def _overlap(a: int, n: int, b: int, m: int) -> bool:
