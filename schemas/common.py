@@ -605,6 +605,24 @@ class SecretRef(Strict):
         return f"file:{self.file}" if self.file else f"env:{self.env}"
 
 
+def or_secret(value_type: Any) -> Any:
+    """A value given inline (of `value_type`) or, being a secret, by reference ({file:} or
+    {env:}): one error naming the field for a bad value, not one per alternative."""
+    from pydantic import BeforeValidator, TypeAdapter
+
+    adapter = TypeAdapter(value_type)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, (dict, SecretRef)):
+            return value if isinstance(value, SecretRef) else SecretRef.model_validate(value)
+        try:
+            return adapter.validate_python(value, strict=True)
+        except ValidationError as err:
+            raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
+
+    return Annotated[str | SecretRef, BeforeValidator(check)]
+
+
 # What a pattern means, for error messages: people should not have to read a regex.
 PATTERN_HELP: dict[str, str] = {
     DNS_LABEL: "must be a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",

@@ -24,7 +24,7 @@ from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from schemas.common import (
     AbsolutePath, CpuSet, DistroWord, Duration, EnvName, FileContent, FilePath, IfName, InitArg, IPv4, IPv4Prefix,
-    Manifest, MemorySize, Placement, SecretRef, Strict,
+    Manifest, MemorySize, Placement, Strict, or_secret,
 )
 
 MAC = r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"
@@ -286,7 +286,7 @@ class ContainerSpec(Placement):
     mounts: list[Mount] | None = Field(None, description="lxc.mount.entry lines reconcile adds")
     mountAuto: list[Annotated[str, StringConstraints(pattern=MOUNT_AUTO)]] | None = Field(
         None, description="lxc.mount.auto, e.g. [proc:mixed, sys:ro, cgroup:mixed]")
-    environment: dict[EnvName, LxcValue | SecretRef] | None = Field(
+    environment: dict[EnvName, or_secret(LxcValue)] | None = Field(  # type: ignore[valid-type]
         None, description="lxc.environment: variables of the init; a secret by reference")
     config: list[ConfigLine] = Field(default_factory=list, description="further LXC keys, one line each")
     files: dict[FilePath, FileContent] = Field(

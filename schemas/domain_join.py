@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from schemas.common import (
     AbsolutePath, ComputerName, DomainName, GroupName, HomePattern, Manifest, OrgUnit, Placement, SecretRef, Strict,
-    Umask, UserName, normal_path_problem,
+    Umask, UserName, normal_path_problem, or_secret, unsafe_character,
 )
 
 SSSD_SECTION = r"^[A-Za-z0-9_][A-Za-z0-9_./@:-]{0,127}$"
@@ -82,6 +82,9 @@ _WORD = re.compile(r"[^\s\\#()!]+")
 
 
 def _sudo_command(value: str) -> str:
+    found = unsafe_character(value)
+    if found is not None:
+        raise ValueError(f"holds {found[1]} at character {found[0] + 1}: a sudo command is one line of a rule")
     if value == "ALL":
         return value
     path, _, args = value.partition(" ")
@@ -178,7 +181,7 @@ class DomainJoinSpec(Placement):
     recommended: bool = Field(
         True, description="write realmd's recommended settings where options do not set them: cache_credentials "
                           "and krb5_store_password_if_offline true, default_shell /bin/bash")
-    options: dict[SssdSection, dict[SssdKey, SssdValue | SecretRef]] = Field(
+    options: dict[SssdSection, dict[SssdKey, or_secret(SssdValue)]] = Field(  # type: ignore[valid-type]
         default_factory=dict, description="further sssd.conf options per section: sssd, nss, pam, domain (this "
                                           "join's domain), domain/OTHER, …; passwords by reference")
     krb5: Krb5 | None = Field(None, description="/etc/krb5.conf, managed when given")

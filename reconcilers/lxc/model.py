@@ -190,7 +190,7 @@ def observed_from_config(name: str, lxc_path: str, text: str, state: str) -> dic
         "mounts": [" ".join(v.split()) for v in ours.get("lxc.mount.entry", [])],
         "mountAuto": " ".join(auto.split()) if auto else None,
         "environment": dict(v.split("=", 1) if "=" in v else (v, "") for v in ours.get("lxc.environment", [])),
-        "config": [normal_line(f"{k} = {v}") for k, v in scope if not _typed(k)],
+        "config": [normal_line(f"{k} = {v}") for k, v in scope if not _typed(k) or v == ""],
         "rootfs": canonical_rootfs(last_value(values, "lxc.rootfs.path")),
         "files": {},
         "pacemaker": {"cluster": cluster, "mayRunHere": False} if cluster else None,

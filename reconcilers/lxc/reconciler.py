@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -265,8 +266,10 @@ class ContainerReconciler(PerObject):
         return problems + [f"{name}: LXC refuses the rendered config: {why}" for name, why in refused.items()]
 
     def _where(self, name: str, field_path: str) -> str:
+        """`file:line: field` of a field of a manifest, as the loader says it (spec.mounts[0].source)."""
         item = next((i for i in self.tree.loaded(self.kind) if i.name == name), None) if self.tree else None
-        return f"{item.where(field_path)}: {field_path}" if item else f"Container {name}: {field_path}"
+        shown = re.sub(r"\.([0-9]+)", r"[\1]", field_path)
+        return f"{item.where(field_path)}: {shown}" if item else f"Container {name}: {shown}"
 
     def explain(self, change: Change, node: Node) -> list[str]:
         have, want = change.observed or {}, change.desired or {}
