@@ -185,8 +185,9 @@ class DomainJoinReconciler(Reconciler):
         content and node (native_check)."""
         out: list[Refusal | str] = []
         for a in self.wanted.values():
-            for problem in files.check(node, a, self.paths):
-                out.append(Refusal(f"{self._where(a.name)}: {problem}", ((self.kind, a.name),)))
+            found = files.check(node, a, self.paths)
+            if found:  # one refusal per object: the engine keeps one message per object
+                out.append(Refusal("; ".join(f"{self._where(a.name)}: {p}" for p in found), ((self.kind, a.name),)))
         return out
 
     def _where(self, name: str, field: str = "") -> str:

@@ -297,6 +297,16 @@ def merge_config(existing: str, block: str, owned: Callable[[str, str], bool] = 
     return ("\n".join(kept) + "\n\n" if kept else "") + block
 
 
+def release_block(text: str) -> str:
+    """The config with our block's settings kept as plain lines and our marker, tags and
+    comments gone: an adopted container reconcile lets go of stays as it runs."""
+    outside, inside = split_block(text)
+    kept = [line for line in inside or [] if line.strip() and not line.strip().startswith("#")]
+    while outside and not outside[-1].strip():
+        outside.pop()
+    return "\n".join(outside + ([""] if outside and kept else []) + kept) + "\n"
+
+
 def restart_settings_of(existing: str, restart: Callable[[str], bool] | None = None) -> list[tuple[str, str]]:
     """The lines of the restart-relevant keys in our block as they are now (kept while the
     container runs under restartPolicy: never), in order and with the lines that clear a

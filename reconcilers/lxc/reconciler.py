@@ -47,8 +47,8 @@ from reconcilers.base import (
 )
 from reconcilers.lxc import placed, policy, subids, tools
 from reconcilers.lxc.config import (
-    CLUSTER_TAG, LIVE_KEYS, MARKER, STOP_TAG, CgroupLayout, config_path,
-    last_value, lxc_value, marker_name, merge_config, parse_config, render_block, restart_settings_of, tag_value,
+    ADOPTED, CLUSTER_TAG, LIVE_KEYS, MARKER, STOP_TAG, CgroupLayout, config_path,
+    last_value, lxc_value, marker_name, merge_config, parse_config, release_block, render_block, restart_settings_of, tag_value,
 )
 from reconcilers.lxc.model import (
     INVALID, create_argv, desired_state, file_state, observed_from_config, owned_by, render_settings,
@@ -246,8 +246,9 @@ class ContainerReconciler(PerObject):
             return []
         problems: list[Refusal | str] = []
         for name, spec in sorted(self.specs.items()):
-            for field_path, why in policy.problems(spec):
-                problems.append(Refusal(f"{self._where(name, field_path)}: {why}", ((self.kind, name),)))
+            found = [f"{self._where(name, field_path)}: {why}" for field_path, why in policy.problems(spec)]
+            if found:  # one refusal per object: the engine keeps one message per object
+                problems.append(Refusal("; ".join(found), ((self.kind, name),)))
         if any(w["pacemaker"] for w in self.wanted.values()):
             r = node.run(["lxc-config", "lxc.lxcpath"], read_only=True, check=False)
             default = r.stdout.strip() or DEFAULT_LXC_PATH
@@ -306,7 +307,9 @@ class ContainerReconciler(PerObject):
                 notes.append(f"destroy: node attribute {placed.container_attribute(name)} is removed first "
                              "(Pacemaker no longer starts it here), then lxc-destroy (its root file system is deleted)")
             else:
-                notes.append("destroy: stop it, then lxc-destroy (its root file system is deleted)")
+                notes.append("released, not destroyed: it was adopted (made outside reconcile); its config keeps "
+                             "its settings without reconcile's marker" if have.get("source") == ADOPTED else
+                             "destroy: stop it, then lxc-destroy (its root file system is deleted)")
             return notes
         else:
             if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
@@ -469,6 +472,9 @@ class ContainerReconciler(PerObject):
             return  # already gone
         if marker_name(text) != name:
             raise ApplyError(_conflict(name, lxc_path))
+        if have.get("source") == ADOPTED:  # made outside reconcile: let go of it, never destroy it
+            AtomicWriter(node).write(config, release_block(text), validate=lambda tmp: tools.check_config(node, name, tmp))
+            return
         # lxc-destroy deletes the root file system its config names: only ever the one we
         # created, reached without a symlink (a config edited to say dir:/etc would empty /etc).
         configured = canonical_rootfs(last_value(parse_config(text), "lxc.rootfs.path"))
