@@ -89,9 +89,9 @@ class FileMode(Strict):
 class Download(Strict):
     """`lxc-create -t download -- --dist D --release R --arch A` (needs images.linuxcontainers.org)."""
 
-    distribution: DistroWord
-    release: DistroWord
-    architecture: DistroWord = "amd64"
+    distribution: DistroWord = Field(description="The image's distribution, e.g. debian.")
+    release: DistroWord = Field(description="Its release, e.g. bookworm.")
+    architecture: DistroWord = Field("amd64", description="Its architecture.")
 
 
 class LocalImage(Strict):
@@ -102,6 +102,8 @@ class LocalImage(Strict):
 
 
 class Limits(Strict):
+    """Resource limits of the container (cgroups)."""
+
     memory: MemorySize | None = Field(None, description="memory limit, e.g. 256M")
     cpus: CpuSet | None = Field(None, description="CPUs the container may run on, e.g. 0 or 0-1")
     cpuWeight: Annotated[int, Field(ge=1, le=10000)] | None = Field(
@@ -115,22 +117,24 @@ class Network(Strict):
     namespace; the node's policy must allow it). A default route (`gateway`) must be on the
     interface's own subnet: nothing here routes or NATs beyond what the node does."""
 
-    type: Literal["none", "bridge", "macvlan", "vlan", "phys", "host"] = "none"
-    bridge: IfName | None = None
+    type: Literal["none", "bridge", "macvlan", "vlan", "phys", "host"] = Field(
+        "none", description="none: loopback only; bridge: a veth on `bridge`; macvlan, vlan, phys: on the node's "
+                            "interface `link`; host: the node's own network (needs the node's policy)")
+    bridge: IfName | None = Field(None, description="The node's bridge the container's veth joins (type bridge).")
     link: IfName | None = Field(None, description="the node's interface (macvlan, vlan, phys)")
     name: IfName | None = Field(None, description="the interface's name inside (LXC's default: eth0, eth1, …)")
     mac: Annotated[str, StringConstraints(pattern=MAC_OR_TEMPLATE)] | None = Field(
         None, description="lxc.net.N.hwaddr, e.g. 00:16:3e:00:00:01 (x: a random hex digit)")
-    mtu: Annotated[int, Field(ge=68, le=65535)] | None = None
+    mtu: Annotated[int, Field(ge=68, le=65535)] | None = Field(None, description="lxc.net.N.mtu")
     up: bool = Field(True, description="lxc.net.N.flags = up: the interface is up inside")
     address: IPv4Prefix | None = Field(None, description="static IPv4 address inside, e.g. 198.51.100.11/24")
     addresses: list[LxcIPv4] = Field(default_factory=list, description="more IPv4 addresses (a.b.c.d/n [broadcast])")
     gateway: IPv4 | Literal["auto", "dev"] | None = Field(
         None, description="default route inside: an address on the interface's subnet, auto (the bridge's "
                           "address) or dev")
-    ipv6: list[IPv6Prefix] = Field(default_factory=list)
+    ipv6: list[IPv6Prefix] = Field(default_factory=list, description="IPv6 addresses inside, e.g. 2001:db8::10/64")
     ipv6Gateway: Annotated[str, AfterValidator(lambda v: str(ipaddress.IPv6Address(v)))] | Literal["auto", "dev"] | \
-        None = None
+        None = Field(None, description="IPv6 default route inside: an address, auto or dev")
     bridgeAddress: IPv4Prefix | None = Field(
         None, description="the node's own address on `bridge`: reconcile creates the node-local bridge with "
                           "it when missing. Leave it out to use a bridge made by something else.")
@@ -161,13 +165,15 @@ class Network(Strict):
 class IdMap(Strict):
     """One `lxc.idmap` range: ids `container`.. inside are `host`.. on the node."""
 
-    type: Literal["u", "g"]
-    container: Annotated[int, Field(ge=0, le=4294967294)]
-    host: Annotated[int, Field(ge=0, le=4294967294)]
-    count: Annotated[int, Field(ge=1, le=4294967295)]
+    type: Literal["u", "g"] = Field(description="u: user ids; g: group ids")
+    container: Annotated[int, Field(ge=0, le=4294967294)] = Field(description="the first id inside, usually 0")
+    host: Annotated[int, Field(ge=0, le=4294967294)] = Field(description="what that id is on the node, e.g. 100000")
+    count: Annotated[int, Field(ge=1, le=4294967295)] = Field(description="how many ids, e.g. 65536")
 
 
 class AppArmor(Strict):
+    """The container's AppArmor confinement (lxc.apparmor.*)."""
+
     profile: LxcValue | None = Field(None, description="lxc.apparmor.profile: generated, unconfined or a profile name")
     allowNesting: bool | None = Field(None, description="lxc.apparmor.allow_nesting (containers inside)")
     allowIncomplete: bool | None = Field(None, description="lxc.apparmor.allow_incomplete")
@@ -180,8 +186,9 @@ DeviceSpec = Annotated[str, StringConstraints(pattern=DEVICE)]
 class DeviceRule(Strict):
     """`allow: c 1:3 rwm` or `deny: a` (lxc.cgroup[2].devices.allow/deny, in order)."""
 
-    allow: DeviceSpec | None = None
-    deny: DeviceSpec | None = None
+    allow: DeviceSpec | None = Field(None, description="a device the container may use: TYPE MAJOR:MINOR ACCESS, "
+                                                        "e.g. c 1:3 rwm, or a (all)")
+    deny: DeviceSpec | None = Field(None, description="a device it may not use, e.g. a (all)")
 
     @model_validator(mode="after")
     def _one(self) -> "DeviceRule":
@@ -195,6 +202,8 @@ Capability = Annotated[str, StringConstraints(pattern=CAPABILITY)]
 
 
 class Capabilities(Strict):
+    """Capabilities the container's root loses (drop) or is limited to (keep)."""
+
     drop: list[Capability] = Field(default_factory=list, description="lxc.cap.drop, e.g. sys_module, sys_time")
     keep: list[Capability] = Field(default_factory=list, description="lxc.cap.keep: only these (LXC refuses both)")
 
@@ -224,8 +233,10 @@ class Mount(Strict):
     read-only, only where the node's policy allows); another type's source is a word
     (proc, tmpfs, …) or a device path."""
 
-    source: AbsolutePath | Annotated[str, StringConstraints(pattern=MOUNT_WORD)]
-    target: Annotated[str, AfterValidator(_mount_target)]
+    source: AbsolutePath | Annotated[str, StringConstraints(pattern=MOUNT_WORD)] = Field(
+        description="a path on the node (bind mounts), a device, or a word such as proc or tmpfs")
+    target: Annotated[str, AfterValidator(_mount_target)] = Field(
+        description="where inside the container, relative to its root, e.g. srv/data")
     type: Annotated[str, StringConstraints(pattern=MOUNT_WORD)] = Field("none", description="none for a bind mount")
     options: Annotated[list[Annotated[str, StringConstraints(pattern=MOUNT_OPTION)]], Field(min_length=1)] = \
         Field(default_factory=lambda: ["bind"], description="e.g. [bind, ro], [bind, create=dir]")
@@ -258,14 +269,16 @@ ConfigLine = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_
 
 
 class ContainerSpec(Placement):
+    """An LXC system container on each node it lands on (or, with spec.cluster, where Pacemaker runs it)."""
+
     template: Literal["busybox", "download", "local"] | None = Field(
         None, description="how reconcile creates it; leave it out only with adopt: true")
     adopt: bool = Field(False, description="a container made outside reconcile (e.g. by lxc-create, then "
                                            "`reconcile import lxc`): managed from now on, never created nor "
                                            "destroyed by reconcile")
-    download: Download | None = None
-    local: LocalImage | None = None
-    state: Literal["running", "stopped", "frozen"] = "running"
+    download: Download | None = Field(None, description="The image, for template download.")
+    local: LocalImage | None = Field(None, description="The tarballs, for template local.")
+    state: Literal["running", "stopped", "frozen"] = Field("running", description="What it should be doing.")
     autostart: bool = Field(False, description="lxc.start.auto: started by lxc-autostart when the node boots")
     startOrder: Annotated[int, Field(ge=0, le=1000)] | None = Field(None, description="lxc.start.order")
     limits: Limits = Field(default_factory=Limits)
@@ -280,9 +293,10 @@ class ContainerSpec(Placement):
                                                                  "e.g. u 0 100000 65536 and g 0 100000 65536")
     subordinateIds: bool = Field(True, description="with idmap: give root the host ranges in /etc/subuid and "
                                                    "/etc/subgid (what LXC's tools check)")
-    apparmor: AppArmor | None = None
+    apparmor: AppArmor | None = Field(None, description="AppArmor profile and nesting (left out: the template's)")
     devices: list[DeviceRule] | None = Field(None, description="device rules, in order (lxc.cgroup[2].devices.*)")
-    capabilities: Capabilities | None = None
+    capabilities: Capabilities | None = Field(None, description="lxc.cap.drop / lxc.cap.keep (left out: the "
+                                                              "template's)")
     mounts: list[Mount] | None = Field(None, description="lxc.mount.entry lines reconcile adds")
     mountAuto: list[Annotated[str, StringConstraints(pattern=MOUNT_AUTO)]] | None = Field(
         None, description="lxc.mount.auto, e.g. [proc:mixed, sys:ro, cgroup:mixed]")
@@ -300,7 +314,8 @@ class ContainerSpec(Placement):
         "onChange", description="may apply restart a running container for a change that needs it "
                                 "(limits, network, init, …)? never: the change waits for its next start")
     stopTimeout: Duration = Field("10s", description="how long a stop waits for the init to end before killing it")
-    lxcPath: AbsolutePath = "/var/lib/lxc"
+    lxcPath: AbsolutePath = Field("/var/lib/lxc", description="The LXC path holding it (Pacemaker-placed "
+                                  "containers: LXC's default path, which the lxc agent uses).")
 
     @model_validator(mode="after")
     def _template_options(self) -> "ContainerSpec":

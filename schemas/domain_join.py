@@ -104,8 +104,8 @@ class SudoRule(Strict):
     """`%group ALL=(runAs) [NOPASSWD:] commands`: who (domain groups and users, named as
     sssd names them: `@domain` is added with fully qualified names), as whom, and what."""
 
-    groups: list[GroupName] = Field(default_factory=list)
-    users: list[UserName] = Field(default_factory=list)
+    groups: list[GroupName] = Field(default_factory=list, description="domain groups the rule is for")
+    users: list[UserName] = Field(default_factory=list, description="domain users the rule is for")
     runAs: RunAs = Field("ALL:ALL", description="USER[:GROUP] the commands run as, e.g. root, ALL:ALL, :www-data")
     noPassword: bool = Field(False, description="NOPASSWD: no password asked")
     commands: Annotated[list[SudoCommand], Field(min_length=1)] = Field(
@@ -128,8 +128,8 @@ class Krb5(Strict):
     kdcs: list[Host] = Field(default_factory=list, description="KDCs of the realm (kdc =), pinned; empty: from DNS")
     adminServer: Host | None = Field(None, description="admin_server of the realm")
     dnsLookupKdc: bool | None = Field(None, description="dns_lookup_kdc; default: true unless kdcs are given")
-    dnsLookupRealm: bool = False
-    rdns: bool = False
+    dnsLookupRealm: bool = Field(False, description="dns_lookup_realm")
+    rdns: bool = Field(False, description="rdns: reverse DNS of server names (false: as AD wants)")
     libdefaults: dict[Krb5Key, Krb5Value] = Field(default_factory=dict, description="further [libdefaults] relations")
     realmOptions: dict[Krb5Key, Krb5Value] = Field(default_factory=dict,
                                                    description="further relations of the realm's own block")
@@ -142,11 +142,14 @@ class HomeDirectories(Strict):
     pattern: HomePattern | None = Field(
         "/home/%u", description="sssd fallback_homedir, e.g. /home/%u or /home/%u@%d (null: not written)")
     override: HomePattern | None = Field(None, description="sssd override_homedir: replaces what AD says")
-    skel: AbsolutePath = "/etc/skel"
-    umask: Umask = "0077"
+    skel: AbsolutePath = Field("/etc/skel", description="The folder a new home directory is copied from.")
+    umask: Umask = Field("0077", description="The umask a new home directory is made with (0077: private).")
 
 
 class DomainJoinSpec(Placement):
+    """Membership of an Active Directory (or LDAP + Kerberos) domain through sssd, and who may
+    log in and use sudo."""
+
     domain: DomainName = Field(description="the DNS domain (ad_domain), e.g. corp.example.test")
     provider: Literal["ad", "ldap"] = Field("ad", description="sssd id_provider")
     join: Literal["adcli", "none"] | None = Field(
@@ -162,8 +165,10 @@ class DomainJoinSpec(Placement):
     adServers: list[Host] = Field(default_factory=list, description="ad_server: domain controllers, pinned "
                                                                     "(the join uses the first)")
     adBackupServers: list[Host] = Field(default_factory=list, description="ad_backup_server")
-    authProvider: Literal["ad", "krb5", "ldap", "ipa", "proxy", "none"] | None = None
-    chpassProvider: Literal["ad", "krb5", "ldap", "ipa", "proxy", "none"] | None = None
+    authProvider: Literal["ad", "krb5", "ldap", "ipa", "proxy", "none"] | None = Field(
+        None, description="sssd auth_provider (null: sssd's default, the id provider)")
+    chpassProvider: Literal["ad", "krb5", "ldap", "ipa", "proxy", "none"] | None = Field(
+        None, description="sssd chpass_provider (null: sssd's default, the auth provider)")
     accessProvider: Literal["simple", "ad", "ldap", "permit", "deny"] | None = Field(
         "simple",
         description="simple: only members of allowGroups/allowUsers may log in (everyone when both are empty); "

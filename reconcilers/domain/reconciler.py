@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Interrupted, Node, Outcomes, Reconciler, Refusal,
-    pid_alive, read_secret,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Desired, Health, HealthReport, Interrupted, Node,
+    Outcomes, Reconciler, Refusal, pid_alive, read_secret,
 )
-from reconcilers.domain import adcli, daemon, files, krb5, nsswitch, pam, sssd, sudoers
+from reconcilers.domain import adcli, daemon, files, health, krb5, nsswitch, pam, sssd, sudoers
 from reconcilers.domain.files import Artifacts, Paths, read
 from schemas.common import SecretRef
 
@@ -216,6 +216,36 @@ class DomainJoinReconciler(Reconciler):
                      or have.get("sssd") != "running"):
             notes.append("restart sssd (its configuration changes; no rejoin)")
         return notes
+
+    # --- health -------------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """AD still accepts the membership (one `adcli testjoin`, adcli joins only), and the
+        users and groups the manifest names resolve through NSS and sssd (one `getent` per
+        database)."""
+        out: dict[str, Health] = {}
+        for name in desired.get(self.kind, {}):
+            a = self.wanted.get(name)
+            if a is None:
+                continue
+            users, groups = health.resolvable_names(a.spec)
+            missing = health.unresolved(node, "passwd", users) + health.unresolved(node, "group", groups)
+            if not a.spec.joins():
+                out[name] = health.names_health(a.spec.domain, missing, len(users) + len(groups))
+                continue
+            member = (observed.get(self.kind, {}).get(name) or {}).get("membership") or {}
+            if (member.get("domain"), member.get("computerName")) != (a.spec.domain, a.computer):
+                out[name] = Health.degraded("NotJoined", f"not joined to {a.spec.domain} as {a.computer}$")
+                continue
+            try:
+                accepted: bool | None = adcli.accepted(node, a.spec.domain, self.paths.keytab,
+                                                       timeout=node.runner.default_timeout)
+                why = ""
+            except (ApplyError, CommandError) as err:
+                accepted, why = None, str(err)
+            out[name] = health.join_health(accepted, why, a.computer, a.spec.domain, missing, len(users) + len(groups))
+        return {self.kind: out}
 
     # --- apply: every change of the pass at once ----------------------------------------------------
 

@@ -43,9 +43,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    ApplyError, AtomicWriter, Change, Deferred, Desired, Node, PerObject, Refusal, UnsafeValue, read_secret,
+    ApplyError, AtomicWriter, Change, Deferred, Desired, HealthReport, Node, PerObject, Refusal, UnsafeValue,
+    read_secret, short_diff,
 )
 from reconcilers.lxc import placed, policy, subids, tools
+from reconcilers.lxc.health import container_health, init_of
 from reconcilers.lxc.config import (
     ADOPTED, CLUSTER_TAG, LIVE_KEYS, MARKER, STOP_TAG, CgroupLayout, config_path,
     last_value, lxc_value, marker_name, merge_config, parse_config, release_block, render_block, restart_settings_of, tag_value,
@@ -235,6 +237,16 @@ class ContainerReconciler(PerObject):
                 obs["environment"][var] = f"<secret: {value.describe()}>" if same else \
                     "<secret: not the referenced one>"
 
+    # --- health ------------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Running as git says, and its init alive and not stopped (from observe's lxc-ls
+        and the init's /proc entry: no process of its own)."""
+        seen = observed.get(self.kind, {})
+        return {self.kind: {name: container_health(d.state, seen.get(name), init_of(self.instances.get(name)))
+                            for name, d in desired.get(self.kind, {}).items()}}
+
     # --- validate and explain ----------------------------------------------------------------
 
     def validate(self, node: Node) -> list[Refusal | str]:
@@ -314,6 +326,7 @@ class ContainerReconciler(PerObject):
         else:
             if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
                 return notes + [_immovable(name, have, want)]
+            notes += self._file_diffs(name, have, want)
             fields = restart_changes(have, want)
             if want["pacemaker"]:
                 if not have.get("pacemaker"):
@@ -341,6 +354,26 @@ class ContainerReconciler(PerObject):
             elif fields and want["state"] != "stopped":
                 notes.append(f"{', '.join(fields)}: taken at the next start")
         return notes + self._bridge_note(want)
+
+    def _file_diffs(self, name: str, have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+        """What changes in each file written into the container: a short unified diff (the
+        content is in git, never a secret), read from its root file system."""
+        seen = have.get("files") or {}
+        changed = [path for path, digest in (want.get("files") or {}).items() if seen.get(path) != digest]
+        spec = self.specs.get(name)
+        if not changed or spec is None:
+            return []
+        rootfs = RootFs(want["lxcPath"], name)  # only where reconcile created it, never through a symlink
+        try:
+            os.close(rootfs.open())
+        except OSError:
+            return []  # no root file system of ours to compare with
+        out: list[str] = []
+        for path in changed:
+            found = stat_rootfs_file(rootfs, path)
+            before = found[0].decode(errors="replace") if found is not None else None
+            out += short_diff(before, spec.files[path], path)
+        return out
 
     def _bridge_note(self, want: dict[str, Any]) -> list[str]:
         net = want.get("network") or {}
