@@ -43,7 +43,7 @@ for _ in range(rounds):
     node = Node("lb1", Runner(dry_run=True, recording=True))
     rec.desired(tree, node)
     t = time.perf_counter()
-    out["count"] = len(rec.observe(node))
+    out["count"] = len(rec.observe(node)["Container"])
     out["observe"].append(time.perf_counter() - t)
     out["calls"] = len(node.runner.records)
     t = time.perf_counter()
