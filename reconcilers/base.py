@@ -337,7 +337,7 @@ class Node:
 
     name: str
     runner: Runner
-    state_dir: Path = Path("/var/lib/reconcile")
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("RECONCILE_STATE_DIR", "/var/lib/reconcile")))
     stop: Callable[[], bool] | None = None
     local: bool = True
 
