@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    ApplyError, AtomicWriter, Change, Deferred, Desired, HealthReport, Node, PerObject, Refusal, UnsafeValue,
-    read_secret,
+    ApplyError, AtomicWriter, Change, Deferred, Desired, HealthReport, Node, PerObject, Refusal, Skipped,
+    UnsafeValue, read_secret,
 )
 from reconcilers.lxc import placed, policy, subids, tools
 from reconcilers.lxc.health import container_health, init_of
@@ -258,11 +258,14 @@ class ContainerReconciler(PlanNotes, PerObject):
         if not self.wanted:
             return []
         problems: list[Refusal | str] = []
-        for name, spec in sorted(self.specs.items()):
+        if not node.local:  # the policy is a file on that node, not on this machine
+            problems.append(Skipped(f"lxc: what {node.name}'s policy allows (hooks, mounts of system paths, the "
+                                    "node's network) is checked on that node; the configs were checked here"))
+        for name, spec in sorted(self.specs.items()) if node.local else ():
             found = [f"{self._where(name, field_path)}: {why}" for field_path, why in policy.problems(spec)]
             if found:  # one refusal per object: the engine keeps one message per object
                 problems.append(Refusal("; ".join(found), ((self.kind, name),)))
-        if any(w["pacemaker"] for w in self.wanted.values()):
+        if any(w["pacemaker"] for w in self.wanted.values()) and node.local:
             r = node.run(["lxc-config", "lxc.lxcpath"], read_only=True, check=False)
             default = r.stdout.strip() or DEFAULT_LXC_PATH
             problems += [p for name, w in sorted(self.wanted.items()) if w["pacemaker"]

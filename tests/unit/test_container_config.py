@@ -259,3 +259,13 @@ def test_letting_go_of_an_adopted_container_keeps_its_settings_without_our_marke
     released = release_block(merge_config(config, block))
     assert MARKER not in released and "reconcile" not in released
     assert parse_config(released)["lxc.environment"] == ["A=1"] and parse_config(released)["lxc.uts.name"] == ["app3"]
+
+
+def test_validating_for_another_node_leaves_its_policy_to_that_node(tmp_path, monkeypatch):
+    from reconcilers.base import Skipped
+
+    monkeypatch.setenv("RECONCILE_POLICY", str(tmp_path / "absent.yaml"))
+    rec, _ = planned(tmp_path, POLICY_CASES)
+    found = rec.validate(Node("lb1", Runner(dry_run=True), tmp_path / "state", local=False))
+    assert not [r for r in found if isinstance(r, Refusal)]
+    assert any(isinstance(r, Skipped) and "policy" in r for r in found)
