@@ -1,4 +1,4 @@
-"""bench_import.py's sssd hook: unwrap → `reconcile import domain` → load → render → compare
+"""bench_import.py --tool sssd: unwrap → `reconcile import domain` → load → render → compare
 → `sssctl config-check` on the original and on the rendering.
 
 A setting of the original is kept when the rendering has it in the same section with the
@@ -16,7 +16,7 @@ import shlex
 import tempfile
 from pathlib import Path
 
-from bench.bench_import import Row
+from bench.import_common import Row
 from controller.loader import Loaded, Source, Tree, check_tree, parse_document
 from reconcilers.base import ApplyError, Node, Runner
 from reconcilers.domain import files, sssd

@@ -1,4 +1,4 @@
-"""bench_import.py's LXC hook: unwrap → `reconcile import lxc` → load → render → compare →
+"""bench_import.py --tool lxc: unwrap → `reconcile import lxc` → load → render → compare →
 LXC's own parser (lxc-ls over a scratch LXC path) on the original and on the rendering.
 
 A setting of the original is kept when the rendering has it with the same value as LXC
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.bench_import import Row
+from bench.import_common import Row
 from controller.loader import Loaded, Source, Tree, check_tree, parse_document
 from reconcilers.base import Node, Runner
 from reconcilers.importing import ImportProblem

@@ -1,4 +1,5 @@
-"""Command line: `reconcile --dry-run | plan | apply | validate | schema | explain | status | lab | agent`.
+"""Command line: `reconcile --dry-run | plan | apply | validate | schema | explain | status | lab | agent |
+import | render`.
 
 Exit codes (every --help says them): 0 nothing (left) to change, 1 error (an invalid tree,
 bad arguments, a failed change, apply for another machine), 2 changes pending, 3 `apply
@@ -119,11 +120,9 @@ def parser() -> Parser:
     sub.add_parser("lab", help="the lab of namespaces for tests and the demo (see `reconcile lab -h`)", add_help=False)
     sub.add_parser("agent", help="run continuously (see `reconcile agent -h`)", add_help=False)
     sub.add_parser("status", help="the agent's last runs and health (see `reconcile status -h`)", add_help=False)
-    s = sub.add_parser("render", help="print (or write under --out) the files reconcile would install on --node; "
-                                      "changes nothing")
-    _common(s)
-    s.add_argument("--out", type=Path, default=None, help="folder to write them into (default: print them)")
-    sub.add_parser("import", help="manifests from a tool's configuration: reconcile import TOOL -h (lxc, domain)",
+    sub.add_parser("import", help="manifests from a tool's configuration file (see `reconcile import -h`)",
+                   add_help=False)
+    sub.add_parser("render", help="the files reconcile would install on a node (see `reconcile render -h`)",
                    add_help=False)
     return p
 
@@ -181,15 +180,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first == "import":
-        return cmd_import(argv[argv.index(first) + 1:])
-    if first in ("lab", "agent", "status") and not any(a == "--version" for a in argv):
+    if first in ("lab", "agent", "status", "import", "render") and not any(a == "--version" for a in argv):
         i = argv.index(first)
         rest = argv[:i] + argv[i + 1:]
         if first == "lab":
             from controller.lab.cli import main as sub_main
         elif first == "agent":
             from controller.agent import main as sub_main  # type: ignore[no-redef]
+        elif first == "import":
+            from controller.convert import main_import as sub_main  # type: ignore[no-redef]
+        elif first == "render":
+            from controller.convert import main_render as sub_main  # type: ignore[no-redef]
         else:
             from controller.status import main as sub_main  # type: ignore[no-redef]
         return sub_main(rest)
@@ -198,8 +199,6 @@ def _main(argv: list[str]) -> int:
                         stream=sys.stderr)
     if args.command == "schema":
         return cmd_schema(args.kind)
-    if args.command == "render":
-        return cmd_render(args)
     if args.command == "explain":
         from controller.reference import cmd_explain
 
@@ -219,70 +218,6 @@ def cmd_schema(kind: str | None) -> int:
         return 1
     json.dump(json_schema(kind), sys.stdout, indent=2)
     sys.stdout.write("\n")
-    return 0
-
-
-def cmd_import(argv: list[str]) -> int:
-    """`reconcile import TOOL …`: the tool package's importer (reconcilers/TOOL/importer.py)
-    owns its arguments."""
-    import importlib
-    import re
-
-    if not argv or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", argv[0]):
-        print("usage: reconcile import TOOL [options]   (TOOL: lxc, domain)", file=sys.stderr)
-        return 1
-    try:
-        module = importlib.import_module(f"reconcilers.{argv[0]}.importer")
-    except ModuleNotFoundError:
-        print(f"reconcile import: no importer for {argv[0]!r}", file=sys.stderr)
-        return 1
-    return module.main(argv[1:])
-
-
-def cmd_render(args: argparse.Namespace) -> int:
-    """The files every reconciler offering render(node) would install on the node, from
-    the tree alone (desired, then render: nothing is read from or written to the node)."""
-    from controller.loader import TreeError, load_tree
-    from reconcilers import REGISTRY, NotInstalled, reconciler_class
-    from reconcilers.base import ApplyError, Node, Runner
-
-    from controller.identity import this_host
-
-    repo = args.repo or DEFAULT_REPO
-    node = Node(args.node or this_host(), Runner(dry_run=True), local=False)
-    try:
-        tree = load_tree(repo)
-    except TreeError as err:
-        print(f"reconcile: {repo}: the tree is invalid:", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    present = {i.kind for i in tree.for_node(node.name)}
-    files: dict[str, str] = {}
-    seen: list[type] = []
-    for kind in REGISTRY:
-        try:
-            cls = reconciler_class(kind)
-        except NotInstalled:
-            continue
-        if cls in seen or not (set(cls.kinds) | set(cls.consumes)) & present:
-            continue
-        seen.append(cls)
-        rec = cls()
-        try:
-            rec.desired(tree, node)
-            files.update(rec.render(node))
-        except (ApplyError, ValueError) as err:
-            print(f"reconcile render: {'/'.join(cls.kinds)}: {err}", file=sys.stderr)
-            return 1
-    for path, content in sorted(files.items()):
-        if args.out is None:
-            sys.stdout.write(f"==> {path} <==\n{content if content.endswith(chr(10)) else content + chr(10)}")
-            continue
-        target = args.out / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-        print(f"wrote {target}")
     return 0
 
 

@@ -57,11 +57,6 @@ reconciler and calls, in this order:
     machine returns a `Skipped` saying what it could not check and why, instead of a
     refusal; a validator that is not installed here is reported as skipped by the engine.
 
-``render(node) -> {path: content}`` (optional)
-    After `desired`: the files this reconciler would install on the node (sssd.conf, an
-    LXC container's config), secrets shown as `<secret: …>` tokens, for `reconcile render`
-    and round-trip checks of `reconcile import`. Reads and writes nothing.
-
 ``explain(change, node) -> list[str]`` (optional)
     Extra lines for the plan, such as "restart required" or Pacemaker's simulated
     transition ("vip: start on lb1"). Read-only. A line about the node rather than this
@@ -102,6 +97,11 @@ reconciler and calls, in this order:
     `--dry-run` and `apply` compute health by default; `--no-health` skips it;
     `apply --wait` observes and asks it again until every object is Healthy. Never change
     anything because of health: a Degraded object is reported, not "fixed" by the agent.
+
+``render(node) -> {path: content}`` (optional)
+    The files this node would get from `desired` (called after it), by absolute path,
+    content as text or bytes: what `reconcile render` writes, touching nothing on the
+    node. Secrets may be read (never written anywhere but the caller's output folder).
 
 ``watch(node) -> Iterator[str]`` (optional)
     Blocks and yields a short reason whenever something this reconciler manages may have
@@ -479,9 +479,6 @@ class Reconciler:
 
     def explain(self, change: Change, node: Node) -> list[str]:
         return []
-
-    def render(self, node: Node) -> dict[str, str]:
-        return {}
 
     def health(self, node: Node, desired: dict[str, dict[str, Desired]],
                observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:

@@ -16,51 +16,34 @@ node's administrator allows it, in a file on the node that git never writes.
 - host-namespaces: `lxc.namespace.share.*` and `lxc.namespace.keep`;
 - sysctls: `lxc.sysctl.*` that are not per network or IPC namespace (they set the node's).
 
-`RECONCILE_POLICY` names another file (tests). The HAProxy helper's generic node-policy
-module (issue 13) reads the same file format; `allows()` and `allowed_paths()` are the one
-place this package asks, so that module can replace this one without touching callers.
+The file is read by the one node-policy module (reconcilers/policy.py; `RECONCILE_POLICY`
+names another file); this module says what LXC asks of it.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-import yaml
+from reconcilers.policy import load_policy
 
-POLICY_FILE = Path("/etc/reconcile/policy.yaml")
+TOOL = "lxc"
 SYSTEM_PATHS = ("/etc", "/proc", "/dev", "/sys")
 NAMESPACED_SYSCTLS = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
 PACKAGE_CONFIG = "/usr/share/lxc/config/"
 
 
-def policy_file() -> Path:
-    return Path(os.environ.get("RECONCILE_POLICY", str(POLICY_FILE)))
-
-
-def _section() -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(policy_file().read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}  # unreadable or malformed: allows nothing
-    section = data.get("lxc") if isinstance(data, dict) else None
-    return section if isinstance(section, dict) else {}
-
-
 def allows(capability: str) -> bool:
     """Whether this node's policy allows the lxc capability (e.g. "hooks")."""
-    allowed = _section().get("allow", [])
-    return isinstance(allowed, list) and capability in allowed
+    return load_policy().allows(TOOL, capability)
 
 
 def allowed_paths() -> list[str]:
-    paths = _section().get("mounts", [])
+    """The node paths (and below) the policy lets containers mount (`lxc: mounts: [...]`)."""
+    paths = load_policy().section(TOOL).get("mounts", [])
     return [p.rstrip("/") for p in paths if isinstance(p, str) and p.startswith("/")] if isinstance(paths, list) else []
 
 
 def refusal(capability: str, what: str) -> str:
-    return (f"{what}: this node's policy ({policy_file()}) does not allow lxc capability {capability!r}; "
-            f"its administrator allows it there (lxc: {{allow: [{capability}]}})")
+    return load_policy().refusal(TOOL, capability, what)
 
 
 def _under(path: str, root: str) -> bool:

@@ -141,7 +141,7 @@ def test_a_container_made_by_hand_is_imported_and_planned_with_nothing_to_do(lab
     sh(lab, "lxc-create -n hand1 -t busybox >/dev/null")
     before = sh(lab, "cat /var/lib/lxc/hand1/config")
     tree = lab.shared / "hand"
-    r = lab.exec(NODE, ["reconcile", "import", "lxc", "--live", "hand1", "--node", NODE, "-o", str(tree),
+    r = lab.exec(NODE, ["reconcile", "import", "lxc", "--live", "hand1", "--node", NODE, "--output-dir", str(tree),
                         "--secrets-dir", str(lab.shared / "hand-secrets")])
     assert "1 manifest" in r.stdout, r.stdout + r.stderr
     rc, objects, out = run(lab, tree, "--dry-run")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller.loader import TreeError, load_tree
-from reconcilers.base import Node, Refusal, Runner
+from reconcilers.base import ApplyError, Node, Refusal, Runner
 from reconcilers.lxc import subids
 from reconcilers.lxc.config import CgroupLayout, config_lines, merge_config, parse_config, render_block
 from reconcilers.lxc.model import observed_from_config, owned_by, render_settings
@@ -204,7 +204,8 @@ def test_the_policy_allows_what_it_lists(tmp_path, monkeypatch):
     everything = "lxc:\n  allow: [hooks, host-network]\n  mounts: [/etc]\n"
     assert refusals(tmp_path, everything, monkeypatch) == []
     assert len(refusals(tmp_path, "lxc: {allow: [hooks]}\n", monkeypatch)) == 2
-    assert len(refusals(tmp_path, "not: [valid\n", monkeypatch)) == 3  # a broken file allows nothing
+    with pytest.raises(ApplyError, match=r"policy.yaml:2: the node policy is not valid YAML"):
+        refusals(tmp_path, "not: [valid\n", monkeypatch)  # a broken file is an error naming it, never a guess
 
 
 # --- subordinate ids and files owned as the container sees them ----------------------------------

@@ -96,7 +96,7 @@ def test_a_value_cleared_later_is_named_and_left_out(tmp_path):
 def test_reconcile_import_lxc_prints_manifests_the_loader_accepts(tmp_path, capsys):
     (tmp_path / "app3").mkdir()
     (tmp_path / "app3" / "config").write_text((FIXTURES / "lxc" / "config-by-hand-app3").read_text())
-    assert cli(["import", "lxc", str(tmp_path / "app3" / "config"), "--node", "lb1", "-o", str(tmp_path / "out"),
+    assert cli(["import", "lxc", str(tmp_path / "app3" / "config"), "--node", "lb1", "--output-dir", str(tmp_path / "out"),
                 "--secrets-dir", str(tmp_path / "s")]) == 0
     tree = load_tree(tmp_path / "out")
     assert tree.get("Container", "app3").spec.adopt is True
