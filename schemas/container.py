@@ -77,7 +77,7 @@ IPv6Prefix = Annotated[str, AfterValidator(_ipv6_prefix)]
 NET_OPTION = r"^[a-z0-9_]+(\.[a-z0-9_]+)*$"
 NetOption = Annotated[str, StringConstraints(pattern=NET_OPTION)]
 TYPED_NET_OPTIONS = {"type", "link", "name", "hwaddr", "mtu", "flags", "ipv4.address", "ipv4.gateway",
-                     "ipv6.address", "ipv6.gateway", "veth.pair"}
+                     "ipv6.address", "ipv6.gateway"}
 
 
 class FileMode(Strict):
@@ -152,6 +152,9 @@ class Network(Strict):
         if self.type in ("none", "host") and (self.address or self.addresses or self.gateway or self.ipv6 or
                                               self.link or self.mac or self.mtu):
             raise ValueError(f"network type {self.type} takes no addresses, gateway, link, mac or mtu")
+        if self.bridgeAddress and "veth.pair" in self.options:
+            raise ValueError("options veth.pair: reconcile names the host end of the veth itself when it makes the "
+                             "bridge (bridgeAddress), to put it back on a bridge made again")
         typed = sorted(k for k in self.options if k in TYPED_NET_OPTIONS)
         if typed:
             raise ValueError(f"options {', '.join(typed)}: set by the typed fields (type, link, name, mac, mtu, up, "

@@ -54,21 +54,30 @@ def source_of(spec: Any) -> str | None:
 # --- the manifest's side ------------------------------------------------------------------------
 
 
-def interface_state(net: Any, i: int = 0) -> dict[str, Any]:
+def our_pair(name: str, i: int) -> str:
+    """The host end of interface i's veth, fixed by reconcile on a bridge it made, so that
+    apply can put it back on a bridge deleted and made again."""
+    return veth_pair_name(name) if i == 0 else veth_pair_name(f"{name}-{i}")
+
+
+def interface_state(net: Any, i: int = 0, name: str = "") -> dict[str, Any]:
     addresses = net.ipv4()
+    options = dict(net.options)
+    if net.type == "bridge" and net.bridgeAddress and name:
+        options["veth.pair"] = our_pair(name, i)
     return {"type": net.type, "bridge": net.bridge, "link": net.link, "name": _name(net.name, net.type, i),
             "mac": net.mac, "mtu": net.mtu,
             "up": net.up if net.type not in ("none", "host") else None,
             "address": ",".join(addresses) if addresses else None, "gateway": net.gateway,
             "ipv6": ",".join(net.ipv6) if net.ipv6 else None, "ipv6Gateway": net.ipv6Gateway,
-            "bridgeAddress": net.bridgeAddress, "options": dict(net.options)}
+            "bridgeAddress": net.bridgeAddress, "options": options}
 
 
 def desired_state(name: str, spec: Any) -> dict[str, Any]:
     """The normalized state a manifest asks for (files as digests, limits canonical,
     secrets as tokens)."""
     placed = spec.cluster is not None
-    nets = [interface_state(n, i) for i, n in enumerate(spec.interfaces())]
+    nets = [interface_state(n, i, name) for i, n in enumerate(spec.interfaces())]
     caps = spec.capabilities
     return {
         "managed": True,
@@ -227,7 +236,7 @@ def _network_of(values: dict[str, list[str]], i: int) -> dict[str, Any]:
     ipv6 = values.get(f"lxc.net.{i}.ipv6.address", [])
     prefix = f"lxc.net.{i}."
     typed = {"type", "link", "name", "hwaddr", "mtu", "flags", "ipv4.address", "ipv4.gateway", "ipv6.address",
-             "ipv6.gateway", "veth.pair"}
+             "ipv6.gateway"}
     options = {k[len(prefix):]: v[-1] for k, v in values.items() if k.startswith(prefix) and v
                and k[len(prefix):] not in typed}
     return {
@@ -311,9 +320,9 @@ def _interface_keys(name: str, i: int, net: dict[str, Any]) -> list[tuple[str, s
         out.append((f"{key}.flags", "up"))
     if net["name"]:
         out.append((f"{key}.name", net["name"]))
-    if net["type"] == "bridge" and net["bridgeAddress"]:
-        # fixed, so that apply can put it back on a bridge deleted and made again
-        out.append((f"{key}.veth.pair", veth_pair_name(name) if i == 0 else veth_pair_name(f"{name}-{i}")))
+    options = dict(net["options"])
+    if "veth.pair" in options:  # where reconcile has always written it
+        out.append((f"{key}.veth.pair", options.pop("veth.pair")))
     if net["mac"]:
         out.append((f"{key}.hwaddr", net["mac"]))
     if net["mtu"]:
@@ -324,7 +333,7 @@ def _interface_keys(name: str, i: int, net: dict[str, Any]) -> list[tuple[str, s
     out += [(f"{key}.ipv6.address", a) for a in (net["ipv6"] or "").split(",") if a]
     if net["ipv6Gateway"]:
         out.append((f"{key}.ipv6.gateway", net["ipv6Gateway"]))
-    out += [(f"{key}.{k}", v) for k, v in net["options"].items()]
+    out += [(f"{key}.{k}", v) for k, v in options.items()]
     return out
 
 

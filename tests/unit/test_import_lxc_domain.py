@@ -192,3 +192,18 @@ def test_reconcile_render_prints_the_files_a_node_would_get(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "==> /etc/sssd/sssd.conf <==" in out and "==> /etc/sudoers.d/reconcile-corp <==" in out
     assert "==> /var/lib/lxc/app1/config <==" in out and "lxc.environment = TOKEN=<secret: env:APP_TOKEN>" in out
+
+
+def test_a_config_reconcile_wrote_imports_back_into_the_state_it_holds(tmp_path):
+    """A container reconcile made (our block, the veth it names on a bridge it made), imported:
+    what reconcile always writes reads back as it was. (The template's lines outside the block
+    become the manifest's too, and move into the block at the next write.)"""
+    text = (FIXTURES / "lxc" / "config-managed-app1").read_text()
+    (doc,) = import_text(text, "/var/lib/lxc/app1/config", {"node": "lb1"}, tmp_path, state="running").documents
+    spec = loaded(doc).get("Container", "app1").spec
+    assert spec.interfaces()[0].options == {"veth.pair": "rc-app1"}
+    from reconcilers.lxc.model import observed_from_config
+
+    want, have = desired_state("app1", spec), observed_from_config("app1", "/var/lib/lxc", text, "running")
+    for field in ("network", "networks", "limits", "init", "autostart", "startOrder", "rootfs"):
+        assert have[field] == want[field], field
