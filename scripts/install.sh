@@ -22,6 +22,8 @@ PACKAGES=(
   fuse3 rclone sshfs openssh-server
   # plumbing
   sudo iproute2 iputils-ping procps psmisc util-linux git gnupg python3-venv python3-pip wrk
+  # fault tests: stop lxc-create at a chosen system call (tests/lab/test_faults.py)
+  strace
 )
 
 missing=()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reconcilers.base import Health
+from reconcilers.base import UNFINISHED, Health
 
 DEAD = {"Z": "a zombie", "X": "dead"}
 STOPPED = {"T": "stopped by a signal", "t": "stopped by a debugger"}
@@ -43,6 +43,8 @@ def container_health(want: dict[str, Any], have: dict[str, Any] | None,
     """`want`/`have`: the Container's desired and observed states; `init`: from init_of."""
     if have is None:
         return Health.degraded("NotDefined", "not defined on this node")
+    if have.get(UNFINISHED):
+        return Health.degraded("HalfMade", f"{have[UNFINISHED]}; the next apply makes it again")
     state = have.get("state")
     if state == "invalid":
         return Health.degraded("InvalidConfig", "LXC cannot load its configuration")

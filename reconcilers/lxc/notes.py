@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from reconcilers.base import Change, Node, short_diff
-from reconcilers.lxc import placed
+from reconcilers.base import UNFINISHED, Change, Node, short_diff
+from reconcilers.lxc import placed, tools
 from reconcilers.lxc.config import ADOPTED, MARKER
 from reconcilers.lxc.model import restart_changes
 from reconcilers.lxc.network import observed_bridge_address
@@ -28,6 +28,11 @@ class PlanNotes:
         name = change.name
         notes: list[str] = []
         adopted = name in self.specs and self.specs[name].adopt
+        unfinished = have.get(UNFINISHED)
+        if unfinished and (have.get("managed") or have.get("state") == tools.NO_CONFIG):
+            then = "" if change.action == "delete" else ", then creates it again"
+            wait = "waits for that lxc-create (at most 300 s), then " if unfinished == tools.BEING_MADE else ""
+            return [f"{unfinished}: apply {wait}removes what it left (its folder in {have.get('lxcPath', '?')}){then}"]
         if have and not have.get("managed") and not adopted:
             return [conflict(name, have.get("lxcPath", "?"))]
         if have and have.get("rootfs") != (want.get("rootfs") or created_rootfs(have.get("lxcPath", "?"), name)):

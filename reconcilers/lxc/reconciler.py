@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    ApplyError, AtomicWriter, Change, Deferred, Desired, HealthReport, Node, PerObject, Refusal, Skipped,
-    UnsafeValue, read_secret,
+    UNFINISHED, ApplyError, AtomicWriter, Change, Deferred, Desired, HealthReport, Node, PerObject, Refusal, Skipped,
+    UnsafeValue, read_secret, wait_until,
 )
 from reconcilers.lxc import placed, policy, subids, tools
 from reconcilers.lxc.health import container_health, init_of
@@ -171,8 +171,9 @@ class ContainerReconciler(PlanNotes, PerObject):
 
     def _observe_path(self, node: Node, lxc_path: str) -> dict[str, dict[str, Any]]:
         root = Path(lxc_path)
-        try:
-            defined = sorted(e.name for e in os.scandir(root) if e.is_dir() and (root / e.name / "config").is_file())
+        try:  # a `partial` without a config: lxc-create was killed before it wrote one
+            defined = sorted(e.name for e in os.scandir(root) if e.is_dir() and (
+                (root / e.name / "config").is_file() or os.path.lexists(root / e.name / tools.PARTIAL)))
         except OSError:
             return {}  # no such folder: no containers there
         if not defined:
@@ -180,10 +181,20 @@ class ContainerReconciler(PlanNotes, PerObject):
         listed, why = tools.list_states(node, lxc_path)
         out: dict[str, dict[str, Any]] = {}
         for name in defined:
+            made = tools.creation(root / name)
             try:
                 text = (root / name / "config").read_text(errors="replace")
+            except FileNotFoundError:
+                text = None
             except OSError:
                 continue
+            if made is not None and not (text or "").strip():
+                # nothing says whose it is: returned all the same, the engine destroys it
+                # only when its inventory says we were making it (or makes it when wanted)
+                out[name] = {**observed_from_config(name, lxc_path, "", tools.NO_CONFIG), UNFINISHED: made}
+                continue
+            if text is None:
+                continue  # finished (or removed) since the folder was listed
             want = self.wanted.get(name)
             if marker_name(text) != name and (want is None or want["lxcPath"] != lxc_path):
                 continue  # not ours, and not in the way of one we want: not our business
@@ -208,6 +219,8 @@ class ContainerReconciler(PlanNotes, PerObject):
                 obs["subids"] = subids.covered(want["subids"])
             if want:
                 self._mask_secrets(node, name, obs)
+            if made is not None:  # lxc-create did not finish: pending work, whatever else it shows
+                obs[UNFINISHED] = made
             out[name] = obs
         return out
 
@@ -291,6 +304,14 @@ class ContainerReconciler(PlanNotes, PerObject):
     # --- apply -------------------------------------------------------------------------------
 
     def apply_one(self, change: Change, node: Node) -> None:
+        if (change.observed or {}).get(UNFINISHED):
+            if self._remove_half_made(change, node):
+                if change.action == "delete":
+                    return
+                change = Change(change.kind, change.name, "create", change.desired, None)
+            else:  # an lxc-create still at work when we looked has finished it: act on what it made
+                now = self._observe_path(node, change.observed["lxcPath"]).get(change.name)
+                change = Change(change.kind, change.name, change.action, change.desired, now)
         if change.action == "delete":
             self._destroy(change, node)
             return
@@ -310,6 +331,7 @@ class ContainerReconciler(PlanNotes, PerObject):
         self._ensure_bridge(node, name)
         self._subids(node, name)  # before lxc-create: the template maps the root file system with them
         settings = self._settings(node, name)
+        self._remember_path(node, spec.lxcPath)  # before lxc-create: a killed run's half is found there
         fd, seed = tempfile.mkstemp(prefix=f"reconcile-lxc-{name}-", suffix=".conf")
         try:
             with os.fdopen(fd, "w") as f:
@@ -318,7 +340,6 @@ class ContainerReconciler(PlanNotes, PerObject):
                      timeout=900 if spec.template == "download" else 300)
         finally:
             os.unlink(seed)
-        self._remember_path(node, spec.lxcPath)
         self._write_config(node, name, settings)
         self._write_files(node, name)
         if want["pacemaker"]:
@@ -399,6 +420,40 @@ class ContainerReconciler(PlanNotes, PerObject):
         self._drop_old_bridge(node, have)
         if held:
             raise Deferred(placed.restart_through_pacemaker(name, fields))
+
+    def _remove_half_made(self, change: Change, node: Node) -> bool:
+        """A container whose lxc-create an earlier run's kill cut short: wait for an
+        lxc-create still at work, then destroy what a killed one left (ours, and its root
+        file system the one lxc-create made), so that it is made again whole. True when it
+        was removed."""
+        have, name = change.observed or {}, change.name
+        lxc_path = have.get("lxcPath", DEFAULT_LXC_PATH)
+        folder = Path(lxc_path) / name
+        wait_until(lambda: tools.creation(folder) != tools.BEING_MADE, 300.0, interval=0.2)
+        made = tools.creation(folder)
+        if made == tools.BEING_MADE:
+            raise ApplyError(f"container {name}: {tools.BEING_MADE} after 300s; left alone")
+        if made is None:
+            return False  # it finished after all
+        try:
+            text = (folder / "config").read_text(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        if not text.strip():
+            # killed before it wrote the config: LXC had made only the folder, `partial` and
+            # an empty rootfs (the template runs later). lxc-destroy refuses a container
+            # without config; rmdir removes only empty folders, so nothing else can go.
+            empty = [str(folder / "rootfs")] if os.path.isdir(folder / "rootfs") else []
+            node.run(["rm", "-f", "--", str(folder / "config"), str(folder / tools.PARTIAL)])
+            node.run(["rmdir", "--", *empty, str(folder)])
+            return True
+        if marker_name(text) != name:
+            raise ApplyError(conflict(name, lxc_path))
+        configured = canonical_rootfs(last_value(parse_config(text), "lxc.rootfs.path"))
+        if configured not in (None, created_rootfs(lxc_path, name)) or not rootfs_in_place(lxc_path, name):
+            raise ApplyError(rootfs_conflict(name, lxc_path, configured))
+        node.run(["lxc-destroy", "-f", "-n", name, "-P", lxc_path])
+        return True
 
     def _destroy(self, change: Change, node: Node) -> None:
         have, name = change.observed or {}, change.name

@@ -9,8 +9,11 @@ agent runs under (they are built for /usr/bin/python3 only).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import re
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -104,6 +107,47 @@ def scratch_lxc_path(lock_dir: Path = LXC_LOCK_DIR) -> Iterator[Path]:
                 break
 
 
+
+
+# --- a creation that did not finish ------------------------------------------------------------
+
+F_OFD_GETLK = 36  # fcntl(2); not in Python's fcntl module
+PARTIAL = "partial"  # LXC_PARTIAL_FNAME: made (and locked) first, removed last by lxc-create
+HALF_MADE = "half made: lxc-create was killed before it finished (LXC leaves `partial`)"
+BEING_MADE = "being made: an lxc-create still holds its `partial` lock"
+NO_CONFIG = "half made"
+"""The state observe gives a container whose lxc-create was stopped before it wrote a config."""
+
+
+def creation(folder: Path) -> str | None:
+    """Whether lxc-create left the container in `folder` unfinished: None when it finished
+    (no `partial` marker), BEING_MADE while an lxc-create still holds the marker's lock,
+    HALF_MADE when none does (it was killed). LXC 5 itself takes any `partial` for a
+    creation in progress and refuses the container for good ("Ongoing container creation
+    detected"), so reconcile has to tell the two apart."""
+    try:  # read-only: probing a lock needs no write access, and a plan writes nothing
+        fd = os.open(folder / PARTIAL, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return BEING_MADE  # cannot tell: leave it alone
+    try:
+        # lxc-create holds an OFD write lock on it (a flock where OFD locks are missing);
+        # struct flock of 64-bit Linux: type, whence, start, len, pid (0, as F_OFD_GETLK wants)
+        probe = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        try:
+            held = struct.unpack("hhqqi4x", fcntl.fcntl(fd, F_OFD_GETLK, probe))[0] != fcntl.F_UNLCK
+        except OSError:
+            held = False
+        if not held:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                held = True
+        return BEING_MADE if held else HALF_MADE
+    finally:
+        os.close(fd)
 
 
 # --- running the tools ---------------------------------------------------------------------

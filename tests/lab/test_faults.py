@@ -14,8 +14,8 @@ import pytest
 
 from controller.lab import temporary_lab
 from tests.lab.faultlab import (
-    CLUSTER, NODE, STATE, apply, backend, clean_node, container, frontend, haproxy_file, haproxy_runtime, inventory,
-    leftovers, plan, sh, vip,
+    CLUSTER, NODE, STATE, apply, backend, clean_node, container, containers, frontend, haproxy_file, haproxy_runtime,
+    inventory, leftovers, plan, sh, vip,
 )
 
 pytestmark = pytest.mark.lab
@@ -149,6 +149,65 @@ def test_an_apply_killed_between_haproxy_cfg_and_the_running_haproxy_is_pending_
     assert r.returncode == 0, r.stdout + r.stderr
     want = {"fltapp": ["s1", "s2"]} if rerun == "back" else {"fltapp": ["s2", "s3"], "fltapi": ["a1"]}
     assert haproxy_file(lab)["backends"] == want == haproxy_runtime(lab)
+    assert plan(lab, target).returncode == 0
+    clean_node(lab)
+
+
+# Runs in the node: apply in a process group of its own, killed -9 as a whole (reconcile,
+# lxc-create and its template, as `systemctl kill` of the agent would) at one of the two
+# moments a kill can leave lxc-create's work (strace'd: `partial` first, ~5 ms later the
+# config, then the template fills the rootfs for ~100 ms, `partial` goes last):
+# - "before its config": strace stops lxc-create (SIGSTOP) at its mkdir of the rootfs, so
+#   the kill always falls in that 5 ms window: a folder with `partial` and no config;
+# - "while its template runs": as soon as the config is there, a few ms into the template.
+KILL_DURING_LXC_CREATE = r"""
+import os, signal, subprocess, sys, time
+folder = "/var/lib/lxc/fltct1"
+argv = ["reconcile", "apply", "--no-health", "--allow-mass-prune", "--repo", sys.argv[1]]
+if sys.argv[2] == "before its config":
+    argv = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", folder + "/rootfs", "-e", "trace=mkdir",
+            "-e", "inject=mkdir:signal=STOP"] + argv
+apply = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+deadline = time.monotonic() + 60
+ready = ((lambda: os.path.isdir(folder + "/rootfs")) if sys.argv[2] == "before its config"
+         else (lambda: os.path.exists(folder + "/config")))
+while not (os.path.exists(folder + "/partial") and ready()):
+    if apply.poll() is not None or time.monotonic() > deadline:
+        sys.exit("lxc-create never got there")
+    time.sleep(0.002)
+if sys.argv[2] == "before its config":
+    time.sleep(0.3)  # it is stopped: nothing more gets written
+os.killpg(apply.pid, signal.SIGKILL)
+apply.wait()
+print("killed")
+"""
+
+
+@pytest.mark.parametrize("then", ["made again", "pruned"])
+@pytest.mark.parametrize("when", ["before its config", "while its template runs"])
+def test_a_container_half_made_by_a_killed_lxc_create_is_removed_and_made_again_or_pruned(lab, when, then):
+    base = tree(lab, "ct-base", CLUSTER)
+    with_ct = tree(lab, "ct", CLUSTER + container("fltct1", "198.51.100.31"))
+    assert apply(lab, base).returncode == 0
+    r = lab.exec(NODE, ["python3", "-c", KILL_DURING_LXC_CREATE, with_ct, when], check=False, timeout=90)
+    assert r.stdout.strip() == "killed", r.stdout + r.stderr
+    left = sh(lab, "ls", "/var/lib/lxc/fltct1").split()
+    assert "partial" in left and ("config" in left) == (when != "before its config"), left  # as LXC left it
+    assert "Container/fltct1" in inventory(lab)  # recorded before lxc-create ran
+    target = with_ct if then == "made again" else base
+    p = plan(lab, target)
+    assert p.returncode == 2 and "half made: lxc-create was killed" in p.stdout, p.stdout
+    assert "removes what it left" in p.stdout, p.stdout
+    r = apply(lab, target)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cts = containers(lab)
+    if then == "made again":
+        assert cts == {"fltct1": {"config": True, "partial": False, "rootfs": True, "listed": True}}
+        assert "Container/fltct1" in inventory(lab)
+        sh(lab, "lxc-start", "-n", "fltct1")  # LXC no longer says "Ongoing container creation detected"
+        sh(lab, "lxc-stop", "-k", "-n", "fltct1")
+    else:
+        assert cts == {} and "Container/fltct1" not in inventory(lab)
     assert plan(lab, target).returncode == 0
     clean_node(lab)
 

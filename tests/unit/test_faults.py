@@ -443,3 +443,53 @@ def test_state_files_of_the_wrong_shape_have_their_own_messages(tmp_path):
     (tmp_path / "history.json").write_text("{}")
     with pytest.raises(StateError, match=r"history.json: is damaged: a JSON list expected, found an object; move"):
         read_history(tmp_path)
+
+
+# --- a container lxc-create did not finish ------------------------------------------------------
+
+HOLD_OFD_LOCK = """
+import fcntl, os, struct, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.fcntl(fd, 37, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))  # F_OFD_SETLK, as lxc-create
+print("locked", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_partial_marker_nobody_holds_is_a_half_made_container_and_a_held_one_is_being_made(tmp_path):
+    from reconcilers.lxc.tools import BEING_MADE, HALF_MADE, creation
+
+    assert creation(tmp_path) is None  # lxc-create finished: no marker
+    (tmp_path / "partial").write_text("")
+    assert creation(tmp_path) == HALF_MADE  # killed: LXC itself would call it ongoing for good
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_OFD_LOCK, str(tmp_path / "partial")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert creation(tmp_path) == BEING_MADE
+    finally:
+        holder.kill()
+        holder.wait()
+    assert creation(tmp_path) == HALF_MADE
+
+
+def test_a_half_made_container_is_planned_as_removed_and_made_again_and_reported_degraded(tmp_path):
+    from reconcilers.lxc.health import container_health
+    from reconcilers.lxc.model import observed_from_config
+    from reconcilers.lxc.reconciler import ContainerReconciler
+    from reconcilers.lxc.tools import BEING_MADE, HALF_MADE, NO_CONFIG
+
+    rec = ContainerReconciler()
+    node = Node("lb1", Runner(dry_run=True), tmp_path / "state")
+    no_config = {**observed_from_config("ct1", "/var/lib/lxc", "", NO_CONFIG), UNFINISHED: HALF_MADE}
+    want = {"state": "stopped", "lxcPath": "/var/lib/lxc"}
+    notes = rec.explain(Change("Container", "ct1", "update", want, no_config), node)
+    assert notes == [f"{HALF_MADE}: apply removes what it left (its folder in /var/lib/lxc), then creates it again"]
+    notes = rec.explain(Change("Container", "ct1", "delete", None, dict(no_config, **{UNFINISHED: BEING_MADE})), node)
+    assert notes == [f"{BEING_MADE}: apply waits for that lxc-create (at most 300 s), then removes what it left "
+                     "(its folder in /var/lib/lxc)"]
+    # a config that is not ours stays a conflict, half made or not: it is not ours to remove
+    foreign = {**observed_from_config("ct1", "/var/lib/lxc", "lxc.uts.name = ct1\n", "stopped"), UNFINISHED: HALF_MADE}
+    assert rec.explain(Change("Container", "ct1", "update", want, foreign), node)[0].startswith("conflict:")
+    health = container_health(want, no_config, None)
+    assert (health.status, health.reason) == ("Degraded", "HalfMade")
