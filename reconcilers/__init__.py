@@ -12,7 +12,9 @@ from reconcilers.base import Reconciler
 REGISTRY: dict[str, str] = {
     "Cluster": "reconcilers.cluster:ClusterReconciler",
     "ClusterResource": "reconcilers.cluster_resource:ClusterResourceReconciler",
-    "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
+    "VirtualIP": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
+    "Keepalived": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
+    "VirtualServer": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
     "Backend": "reconcilers.backend:BackendReconciler",
     "Frontend": "reconcilers.frontend:FrontendReconciler",
     "Container": "reconcilers.container:ContainerReconciler",

@@ -13,12 +13,16 @@ from schemas.common import API_VERSION, Manifest
 from schemas.container import Container
 from schemas.domain_join import DomainJoin
 from schemas.frontend import Frontend
+from schemas.keepalived import Keepalived
 from schemas.virtual_ip import VirtualIP
+from schemas.virtual_server import VirtualServer
 
 KINDS: dict[str, type[Manifest]] = {
     "Cluster": Cluster,
     "ClusterResource": ClusterResource,
     "VirtualIP": VirtualIP,
+    "Keepalived": Keepalived,
+    "VirtualServer": VirtualServer,
     "Frontend": Frontend,
     "Backend": Backend,
     "Container": Container,

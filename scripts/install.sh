@@ -12,7 +12,7 @@ VENV=${RECONCILE_VENV:-$ROOT/.venv}
 
 PACKAGES=(
   # HA daemons
-  haproxy keepalived corosync pacemaker pacemaker-cli-utils pcs crmsh resource-agents
+  haproxy keepalived ipvsadm corosync pacemaker pacemaker-cli-utils pcs crmsh resource-agents
   # containers
   lxc python3-lxc busybox-static
   # Active Directory

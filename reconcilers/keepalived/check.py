@@ -1,0 +1,96 @@
+"""`keepalived -t` on a rendered file, with its complaints pinned on the objects that wrote them.
+
+The file is checked before anything is installed: the scripts it would ship are staged in a
+temp folder (and the file's paths to reconcile's script folder pointed there), so that
+keepalived sees them as it will after the install, and an accepted rendering is remembered
+by `native_check` (content digest, keepalived's build, the node and its interfaces).
+
+keepalived names what it refuses in three ways, and each is traced back to the section
+(object) that rendered it: "(Line N)" through the rendered file's line map, "(VI_1)" through
+the instance's name, "[192.0.2.1]:tcp:80" through the virtual server's address. A complaint
+that names none of them refuses the whole file.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from reconcilers.base import Key, Node, Refusal, native_check
+from reconcilers.keepalived.conf import Rendered
+from reconcilers.keepalived.daemon import Keepalived
+from reconcilers.keepalived.render import split_owner
+from schemas.keepalived import MANAGED_SCRIPTS, ScriptFile
+
+_LINE = re.compile(r"\((?:[^():]*: )?Line (\d+)\)")
+_NAME = re.compile(r"^\(?([A-Za-z0-9_][A-Za-z0-9_.-]*)\)")
+_VS = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(?:tcp|udp|sctp):(\d+)")
+_TIMESTAMP = re.compile(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} +\d+ [\d:]{8} \d{4}: ")
+
+
+def interfaces() -> str:
+    """This network namespace's interface names: `keepalived -t` looks them up."""
+    try:
+        return ",".join(sorted(os.listdir("/sys/class/net")))
+    except OSError:
+        return ""
+
+
+def check_file(node: Node, rendered: Rendered, files: list[ScriptFile]) -> list[str]:
+    """keepalived -t's complaints about `rendered` with `files` in place; [] when accepted."""
+    staged = "".join(f"{f.target()}:{f.mode:o}:{f.content}" for f in files)
+
+    def run() -> list[str]:
+        folder = Path(tempfile.mkdtemp(prefix="reconcile-ka-"))
+        try:
+            for f in files:
+                target = folder / f.target()[len(MANAGED_SCRIPTS) + 1:]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(f.content)
+                target.chmod(f.mode)
+            text = rendered.text.replace(MANAGED_SCRIPTS + "/", f"{folder}/")
+            conf = folder / "keepalived.conf"
+            conf.write_text(text)
+            conf.chmod(0o600)
+            return Keepalived(node).problems(conf)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return native_check(node, "keepalived", rendered.text, run, context=f"{interfaces()}\0{staged}")
+
+
+def attribute(problems: list[str], rendered: Rendered, instances: dict[str, str],
+              servers: dict[tuple[str, str], str]) -> list[Refusal]:
+    """Refusals from keepalived -t's lines: each names the objects of the section it points
+    at (`instances`: instance name → owner; `servers`: (address, port) → owner)."""
+    by_owner: dict[str, list[str]] = {}
+    loose: list[str] = []
+    for text in problems:
+        text = _TIMESTAMP.sub("", text).strip()
+        if not text:
+            continue
+        owner = ""
+        m = _LINE.search(text)
+        if m:
+            owner = rendered.owner_of(int(m.group(1)))
+        if not owner:
+            rest = _LINE.sub("", text).strip()
+            n = _NAME.match(rest)
+            if n and n.group(1) in instances:
+                owner = instances[n.group(1)]
+        if not owner:
+            v = _VS.search(text)
+            if v:
+                owner = servers.get((v.group(1), v.group(2)), "")
+        (by_owner.setdefault(owner, []) if owner else loose).append(text)
+    out = [Refusal(f"keepalived -t: {' | '.join(lines)}", objects=tuple(keys(owner)))
+           for owner, lines in by_owner.items()]
+    if loose:
+        out.append(Refusal(f"keepalived -t: {' | '.join(loose)}"))
+    return out
+
+
+def keys(owner: str) -> list[Key]:
+    return split_owner(owner)

@@ -1,0 +1,454 @@
+"""keepalived on one node: the Keepalived, VirtualIP (manager: keepalived) and VirtualServer kinds.
+
+They share one artifact, /etc/keepalived/keepalived.conf, and one daemon, so one reconciler
+owns the three kinds: a pass's changes are rendered into one file, checked once by
+`keepalived -t` (its complaints pinned on the objects that wrote them; the others land),
+installed once, and keepalived is started or reloaded at most once — twice only when an
+address moves from one VRRP instance to another, which keepalived needs.
+
+Each object is the section it renders (render.py) and compares as a dict that reads like
+the file (model.state_of). Which node holds an address is keepalived's business and never
+drift; what is drift besides the configuration:
+
+- keepalived is not running (`keepalived: stopped`), or runs an older configuration than
+  the file (`reload-needed`), or does not answer its dump signal (`not-responding`: apply
+  does not fight it);
+- the split-brain guard, `staleAddress`: an address of the file is on the node while
+  keepalived is not running (it was killed and left it behind). Apply removes it once a
+  peer's advert shows that the peer took it over (guard.py), then starts keepalived;
+- `vipPresentOnMaster: false`: keepalived says MASTER but an address is missing.
+
+The programs keepalived would run and the files it would include need the node's policy
+(policy.py); a virtual server needs IPVS in the kernel (without it keepalived's checker
+exits and takes VRRP down with it). Both are refused in `validate`, naming the objects.
+`manager: pacemaker` VIPs belong to the ClusterResource reconciler; while it is not
+installed they are listed here and deferred, never silently absent.
+"""
+from __future__ import annotations
+
+import queue
+import subprocess
+import threading
+from typing import Any, Iterator
+
+import reconcilers
+from reconcilers.base import (
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Key, Node, Outcomes,
+    Reconciler, Refusal, install_batch, read_secret,
+)
+from reconcilers.keepalived import check, guard
+from reconcilers.keepalived.conf import Rendered, Stmt, SyntaxProblem, parse, render_file
+from reconcilers.keepalived.daemon import CONFIG, Keepalived, ipvs_available, read_config, signature
+from reconcilers.keepalived.files import files_state, install_files, observed_files
+from reconcilers.keepalived.model import Instance, instances_in, state_of
+from reconcilers.keepalived.policy import policy_allows, refusal_text
+from reconcilers.keepalived.render import NodeConfig, render_node, split_owner
+from reconcilers.keepalived.vrrp import MASTER, RunningInstance, holders
+
+KINDS = ("Keepalived", "VirtualIP", "VirtualServer")
+RUNNING, STOPPED, RELOAD_NEEDED, NOT_RESPONDING = "running", "stopped", "reload-needed", "not-responding"
+PACEMAKER_NOTE = ("manager: pacemaker: this address becomes an IPaddr2 primitive of the ClusterResource "
+                  "reconciler, which is not installed yet; nothing is done for it here")
+HEADER = [f"# {GENERATED_HEADER}", "# keepalived for this node, from the Keepalived, VirtualIP and VirtualServer "
+          "manifests. Each section below names its manifest."]
+
+
+def masked(ref: Any) -> str:
+    """What plans show for a secret: where it comes from, never its value."""
+    return f"<secret {ref.describe()}>"
+
+
+def runtime_ok(kind: str) -> dict[str, Any]:
+    """The run-time half of an object's desired state."""
+    if kind == "VirtualIP":
+        return {"keepalived": RUNNING, "staleAddress": False, "vipPresentOnMaster": True}
+    return {"keepalived": RUNNING}
+
+
+class KeepalivedReconciler(Reconciler):
+    """keepalived.conf and the keepalived daemon of this node."""
+
+    kinds = KINDS
+    after = ("Cluster",)
+
+    def __init__(self) -> None:
+        self.tree: Any = None
+        self.config = NodeConfig()  # desired, secrets masked
+        self.pacemaker: set[str] = set()
+        self.text: str | None = None
+        self.sections: dict[str, list[Stmt]] = {}  # observed: owner → statements
+        self.generated = True
+        self.pid: int | None = None
+        self.dump: dict[str, RunningInstance] | None = None
+        self.addrs: dict[str, set[str]] = {}
+        self.refused_secrets: dict[str, str] = {}
+
+    # -- desired
+
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
+        self.tree = tree
+        self.config = render_node(tree, node.name, node.state_dir, masked)
+        out: dict[str, dict[str, Desired]] = {k: {} for k in KINDS}
+        for who, stmts in self.config.sections:
+            config = state_of(stmts, lambda _k, v: v)
+            for kind, name in split_owner(who):
+                state: dict[str, Any] = {"config": config} | runtime_ok(kind)
+                if kind == "Keepalived":
+                    state["files"] = files_state(self.config.files)
+                out[kind][name] = Desired(state)
+        if not _installed("ClusterResource"):
+            for vip in tree.on_node("VirtualIP", node.name):
+                if vip.spec.manager == "pacemaker":
+                    self.pacemaker.add(vip.metadata.name)
+                    out["VirtualIP"][vip.metadata.name] = Desired({"manager": "pacemaker", "address": vip.spec.address})
+        return out
+
+    # -- observe
+
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
+        daemon = Keepalived(node)
+        self.text = read_config()
+        self.generated = self.text is None or GENERATED_HEADER in self.text.split("\n", 1)[0]
+        self.sections = {}
+        if self.text is not None and self.generated:
+            try:
+                for s in parse(self.text):
+                    self.sections.setdefault(s.owner, []).append(s)
+            except SyntaxProblem:
+                self.sections = {}  # a hand-edit broke it: every section is rewritten
+        self.pid = daemon.pid()
+        # The dump before the addresses: keepalived adds a master's addresses before it
+        # answers the next signal, so MASTER-without-address is never a read race.
+        has_instances = any(s.keyword == "vrrp_instance" for stmts in self.sections.values() for s in stmts)
+        self.dump = daemon.dump(self.pid) if self.pid is not None and self.generated and has_instances else None
+        self.addrs = guard.node_addresses(node)
+        out: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in KINDS}
+        for who, stmts in self.sections.items():
+            if not who:
+                continue
+            config = state_of(stmts, self._observed_secret(node, who))
+            instances = instances_in(stmts)
+            for kind, name in split_owner(who):
+                if kind not in out:
+                    continue
+                state: dict[str, Any] = {"config": config} | self._runtime(kind, instances)
+                if kind == "Keepalived":
+                    state["files"] = observed_files()
+                out[kind][name] = state
+        return out
+
+    def _runtime(self, kind: str, instances: list[Instance]) -> dict[str, Any]:
+        running = self.pid is not None
+        if not running:
+            daemon = STOPPED
+        elif instances and self.dump is None:
+            daemon = NOT_RESPONDING
+        elif instances and not all(i.name in self.dump and self.dump[i.name].runs(i) for i in instances):
+            daemon = RELOAD_NEEDED
+        else:
+            daemon = RUNNING
+        if kind != "VirtualIP":
+            return {"keepalived": daemon}
+        present = [a for i in instances for a in i.addresses + i.excluded if holders(self.addrs, a)]
+        missing = [a for i in instances if self.dump and (live := self.dump.get(i.name)) and live.state == MASTER
+                   for a in i.addresses if not holders(self.addrs, a)]
+        return {"keepalived": daemon, "staleAddress": not running and bool(present), "vipPresentOnMaster": not missing}
+
+    def _observed_secret(self, node: Node, who: str):
+        """The plan's token for a secret found in the file: the same as desired when it is
+        the referenced secret's value, never the value itself."""
+        refs = [ref for owner, ref in self.config.secrets if owner == who]
+
+        def mask(keyword: str, value: str) -> str:
+            node.runner.add_secret(value)
+            for ref in refs:
+                try:
+                    real = read_secret(ref, node)
+                except ApplyError:
+                    return f"<secret {ref.describe()}: cannot be read>"
+                if value == real or (keyword == "auth_pass" and value[:8] == real[:8] and len(value) <= len(real)):
+                    return masked(ref)
+            return "<secret: not the referenced one>"
+
+        return mask
+
+    # -- validate
+
+    def validate(self, node: Node) -> list[Refusal | str]:
+        if not self.config.sections:
+            return []
+        refusals = self._policy(node) + self._secrets(node)
+        if self.config.sections and any(o.startswith("VirtualServer/") for o in self.config.owners()) \
+                and not ipvs_available():
+            for who in self.config.owners():
+                if who.startswith("VirtualServer/"):
+                    refusals.append(Refusal(
+                        f"{self._where(who, 'spec')}: this node's kernel has no IPVS (/proc/net/ip_vs is missing): "
+                        "keepalived's checker would exit and stop keepalived, VRRP included", tuple(check.keys(who))))
+        held = {k for r in refusals for k in r.objects}
+        rendered, files = self._compose(node, lambda who: not set(check.keys(who)) & held)
+        problems = check.check_file(node, rendered, files)
+        return refusals + check.attribute(problems, rendered, self._instance_owners(), self._server_owners())
+
+    def _policy(self, node: Node) -> list[Refusal]:
+        out = []
+        for p in self.config.programs:
+            if p.builtin:
+                continue
+            what = "notify" if "notify" in p.field or "quorum" in p.field else "scripts"
+            if not policy_allows(node, "keepalived", what):
+                out.append(Refusal(f"{self._where(p.owner, p.field)}: runs {p.command.command[0]}: "
+                                   f"{refusal_text('keepalived', what)}", tuple(check.keys(p.owner))))
+        if self.config.includes and not policy_allows(node, "keepalived", "include"):
+            who = self.config.owners()[0]
+            out.append(Refusal(f"{self._where(who, 'spec.includes')}: {refusal_text('keepalived', 'include')}",
+                               tuple(check.keys(who))))
+        return out
+
+    def _secrets(self, node: Node) -> list[Refusal]:
+        out = []
+        for who, ref in self.config.secrets:
+            try:
+                read_secret(ref, node)
+            except ApplyError as err:
+                out.append(Refusal(f"{self._where(who, '')}: {err}", tuple(check.keys(who))))
+        return out
+
+    def _where(self, who: str, field: str) -> str:
+        """file:line: field of an object's manifest, for people."""
+        kind, name = split_owner(who)[0]
+        item = next((i for i in self.tree.loaded(kind) if i.name == name), None) if self.tree else None
+        if item is None:
+            return f"{kind} {name}" + (f": {field}" if field else "")
+        return f"{item.where(field)}: {field}" if field else item.where()
+
+    def _instance_owners(self) -> dict[str, str]:
+        return {s.args[0]: who for who, stmts in self.config.sections for s in stmts
+                if s.keyword == "vrrp_instance" and s.args}
+
+    def _server_owners(self) -> dict[tuple[str, str], str]:
+        return {(s.args[0], s.args[1] if len(s.args) > 1 else "0"): who for who, stmts in self.config.sections
+                for s in stmts if s.keyword == "virtual_server" and s.args}
+
+    def _compose(self, node: Node, take_desired: Any) -> tuple[Rendered, list]:
+        """The file with real secrets: each owner's desired section where `take_desired(owner)`,
+        else what the file has now (an object held back keeps its last good version)."""
+        real = render_node(self.tree, node.name, node.state_dir, lambda ref: self._secret(node, ref))
+        sections: list[tuple[str, list[Stmt]]] = []
+        files = []
+        for who, stmts in real.sections:
+            if take_desired(who):
+                sections.append((who, stmts))
+                if who.startswith("Keepalived/"):
+                    files += real.files
+            elif who in self.sections:
+                sections.append((who, self.sections[who]))
+        for who, stmts in self.sections.items():  # deletes held back stay as they are
+            if who and who not in real.owners() and not take_desired(who):
+                sections.append((who, stmts))
+        return render_file(HEADER, sections), files
+
+    def _secret(self, node: Node, ref: Any) -> str:
+        try:
+            return read_secret(ref, node)
+        except ApplyError:
+            return "unreadable"  # refused by _secrets before anything is installed
+
+    # -- explain
+
+    def explain(self, change: Change, node: Node) -> list[str]:
+        if change.name in self.pacemaker:
+            return [PACEMAKER_NOTE]
+        notes = []
+        if not self.generated:
+            notes.append(f"{CONFIG} was not written by reconcile: apply will refuse to replace it "
+                         "(move it away, or import it with `reconcile import keepalived --live`)")
+        have = change.observed or {}
+        if have.get("staleAddress"):
+            notes.append("split-brain guard: keepalived is not running but its addresses are still on this node; "
+                         "apply removes them as soon as a peer has taken them over, then starts keepalived")
+        if have.get("vipPresentOnMaster") is False:
+            notes.append("keepalived is MASTER but an address is missing; apply reloads keepalived to restore it")
+        if change.kind == "VirtualIP" and change.desired and len(self._instances_of(change.name)) > 1:
+            notes.append("addresses of both families: one VRRP instance per family "
+                         f"({', '.join(i.name for i in self._instances_of(change.name))})")
+        if change.action == "delete" and len(self.config.sections) == 0:
+            notes.append("nothing of keepalived is left on this node: keepalived will be stopped and its file removed")
+        elif self.pid is None:
+            notes.append("keepalived will be started")
+        else:
+            notes.append("keepalived will be reloaded (SIGHUP) once for all changes; the addresses stay where they "
+                         "are unless the priorities say otherwise")
+        return notes
+
+    def _instances_of(self, vip: str) -> list[Instance]:
+        return [i for i in self.config.instances if vip in i.owners]
+
+    # -- apply
+
+    def apply(self, changes: list[Change], node: Node) -> Outcomes:
+        outcomes: Outcomes = {c.key: Deferred(PACEMAKER_NOTE) for c in changes if c.name in self.pacemaker}
+        ours = [c for c in changes if c.name not in self.pacemaker]
+        if not ours:
+            return outcomes
+        daemon = Keepalived(node)
+        try:
+            if not self.generated:
+                raise ApplyError(f"{CONFIG} exists and was not written by reconcile; refusing to replace it. Move it "
+                                 "away (keepalived keeps running with it until then), or import it with "
+                                 "`reconcile import keepalived --live`, and apply again")
+            if self.pid is None and self.sections:
+                guard.remove_stale_addresses(node, daemon, instances_in([s for v in self.sections.values() for s in v]),
+                                             self.addrs)
+            pid = daemon.pid()
+            if pid is not None and self.dump is None and any(i for i in self._observed_instances()):
+                raise ApplyError(f"keepalived (pid {pid}) does not answer its JSON dump signal: its VRRP process may "
+                                 "be stopped (SIGSTOP) or hung. reconcile does not fight it: look at it, restart it "
+                                 "if needed, and apply again")
+        except (ApplyError, CommandError, OSError) as err:
+            return outcomes | {c.key: err for c in ours}
+        self.installed: tuple[Rendered, list[Instance]] | None = None
+        result = install_batch(ours, lambda batch: self._attempt(batch, node))
+        if self.installed is not None:
+            try:
+                self._activate(node, daemon, *self.installed)
+            except (ApplyError, CommandError, OSError) as err:
+                result = {k: (err if v is None else v) for k, v in result.items()}
+        return outcomes | result
+
+    def _observed_instances(self) -> list[Instance]:
+        return instances_in([s for stmts in self.sections.values() for s in stmts])
+
+    def _attempt(self, batch: list[Change], node: Node) -> list[Refusal]:
+        """Render with `batch` applied, check it, and only then install scripts and file."""
+        keys: set[Key] = {c.key for c in batch}
+        rendered, files = self._compose(node, lambda who: bool(set(check.keys(who)) & keys) or
+                                        who in self.config.owners() and who in self.sections)
+        failed = [r for r in self._secrets(node) if set(r.objects) & keys]
+        if failed:
+            return failed
+        stmts = parse(rendered.text)
+        instances = instances_in(stmts)
+        if len(stmts) > 0:
+            problems = check.check_file(node, rendered, files)
+            if problems:
+                return check.attribute(problems, rendered, self._instance_owners(), self._server_owners())
+        if any(c.kind == "Keepalived" for c in batch):
+            install_files(node, files if stmts else [])
+        self.installed = (rendered, instances) if stmts else (Rendered(""), [])
+        return []
+
+    def _activate(self, node: Node, daemon: Keepalived, rendered: Rendered, instances: list[Instance]) -> None:
+        """Write the checked file, then start, reload (once; twice for a moved address) or stop."""
+        pid = daemon.pid()
+        if not rendered.text:
+            if pid is not None:
+                daemon.stop(pid)
+            AtomicWriter(node).remove(CONFIG)
+            return
+        moved = self._moved(instances) if pid is not None else set()
+        if moved:
+            # keepalived must let go of an address before another instance takes it.
+            first = _without(rendered.text, moved)
+            if AtomicWriter(node).write(CONFIG, first, mode=0o600):
+                daemon.reload(pid)
+                daemon.wait_loaded(instances_in(parse(first)))
+        written = AtomicWriter(node).write(CONFIG, rendered.text, mode=0o600)
+        (node.state_dir / "keepalived").mkdir(parents=True, exist_ok=True)
+        if pid is None:
+            daemon.start(vrrp=bool(instances))
+        elif written or not self._runs(instances):
+            daemon.reload(pid)
+        running = daemon.wait_loaded(instances)
+        guard.restore_master_addresses(node, daemon, instances, running)
+
+    def _runs(self, instances: list[Instance]) -> bool:
+        return self.dump is not None and set(self.dump) == {i.name for i in instances} \
+            and all(self.dump[i.name].runs(i) for i in instances)
+
+    def _moved(self, instances: list[Instance]) -> set[str]:
+        """Addresses the running keepalived has in another instance than the new file."""
+        if not self.dump:
+            return set()
+        running = {a.split("/")[0]: name for name, inst in self.dump.items() for a in inst.addresses}
+        return {a for inst in instances for a in inst.addresses
+                if a.split("/")[0] in running and running[a.split("/")[0]] != inst.name}
+
+    # -- watch
+
+    def watch(self, node: Node) -> Iterator[str]:
+        """Yield on netlink address events, on keepalived starting or going away (its pid
+        polled every 200 ms: a killed keepalived sends no netlink event when it leaves its
+        addresses behind) and on a change of the managed file."""
+        events: queue.Queue[str] = queue.Queue()
+        monitor = _start_monitor(node, events)
+        daemon = Keepalived(node)
+        last_pid, last_file = daemon.pid(), signature(CONFIG)
+        try:
+            while True:
+                try:
+                    line = events.get(timeout=0.2)
+                except queue.Empty:
+                    line = None
+                if line is not None:
+                    while not events.empty():  # coalesce a burst into one event
+                        more = events.get_nowait()
+                        line = more if more == _MONITOR_ENDED else line
+                    if line == _MONITOR_ENDED:
+                        monitor = _start_monitor(node, events)
+                        yield "address monitor restarted"
+                    else:
+                        yield f"address event: {line.strip()[:120]}"
+                pid = daemon.pid()
+                if pid != last_pid:
+                    yield f"keepalived {'went away' if pid is None else 'started'} (pid {last_pid or pid})"
+                    last_pid = pid
+                current = signature(CONFIG)
+                if current != last_file:
+                    yield f"{CONFIG} changed"
+                    last_file = current
+        finally:
+            monitor.terminate()
+            try:
+                monitor.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                monitor.kill()
+
+
+def _without(text: str, moved: set[str]) -> str:
+    """The file minus the address lines of `moved` addresses: the first of the two files
+    keepalived needs when an address changes instance."""
+    out = []
+    for raw in text.splitlines():
+        words = raw.split()
+        if len(words) >= 1 and words[0].split("/")[0] in moved and raw.startswith(" " * 8):
+            continue
+        out.append(raw)
+    return "\n".join(out) + "\n"
+
+
+_MONITOR_ENDED = "\0ended"
+
+
+def _start_monitor(node: Node, events: "queue.Queue[str]") -> subprocess.Popen:
+    # `ip -j monitor` prints text anyway on iproute2 6.1; any line is an event. Indented
+    # lines continue the previous event.
+    proc = node.runner.stream(["ip", "monitor", "address"])
+
+    def pump() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.strip() and not line[0].isspace():
+                events.put(line)
+        events.put(_MONITOR_ENDED)
+
+    threading.Thread(target=pump, name="ip-monitor", daemon=True).start()
+    return proc
+
+
+def _installed(kind: str) -> bool:
+    try:
+        reconcilers.reconciler_class(kind)
+    except reconcilers.NotInstalled:
+        return False
+    return True
+
