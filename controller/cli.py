@@ -53,6 +53,14 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("lab", help="the lab of namespaces for tests and the demo (see `reconcile lab -h`)", add_help=False)
     sub.add_parser("agent", help="run continuously (see `reconcile agent -h`)", add_help=False)
     sub.add_parser("status", help="the agent's last runs (see `reconcile status -h`)", add_help=False)
+    s = sub.add_parser("render", help="write the files reconcile would install on --node, touching nothing")
+    _common(s)
+    s.add_argument("--out", type=Path, default=None, help="folder to write them into (default: print them)")
+    sub.add_parser("import", help="manifests from a tool's configuration: reconcile import TOOL -h", add_help=False)
+    from reconcilers import COMMANDS
+
+    for name, target in COMMANDS.items():
+        sub.add_parser(name, help=f"see `reconcile {name} -h` ({target.split(':')[0]})", add_help=False)
     return p
 
 
@@ -69,12 +77,33 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from controller.status import main as sub_main  # type: ignore[no-redef]
         return sub_main(rest)
+    from reconcilers import COMMANDS, IMPORTERS
+
+    if first == "import":
+        i = argv.index(first)
+        rest = argv[i + 1:]
+        tool = rest[0] if rest else None
+        if tool not in IMPORTERS:
+            print(f"reconcile import: give a tool: {', '.join(IMPORTERS)} (reconcile import TOOL -h)", file=sys.stderr)
+            return 1
+        import importlib
+
+        module, _, function = IMPORTERS[tool].partition(":")
+        return getattr(importlib.import_module(module), function)(argv[:i] + rest[1:])
+    if first in COMMANDS:
+        import importlib
+
+        module, _, function = COMMANDS[first].partition(":")
+        i = argv.index(first)
+        return getattr(importlib.import_module(module), function)(argv[:i] + argv[i + 1:])
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s",
                         stream=sys.stderr)
     try:
         if args.command == "schema":
             return cmd_schema(args.kind)
+        if args.command == "render":
+            return cmd_render(args)
         if args.command is None and not args.dry_run:
             parser().print_help()
             return 1
@@ -92,6 +121,48 @@ def cmd_schema(kind: str | None) -> int:
         return 1
     json.dump(json_schema(kind), sys.stdout, indent=2)
     sys.stdout.write("\n")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """The files every reconciler would install on the node, from `desired` alone."""
+    from controller.loader import TreeError, load_tree
+    from reconcilers import REGISTRY, NotInstalled, reconciler_class
+    from reconcilers.base import Node, Runner
+
+    repo = args.repo or DEFAULT_REPO
+    node = Node(args.node or socket.gethostname().split(".")[0], Runner(dry_run=True),
+                Path(args.state_dir or "/var/lib/reconcile"))
+    try:
+        tree = load_tree(repo)
+    except TreeError as err:
+        print(f"reconcile: {repo}: the tree is invalid:", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    present = {i.kind for i in tree.for_node(node.name)}
+    files: dict[str, str] = {}
+    seen: list[type] = []
+    for kind in REGISTRY:
+        try:
+            cls = reconciler_class(kind)
+        except NotInstalled:
+            continue
+        if cls in seen or not (set(cls.kinds) | set(cls.consumes)) & present:
+            continue
+        seen.append(cls)
+        rec = cls()
+        rec.desired(tree, node)
+        files.update(rec.render(node))
+    for path, content in sorted(files.items()):
+        if args.out is None:
+            print(f"==> {path} <==")
+            sys.stdout.write(content if content.endswith("\n") else content + "\n")
+            continue
+        target = args.out / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        print(f"wrote {target}")
     return 0
 
 

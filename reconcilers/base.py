@@ -54,6 +54,11 @@ reconciler and calls, in this order:
     unchanged rendering is not checked again (the result is cached on disk by content
     digest, validator version and node).
 
+``render(node) -> {path: content}`` (optional)
+    After `desired`: the files this reconciler would install on the node (haproxy.cfg,
+    keepalived.conf, shipped scripts), with secrets shown as references, for `reconcile
+    render`. Reads and writes nothing.
+
 ``explain(change, node) -> list[str]`` (optional)
     Extra lines for the plan, such as "restart required" or Pacemaker's simulated
     transition ("vip: start on lb1"). Read-only.
@@ -349,6 +354,9 @@ class Reconciler:
 
     def explain(self, change: Change, node: Node) -> list[str]:
         return []
+
+    def render(self, node: Node) -> dict[str, str]:
+        return {}
 
     watch: ClassVar[Callable[..., Iterator[str]] | None] = None
 

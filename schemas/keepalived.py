@@ -225,7 +225,6 @@ class Notify(Strict):
     deleted: Command | None = None
     any: Command | None = Field(None, description="`notify`: run on every change with TYPE NAME STATE PRIORITY")
     masterRxLowerPri: Command | None = None
-    priorityChanges: bool | None = Field(None, description="`notify_priority_changes`, for notify FIFOs")
 
     def commands(self) -> dict[str, Command]:
         return {k: v for k, v in ((k, getattr(self, k)) for k in NOTIFY_KEYWORDS) if v is not None}
@@ -292,7 +291,6 @@ class SyncGroup(Strict):
     instances: Annotated[list[KeepalivedName], Field(min_length=1)]
     track: Track = Field(default_factory=Track)
     notify: Notify = Field(default_factory=Notify)
-    smtpAlert: bool | None = None
     extra: list[Line] = Field(default_factory=list)
 
 
@@ -327,7 +325,6 @@ class GlobalDefs(Strict):
     smtpServer: SmtpServer | None = None
     smtpHeloName: Host | None = None
     smtpConnectTimeout: Annotated[int, Field(ge=1, le=3600)] | None = None
-    smtpAlert: bool | None = None
     maxAutoPriority: Annotated[int, Field(ge=-1, le=99)] | None = None
     vrrpVersion: Literal[2, 3] | None = None
     notifyFifo: Fifo | None = None
@@ -347,11 +344,11 @@ class GlobalDefs(Strict):
         return self
 
 
+# Keywords with a typed field that a verbatim line may not repeat: they decide who runs the
+# programs and how (the others are typed for convenience only).
 GLOBAL_TYPED = {
     "router_id": "routerId", "script_user": "scriptUser", "enable_script_security": "enableScriptSecurity",
-    "notification_email": "notificationEmail", "notification_email_from": "notificationEmailFrom",
-    "smtp_server": "smtpServer", "smtp_helo_name": "smtpHeloName", "smtp_connect_timeout": "smtpConnectTimeout",
-    "smtp_alert": "smtpAlert", "max_auto_priority": "maxAutoPriority", "vrrp_version": "vrrpVersion",
+    "notification_email": "notificationEmail",
     "notify_fifo": "notifyFifo", "vrrp_notify_fifo": "vrrpNotifyFifo", "lvs_notify_fifo": "lvsNotifyFifo",
 }
 

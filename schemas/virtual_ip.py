@@ -59,9 +59,22 @@ def _ip_prefix(value: str) -> str:
     return _ip_maybe_prefix(value)
 
 
+def _peer(value: str) -> str:
+    words = value.split()
+    if not words:
+        raise ValueError("an empty peer")
+    _ip_maybe_prefix(words[0])
+    rest = words[1:]
+    if len(rest) % 2 or any(k not in ("min_ttl", "max_ttl") or not v.isdigit() or int(v) > 255
+                            for k, v in zip(rest[::2], rest[1::2])):
+        raise ValueError(f"{value!r}: a peer is an address, optionally followed by min_ttl N and/or max_ttl N")
+    return " ".join(words)
+
+
 IP = Annotated[str, AfterValidator(_ip)]
 IPPrefix = Annotated[str, AfterValidator(_ip_prefix)]
 Address = Annotated[str, AfterValidator(_ip_maybe_prefix)]
+Peer = Annotated[str, AfterValidator(_peer)]
 Word = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/+-]{1,64}$")]
 T = TypeVar("T")
 PerNode = Union[T, dict[Name, T]]
@@ -120,7 +133,7 @@ INSTANCE_TYPED = {
     "virtual_ipaddress": "spec.addresses", "virtual_ipaddress_excluded": "excludedAddresses",
     "virtual_routes": "routes", "virtual_rules": "rules", "track_interface": "track.interfaces",
     "track_script": "track.scripts", "track_file": "track.files", "track_process": "track.processes",
-    "track_bfd": "track.bfd", "smtp_alert": "smtpAlert", "notify_priority_changes": "notify.priorityChanges",
+    "track_bfd": "track.bfd",
     **{v: f"garp.{k}" for k, v in GARP_KEYWORDS.items()},
 }
 
@@ -146,10 +159,11 @@ class KeepalivedOptions(Strict):
     )
     group: KeepalivedName | None = Field(None, description="VIPs of one group share one VRRP instance")
     multicast: bool = Field(False, description="send adverts to the VRRP multicast group instead of unicast peers")
-    unicastPeers: list[IP] | None = Field(
-        None, description="default: the other nodes' Cluster addresses (IPv4); a node's own address is left out")
-    unicastSrcIp: PerNode[IP] | None = Field(None, description="default: the node's Cluster address")
-    mcastSrcIp: PerNode[IP] | None = Field(None, description="the source address of adverts (`mcast_src_ip`)")
+    unicastPeers: list[Peer] | None = Field(
+        None, description="default: the other nodes' Cluster addresses (IPv4); a node's own address is left out. "
+                          "An entry may add `min_ttl N` / `max_ttl N`")
+    unicastSrcIp: PerNode[Address] | None = Field(None, description="default: the node's Cluster address")
+    mcastSrcIp: PerNode[Address] | None = Field(None, description="the source address of adverts (`mcast_src_ip`)")
     mcastDstIp: IP | None = None
     authentication: Authentication | None = None
     nativeIpv6: bool = False
@@ -158,7 +172,6 @@ class KeepalivedOptions(Strict):
     rules: list[Line] = Field(default_factory=list, description="virtual_rules lines, e.g. `from 192.0.2.0/24 table 1`")
     track: Track = Field(default_factory=Track)
     notify: Notify = Field(default_factory=Notify)
-    smtpAlert: bool | None = None
     garp: Garp = Field(default_factory=Garp)
     extra: list[Line] = Field(default_factory=list, description="any other vrrp_instance directive, as written")
 
@@ -182,10 +195,6 @@ class KeepalivedOptions(Strict):
                              "from a node whose HAProxy died; use preemptDelay to damp preemption instead")
         if self.authentication is not None and self.version != 2:
             raise ValueError("authentication exists in VRRPv2 only (RFC 5798 dropped it): set version: 2")
-        states = self.state.values() if isinstance(self.state, dict) else [self.state]
-        if self.authentication is not None and self.authentication.type == "AH" and "MASTER" in states:
-            raise ValueError("state MASTER is incompatible with AH authentication (keepalived clears it): "
-                             "start as BACKUP")
         if self.multicast and (self.unicastPeers or self.unicastSrcIp):
             raise ValueError("multicast: true sends no unicast adverts: drop unicastPeers/unicastSrcIp")
         if self.unicastSrcIp is not None and self.mcastSrcIp is not None:
@@ -437,4 +446,7 @@ class VirtualIP(Manifest):
 def _disjoint_unicast(a: KeepalivedOptions, b: KeepalivedOptions) -> bool:
     """keepalived allows one router id twice on an interface when both instances are
     unicast to explicitly given peers that do not overlap."""
-    return bool(a.unicastPeers and b.unicastPeers and not set(a.unicastPeers) & set(b.unicastPeers))
+    def addresses(peers: list[str]) -> set[str]:
+        return {p.split()[0].split("/")[0] for p in peers}
+
+    return bool(a.unicastPeers and b.unicastPeers and not addresses(a.unicastPeers) & addresses(b.unicastPeers))

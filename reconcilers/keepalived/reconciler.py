@@ -42,15 +42,13 @@ from reconcilers.keepalived.daemon import CONFIG, Keepalived, ipvs_available, re
 from reconcilers.keepalived.files import files_state, install_files, observed_files
 from reconcilers.keepalived.model import Instance, instances_in, state_of
 from reconcilers.keepalived.policy import policy_allows, refusal_text
-from reconcilers.keepalived.render import NodeConfig, render_node, split_owner
+from reconcilers.keepalived.render import HEADER, NodeConfig, render_node, render_text, split_owner
 from reconcilers.keepalived.vrrp import MASTER, RunningInstance, holders
 
 KINDS = ("Keepalived", "VirtualIP", "VirtualServer")
 RUNNING, STOPPED, RELOAD_NEEDED, NOT_RESPONDING = "running", "stopped", "reload-needed", "not-responding"
 PACEMAKER_NOTE = ("manager: pacemaker: this address becomes an IPaddr2 primitive of the ClusterResource "
                   "reconciler, which is not installed yet; nothing is done for it here")
-HEADER = [f"# {GENERATED_HEADER}", "# keepalived for this node, from the Keepalived, VirtualIP and VirtualServer "
-          "manifests. Each section below names its manifest."]
 
 
 def masked(ref: Any) -> str:
@@ -280,6 +278,15 @@ class KeepalivedReconciler(Reconciler):
             notes.append("keepalived will be reloaded (SIGHUP) once for all changes; the addresses stay where they "
                          "are unless the priorities say otherwise")
         return notes
+
+    # -- render
+
+    def render(self, node: Node) -> dict[str, str]:
+        """The files this node would get (after `desired`), secrets as references."""
+        if not self.config.sections:
+            return {}
+        rendered, config = render_text(self.tree, node.name, node.state_dir, masked)
+        return {str(CONFIG): rendered.text} | {f.target(): f.content for f in config.files}
 
     def _instances_of(self, vip: str) -> list[Instance]:
         return [i for i in self.config.instances if vip in i.owners]

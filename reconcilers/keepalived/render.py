@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from reconcilers.keepalived.conf import Stmt, block, command_string, line
+from reconcilers.base import GENERATED_HEADER
+from reconcilers.keepalived.conf import Rendered, Stmt, block, command_string, line, render_file
 from reconcilers.keepalived.model import Instance, instance_of
 from schemas.keepalived import (
     NOTIFY_KEYWORDS, RESERVED_TRACK, Block, Command, Fifo, Keepalived, Notify, ScriptFile, Track,
@@ -31,6 +32,8 @@ from schemas.virtual_ip import GARP_KEYWORDS, VipAddress, VirtualIP
 from schemas.virtual_server import VirtualServer
 
 DEFAULTS = "reconcile-defaults"
+HEADER = [f"# {GENERATED_HEADER}", "# keepalived for this node, from the Keepalived, VirtualIP and VirtualServer "
+          "manifests. Each section below names its manifest."]
 TRACK_SCRIPT_NAME = "track_haproxy"
 # pgrep, not pidof/killall: `--ns 1 --nslist pid` counts only processes in this host's own
 # PID namespace, so an HAProxy running inside a container on the host does not count.
@@ -118,6 +121,12 @@ def render_node(tree: Any, node: str, state_dir: Path, secret: Secret) -> NodeCo
     return config
 
 
+def render_text(tree: Any, node: str, state_dir: Path, secret: Secret) -> tuple[Rendered, NodeConfig]:
+    """The whole keepalived.conf of `node` (and what it is made of)."""
+    config = render_node(tree, node, state_dir, secret)
+    return render_file(HEADER, config.sections), config
+
+
 # --- pieces --------------------------------------------------------------------------------
 
 
@@ -161,8 +170,6 @@ def render_track(track: Track, drain: bool = False) -> list[Stmt]:
 def render_notify(notify: Notify, config: NodeConfig, who: str, field_path: str) -> list[Stmt]:
     out = [_program(NOTIFY_KEYWORDS[key], cmd, config, who, f"{field_path}.{key}")
            for key, cmd in notify.commands().items()]
-    if notify.priorityChanges is not None:
-        out.append(line("notify_priority_changes", "true" if notify.priorityChanges else "false"))
     return out
 
 
@@ -328,6 +335,10 @@ def _per_node(value: Any, node: str) -> Any:
     return value.get(node) if isinstance(value, dict) else value
 
 
+def _family_of(address: str) -> int:
+    return ipaddress.ip_interface(address.split()[0]).version
+
+
 def _peers(tree: Any, vip: VirtualIP, node: str, family: int) -> tuple[list[str], str | None]:
     """Unicast peers and source address of `node` for one family ([] and None: multicast)."""
     ka = vip.spec.keepalived
@@ -335,13 +346,12 @@ def _peers(tree: Any, vip: VirtualIP, node: str, family: int) -> tuple[list[str]
     if ka.multicast:
         return [], None
     if ka.unicastPeers is not None:
-        peers = [p for p in ka.unicastPeers if ipaddress.ip_address(p).version == family]
-        own = {src} if src else set()
+        own = {src.split("/")[0]} if src else set()
         addr = tree.node_address(node)
         if addr:
             own.add(addr.split("/")[0])
-        peers = [p for p in peers if p not in own]
-        if src and ipaddress.ip_address(src).version != family:
+        peers = [p for p in ka.unicastPeers if _family_of(p) == family and p.split()[0].split("/")[0] not in own]
+        if src and _family_of(src) != family:
             src = None
         return peers, src
     if family != 4:
@@ -386,10 +396,10 @@ def render_vip(tree: Any, members: list[VirtualIP], node: str, secret: Secret, c
             body.append(line("unicast_src_ip", src))
         elif src and ka.unicastSrcIp is not None:
             body.append(line("unicast_src_ip", src))
-        if mcast_src and ipaddress.ip_address(mcast_src).version == family:
+        if mcast_src and _family_of(mcast_src) == family:
             body.append(line("mcast_src_ip", mcast_src))
         if peers:
-            body.append(block(["unicast_peer"], [line(p) for p in peers]))
+            body.append(block(["unicast_peer"], [Stmt(p.split()) for p in peers]))
         if ka.mcastDstIp and ipaddress.ip_address(ka.mcastDstIp).version == family:
             body.append(line("mcast_dst_ip", ka.mcastDstIp))
         if ka.authentication is not None and family == 4 and ka.version == 2:

@@ -20,7 +20,7 @@ import select
 import socket
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from reconcilers.keepalived.model import Instance
 
@@ -152,14 +152,18 @@ def _sockets() -> list[tuple[socket.socket, int]]:
     return out
 
 
-def listen_for_masters(instances: Iterable[Instance], own: set[str], timeout: float) -> set[str]:
+def listen_for_masters(instances: Iterable[Instance], own: set[str], timeout: float,
+                       start: Callable[[], None] | None = None) -> set[str]:
     """Names of the instances whose adverts with a priority above 0 arrived from another
     address than this node's (`own`) before `timeout`: a peer is master for them. Returns
     as soon as every instance has been heard. Matches on (family, router id): two instances
-    of one family share a router id only on different interfaces."""
+    of one family share a router id only on different interfaces. `start` is called once
+    the sockets listen (so that no advert it causes is missed)."""
     wanted = {(i.family, i.router_id): i.name for i in instances}
     taken: set[str] = set()
     socks = _sockets()
+    if start is not None:
+        start()
     if not socks:
         time.sleep(timeout)
         return taken
