@@ -51,6 +51,40 @@ PACEMAKER_NOTE = ("manager: pacemaker: this address becomes an IPaddr2 primitive
                   "reconciler, which is not installed yet; nothing is done for it here")
 
 
+def sections_of(text: str | None) -> tuple[bool, dict[str, list[Stmt]]]:
+    """Whether reconcile wrote the file, and its top-level statements by owner ("Kind/name"
+    of the marker they stand under; "" before any marker)."""
+    generated = text is None or GENERATED_HEADER in text.split("\n", 1)[0]
+    sections: dict[str, list[Stmt]] = {}
+    if text is not None and generated:
+        try:
+            for s in parse(text):
+                sections.setdefault(s.owner, []).append(s)
+        except SyntaxProblem:
+            return generated, {}  # a hand-edit broke it: every section is rewritten
+    return generated, sections
+
+
+def runtime(kind: str, instances: list[Instance], running: bool, dump: dict[str, RunningInstance] | None,
+            addrs: dict[str, set[str]]) -> dict[str, Any]:
+    """The run-time half of an object's observed state, from keepalived's pid, its JSON
+    dump (None: stopped or not answering) and the node's addresses. Pure."""
+    if not running:
+        daemon = STOPPED
+    elif instances and dump is None:
+        daemon = NOT_RESPONDING
+    elif instances and not all(i.name in dump and dump[i.name].runs(i) for i in instances):
+        daemon = RELOAD_NEEDED
+    else:
+        daemon = RUNNING
+    if kind != "VirtualIP":
+        return {"keepalived": daemon}
+    present = [a for i in instances for a in i.addresses + i.excluded if holders(addrs, a)]
+    missing = [a for i in instances if dump and (live := dump.get(i.name)) and live.state == MASTER
+               for a in i.addresses if not holders(addrs, a)]
+    return {"keepalived": daemon, "staleAddress": not running and bool(present), "vipPresentOnMaster": not missing}
+
+
 def masked(ref: Any) -> str:
     """What plans show for a secret: where it comes from, never its value."""
     return f"<secret {ref.describe()}>"
@@ -106,14 +140,7 @@ class KeepalivedReconciler(Reconciler):
     def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         daemon = Keepalived(node)
         self.text = read_config()
-        self.generated = self.text is None or GENERATED_HEADER in self.text.split("\n", 1)[0]
-        self.sections = {}
-        if self.text is not None and self.generated:
-            try:
-                for s in parse(self.text):
-                    self.sections.setdefault(s.owner, []).append(s)
-            except SyntaxProblem:
-                self.sections = {}  # a hand-edit broke it: every section is rewritten
+        self.generated, self.sections = sections_of(self.text)
         self.pid = daemon.pid()
         # The dump before the addresses: keepalived adds a master's addresses before it
         # answers the next signal, so MASTER-without-address is never a read race.
@@ -129,28 +156,11 @@ class KeepalivedReconciler(Reconciler):
             for kind, name in split_owner(who):
                 if kind not in out:
                     continue
-                state: dict[str, Any] = {"config": config} | self._runtime(kind, instances)
+                state: dict[str, Any] = {"config": config} | runtime(kind, instances, self.pid is not None, self.dump, self.addrs)
                 if kind == "Keepalived":
                     state["files"] = observed_files()
                 out[kind][name] = state
         return out
-
-    def _runtime(self, kind: str, instances: list[Instance]) -> dict[str, Any]:
-        running = self.pid is not None
-        if not running:
-            daemon = STOPPED
-        elif instances and self.dump is None:
-            daemon = NOT_RESPONDING
-        elif instances and not all(i.name in self.dump and self.dump[i.name].runs(i) for i in instances):
-            daemon = RELOAD_NEEDED
-        else:
-            daemon = RUNNING
-        if kind != "VirtualIP":
-            return {"keepalived": daemon}
-        present = [a for i in instances for a in i.addresses + i.excluded if holders(self.addrs, a)]
-        missing = [a for i in instances if self.dump and (live := self.dump.get(i.name)) and live.state == MASTER
-                   for a in i.addresses if not holders(self.addrs, a)]
-        return {"keepalived": daemon, "staleAddress": not running and bool(present), "vipPresentOnMaster": not missing}
 
     def _observed_secret(self, node: Node, who: str):
         """The plan's token for a secret found in the file: the same as desired when it is

@@ -422,7 +422,8 @@ def render_vip(tree: Any, members: list[VirtualIP], node: str, secret: Secret, c
             track = track.model_copy(update={"scripts": track.scripts + [
                 TrackRef(name=TRACK_SCRIPT_NAME, weight=-track_weight(priorities))]})
         body += render_track(track, drain=True)
-        body += render_notify(ka.notify, config, who, "spec.keepalived.notify")
+        if family == families[0]:  # the other family's instance moves with it: one notification
+            body += render_notify(ka.notify, config, who, "spec.keepalived.notify")
         for attr, keyword in GARP_KEYWORDS.items():
             if getattr(ka.garp, attr) is not None:
                 body.append(line(keyword, str(getattr(ka.garp, attr))))
