@@ -93,4 +93,5 @@ def attribute(problems: list[str], rendered: Rendered, instances: dict[str, str]
 
 
 def keys(owner: str) -> list[Key]:
-    return split_owner(owner)
+    """The objects of a section (none for reconcile's defaults: a refusal there is the file's)."""
+    return [(kind, name) for kind, name in split_owner(owner) if kind in ("Keepalived", "VirtualIP", "VirtualServer")]

@@ -42,7 +42,7 @@ from reconcilers.keepalived.daemon import CONFIG, Keepalived, ipvs_available, re
 from reconcilers.keepalived.files import files_state, install_files, observed_files
 from reconcilers.keepalived.model import Instance, instances_in, state_of
 from reconcilers.keepalived.policy import policy_allows, refusal_text
-from reconcilers.keepalived.render import HEADER, NodeConfig, render_node, render_text, split_owner
+from reconcilers.keepalived.render import DEFAULTS, HEADER, NodeConfig, render_node, render_text, split_owner
 from reconcilers.keepalived.vrrp import MASTER, RunningInstance, holders
 
 KINDS = ("Keepalived", "VirtualIP", "VirtualServer")
@@ -121,10 +121,14 @@ class KeepalivedReconciler(Reconciler):
         self.tree = tree
         self.config = render_node(tree, node.name, node.state_dir, masked)
         out: dict[str, dict[str, Desired]] = {k: {} for k in KINDS}
+        # Without a Keepalived manifest, reconcile's own global settings are part of what
+        # every VIP and virtual server of the node needs: their drift shows on each.
+        defaults = state_of(self.config.section(DEFAULTS), lambda _k, v: v)
         for who, stmts in self.config.sections:
             config = state_of(stmts, lambda _k, v: v)
-            for kind, name in split_owner(who):
-                state: dict[str, Any] = {"config": config} | runtime_ok(kind)
+            for kind, name in check.keys(who):
+                state: dict[str, Any] = {"config": config | defaults if kind != "Keepalived" else config} \
+                    | runtime_ok(kind)
                 if kind == "Keepalived":
                     state["files"] = files_state(self.config.files)
                 out[kind][name] = Desired(state)
@@ -148,15 +152,14 @@ class KeepalivedReconciler(Reconciler):
         self.dump = daemon.dump(self.pid) if self.pid is not None and self.generated and has_instances else None
         self.addrs = guard.node_addresses(node)
         out: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in KINDS}
+        defaults = state_of(self.sections.get(DEFAULTS, []), lambda _k, v: v)
+        running = self.pid is not None
         for who, stmts in self.sections.items():
-            if not who:
-                continue
             config = state_of(stmts, self._observed_secret(node, who))
             instances = instances_in(stmts)
-            for kind, name in split_owner(who):
-                if kind not in out:
-                    continue
-                state: dict[str, Any] = {"config": config} | runtime(kind, instances, self.pid is not None, self.dump, self.addrs)
+            for kind, name in check.keys(who):
+                state: dict[str, Any] = {"config": config | defaults if kind != "Keepalived" else config} \
+                    | runtime(kind, instances, running, self.dump, self.addrs)
                 if kind == "Keepalived":
                     state["files"] = observed_files()
                 out[kind][name] = state
@@ -224,6 +227,8 @@ class KeepalivedReconciler(Reconciler):
 
     def _where(self, who: str, field: str) -> str:
         """file:line: field of an object's manifest, for people."""
+        if who == DEFAULTS:
+            return "reconcile's own keepalived settings"
         kind, name = split_owner(who)[0]
         item = next((i for i in self.tree.loaded(kind) if i.name == name), None) if self.tree else None
         if item is None:
@@ -277,6 +282,10 @@ class KeepalivedReconciler(Reconciler):
                          "apply removes them as soon as a peer has taken them over, then starts keepalived")
         if have.get("vipPresentOnMaster") is False:
             notes.append("keepalived is MASTER but an address is missing; apply reloads keepalived to restore it")
+        moved = self._moved(self.config.instances) if self.pid is not None else set()
+        if change.kind == "VirtualIP" and moved & {a.split("/")[0] for i in self._instances_of(change.name)
+                                                   for a in i.addresses}:
+            notes.append(f"{', '.join(sorted(moved))} changes VRRP instance: two reloads (without it, then with it)")
         if change.kind == "VirtualIP" and change.desired and len(self._instances_of(change.name)) > 1:
             notes.append("addresses of both families: one VRRP instance per family "
                          f"({', '.join(i.name for i in self._instances_of(change.name))})")
@@ -339,8 +348,8 @@ class KeepalivedReconciler(Reconciler):
     def _attempt(self, batch: list[Change], node: Node) -> list[Refusal]:
         """Render with `batch` applied, check it, and only then install scripts and file."""
         keys: set[Key] = {c.key for c in batch}
-        rendered, files = self._compose(node, lambda who: bool(set(check.keys(who)) & keys) or
-                                        who in self.config.owners() and who in self.sections)
+        rendered, files = self._compose(node, lambda who: bool(set(check.keys(who)) & keys) or who == DEFAULTS
+                                        or who in self.config.owners() and who in self.sections)
         failed = [r for r in self._secrets(node) if set(r.objects) & keys]
         if failed:
             return failed
@@ -367,9 +376,13 @@ class KeepalivedReconciler(Reconciler):
         if moved:
             # keepalived must let go of an address before another instance takes it.
             first = _without(rendered.text, moved)
-            if AtomicWriter(node).write(CONFIG, first, mode=0o600):
+            between = instances_in(parse(first))
+            if not between:  # no instance left in between: a restart lets go of everything
+                daemon.stop(pid)
+                pid = None
+            elif AtomicWriter(node).write(CONFIG, first, mode=0o600):
                 daemon.reload(pid)
-                daemon.wait_loaded(instances_in(parse(first)))
+                daemon.wait_loaded(between)
         written = AtomicWriter(node).write(CONFIG, rendered.text, mode=0o600)
         (node.state_dir / "keepalived").mkdir(parents=True, exist_ok=True)
         if pid is None:
@@ -384,11 +397,11 @@ class KeepalivedReconciler(Reconciler):
             and all(self.dump[i.name].runs(i) for i in instances)
 
     def _moved(self, instances: list[Instance]) -> set[str]:
-        """Addresses the running keepalived has in another instance than the new file."""
+        """IPs the running keepalived has in another instance than the new file."""
         if not self.dump:
             return set()
         running = {a.split("/")[0]: name for name, inst in self.dump.items() for a in inst.addresses}
-        return {a for inst in instances for a in inst.addresses
+        return {a.split("/")[0] for inst in instances for a in inst.addresses
                 if a.split("/")[0] in running and running[a.split("/")[0]] != inst.name}
 
     # -- watch
@@ -433,15 +446,27 @@ class KeepalivedReconciler(Reconciler):
 
 
 def _without(text: str, moved: set[str]) -> str:
-    """The file minus the address lines of `moved` addresses: the first of the two files
-    keepalived needs when an address changes instance."""
-    out = []
-    for raw in text.splitlines():
-        words = raw.split()
-        if len(words) >= 1 and words[0].split("/")[0] in moved and raw.startswith(" " * 8):
+    """The file minus the addresses of `moved` IPs, and minus the instances left without an
+    address: the first of the two files keepalived needs when an address changes instance."""
+    stmts = parse(text)
+    dropped: set[str] = set()
+    for s in stmts:
+        if s.keyword != "vrrp_instance" or not s.is_block:
             continue
-        out.append(raw)
-    return "\n".join(out) + "\n"
+        vips = s.first("virtual_ipaddress")
+        if vips is None or not vips.body:
+            continue
+        vips.body = [a for a in vips.body if a.words[0].split("/")[0] not in moved]
+        if not vips.body:
+            dropped.update(s.args[:1])
+    kept = [s for s in stmts if not (s.keyword == "vrrp_instance" and s.args[:1] and s.args[0] in dropped)]
+    for s in kept:
+        for group in (s.children("group") if s.keyword == "vrrp_sync_group" else []):
+            group.body = [m for m in group.body or [] if m.keyword not in dropped]
+    by_owner: dict[str, list[Stmt]] = {}
+    for s in kept:
+        by_owner.setdefault(s.owner, []).append(s)
+    return render_file(HEADER, list(by_owner.items())).text
 
 
 _MONITOR_ENDED = "\0ended"

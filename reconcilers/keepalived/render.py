@@ -8,9 +8,9 @@ Each object renders its own section, under its marker comment, so that the file 
 read back object by object and keepalived's refusals pinned on the object that wrote the
 line:
 
-- `Keepalived/NAME` (or `Keepalived/reconcile-defaults` when no Keepalived manifest lands on
-  the node): global_defs, scripts, track files and processes, sync groups, the SSL block,
-  includes and the other top-level blocks, plus reconcile's own additions: the track file
+- `Keepalived/NAME` (or `reconcile/defaults` when no Keepalived manifest lands on the node):
+  global_defs, scripts, track files and processes, sync groups, the SSL block, includes and
+  the other top-level blocks, plus reconcile's own additions: the track file
   `reconcile_drain` (drain.py writes it) and the HAProxy check of `trackHaproxy`;
 - `VirtualIP/NAME` (`VirtualIP/A,B` for a group): one vrrp_instance per address family;
 - `VirtualServer/NAME`: one virtual_server.
@@ -31,7 +31,7 @@ from schemas.keepalived import (
 from schemas.virtual_ip import GARP_KEYWORDS, VipAddress, VirtualIP
 from schemas.virtual_server import VirtualServer
 
-DEFAULTS = "reconcile-defaults"
+DEFAULTS = "reconcile/defaults"  # the section of reconcile's own settings when no Keepalived manifest lands
 HEADER = [f"# {GENERATED_HEADER}", "# keepalived for this node, from the Keepalived, VirtualIP and VirtualServer "
           "manifests. Each section below names its manifest."]
 TRACK_SCRIPT_NAME = "track_haproxy"
@@ -111,7 +111,7 @@ def render_node(tree: Any, node: str, state_dir: Path, secret: Secret) -> NodeCo
     members_of = {vip.instance_name(): vip.instance_names() for vip in vips}
     tracked = any(v.spec.keepalived.trackHaproxy for v in vips)
     k = settings[0] if settings else None
-    who = owner("Keepalived", k.metadata.name if k else DEFAULTS)
+    who = owner("Keepalived", k.metadata.name) if k else DEFAULTS
     global_stmts = render_settings(k, node, state_dir, secret, config, who, members_of, tracked)
     config.sections.append((who, global_stmts))
     config.sections += instance_blocks

@@ -199,9 +199,13 @@ def test_a_foreign_file_has_no_managed_sections_and_a_generated_one_is_read_by_o
 
 def test_an_address_moving_between_instances_is_left_out_of_the_first_file():
     text = render_file([], [("VirtualIP/a", parse("vrrp_instance a {\n virtual_ipaddress {\n 192.0.2.100/24\n"
-                                                   " 192.0.2.101/24\n }\n}\n"))]).text
-    first = _without(text, {"192.0.2.100"})
+                                                   " 192.0.2.101/24\n }\n}\nvrrp_instance b {\n virtual_ipaddress"
+                                                   " {\n 192.0.2.102/24\n }\n}\n")),
+                            ("Keepalived/k", parse("vrrp_sync_group G {\n group {\n a\n b\n }\n}\n"))]).text
+    first = _without(text, {"192.0.2.100", "192.0.2.102"})
     assert "192.0.2.100/24" not in first and "192.0.2.101/24" in first
+    assert "vrrp_instance b" not in first, "an instance left without an address is dropped"
+    assert [s.body[0].body for s in parse(first) if s.keyword == "vrrp_sync_group"][0][0].words == ["a"]
 
 
 # --- refusals pinned on objects -------------------------------------------------------------------

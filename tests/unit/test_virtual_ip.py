@@ -319,7 +319,7 @@ def test_a_virtual_server_renders_its_real_servers_and_checks(tmp_path):
 def test_no_keepalived_manifest_means_reconciles_defaults_and_nothing_for_other_nodes(tmp_path):
     t = tree(tmp_path, vip(placement="nodes: [lb1, lb2]"))
     cfg = render_node(t, "lb1", STATE, str)
-    assert cfg.owners() == ["Keepalived/reconcile-defaults", "VirtualIP/web-vip"]
+    assert cfg.owners() == ["reconcile/defaults", "VirtualIP/web-vip"]
     assert render_node(t, "lb3", STATE, str).sections == []
 
 
@@ -334,7 +334,9 @@ def test_desired_objects_and_their_plan_state(tmp_path):
     assert state["keepalived"] == "running" and state["staleAddress"] is False
     assert state["config"]["vrrp_instance web-vip"]["authentication"]["auth_pass"] == \
         "<secret file:/etc/reconcile/secrets/pw>", "the plan shows where the password comes from, never it"
-    assert set(desired["Keepalived"]) == {"reconcile-defaults"}
+    assert desired["Keepalived"] == {}, "no Keepalived manifest: reconcile's defaults are part of each VIP"
+    assert state["config"]["global_defs"] == {"router_id": "lb1"}
+    assert state["config"]["track_file reconcile_drain"]["weight"] == "0"
 
 
 def test_pacemaker_vips_are_listed_and_deferred_while_no_reconciler_makes_them(tmp_path, monkeypatch):
