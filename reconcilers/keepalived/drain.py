@@ -23,6 +23,8 @@ The API (the rollout work builds on it; `reconcile drain|undrain [NODE]` calls i
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import socket
 import sys
 import time
@@ -130,7 +132,9 @@ def main(argv: list[str], command: str = "drain") -> int:
         print(f"reconcile {command}: run it on {args.node} (this is {here}): a drain is a local write",
               file=sys.stderr)
         return 1
-    node = Node(here, Runner(), args.state_dir)
+    # RECONCILE_RECORD=FILE: every command and write, as JSON (the tests prove no reload).
+    record_to = os.environ.get("RECONCILE_RECORD")
+    node = Node(here, Runner(recording=bool(record_to)), args.state_dir)
     try:
         if command == "undrain":
             undrain(node)
@@ -140,6 +144,9 @@ def main(argv: list[str], command: str = "drain") -> int:
     except ApplyError as err:
         print(f"reconcile {command}: {err}", file=sys.stderr)
         return 1
+    finally:
+        if record_to:
+            Path(record_to).write_text(json.dumps([vars(r) for r in node.runner.records], indent=1))
     moved = f"{', '.join(result.moved)} taken over by a peer in {result.seconds:.2f}s" if result.moved else \
         "this node was MASTER of nothing"
     print(f"{here}: drained ({moved})")
