@@ -112,6 +112,7 @@ def measure(n: int, repeat: int = 3) -> tuple[float, float, int]:
 
 def main() -> None:
     reconcilers.REGISTRY["Backend"] = f"{__name__}:SyntheticBackends"
+    reconcilers.REGISTRY["Frontend"] = f"{__name__}:SyntheticBackends"  # the HAProxy reconciler owns both
     reconcilers.REGISTRY["Cluster"] = f"{__name__}:NoCluster"
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1000, 10000]
     print(f"{'objects':>8} {'load+validate':>14} {'plan':>8} {'total':>8} {'per object':>11} {'changes':>8}")

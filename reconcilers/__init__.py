@@ -15,8 +15,8 @@ REGISTRY: dict[str, str] = {
     "VirtualIP": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
     "Keepalived": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
     "VirtualServer": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
-    "Backend": "reconcilers.backend:BackendReconciler",
-    "Frontend": "reconcilers.frontend:FrontendReconciler",
+    "Backend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
+    "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Container": "reconcilers.container:ContainerReconciler",
     "DomainJoin": "reconcilers.domain_join:DomainJoinReconciler",
 }

@@ -18,11 +18,11 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
 
-from schemas.common import AbsolutePath, IfName, Manifest, Metadata, Placement, SecretRef, Strict, UserName
+from schemas.common import AbsolutePath, FileContent, IfName, Manifest, Metadata, Placement, SecretRef, Strict, UserName
 
 MANAGED_SCRIPTS = "/etc/keepalived/reconcile"
 """The folder reconcile owns for scripts shipped from git (nothing else is written there)."""
@@ -148,14 +148,14 @@ Line = Annotated[str, AfterValidator(_line)]
 
 
 class Block(Strict):
-    """A keepalived block carried as written: its header line and what is inside."""
+    """A keepalived block carried as written: its header line, its lines and its blocks."""
 
     block: Line = Field(description="the block's first line without '{', e.g. `static_ipaddress`")
-    lines: list[Union[Line, "Block"]] = Field(default_factory=list)
+    lines: list[Line] = Field(default_factory=list)
+    blocks: list["Block"] = Field(default_factory=list)
 
 
 Block.model_rebuild()
-Lines = list[Union[Line, Block]]
 
 
 def typed_keywords_in(lines: list, typed: dict[str, str], field: str) -> list[tuple[str, str]]:
@@ -301,7 +301,7 @@ class Fifo(Strict):
     script: Command | None = Field(None, description="a program keepalived starts to read the FIFO")
 
 
-_EMAIL = r"^[A-Za-z0-9._%+-]+(@[A-Za-z0-9.-]+)?$"
+_EMAIL = r"^[A-Za-z0-9][A-Za-z0-9._%+-]*(@[A-Za-z0-9.-]+)?$"
 Email = Annotated[str, StringConstraints(pattern=_EMAIL, max_length=254)]
 Host = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")]
 
@@ -369,7 +369,7 @@ class ScriptFile(Strict):
 
     path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./@+-]{1,255}$")] = Field(
         description="a file name below /etc/keepalived/reconcile, or an absolute path inside it")
-    content: Annotated[str, StringConstraints(max_length=65536)]
+    content: FileContent = Field(description="the script itself (written as the whole file, never into a line)")
     mode: Mode = 0o750
     owner: UserName = "root"
     group: UserName = "root"
@@ -412,7 +412,8 @@ class KeepalivedSpec(Placement):
     files: list[ScriptFile] = Field(default_factory=list, description="scripts shipped from git")
     includes: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./*?@+-]{1,255}$")]] = Field(
         default_factory=list, description="`include` lines (other files keepalived reads; needs the node's policy)")
-    blocks: Lines = Field(default_factory=list, description="any other top-level directive, carried as written")
+    lines: list[Line] = Field(default_factory=list, description="any other top-level line, carried as written")
+    blocks: list[Block] = Field(default_factory=list, description="any other top-level block, carried as written")
 
 
 class KeepalivedMetadata(Metadata):

@@ -22,7 +22,7 @@ from typing import Annotated, Literal, TypeVar, Union
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from schemas.common import IfName, Manifest, Metadata, Name, Placement, SecretRef, Strict
+from schemas.common import IfName, Manifest, Metadata, Name, PacemakerInterval, Placement, SecretRef, Strict
 from schemas.keepalived import (
     Command, KeepalivedName, Line, Notify, Track, program_problems, settings_on, track_problems, typed_keywords_in,
 )
@@ -60,6 +60,9 @@ def _ip_prefix(value: str) -> str:
 
 
 def _peer(value: str) -> str:
+    if value != " ".join(value.split()):
+        raise ValueError(f"{value!r}: a peer is words separated by single spaces (no tabs, line breaks or control "
+                         "characters)")
     words = value.split()
     if not words:
         raise ValueError("an empty peer")
@@ -206,7 +209,7 @@ class KeepalivedOptions(Strict):
 
 
 class PacemakerOptions(Strict):
-    monitorInterval: Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m)$")] = "10s"
+    monitorInterval: PacemakerInterval = "10s"
     preferredNode: Name | None = None
 
 

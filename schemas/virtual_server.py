@@ -11,12 +11,13 @@ every other directive as written (`lb_algo wlc`, `lb_kind DR`, `persistence_time
 from __future__ import annotations
 
 import ipaddress
+import typing
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from schemas.common import Manifest, Metadata, Placement, Strict
-from schemas.keepalived import Command, KeepalivedName, Lines, typed_keywords_in
+from schemas.keepalived import Block, Command, KeepalivedName, Line, typed_keywords_in
 from schemas.virtual_ip import IP
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -29,8 +30,8 @@ class Check(Strict):
 
     type: CheckType
     misc: Command | None = Field(None, description="MISC_CHECK: the program (`misc_path`) and its user")
-    extra: Lines = Field(default_factory=list, description="the checker's other lines, e.g. connect_timeout 3, "
-                         "url blocks ({block: url, lines: [path /, status_code 200]})")
+    extra: list[Line] = Field(default_factory=list, description="the checker's other lines, e.g. connect_timeout 3")
+    blocks: list[Block] = Field(default_factory=list, description="e.g. {block: url, lines: [path /, status_code 200]}")
 
     @model_validator(mode="after")
     def _checks(self) -> "Check":
@@ -48,7 +49,15 @@ class RealServer(Strict):
     notifyUp: Command | None = None
     notifyDown: Command | None = None
     checks: list[Check] = Field(default_factory=list)
-    extra: Lines = Field(default_factory=list, description="e.g. weight 100, inhibit_on_failure")
+    extra: list[Line] = Field(default_factory=list, description="e.g. weight 100, inhibit_on_failure")
+    blocks: list[Block] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _checks(self) -> "RealServer":
+        problems = typed_keywords_in(self.blocks, {t: "checks" for t in typing.get_args(CheckType)}, "blocks")
+        if problems:
+            raise ValueError(f"{problems[0][0]}: {problems[0][1]}")
+        return self
 
 
 class VirtualServerSpec(Placement):
@@ -60,7 +69,8 @@ class VirtualServerSpec(Placement):
     realServers: list[RealServer] = Field(default_factory=list)
     quorumUp: Command | None = None
     quorumDown: Command | None = None
-    extra: Lines = Field(default_factory=list, description="e.g. lb_algo rr, lb_kind NAT, persistence_timeout 50")
+    extra: list[Line] = Field(default_factory=list, description="e.g. lb_algo rr, lb_kind NAT, persistence_timeout 50")
+    blocks: list[Block] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _checks(self) -> "VirtualServerSpec":
@@ -69,8 +79,9 @@ class VirtualServerSpec(Placement):
             raise ValueError("a virtual server is one of: address (and port), fwmark, group")
         if self.port is not None and self.address is None:
             raise ValueError("port goes with address")
-        problems = typed_keywords_in(self.extra, {"protocol": "protocol", "real_server": "realServers",
-                                                  "quorum_up": "quorumUp", "quorum_down": "quorumDown"}, "extra")
+        problems = typed_keywords_in(self.extra + self.blocks, {
+            "protocol": "protocol", "real_server": "realServers", "quorum_up": "quorumUp",
+            "quorum_down": "quorumDown"}, "extra")
         if problems:
             raise ValueError(f"{problems[0][0]}: {problems[0][1]}")
         return self
@@ -114,7 +125,7 @@ class VirtualServer(Manifest):
             family = ipaddress.ip_address(s.address).version
             for i, rs in enumerate(s.realServers):
                 if ipaddress.ip_address(rs.address).version != family and not any(
-                        "TUN" in (x if isinstance(x, str) else x.block) for x in rs.extra + s.extra):
+                        "TUN" in x for x in rs.extra + s.extra):
                     problems.append((f"spec.realServers.{i}.address", "a real server of another address family "
                                      "than the virtual server needs tunnelling (lb_kind TUN)"))
         return problems + self.check_programs(tree)

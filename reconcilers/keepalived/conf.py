@@ -24,15 +24,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from reconcilers.base import ApplyError
+from reconcilers.base import UnsafeValue, one_line
 
 MAX_WORD = 255  # keepalived reads a line into a fixed buffer; long words are cut
 MAX_LINE = 1000
 INDENT = "    "
-
-
-class UnsafeValue(ApplyError):
-    """A value that cannot be written into keepalived.conf without changing what it says."""
 
 
 class SyntaxProblem(ValueError):
@@ -87,13 +83,16 @@ def block(words: Iterable[str], body: Iterable[Stmt]) -> Stmt:
 # --- words -------------------------------------------------------------------------------
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.:/@%+,=*\[\]<>|&;^-]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 
 
 def unsafe_in_word(value: str) -> str | None:
     """Why `value` cannot be one word of keepalived.conf whatever the quoting, or None."""
-    if _CONTROL.search(value):
-        return "a control character or line break"
+    if len(value) > MAX_WORD:
+        return f"more than {MAX_WORD} characters (keepalived cuts long lines)"
+    try:
+        one_line(value, "keepalived.conf", max_length=MAX_WORD)
+    except UnsafeValue:
+        return "a control character, line break or invisible character"
     if '"' in value:
         return 'a double quote (")'
     if "\\" in value:

@@ -57,11 +57,15 @@ def _text(s: Stmt) -> str:
     return " ".join(keepalived_word(w) for w in s.words)
 
 
-def _verbatim(stmts: list[Stmt]) -> list[Any]:
-    out: list[Any] = []
+def _verbatim(stmts: list[Stmt], into: dict[str, Any], lines: str = "extra") -> None:
+    """Statements carried as written: lines into `into[lines]`, blocks into `into["blocks"]`."""
     for s in stmts:
-        out.append({"block": _text(s), "lines": _verbatim(s.body)} if s.is_block else _text(s))
-    return out
+        if s.is_block:
+            b: dict[str, Any] = {"block": _text(s)}
+            _verbatim(s.body or [], b, "lines")
+            into.setdefault("blocks", []).append(b)
+        else:
+            into.setdefault(lines, []).append(_text(s))
 
 
 def _int(s: Stmt) -> int:
@@ -192,7 +196,7 @@ class Importer:
             elif kw == "virtual_server" and s.is_block:
                 servers.append(self.virtual_server(s, len(servers)))
             else:
-                settings.setdefault("blocks", []).extend(_verbatim([s]))
+                _verbatim([s], settings, "lines")
         if self.runs_programs:
             g = settings.setdefault("globalDefs", {})
             if "scriptUser" not in g:
@@ -480,7 +484,6 @@ class Importer:
             name = "vs_" + re.sub(r"[^A-Za-z0-9]", "_", words[0]) + (f"_{words[1]}" if len(words) > 1 else "")
         else:
             raise ImportError_(f"line {s.line}: virtual_server without an address, fwmark or group")
-        extra: list[Any] = []
         for c in s.body or []:
             if c.keyword == "protocol" and c.args:
                 spec["protocol"] = c.args[0]
@@ -490,9 +493,7 @@ class Importer:
                 spec["quorumUp" if c.keyword == "quorum_up" else "quorumDown"] = _command(c)
                 self.runs_programs = True
             else:
-                extra += _verbatim([c])
-        if extra:
-            spec["extra"] = extra
+                _verbatim([c], spec)
         names = {m["metadata"]["name"] for m in self.out.manifests}
         if name in names or any(name == n for n in names):
             name = f"{name}_{index}"
@@ -502,7 +503,6 @@ class Importer:
         out: dict[str, Any] = {"address": s.args[0]}
         if len(s.args) > 1:
             out["port"] = int(s.args[1])
-        extra: list[Any] = []
         for c in s.body or []:
             if c.keyword in ("notify_up", "notify_down"):
                 out["notifyUp" if c.keyword == "notify_up" else "notifyDown"] = _command(c)
@@ -510,14 +510,11 @@ class Importer:
             elif c.keyword in CHECK_TYPES and c.is_block:
                 out.setdefault("checks", []).append(self.check(c))
             else:
-                extra += _verbatim([c])
-        if extra:
-            out["extra"] = extra
+                _verbatim([c], out)
         return out
 
     def check(self, s: Stmt) -> dict[str, Any]:
         out: dict[str, Any] = {"type": s.keyword}
-        extra: list[Any] = []
         for c in s.body or []:
             if c.keyword == "misc_path":
                 out.setdefault("misc", {}).update(_command(c))
@@ -527,9 +524,7 @@ class Importer:
                 if len(c.args) > 1:
                     out["misc"]["group"] = c.args[1]
             else:
-                extra += _verbatim([c])
-        if extra:
-            out["extra"] = extra
+                _verbatim([c], out)
         return out
 
 

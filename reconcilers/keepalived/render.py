@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from reconcilers.base import GENERATED_HEADER
+from reconcilers.base import GENERATED_HEADER, ApplyError
 from reconcilers.keepalived.conf import Rendered, Stmt, block, command_string, line, render_file
 from reconcilers.keepalived.model import Instance, instance_of
 from schemas.keepalived import (
@@ -173,16 +173,12 @@ def render_notify(notify: Notify, config: NodeConfig, who: str, field_path: str)
     return out
 
 
-def verbatim(items: list) -> list[Stmt]:
-    """Lines and blocks a manifest carries as written, as statements."""
+def verbatim(lines: list[str], blocks: list[Block] = ()) -> list[Stmt]:
+    """Lines and blocks a manifest carries as written, as statements (lines first)."""
     from reconcilers.keepalived.conf import split_line
 
-    out = []
-    for item in items:
-        if isinstance(item, Block):
-            out.append(block(split_line(item.block), verbatim(item.lines)))
-        else:
-            out.append(Stmt(split_line(item)))
+    out = [Stmt(split_line(text)) for text in lines]
+    out += [block(split_line(b.block), verbatim(b.lines, b.blocks)) for b in blocks]
     return out
 
 
@@ -306,7 +302,7 @@ def render_settings(k: Keepalived | None, node: str, state_dir: Path, secret: Se
                 if getattr(spec.ssl, attr):
                     sbody.append(line(attr, getattr(spec.ssl, attr)))
             stmts.append(block(["SSL"], sbody))
-        stmts += verbatim(spec.blocks)
+        stmts += verbatim(spec.lines, spec.blocks)
         config.files += spec.files
         config.includes += spec.includes
     if tracked:
@@ -377,6 +373,10 @@ def render_vip(tree: Any, members: list[VirtualIP], node: str, secret: Secret, c
     families = first.families()
     names = first.instance_names()
     priorities = first.priorities(tree)
+    if node not in priorities:  # placed everywhere, on a machine no Cluster lists
+        raise ApplyError(f"VirtualIP {first.metadata.name} lands on every node, but no Cluster lists {node}: "
+                         "keepalived needs this node's address and priority; place the VIP with spec.cluster "
+                         f"or spec.nodes, or add {node} to a Cluster")
     out = []
     for family, name in zip(families, names):
         mine = [a for a in vips if a.family == family]
@@ -440,12 +440,12 @@ def render_virtual_server(vs: VirtualServer, config: NodeConfig, who: str) -> li
     body: list[Stmt] = []
     if s.protocol:
         body.append(line("protocol", s.protocol))
-    body += verbatim(s.extra)
+    body += verbatim(s.extra, s.blocks)
     for attr, keyword in (("quorumUp", "quorum_up"), ("quorumDown", "quorum_down")):
         if getattr(s, attr) is not None:
             body.append(_program(keyword, getattr(s, attr), config, who, f"spec.{attr}"))
     for i, rs in enumerate(s.realServers):
-        rbody = verbatim(rs.extra)
+        rbody = verbatim(rs.extra, rs.blocks)
         for attr, keyword in (("notifyUp", "notify_up"), ("notifyDown", "notify_down")):
             if getattr(rs, attr) is not None:
                 rbody.append(_program(keyword, getattr(rs, attr), config, who, f"spec.realServers.{i}.{attr}"))
@@ -456,7 +456,7 @@ def render_virtual_server(vs: VirtualServer, config: NodeConfig, who: str) -> li
                 cbody.append(line("misc_path", command_string(check.misc.command)))
                 if check.misc.user:
                     cbody.append(line("user", *_user(check.misc)))
-            cbody += verbatim(check.extra)
+            cbody += verbatim(check.extra, check.blocks)
             rbody.append(block([check.type], cbody))
         header = ["real_server", rs.address] + ([str(rs.port)] if rs.port is not None else [])
         body.append(block(header, rbody))

@@ -391,3 +391,13 @@ def test_instance_facts_of_the_rendering_match_what_observe_reads_back(tmp_path)
     back = instances_in(parse(rendered(t, "lb2")))
     assert [(i.name, i.priority, i.nopreempt, i.addresses) for i in back] == \
         [(i.name, i.priority, i.nopreempt, i.addresses) for i in cfg.instances]
+
+
+def test_a_vip_placed_everywhere_on_a_machine_no_cluster_lists_is_an_error_for_people(tmp_path):
+    """Issue 22 found a KeyError here (`reconcile validate` on a machine that is no node)."""
+    from reconcilers.base import ApplyError
+
+    (tmp_path / "v.yaml").write_text("apiVersion: reconcile/v1\nkind: VirtualIP\nmetadata: {name: v}\nspec:\n"
+                                     "  manager: keepalived\n  address: 192.0.2.100/24\n  keepalived: {routerId: 5}\n")
+    with pytest.raises(ApplyError, match="VirtualIP v lands on every node, but no Cluster lists vm"):
+        render_node(load_tree(tmp_path), "vm", STATE, str)
