@@ -315,11 +315,22 @@ def base_for(kind: str, path: tuple) -> tuple[list[dict], int] | None:
 # --- validate and render, as `reconcile` would, touching nothing ------------------------------
 
 
+_PARSED: dict[int, Any] = {}  # BASE's documents, parsed once (they are never changed)
+
+
+def _parse(i: int, doc: dict) -> Any:
+    if i < len(BASE) and doc is BASE[i]:
+        if i not in _PARSED:
+            _PARSED[i] = parse_document(doc, Source(f"m{i}.yaml", 1, {}))
+        return _PARSED[i]
+    return parse_document(doc, Source(f"m{i}.yaml", 1, {}))
+
+
 def validate(docs: list[dict]) -> Tree | None:
     """The tree, or None when the loader would refuse it (schema or whole-tree checks)."""
     items = []
     for i, doc in enumerate(docs):
-        result = parse_document(doc, Source(f"m{i}.yaml", 1, {}))
+        result = _parse(i, doc)
         if isinstance(result, list):
             return None
         items.append(Loaded(result, Source(f"m{i}.yaml", 1, {})))
@@ -506,9 +517,12 @@ def outcome(kind: str, path: tuple, payload: Any, tmp: Path) -> str:
         return "n/a"
     docs, i = found
     before = _base_rendering(docs, tmp)
-    hostile = copy.deepcopy(docs)
+    hostile = list(docs)  # only the changed document is copied: the others are parsed once
+    hostile[i] = copy.deepcopy(docs[i])
     value = _get(hostile[i], path)
     _set(hostile[i], path, payload(value))
+    if isinstance(_parse(i, hostile[i]), list):
+        return "refused"
     tree = validate(hostile)
     if tree is None:
         return "refused"
