@@ -13,7 +13,7 @@ for 0.1 s, ROUNDS times each:
 measured from the signal (sent from this process, by host PID, so no `nsenter` start-up is
 counted) to the address appearing on lb2, which a poller inside lb2 sees with
 `ip -o -4 addr` every 10 ms. Then the split-brain guard with the real agent
-(`reconcile agent` in lb1, driven by VirtualIPReconciler.watch): time from keepalived's
+(`reconcile agent` in lb1, driven by KeepalivedReconciler.watch): time from keepalived's
 death to the stale copy gone from lb1. Finally flapping: VRRP master transitions counted
 over FLAP_SECONDS with the CPUs idle, with two busy loops saturating both cores and with
 eight (4x oversubscribed); and the longest stall of the master (its VRRP process frozen)

@@ -6,7 +6,7 @@ files (`include`) is the node owner's decision, written on the node:
 
     # /etc/reconcile/policy.yaml
     keepalived:
-      allow: [scripts, notify, include]
+      allow: [scripts, notify, include, files]
 
 `policy_allows(node, tool, what)` is the one question the keepalived package asks, so that
 a generic node-policy module (issue 13's) can replace this one without touching callers.
@@ -26,7 +26,11 @@ WHAT = {
     "scripts": "run the programs of vrrp_script, MISC_CHECK, FIFO readers and start-up/shut-down scripts",
     "notify": "run notify scripts (notify_*, notify_up/down, quorum_up/down)",
     "include": "read other configuration files (include)",
+    "files": "write, truncate or remove the files a manifest names (reload_file, reload_time_file, "
+             "config_save_dir, tmp_config_directory, a track file's init_file … overwrite)",
 }
+# Directives that make keepalived write, truncate or remove a file of the manifest's choosing.
+WRITES_FILES = frozenset({"reload_file", "reload_time_file", "config_save_dir", "tmp_config_directory"})
 
 
 def policy_file() -> Path:

@@ -41,7 +41,7 @@ from reconcilers.keepalived.conf import Rendered, Stmt, SyntaxProblem, parse, re
 from reconcilers.keepalived.daemon import CONFIG, Keepalived, ipvs_available, read_config, signature
 from reconcilers.keepalived.files import files_state, install_files, observed_files
 from reconcilers.keepalived.model import Instance, instances_in, state_of
-from reconcilers.keepalived.policy import policy_allows, refusal_text
+from reconcilers.keepalived.policy import WRITES_FILES, policy_allows, refusal_text
 from reconcilers.keepalived.render import DEFAULTS, HEADER, NodeConfig, render_node, render_text, split_owner
 from reconcilers.keepalived.vrrp import MASTER, RunningInstance, holders
 
@@ -214,6 +214,13 @@ class KeepalivedReconciler(Reconciler):
             who = self.config.owners()[0]
             out.append(Refusal(f"{self._where(who, 'spec.includes')}: {refusal_text('keepalived', 'include')}",
                                tuple(check.keys(who))))
+        if not policy_allows(node, "keepalived", "files"):
+            for who, stmts in self.config.sections:
+                writes = sorted({" ".join(s.words) for top in stmts for s in top.walk()
+                                 if s.keyword in WRITES_FILES or s.keyword == "init_file" and "overwrite" in s.args})
+                if writes:
+                    out.append(Refusal(f"{self._where(who, 'spec')}: {'; '.join(writes)}: "
+                                       f"{refusal_text('keepalived', 'files')}", tuple(check.keys(who))))
         return out
 
     def _secrets(self, node: Node) -> list[Refusal]:

@@ -385,6 +385,20 @@ def test_programs_are_refused_where_the_node_policy_does_not_allow_them(tmp_path
     assert rec._policy(node) == []
 
 
+def test_directives_that_write_files_need_the_node_policy_too(tmp_path, monkeypatch):
+    t = tree(tmp_path, vip(), settings("globalDefs: {extra: [reload_file /etc/shadow]}\n"
+                                       "trackFiles: {maint: {file: /etc/passwd, initFile: {value: 0, overwrite: true}}}"))
+    node = Node("lb1", Runner(dry_run=True), STATE)
+    rec = KeepalivedReconciler()
+    rec.desired(t, node)
+    monkeypatch.setenv("RECONCILE_POLICY", str(tmp_path / "policy.yaml"))
+    [refusal] = rec._policy(node)
+    assert refusal.objects == (("Keepalived", "web"),)
+    assert "init_file 0 overwrite; reload_file /etc/shadow" in refusal.message and "allow: [files]" in refusal.message
+    (tmp_path / "policy.yaml").write_text("keepalived: {allow: [files]}\n")
+    assert rec._policy(node) == []
+
+
 def test_instance_facts_of_the_rendering_match_what_observe_reads_back(tmp_path):
     t = tree(tmp_path, vip(keepalived="routerId: 51\npreempt: false"))
     cfg = render_node(t, "lb2", STATE, str)
