@@ -8,7 +8,7 @@ by `native_check` (content digest, keepalived's build, the node and its interfac
 keepalived names what it refuses in three ways, and each is traced back to the section
 (object) that rendered it: "(Line N)" through the rendered file's line map, "(VI_1)" through
 the instance's name, "[192.0.2.1]:tcp:80" through the virtual server's address. A complaint
-that names none of them refuses the whole file.
+that names none of them goes with the ones that do; alone, it refuses the whole file.
 """
 from __future__ import annotations
 
@@ -85,9 +85,12 @@ def attribute(problems: list[str], rendered: Rendered, instances: dict[str, str]
             if v:
                 owner = servers.get((v.group(1), v.group(2)), "")
         (by_owner.setdefault(owner, []) if owner else loose).append(text)
-    out = [Refusal(f"keepalived -t: {' | '.join(lines)}", objects=tuple(keys(owner)))
+    # keepalived ends some complaints with a summary that names nothing ("Non-existent
+    # interface specified in configuration"): it belongs to the objects named before it. The
+    # rest is checked again without them, so a complaint of its own still stops the file.
+    out = [Refusal(f"keepalived -t: {' | '.join(lines + loose)}", objects=tuple(keys(owner)))
            for owner, lines in by_owner.items()]
-    if loose:
+    if loose and not out:
         out.append(Refusal(f"keepalived -t: {' | '.join(loose)}"))
     return out
 

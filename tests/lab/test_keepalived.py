@@ -368,3 +368,22 @@ def test_track_haproxy_gives_the_vip_away_from_a_node_whose_proxy_died(lab, repo
     finally:
         for node in NODES:
             lab.exec(node, ["sh", "-c", "test -e /run/haproxy-test.pid && kill $(cat /run/haproxy-test.pid) || true"])
+
+
+def test_one_reload_for_a_batch_and_a_refused_vip_held_back_while_the_others_land(lab, repo):
+    converge(lab, repo(vip(), vip("api-vip", f"{API}/24", routerId=52)))
+    wait_holders(lab, {"lb1"})
+    root = repo(vip(priority={"lb1": 160, "lb2": 100}), vip("api-vip", f"{API}/24", routerId=52, advertInterval=0.5),
+                vip("bad-vip", "192.0.2.102/24", interface="eth9", routerId=53),  # no eth9 in the nodes
+                vip("new-vip", "192.0.2.103/24", routerId=54))
+    r = lab.exec("lb1", ["reconcile", "apply", "-v", "--repo", str(root), "-o", "json"], check=False, timeout=120)
+    record = json.loads(r.stdout)
+    status = {name: o["status"] for name, o in vip_objects(record).items()}
+    assert not record["errors"], record["errors"]
+    assert status == {"web-vip": "changed", "api-vip": "changed", "new-vip": "changed", "bad-vip": "failed"}, status
+    assert "eth9" in vip_objects(record)["bad-vip"]["error"]
+    reloads = [line for line in r.stderr.splitlines() if "kill -s HUP" in line]
+    assert len(reloads) == 1, f"one reload for the whole batch: {reloads}"
+    text = lab.read_file("lb1", CONFIG)
+    assert "priority 160" in text and "advert_int 0.5" in text and "new-vip" in text and "bad-vip" not in text
+    wait_holders(lab, {"lb1"}, ip="192.0.2.103")

@@ -226,7 +226,10 @@ def test_keepalived_t_complaints_are_pinned_on_the_object_whose_line_or_name_the
     by = {r.objects: r.message for r in refusals}
     assert "eth9" in by[(("VirtualIP", "VI_1"),)] and "Unknown interface" in by[(("VirtualIP", "VI_1"),)]
     assert "forwarding method" in by[(("VirtualServer", "dns"),)]
-    assert "without a place" in by[()], "a complaint naming nothing refuses the whole file"
+    assert () not in by and "without a place" in by[(("VirtualIP", "VI_1"),)], \
+        "a summary naming nothing goes with the objects named (the rest is checked again)"
+    [alone] = attribute(["something without a place"], rendered, {}, {})
+    assert alone.objects == () and "without a place" in alone.message, "alone, it refuses the whole file"
 
 
 def test_keepalived_refusal_fixture_names_the_interface():
