@@ -45,12 +45,14 @@ def check_file(node: Node, rendered: Rendered, files: list[ScriptFile]) -> list[
     def run() -> list[str]:
         folder = Path(tempfile.mkdtemp(prefix="reconcile-ka-"))
         try:
-            for f in files:
+            text = rendered.text
+            for f in sorted(files, key=lambda f: -len(f.target())):
                 target = folder / f.target()[len(MANAGED_SCRIPTS) + 1:]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(f.content)
                 target.chmod(f.mode)
-            text = rendered.text.replace(MANAGED_SCRIPTS + "/", f"{folder}/")
+                # Only the staged scripts: one already installed is checked where it is.
+                text = re.sub(re.escape(f.target()) + r"(?=[\s\"']|$)", str(target), text)
             conf = folder / "keepalived.conf"
             conf.write_text(text)
             conf.chmod(0o600)

@@ -81,7 +81,8 @@ class Keepalived:
         not answer within `timeout` (a stopped or hung VRRP process, or none)."""
         path = Path(f"/proc/{pid}/root{JSON_DUMP}")
         before = signature(path)
-        self.node.run(["kill", "-s", str(self.signum("JSON")), str(pid)], read_only=True)
+        if self.node.run(["kill", "-s", str(self.signum("JSON")), str(pid)], read_only=True, check=False).rc != 0:
+            return None  # it has just exited
 
         def fresh() -> dict[str, RunningInstance] | None:
             if signature(path) == before:

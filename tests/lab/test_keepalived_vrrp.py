@@ -282,6 +282,10 @@ def test_an_operator_check_moves_the_vip_when_it_fails(lab, repo):
     lab.exec("lb1", ["touch", "/run/app-ok"])
     back = wait_holders(lab, ip, {"lb1"}, timeout=8)
     print(f"\noperator's check failed on lb1: VIP on lb2 after {moved:.2f}s; back {back:.2f}s after it passed")
+    # A later change of the VIP alone: keepalived -t checks it with the script installed before.
+    (repo.root / "vips.yaml").write_text((repo.root / "vips.yaml").read_text().replace("lb1: 150", "lb1: 160"))
+    _, record, _ = repo.apply("lb1")
+    assert {o["name"]: o["status"] for o in record["objects"]} == {"web": "in-sync", "app": "changed"}
 
 
 def test_notify_scripts_run_with_the_right_arguments(lab, repo):
