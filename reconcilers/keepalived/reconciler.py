@@ -356,9 +356,9 @@ class KeepalivedReconciler(Reconciler):
     def _attempt(self, batch: list[Change], node: Node) -> list[Refusal]:
         """Render with `batch` applied, check it, and only then install scripts and file."""
         keys: set[Key] = {c.key for c in batch}
-        # Objects outside the batch (in sync, or held back) keep what the file has now.
-        rendered, files = self._compose(node, lambda who: bool(set(check.keys(who)) & keys) or who == DEFAULTS
-                                        or who not in self.sections)
+        # Objects outside the batch keep what the file has now: in sync, it is what they
+        # want; held back (refused, or waiting for what they need), it is their last good one.
+        rendered, files = self._compose(node, lambda who: bool(set(check.keys(who)) & keys) or who == DEFAULTS)
         failed = [r for r in self._secrets(node) if set(r.objects) & keys]
         if failed:
             return failed

@@ -380,7 +380,8 @@ def test_one_reload_for_a_batch_and_a_refused_vip_held_back_while_the_others_lan
     record = json.loads(r.stdout)
     status = {name: o["status"] for name, o in vip_objects(record).items()}
     assert not record["errors"], record["errors"]
-    assert status == {"web-vip": "changed", "api-vip": "changed", "new-vip": "changed", "bad-vip": "failed"}, status
+    assert status == {"web-vip": "changed", "api-vip": "changed", "new-vip": "changed", "bad-vip": "failed"}, \
+        {name: o.get("error") for name, o in vip_objects(record).items()}
     assert "eth9" in vip_objects(record)["bad-vip"]["error"]
     reloads = [line for line in r.stderr.splitlines() if "kill -s HUP" in line]
     assert len(reloads) == 1, f"one reload for the whole batch: {reloads}"
