@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Container": "reconcilers.container:ContainerReconciler",
     "DomainJoin": "reconcilers.domain_join:DomainJoinReconciler",
+    "Mount": "reconcilers.mount:MountReconciler",
 }
 
 # Sub-commands a tool package adds to the command line: `reconcile NAME ARGS…` calls

@@ -442,7 +442,7 @@ class Keepalived(Manifest):
             seen.setdefault(f.target(), i)
         problems += program_problems(self.commands(), tree, tree.nodes_of(self), self)
         problems += _refs(spec.syncGroups, "spec.syncGroups", self)
-        instances = _instances_by_node(tree)
+        instances = tree.memo(_instances_by_node)
         for gname, group in spec.syncGroups.items():
             for i, inst in enumerate(group.instances):
                 for node in sorted(tree.nodes_of(self)):
@@ -538,9 +538,22 @@ def program_problems(commands: list[tuple[str, Command]], tree, nodes: frozenset
     return problems
 
 
+def _settings_by_node(tree) -> dict[str, list[Keepalived]]:
+    out: dict[str, list[Keepalived]] = {}
+    for k in tree.of_kind("Keepalived"):
+        for node in tree.nodes_of(k):
+            out.setdefault(node, []).append(k)
+    return out
+
+
 def settings_on(tree, nodes: frozenset[str]) -> list[Keepalived]:
-    """The Keepalived manifests landing on any of `nodes`."""
-    return [k for k in tree.of_kind("Keepalived") if tree.nodes_of(k) & nodes]
+    """The Keepalived manifests landing on any of `nodes` (from an index of the tree)."""
+    by_node = tree.memo(_settings_by_node)
+    found: dict[int, Keepalived] = {}
+    for node in nodes:
+        for k in by_node.get(node, []):
+            found.setdefault(id(k), k)
+    return list(found.values())
 
 
 def ip_family(address: str) -> int:

@@ -35,8 +35,8 @@ if [[ ! -x $RECONCILE ]]; then
   exit 1
 fi
 
-step "reconcile lab up --nodes ${#NODES[@]} --domain-controller   (lab '$RECONCILE_LAB')"
-if ! "$RECONCILE" lab up --nodes "${#NODES[@]}" --domain-controller; then
+step "reconcile lab up --nodes ${#NODES[@]} --domain-controller --sftp   (lab '$RECONCILE_LAB')"
+if ! "$RECONCILE" lab up --nodes "${#NODES[@]}" --domain-controller --sftp; then
   echo "demo: the lab did not come up" >&2
   exit 1
 fi
@@ -96,6 +96,9 @@ for n in "${NODES[@]}"; do
   echo "--- $n: adcli testjoin"
   shown node "$n" timeout 20 adcli testjoin --domain=corp.example.test
 done
+
+step "lb2's reports folder on lb1, through rclone (sftp remote, password) and sshfs (key)"
+shown node lb1 sh -c 'grep -E " /mnt/" /proc/self/mountinfo | cut -d" " -f5,9,10; ls -l /mnt/reports /mnt/reports-sshfs'
 
 step "the lab stays up"
 "$RECONCILE" lab status

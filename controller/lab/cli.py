@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=2, help="number of nodes lb1..lbN (default 2)")
     up.add_argument("--domain-controller", action="store_true",
                     help=f"add {config.DC_NODE}, a Samba AD DC for {config.DOMAIN}")
+    up.add_argument("--sftp", action="store_true",
+                    help=f"run an SFTP server (user {config.SFTP_USER}) in the last lb node, for the Mount examples")
     named("down", "end every process of the lab, delete its namespaces and files")
     st = named("status", "nodes, addresses, holder PIDs, whether they run, whether the DC answers")
     st.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -46,7 +48,7 @@ def main(argv: list[str]) -> int:
         lab = Lab(args.name)
         if args.command == "up":
             started = time.monotonic()
-            lab.up(nodes=args.nodes, domain_controller=args.domain_controller)
+            lab.up(nodes=args.nodes, domain_controller=args.domain_controller, sftp=args.sftp)
             _print_status(lab.status())
             print(f"lab {lab.name!r} ready in {time.monotonic() - started:.1f}s; "
                   f"`reconcile lab exec --name {lab.name} lb1 -- CMD` enters a node, "
@@ -86,3 +88,6 @@ def _print_status(status: dict) -> None:
     if dc is not None:
         says = ", ".join(f"{k} {'answers' if v else 'DOWN'}" for k, v in dc.items())
         print(f"  {config.DC_NODE}: Samba AD DC for {config.DOMAIN}: {says}")
+    sftp = status.get("sftp")
+    if sftp is not None:
+        print(f"  {sftp['node']}: SFTP server for user {sftp['user']} on {sftp['address']}:22")

@@ -155,6 +155,11 @@ class Lab:
     def domain_controller(self) -> bool:
         return bool(self.record.get("domain_controller"))
 
+    @property
+    def sftp_server(self) -> str | None:
+        """The node running the lab's SFTP server (lab up with sftp=True), else None."""
+        return self.record.get("sftp")
+
     def address(self, node: str) -> str:
         return self._node(node).address
 
@@ -186,9 +191,10 @@ class Lab:
         raise LabError(f"lab {self.name!r} has no node {node!r} (nodes: {', '.join(self.nodes)})")
 
     # -- up and down -----------------------------------------------------------------------
-    def up(self, nodes: int = 2, domain_controller: bool = False, *, ephemeral: bool = False,
+    def up(self, nodes: int = 2, domain_controller: bool = False, *, sftp: bool = False, ephemeral: bool = False,
            timeout: float = 120.0) -> Lab:
         """Build the lab from nothing (a stale lab of the same name is torn down first).
+        `sftp` starts an SFTP server in the last lb node (controller/lab/sftp.py).
         `ephemeral` marks a test's lab: `sweep_orphans` removes it once its owner is gone."""
         if not 1 <= nodes <= config.MAX_NODES:
             raise LabError(f"--nodes {nodes}: between 1 and {config.MAX_NODES}")
@@ -203,9 +209,15 @@ class Lab:
             "ephemeral": ephemeral, "domain_controller": domain_controller,
             "nodes": [asdict(Node(n, a)) for n, a in names],
         }
+        if sftp:
+            from controller.lab import sftp as sftp_server
+
+            self._record["sftp"] = sftp_server.server_node([n for n, _ in names])
         self._save()  # first: a run killed from here on is found and cleaned by the next up
         try:
             self.shared.mkdir()
+            if sftp:
+                sftp_server.make_keys(self.root / "sftp")
             self._start_nodes(timeout)
             self._wire()
             self._record["state"] = "up"
@@ -214,6 +226,8 @@ class Lab:
                 from controller.lab import dc
 
                 dc.start(self, timeout=timeout)
+            if sftp:
+                sftp_server.start(self, self.root / "sftp")
             self._record["state"] = "ready"
             self._save()
         except BaseException:
@@ -368,6 +382,13 @@ class Lab:
             _prefill(upper, path, text, 0o644)
         if dc:
             _prefill(upper, config.JOIN_PASSWORD_FILE, config.ADMIN_PASSWORD, 0o600, dir_mode=0o700)
+        server = self.record.get("sftp")
+        if server:
+            from controller.lab import sftp
+
+            address = next(n["address"] for n in self.record["nodes"] if n["name"] == server)
+            for path, (text, mode) in sftp.client_files(self.root / "sftp", server, address).items():
+                _prefill(upper, path, text, mode, dir_mode=0o700 if path.startswith("/etc/reconcile") else 0o755)
 
     # -- running things in nodes -----------------------------------------------------------
     def enter_argv(self, node: str, cwd: str = "/") -> list[str]:
@@ -457,6 +478,8 @@ class Lab:
             from controller.lab import dc
 
             out["domain_controller"] = dc.answers(self)
+        if rec.get("sftp"):
+            out["sftp"] = {"node": rec["sftp"], "address": self.address(rec["sftp"]), "user": config.SFTP_USER}
         return out
 
 
@@ -464,13 +487,14 @@ _counter = itertools.count(1)
 
 
 @contextlib.contextmanager
-def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, prefix: str = "t") -> Iterator[Lab]:
+def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, sftp: bool = False,
+                  prefix: str = "t") -> Iterator[Lab]:
     """A lab under a name no other live process uses (`t<pid>-<n>`), torn down on exit
     even when the body fails. Marked ephemeral: if this process is killed,
     `sweep_orphans` (run by the test session) removes what it left."""
     lab = Lab(f"{prefix}{os.getpid()}-{next(_counter)}")
     try:
-        yield lab.up(nodes=nodes, domain_controller=domain_controller, ephemeral=True)
+        yield lab.up(nodes=nodes, domain_controller=domain_controller, sftp=sftp, ephemeral=True)
     finally:
         lab.down()
 
