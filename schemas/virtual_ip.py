@@ -4,7 +4,8 @@
 manifest, `VI_1` included), rendered on every node of the VIP with that node's priority;
 VIPs sharing a `keepalived.group` share one instance. An instance whose addresses are of
 both families becomes two instances, one per family (`NAME` and `NAME_v6`, or `NAME_v4`),
-with the same settings: keepalived sends VRRP for one family per instance. Everything
+with the same settings (the notify programs run for the first only, and the IPv6 one runs
+VRRPv3 without a password): keepalived sends VRRP for one family per instance. Everything
 keepalived 2.2 offers for VRRP is here, typed where reconcile must understand it
 (addresses, peers, router ids, tracking references, the programs keepalived runs, the
 password) and as verbatim `extra` lines otherwise. `manager: pacemaker` becomes an IPaddr2
