@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "VirtualIP": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
     "Keepalived": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
     "VirtualServer": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
+    "HAProxy": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Backend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Container": "reconcilers.container:ContainerReconciler",

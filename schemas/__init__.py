@@ -23,6 +23,7 @@ _MODELS: dict[str, str] = {
     "VirtualServer": "schemas.virtual_server:VirtualServer",
     "Frontend": "schemas.frontend:Frontend",
     "Backend": "schemas.backend:Backend",
+    "HAProxy": "schemas.haproxy:HAProxy",
     "Container": "schemas.container:Container",
     "DomainJoin": "schemas.domain_join:DomainJoin",
     "Mount": "schemas.mount:Mount",
