@@ -1,5 +1,5 @@
 """Command line: `reconcile --dry-run | plan | apply | validate | schema | explain | status | lab | agent |
-import | render`.
+import | render | drain | undrain`.
 
 Exit codes (every --help says them): 0 nothing (left) to change, 1 error (an invalid tree,
 bad arguments, a failed change, apply for another machine), 2 changes pending, 3 `apply
@@ -124,6 +124,9 @@ def parser() -> Parser:
                    add_help=False)
     sub.add_parser("render", help="the files reconcile would install on a node (see `reconcile render -h`)",
                    add_help=False)
+    sub.add_parser("drain", help="take this machine out of service, no reload (see `reconcile drain -h`)",
+                   add_help=False)
+    sub.add_parser("undrain", help="put this machine back in service (see `reconcile undrain -h`)", add_help=False)
     return p
 
 
@@ -180,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first in ("lab", "agent", "status", "import", "render") and not any(a == "--version" for a in argv):
+    if first in ("lab", "agent", "status", "import", "render", "drain", "undrain") and \
+            not any(a == "--version" for a in argv):
         i = argv.index(first)
         rest = argv[:i] + argv[i + 1:]
         if first == "lab":
@@ -191,6 +195,10 @@ def _main(argv: list[str]) -> int:
             from controller.convert import main_import as sub_main  # type: ignore[no-redef]
         elif first == "render":
             from controller.convert import main_render as sub_main  # type: ignore[no-redef]
+        elif first == "drain":
+            from controller.drain import main as sub_main  # type: ignore[no-redef]
+        elif first == "undrain":
+            from controller.drain import main_undrain as sub_main  # type: ignore[no-redef]
         else:
             from controller.status import main as sub_main  # type: ignore[no-redef]
         return sub_main(rest)

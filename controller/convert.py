@@ -75,7 +75,7 @@ def main_import(argv: list[str]) -> int:
                description="Manifests that reproduce a tool's configuration file (or, with --live, the one it "
                            "runs on this node).\nPasswords found inline are written to files (0600) under "
                            "--secrets-dir and named by reference.")
-    p.add_argument("tool", help="haproxy, …")
+    p.add_argument("tool", help="haproxy, keepalived, …")
     p.add_argument("file", nargs="?", type=Path, help="the configuration file")
     p.add_argument("--live", action="store_true", help="the configuration the tool runs on this node")
     where = p.add_mutually_exclusive_group()

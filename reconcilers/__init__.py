@@ -23,18 +23,6 @@ REGISTRY: dict[str, str] = {
     "Mount": "reconcilers.mount:MountReconciler",
 }
 
-# Sub-commands a tool package adds to the command line: `reconcile NAME ARGS…` calls
-# "module:function"(ARGS) and exits with what it returns.
-COMMANDS: dict[str, str] = {
-    "drain": "reconcilers.keepalived.drain:main",
-    "undrain": "reconcilers.keepalived.drain:main_undrain",
-}
-
-# `reconcile import TOOL ARGS…`: the tool's importer, "module:function"(ARGS) → exit code.
-IMPORTERS: dict[str, str] = {
-    "keepalived": "reconcilers.keepalived.importer:main",
-}
-
 
 class NotInstalled(Exception):
     """No reconciler for this kind is installed."""

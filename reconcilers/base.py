@@ -103,6 +103,15 @@ reconciler and calls, in this order:
     content as text or bytes: what `reconcile render` writes, touching nothing on the
     node. Secrets may be read (never written anywhere but the caller's output folder).
 
+``drain(node, force=False, timeout=None) -> str | None``, ``undrain(node) -> str | None`` (optional)
+    Take this node out of service for what this reconciler runs, and put it back, at run
+    time and without touching the configuration (keepalived: its instances go to FAULT
+    through a track file, peers take the addresses over, nothing is reloaded), so that a
+    drained node stays in sync. Returns a line for people, or None when nothing of this
+    reconciler runs here. Raises ApplyError when draining would leave a service nowhere
+    (undoing what it did), unless `force`. `reconcile drain|undrain` calls every
+    reconciler that offers it, on this machine only; rollouts build on it.
+
 ``watch(node) -> Iterator[str]`` (optional)
     Blocks and yields a short reason whenever something this reconciler manages may have
     drifted (netlink address events, inotify on owned files, HAProxy state). Better a

@@ -9,7 +9,8 @@ keepalived` writes these manifests from a real file.
 
 The programs keepalived runs (`vrrp_script`, notify scripts, MISC_CHECK, start-up and
 shut-down scripts, FIFO readers) are argv lists (`Argv`), never a shell line, and run as a
-named user; a node runs them only if its policy allows it (reconcilers/keepalived/policy.py).
+named user; a node runs them only if its policy allows it (reconcilers/policy.py, section
+`keepalived`, capabilities in `CAPABILITIES`).
 Scripts shipped from git are `files` installed below MANAGED_SCRIPTS with their mode and
 owner; a file outside that folder is refused.
 """
@@ -95,6 +96,18 @@ RUNS_PROGRAMS = frozenset({
     "startup_script", "shutdown_script", "notify_fifo_script", "vrrp_notify_fifo_script", "lvs_notify_fifo_script",
 })
 SECRET_KEYWORDS = frozenset({"auth_pass", "password"})
+
+# What the node's policy (/etc/reconcile/policy.yaml, `keepalived: {allow: [...]}`) must allow
+# before keepalived on that node does it: never the manifest's decision.
+CAPABILITIES = {
+    "scripts": "a program keepalived runs (vrrp_script, MISC_CHECK, a FIFO reader, a start-up or shut-down script)",
+    "notify": "a notify script (notify_*, notify_up/down, quorum_up/down)",
+    "include": "another configuration file keepalived reads (include)",
+    "files": "a file keepalived writes, truncates or removes (reload_file, reload_time_file, config_save_dir, "
+             "tmp_config_directory, a track file's init_file … overwrite)",
+}
+WRITES_FILES = frozenset({"reload_file", "reload_time_file", "config_save_dir", "tmp_config_directory"})
+"""Directives that make keepalived write, truncate or remove a file of the manifest's choosing."""
 CONTROL_KEYWORDS = frozenset({"include", "includer", "includem", "includew", "includeb", "includea"})
 
 

@@ -12,9 +12,14 @@ each read in one sitting:
 - vrrp.py        what runs: JSON dump, `ip -j addr`, VRRP adverts heard on the wire
 - guard.py       the split-brain guard and the repair of a master's missing address
 - files.py       scripts shipped from git, below /etc/keepalived/reconcile
-- policy.py      `policy_allows(node, tool, what)`: programs and includes need the node's consent
-- reconciler.py  observe, desired, validate, apply, watch
+- health.py      VIPs held once, keepalived working, virtual servers in IPVS (pure judges)
+- reconciler.py  observe, desired, validate, health, render, drain, apply, watch
 - drain.py       drain/undrain/drained: move the addresses away without a reload
-- importer.py    `reconcile import keepalived FILE|--live`
-- fidelity.py    the round-trip rule, measured (bench/bench_import.py)
+- importer.py    `reconcile import keepalived FILE|--live` (reconcilers/importing.py's interface)
+- fidelity.py    the round-trip rule, measured (bench/bench_import.py --tool keepalived)
+
+Shared with others: the node policy (reconcilers/policy.py, section `keepalived`: programs,
+notify scripts, includes and written files need the node's consent; capabilities in
+schemas/keepalived.py CAPABILITIES) and the link probes (reconcilers/netprobe.py, also
+Pacemaker's IPaddr2 health).
 """

@@ -13,7 +13,8 @@ instance this node was MASTER for within its skew time (1.5 advert intervals), u
 again and raises `DrainRefused`: the address must stay somewhere, and it is back on this
 node after one master-down interval. `force=True` skips that check.
 
-The API (the rollout work builds on it; `reconcile drain|undrain [NODE]` calls it):
+The API (the rollout work builds on it; `reconcile drain|undrain [NODE]` calls it through
+KeepalivedReconciler.drain/undrain, the contract's optional hooks):
 
     from reconcilers.keepalived.drain import drain, undrain, drained
     result = drain(node)          # DrainResult(moved=["VI_1"], seconds=0.21)
@@ -22,16 +23,11 @@ The API (the rollout work builds on it; `reconcile drain|undrain [NODE]` calls i
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconcilers.base import ApplyError, AtomicWriter, Node, Runner
+from reconcilers.base import ApplyError, AtomicWriter, Node
 from reconcilers.keepalived.conf import parse
 from reconcilers.keepalived.daemon import CONFIG, Keepalived, read_config
 from reconcilers.keepalived.guard import node_addresses
@@ -64,6 +60,15 @@ def configured_file(node: Node) -> Path:
                     return Path(configured)
     raise ApplyError(f"{CONFIG} has no track file {RESERVED_TRACK}: reconcile does not manage keepalived on "
                      f"node {node.name} (apply a VirtualIP there first); {path} would change nothing")
+
+
+def manages(node: Node) -> bool:
+    """Whether reconcile manages keepalived here (its file tracks the drain file)."""
+    try:
+        configured_file(node)
+    except ApplyError:
+        return False
+    return True
 
 
 def drained(node: Node) -> bool:
@@ -112,46 +117,3 @@ def drain(node: Node, force: bool = False, timeout: float | None = None) -> Drai
 def undrain(node: Node) -> None:
     """Let this node's instances take part in elections again."""
     _write(node, configured_file(node), 0)
-
-
-# --- command line: reconcile drain|undrain [NODE] -------------------------------------------
-
-
-def main(argv: list[str], command: str = "drain") -> int:
-    p = argparse.ArgumentParser(prog=f"reconcile {command}",
-                                description=f"{command} this node's keepalived addresses (no reload)")
-    p.add_argument("node", nargs="?", help="this node's name (default: the host name); it acts only here")
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/reconcile"))
-    if command == "drain":
-        p.add_argument("--force", action="store_true", help="drain even if no peer takes the addresses over")
-        p.add_argument("--timeout", type=float, default=None, help="seconds to wait for a peer (default: "
-                       "each instance's master-down time)")
-    args = p.parse_args(argv)
-    here = socket.gethostname().split(".")[0]
-    if args.node and args.node != here:
-        print(f"reconcile {command}: run it on {args.node} (this is {here}): a drain is a local write",
-              file=sys.stderr)
-        return 1
-    # RECONCILE_RECORD=FILE: every command and write, as JSON (the tests prove no reload).
-    record_to = os.environ.get("RECONCILE_RECORD")
-    node = Node(here, Runner(recording=bool(record_to)), args.state_dir)
-    try:
-        if command == "undrain":
-            undrain(node)
-            print(f"{here}: undrained")
-            return 0
-        result = drain(node, force=args.force, timeout=args.timeout)
-    except ApplyError as err:
-        print(f"reconcile {command}: {err}", file=sys.stderr)
-        return 1
-    finally:
-        if record_to:
-            Path(record_to).write_text(json.dumps([vars(r) for r in node.runner.records], indent=1))
-    moved = f"{', '.join(result.moved)} taken over by a peer in {result.seconds:.2f}s" if result.moved else \
-        "this node was MASTER of nothing"
-    print(f"{here}: drained ({moved})")
-    return 0
-
-
-def main_undrain(argv: list[str]) -> int:
-    return main(argv, "undrain")

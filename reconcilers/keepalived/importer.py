@@ -8,29 +8,26 @@ had assumed (`version`, `state`, `advert_int`, `priority`), one instance per add
 `enable_script_security` and `script_user` where programs run, the drain track file.
 
 Passwords (`auth_pass`, an SSL `password`) never go into a manifest: each becomes a secret
-file (written beside the manifests in `.secrets/`, mode 0600, for the operator to install
-on the node) and a `{file: …}` reference. A file import cannot express fails with its line.
+file under the secrets folder (written 0600 by `reconcile import`, controller/convert.py)
+and a `{file: …}` reference to it. A file import cannot express fails with `file:line`.
+
+The interface is every importer's (reconcilers/importing.py): `import_text(text, source,
+placement, secrets_dir)` and `live(node)`. A keepalived.conf is one node's file (its
+priorities, states and source addresses are that node's), so the placement is a node.
 """
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import re
-import socket
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
+from reconcilers.importing import Imported, ImportProblem
 from reconcilers.keepalived.conf import Stmt, SyntaxProblem, keepalived_word, parse, split_command
 from reconcilers.keepalived.daemon import CONFIG
 from schemas.keepalived import GLOBAL_TYPED, KEEPALIVED_NAME, NOTIFY_KEYWORDS
 from schemas.virtual_ip import GARP_KEYWORDS
 
-SECRETS_ON_NODE = "/etc/reconcile/secrets/keepalived"
 CHECK_TYPES = {"TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHECK", "DNS_CHECK", "PING_CHECK",
                "UDP_CHECK", "FILE_CHECK", "BFD_CHECK"}
 NOTIFY_FIELDS = {v: k for k, v in NOTIFY_KEYWORDS.items()}
@@ -38,18 +35,8 @@ BOOL_WORDS = {"on": True, "true": True, "yes": True, "off": False, "false": Fals
 
 
 class ImportError_(ValueError):
-    """The file holds something a manifest cannot express; the message names the line."""
-
-
-@dataclass
-class Imported:
-    manifests: list[dict[str, Any]] = field(default_factory=list)
-    secrets: dict[str, str] = field(default_factory=dict)  # file name in .secrets/ → value
-    notes: list[str] = field(default_factory=list)
-
-    def yaml(self) -> str:
-        return "".join("---\n" + yaml.safe_dump(m, sort_keys=False, default_flow_style=False, width=120)
-                       for m in self.manifests)
+    """The file holds something a manifest cannot express; the message starts "line N: "
+    (import_text names the file)."""
 
 
 def _text(s: Stmt) -> str:
@@ -148,16 +135,18 @@ def _address(s: Stmt) -> dict[str, Any]:
 class Importer:
     """One keepalived.conf → manifests for one node."""
 
-    def __init__(self, node: str, secrets_path: str = SECRETS_ON_NODE):
+    def __init__(self, node: str, secrets_dir: Path):
         self.node = node
-        self.secrets_path = secrets_path
+        self.secrets_dir = secrets_dir
         self.out = Imported()
+        self.server_names: set[str] = set()
         self.global_version = 2
         self.runs_programs = False
 
     def secret(self, value: str, name: str) -> dict[str, str]:
-        self.out.secrets[name] = value
-        return {"file": f"{self.secrets_path}/{name}"}
+        path = self.secrets_dir / name
+        self.out.secrets[path] = value
+        return {"file": str(path)}
 
     def run(self, text: str) -> Imported:
         try:
@@ -205,8 +194,8 @@ class Importer:
                                       "keepalived_script); the import says script_user root explicitly")
         if settings or not (vips or servers):
             name = self.node if re.fullmatch(KEEPALIVED_NAME, self.node) else "imported"
-            self.out.manifests.append(self.manifest("Keepalived", name, settings))
-        self.out.manifests += vips + servers
+            self.out.documents.append(self.manifest("Keepalived", name, settings))
+        self.out.documents += vips + servers
         return self.out
 
     def manifest(self, kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -494,9 +483,9 @@ class Importer:
                 self.runs_programs = True
             else:
                 _verbatim([c], spec)
-        names = {m["metadata"]["name"] for m in self.out.manifests}
-        if name in names or any(name == n for n in names):
+        if name in self.server_names:  # the same address and port for another protocol
             name = f"{name}_{index}"
+        self.server_names.add(name)
         return self.manifest("VirtualServer", name, spec)
 
     def real_server(self, s: Stmt) -> dict[str, Any]:
@@ -539,73 +528,28 @@ def _looks_like_shell(argv: list[str]) -> bool:
     return any(a in ("|", "||", "&&", ";", ">", ">>", "<", "2>&1") or a.startswith(("$(", "`")) for a in argv[1:])
 
 
-def import_text(text: str, node: str, secrets_path: str = SECRETS_ON_NODE) -> Imported:
-    """Manifests for `node` from a keepalived.conf's text. Raises ImportError_."""
-    return Importer(node, secrets_path).run(text)
+_LINE = re.compile(r"^line (\d+): ")
 
 
-def validate_imported(imported: Imported, folder: Path) -> list[str]:
-    """Load the written manifests as `reconcile validate` would (without native checks)."""
-    from controller.loader import TreeError, load_tree
-
+def import_text(text: str, source: str, placement: dict[str, str], secrets_dir: Path) -> Imported:
+    """Manifests for the node `placement` names from a keepalived.conf's text (`source`
+    names it in problems and notes). Raises ImportProblem naming `source:line`."""
+    node = placement.get("node")
+    if not node:
+        raise ImportProblem(f"{source}: a keepalived.conf is one node's file (its priorities, states and source "
+                            "addresses are that node's): import it with --node NAME, once per node")
     try:
-        load_tree(folder)
-    except TreeError as err:
-        return [str(p) for p in err.problems]
-    except ValidationError as err:  # pragma: no cover - the loader turns these into problems
-        return [str(err)]
-    return []
-
-
-def write(imported: Imported, folder: Path, name: str = "keepalived.yaml") -> Path:
-    """Write the manifests, and the secrets in `.secrets/` (0600, never in the manifests)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    target.write_text(imported.yaml())
-    if imported.secrets:
-        secrets = folder / ".secrets"
-        secrets.mkdir(mode=0o700, exist_ok=True)
-        (secrets / ".gitignore").write_text("*\n")
-        for fname, value in imported.secrets.items():
-            path = secrets / fname
-            path.write_text(value + "\n")
-            path.chmod(0o600)
-    return target
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="reconcile import keepalived",
-                                description="write manifests that reproduce a keepalived.conf")
-    p.add_argument("file", nargs="?", type=Path, help="a keepalived.conf (or --live)")
-    p.add_argument("--live", action="store_true", help=f"import this node's {CONFIG}")
-    p.add_argument("--node", default=None, help="the node the file is from (default: this host's name)")
-    p.add_argument("-o", "--output", type=Path, default=None, help="folder to write keepalived.yaml and .secrets/ "
-                   "into (default: print the manifests; secrets are then not written)")
-    p.add_argument("--secrets-path", default=SECRETS_ON_NODE, help="where the node keeps the secret files")
-    args = p.parse_args(argv)
-    if args.live == (args.file is not None):
-        p.error("give a FILE or --live")
-    path = CONFIG if args.live else args.file
-    node = args.node or socket.gethostname().split(".")[0]
-    try:
-        imported = import_text(path.read_text(), node, args.secrets_path)
-    except OSError as err:
-        print(f"reconcile import keepalived: {path}: {err.strerror}", file=sys.stderr)
-        return 1
+        imported = Importer(node, secrets_dir).run(text)
     except ImportError_ as err:
-        print(f"reconcile import keepalived: {path}:{str(err).removeprefix('line ')}", file=sys.stderr)
-        return 1
-    for note in imported.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if args.output is None:
-        sys.stdout.write(imported.yaml())
-        if imported.secrets:
-            print(f"note: {len(imported.secrets)} secret(s) not written (give -o DIR to write them to DIR/.secrets)",
-                  file=sys.stderr)
-        return 0
-    target = write(imported, args.output)
-    print(f"wrote {target}")
-    if imported.secrets:
-        print(f"wrote {len(imported.secrets)} secret file(s) to {args.output / '.secrets'}: install them on {node} as "
-              f"{args.secrets_path}/NAME (mode 0600); never commit them")
-    return 0
+        raise ImportProblem(_LINE.sub(lambda m: f"{source}:{m.group(1)}: ", str(err), 1)
+                            if _LINE.match(str(err)) else f"{source}: {err}") from None
+    imported.notes = [_LINE.sub(lambda m: f"{source}:{m.group(1)}: ", n, 1) for n in imported.notes]
+    return imported
+
+
+def live(node: str) -> tuple[str, str]:
+    """The keepalived.conf this node runs."""
+    try:
+        return str(CONFIG), CONFIG.read_text()
+    except FileNotFoundError:
+        raise ImportProblem(f"{CONFIG}: keepalived has no configuration on this node") from None

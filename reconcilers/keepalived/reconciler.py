@@ -19,13 +19,18 @@ drift; what is drift besides the configuration:
 - `vipPresentOnMaster: false`: keepalived says MASTER but an address is missing.
 
 The programs keepalived would run and the files it would include need the node's policy
-(policy.py); a virtual server needs IPVS in the kernel (without it keepalived's checker
+(reconcilers/policy.py); a virtual server needs IPVS in the kernel (without it keepalived's checker
 exits and takes VRRP down with it). Both are refused in `validate`, naming the objects.
 `manager: pacemaker` VIPs belong to the ClusterResource reconciler; while it is not
 installed they are listed here and deferred, never silently absent.
+
+Health (health.py judges): each VIP's addresses held by exactly one node, asked of the link
+(netprobe); keepalived itself for the node and the Keepalived object; each virtual server
+in the kernel's IPVS table. `drain`/`undrain` are the contract's run-time hooks (drain.py).
 """
 from __future__ import annotations
 
+import ipaddress
 import queue
 import subprocess
 import threading
@@ -33,17 +38,23 @@ from typing import Any, Iterator
 
 import reconcilers
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Key, Node, Outcomes,
-    Reconciler, Refusal, install_batch, read_secret,
+    GENERATED_HEADER, NODE, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Health, HealthReport,
+    Key, Node, NodeNote, Outcomes, Reconciler, Refusal, Skipped, install_batch, read_secret,
 )
-from reconcilers.keepalived import check, guard
+from reconcilers import netprobe
+from reconcilers.keepalived import check, drain, guard
+from reconcilers.keepalived.drain import DrainResult
 from reconcilers.keepalived.conf import Rendered, Stmt, SyntaxProblem, parse, render_file
-from reconcilers.keepalived.daemon import CONFIG, Keepalived, ipvs_available, read_config, signature
+from reconcilers.keepalived.daemon import CONFIG, IPVS_PROC, Keepalived, ipvs_available, read_config, signature
+from reconcilers.keepalived.health import (
+    addresses_health, daemon_health, keepalived_health, parse_ip_vs, service_key, virtual_server_health,
+)
 from reconcilers.keepalived.files import files_state, install_files, observed_files
 from reconcilers.keepalived.model import Instance, instances_in, state_of
-from reconcilers.keepalived.policy import WRITES_FILES, policy_allows, refusal_text
 from reconcilers.keepalived.render import DEFAULTS, HEADER, NodeConfig, render_node, render_text, split_owner
 from reconcilers.keepalived.vrrp import MASTER, RunningInstance, holders
+from reconcilers.policy import load_policy
+from schemas.keepalived import CAPABILITIES, WRITES_FILES
 
 KINDS = ("Keepalived", "VirtualIP", "VirtualServer")
 RUNNING, STOPPED, RELOAD_NEEDED, NOT_RESPONDING = "running", "stopped", "reload-needed", "not-responding"
@@ -187,41 +198,59 @@ class KeepalivedReconciler(Reconciler):
     # -- validate
 
     def validate(self, node: Node) -> list[Refusal | str]:
+        """The node's policy and the secrets first (refusals naming the objects), then
+        `keepalived -t` on the whole file, its complaints pinned on the objects.
+
+        For another node than this machine (`validate` in CI), the policy, the secret files
+        and the kernel's IPVS are that node's: what they decide is reported as skipped, and
+        `keepalived -t` complaining only that the node's interfaces are not here is too."""
         if not self.config.sections:
             return []
-        refusals = self._policy(node) + self._secrets(node)
-        if self.config.sections and any(o.startswith("VirtualServer/") for o in self.config.owners()) \
-                and not ipvs_available():
-            for who in self.config.owners():
-                if who.startswith("VirtualServer/"):
-                    refusals.append(Refusal(
-                        f"{self._where(who, 'spec')}: this node's kernel has no IPVS (/proc/net/ip_vs is missing): "
-                        "keepalived's checker would exit and stop keepalived, VRRP included", tuple(check.keys(who))))
+        skipped: list[Refusal | str] = []
+        try:
+            refusals = self._policy(node) + self._secrets(node) + self._ipvs(node)
+        except ApplyError as err:  # an unreadable or malformed policy file
+            return [str(err)]
+        if not node.local:
+            skipped = [Skipped(f"{r.message} (this is {node.name}'s to decide: not checked on this machine)")
+                       for r in refusals]
+            refusals = []
         held = {k for r in refusals for k in r.objects}
         rendered, files = self._compose(node, lambda who: not set(check.keys(who)) & held)
         problems = check.check_file(node, rendered, files)
-        return refusals + check.attribute(problems, rendered, self._instance_owners(), self._server_owners())
+        if not node.local:
+            missing, rest = check.missing_interfaces(problems)
+            if missing and not rest:
+                return skipped + [Skipped(
+                    f"keepalived -t: interface {', '.join(missing)} is {node.name}'s and not on this machine; "
+                    "everything else in its keepalived.conf was checked")]
+        return skipped + refusals + check.attribute(problems, rendered, self._instance_owners(), self._server_owners())
 
     def _policy(self, node: Node) -> list[Refusal]:
+        """Programs, includes and written files the node's policy does not allow."""
+        policy = load_policy()
         out = []
         for p in self.config.programs:
             if p.builtin:
                 continue
             what = "notify" if "notify" in p.field or "quorum" in p.field else "scripts"
-            if not policy_allows(node, "keepalived", what):
-                out.append(Refusal(f"{self._where(p.owner, p.field)}: runs {p.command.command[0]}: "
-                                   f"{refusal_text('keepalived', what)}", tuple(check.keys(p.owner))))
-        if self.config.includes and not policy_allows(node, "keepalived", "include"):
+            if not policy.allows("keepalived", what):
+                out.append(Refusal(f"{self._where(p.owner, p.field)}: " + policy.refusal(
+                    "keepalived", what, f"runs {p.command.command[0]}, {CAPABILITIES[what]}"),
+                    tuple(check.keys(p.owner))))
+        if self.config.includes and not policy.allows("keepalived", "include"):
             who = self.config.owners()[0]
-            out.append(Refusal(f"{self._where(who, 'spec.includes')}: {refusal_text('keepalived', 'include')}",
-                               tuple(check.keys(who))))
-        if not policy_allows(node, "keepalived", "files"):
+            out.append(Refusal(f"{self._where(who, 'spec.includes')}: " + policy.refusal(
+                "keepalived", "include", f"{', '.join(self.config.includes)}: {CAPABILITIES['include']}"),
+                tuple(check.keys(who))))
+        if not policy.allows("keepalived", "files"):
             for who, stmts in self.config.sections:
                 writes = sorted({" ".join(s.words) for top in stmts for s in top.walk()
                                  if s.keyword in WRITES_FILES or s.keyword == "init_file" and "overwrite" in s.args})
                 if writes:
-                    out.append(Refusal(f"{self._where(who, 'spec')}: {'; '.join(writes)}: "
-                                       f"{refusal_text('keepalived', 'files')}", tuple(check.keys(who))))
+                    out.append(Refusal(f"{self._where(who, 'spec')}: " + policy.refusal(
+                        "keepalived", "files", f"{'; '.join(writes)}: {CAPABILITIES['files']}"),
+                        tuple(check.keys(who))))
         return out
 
     def _secrets(self, node: Node) -> list[Refusal]:
@@ -232,6 +261,15 @@ class KeepalivedReconciler(Reconciler):
             except ApplyError as err:
                 out.append(Refusal(f"{self._where(who, '')}: {err}", tuple(check.keys(who))))
         return out
+
+    def _ipvs(self, node: Node) -> list[Refusal]:
+        """Virtual servers need IPVS in the kernel: without it keepalived's checker exits and
+        takes keepalived, VRRP included, down with it."""
+        if ipvs_available():
+            return []
+        return [Refusal(f"{self._where(who, 'spec')}: this node's kernel has no IPVS (/proc/net/ip_vs is missing): "
+                        "keepalived's checker would exit and stop keepalived, VRRP included", tuple(check.keys(who)))
+                for who in self.config.owners() if who.startswith("VirtualServer/")]
 
     def _where(self, who: str, field: str) -> str:
         """file:line: field of an object's manifest, for people."""
@@ -282,8 +320,8 @@ class KeepalivedReconciler(Reconciler):
             return [PACEMAKER_NOTE]
         notes = []
         if not self.generated:
-            notes.append(f"{CONFIG} was not written by reconcile: apply will refuse to replace it "
-                         "(move it away, or import it with `reconcile import keepalived --live`)")
+            notes.append(NodeNote(f"{CONFIG} was not written by reconcile: apply will refuse to replace it "
+                                  "(move it away, or import it with `reconcile import keepalived --live`)"))
         have = change.observed or {}
         if have.get("staleAddress"):
             notes.append("split-brain guard: keepalived is not running but its addresses are still on this node; "
@@ -297,22 +335,137 @@ class KeepalivedReconciler(Reconciler):
         if change.kind == "VirtualIP" and change.desired and len(self._instances_of(change.name)) > 1:
             notes.append("addresses of both families: one VRRP instance per family "
                          f"({', '.join(i.name for i in self._instances_of(change.name))})")
+        # One start, reload or stop carries every change of the pass: said once for the node.
         if change.action == "delete" and len(self.config.sections) == 0:
-            notes.append("nothing of keepalived is left on this node: keepalived will be stopped and its file removed")
+            notes.append(NodeNote("nothing of keepalived is left on this node: keepalived will be stopped and its "
+                                  "file removed"))
         elif self.pid is None:
-            notes.append("keepalived will be started")
+            notes.append(NodeNote("keepalived will be started"))
         else:
-            notes.append("keepalived will be reloaded (SIGHUP) once for all changes; the addresses stay where they "
-                         "are unless the priorities say otherwise")
+            notes.append(NodeNote("keepalived will be reloaded (SIGHUP) once for all changes; the addresses stay "
+                                  "where they are unless the priorities say otherwise"))
         return notes
+
+    # -- health
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Each VIP's addresses held by exactly one node (one probe burst per interface, ARP
+        and IPv6 neighbour solicitations, for the addresses and the peers' own addresses,
+        which name the replying MACs); keepalived itself (running, answering, not drained,
+        no FAULT, no tracked check lowering the priority), for the node and the Keepalived
+        object; each virtual server in the kernel's IPVS table with its real servers."""
+        report: HealthReport = {}
+        vips = self._vip_addresses()
+        if vips:
+            report["VirtualIP"] = self._vip_health(node, vips)
+        running = self.pid is not None
+        drained = drain.drained(node) if running and self.config.instances else False
+        if self.config.instances:
+            report[NODE] = {"keepalived": keepalived_health(running, self.dump, self.config.instances, drained)}
+        settings = [name for who in self.config.owners() if who.startswith("Keepalived/")
+                    for _, name in check.keys(who)]
+        if settings:
+            report["Keepalived"] = {name: daemon_health(running, self.dump, bool(self.config.instances), drained)
+                                    for name in settings}
+        servers = {vs.metadata.name: vs for vs in self.tree.on_node("VirtualServer", node.name)} if self.tree else {}
+        if servers:
+            try:
+                table: dict | None = parse_ip_vs(IPVS_PROC.read_text())
+            except FileNotFoundError:
+                table = None
+            report["VirtualServer"] = {
+                name: virtual_server_health(service_key(s.spec.address, s.spec.port, s.spec.protocol or "TCP",
+                                                        s.spec.fwmark), len(s.spec.realServers), table, running)
+                for name, s in servers.items() if s.spec.group is None}  # a group's services: not judged
+        return report
+
+    def _vip_addresses(self) -> dict[str, list[tuple[str, str, str]]]:
+        """VirtualIP name → (address, interface it is put on, instance) of each address its
+        instances carry, from the desired statements (a `dev` word moves an address)."""
+        out: dict[str, list[tuple[str, str, str]]] = {}
+        for who, stmts in self.config.sections:
+            for s in stmts:
+                if s.keyword != "vrrp_instance" or not s.args:
+                    continue
+                block = s.first("virtual_ipaddress")
+                for c in (block.body or []) if block is not None else []:
+                    words = c.words
+                    dev = words[words.index("dev") + 1] if "dev" in words[:-1] else s.value("interface") or ""
+                    for kind, name in check.keys(who):
+                        if kind == "VirtualIP":
+                            out.setdefault(name, []).append((words[0], dev, s.args[0]))
+        return out
+
+    def _vip_health(self, node: Node, vips: dict[str, list[tuple[str, str, str]]]) -> dict[str, Health]:
+        peers = self._peers(node)
+        by_interface: dict[str, set[str]] = {}
+        for addresses in vips.values():
+            for address, interface, _ in addresses:
+                by_interface.setdefault(interface, set()).add(address)
+        answers: dict[str, set[str]] = {}
+        failed: dict[str, str] = {}
+        for interface, addresses in sorted(by_interface.items()):
+            try:
+                answers.update(netprobe.probe(node, interface, [*addresses, *peers]))
+            except OSError as err:
+                failed[interface] = f"cannot probe {interface}: {err.strerror or err}"
+        names = netprobe.names_by_mac(answers, peers)
+        out: dict[str, Health] = {}
+        for vip, addresses in vips.items():
+            broken = [failed[i] for _, i, _ in addresses if i in failed]
+            if broken:
+                out[vip] = Health.unknown("ProbeFailed", broken[0])
+                continue
+            found = []
+            for address, _, instance in addresses:
+                live = self.dump.get(instance) if self.dump else None
+                ip = str(ipaddress.ip_address(address.split("/")[0]))
+                holders_ = netprobe.holders(bool(holders(self.addrs, address)), node.name, answers.get(ip, set()), names)
+                found.append((address, holders_, live.state_name if live else None))
+            out[vip] = addresses_health(found, node.name)
+        return out
+
+    def _peers(self, node: Node) -> dict[str, str]:
+        """A node address of each other node of this node's keepalived VIPs → its name."""
+        peers: dict[str, str] = {}
+        for vip in self.tree.on_node("VirtualIP", node.name) if self.tree else []:
+            if vip.spec.manager == "keepalived":
+                for other in self.tree.nodes_of(vip):
+                    address = self.tree.node_address(other)
+                    if other != node.name and address:
+                        peers[address.split("/")[0]] = other
+        return peers
+
+    # -- drain
+
+    def drain(self, node: Node, force: bool = False, timeout: float | None = None) -> str | None:
+        """Move this node's addresses to its peers without a reload (drain.py); None when
+        reconcile does not manage keepalived here. Raises DrainRefused when no peer takes
+        an address over (it is undrained again: at least once)."""
+        if not drain.manages(node):
+            return None
+        result: DrainResult = drain.drain(node, force=force, timeout=timeout)
+        if not result.moved:
+            return "keepalived: this node was MASTER of nothing"
+        return f"keepalived: {', '.join(result.moved)} taken over by a peer in {result.seconds:.2f}s"
+
+    def undrain(self, node: Node) -> str | None:
+        """Let this node's instances take part in elections again."""
+        if not drain.manages(node):
+            return None
+        drain.undrain(node)
+        return "keepalived: back in the elections"
 
     # -- render
 
     def render(self, node: Node) -> dict[str, str]:
-        """The files this node would get (after `desired`), secrets as references."""
+        """The files this node would get (after `desired`): keepalived.conf with the secrets
+        read on this machine (the caller redacts what it prints), and the shipped scripts.
+        Reads the secrets, nothing else; writes nothing."""
         if not self.config.sections:
             return {}
-        rendered, config = render_text(self.tree, node.name, node.state_dir, masked)
+        rendered, config = render_text(self.tree, node.name, node.state_dir, lambda ref: read_secret(ref, node))
         return {str(CONFIG): rendered.text} | {f.target(): f.content for f in config.files}
 
     def _instances_of(self, vip: str) -> list[Instance]:

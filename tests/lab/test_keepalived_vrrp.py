@@ -199,12 +199,12 @@ def test_vrrp2_with_a_password_interoperates_with_a_hand_configured_keepalived(l
     (lab.shared / "hand.conf").write_text(HAND)
     out = lab.shared / "imported"
     r = lab.exec("lb1", ["reconcile", "import", "keepalived", str(lab.shared / "hand.conf"), "--node", "lb1",
-                         "-o", str(out)])
-    assert "never commit them" in r.stdout
+                         "--output-dir", str(out)])
+    assert "keepalived.yaml: 2 manifests" in r.stdout, r.stdout + r.stderr
     manifests = (out / "keepalived.yaml").read_text()
     assert "1234" not in manifests and "file: /etc/reconcile/secrets/keepalived/VI_1.auth_pass" in manifests
-    lab.write_file("lb1", "/etc/reconcile/secrets/keepalived/VI_1.auth_pass",
-                   (out / ".secrets" / "VI_1.auth_pass").read_text(), mode=0o600)
+    # the password went to the node's secrets folder, 0600 (the default --secrets-dir)
+    assert lab.exec("lb1", ["stat", "-c", "%a", "/etc/reconcile/secrets/keepalived/VI_1.auth_pass"]).stdout == "600\n"
     (repo.root / "cluster.yaml").write_text(CLUSTER)
     (repo.root / "vips.yaml").write_text(manifests.replace("lb1: 100", "lb1: 150"))
     repo.apply("lb1")
@@ -434,7 +434,7 @@ def test_programs_need_the_node_policy_and_the_rest_still_lands(lab, repo):
     by = {o["name"]: o for o in record["objects"]}
     assert rc == 1 and by["noisy"]["status"] == "failed" and by["quiet"]["status"] == "changed", by
     assert "spec.keepalived.notify.master: runs /usr/bin/logger" in by["noisy"]["error"]
-    assert "policy does not allow keepalived to run notify scripts" in by["noisy"]["error"]
+    assert "does not allow keepalived capability 'notify'" in by["noisy"]["error"]
     text = lab.read_file("lb3", CONFIG)
     assert "vrrp_instance quiet" in text and "noisy" not in text and "logger" not in text
     wait_holders(lab, "192.0.2.181", {"lb3"})

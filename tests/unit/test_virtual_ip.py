@@ -380,7 +380,9 @@ def test_programs_are_refused_where_the_node_policy_does_not_allow_them(tmp_path
     assert set(by) == {(("VirtualIP", "web-vip"),), (("Keepalived", "web"),)}
     assert by[(("VirtualIP", "web-vip"),)].startswith(f"vips.yaml:{line_of(tmp_path, 'notify:')}: "
                                                       "spec.keepalived.notify.master: runs /usr/bin/logger")
-    assert "policy does not allow keepalived to run notify scripts" in by[(("VirtualIP", "web-vip"),)]
+    assert "does not allow keepalived capability 'notify'" in by[(("VirtualIP", "web-vip"),)]
+    assert f"this node's policy ({policy} (absent))" in by[(("VirtualIP", "web-vip"),)]
+    assert "does not allow keepalived capability 'scripts'" in by[(("Keepalived", "web"),)]
     policy.write_text("keepalived: {allow: [scripts, notify]}\n")
     assert rec._policy(node) == []
 
@@ -394,7 +396,8 @@ def test_directives_that_write_files_need_the_node_policy_too(tmp_path, monkeypa
     monkeypatch.setenv("RECONCILE_POLICY", str(tmp_path / "policy.yaml"))
     [refusal] = rec._policy(node)
     assert refusal.objects == (("Keepalived", "web"),)
-    assert "init_file 0 overwrite; reload_file /etc/shadow" in refusal.message and "allow: [files]" in refusal.message
+    assert "init_file 0 overwrite; reload_file /etc/shadow" in refusal.message
+    assert "does not allow keepalived capability 'files'" in refusal.message
     (tmp_path / "policy.yaml").write_text("keepalived: {allow: [files]}\n")
     assert rec._policy(node) == []
 
