@@ -329,6 +329,59 @@ IPv4 = Annotated[str, AfterValidator(_ipv4), Field(json_schema_extra={"pattern":
 IPv4Prefix = Annotated[str, AfterValidator(_ipv4_interface), Field(json_schema_extra={"pattern": IPV4_PREFIX_PATTERN})]
 """An address with its prefix length, as `ip addr` writes it: 192.0.2.100/24."""
 
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+def ip_maybe_prefix(value: str) -> str:
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address (a.b.c.d[/n] or an IPv6 address[/n])") from None
+    return f"{iface.ip}/{iface.network.prefixlen}" if "/" in value else str(iface.ip)
+
+
+def _ip_prefix(value: str) -> str:
+    if "/" not in value:
+        raise ValueError(f"{value!r} needs a prefix length, e.g. 192.0.2.100/24 or 2001:db8::100/64")
+    return ip_maybe_prefix(value)
+
+
+def _ipv6_pattern() -> str:
+    """Every form `ipaddress` reads an IPv6 address in: eight groups, or fewer around one
+    `::`, the last two groups possibly written as IPv4, a zone after `%`."""
+    h, v4 = "[0-9A-Fa-f]{1,4}", IPV4_PATTERN[1:-1]
+    alts = [f"(?:{h}:){{7}}{h}", f"(?:{h}:){{6}}{v4}"]
+    for width in (0, 2):  # the right of `::` ends in groups, or in an IPv4 address (two groups)
+        for left in range(0, 8 - width):
+            room = 7 - width - left  # groups the right side may still hold (`::` stands for one at least)
+            lhs = f"(?:{h}:){{{left - 1}}}{h}" if left > 1 else (h if left == 1 else "")
+            if width:
+                rhs = (f"(?:{h}:){{0,{room}}}" if room > 0 else "") + v4
+            else:
+                rhs = f"(?:{h}(?::{h}){{0,{room - 1}}})?" if room > 0 else ""
+            alts.append(f"{lhs}::{rhs}")
+    return f"(?:{'|'.join(alts)})(?:%[^%/]+)?"
+
+
+_IPV6 = _ipv6_pattern()
+_V4_PREFIX = IPV4_PREFIX_PATTERN[1:-1]
+_V6_PREFIX = rf"{_IPV6}/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9])"
+IP_ADDRESS_PATTERN = f"^(?:{IPV4_PATTERN[1:-1]}|{_IPV6})$"
+IP_PREFIX_PATTERN = f"^(?:{_V4_PREFIX}|{_V6_PREFIX})$"
+IP_MAYBE_PREFIX_PATTERN = f"^(?:{_V4_PREFIX}|{IPV4_PATTERN[1:-1]}|{_V6_PREFIX}|{_IPV6})$"
+IPAddress = Annotated[str, AfterValidator(_ip), Field(json_schema_extra={"pattern": IP_ADDRESS_PATTERN})]
+"""An IPv4 or IPv6 address, kept as Python writes it (2001:db8::10, not 2001:0db8::0010)."""
+IPPrefix = Annotated[str, AfterValidator(_ip_prefix), Field(json_schema_extra={"pattern": IP_PREFIX_PATTERN})]
+"""An IPv4 or IPv6 address with its prefix length: 192.0.2.100/24, 2001:db8::100/64."""
+IPAddressMaybePrefix = Annotated[str, AfterValidator(ip_maybe_prefix),
+                                 Field(json_schema_extra={"pattern": IP_MAYBE_PREFIX_PATTERN})]
+"""An IPv4 or IPv6 address, with or without its prefix length."""
+
 # --- paths: absolute, in normal form, no '..' ------------------------------------------------
 
 _PATH_CHARS = re.compile(r"[A-Za-z0-9_./@+-]{1,4095}")
@@ -643,6 +696,10 @@ PATTERN_HELP: dict[str, str] = {
     HOME_PATTERN: "must be an absolute path of letters, digits, _ . / - and % expansions, e.g. /home/%u",
     IPV4_PATTERN: "must be an IPv4 address such as 192.0.2.10",
     IPV4_PREFIX_PATTERN: "must be an IPv4 address with its prefix length, such as 192.0.2.100/24",
+    IP_ADDRESS_PATTERN: "must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10",
+    IP_PREFIX_PATTERN: "must be an IPv4 or IPv6 address with its prefix length, such as 192.0.2.100/24 or "
+                       "2001:db8::100/64",
+    IP_MAYBE_PREFIX_PATTERN: "must be an IPv4 or IPv6 address, optionally with its prefix length (192.0.2.100/24)",
     ABSOLUTE_PATH_PATTERN: "must be an absolute path in normal form, of letters, digits and _ . / @ + -",
     GROUP_PATTERN: "must be a group name: letters, digits, single spaces and . _ ' -",
     RCLONE_KEY: "must be an rclone option name: lower-case letters, digits and '_', e.g. known_hosts_file",

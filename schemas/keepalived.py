@@ -23,13 +23,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
 
-from schemas.common import AbsolutePath, FileContent, IfName, Manifest, Metadata, Placement, SecretRef, Strict, UserName
+from schemas.common import PATTERN_HELP, AbsolutePath, FileContent, IfName, Manifest, Metadata, Placement, SecretRef, Strict, UserName
 
 MANAGED_SCRIPTS = "/etc/keepalived/reconcile"
 """The folder reconcile owns for scripts shipped from git (nothing else is written there)."""
 
 KEEPALIVED_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$"
 KeepalivedName = Annotated[str, StringConstraints(pattern=KEEPALIVED_NAME)]
+PATTERN_HELP[KEEPALIVED_NAME] = "must be a keepalived name: letters, digits and _ . - (at most 63, not starting " \
+                                "with . or -)"
 """A name as keepalived configurations use them (`VI_1`, `chk_haproxy`, `lb-vips`): letters,
 digits, '_', '.', '-', at most 63, not starting with '.' or '-'."""
 
@@ -54,7 +56,9 @@ def _arg_word(value: str) -> str:
     return value
 
 
-ArgWord = Annotated[str, AfterValidator(_arg_word)]
+ARG_WORD_PATTERN = r"^[^\"\\$'\x00-\x1f\x7f]{1,255}$"
+ArgWord = Annotated[str, AfterValidator(_arg_word), Field(json_schema_extra={"pattern": ARG_WORD_PATTERN})]
+PATTERN_HELP[ARG_WORD_PATTERN] = "must be one argument: no quote, '\\', '$' or control character, at most 255"
 
 
 def _not_a_shell_line(value: Any) -> Any:
@@ -156,7 +160,23 @@ def _line(value: str) -> str:
     return value
 
 
-Line = Annotated[str, AfterValidator(_line)]
+def _line_pattern() -> str:
+    """`_line`'s rules as a JSON Schema pattern, for editors (the Python check stays the
+    authority and gives the message): one line of words and quoted strings, no block or
+    comment sign outside quotes, no '$' or '\\', not a keyword that runs a program, holds a
+    secret or reads a file, not keepalived's @ ~ $ syntax."""
+    keywords = "|".join(sorted(RUNS_PROGRAMS | SECRET_KEYWORDS | CONTROL_KEYWORDS, key=len, reverse=True))
+    plain = r"[^\"'{}#!$\\\x00-\x1f\x7f]"
+    inside = r"[^$\\\x00-\x1f\x7f"
+    return (rf"^[ \t]*(?!(?:{keywords}|(?!track_script(?:[ \t]|$))[A-Za-z0-9_]*_script)(?:[ \t]|$))(?![@~])"
+            rf"(?:{plain}|\"{inside}\"]*\"|'{inside}']*')+$")
+
+
+LINE_PATTERN = _line_pattern()
+PATTERN_HELP[LINE_PATTERN] = ("must be one keepalived directive as written: one line, no '{', '}', '#' or '!' outside "
+                              "quotes, no '$' or '\\', not a program, secret or include keyword (those have typed "
+                              "fields)")
+Line = Annotated[str, AfterValidator(_line), Field(json_schema_extra={"pattern": LINE_PATTERN})]
 """One keepalived directive carried as written (`garp_master_delay 10`, `lb_algo wlc`)."""
 
 
@@ -164,8 +184,8 @@ class Block(Strict):
     """A keepalived block carried as written: its header line, its lines and its blocks."""
 
     block: Line = Field(description="the block's first line without '{', e.g. `static_ipaddress`")
-    lines: list[Line] = Field(default_factory=list)
-    blocks: list["Block"] = Field(default_factory=list)
+    lines: list[Line] = Field(default_factory=list, description="the block's lines, each one directive as written")
+    blocks: list["Block"] = Field(default_factory=list, description="blocks inside this block, written the same way")
 
 
 Block.model_rebuild()
@@ -190,9 +210,10 @@ def typed_keywords_in(lines: list, typed: dict[str, str], field: str) -> list[tu
 class Command(Strict):
     """A program keepalived runs, and the user (and group) it runs as."""
 
-    command: Argv
+    command: Argv = Field(description="the program and its arguments, an argv list such as [/usr/bin/pgrep, -x, "
+                                      "haproxy]; never a shell line")
     user: UserName | None = Field(None, description="default: the Keepalived manifest's globalDefs.scriptUser")
-    group: UserName | None = None
+    group: UserName | None = Field(None, description="the group it runs as (needs user)")
 
     @model_validator(mode="after")
     def _group_needs_user(self) -> "Command":
@@ -202,23 +223,28 @@ class Command(Strict):
 
 
 class TrackInterface(Strict):
-    name: IfName
-    weight: Annotated[int, Field(ge=-253, le=253)] | None = None
-    reverse: bool = False
+    """An interface whose state moves the instance's priority (or, weight 0, puts it in FAULT)."""
+
+    name: IfName = Field(description="the interface")
+    weight: Annotated[int, Field(ge=-253, le=253)] | None = Field(
+        None, description="priority change while it is down; 0 or absent: down puts the instance in FAULT")
+    reverse: bool = Field(False, description="the weight applies while the interface is up instead")
 
 
 class TrackRef(Strict):
     """A tracked script, file, process or BFD instance, by name, with an optional weight."""
 
-    name: KeepalivedName
-    weight: Annotated[int, Field(ge=-254, le=254)] | None = None
+    name: KeepalivedName = Field(description="the tracked item's name, as the Keepalived manifest (or a "
+                                             "bfd_instance block) defines it")
+    weight: Annotated[int, Field(ge=-254, le=254)] | None = Field(
+        None, description="overrides the item's own weight for this instance")
     reverse: bool | None = Field(None, description="true: `reverse`, false: `noreverse`, absent: neither")
 
 
 class Track(Strict):
     """What moves an instance's priority or puts it in FAULT."""
 
-    interfaces: list[TrackInterface] = Field(default_factory=list)
+    interfaces: list[TrackInterface] = Field(default_factory=list, description="track_interface: interfaces")
     scripts: list[TrackRef] = Field(default_factory=list, description="names of the Keepalived manifest's scripts")
     files: list[TrackRef] = Field(default_factory=list, description="names of its trackFiles")
     processes: list[TrackRef] = Field(default_factory=list, description="names of its trackProcesses")
@@ -231,13 +257,14 @@ class Track(Strict):
 class Notify(Strict):
     """Programs keepalived runs on a state change (each needs the node's policy)."""
 
-    master: Command | None = None
-    backup: Command | None = None
-    fault: Command | None = None
-    stop: Command | None = None
-    deleted: Command | None = None
+    master: Command | None = Field(None, description="notify_master: run on becoming MASTER")
+    backup: Command | None = Field(None, description="notify_backup: run on becoming BACKUP")
+    fault: Command | None = Field(None, description="notify_fault: run on entering FAULT")
+    stop: Command | None = Field(None, description="notify_stop: run when the instance stops (keepalived exits)")
+    deleted: Command | None = Field(None, description="notify_deleted: run when the instance is removed by a reload")
     any: Command | None = Field(None, description="`notify`: run on every change with TYPE NAME STATE PRIORITY")
-    masterRxLowerPri: Command | None = None
+    masterRxLowerPri: Command | None = Field(
+        None, description="notify_master_rx_lower_pri: run when a MASTER hears an advert of lower priority")
 
     def commands(self) -> dict[str, Command]:
         return {k: v for k, v in ((k, getattr(self, k)) for k in NOTIFY_KEYWORDS) if v is not None}
@@ -255,62 +282,76 @@ NOTIFY_KEYWORDS = {
 class VrrpScript(Strict):
     """A `vrrp_script`: a check keepalived runs every `interval` seconds."""
 
-    command: Argv
-    interval: Annotated[int, Field(ge=1, le=86400)] | None = None
-    timeout: Annotated[int, Field(ge=1, le=86400)] | None = None
+    command: Argv = Field(description="the check: an argv list, exit 0 is success; never a shell line")
+    interval: Annotated[int, Field(ge=1, le=86400)] | None = Field(None, description="seconds between runs (default 1)")
+    timeout: Annotated[int, Field(ge=1, le=86400)] | None = Field(None, description="seconds before a run counts as "
+                                                                                    "failed")
     weight: Annotated[int, Field(ge=-253, le=253)] | None = Field(
         None, description="0 or absent: a failure puts the tracking instances in FAULT; otherwise a priority change")
-    reverse: bool = False
-    rise: Annotated[int, Field(ge=1, le=1000)] | None = None
-    fall: Annotated[int, Field(ge=1, le=1000)] | None = None
-    user: UserName | None = None
-    group: UserName | None = None
-    initFail: bool = False
-    extra: list[Line] = Field(default_factory=list)
+    reverse: bool = Field(False, description="the weight applies while the check succeeds instead")
+    rise: Annotated[int, Field(ge=1, le=1000)] | None = Field(None, description="successes in a row before it is OK")
+    fall: Annotated[int, Field(ge=1, le=1000)] | None = Field(None, description="failures in a row before it is KO")
+    user: UserName | None = Field(None, description="the user it runs as (default: globalDefs.scriptUser)")
+    group: UserName | None = Field(None, description="the group it runs as (needs user)")
+    initFail: bool = Field(False, description="`init_fail`: the check counts as failed until it first succeeds")
+    extra: list[Line] = Field(default_factory=list, description="other lines of the vrrp_script block, as written")
 
 
 class InitFile(Strict):
-    value: int = 0
-    overwrite: bool = False
+    """`init_file`: create the tracked file at start-up."""
+
+    value: int = Field(0, description="the number written into it")
+    overwrite: bool = Field(False, description="also when it exists (writes a file: needs the node policy's "
+                                               "`files`)")
 
 
 class TrackFile(Strict):
     """A `track_file`: a number in a file moves the priority (weight 0: non-zero is FAULT)."""
 
-    file: AbsolutePath
-    weight: Annotated[int, Field(ge=-254, le=254)] | None = None
-    reverse: bool = False
-    initFile: InitFile | None = None
+    file: AbsolutePath = Field(description="the file holding the number")
+    weight: Annotated[int, Field(ge=-254, le=254)] | None = Field(
+        None, description="the number times this is added to the priority; 0 or absent: non-zero is FAULT")
+    reverse: bool = Field(False, description="subtract instead of add")
+    initFile: InitFile | None = Field(None, description="create the file at start-up")
 
 
 class TrackProcess(Strict):
     """A `vrrp_track_process`: whether a process runs (matched on its name or command line)."""
 
-    process: Annotated[list[ArgWord], Field(min_length=1)]
-    paramMatch: Literal["initial", "partial"] | None = None
-    weight: Annotated[int, Field(ge=-254, le=254)] | None = None
-    reverse: bool = False
-    quorum: Annotated[int, Field(ge=0)] | None = None
-    quorumMax: Annotated[int, Field(ge=0)] | None = None
-    forkDelay: Annotated[float, Field(ge=0, le=3600)] | None = None
-    terminateDelay: Annotated[float, Field(ge=0, le=3600)] | None = None
-    delay: Annotated[float, Field(ge=0, le=3600)] | None = None
-    fullCommand: bool = False
+    process: Annotated[list[ArgWord], Field(min_length=1)] = Field(
+        description="the process name, or its command line word by word")
+    paramMatch: Literal["initial", "partial"] | None = Field(
+        None, description="how the command line's words match: all given (absent), the first ones, any part")
+    weight: Annotated[int, Field(ge=-254, le=254)] | None = Field(
+        None, description="priority change while too few run; 0 or absent: FAULT")
+    reverse: bool = Field(False, description="the weight applies while it runs instead")
+    quorum: Annotated[int, Field(ge=0)] | None = Field(None, description="at least this many must run (default 1)")
+    quorumMax: Annotated[int, Field(ge=0)] | None = Field(None, description="at most this many may run")
+    forkDelay: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+        None, description="seconds to wait after a fork before counting")
+    terminateDelay: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+        None, description="seconds to wait after a process ends before counting")
+    delay: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+        None, description="both delays at once")
+    fullCommand: bool = Field(False, description="match the full command line, not the process name")
 
 
 class SyncGroup(Strict):
     """A `vrrp_sync_group`: instances that change state together."""
 
-    instances: Annotated[list[KeepalivedName], Field(min_length=1)]
-    track: Track = Field(default_factory=Track)
-    notify: Notify = Field(default_factory=Notify)
-    extra: list[Line] = Field(default_factory=list)
+    instances: Annotated[list[KeepalivedName], Field(min_length=1)] = Field(
+        description="the VRRP instances (keepalived VirtualIPs, or their groups) of the group")
+    track: Track = Field(default_factory=Track, description="what the whole group tracks")
+    notify: Notify = Field(default_factory=Notify, description="programs run on the group's state changes")
+    extra: list[Line] = Field(default_factory=list, description="other lines of the vrrp_sync_group block")
 
 
 class Fifo(Strict):
-    path: AbsolutePath
-    user: UserName | None = None
-    group: UserName | None = None
+    """A FIFO keepalived writes its notifications into."""
+
+    path: AbsolutePath = Field(description="the FIFO's path")
+    user: UserName | None = Field(None, description="its owner")
+    group: UserName | None = Field(None, description="its group (needs user)")
     script: Command | None = Field(None, description="a program keepalived starts to read the FIFO")
 
 
@@ -320,8 +361,10 @@ Host = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,2
 
 
 class SmtpServer(Strict):
-    host: Host
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """Where keepalived sends its e-mail."""
+
+    host: Host = Field(description="the server's address or host name")
+    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(None, description="default 25")
 
 
 class GlobalDefs(Strict):
@@ -330,22 +373,23 @@ class GlobalDefs(Strict):
     routerId: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,63}$")] | None = Field(
         None, description="default: the node's name")
     scriptUser: UserName | None = Field(None, description="the user scripts run as (`script_user`)")
-    scriptGroup: UserName | None = None
+    scriptGroup: UserName | None = Field(None, description="the group scripts run as (needs scriptUser)")
     enableScriptSecurity: bool | None = Field(
         None, description="default: on whenever a program runs (keepalived then refuses scripts others can change)")
-    notificationEmail: list[Email] = Field(default_factory=list)
-    notificationEmailFrom: Email | None = None
-    smtpServer: SmtpServer | None = None
-    smtpHeloName: Host | None = None
-    smtpConnectTimeout: Annotated[int, Field(ge=1, le=3600)] | None = None
-    maxAutoPriority: Annotated[int, Field(ge=-1, le=99)] | None = None
-    vrrpVersion: Literal[2, 3] | None = None
-    notifyFifo: Fifo | None = None
-    vrrpNotifyFifo: Fifo | None = None
-    lvsNotifyFifo: Fifo | None = None
-    startupScript: Command | None = None
-    shutdownScript: Command | None = None
-    extra: list[Line] = Field(default_factory=list)
+    notificationEmail: list[Email] = Field(default_factory=list, description="addresses e-mailed on state changes")
+    notificationEmailFrom: Email | None = Field(None, description="the sender of those e-mails")
+    smtpServer: SmtpServer | None = Field(None, description="the server they go through")
+    smtpHeloName: Host | None = Field(None, description="the name keepalived gives in HELO")
+    smtpConnectTimeout: Annotated[int, Field(ge=1, le=3600)] | None = Field(None, description="seconds")
+    maxAutoPriority: Annotated[int, Field(ge=-1, le=99)] | None = Field(
+        None, description="the real-time scheduling priority keepalived may raise itself to (-1: never)")
+    vrrpVersion: Literal[2, 3] | None = Field(None, description="the default VRRP version of IPv4 instances")
+    notifyFifo: Fifo | None = Field(None, description="a FIFO for every notification")
+    vrrpNotifyFifo: Fifo | None = Field(None, description="a FIFO for VRRP notifications")
+    lvsNotifyFifo: Fifo | None = Field(None, description="a FIFO for LVS notifications")
+    startupScript: Command | None = Field(None, description="a program run when keepalived starts")
+    shutdownScript: Command | None = Field(None, description="a program run when keepalived stops")
+    extra: list[Line] = Field(default_factory=list, description="any other global_defs line, as written")
 
     @model_validator(mode="after")
     def _checks(self) -> "GlobalDefs":
@@ -383,9 +427,9 @@ class ScriptFile(Strict):
     path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./@+-]{1,255}$")] = Field(
         description="a file name below /etc/keepalived/reconcile, or an absolute path inside it")
     content: FileContent = Field(description="the script itself (written as the whole file, never into a line)")
-    mode: Mode = 0o750
-    owner: UserName = "root"
-    group: UserName = "root"
+    mode: Mode = Field(0o750, description="its mode, octal (no group or other write bit: script security)")
+    owner: UserName = Field("root", description="its owner")
+    group: UserName = Field("root", description="its group")
 
     def target(self) -> str:
         return self.path if self.path.startswith("/") else f"{MANAGED_SCRIPTS}/{self.path}"
@@ -407,21 +451,26 @@ class ScriptFile(Strict):
 class Ssl(Strict):
     """The `SSL` block used by SSL_GET checks."""
 
-    password: SecretRef | None = None
-    ca: AbsolutePath | None = None
-    certificate: AbsolutePath | None = None
-    key: AbsolutePath | None = None
+    password: SecretRef | None = Field(None, description="the key's password, by reference ({file: …} or {env: …})")
+    ca: AbsolutePath | None = Field(None, description="the CA certificate file")
+    certificate: AbsolutePath | None = Field(None, description="the client certificate file")
+    key: AbsolutePath | None = Field(None, description="the client key file")
 
 
 class KeepalivedSpec(Placement):
-    globalDefs: GlobalDefs = Field(default_factory=GlobalDefs)
+    """keepalived's settings on the nodes it lands on (at most one Keepalived per node)."""
+
+    globalDefs: GlobalDefs = Field(default_factory=GlobalDefs, description="the global_defs block")
     scripts: dict[KeepalivedName, VrrpScript] = Field(default_factory=dict, description="vrrp_script blocks")
-    trackFiles: dict[KeepalivedName, TrackFile] = Field(default_factory=dict)
-    trackProcesses: dict[KeepalivedName, TrackProcess] = Field(default_factory=dict)
-    syncGroups: dict[KeepalivedName, SyncGroup] = Field(default_factory=dict)
+    trackFiles: dict[KeepalivedName, TrackFile] = Field(default_factory=dict, description="track_file blocks, by "
+                                                                                          "name")
+    trackProcesses: dict[KeepalivedName, TrackProcess] = Field(default_factory=dict,
+                                                               description="vrrp_track_process blocks, by name")
+    syncGroups: dict[KeepalivedName, SyncGroup] = Field(default_factory=dict,
+                                                        description="vrrp_sync_group blocks, by name")
     virtualServerGroups: dict[KeepalivedName, list[Line]] = Field(
         default_factory=dict, description="virtual_server_group NAME { ADDRESS[-RANGE] PORT | fwmark N … }")
-    ssl: Ssl | None = None
+    ssl: Ssl | None = Field(None, description="the SSL block of SSL_GET checks")
     files: list[ScriptFile] = Field(default_factory=list, description="scripts shipped from git")
     includes: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./*?@+-]{1,255}$")]] = Field(
         default_factory=list, description="`include` lines (other files keepalived reads; needs the node's policy)")
@@ -430,7 +479,12 @@ class KeepalivedSpec(Placement):
 
 
 class KeepalivedMetadata(Metadata):
-    name: KeepalivedName  # type: ignore[assignment]
+    """What the object is called (as keepalived configurations name things) and how the
+    agent treats changes made outside git."""
+
+    name: KeepalivedName = Field(  # type: ignore[assignment]
+        description="Its name, unique per kind: letters, digits and _ . - (at most 63, as keepalived names "
+                    "things: VI_1, chk_haproxy), kept exactly.")
 
 
 class Keepalived(Manifest):

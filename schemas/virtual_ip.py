@@ -24,7 +24,10 @@ from typing import Annotated, Literal, TypeVar, Union
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from schemas.common import IfName, Manifest, Metadata, Name, PacemakerInterval, Placement, SecretRef, Strict
+from schemas.common import (
+    IP_MAYBE_PREFIX_PATTERN, IfName, IPAddress, IPAddressMaybePrefix, IPPrefix, Manifest, Metadata, Name, PacemakerInterval, Placement,
+    PATTERN_HELP, SecretRef, Strict, ip_maybe_prefix,
+)
 from schemas.keepalived import (
     Command, KeepalivedName, Line, Notify, Track, program_problems, settings_on, track_problems, typed_keywords_in,
 )
@@ -40,27 +43,6 @@ def default_priority(index: int) -> int:
     return max(1, 100 - 10 * index)
 
 
-def _ip(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
-
-
-def _ip_maybe_prefix(value: str) -> str:
-    try:
-        iface = ipaddress.ip_interface(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an address (a.b.c.d[/n] or an IPv6 address[/n])") from None
-    return f"{iface.ip}/{iface.network.prefixlen}" if "/" in value else str(iface.ip)
-
-
-def _ip_prefix(value: str) -> str:
-    if "/" not in value:
-        raise ValueError(f"{value!r} needs a prefix length, e.g. 192.0.2.100/24 or 2001:db8::100/64")
-    return _ip_maybe_prefix(value)
-
-
 def _peer(value: str) -> str:
     if value != " ".join(value.split()):
         raise ValueError(f"{value!r}: a peer is words separated by single spaces (no tabs, line breaks or control "
@@ -68,7 +50,7 @@ def _peer(value: str) -> str:
     words = value.split()
     if not words:
         raise ValueError("an empty peer")
-    _ip_maybe_prefix(words[0])
+    ip_maybe_prefix(words[0])
     rest = words[1:]
     if len(rest) % 2 or any(k not in ("min_ttl", "max_ttl") or not v.isdigit() or int(v) > 255
                             for k, v in zip(rest[::2], rest[1::2])):
@@ -76,10 +58,12 @@ def _peer(value: str) -> str:
     return " ".join(words)
 
 
-IP = Annotated[str, AfterValidator(_ip)]
-IPPrefix = Annotated[str, AfterValidator(_ip_prefix)]
-Address = Annotated[str, AfterValidator(_ip_maybe_prefix)]
-Peer = Annotated[str, AfterValidator(_peer)]
+IP = IPAddress
+Address = IPAddressMaybePrefix
+PEER_PATTERN = (f"^{IP_MAYBE_PREFIX_PATTERN[1:-1]}"
+                r"( (min_ttl|max_ttl) ([0-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5])){0,2}$")
+PATTERN_HELP[PEER_PATTERN] = "must be an address, optionally followed by min_ttl N and/or max_ttl N"
+Peer = Annotated[str, AfterValidator(_peer), Field(json_schema_extra={"pattern": PEER_PATTERN})]
 Word = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/+-]{1,64}$")]
 T = TypeVar("T")
 PerNode = Union[T, dict[Name, T]]
@@ -93,8 +77,10 @@ class VipAddress(Strict):
     dev: IfName | None = Field(None, description="another interface than the instance's (a VIP on another device)")
     label: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")] | None = Field(
         None, description="an alias name such as eth0:vip (IPv4)")
-    scope: Literal["site", "link", "host", "nowhere", "global"] | None = None
-    brd: Annotated[str, StringConstraints(pattern=r"^([0-9.]{7,15}|[+-])$")] | None = None
+    scope: Literal["site", "link", "host", "nowhere", "global"] | None = Field(
+        None, description="the address's scope (`scope`), as ip-address(8) says")
+    brd: Annotated[str, StringConstraints(pattern=r"^([0-9.]{7,15}|[+-])$")] | None = Field(
+        None, description="its broadcast address (IPv4), or + / - to set or clear the host bits")
     noTrack: bool = Field(False, description="deleting the address by hand does not take the instance out of MASTER")
     options: list[Word] = Field(default_factory=list, description="other words of the line: peer X, home, -nodad, …")
 
@@ -110,19 +96,25 @@ class VipAddress(Strict):
 class Authentication(Strict):
     """VRRPv2 authentication. The password is a secret reference, never inline."""
 
-    type: Literal["PASS", "AH"]
+    type: Literal["PASS", "AH"] = Field(description="PASS: a password in clear in each advert; AH: IPsec AH")
     password: SecretRef = Field(description="{file: /path} or {env: NAME}; keepalived uses its first 8 characters")
 
 
 class Garp(Strict):
     """Gratuitous ARP / unsolicited NA of this instance."""
 
-    masterDelay: Annotated[int, Field(ge=0, le=86400)] | None = None
-    masterRepeat: Annotated[int, Field(ge=1, le=1000)] | None = None
-    masterRefresh: Annotated[int, Field(ge=0, le=86400)] | None = None
-    masterRefreshRepeat: Annotated[int, Field(ge=1, le=1000)] | None = None
-    lowerPrioDelay: Annotated[int, Field(ge=0, le=86400)] | None = None
-    lowerPrioRepeat: Annotated[int, Field(ge=1, le=1000)] | None = None
+    masterDelay: Annotated[int, Field(ge=0, le=86400)] | None = Field(
+        None, description="garp_master_delay: seconds after becoming MASTER before the second burst")
+    masterRepeat: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="garp_master_repeat: messages per burst")
+    masterRefresh: Annotated[int, Field(ge=0, le=86400)] | None = Field(
+        None, description="garp_master_refresh: seconds between repeated bursts while MASTER (0: none)")
+    masterRefreshRepeat: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="garp_master_refresh_repeat: messages per repeated burst")
+    lowerPrioDelay: Annotated[int, Field(ge=0, le=86400)] | None = Field(
+        None, description="garp_lower_prio_delay: seconds before a burst after hearing a lower priority")
+    lowerPrioRepeat: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="garp_lower_prio_repeat: messages per such burst")
 
 
 GARP_KEYWORDS = {
@@ -171,15 +163,16 @@ class KeepalivedOptions(Strict):
                           "An entry may add `min_ttl N` / `max_ttl N`")
     unicastSrcIp: PerNode[Address] | None = Field(None, description="default: the node's Cluster address")
     mcastSrcIp: PerNode[Address] | None = Field(None, description="the source address of adverts (`mcast_src_ip`)")
-    mcastDstIp: IP | None = None
-    authentication: Authentication | None = None
-    nativeIpv6: bool = False
+    mcastDstIp: IP | None = Field(None, description="another multicast group for the adverts (`mcast_dst_ip`)")
+    authentication: Authentication | None = Field(None, description="VRRPv2 authentication (version: 2)")
+    nativeIpv6: bool = Field(False, description="`native_ipv6`: an IPv6 instance even without IPv6 addresses")
     excludedAddresses: list[VipAddress] = Field(default_factory=list, description="virtual_ipaddress_excluded")
     routes: list[Line] = Field(default_factory=list, description="virtual_routes lines, e.g. `0.0.0.0/0 via 192.0.2.1`")
     rules: list[Line] = Field(default_factory=list, description="virtual_rules lines, e.g. `from 192.0.2.0/24 table 1`")
-    track: Track = Field(default_factory=Track)
-    notify: Notify = Field(default_factory=Notify)
-    garp: Garp = Field(default_factory=Garp)
+    track: Track = Field(default_factory=Track, description="what moves this instance's priority or puts it in "
+                                                            "FAULT")
+    notify: Notify = Field(default_factory=Notify, description="programs run on this instance's state changes")
+    garp: Garp = Field(default_factory=Garp, description="gratuitous ARP / unsolicited NA settings")
     extra: list[Line] = Field(default_factory=list, description="any other vrrp_instance directive, as written")
 
     def interval(self) -> float:
@@ -246,17 +239,24 @@ class VirtualIPSpec(Placement):
             if ipaddress.ip_interface(self.address).version != 4:
                 raise ValueError("manager pacemaker manages IPv4 addresses (IPaddr2) only")
         if self.manager == "keepalived" and self.pacemaker is not None:
-            raise ValueError("spec.pacemaker is for manager keepalived")
+            raise ValueError("spec.pacemaker is for manager pacemaker")
         if self.address is not None and self.addresses:
             raise ValueError("give spec.address or spec.addresses, not both")
         return self
 
 
 class VirtualIPMetadata(Metadata):
-    name: KeepalivedName  # type: ignore[assignment]
+    """What the VIP is called (its VRRP instance's name) and how the agent treats changes
+    made outside git."""
+
+    name: KeepalivedName = Field(  # type: ignore[assignment]
+        description="Its name, unique among VirtualIPs: letters, digits and _ . - (at most 63); keepalived's "
+                    "vrrp_instance takes it as it is (VI_1).")
 
 
 class VirtualIP(Manifest):
+    """A floating address: keepalived (VRRP, at least once) or Pacemaker (IPaddr2, at most once)."""
+
     kind: Literal["VirtualIP"]
     metadata: VirtualIPMetadata
     spec: VirtualIPSpec

@@ -16,9 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import Manifest, Metadata, Placement, Strict
+from schemas.common import IPAddress, Manifest, Metadata, Placement, Strict
 from schemas.keepalived import Block, Command, KeepalivedName, Line, typed_keywords_in
-from schemas.virtual_ip import IP
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 CheckType = Literal["TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHECK", "DNS_CHECK", "PING_CHECK",
@@ -28,7 +27,7 @@ CheckType = Literal["TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHEC
 class Check(Strict):
     """One health checker of a real server."""
 
-    type: CheckType
+    type: CheckType = Field(description="the checker: TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, …")
     misc: Command | None = Field(None, description="MISC_CHECK: the program (`misc_path`) and its user")
     extra: list[Line] = Field(default_factory=list, description="the checker's other lines, e.g. connect_timeout 3")
     blocks: list[Block] = Field(default_factory=list, description="e.g. {block: url, lines: [path /, status_code 200]}")
@@ -44,13 +43,15 @@ class Check(Strict):
 
 
 class RealServer(Strict):
-    address: IP
-    port: Port | None = None
-    notifyUp: Command | None = None
-    notifyDown: Command | None = None
-    checks: list[Check] = Field(default_factory=list)
+    """One `real_server`: a machine the virtual service forwards to, and how it is checked."""
+
+    address: IPAddress = Field(description="its IPv4 or IPv6 address")
+    port: Port | None = Field(None, description="its port (absent: the virtual service's, or a fwmark service's)")
+    notifyUp: Command | None = Field(None, description="notify_up: a program run when its checks pass again")
+    notifyDown: Command | None = Field(None, description="notify_down: a program run when a check fails")
+    checks: list[Check] = Field(default_factory=list, description="its health checkers")
     extra: list[Line] = Field(default_factory=list, description="e.g. weight 100, inhibit_on_failure")
-    blocks: list[Block] = Field(default_factory=list)
+    blocks: list[Block] = Field(default_factory=list, description="any other block of the real_server, as written")
 
     @model_validator(mode="after")
     def _checks(self) -> "RealServer":
@@ -61,16 +62,19 @@ class RealServer(Strict):
 
 
 class VirtualServerSpec(Placement):
-    address: IP | None = None
+    """The virtual service (address and port, fwmark or group), its real servers and checks."""
+
+    address: IPAddress | None = Field(None, description="the service's address (give one of address, fwmark, group)")
     port: Port | None = Field(None, description="absent only for a persistent service (port 0)")
-    fwmark: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
+    fwmark: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = Field(
+        None, description="a firewall mark selecting the service's packets")
     group: KeepalivedName | None = Field(None, description="a virtual_server_group of the Keepalived manifest")
-    protocol: Literal["TCP", "UDP", "SCTP"] | None = None
-    realServers: list[RealServer] = Field(default_factory=list)
-    quorumUp: Command | None = None
-    quorumDown: Command | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] | None = Field(None, description="default TCP")
+    realServers: list[RealServer] = Field(default_factory=list, description="the machines it forwards to")
+    quorumUp: Command | None = Field(None, description="quorum_up: a program run when enough real servers are up")
+    quorumDown: Command | None = Field(None, description="quorum_down: a program run when too few are")
     extra: list[Line] = Field(default_factory=list, description="e.g. lb_algo rr, lb_kind NAT, persistence_timeout 50")
-    blocks: list[Block] = Field(default_factory=list)
+    blocks: list[Block] = Field(default_factory=list, description="any other block of the virtual_server, as written")
 
     @model_validator(mode="after")
     def _checks(self) -> "VirtualServerSpec":
@@ -88,7 +92,10 @@ class VirtualServerSpec(Placement):
 
 
 class VirtualServerMetadata(Metadata):
-    name: KeepalivedName  # type: ignore[assignment]
+    """What the virtual server is called, and how the agent treats changes made outside git."""
+
+    name: KeepalivedName = Field(  # type: ignore[assignment]
+        description="Its name, unique among VirtualServers: letters, digits and _ . - (at most 63).")
 
 
 class VirtualServer(Manifest):
