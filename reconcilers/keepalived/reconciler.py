@@ -212,7 +212,7 @@ class KeepalivedReconciler(Reconciler):
         except ApplyError as err:  # an unreadable or malformed policy file
             return [str(err)]
         if not node.local:
-            skipped = [Skipped(f"{r.message} (this is {node.name}'s to decide: not checked on this machine)")
+            skipped = [Skipped(f"{r.message} (decided on {node.name}: not checked on this machine)")
                        for r in refusals]
             refusals = []
         held = {k for r in refusals for k in r.objects}
@@ -267,8 +267,11 @@ class KeepalivedReconciler(Reconciler):
         takes keepalived, VRRP included, down with it."""
         if ipvs_available():
             return []
-        return [Refusal(f"{self._where(who, 'spec')}: this node's kernel has no IPVS (/proc/net/ip_vs is missing): "
-                        "keepalived's checker would exit and stop keepalived, VRRP included", tuple(check.keys(who)))
+        why = ("this node's kernel has no IPVS (/proc/net/ip_vs is missing): keepalived's checker would exit and "
+               "stop keepalived, VRRP included") if node.local else \
+            (f"this machine's kernel has no IPVS; {node.name}'s must have it (/proc/net/ip_vs), or keepalived's "
+             "checker exits and stops keepalived, VRRP included")
+        return [Refusal(f"{self._where(who, 'spec')}: {why}", tuple(check.keys(who)))
                 for who in self.config.owners() if who.startswith("VirtualServer/")]
 
     def _where(self, who: str, field: str) -> str:
