@@ -45,7 +45,10 @@ def addresses_health(found: list[tuple[str, list[str], str | None]], node: str) 
         if wrong:
             return Health.degraded(reason, "; ".join(f"{a.split('/')[0]}: {h.message}" if reason != "SplitBrain"
                                                      else h.message for a, h in wrong))
-    return Health.healthy("HeldOnce", "; ".join(f"{a.split('/')[0]} {h.message}" for a, h in each))
+    together: dict[str, list[str]] = {}  # "held by lb1; this node is BACKUP" → its addresses
+    for address, health in each:
+        together.setdefault(health.message, []).append(address.split("/")[0])
+    return Health.healthy("HeldOnce", "; ".join(f"{', '.join(ips)} {message}" for message, ips in together.items()))
 
 
 def keepalived_health(running: bool, dump: dict[str, Any] | None, instances: Iterable[Any],

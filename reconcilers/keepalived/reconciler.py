@@ -34,6 +34,7 @@ import ipaddress
 import queue
 import subprocess
 import threading
+import time
 from typing import Any, Iterator
 
 import reconcilers
@@ -50,7 +51,7 @@ from reconcilers.keepalived.health import (
     addresses_health, daemon_health, keepalived_health, parse_ip_vs, service_key, virtual_server_health,
 )
 from reconcilers.keepalived.files import files_state, install_files, observed_files
-from reconcilers.keepalived.model import Instance, instances_in, state_of
+from reconcilers.keepalived.model import Instance, instances_in, master_down_seconds, state_of
 from reconcilers.keepalived.render import DEFAULTS, HEADER, NodeConfig, render_node, render_text, split_owner
 from reconcilers.keepalived.vrrp import MASTER, RunningInstance, holders
 from reconcilers.policy import load_policy
@@ -58,6 +59,7 @@ from schemas.keepalived import CAPABILITIES, WRITES_FILES
 
 KINDS = ("Keepalived", "VirtualIP", "VirtualServer")
 RUNNING, STOPPED, RELOAD_NEEDED, NOT_RESPONDING = "running", "stopped", "reload-needed", "not-responding"
+ELECTION_MARGIN = 0.5  # seconds beyond the master-down interval: adverts on a busy node, gratuitous ARP
 PACEMAKER_NOTE = ("manager: pacemaker: this address becomes an IPaddr2 primitive of the ClusterResource "
                   "reconciler, which is not installed yet; nothing is done for it here")
 
@@ -124,6 +126,7 @@ class KeepalivedReconciler(Reconciler):
         self.pid: int | None = None
         self.dump: dict[str, RunningInstance] | None = None
         self.addrs: dict[str, set[str]] = {}
+        self.elected_by = 0.0  # monotonic time by which the election after this instance's start/reload is due
 
     # -- desired
 
@@ -427,6 +430,10 @@ class KeepalivedReconciler(Reconciler):
                 holders_ = netprobe.holders(bool(holders(self.addrs, address)), node.name, answers.get(ip, set()), names)
                 found.append((address, holders_, live.state_name if live else None))
             out[vip] = addresses_health(found, node.name)
+            left = self.elected_by - time.monotonic()
+            if out[vip].reason == "NotHeld" and left > 0:
+                out[vip] = Health.unknown("ElectionPending", f"keepalived was just started or reloaded here: its "
+                                                             f"election is due within {left:.1f}s ({out[vip].message})")
         return out
 
     def _peers(self, node: Node) -> dict[str, str]:
@@ -556,6 +563,10 @@ class KeepalivedReconciler(Reconciler):
             daemon.reload(pid)
         running = daemon.wait_loaded(instances)
         guard.restore_master_addresses(node, daemon, instances, running)
+        if instances and (pid is None or written or moved):
+            # An election follows a start or reload: until it is due, health says so
+            # rather than judging the addresses (`apply --wait` asks again on this instance).
+            self.elected_by = time.monotonic() + max(master_down_seconds(i) for i in instances) + ELECTION_MARGIN
 
     def _runs(self, instances: list[Instance]) -> bool:
         return self.dump is not None and set(self.dump) == {i.name for i in instances} \

@@ -64,7 +64,12 @@ def test_ipv6_holders_are_named_by_the_peers_own_addresses_too():
 def test_every_address_held_once_is_healthy_and_says_who_holds_each():
     h = addresses_health([("192.0.2.100/24", ["lb1"], "BACKUP"), ("2001:db8::100/64", ["lb2"], "MASTER")], "lb2")
     assert (h.status, h.reason) == ("Healthy", "HeldOnce")
-    assert "192.0.2.100 held by lb1" in h.message and "2001:db8::100 held by lb2 (this node)" in h.message
+    assert h.message == "192.0.2.100 held by lb1; this node is BACKUP; 2001:db8::100 held by lb2 (this node); this node is MASTER"
+
+
+def test_addresses_held_by_the_same_node_are_said_once():
+    h = addresses_health([("192.0.2.150/24", ["lb1"], "BACKUP"), ("2001:db8::150/64", ["lb1"], "BACKUP")], "lb2")
+    assert h.message == "192.0.2.150, 2001:db8::150 held by lb1; this node is BACKUP"
 
 
 def test_one_address_on_two_nodes_is_a_split_brain_even_when_another_is_held_by_nobody():
