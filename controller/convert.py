@@ -154,7 +154,7 @@ def main_render(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from controller.identity import IdentityError, choose_node, this_host
     from controller.loader import TreeError, load_tree
-    from reconcilers import REGISTRY, NotInstalled, reconciler_class
+    from reconcilers import installed
     from reconcilers.base import ApplyError, Node, Runner
 
     json_out = args.output == "json"
@@ -176,15 +176,9 @@ def main_render(argv: list[str]) -> int:
     node = Node(choice.name, Runner(dry_run=True), local=choice.local)
     present = {i.kind for i in tree.for_node(node.name)}
     files: dict[str, str | bytes] = {}
-    done: list[type] = []
-    for kind in REGISTRY:
-        try:
-            cls = reconciler_class(kind)
-        except NotInstalled:
+    for cls in installed():
+        if getattr(cls, "render", None) is None or not present & {*cls.kinds, *cls.consumes}:
             continue
-        if cls in done or getattr(cls, "render", None) is None or not (kind in present or present & set(cls.consumes)):
-            continue
-        done.append(cls)
         rec = cls()
         try:
             rec.desired(tree, node)

@@ -29,7 +29,7 @@ def main(argv: list[str], command: str = "drain") -> int:
     from controller.cli import Parser, _print_json, envelope, problem
     from controller.identity import this_host
     from controller.state import DEFAULT_STATE_DIR
-    from reconcilers import REGISTRY, NotInstalled, reconciler_class
+    from reconcilers import installed
     from reconcilers.base import ApplyError, Node, Runner
 
     what = ("Take this machine out of service without changing its configuration: keepalived's peers take its "
@@ -60,16 +60,9 @@ def main(argv: list[str], command: str = "drain") -> int:
     node = Node(here, Runner(recording=bool(record_to)), args.state_dir or DEFAULT_STATE_DIR)
     said: dict[str, str] = {}
     try:
-        done: list[type] = []
-        for kind in REGISTRY:
-            try:
-                cls = reconciler_class(kind)
-            except NotInstalled:
+        for cls in installed():
+            if getattr(cls, command, None) is None:
                 continue
-            hook = getattr(cls, command, None)
-            if cls in done or hook is None:
-                continue
-            done.append(cls)
             rec = cls()
             answer = rec.drain(node, force=args.force, timeout=args.timeout) if command == "drain" \
                 else rec.undrain(node)

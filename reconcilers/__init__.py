@@ -40,3 +40,16 @@ def reconciler_class(kind: str) -> type[Reconciler]:
             raise NotInstalled(f"the {kind} reconciler is not installed yet ({module_name})") from None
         raise
     return getattr(module, cls_name)
+
+
+def installed() -> list[type[Reconciler]]:
+    """Every installed reconciler class once, in REGISTRY order (one may own several kinds)."""
+    out: list[type[Reconciler]] = []
+    for kind in REGISTRY:
+        try:
+            cls = reconciler_class(kind)
+        except NotInstalled:
+            continue
+        if cls not in out:
+            out.append(cls)
+    return out
