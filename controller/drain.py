@@ -32,8 +32,9 @@ def main(argv: list[str], command: str = "drain") -> int:
     from reconcilers import installed
     from reconcilers.base import ApplyError, Node, Runner
 
-    what = ("Take this machine out of service without changing its configuration: keepalived's peers take its "
-            "addresses over (no reload).") if command == "drain" else "Put this machine back in service after a drain."
+    what = ("Take this machine out of service without changing its configuration: each reconciler that can "
+            "does its part\n(e.g. keepalived's peers take this node's addresses over, no reload).") \
+        if command == "drain" else "Put this machine back in service after a drain."
     p = Parser(prog=f"reconcile {command}", epilog=EXIT_CODES, description=what)
     p.add_argument("node", nargs="?", help="this machine's node name (default: its host name); it acts only here")
     p.add_argument("--state-dir", type=Path, default=None, help=f"default: {DEFAULT_STATE_DIR}")
