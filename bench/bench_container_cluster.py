@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.lab import Lab, temporary_lab  # noqa: E402
-from reconcilers.pacemaker import parse_crm_mon  # noqa: E402
+from reconcilers.pacemaker.tools import parse_crm_mon  # noqa: E402
 
 NODES = ("lb1", "lb2")
 CLUSTER = """\

@@ -10,8 +10,8 @@ import importlib
 from reconcilers.base import Reconciler
 
 REGISTRY: dict[str, str] = {
-    "Cluster": "reconcilers.cluster:ClusterReconciler",
-    "ClusterResource": "reconcilers.cluster_resource:ClusterResourceReconciler",
+    "Cluster": "reconcilers.pacemaker.cluster:ClusterReconciler",
+    "ClusterResource": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
     "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
     "Backend": "reconcilers.backend:BackendReconciler",
     "Frontend": "reconcilers.frontend:FrontendReconciler",

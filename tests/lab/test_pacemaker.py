@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from controller.lab import Lab, temporary_lab
-from reconcilers.pacemaker import parse_crm_mon
+from reconcilers.pacemaker.tools import parse_crm_mon
 from tests.readonly_allowlist import allowed
 
 pytestmark = pytest.mark.lab

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.loader import load_tree
-from reconcilers import cluster as cluster_mod
+from reconcilers.pacemaker import cluster as cluster_mod
 from reconcilers.base import GENERATED_HEADER, Node, Runner
-from reconcilers.cluster import (
+from reconcilers.pacemaker.cluster import (
     ClusterReconciler, corosync_settings, observed_settings, parse_corosync_conf, render_corosync_conf,
 )
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from controller.loader import load_tree
-from reconcilers import pacemaker
+from reconcilers.pacemaker import tools as pacemaker
 from reconcilers.base import ApplyError, Node, Runner
-from reconcilers.cluster_resource import (
+from reconcilers.pacemaker.resources import (
     ClusterResourceReconciler, build_candidate, is_marked, parse_managed, render_unit,
 )
 
@@ -321,7 +321,7 @@ def test_a_placement_rule_edited_by_hand_is_drift(tmp_path):
 
 
 def test_a_delete_stops_the_resource_through_pacemaker_first(tmp_path):
-    from reconcilers.cluster_resource import stop_resource
+    from reconcilers.pacemaker.resources import stop_resource
 
     cib = stop_resource(live("cib_lxc_container.xml"), "ct1")
     ct1 = cib.find(".//primitive[@id='ct1']")

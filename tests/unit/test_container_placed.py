@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.loader import load_tree
-from reconcilers import pacemaker
+from reconcilers.pacemaker import tools as pacemaker
 from reconcilers.base import Change, Deferred, Node, Runner
 from reconcilers.container import (
     CLUSTER_TAG, RUNNING_INSTANCE_TAG, CgroupLayout, ContainerReconciler, _placed_by_pacemaker, config_path,

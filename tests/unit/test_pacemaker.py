@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcilers import pacemaker
+from reconcilers.pacemaker import tools as pacemaker
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pacemaker"
 

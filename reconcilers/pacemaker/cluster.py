@@ -36,7 +36,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterator
 
-from reconcilers import pacemaker
+from reconcilers.pacemaker import tools as pacemaker
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject, read_secret,
     pid_alive, systemd_running,

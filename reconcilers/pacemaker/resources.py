@@ -32,7 +32,7 @@ import time
 import xml.etree.ElementTree as ET
 from typing import Any, Callable, Iterable, Iterator
 
-from reconcilers import pacemaker
+from reconcilers.pacemaker import tools as pacemaker
 from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Node, Outcomes, Reconciler
 from reconcilers.container import config_path, stop_seconds
 from schemas.cluster_resource import MARKER
@@ -575,7 +575,7 @@ class ClusterResourceReconciler(Reconciler):
         its inventory: normally all of them), and the Cluster's properties as git has them
         (the Cluster is applied first). Built on the live CIB, or, for a cluster that does
         not run yet, on an empty one with its nodes, which a simulation then brings up."""
-        from reconcilers.cluster import ClusterReconciler
+        from reconcilers.pacemaker.cluster import ClusterReconciler
 
         nodes_up: list[str] = []
         try:
