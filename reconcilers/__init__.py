@@ -12,6 +12,7 @@ from reconcilers.base import Reconciler
 REGISTRY: dict[str, str] = {
     "Cluster": "reconcilers.pacemaker.cluster:ClusterReconciler",
     "ClusterResource": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
+    "ClusterConfig": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
     "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
     "Backend": "reconcilers.backend:BackendReconciler",
     "Frontend": "reconcilers.frontend:FrontendReconciler",

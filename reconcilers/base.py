@@ -256,12 +256,16 @@ class Node:
 
     `stopping()` is true once the run should apply nothing more (the agent got SIGTERM):
     a reconciler that applies many independent changes asks it between two of them.
+    `allow` holds what the operator allowed for this run (`--allow-disruption`, or a
+    `Reconcile-Allow:` trailer on the commit being applied): e.g. "disruption" lets the
+    Pacemaker guard pass a change that stops or moves resources it does not change.
     """
 
     name: str
     runner: Runner
     state_dir: Path = Path("/var/lib/reconcile")
     stop: Callable[[], bool] | None = None
+    allow: frozenset[str] = frozenset()
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop()

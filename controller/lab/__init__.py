@@ -41,7 +41,8 @@ other shapes. Mark lab tests `@pytest.mark.lab`.
 Constants: `DOMAIN` "corp.example.test", `REALM`, `NETBIOS_DOMAIN` "CORP", `DC_NODE`,
 `DC_ADDRESS`, `ADMIN_USER` "Administrator", `ADMIN_PASSWORD`, `USERS` {user: password}
 (alice, bob, carol), `GROUPS` {group: members} (alice in "app-admins" and "Domain Admins",
-bob in "web users"; carol in none), `JOIN_PASSWORD_FILE` (holds ADMIN_PASSWORD, mode 0600,
+bob in "web users"; carol in none), `COROSYNC_AUTHKEY_FILE` (a random Corosync authkey, the
+same in every node of a lab, mode 0400), `JOIN_PASSWORD_FILE` (holds ADMIN_PASSWORD, mode 0600,
 in every node of a lab with a DC), `SUBNET`, `lb_address(i)`, `LAB_BASE`.
 
 What a node is (see holder.py):
@@ -67,8 +68,8 @@ What a node is (see holder.py):
 - PATH in nodes starts with this installation's venv bin, so `reconcile` runs there.
 """
 from controller.lab.config import (  # noqa: F401
-    ADMIN_PASSWORD, ADMIN_USER, DC_ADDRESS, DC_NODE, DOMAIN, GROUPS, JOIN_PASSWORD_FILE, LAB_BASE,
-    NETBIOS_DOMAIN, REALM, SUBNET, USERS, lb_address,
+    ADMIN_PASSWORD, ADMIN_USER, COROSYNC_AUTHKEY_FILE, DC_ADDRESS, DC_NODE, DOMAIN, GROUPS, JOIN_PASSWORD_FILE,
+    LAB_BASE, NETBIOS_DOMAIN, REALM, SUBNET, USERS, lb_address,
 )
 from controller.lab.lab import (  # noqa: F401
     Lab, LabError, NodeCommandError, NodeProcess, reconcile, sweep_orphans, temporary_lab,

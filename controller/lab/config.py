@@ -47,3 +47,6 @@ GROUPS: dict[str, list[str]] = {
 }
 # Inside every node of a lab with a DC; the example DomainJoin manifest reads it.
 JOIN_PASSWORD_FILE = "/etc/reconcile/secrets/corp-join.password"
+# Inside every node of every lab (one random key per lab, as corosync-keygen makes it);
+# the example Cluster reads it.
+COROSYNC_AUTHKEY_FILE = "/etc/reconcile/secrets/corosync.authkey"

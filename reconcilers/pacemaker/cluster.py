@@ -1,34 +1,41 @@
-"""Cluster: Corosync 3 + Pacemaker 2 on this node, from a Cluster manifest.
+"""Cluster: Corosync 3 (+ corosync-qdevice) and Pacemaker 2 on this node, from a Cluster manifest.
 
-Per node (every member does this for itself): the authkey, corosync.conf (validated with
-`corosync -t`, installed atomically, reloaded with `corosync-cfgtool -R` when Corosync
-runs), and Corosync and Pacemaker started where they do not run. Cluster-wide (only the
-agent on Pacemaker's DC): the cluster properties in the CIB's crm_config, with
-`stonith-enabled` always stated.
+Per node (every member does this for itself): the authkey, corosync.conf (checked with
+`corosync -t`, installed atomically), a reload when Corosync runs and a reload is what the
+change needs (corosync.py says which changes need a restart: reconcile never restarts
+Corosync, the plan says which restart a change waits for), corosync-qdevice when the
+cluster has a quorum device, and Corosync, qdevice and Pacemaker started where they do
+not run. The cluster-wide CIB (properties, ...) is the ClusterResource reconciler's
+ClusterConfig object, written with the resources in one CIB update.
 
 The object's state, in the shape `observe` and `desired` share::
 
-    {"corosync": {"clusterName", "transport", "token", "crypto", "nodes", "quorum"},
+    {"corosync": {...corosync.py settings...},
      "file": "generated",                       # corosync.conf is exactly what we render
-     "authkey": "<secret: in sync>",            # only with spec.authkey; never the key
-     "daemons": {"corosync": "running", "pacemaker": "running"},
-     "properties": {"stonith-enabled": "false", ...}}
+     "authkey": "<secret: in sync>",            # with crypto on; never the key
+     "daemons": {"corosync": "running", "pacemaker": "running", "qdevice": "running"}}
+
+A new authkey (or cipher) takes effect on a reload, and knet re-reads the key on every
+reload on every node: a node that reloads before the others hold the new key would lose
+them. So each node publishes a digest of the key it holds (the transient node attribute
+`reconcile-corosync-key`), and the reload waits until every online member shows the same.
 
 A node that never ran Pacemaker gets its first CIB seeded with the cluster properties
-before pacemakerd starts, so that a new cluster elects its first DC after the manifest's
-`dc-deadtime` instead of Pacemaker's 20 s, and never runs a moment with stonith-enabled
-as anything but what git says. A node joining a running cluster takes the cluster's CIB
-(ours is the oldest possible version), so the seed can never overwrite a live cluster.
+before pacemakerd starts (so a new cluster never runs a moment with stonith-enabled as
+anything but what git says); a node joining a running cluster takes the cluster's CIB.
+A node whose only cluster is the Debian packages' untouched one-node `debian` cluster has
+it replaced without a manual step; any other cluster reconcile did not write is refused.
 """
 from __future__ import annotations
 
 import base64
+import copy
 import grp
+import hashlib
 import ipaddress
 import logging
 import os
 import pwd
-import re
 import shutil
 import tempfile
 import time
@@ -36,132 +43,23 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterator
 
-from reconcilers.pacemaker import tools as pacemaker
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject, read_secret,
-    pid_alive, systemd_running,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject, Refusal, native_check,
+    read_secret, wait_until,
 )
-from schemas.common import duration_ms
+from reconcilers.pacemaker import corosync, daemons, tools
+from reconcilers.pacemaker.cluster_cib import cluster_config_state, section, write_properties
 
 log = logging.getLogger("reconcile.cluster")
 
-COROSYNC_CONF = Path("/etc/corosync/corosync.conf")
-AUTHKEY = Path("/etc/corosync/authkey")
-COROSYNC_LOG = "/var/log/corosync/corosync.log"
-COROSYNC_PIDFILE = Path("/run/corosync.pid")
-PACEMAKERD_PIDFILE = Path("/run/pacemakerd.pid")
-PACEMAKERD = "/usr/sbin/pacemakerd"
-PACEMAKER_DEFAULTS = Path("/etc/default/pacemaker")
-CIB_DIR = Path("/var/lib/pacemaker/cib")
-
-CRYPTO = "aes256/sha256"
-START_WAIT_SECONDS = 20.0
-STOP_WAIT_SECONDS = 600.0  # Pacemaker moves every resource away before it ends
+COROSYNC_CONF = daemons.COROSYNC_CONF
+AUTHKEY = Path(corosync.AUTHKEY)
+CIB_DIR = daemons.CIB_DIR
 WATCH_SECONDS = 2.0
-# Changing these in corosync.conf needs Corosync restarted on every node; a reload does
-# not apply them (corosync.conf(5)). We never restart it ourselves: that moves resources.
-RESTART_FIELDS = ("clusterName", "transport", "crypto")
+KEY_ATTRIBUTE = "reconcile-corosync-key"
+KEY_WAIT_SECONDS = 10.0
 SECRET_IN_SYNC, SECRET_DIFFERS = "<secret: in sync>", "<secret: differs>"
-
-
-# --- corosync.conf: render and parse -----------------------------------------------------
-
-
-def corosync_settings(name: str, spec: Any) -> dict[str, Any]:
-    """The normalized Corosync settings of a Cluster manifest."""
-    two_node = spec.quorum.twoNode if spec.quorum.twoNode is not None else len(spec.nodes) == 2
-    wait_for_all = spec.quorum.waitForAll if spec.quorum.waitForAll is not None else two_node
-    return {
-        "clusterName": name,
-        "transport": spec.transport,
-        "token": duration_ms(spec.token),
-        "crypto": CRYPTO if spec.authkey is not None else "none",
-        "nodes": [{"name": n.name, "id": n.id, "address": n.address.split("/")[0]} for n in spec.nodes],
-        "quorum": {"twoNode": two_node, "waitForAll": wait_for_all},
-    }
-
-
-def render_corosync_conf(settings: dict[str, Any], explicit_wait_for_all: bool, keyfile: str = str(AUTHKEY)) -> str:
-    lines = [f"# {GENERATED_HEADER}", "totem {", "    version: 2",
-             f"    cluster_name: {settings['clusterName']}",
-             f"    transport: {settings['transport']}",
-             f"    token: {settings['token']}"]
-    if settings["crypto"] == "none":
-        lines += ["    crypto_cipher: none", "    crypto_hash: none"]
-    else:
-        cipher, hash_ = settings["crypto"].split("/")
-        lines += [f"    crypto_cipher: {cipher}", f"    crypto_hash: {hash_}", f"    keyfile: {keyfile}"]
-    lines += ["}", "", "nodelist {"]
-    for n in settings["nodes"]:
-        lines += ["    node {", f"        name: {n['name']}", f"        nodeid: {n['id']}",
-                  f"        ring0_addr: {n['address']}", "    }"]
-    lines += ["}", "", "quorum {", "    provider: corosync_votequorum"]
-    quorum = settings["quorum"]
-    if quorum["twoNode"]:
-        lines.append("    two_node: 1")
-    if explicit_wait_for_all:
-        lines.append(f"    wait_for_all: {1 if quorum['waitForAll'] else 0}")
-    lines += ["}", "", "logging {", "    to_logfile: yes", f"    logfile: {COROSYNC_LOG}",
-              "    to_syslog: yes", "    to_stderr: no", "    timestamp: on", "}", ""]
-    return "\n".join(lines)
-
-
-def parse_corosync_conf(text: str) -> dict[str, Any]:
-    """corosync.conf as nested dicts; a section's value is a list of its occurrences.
-
-    `{"totem": [{"version": "2", ...}], "nodelist": [{"node": [{...}, {...}]}]}`
-    """
-    root: dict[str, Any] = {}
-    stack = [root]
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if line.endswith("{"):
-            section: dict[str, Any] = {}
-            stack[-1].setdefault(line[:-1].strip(), []).append(section)
-            stack.append(section)
-        elif line == "}":
-            if len(stack) > 1:
-                stack.pop()
-        elif ":" in line:
-            key, _, value = line.partition(":")
-            stack[-1][key.strip()] = value.strip()
-    return root
-
-
-def _first(sections: dict[str, Any], name: str) -> dict[str, Any]:
-    found = sections.get(name) or [{}]
-    return found[0] if isinstance(found, list) else {}
-
-
-def _flag(value: str | None) -> bool | None:
-    if value is None:
-        return None
-    return value.strip().lower() in ("1", "yes", "on", "true")
-
-
-def observed_settings(conf: dict[str, Any]) -> dict[str, Any]:
-    """The normalized settings of a parsed corosync.conf (same shape as `corosync_settings`)."""
-    totem = _first(conf, "totem")
-    quorum = _first(conf, "quorum")
-    nodes = []
-    for n in _first(conf, "nodelist").get("node", []):
-        node_id = n.get("nodeid", "")
-        nodes.append({"name": n.get("name", ""), "id": int(node_id) if node_id.isdigit() else node_id,
-                      "address": n.get("ring0_addr", "")})
-    cipher, hash_ = totem.get("crypto_cipher", "none"), totem.get("crypto_hash", "none")
-    token = totem.get("token", "3000")
-    two_node = bool(_flag(quorum.get("two_node")))
-    wait = _flag(quorum.get("wait_for_all"))
-    return {
-        "clusterName": totem.get("cluster_name", ""),
-        "transport": totem.get("transport", "knet"),
-        "token": int(token) if token.isdigit() else token,
-        "crypto": "none" if cipher == "none" else f"{cipher}/{hash_}",
-        "nodes": nodes,
-        "quorum": {"twoNode": two_node, "waitForAll": two_node if wait is None else wait},
-    }
+NOT_OURS, EDITED, GENERATED, DEBIAN = "not written by reconcile", "edited", "generated", "the Debian default"
 
 
 def read_authkey(ref: Any, node: Node) -> bytes:
@@ -182,50 +80,14 @@ def read_authkey(ref: Any, node: Node) -> bytes:
         raise ApplyError(f"environment variable {ref.env} must hold the corosync authkey base64-encoded") from None
 
 
-# --- the daemons -------------------------------------------------------------------------
-
-
-def _process_running(comm: str) -> bool:
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if Path(entry.path, "comm").read_text().strip() == comm:
-                    return True
-            except OSError:
-                continue
-    return False
-
-
-def daemons_running(node: Node) -> dict[str, bool]:
-    if systemd_running():
-        result = node.run(["systemctl", "is-active", "corosync", "pacemaker"], read_only=True, check=False)
-        states = result.stdout.split()
-        return {"corosync": states[:1] == ["active"], "pacemaker": states[1:2] == ["active"]}
-    return {
-        "corosync": pid_alive(COROSYNC_PIDFILE) is not None or _process_running("corosync"),
-        "pacemaker": pid_alive(PACEMAKERD_PIDFILE) is not None or _process_running("pacemakerd"),
-    }
-
-
-def _environment_file(path: Path) -> dict[str, str]:
-    """KEY=value lines of /etc/default/pacemaker, as systemd's EnvironmentFile= reads them."""
-    env: dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except OSError:
-        return env
-    for line in text.splitlines():
-        m = re.match(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
-        if m:
-            env[m.group(1)] = m.group(2).strip().strip('"').strip("'")
-    return env
-
-
-# --- the reconciler ----------------------------------------------------------------------
+def key_digest(key: bytes) -> str:
+    """What a node publishes about the key it holds: 64 bits of its SHA-256 (a random
+    256-byte key cannot be recovered from it)."""
+    return hashlib.sha256(key).hexdigest()[:16]
 
 
 class ClusterReconciler(PerObject):
-    """Corosync + Pacemaker for the Cluster this node is a member of."""
+    """Corosync (+ qdevice) and Pacemaker for the Cluster this node is a member of."""
 
     kind = "Cluster"
 
@@ -242,25 +104,20 @@ class ClusterReconciler(PerObject):
             if spec.stack != "pacemaker":
                 continue  # a plain group of nodes: nothing runs for it
             name = cluster.metadata.name
-            settings = corosync_settings(name, spec)
+            settings = corosync.corosync_settings(name, spec)
             self._spec[name], self._settings[name] = spec, settings
-            state: dict[str, Any] = {"corosync": settings, "file": "generated"}
-            if spec.authkey is not None:
+            state: dict[str, Any] = {"corosync": settings, "file": GENERATED}
+            if settings["crypto"] != "none":
                 state["authkey"] = SECRET_IN_SYNC
             state["daemons"] = {"corosync": "running", "pacemaker": "running"}
-            state["properties"] = self._properties(spec)
+            if spec.quorum.device is not None:
+                state["daemons"]["qdevice"] = "running"
             out[name] = Desired(state)
         return {self.kind: out}
 
-    @staticmethod
-    def _properties(spec: Any) -> dict[str, str]:
-        props = {"stonith-enabled": "true" if spec.stonithEnabled else "false"}
-        props.update(spec.properties)
-        return props
-
     def _render(self, name: str, keyfile: str = str(AUTHKEY)) -> str:
         spec = self._spec[name]
-        return render_corosync_conf(self._settings[name], spec.quorum.waitForAll is not None, keyfile)
+        return corosync.render(self._settings[name], spec.quorum.waitForAll is not None, keyfile)
 
     # --- observe -------------------------------------------------------------------------
 
@@ -269,25 +126,21 @@ class ClusterReconciler(PerObject):
             text = COROSYNC_CONF.read_text()
         except FileNotFoundError:
             return {self.kind: {}}
-        settings = observed_settings(parse_corosync_conf(text))
+        settings = corosync.observed_settings(corosync.parse(text))
         name = settings["clusterName"]
         state: dict[str, Any] = {"corosync": settings}
         if name in self._spec and text == self._render(name):
-            state["file"] = "generated"
+            state["file"] = GENERATED
+        elif GENERATED_HEADER in text:
+            state["file"] = EDITED
         else:
-            state["file"] = "edited" if GENERATED_HEADER in text else "not written by reconcile"
+            state["file"] = DEBIAN if daemons.untouched_default(node) else NOT_OURS
         spec = self._spec.get(name)
         if spec is not None and spec.authkey is not None:
             state.update(self._observe_authkey(spec, node))
-        running = daemons_running(node)
-        state["daemons"] = {d: "running" if up else "stopped" for d, up in running.items()}
-        if running["pacemaker"]:
-            wanted = list(self._properties(spec)) if spec is not None else []
-            try:
-                crm_config = pacemaker.query_cib(node, scope="crm_config", local=True)
-                state["properties"] = pacemaker.observed_properties(crm_config, wanted)
-            except pacemaker.CibUnavailable:
-                pass  # Pacemaker is starting: properties unknown, compared on the next pass
+        running = daemons.running(node)
+        state["daemons"] = {d: "running" if up else "stopped" for d, up in running.items()
+                            if d != "qdevice" or up or (spec is not None and spec.quorum.device is not None)}
         return {self.kind: {name: state}}
 
     @staticmethod
@@ -305,48 +158,47 @@ class ClusterReconciler(PerObject):
 
     # --- validate and explain (read-only) ------------------------------------------------
 
-    def validate(self, node: Node) -> list[str]:
-        problems = []
-        known = None
-        for name, spec in self._spec.items():
-            try:
-                self._check_conf(name, node, COROSYNC_CONF.parent)
-            except ApplyError as err:
-                problems.append(f"Cluster {name}: {err}")
-            if spec.properties and known is None:
-                known = pacemaker.known_properties(node) or set()
-            for prop in spec.properties:
-                if known and prop not in known:
-                    problems.append(f"Cluster {name}: spec.properties.{prop}: Pacemaker {prop!r} is not a cluster "
-                                    "property this Pacemaker knows (see `man pacemaker-schedulerd`)")
+    def validate(self, node: Node) -> list[Refusal | str]:
+        problems: list[Refusal | str] = []
+        for name in self._spec:
+            text = self._render(name)
+            found = native_check(node, "corosync", text, lambda: self._check_conf(name, node),
+                                 context=",".join(sorted(_local_addresses())))
+            problems += [Refusal(f"Cluster {name}: {p}", (("Cluster", name),)) for p in found]
         return problems
 
-    def _check_conf(self, name: str, node: Node, folder: Path | None = None) -> None:
-        """`corosync -t` on the rendered corosync.conf in a temp folder (with a temp copy of
-        the authkey). When this machine does not hold the node's address (validating a tree
-        for another machine, in CI), the node's address is swapped for 127.0.0.1 so the rest
-        is still checked by Corosync."""
-        spec = self._spec[name]
+    def _check_conf(self, name: str, node: Node) -> list[str]:
+        """`corosync -t` on the rendered corosync.conf in a temp folder (with a temp key of
+        the right length: corosync -t checks its size, not its content). When this machine
+        does not hold the node's addresses (a tree checked for another machine, in CI) they
+        are swapped for loopback so the rest is still checked by Corosync."""
+        settings = self._settings[name]
         tmpdir = tempfile.mkdtemp(prefix="reconcile-corosync-")
         try:
-            keyfile = str(AUTHKEY)
-            if spec.authkey is not None:
-                keyfile = os.path.join(tmpdir, "authkey")
+            keyfile = os.path.join(tmpdir, "authkey")
+            if settings["crypto"] != "none":
                 fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as f:
-                    f.write(read_authkey(spec.authkey, node))
-            text = self._render(name, keyfile)
-            me = next((n for n in self._settings[name]["nodes"] if n["name"] == node.name), None)
-            if me is not None and not _address_is_local(me["address"]):
-                text = text.replace(f"ring0_addr: {me['address']}\n", "ring0_addr: 127.0.0.1\n")
+                    f.write(os.urandom(256))
+            check = copy.deepcopy(settings)
+            local = _local_addresses()
+            for n in check["nodes"]:
+                if n["name"] == node.name:
+                    n["addresses"] = [a if a in local else ("::1" if ":" in a else "127.0.0.1")
+                                      for a in n["addresses"]]
+            extra = check.setdefault("extra", {})
             # corosync -t logs to the logfile the config names: the real one stays untouched
-            text = text.replace(f"logfile: {COROSYNC_LOG}\n", f"logfile: {tmpdir}/corosync.log\n")
+            extra["logging"] = {**extra.get("logging", corosync.DEFAULT_LOGGING), "logfile": f"{tmpdir}/corosync.log"}
+            text = corosync.render(check, self._spec[name].quorum.waitForAll is not None, keyfile)
             conf = os.path.join(tmpdir, "corosync.conf")
             with open(conf, "w") as f:
                 f.write(text)
             corosync_check(node, Path(conf))
+        except ApplyError as err:
+            return [str(err)]
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+        return []
 
     def explain(self, change: Change, node: Node) -> list[str]:
         if change.action == "delete":
@@ -354,28 +206,17 @@ class ClusterReconciler(PerObject):
                     "and removes the generated corosync.conf"]
         notes = []
         observed = change.observed or {}
-        if observed.get("file") == "not written by reconcile" or (change.action == "create" and COROSYNC_CONF.exists()):
+        if observed.get("file") == DEBIAN:
+            notes.append("replaces the untouched one-node cluster the Debian packages started (no resources): "
+                         "stops it and puts its CIB aside in /var/lib/pacemaker/cib.debian-default")
+        elif observed.get("file") == NOT_OURS or (change.action == "create" and COROSYNC_CONF.exists()):
             notes.append(f"replaces {COROSYNC_CONF}, which reconcile did not write")
         running = (observed.get("daemons") or {}).get("corosync") == "running"
         before, after = observed.get("corosync") or {}, (change.desired or {}).get("corosync") or {}
-        restart = [f for f in RESTART_FIELDS if f in before and before.get(f) != after.get(f)]
-        if observed.get("authkey") == SECRET_DIFFERS:
-            restart.append("authkey")
-        if running and restart:
-            notes.append(f"{', '.join(restart)} take effect only when Corosync restarts on every node; reconcile "
-                         "does not restart it (that would move resources)")
-        if "properties" in observed and observed["properties"] != (change.desired or {}).get("properties"):
-            notes += self._simulate_properties(change, node)
+        if before:
+            needs = corosync.needs(before, after, observed.get("authkey") == SECRET_DIFFERS)
+            notes += corosync.describe_needs(needs, running)
         return notes
-
-    def _simulate_properties(self, change: Change, node: Node) -> list[str]:
-        try:
-            live = pacemaker.query_cib(node)
-        except pacemaker.CibUnavailable:
-            return []
-        candidate = pacemaker.set_properties(live, (change.desired or {}).get("properties", {}))
-        actions = pacemaker.simulate(node, candidate)
-        return [f"crm_simulate: {a.describe()}" for a in actions] or ["crm_simulate: no resource would change"]
 
     # --- apply ---------------------------------------------------------------------------
 
@@ -385,119 +226,106 @@ class ClusterReconciler(PerObject):
             return
         name = change.name
         spec = self._spec[name]
-        running = daemons_running(node)
-        self._refuse_foreign(name, running["corosync"])
+        settings = self._settings[name]
+        now = daemons.running(node)
+        before = self._refuse_foreign(name, now, node)
+        if before is None:
+            now = daemons.running(node)
         writer = AtomicWriter(node)
         key_changed = False
-        if spec.authkey is not None:
-            key_changed = writer.write(AUTHKEY, read_authkey(spec.authkey, node), mode=0o400)
+        key = b""
+        if settings["crypto"] != "none":
+            key = read_authkey(spec.authkey, node)
+            key_changed = writer.write(AUTHKEY, key, mode=0o400)
         conf_changed = writer.write(COROSYNC_CONF, self._render(name), mode=0o644,
                                     validate=lambda tmp: corosync_check(node, tmp))
-        if running["corosync"]:
-            if conf_changed:
-                node.run(["corosync-cfgtool", "-R"], timeout=30)
-            if key_changed:
-                log.warning("the corosync authkey changed on %s: it takes effect when Corosync restarts", node.name)
+        if now["corosync"]:
+            needs = corosync.needs(before or settings, settings, key_changed)
+            if (conf_changed or key_changed) and (set(needs) & {corosync.RELOAD, corosync.QDEVICE} or key_changed):
+                crypto = key_changed or (before or settings).get("crypto") != settings["crypto"]
+                self._reload(name, node, key if crypto else b"", needs)
+            for kind in (corosync.ROLLING, corosync.WHOLE):
+                if needs.get(kind):
+                    log.warning("Cluster %s: %s wait(s) for a %s of Corosync; reconcile does not restart it",
+                                name, ", ".join(needs[kind]), kind)
         else:
-            self._start_corosync(node)
-        if not running["pacemaker"]:
+            daemons.start_corosync(node)
+        if spec.quorum.device is not None and not daemons.running(node)["qdevice"]:
+            daemons.start_qdevice(node)
+        elif spec.quorum.device is None and now.get("qdevice"):
+            daemons.stop_qdevice(node)
+        if not daemons.running(node)["pacemaker"]:
             self._seed_cib(spec, node)
-            self._start_pacemaker(node)
-        self._apply_properties((change.desired or {}).get("properties", {}), node)
+            daemons.start_pacemaker(node)
+        if key:
+            self._publish_key(key, node)
 
-    def _apply_properties(self, desired: dict[str, str], node: Node) -> None:
-        """crm_config, by the DC only. A node that just started Pacemaker may not have the
-        cluster's CIB yet, so the properties are read again once there is a DC."""
-        if self._properties_now(node, desired) == desired:
-            return
-        dc = pacemaker.wait_for_dc(node)
-        if self._properties_now(node, desired) == desired:
-            return
-        if dc != node.name:
-            raise Deferred(f"cluster properties are applied by the DC {dc}")
-        pacemaker.update_cib(node, lambda cib: pacemaker.set_properties(cib, desired), missing_stonith_ok=True)
+    def _reload(self, name: str, node: Node, key: bytes, needs: dict[str, list[str]]) -> None:
+        """corosync-cfgtool -R (every node re-reads its file), after every online member
+        holds the same authkey when crypto is on; qdevice restarted when it changed."""
+        if key:
+            self._publish_key(key, node)
+            waiting = wait_until(lambda: not self._key_laggards(key, node), KEY_WAIT_SECONDS, interval=0.5)
+            laggards = self._key_laggards(key, node)
+            if not waiting and laggards:
+                raise Deferred(f"corosync.conf and the new authkey are written here; the reload waits until every "
+                               f"node holds the key (not yet: {', '.join(laggards)}): the last node to get it reloads "
+                               "the whole cluster")
+        node.run(["corosync-cfgtool", "-R"], timeout=30)
+        if needs.get(corosync.QDEVICE) and daemons.running(node)["qdevice"]:
+            daemons.stop_qdevice(node)
+
+    def _publish_key(self, key: bytes, node: Node) -> None:
+        try:
+            node.run(["attrd_updater", "-n", KEY_ATTRIBUTE, "-U", key_digest(key)], timeout=15)
+        except CommandError:
+            pass  # Pacemaker does not run yet: the barrier starts once it does
 
     @staticmethod
-    def _properties_now(node: Node, desired: dict[str, str]) -> dict[str, str] | None:
+    def _key_laggards(key: bytes, node: Node) -> list[str]:
+        """Online members whose published key digest is not ours."""
         try:
-            crm_config = pacemaker.query_cib(node, scope="crm_config", local=True)
-        except pacemaker.CibUnavailable:
-            return None
-        return pacemaker.observed_properties(crm_config, list(desired))
+            status = tools.cluster_status(node)
+            cib = tools.query_cib(node, scope="status")
+        except tools.CibUnavailable:
+            return []  # no Pacemaker: nothing to wait on (the Cluster is starting)
+        wrapper = ET.Element("cib")
+        wrapper.append(cib)
+        digest = key_digest(key)
+        return [n for n in status.online if tools.node_attributes(wrapper, n).get(KEY_ATTRIBUTE) != digest]
 
-    # --- watch ---------------------------------------------------------------------------
-
-    def watch(self, node: Node) -> Iterator[str]:
-        """Yield when corosync.conf or the authkey change, or Corosync or Pacemaker stop or
-        start (checked every few seconds: a stat and a look at the pid files). Cluster
-        properties live in the CIB, whose changes the ClusterResource watch reports."""
-        last = _fingerprint(node)
-        while True:
-            time.sleep(WATCH_SECONDS)
-            current = _fingerprint(node)
-            if current != last:
-                yield "corosync.conf, the authkey or the Corosync/Pacemaker daemons changed"
-            last = current
-
-    def _refuse_foreign(self, name: str, corosync_running: bool) -> None:
-        """Never take over a running cluster that reconcile did not set up."""
+    def _refuse_foreign(self, name: str, now: dict[str, bool], node: Node) -> dict[str, Any] | None:
+        """Never take over a running cluster that reconcile did not set up, except the
+        distribution's untouched default (replaced: returns None). Returns the settings the
+        node runs now."""
         try:
             text = COROSYNC_CONF.read_text()
         except FileNotFoundError:
-            return
-        if GENERATED_HEADER in text or not corosync_running:
-            return
-        other = observed_settings(parse_corosync_conf(text))["clusterName"]
-        if other != name:
-            raise ApplyError(f"Corosync runs cluster {other!r} from a {COROSYNC_CONF} that reconcile did not write; "
-                             f"refusing to replace it with cluster {name!r}. Stop that cluster first, or name the "
-                             f"Cluster manifest {other!r} to adopt it.")
-
-    def _start_corosync(self, node: Node) -> None:
-        if systemd_running():
-            node.run(["systemctl", "start", "corosync"], timeout=60)
-        else:
-            node.run(["corosync"], timeout=60)  # forks into the background, writes /run/corosync.pid
-        deadline = time.monotonic() + START_WAIT_SECONDS
-        while True:
-            result = node.run(["corosync-cfgtool", "-s"], read_only=True, check=False, timeout=10)
-            if result.rc == 0:
-                return
-            if time.monotonic() > deadline:
-                raise ApplyError(f"Corosync did not come up within {START_WAIT_SECONDS:.0f}s on {node.name}: "
-                                 f"{(result.stderr or result.stdout).strip()[-300:]} (see {COROSYNC_LOG})")
-            time.sleep(0.2)
-
-    def _start_pacemaker(self, node: Node) -> None:
-        if systemd_running():
-            node.run(["systemctl", "start", "pacemaker"], timeout=120)
-            return
-        # pacemakerd always stays in the foreground: start-stop-daemon detaches it, with
-        # the environment systemd would give it from /etc/default/pacemaker.
-        node.run(["start-stop-daemon", "--start", "--quiet", "--background", "--make-pidfile",
-                  "--pidfile", str(PACEMAKERD_PIDFILE), "--exec", PACEMAKERD],
-                 env=_environment_file(PACEMAKER_DEFAULTS), timeout=30)
-        deadline = time.monotonic() + START_WAIT_SECONDS
-        while True:
-            try:
-                pacemaker.cluster_status(node)
-                return
-            except pacemaker.CibUnavailable as err:
-                if pid_alive(PACEMAKERD_PIDFILE) is None:
-                    raise ApplyError(f"pacemakerd exited right after its start on {node.name} "
-                                     "(see /var/log/pacemaker/pacemaker.log)") from None
-                if time.monotonic() > deadline:
-                    raise ApplyError(f"Pacemaker did not answer within {START_WAIT_SECONDS:.0f}s on {node.name}: "
-                                     f"{err}") from None
-            time.sleep(0.3)
+            return None
+        current = corosync.observed_settings(corosync.parse(text))
+        if GENERATED_HEADER in text or not now["corosync"]:
+            return current
+        if daemons.untouched_default(node):
+            log.warning("replacing the Debian packages' default one-node cluster %r on %s", current["clusterName"],
+                        node.name)
+            daemons.retire_default(node, now)
+            return None
+        if current["clusterName"] != name:
+            raise ApplyError(f"Corosync runs cluster {current['clusterName']!r} from a {COROSYNC_CONF} that "
+                             f"reconcile did not write; refusing to replace it with cluster {name!r}. Stop that "
+                             f"cluster first, or name the Cluster manifest {current['clusterName']!r} to adopt it "
+                             "(`reconcile import pacemaker --live` writes its manifests).")
+        return current
 
     def _seed_cib(self, spec: Any, node: Node) -> None:
         """First CIB of a node that never ran Pacemaker: the cluster properties, version 0.1.0."""
         if (CIB_DIR / "cib.xml").exists() or any(CIB_DIR.glob("cib-*.raw")):
             return
-        seed = pacemaker.empty_cib(node, {})
+        seed = tools.empty_cib(node, {})
         seed.attrib.pop("have-quorum", None)
-        pacemaker.set_properties(seed, self._properties(spec))
+        configuration = seed.find("configuration")
+        assert configuration is not None
+        write_properties(section(configuration, "crm_config"), cluster_config_state(spec)["properties"], None)
         try:
             owner = (pwd.getpwnam("hacluster").pw_uid, grp.getgrnam("haclient").gr_gid)
         except KeyError:
@@ -505,7 +333,7 @@ class ClusterReconciler(PerObject):
         text = ET.tostring(seed, encoding="unicode") + "\n"
 
         def check(tmp: Path) -> None:
-            errors = pacemaker.verify(node, pacemaker.parse_xml(tmp.read_text()), missing_stonith_ok=True)
+            errors = tools.verify(node, tools.parse_xml(tmp.read_text()), missing_stonith_ok=True)
             if errors:
                 raise ApplyError("the first CIB for this node does not verify: " + "; ".join(errors[:3]))
 
@@ -517,30 +345,27 @@ class ClusterReconciler(PerObject):
             text = COROSYNC_CONF.read_text()
         except FileNotFoundError:
             return
-        if GENERATED_HEADER not in text or observed_settings(parse_corosync_conf(text))["clusterName"] != name:
+        if GENERATED_HEADER not in text or corosync.observed_settings(corosync.parse(text))["clusterName"] != name:
             return  # not ours, or already rewritten for another cluster
-        running = daemons_running(node)
-        if running["pacemaker"]:
-            if systemd_running():
-                node.run(["systemctl", "stop", "pacemaker"], timeout=STOP_WAIT_SECONDS)
-            else:  # a request: resources move away first, then the daemons end
-                node.run(["pacemakerd", "--shutdown"], timeout=60)
-                _wait_stopped(node, "pacemaker")
-        if running["corosync"]:
-            if systemd_running():
-                node.run(["systemctl", "stop", "corosync"], timeout=120)
-            else:
-                node.run(["corosync-cfgtool", "-H"], timeout=60)
-                _wait_stopped(node, "corosync")
+        daemons.stop_all(node, daemons.running(node))
         AtomicWriter(node).remove(COROSYNC_CONF)
 
+    # --- render and watch ----------------------------------------------------------------
 
-def _wait_stopped(node: Node, daemon: str) -> None:
-    deadline = time.monotonic() + STOP_WAIT_SECONDS
-    while daemons_running(node)[daemon]:
-        if time.monotonic() > deadline:
-            raise ApplyError(f"{daemon} did not stop within {STOP_WAIT_SECONDS:.0f}s on {node.name}")
-        time.sleep(0.3)
+    def render(self, node: Node) -> dict[str, str]:
+        """The corosync.conf this node gets (`reconcile render`); the authkey is a secret."""
+        return {str(COROSYNC_CONF): self._render(name) for name in self._spec}
+
+    def watch(self, node: Node) -> Iterator[str]:
+        """Yield when corosync.conf or the authkey change, or a daemon stops or starts
+        (checked every few seconds: a stat and a look at the pid files)."""
+        last = _fingerprint(node)
+        while True:
+            time.sleep(WATCH_SECONDS)
+            current = _fingerprint(node)
+            if current != last:
+                yield "corosync.conf, the authkey or the Corosync/Pacemaker daemons changed"
+            last = current
 
 
 def _fingerprint(node: Node) -> tuple:
@@ -552,7 +377,7 @@ def _fingerprint(node: Node) -> tuple:
             stats.append((st.st_mtime_ns, st.st_size, st.st_mode, st.st_ino))
         except FileNotFoundError:
             stats.append(None)
-    return tuple(stats), tuple(sorted(daemons_running(node).items()))
+    return tuple(stats), tuple(sorted(daemons.running(node).items()))
 
 
 def corosync_check(node: Node, conf: Path) -> None:
@@ -566,18 +391,25 @@ def corosync_check(node: Node, conf: Path) -> None:
                          + " | ".join(d.strip() for d in detail[-3:])) from None
 
 
-def _address_is_local(address: str) -> bool:
-    """Whether this machine holds `address` (reads /proc, no command)."""
-    target = ipaddress.IPv4Address(address)
+def _local_addresses() -> set[str]:
+    """The addresses this machine holds (read from /proc, no command)."""
+    out: set[str] = set()
     try:
         lines = Path("/proc/net/fib_trie").read_text().splitlines()
     except OSError:
-        return True  # cannot tell: let corosync -t judge the real thing
+        lines = []
     for i, line in enumerate(lines):
         if "/32 host LOCAL" in line and i > 0:
-            try:
-                if ipaddress.IPv4Address(lines[i - 1].split()[-1]) == target:
-                    return True
-            except ValueError:
-                continue
-    return False
+            out.add(lines[i - 1].split()[-1])
+    try:
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            raw = line.split()[0]
+            out.add(str(ipaddress.IPv6Address(bytes.fromhex(raw))))
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def _address_is_local(address: str) -> bool:
+    """Whether this machine holds `address`."""
+    return str(ipaddress.ip_address(address)) in _local_addresses()

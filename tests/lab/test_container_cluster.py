@@ -35,6 +35,7 @@ spec:
   nodes:
     - {name: lb1, id: 1, address: 192.0.2.11/24}
     - {name: lb2, id: 2, address: 192.0.2.12/24}
+  crypto: none
   stonithEnabled: false
   properties: {no-quorum-policy: stop, dc-deadtime: 5s}
 """

@@ -149,7 +149,7 @@ def test_a_group_is_one_instance_carrying_every_address(tmp_path):
 def test_pacemaker_vips_and_other_nodes_are_not_keepalived_instances(tmp_path):
     pm = ("---\napiVersion: reconcile/v1\nkind: VirtualIP\nmetadata:\n  name: db-vip\nspec:\n  cluster: web\n"
           "  manager: pacemaker\n  address: 192.0.2.110/24\n")
-    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false"))
+    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  crypto: none\n  stonithEnabled: false"))
     (tmp_path / "vips.yaml").write_text(vip(placement="nodes: [lb1, lb2]") + pm)
     t = load_tree(tmp_path)
     assert [i.name for i in desired_instances(t, "lb1")] == ["web-vip"]
@@ -234,7 +234,7 @@ def test_pacemaker_vips_are_listed_and_deferred_while_no_reconciler_makes_them(t
     monkeypatch.setitem(reconcilers.REGISTRY, "ClusterResource", "reconcilers.not_there:Nothing")
     pm = ("---\napiVersion: reconcile/v1\nkind: VirtualIP\nmetadata:\n  name: db-vip\nspec:\n  cluster: web\n"
           "  manager: pacemaker\n  address: 192.0.2.110/24\n")
-    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false"))
+    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  crypto: none\n  stonithEnabled: false"))
     (tmp_path / "vips.yaml").write_text(pm)
     node = Node("lb1", Runner(dry_run=True))
     rec = VirtualIPReconciler()
@@ -253,6 +253,6 @@ def test_pacemaker_vips_belong_to_the_cluster_resource_reconciler_once_it_is_ins
     monkeypatch.setitem(reconcilers.REGISTRY, "ClusterResource", "reconcilers.virtual_ip:VirtualIPReconciler")
     pm = ("---\napiVersion: reconcile/v1\nkind: VirtualIP\nmetadata:\n  name: db-vip\nspec:\n  cluster: web\n"
           "  manager: pacemaker\n  address: 192.0.2.110/24\n")
-    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false"))
+    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  crypto: none\n  stonithEnabled: false"))
     (tmp_path / "vips.yaml").write_text(pm)
     assert VirtualIPReconciler().desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True))) == {"VirtualIP": {}}
