@@ -53,12 +53,19 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("lab", help="the lab of namespaces for tests and the demo (see `reconcile lab -h`)", add_help=False)
     sub.add_parser("agent", help="run continuously (see `reconcile agent -h`)", add_help=False)
     sub.add_parser("status", help="the agent's last runs (see `reconcile status -h`)", add_help=False)
+    s = sub.add_parser("render", help="write the files (and CIB) a node would get, touching nothing")
+    _common(s)
+    s.add_argument("--out", type=Path, help="write them below this folder (default: print them)")
+    sub.add_parser("import", help="manifests from a tool's configuration (`reconcile import pacemaker -h`)",
+                   add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
+    if first == "import":
+        return cmd_import(argv[argv.index(first) + 1:])
     if first in ("lab", "agent", "status"):
         i = argv.index(first)
         rest = argv[:i] + argv[i + 1:]
@@ -75,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "schema":
             return cmd_schema(args.kind)
+        if args.command == "render":
+            return cmd_render(args)
         if args.command is None and not args.dry_run:
             parser().print_help()
             return 1
@@ -93,6 +102,53 @@ def cmd_schema(kind: str | None) -> int:
     json.dump(json_schema(kind), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
+
+
+def cmd_import(argv: list[str]) -> int:
+    """`reconcile import TOOL ...`: the tool package's importer (reconcilers/TOOL/importer.py)."""
+    import importlib
+
+    if not argv or argv[0].startswith("-"):
+        print("usage: reconcile import TOOL [options]   (TOOL: pacemaker)", file=sys.stderr)
+        return 1
+    tool = argv[0]
+    try:
+        module = importlib.import_module(f"reconcilers.{tool}.importer")
+    except ModuleNotFoundError:
+        print(f"reconcile import: no importer for {tool!r}", file=sys.stderr)
+        return 1
+    return module.main(argv[1:])
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """`reconcile render`: what each reconciler would write on the node, from git alone."""
+    from controller.engine import Engine
+    from controller.loader import TreeError, load_tree
+    from controller.state import DEFAULT_STATE_DIR, Inventory
+    from reconcilers.base import Node, Runner
+
+    repo = args.repo or DEFAULT_REPO
+    node_name = args.node or socket.gethostname().split(".")[0]
+    try:
+        tree = load_tree(repo)
+    except TreeError as err:
+        print(f"reconcile: {repo}: the tree is invalid:", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    node = Node(node_name, Runner(dry_run=True), Path(args.state_dir or DEFAULT_STATE_DIR))
+    files, errors = Engine(tree, node, inventory=Inventory(node.state_dir)).render()
+    for error in errors:
+        print(f"reconcile render: {error}", file=sys.stderr)
+    for path, content in sorted(files.items()):
+        if args.out:
+            target = args.out / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            print(target)
+        else:
+            print(f"==> {path} <==\n{content}", end="" if content.endswith("\n") else "\n")
+    return 1 if errors else 0
 
 
 def run(args: argparse.Namespace) -> int:

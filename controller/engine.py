@@ -271,6 +271,23 @@ class Engine:
         self._validate(record)
         return record.errors + [f"{k}/{n}: {why}" for (k, n), why in self.refused.items()]
 
+    def render(self) -> tuple[dict[str, str], list[str]]:
+        """What each reconciler would write on this node, from the tree alone (`reconcile
+        render`): {path: content} from the reconcilers that define `render(node)`, and the
+        errors of those that could not compute their desired state."""
+        record = self._new_record("dry-run")
+        self._prepare(record)
+        files: dict[str, str] = {}
+        for rec in self.owners:
+            render = getattr(rec, "render", None)
+            if render is None:
+                continue
+            try:
+                files.update(render(self.node))
+            except (ApplyError, CommandError, ValueError) as err:
+                record.errors.append(f"{'/'.join(rec.kinds)}: {err}")
+        return files, record.errors
+
     def differs(self) -> bool:
         """Whether anything on the node differs from the tree: observe and diff only (no
         native validation, no preview). The agent asks this before it calls an event drift."""

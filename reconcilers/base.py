@@ -58,6 +58,13 @@ reconciler and calls, in this order:
     Extra lines for the plan, such as "restart required" or Pacemaker's simulated
     transition ("vip: start on lb1"). Read-only.
 
+``render(node) -> dict[str, str]`` (optional)
+    The files (or other artifacts) this node would get, from `desired` alone: {path:
+    content}, e.g. {"/etc/corosync/corosync.conf": ...}; an artifact that is not a file is
+    named by a relative path ("pacemaker/cib-configuration.xml"). Read-only, no command
+    needed; secrets stay references (`lrm://`, never a value). `reconcile render` prints
+    or writes them.
+
 ``watch(node) -> Iterator[str]`` (optional)
     Blocks and yields a short reason whenever something this reconciler manages may have
     drifted (netlink address events, inotify on owned files, HAProxy state). Better a

@@ -236,9 +236,11 @@ class Cluster(Manifest):
         if spec.stonithEnabled is None:
             problems.append(("spec.stonithEnabled", "must be stated explicitly (true or false) for a Pacemaker "
                              "cluster: true needs a stonith ClusterResource, false is only safe without shared data"))
-        for name in set_values(spec.properties):
+        for name, value in set_values(spec.properties).items():
+            where = f"spec.properties.{name}" if isinstance(spec.properties, dict) else "spec.properties"
+            if name == "stonith-enabled" and value == ("true" if spec.stonithEnabled else "false"):
+                continue  # stated twice, the same way (an import keeps the CIB's explicit value)
             if name in RESERVED_PROPERTIES:
-                where = f"spec.properties.{name}" if isinstance(spec.properties, dict) else "spec.properties"
                 problems.append((where, f"{name} is not allowed here: {RESERVED_PROPERTIES[name]}"))
         problems += _corosync_problems(spec)
         if not self.metadata.name[0].isalpha():

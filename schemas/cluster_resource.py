@@ -90,6 +90,13 @@ class ClusterResourceSpec(Placement):
         return self
 
     @property
+    def promotable(self) -> bool:
+        """A promotable clone: `promotable: true`, the meta attribute, or a legacy <master>."""
+        clone = self.clone_spec
+        return clone is not None and (clone.promotable or clone.legacy
+                                      or set_values(clone.meta).get("promotable") == "true")
+
+    @property
     def clone_spec(self) -> Clone | None:
         if self.clone is True:
             return Clone()
@@ -226,8 +233,7 @@ def _role_problems(tree, resource: ClusterResource) -> list[tuple[str, str]]:
 
     def promotable(ref: str) -> bool:
         m = tree.get("ClusterResource", tops.get(ref, ref))
-        clone = m.spec.clone_spec if m is not None else None
-        return clone is not None and clone.promotable
+        return m is not None and m.spec.promotable
 
     problems = []
     me = promotable(resource.metadata.name)
@@ -255,6 +261,5 @@ def _role_problems(tree, resource: ClusterResource) -> list[tuple[str, str]]:
 def _in_promotable_group(tree, resource: ClusterResource) -> bool:
     for g in tree.of_kind("ClusterResource"):
         if g.spec.group and resource.metadata.name in g.spec.group and g.spec.cluster == resource.spec.cluster:
-            clone = g.spec.clone_spec
-            return clone is not None and clone.promotable
+            return g.spec.promotable
     return False

@@ -43,16 +43,24 @@ def node_set_id(node_id: int | str) -> str:
 
 
 def cluster_config_state(spec: Any) -> dict[str, Any]:
-    """The ClusterConfig state of a Cluster manifest's spec (stack: pacemaker)."""
-    stonith = "true" if spec.stonithEnabled else "false"
+    """The ClusterConfig state of a Cluster manifest's spec (stack: pacemaker).
+
+    stonith-enabled is Pacemaker's `true` by default: `stonithEnabled: false` is written,
+    `true` is left to the default unless `properties` also lists it (as an imported CIB
+    that said so explicitly does), so a set stonith-enabled=false made by hand is drift."""
     props = spec.properties
+    stonith = "true" if spec.stonithEnabled else "false"
     if isinstance(props, dict):
-        properties = canonical_sets({"stonith-enabled": stonith, **props}, PROPERTIES_ID)
+        values = dict(props)
+        if stonith == "false":
+            values = {"stonith-enabled": "false", **values}
+        properties = canonical_sets(values, PROPERTIES_ID) or {}
     else:
         properties = canonical_sets(props, PROPERTIES_ID)
         assert isinstance(properties, list)
-        target = next((s for s in properties if s["id"] == PROPERTIES_ID), properties[0])
-        target["values"] = {"stonith-enabled": stonith, **target["values"]}
+        if stonith == "false" and not any("stonith-enabled" in s["values"] for s in properties):
+            target = next((s for s in properties if s["id"] == PROPERTIES_ID), properties[0])
+            target["values"] = {"stonith-enabled": "false", **target["values"]}
     state: dict[str, Any] = {"properties": properties}
     for key, _, default in SECTIONS:
         sets = getattr(spec, key)
