@@ -168,7 +168,15 @@ def _sections(value: Any, where: str = "corosync") -> Any:
     return value
 
 
-CorosyncExtra = Annotated[dict[str, Any], AfterValidator(_sections)]
+def _extra(value: Any) -> Any:
+    for name, section in value.items():
+        if not isinstance(name, str) or not _KEY.fullmatch(name):
+            raise ValueError(f"{name!r} is not a corosync.conf section name")
+        _sections(section, f"corosync.{name}")
+    return value
+
+
+CorosyncExtra = Annotated[dict[str, dict[str, Any]], AfterValidator(_extra)]
 
 
 class ClusterSpec(Strict):

@@ -290,8 +290,10 @@ def wrap_clone(name: str, state: dict[str, Any], inner: ET.Element) -> ET.Elemen
 def mark(el: ET.Element) -> ET.Element:
     """Add the ownership marker to the first meta_attributes of a top-level element."""
     meta = el.find("meta_attributes")
-    if meta is None:
-        meta = ET.SubElement(el, "meta_attributes", {"id": f"{el.get('id')}-meta_attributes"})
+    if meta is None:  # where build_primitive / wrap_clone / build_group put a meta set
+        meta = ET.Element("meta_attributes", {"id": f"{el.get('id')}-meta_attributes"})
+        after = [i for i, c in enumerate(el) if c.tag == "instance_attributes"] if el.tag == "primitive" else []
+        el.insert(after[-1] + 1 if after else (0 if el.tag == "primitive" else len(el)), meta)
     if not any(nv.get("name") == MARKER for nv in meta.findall("nvpair")):
         ET.SubElement(meta, "nvpair", {"id": f"{meta.get('id')}-{MARKER}", "name": MARKER, "value": "true"})
     return el

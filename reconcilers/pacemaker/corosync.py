@@ -95,8 +95,8 @@ def corosync_settings(name: str, spec: Any) -> dict[str, Any]:
     if totem:
         settings["totem"] = totem
     if spec.links is not None:
-        settings["links"] = [{LINK_KEYS[k]: v for k, v in link.model_dump(exclude_none=True).items()}
-                             for link in spec.links]
+        settings["links"] = [{"linknumber": i, **{LINK_KEYS[k]: v for k, v in link.model_dump(exclude_none=True).items()}}
+                             for i, link in enumerate(spec.links)]
     nodes = []
     for n in spec.nodes:
         entry: dict[str, Any] = {"name": n.name, "id": n.id, "addresses": n.link_addresses()}
@@ -150,14 +150,15 @@ def render(settings: dict[str, Any], explicit_wait_for_all: bool, keyfile: str =
     """corosync.conf for `settings`. `explicit_wait_for_all`: write wait_for_all even when
     it is what two_node implies (the manifest said so)."""
     extra = dict(settings.get("extra", {}))
-    totem: dict[str, Any] = {"version": "2", "cluster_name": settings["clusterName"],
-                             "transport": settings["transport"]}
+    totem: dict[str, Any] = {"version": "2"}
+    if settings["clusterName"]:
+        totem["cluster_name"] = settings["clusterName"]
+    totem["transport"] = settings["transport"]
     if settings.get("token") is not None:
         totem["token"] = settings["token"]
     totem.update(settings.get("totem", {}))
     if settings["crypto"] == "none":
-        if settings["transport"] == "knet":
-            totem.update(crypto_cipher="none", crypto_hash="none")
+        totem.update(crypto_cipher="none", crypto_hash="none")
     else:
         parts = settings["crypto"].split("/")
         totem.update(crypto_cipher=parts[0], crypto_hash=parts[1])
@@ -166,15 +167,15 @@ def render(settings: dict[str, Any], explicit_wait_for_all: bool, keyfile: str =
         totem["keyfile"] = keyfile
     totem.update(extra.pop("totem", {}))
     if settings.get("links"):
-        totem["interface"] = [{**({"linknumber": i} if "linknumber" not in link else {}), **link}
-                              for i, link in enumerate(settings["links"])]
+        totem["interface"] = list(settings["links"])
     lines = [f"# {GENERATED_HEADER}"] if header else []
     lines.append("totem {")
     _section(lines, 1, totem)
     lines += ["}", "", "nodelist {"]
     for n in settings["nodes"]:
-        node: dict[str, Any] = {f"ring{i}_addr": a for i, a in enumerate(n["addresses"])}
-        node.update(name=n["name"], nodeid=n["id"])
+        node: dict[str, Any] = {"name": n["name"]} if n["name"] else {}
+        node["nodeid"] = n["id"]
+        node.update({f"ring{i}_addr": a for i, a in enumerate(n["addresses"])})
         if "votes" in n:
             node["quorum_votes"] = n["votes"]
         _section(lines, 1, {"node": [node]})
