@@ -52,7 +52,7 @@ def cluster_config_state(spec: Any) -> dict[str, Any]:
     stonith = "true" if spec.stonithEnabled else "false"
     if isinstance(props, dict):
         values = dict(props)
-        if stonith == "false":
+        if stonith == "false" and "stonith-enabled" not in values:
             values = {"stonith-enabled": "false", **values}
         properties = canonical_sets(values, PROPERTIES_ID) or {}
     else:

@@ -73,9 +73,8 @@ def import_cluster(cib: ET.Element, conf_text: str | None, name: str | None = No
         spec["crypto"] = "none"
     stonith = _property(configuration, "stonith-enabled")
     spec["stonithEnabled"] = (stonith or "true").lower() in ("true", "yes", "1", "on")
-    explicit_true = (stonith or "").lower() == "true"
     properties = parse_sets(configuration.findall("crm_config/cluster_property_set"), PROPERTIES_ID,
-                            lambda n: n in MAINTAINED_PROPERTIES or (n == "stonith-enabled" and not explicit_true))
+                            lambda n: n in MAINTAINED_PROPERTIES)
     if properties:
         spec["properties"] = properties
     for key, tag, default in SECTIONS:
@@ -242,8 +241,8 @@ def _as_virtual_ip(name: str, state: dict[str, Any], cluster: str) -> dict[str, 
     if state.get("agent") != "ocf:heartbeat:IPaddr2" or not isinstance(state.get("params"), dict):
         return None
     p = state["params"]
-    if set(p) != {"ip", "cidr_netmask", "nic"} or not str(p["cidr_netmask"]).isdigit():
-        return None
+    if list(p) != ["ip", "cidr_netmask", "nic"] or not str(p["cidr_netmask"]).isdigit():
+        return None  # (in the order a VirtualIP writes them, or the render would move them)
     from schemas.virtual_ip import VirtualIP
     try:
         interval = next(op["interval"] for op in state.get("operations", []) if op["name"] == "monitor")
@@ -312,14 +311,21 @@ def main(argv: list[str]) -> int:
 # --- comparing configurations ------------------------------------------------------------------
 
 LAYOUT = {"instance_attributes": 0, "meta_attributes": 1, "utilization": 2, "operations": 3, "select": 4}
+SECTION_LAYOUT = {t: i for i, t in enumerate(("crm_config", "nodes", "resources", "constraints", "fencing-topology",
+                                              "op_defaults", "rsc_defaults", "acls", "tags", "alerts"))}
 
 
 def normalized(configuration: ET.Element) -> ET.Element:
-    """A copy of a `<configuration>` with the order of a resource's (or an op's, an alert's)
-    attribute sets and operations block made canonical: Pacemaker's schema takes them in
-    any order (interleave), and pcs and crmsh write them in different orders. The order of
-    resources, group members, constraints, operations and values is kept: it can matter."""
+    """A copy of a `<configuration>` with the order of its sections, and of a resource's (or
+    an op's, an alert's) attribute sets and operations block, made canonical: Pacemaker's
+    schema takes them in any order (interleave), and pcs and crmsh write them in different
+    orders. The order of resources, group members, constraints, operations and values is
+    kept: it can matter."""
     conf = copy.deepcopy(configuration)
+    sections = list(conf)
+    for c in sections:
+        conf.remove(c)
+    conf.extend(sorted(sections, key=lambda c: (SECTION_LAYOUT.get(c.tag, 99), sections.index(c))))
     for el in conf.iter():
         if el.tag in (*RESOURCE_TAGS, "op", "alert", "recipient", "node"):
             children = list(el)
