@@ -21,35 +21,7 @@ from reconcilers.pacemaker.ownership import observe
 from reconcilers.pacemaker.resources import ClusterResourceReconciler
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pacemaker"
-COROSYNC = """\
-totem {
-    version: 2
-    cluster_name: vocab
-    transport: knet
-    crypto_cipher: none
-    crypto_hash: none
-}
-nodelist {
-    node {
-        ring0_addr: 192.0.2.11
-        name: lb1
-        nodeid: 1
-    }
-    node {
-        ring0_addr: 192.0.2.12
-        name: lb2
-        nodeid: 2
-    }
-    node {
-        ring0_addr: 192.0.2.13
-        name: lb3
-        nodeid: 3
-    }
-}
-quorum {
-    provider: corosync_votequorum
-}
-"""
+COROSYNC = (FIXTURES / "corosync.conf.vocabulary").read_text()  # lb1..lb3, cluster "vocab"
 
 
 def cib(name: str) -> ET.Element:
