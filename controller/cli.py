@@ -43,8 +43,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("apply", help="converge this node")
     _common(s)
     s.add_argument("--allow-mass-prune", action="store_true", help="allow deleting more than half of what was created")
+    s.add_argument("--allow-disruption", action="store_true",
+                   help="let a Pacemaker change stop or move resources it does not change (the blast-radius guard)")
     s.add_argument("--max-passes", type=int, default=4)
-    p.set_defaults(allow_mass_prune=False, max_passes=4, no_native=False, kind=None)
+    p.set_defaults(allow_mass_prune=False, allow_disruption=False, max_passes=4, no_native=False, kind=None)
     s = sub.add_parser("validate", help="validate the whole tree (and, for --node, the rendered configs)")
     _common(s)
     s.add_argument("--no-native", action="store_true", help="skip the native validators (haproxy -c, …)")
@@ -179,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     # RECONCILE_RECORD=FILE: write every command and runtime-socket action of this run to
     # FILE as JSON, for the recorder tests that prove a dry-run changes nothing.
     record_to = os.environ.get("RECONCILE_RECORD")
-    node = Node(node_name, Runner(dry_run=(mode == "dry-run"), recording=bool(record_to)), Path(state_dir))
+    node = Node(node_name, Runner(dry_run=(mode == "dry-run"), recording=bool(record_to)), Path(state_dir),
+                allow=frozenset({"disruption"} if args.allow_disruption else ()))
     if mode == "dry-run":
         engine = Engine(tree, node, inventory=Inventory(node.state_dir))
         record = engine.plan()

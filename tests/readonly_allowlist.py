@@ -41,7 +41,7 @@ ALLOW: dict[str, list[str]] = {
         r"^lxc-config lxc\.lxcpath$",
         # --- Cluster / ClusterResource (Pacemaker)
         # the CIB (or one section; --local: this node's copy) and crm_mon's status, one call each
-        r"^cibadmin --query( --scope (configuration|crm_config))?( --local)?$",
+        r"^cibadmin --query( --scope (configuration|crm_config|resources|status))?( --local)?$",
         r"^crm_mon -1 --output-as=xml$",
         # an empty CIB to preview on while the cluster does not run yet
         r"^cibadmin --empty$",
@@ -55,7 +55,9 @@ ALLOW: dict[str, list[str]] = {
         # Corosync's own parser on a rendered corosync.conf in a temp folder
         r"^corosync -t -c /[A-Za-z0-9_./-]*reconcile-corosync-[A-Za-z0-9_]+/corosync\.conf$",
         # the daemons' state where systemd runs them
-        r"^systemctl is-active corosync pacemaker$",
+        r"^systemctl is-active corosync pacemaker corosync-qdevice$",
+        # the Pacemaker guard's allowance: the trailers of the commit being applied
+        r"^git -C /[A-Za-z0-9_./@+-]+ log -1 --format=%\(trailers:key=Reconcile-Allow,valueonly\) [0-9a-f]{40}$",
         # --- DomainJoin
         # the machine principal in the keytab; whether AD still accepts the membership
         r"^klist -k /[A-Za-z0-9_./-]+$",

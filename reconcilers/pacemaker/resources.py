@@ -37,7 +37,7 @@ from reconcilers.pacemaker.candidate import Batch, apply_changes, render_configu
 from reconcilers.pacemaker.cib import canonical_sets, resource_state, top_id
 from reconcilers.pacemaker.cluster_cib import cluster_config_state
 from reconcilers.pacemaker.derived import container_state, virtual_ip_state
-from reconcilers.pacemaker.nvsets import LRM_MAGIC, SECRET_TOKEN
+from reconcilers.pacemaker.nvsets import LRM_MAGIC, SECRET_TOKEN, sets_values
 from reconcilers.pacemaker.ownership import Observed, observe as observe_cib
 from schemas.cluster_resource import resource_tops
 
@@ -194,6 +194,7 @@ class ClusterResourceReconciler(Reconciler):
                         else (f"{src.where()}: " if src is not None else "")
                     problems.append(Refusal(f"{where}{name}: resource agent {agent} does not exist on {node.name} "
                                             f"(crm_resource --show-metadata: {why[0]})", ((RESOURCE, name),)))
+        problems += self._unknown_properties(node)
         held = {k for p in problems if isinstance(p, Refusal) for k in p.objects}
         live, _ = self._live_or_empty(node)
         names = [n for n in self._states if (RESOURCE, n) not in held]
@@ -213,6 +214,24 @@ class ClusterResourceReconciler(Reconciler):
             else:
                 names.remove(culprit[1])
         return problems
+
+    def _unknown_properties(self, node: Node) -> list[Refusal | str]:
+        """Cluster properties this Pacemaker does not know (it would ignore a typo); the
+        daemons' metadata is asked once per set of names (native_check remembers)."""
+        if self._cluster is None:
+            return []
+        names = sorted(set(sets_values(self._config.get("properties"))) - {"stonith-enabled"})
+        if not names:
+            return []
+
+        def unknown() -> list[str]:
+            known = tools.known_properties(node)
+            return [p for p in names if known and p not in known]
+
+        key = (CONFIG, self._cluster.metadata.name)
+        return [Refusal(f"Cluster {key[1]}: spec.properties.{p}: {p!r} is not a cluster property this Pacemaker "
+                        "knows (see `man pacemaker-schedulerd`)", (key,))
+                for p in native_check(node, "crm_verify", "\n".join(names), unknown, context="properties")]
 
     def _verify(self, node: Node, candidate: ET.Element) -> list[tools.VerifyError]:
         """crm_verify on a candidate, remembered per configuration content (native_check)."""
