@@ -197,10 +197,13 @@ class ClusterResourceReconciler(Reconciler):
         problems += self._unknown_properties(node)
         held = {k for p in problems if isinstance(p, Refusal) for k in p.objects}
         live, _ = self._live_or_empty(node)
+        self._observed = observe_cib(live.find("configuration"), self._states, self._config)
+        # what the engine will prune: its inventory is not known here, reconcile's marker is
+        pruned = [n for n in self._observed.marked if n not in self._states]
         names = [n for n in self._states if (RESOURCE, n) not in held]
         config = True
         for _ in range(len(names) + 2):
-            candidate = apply_changes(copy.deepcopy(live), self._batch_for(names, config), self._value)
+            candidate = apply_changes(copy.deepcopy(live), self._batch_for(names, config, pruned), self._value)
             errors = self._verify(node, candidate)
             if not errors:
                 break
