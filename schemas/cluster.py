@@ -355,6 +355,9 @@ def _corosync_problems(spec: ClusterSpec) -> list[tuple[str, str]]:
         problems.append(("spec.quorum.autoTieBreakerNode", "only with autoTieBreaker: true"))
     if q.device is not None and q.provider != "corosync_votequorum":
         problems.append(("spec.quorum.device", "a quorum device needs provider corosync_votequorum"))
+    if q.device is not None and q.device.net.algorithm == "ffsplit" and q.device.votes not in (None, 1):
+        problems.append(("spec.quorum.device.votes", "the ffsplit algorithm works only with votes: 1 "
+                         "(corosync-qdevice refuses anything else)"))
     for section, keys in spec.corosync.items():
         if section == "nodelist":
             problems.append(("spec.corosync.nodelist", "the nodelist comes from spec.nodes"))

@@ -206,6 +206,8 @@ class ClusterReconciler(PerObject):
                     "and removes the generated corosync.conf"]
         notes = []
         observed = change.observed or {}
+        if change.action == "create" and COROSYNC_CONF.exists() and daemons.untouched_default(node):
+            observed = {**observed, "file": DEBIAN}  # the node runs its packages' cluster, under another name
         if observed.get("file") == DEBIAN:
             notes.append("replaces the untouched one-node cluster the Debian packages started (no resources): "
                          "stops it and puts its CIB aside in /var/lib/pacemaker/cib.debian-default")

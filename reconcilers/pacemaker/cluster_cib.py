@@ -19,6 +19,7 @@ Pure functions: no command, no file.
 """
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -94,8 +95,9 @@ def recipient_id(alert: str, i: int) -> str:
 
 
 def level_id(level: dict[str, Any]) -> str:
+    """pcs's `fl-TARGET-INDEX`; a pattern or attribute target made into id characters."""
     target = level.get("target") or level.get("targetPattern") or level.get("targetAttribute") or ""
-    return f"fl-{target}-{level['index']}"
+    return "fl-" + re.sub(r"[^A-Za-z0-9_.-]", "_", target).strip("_.-") + f"-{level['index']}"
 
 
 def canonical_alert(a: Any) -> dict[str, Any]:

@@ -119,6 +119,8 @@ def corosync_settings(name: str, spec: Any) -> dict[str, Any]:
         for field, key in DEVICE_KEYS.items():
             if getattr(d, field) is not None:
                 device[key] = getattr(d, field) if field == "votes" else _ms(getattr(d, field))
+        if d.net.algorithm == "ffsplit" and "votes" not in device:
+            device["votes"] = 1  # corosync-qdevice refuses ffsplit without it ("works only if ... votes ... 1")
         net = {key: getattr(d.net, field) for field, key in NET_KEYS.items() if getattr(d.net, field) is not None}
         if "connect_timeout" in net:
             net["connect_timeout"] = _ms(net["connect_timeout"])
