@@ -11,7 +11,7 @@ ClusterConfig object, written with the resources in one CIB update.
 The object's state, in the shape `observe` and `desired` share::
 
     {"corosync": {...corosync.py settings...},
-     "file": "generated",                       # corosync.conf is exactly what we render
+     "file": "generated",                       # corosync.conf says what we render
      "authkey": "<secret: in sync>",            # with crypto on; never the key
      "daemons": {"corosync": "running", "pacemaker": "running", "qdevice": "running"}}
 
@@ -129,7 +129,8 @@ class ClusterReconciler(PerObject):
         settings = corosync.observed_settings(corosync.parse(text))
         name = settings["clusterName"]
         state: dict[str, Any] = {"corosync": settings}
-        if name in self._spec and text == self._render(name):
+        if name in self._spec and (text == self._render(name) or settings == self._settings[name]):
+            # the same settings written otherwise (by hand, by pcs: an import adopts it as it is)
             state["file"] = GENERATED
         elif GENERATED_HEADER in text:
             state["file"] = EDITED

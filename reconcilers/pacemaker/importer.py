@@ -315,6 +315,21 @@ SECTION_LAYOUT = {t: i for i, t in enumerate(("crm_config", "nodes", "resources"
                                               "op_defaults", "rsc_defaults", "acls", "tags", "alerts"))}
 
 
+def comparable(configuration: ET.Element) -> ET.Element:
+    """`normalized`, without the cluster properties Pacemaker writes itself (dc-version,
+    cluster-infrastructure, cluster-name, have-watchdog, last-lrm-refresh): they are the
+    cluster's record of itself, not configuration, and no manifest carries them."""
+    conf = normalized(configuration)
+    for nvset in conf.iterfind("crm_config/cluster_property_set"):
+        for nv in list(nvset.findall("nvpair")):
+            if nv.get("name") in MAINTAINED_PROPERTIES:
+                nvset.remove(nv)
+    for nvset in list(conf.iterfind("crm_config/cluster_property_set")):
+        if not len(nvset):
+            conf.find("crm_config").remove(nvset)
+    return conf
+
+
 def normalized(configuration: ET.Element) -> ET.Element:
     """A copy of a `<configuration>` with the order of its sections, and of a resource's (or
     an op's, an alert's) attribute sets and operations block, made canonical: Pacemaker's
