@@ -8,6 +8,8 @@ runner it uses refuses any command not declared read-only.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
 import traceback
@@ -88,6 +90,20 @@ def _internal(err: Exception) -> str:
     where = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
     return f"internal error ({type(err).__name__}: {err}{at}); please report it, with `reconcile -v` output"
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """A run allocates many small objects and makes few reference cycles: with a large
+    tree in memory, each pass of the cyclic collector walked the whole tree, so a plan grew
+    faster than the number of objects. Collected once at the end instead."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _label(rec: Reconciler) -> str:
@@ -174,9 +190,8 @@ class Engine:
     # --- preparing ---------------------------------------------------------------------
 
     def _prepare(self, record: RunRecord) -> None:
-        allowed = revision_allowances(self.tree, self.node)
-        if allowed - self.node.allow:
-            self.node.allow = frozenset(self.node.allow | allowed)
+        if self.node.allow_from is None:  # read when a reconciler first asks (one `git log`)
+            self.node.allow_from = lambda: revision_allowances(self.tree, self.node)
         items = self.tree.for_node(self.node.name)
         present = {i.kind for i in items}
         wanted = present | self.inventory.kinds()
@@ -235,7 +250,7 @@ class Engine:
             started = time.monotonic()
             try:
                 problems = list(rec.validate(self.node))
-            except CommandError as err:
+            except (CommandError, ApplyError) as err:  # ApplyError: a value no renderer may write
                 problems = [str(err)]
             except Exception as err:
                 problems = [_internal(err)]
@@ -314,6 +329,10 @@ class Engine:
     def differs(self) -> bool:
         """Whether anything on the node differs from the tree: observe and diff only (no
         native validation, no preview). The agent asks this before it calls an event drift."""
+        with _gc_paused():
+            return self._differs()
+
+    def _differs(self) -> bool:
         record = self._new_record("dry-run")
         self._prepare(record)
         changes = self._observe_and_diff(record)
@@ -321,6 +340,10 @@ class Engine:
 
     def plan(self) -> RunRecord:
         """Dry-run: what would change. Calls no `apply`."""
+        with _gc_paused():
+            return self._plan()
+
+    def _plan(self) -> RunRecord:
         record = self._new_record("dry-run")
         started = time.monotonic()
         self._prepare(record)
@@ -345,6 +368,10 @@ class Engine:
 
     def apply(self) -> RunRecord:
         """Converge: apply, observe again, repeat until nothing differs or max_passes."""
+        with _gc_paused():
+            return self._apply()
+
+    def _apply(self) -> RunRecord:
         record = self._new_record("apply")
         started = time.monotonic()
         self._prepare(record)

@@ -14,8 +14,8 @@ REGISTRY: dict[str, str] = {
     "ClusterResource": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
     "ClusterConfig": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
     "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
-    "Backend": "reconcilers.backend:BackendReconciler",
-    "Frontend": "reconcilers.frontend:FrontendReconciler",
+    "Backend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
+    "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Container": "reconcilers.container:ContainerReconciler",
     "DomainJoin": "reconcilers.domain_join:DomainJoinReconciler",
 }

@@ -21,13 +21,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from schemas.common import duplicates, Duration, IPv4Prefix, Manifest, Name, Port, SecretRef, Strict
+from schemas.common import (
+    duplicates, Duration, IPv4Prefix, Manifest, Name, Port, PropertyName, PropertyValue, SecretRef, Strict,
+)
 from schemas.pacemaker import (
     Alert, AttributeName, Constraint, FencingLevel, NVSets, NVSet, PACEMAKER_ID, Tag, Value, set_values,
 )
 
-PropertyName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
-PropertyValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+-]{1,128}$")]
 
 # Written by Pacemaker itself (or by spec.stonithEnabled): a manifest may not set them.
 RESERVED_PROPERTIES = {

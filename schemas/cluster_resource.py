@@ -20,22 +20,16 @@ must be given so.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from schemas.common import Manifest, Metadata, Placement, Strict, duplicates
+from schemas.common import Agent, Manifest, Metadata, Placement, Strict, duplicates
 from schemas.pacemaker import (
     Colocation, Location, NVSets, Operation, Order, PacemakerId, ParamSets, REF_OR_ID, Value, interval_ms,
     looks_like_a_password, set_values,
 )
 
-Agent = Annotated[
-    str,
-    StringConstraints(pattern=r"^(ocf:[A-Za-z0-9_-]+:[A-Za-z0-9_.-]+|(systemd|service|lsb|stonith|nagios|upstart)"
-                              r":[A-Za-z0-9@_.:-]+)$"),
-]
-"""ocf:PROVIDER:TYPE, stonith:TYPE (a fencing device), systemd:UNIT, lsb:SCRIPT, service:NAME."""
 
 MARKER = "reconcile-managed"
 """The meta attribute that marks a CIB resource reconcile created or rewrote (reserved)."""

@@ -21,9 +21,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Discriminator, Field, StringConstraints, Tag, model_validator
 
-from schemas.common import SecretRef, Strict
+from schemas.common import MAX_DURATION_MS, SecretRef, Strict
+from schemas.common import ParamValue as ParamValue_
 
 # --- words -------------------------------------------------------------------------------
 
@@ -36,9 +37,9 @@ AttributeName = Annotated[str, StringConstraints(pattern=ATTRIBUTE)]
 """A name in a name/value set: a parameter, a meta attribute, a node attribute, an option
 (`#uname` and the other node attributes Pacemaker defines start with '#')."""
 
-Value = Annotated[str, StringConstraints(max_length=4096)]
-"""A value: one line of any text (the schema's one-line rule applies; the CIB is XML,
-which escapes the rest)."""
+Value = ParamValue_
+"""A value: one line of any text up to 1024 characters (the CIB is XML, which escapes the
+rest)."""
 
 INFINITY = ("INFINITY", "+INFINITY", "-INFINITY")
 Score = Annotated[int, Field(ge=-1_000_000, le=1_000_000)] | Literal["INFINITY", "+INFINITY", "-INFINITY"]
@@ -74,6 +75,9 @@ def _time(value: str) -> str:
     if not _TIME.fullmatch(value):
         raise ValueError(f"{value!r} is not a Pacemaker time: write a number with an optional unit (ms, s, m, min, "
                          "h), e.g. 10s, 20, 1min, or an ISO 8601 duration such as PT30S")
+    if interval_ms(value) > MAX_DURATION_MS:
+        raise ValueError(f"{value!r} is too long: at most {MAX_DURATION_MS} ms (~24.8 days), Pacemaker's 32-bit "
+                         "millisecond timers")
     return value
 
 
@@ -209,8 +213,26 @@ class OpItem(Strict):
     op: OpExpression
 
 
+def _expression_kind(v: Any) -> str:
+    if isinstance(v, dict):
+        return next((f"({k})" for k in ("date", "rule", "resource", "op") if k in v), "(expression)")
+    return "(" + {DateItem: "date", RuleItem: "rule", ResourceItem: "resource", OpItem: "op"}.get(type(v), "expression") + ")"
+
+
+class NestedRule(Strict):
+    """A rule inside a rule (one level: what pcs and crmsh write)."""
+
+    id: PacemakerId | None = None
+    score: Score | None = None
+    booleanOp: Literal["and", "or"] | None = None
+    expressions: Annotated[list[Annotated[Union[
+        Annotated[Expression, Tag("(expression)")], Annotated[DateItem, Tag("(date)")],
+        Annotated[ResourceItem, Tag("(resource)")], Annotated[OpItem, Tag("(op)")]],
+        Discriminator(_expression_kind)]], Field(min_length=1)]
+
+
 class RuleItem(Strict):
-    rule: "Rule"
+    rule: NestedRule
 
 
 class Rule(Strict):
@@ -221,7 +243,10 @@ class Rule(Strict):
     scoreAttribute: AttributeName | None = None
     booleanOp: Literal["and", "or"] | None = None
     role: Role | None = None
-    expressions: Annotated[list[Union[Expression, DateItem, RuleItem, ResourceItem, OpItem]], Field(min_length=1)]
+    expressions: Annotated[list[Annotated[Union[
+        Annotated[Expression, Tag("(expression)")], Annotated[DateItem, Tag("(date)")],
+        Annotated["RuleItem", Tag("(rule)")], Annotated[ResourceItem, Tag("(resource)")],
+        Annotated[OpItem, Tag("(op)")]], Discriminator(_expression_kind)]], Field(min_length=1)]
 
     @model_validator(mode="after")
     def _one_score(self) -> "Rule":
@@ -229,10 +254,18 @@ class Rule(Strict):
             raise ValueError("give score or scoreAttribute, not both")
         return self
 
+def _value_or_secret(v: Any) -> str:
+    return "(secret)" if isinstance(v, (dict, SecretRef)) else "(value)"
 
-RuleItem.model_rebuild()
 
-ParamValue = Union[Value, SecretRef]
+def _mapping_or_sets(v: Any) -> str:
+    return "(mapping)" if isinstance(v, dict) else "(sets)"
+
+
+# Unions are told apart by the value's shape, so an error names one branch (the loader
+# leaves the parenthesized branch name out of the field path).
+ParamValue = Annotated[Union[Annotated[Value, Tag("(value)")], Annotated[SecretRef, Tag("(secret)")]],
+                       Discriminator(_value_or_secret)]
 
 
 class NVSet(Strict):
@@ -259,8 +292,10 @@ class ParamSet(NVSet):
     values: dict[AttributeName, ParamValue] = Field(default_factory=dict)  # type: ignore[assignment]
 
 
-NVSets = Union[dict[AttributeName, Value], list[NVSet]]
-ParamSets = Union[dict[AttributeName, ParamValue], list[ParamSet]]
+NVSets = Annotated[Union[Annotated[dict[AttributeName, Value], Tag("(mapping)")], Annotated[list[NVSet], Tag("(sets)")]],
+                   Discriminator(_mapping_or_sets)]
+ParamSets = Annotated[Union[Annotated[dict[AttributeName, ParamValue], Tag("(mapping)")],
+                            Annotated[list[ParamSet], Tag("(sets)")]], Discriminator(_mapping_or_sets)]
 
 
 def set_values(sets: Any) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from reconcilers.base import ApplyError
 from reconcilers.pacemaker.cib import (
-    RESOURCE_TAGS, build_constraint, build_group, build_primitive, build_resource_constraints, mark, top_id, wrap_clone,
+    RESOURCE_TAGS, build_constraint, build_group, build_primitive, build_resource_constraints, checked, mark, top_id,
+    wrap_clone,
 )
 from reconcilers.pacemaker.cluster_cib import render_configuration as render_cluster_sections
 from reconcilers.pacemaker.cluster_cib import section, write_sections
@@ -190,6 +191,7 @@ def apply_changes(cib: ET.Element, batch: Batch, value: Value | None = None) -> 
             constraints.append(el)
     if batch.config is not None:
         write_sections(configuration, batch.config, batch.node_ids)
+    checked(configuration)
     return cib
 
 
@@ -216,7 +218,7 @@ def render_configuration(config: dict[str, Any] | None, resources: list[tuple[st
     assert cons is not None
     for name, state in resources:
         cons.extend(build_resource_constraints(name, state))
-    return configuration
+    return checked(configuration)
 
 
 def resource_ids(name: str, state: dict[str, Any]) -> set[str]:

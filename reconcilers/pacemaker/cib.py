@@ -25,6 +25,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any, Callable, Iterable
 
+from reconcilers.base import one_line
 from reconcilers.pacemaker.nvsets import (
     build_rule, build_sets, canonical_rule, canonical_sets, dump, parse_bool, parse_rule, parse_sets, score, xml_bool,
 )
@@ -69,6 +70,22 @@ def _read(key: str, text: str) -> Any:
     if key in BOOL_ATTRS:
         return parse_bool(text)
     return text
+
+
+def cib_value(value: str) -> str:
+    """An attribute value of the CIB. ElementTree escapes markup and writes a newline in an
+    attribute as a character reference, so only what XML 1.0 cannot carry at all (control
+    characters) or what would reach Pacemaker's tools as two lines is refused (UnsafeValue)."""
+    return one_line(value, "the CIB", max_length=4096)
+
+
+def checked(el: ET.Element) -> ET.Element:
+    """`el` after every attribute value in it passed `cib_value`: the one place XML leaves
+    reconcile (a candidate CIB, a render) goes through it."""
+    for e in el.iter():
+        for value in e.attrib.values():
+            cib_value(value)
+    return el
 
 
 # --- ids reconcile derives ------------------------------------------------------------------

@@ -30,8 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconcilers.base import GENERATED_HEADER
-from reconcilers.pacemaker.quoting import UnsafeValue, one_line
+from reconcilers.base import GENERATED_HEADER, UnsafeValue, one_line
 from schemas.cluster import corosync_problem, two_node
 from schemas.common import duration_ms
 

@@ -288,7 +288,7 @@ class ClusterResourceReconciler(Reconciler):
             pruned = [n for n in self._observed.marked if n not in self._states]
             candidate = apply_changes(copy.deepcopy(live), self._batch_for(pending, True, pruned), self._value)
             self._preview = tools.simulate(node, candidate, self._forming)
-            if not self._forming and guard.ALLOWANCE not in node.allow:
+            if not self._forming and not node.allows(guard.ALLOWANCE):
                 baseline = tools.simulate(node, live)
                 touched = self._touched(pending + pruned, self._observed.config != self._config)
                 allowed = guard.related([live.find("configuration"), candidate.find("configuration")], touched)
@@ -410,7 +410,7 @@ class ClusterResourceReconciler(Reconciler):
                 culprit = self._culprit(errors, names + deletes, config)
                 message = f"crm_verify refused the new CIB, nothing was changed: {errors[0].message}"
                 return [Refusal(message, (culprit,) if culprit else ())]
-            if guard.ALLOWANCE not in node.allow:
+            if not node.allows(guard.ALLOWANCE):
                 refusals = self._guard(batch, node, live, candidate)
                 if refusals:
                     return refusals
