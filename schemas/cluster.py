@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from schemas.common import (
-    duplicates, Duration, IPv4Prefix, Manifest, Name, Port, PropertyName, PropertyValue, SecretRef, Strict,
+    duplicates, Duration, IPv4Prefix, Manifest, Name, NodeName, Port, PropertyName, PropertyValue, SecretRef, Strict,
 )
 from schemas.pacemaker import (
     Alert, AttributeName, Constraint, FencingLevel, NVSets, NVSet, PACEMAKER_ID, Tag, Value, set_values,
@@ -52,7 +52,7 @@ HostOrAddress = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0
 
 
 class ClusterNode(Strict):
-    name: Name
+    name: NodeName
     id: Annotated[int, Field(ge=1, le=65535)] = Field(description="Corosync nodeid, unique in the cluster")
     address: IPv4Prefix = Field(description="the node's address with prefix, e.g. 192.0.2.11/24 (ring0 by default)")
     links: list[IPAddress] | None = Field(

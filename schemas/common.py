@@ -145,6 +145,11 @@ DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
 """A DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'."""
 
+NODE_NAME = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME, max_length=253)]
+"""A node's host name as Corosync and Pacemaker know it: DNS labels (any case), dotted for a
+fully qualified name (node01.example.com, SLES1)."""
+
 LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE = r"^[A-Za-z0-9._-]{0,63}$"
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY)]
@@ -416,6 +421,7 @@ class SecretRef(Strict):
 # What a pattern means, for error messages: people should not have to read a regex.
 PATTERN_HELP: dict[str, str] = {
     DNS_LABEL: "must be a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
+    NODE_NAME: "must be a host name: letters, digits and '-' in dot-separated labels of at most 63",
     IF_NAME: "must be an interface name: at most 15 letters, digits, '_', '.', '-'",
     DURATION: "must be a duration such as 500ms, 2s, 1m or 1h",
     INTERVAL: "must be an interval such as 500ms, 10s or 1m",
@@ -489,8 +495,8 @@ class Placement(Strict):
     """Which nodes a manifest lands on: one of `cluster`, `nodes` or `node`."""
 
     cluster: Name | None = None
-    nodes: list[Name] | None = None
-    node: Name | None = None
+    nodes: list[NodeName] | None = None
+    node: NodeName | None = None
 
     @model_validator(mode="after")
     def _one_placement(self) -> "Placement":

@@ -393,6 +393,7 @@ class Order(Strict):
     kind: Literal["Mandatory", "Optional", "Serialize"] | None = None
     score: Score | None = None
     symmetrical: bool | None = None
+    requireAll: bool | None = None  # `first` a clone: false = one instance of it is enough
 
 
 class Constraint(Strict):
@@ -418,6 +419,7 @@ class Constraint(Strict):
     thenAction: Action | None = None
     kind: Literal["Mandatory", "Optional", "Serialize"] | None = None
     symmetrical: bool | None = None
+    requireAll: bool | None = None
     ticket: Annotated[str, StringConstraints(pattern=PACEMAKER_ID)] | None = None
     lossPolicy: Literal["stop", "demote", "fence", "freeze"] | None = None
     score: Score | None = None
@@ -429,7 +431,8 @@ class Constraint(Strict):
         allowed = {
             "location": {"resource", "pattern", "node", "rules", "resourceDiscovery", "role", "score", "sets"},
             "colocation": {"resource", "with_", "withRole", "role", "nodeAttribute", "influence", "score", "sets"},
-            "order": {"first", "then", "firstAction", "thenAction", "kind", "symmetrical", "score", "sets"},
+            "order": {"first", "then", "firstAction", "thenAction", "kind", "symmetrical", "requireAll", "score",
+                      "sets"},
             "ticket": {"resource", "role", "ticket", "lossPolicy", "sets"},
         }[t]
         given = {k for k in type(self).model_fields if k not in ("type", "id") and getattr(self, k) is not None}

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import IfName, IPv4Prefix, Manifest, Name, PacemakerInterval, Placement, Strict
+from schemas.common import IfName, IPv4Prefix, Manifest, Name, NodeName, PacemakerInterval, Placement, Strict
 
 DEFAULT_ADVERT_INTERVAL = 0.25
 """Seconds. Master-down after 3 × 0.25 s + skew ≈ 0.9 s: under the 1.5 s failover target
@@ -31,7 +31,7 @@ class KeepalivedOptions(Strict):
     routerId: Annotated[int, Field(ge=1, le=255)] = Field(
         description="VRRP virtual router id, unique per interface (and per L2 segment)"
     )
-    priority: dict[Name, Annotated[int, Field(ge=1, le=254)]] = Field(
+    priority: dict[NodeName, Annotated[int, Field(ge=1, le=254)]] = Field(
         default_factory=dict, description="per node; unnamed nodes get 100, 90, 80… by their place in the node list"
     )
     advertInterval: Annotated[float, Field(ge=0.01, le=40.95)] = Field(
@@ -61,7 +61,7 @@ class KeepalivedOptions(Strict):
 
 class PacemakerOptions(Strict):
     monitorInterval: PacemakerInterval = "10s"
-    preferredNode: Name | None = None
+    preferredNode: NodeName | None = None
 
 
 class VirtualIPSpec(Placement):

@@ -41,7 +41,7 @@ BOOL_ATTRS = {"enabled", "recordPending", "sequential", "requireAll", "symmetric
 COLOCATION_ATTRS = (("score", "score"), ("role", "rsc-role"), ("withRole", "with-rsc-role"),
                     ("nodeAttribute", "node-attribute"), ("influence", "influence"))
 ORDER_ATTRS = (("firstAction", "first-action"), ("thenAction", "then-action"), ("kind", "kind"), ("score", "score"),
-               ("symmetrical", "symmetrical"))
+               ("symmetrical", "symmetrical"), ("requireAll", "require-all"))
 LOCATION_ATTRS = (("role", "role"), ("resourceDiscovery", "resource-discovery"))
 # cluster-level constraints: manifest field → XML attribute, per constraint element
 CONSTRAINT_TAGS = {"location": "rsc_location", "colocation": "rsc_colocation", "order": "rsc_order",
@@ -52,7 +52,7 @@ CONSTRAINT_ATTRS = {
     "colocation": (("resource", "rsc"), ("with", "with-rsc"), ("score", "score"), ("role", "rsc-role"),
                    ("withRole", "with-rsc-role"), ("nodeAttribute", "node-attribute"), ("influence", "influence")),
     "order": (("first", "first"), ("then", "then"), ("firstAction", "first-action"), ("thenAction", "then-action"),
-              ("kind", "kind"), ("score", "score"), ("symmetrical", "symmetrical")),
+              ("kind", "kind"), ("score", "score"), ("symmetrical", "symmetrical"), ("requireAll", "require-all")),
     "ticket": (("resource", "rsc"), ("role", "rsc-role"), ("ticket", "ticket"), ("lossPolicy", "loss-policy")),
 }
 SET_ATTRS = (("sequential", "sequential"), ("requireAll", "require-all"), ("ordering", "ordering"),
@@ -534,7 +534,8 @@ def as_resource_constraint(name: str, c: dict[str, Any], i: int) -> tuple[str, d
         if c["id"] != colocation_id(name, col):
             col["id"] = c["id"]
         return "colocation", col
-    order = {k: c[k] for k in ("first", "firstAction", "thenAction", "kind", "score", "symmetrical") if k in c}
+    order = {k: c[k] for k in ("first", "firstAction", "thenAction", "kind", "score", "symmetrical", "requireAll")
+             if k in c}
     if c["id"] != order_id(name, order):
         order["id"] = c["id"]
     return "order", order

@@ -161,6 +161,17 @@ spec:
 apiVersion: reconcile/v1
 kind: ClusterResource
 metadata:
+  name: ping
+spec:
+  cluster: vocab
+  agent: ocf:pacemaker:ping
+  params: {host_list: 192.0.2.1}
+  operations: [{name: monitor, interval: 15s}]
+  clone: {meta: {interleave: "true"}}
+---
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
   name: db-vip
 spec:
   cluster: vocab
@@ -175,6 +186,7 @@ spec:
   order:
     - {id: order-db-clone-db-vip-mandatory, first: db, firstAction: promote, thenAction: start, symmetrical: false}
     - {id: order-db-clone-db-vip-mandatory-1, first: db, firstAction: demote, thenAction: stop, symmetrical: false}
+    - {id: order-ping-clone-db-vip-mandatory, first: ping, firstAction: start, thenAction: start, requireAll: false}
 """
 
 
