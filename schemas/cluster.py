@@ -19,7 +19,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from schemas.common import (
     duplicates, Duration, IPv4Prefix, Manifest, Name, NodeName, Port, PropertyName, PropertyValue, SecretRef, Strict,
@@ -52,7 +52,9 @@ HostOrAddress = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0
 
 
 class ClusterNode(Strict):
-    name: NodeName
+    """One member of the cluster: its name (the node's host name), Corosync id and addresses."""
+
+    name: NodeName = Field(description="The node's name: its host name (a node is the machine it runs on).")
     id: Annotated[int, Field(ge=1, le=65535)] = Field(description="Corosync nodeid, unique in the cluster")
     address: IPv4Prefix = Field(description="the node's address with prefix, e.g. 192.0.2.11/24 (ring0 by default)")
     links: list[IPAddress] | None = Field(
@@ -71,65 +73,84 @@ class Link(Strict):
 
     number: Annotated[int, Field(ge=0, le=7)] | None = Field(None, description="linknumber; default: its position")
     priority: Annotated[int, Field(ge=0, le=255)] | None = Field(None, description="knet_link_priority (passive mode)")
-    transport: Literal["udp", "sctp"] | None = None
-    mcastport: Port | None = None
-    pingInterval: Annotated[int, Field(ge=1)] | None = None
-    pingTimeout: Annotated[int, Field(ge=1)] | None = None
-    pingPrecision: Annotated[int, Field(ge=1)] | None = None
-    pongCount: Annotated[int, Field(ge=1)] | None = None
+    transport: Literal["udp", "sctp"] | None = Field(None, description="knet_transport: udp (default) or sctp")
+    mcastport: Port | None = Field(None, description="The link's UDP port (default 5405)")
+    pingInterval: Annotated[int, Field(ge=1)] | None = Field(None, description="knet_ping_interval, ms")
+    pingTimeout: Annotated[int, Field(ge=1)] | None = Field(None, description="knet_ping_timeout, ms")
+    pingPrecision: Annotated[int, Field(ge=1)] | None = Field(None, description="knet_ping_precision")
+    pongCount: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="knet_pong_count: pongs before a link counts as up")
 
 
 class Crypto(Strict):
-    cipher: Literal["aes256", "aes192", "aes128"] = "aes256"
-    hash: Literal["sha256", "sha384", "sha512", "sha1", "md5"] = "sha256"
-    model: Literal["nss", "openssl"] | None = None
+    cipher: Literal["aes256", "aes192", "aes128"] = Field("aes256", description="crypto_cipher")
+    hash: Literal["sha256", "sha384", "sha512", "sha1", "md5"] = Field("sha256", description="crypto_hash")
+    model: Literal["nss", "openssl"] | None = Field(
+        None, description="crypto_model: nss or openssl (default: Corosync's)")
 
 
 class Totem(Strict):
     """Totem timers and knobs (milliseconds where Corosync counts them)."""
 
     consensus: Duration | None = Field(None, description="default 1.2 x token")
-    join: Duration | None = None
-    tokenRetransmitsBeforeLossConst: Annotated[int, Field(ge=1, le=1000)] | None = None
-    tokenCoefficient: Duration | None = None
-    maxMessages: Annotated[int, Field(ge=1, le=10000)] | None = None
-    linkMode: Literal["passive", "active", "rr"] | None = None
-    ipVersion: Literal["ipv4", "ipv6", "ipv4-6", "ipv6-4"] | None = None
-    clusterUuid: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+    join: Duration | None = Field(None, description="join timeout")
+    tokenRetransmitsBeforeLossConst: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="token_retransmits_before_loss_const")
+    tokenCoefficient: Duration | None = Field(
+        None, description="token_coefficient: added to token per node beyond two")
+    maxMessages: Annotated[int, Field(ge=1, le=10000)] | None = Field(
+        None, description="max_messages a node may send per token")
+    linkMode: Literal["passive", "active", "rr"] | None = Field(
+        None, description="knet link_mode: passive (one link at a time, by priority), active or rr")
+    ipVersion: Literal["ipv4", "ipv6", "ipv4-6", "ipv6-4"] | None = Field(
+        None, description="ip_version: how node names resolve (ipv6-4 by default)")
+    clusterUuid: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = Field(
+        None, description="cluster_uuid (32 hex digits)")
 
 
 class QuorumDeviceNet(Strict):
     host: HostOrAddress = Field(description="the corosync-qnetd server")
-    port: Port | None = None
-    algorithm: Literal["ffsplit", "lms"] = "ffsplit"
-    tieBreaker: Annotated[str, StringConstraints(pattern=r"^(lowest|highest|[0-9]{1,5})$")] | None = None
+    port: Port | None = Field(None, description="qnetd's port (default 5403)")
+    algorithm: Literal["ffsplit", "lms"] = Field(
+        "ffsplit", description="ffsplit (50:50 splits) or lms (last man standing)")
+    tieBreaker: Annotated[str, StringConstraints(pattern=r"^(lowest|highest|[0-9]{1,5})$")] | None = Field(
+        None, description="Which half wins a tie: lowest, highest or a node id")
     tls: Literal["on", "off", "required"] = Field(
         "on", description="off: no NSS certificates (a lab); on/required need the qnetd CA on every node")
-    connectTimeout: Duration | None = None
-    forceIpVersion: Literal["0", "4", "6"] | None = None
+    connectTimeout: Duration | None = Field(None, description="How long qdevice waits for qnetd")
+    forceIpVersion: Literal["0", "4", "6"] | None = Field(None, description="0 (any), 4 or 6")
 
 
 class QuorumDevice(Strict):
     """A quorum device: corosync-qdevice on each node votes as the corosync-qnetd server
     tells it, so half the nodes plus the device keep quorum."""
 
-    model: Literal["net"] = "net"
-    votes: Annotated[int, Field(ge=1, le=255)] | None = None
-    timeout: Duration | None = None
-    syncTimeout: Duration | None = None
-    net: QuorumDeviceNet
+    model: Literal["net"] = Field("net", description="net: a corosync-qnetd server")
+    votes: Annotated[int, Field(ge=1, le=255)] | None = Field(
+        None, description="The device's votes (default: Corosync's; ffsplit needs 1)")
+    timeout: Duration | None = Field(None, description="How often qdevice polls qnetd")
+    syncTimeout: Duration | None = Field(None, description="The poll interval while the membership changes")
+    net: QuorumDeviceNet = Field(description="The qnetd server and its algorithm")
 
 
 class Quorum(Strict):
+    """Corosync votequorum options."""
+
     twoNode: bool | None = Field(None, description="default: true for exactly two nodes without a quorum device")
     waitForAll: bool | None = Field(None, description="default: Corosync's (on with twoNode)")
-    lastManStanding: bool | None = None
-    lastManStandingWindow: Duration | None = None
-    autoTieBreaker: bool | None = None
-    autoTieBreakerNode: Annotated[str, StringConstraints(pattern=r"^(lowest|highest|[0-9 ]{1,255})$")] | None = None
-    expectedVotes: Annotated[int, Field(ge=1, le=65535)] | None = None
-    provider: Literal["corosync_votequorum", "none"] = "corosync_votequorum"
-    device: QuorumDevice | None = None
+    lastManStanding: bool | None = Field(
+        None, description="last_man_standing: recompute expected votes as nodes leave")
+    lastManStandingWindow: Duration | None = Field(None, description="last_man_standing_window")
+    autoTieBreaker: bool | None = Field(
+        None, description="auto_tie_breaker: in an even split the half with the tie-breaker node keeps quorum")
+    autoTieBreakerNode: Annotated[str, StringConstraints(pattern=r"^(lowest|highest|[0-9 ]{1,255})$")] | None = Field(
+        None, description="auto_tie_breaker_node: lowest, highest or node ids")
+    expectedVotes: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="expected_votes (default: the sum of the nodes' votes)")
+    provider: Literal["corosync_votequorum", "none"] = Field(
+        "corosync_votequorum", description="corosync_votequorum, or none (no quorum at all)")
+    device: QuorumDevice | None = Field(
+        None, description="A quorum device (corosync-qdevice with a corosync-qnetd server)")
 
 
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -179,10 +200,30 @@ def _extra(value: Any) -> Any:
 CorosyncExtra = Annotated[dict[str, dict[str, Any]], AfterValidator(_extra)]
 
 
+PACEMAKER_ONLY = ("authkey", "stonithEnabled", "crypto", "resourceDefaults", "operationDefaults", "alerts",
+                  "fencingLevels", "tags", "constraints")
+
+
+def _stonith_stated(schema: dict) -> None:
+    # As the tree check says: a Pacemaker cluster states stonithEnabled; a group of nodes
+    # takes none of the Pacemaker fields.
+    schema["if"] = {"properties": {"stack": {"const": "none"}}, "required": ["stack"]}
+    schema["then"] = {"not": {"anyOf": [{"required": [f]} for f in PACEMAKER_ONLY]}}
+    # ... and has crypto on (an authkey) unless it says crypto: none
+    schema["else"] = {"required": ["stonithEnabled"], "anyOf": [
+        {"required": ["authkey"]}, {"required": ["crypto"], "properties": {"crypto": {"const": "none"}}}]}
+
+
 class ClusterSpec(Strict):
-    nodes: Annotated[list[ClusterNode], Field(min_length=1)]
-    stack: Literal["pacemaker", "none"] = "pacemaker"
-    transport: Literal["knet", "udpu", "udp"] = "knet"
+    """The members of the cluster and, with stack pacemaker, how Corosync and Pacemaker run."""
+
+    model_config = ConfigDict(json_schema_extra=_stonith_stated)
+
+    nodes: Annotated[list[ClusterNode], Field(min_length=1)] = Field(description="The members, in order.")
+    stack: Literal["pacemaker", "none"] = Field("pacemaker", description="pacemaker: run Corosync and Pacemaker; "
+                                                "none: only a named group of nodes that other kinds place on.")
+    transport: Literal["knet", "udpu", "udp"] = Field("knet", description="Corosync's transport: knet (encryption, "
+                                                      "several links), udpu or udp (one link, no encryption).")
     links: list[Link] | None = Field(None, description="knet link options, one per link (every node has an "
                                                        "address on each)")
     crypto: Literal["none"] | Crypto | None = Field(
@@ -194,8 +235,8 @@ class ClusterSpec(Strict):
         "1000ms", description="totem token timeout; a dead node is noticed after token + consensus (1.2 x token); "
                               "null: Corosync's default (3000 ms)"
     )
-    totem: Totem = Field(default_factory=Totem)
-    quorum: Quorum = Field(default_factory=Quorum)
+    totem: Totem = Field(default_factory=Totem, description="Totem timers and knobs beyond token.")
+    quorum: Quorum = Field(default_factory=Quorum, description="Corosync votequorum options and quorum device.")
     corosync: CorosyncExtra = Field(
         default_factory=dict, description="any other corosync.conf content: section → key → value, e.g. "
                                           "{logging: {debug: \"on\"}, totem: {netmtu: \"1200\"}}")
@@ -207,9 +248,10 @@ class ClusterSpec(Strict):
     )
     resourceDefaults: NVSets | None = Field(None, description="rsc_defaults, e.g. {resource-stickiness: \"100\"}")
     operationDefaults: NVSets | None = Field(None, description="op_defaults, e.g. {timeout: 120s}")
-    alerts: list[Alert] | None = None
+    alerts: list[Alert] | None = Field(None, description="Alert agents Pacemaker runs on cluster events")
     fencingLevels: list[FencingLevel] | None = Field(None, description="fencing topology")
-    tags: list[Tag] | None = None
+    tags: list[Tag] | None = Field(
+        None, description="Tags: names for sets of resources (crm_resource, pcs, constraints)")
     constraints: list[Constraint] | None = Field(
         None, description="constraints over several resources (sets, patterns), or any constraint kept at the "
                           "cluster level (an import puts every constraint here, in the CIB's order)")
@@ -230,8 +272,7 @@ class Cluster(Manifest):
                     + duplicates([n.id for n in nodes], "spec.nodes.{}.id", "node id")
                     + duplicates([n.address.split("/")[0] for n in nodes], "spec.nodes.{}.address", "node address"))
         if spec.stack == "none":
-            for field in ("authkey", "stonithEnabled", "crypto", "resourceDefaults", "operationDefaults", "alerts",
-                          "fencingLevels", "tags", "constraints"):
+            for field in PACEMAKER_ONLY:
                 if getattr(spec, field) is not None:
                     problems.append((f"spec.{field}", "only for stack: pacemaker"))
             if spec.properties:
@@ -277,13 +318,18 @@ def _resource_name_clashes(cluster: Cluster, tree) -> list[tuple[str, str]]:
 
 
 def _derived_resources(tree, cluster: str) -> list[tuple[str, Manifest]]:
-    out: list[tuple[str, Manifest]] = []
+    return tree.memo(_derived_by_cluster).get(cluster, [])
+
+
+def _derived_by_cluster(tree) -> dict[str, list[tuple[str, Manifest]]]:
+    """Cluster name → the VirtualIPs (manager pacemaker) and Containers it places."""
+    out: dict[str, list[tuple[str, Manifest]]] = {}
     for vip in tree.of_kind("VirtualIP"):
-        if getattr(vip.spec, "manager", None) == "pacemaker" and getattr(vip.spec, "cluster", None) == cluster:
-            out.append(("VirtualIP", vip))
+        if getattr(vip.spec, "manager", None) == "pacemaker" and getattr(vip.spec, "cluster", None) is not None:
+            out.setdefault(vip.spec.cluster, []).append(("VirtualIP", vip))
     for ct in tree.of_kind("Container"):
-        if getattr(ct.spec, "cluster", None) == cluster:
-            out.append(("Container", ct))
+        if getattr(ct.spec, "cluster", None) is not None:
+            out.setdefault(ct.spec.cluster, []).append(("Container", ct))
     return out
 
 

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from schemas.common import Agent, Manifest, Metadata, Placement, Strict, duplicates
 from schemas.pacemaker import (
     Colocation, Location, NVSets, Operation, Order, PacemakerId, ParamSets, REF_OR_ID, Value, interval_ms,
-    looks_like_a_password, set_values,
+    PASSWORD_PARAM_SCHEMA, looks_like_a_password, set_values,
 )
 
 
@@ -36,7 +36,10 @@ MARKER = "reconcile-managed"
 
 
 class ResourceMetadata(Metadata):
-    name: PacemakerId  # type: ignore[assignment]
+    """The resource's name: its CIB id (any id Pacemaker takes), and labels."""
+
+    name: PacemakerId = Field(  # type: ignore[assignment]
+        description="The resource's CIB id: letters, digits, '_', '.', '-', starting with a letter or '_'.")
 
 
 class Clone(Strict):
@@ -44,9 +47,10 @@ class Clone(Strict):
     instances roles (Promoted/Unpromoted) as for DRBD, PostgreSQL, Galera."""
 
     id: PacemakerId | None = Field(None, description="default: NAME-clone")
-    promotable: bool = False
+    promotable: bool = Field(
+        False, description="Give the instances roles: one (promoted-max) Promoted, the others Unpromoted")
     meta: NVSets | None = Field(None, description="the clone's meta attributes: clone-max, notify, interleave, ...")
-    description: Value | None = None
+    description: Value | None = Field(None, description="The clone's description attribute")
     legacy: bool = Field(False, description="write the Pacemaker 1.1 <master> element (only with promotable)")
 
     @model_validator(mode="after")
@@ -57,19 +61,31 @@ class Clone(Strict):
 
 
 class ClusterResourceSpec(Placement):
-    agent: Agent | None = None
+    """A Pacemaker primitive (agent) or group, maybe cloned or promotable, with the constraints
+    that place it."""
+
+    agent: Agent | None = Field(None, description="The resource agent of a primitive: ocf:PROVIDER:TYPE, "
+                                "systemd:UNIT, lsb:SCRIPT, service:NAME or stonith:TYPE (a fencing device).")
     group: list[REF_OR_ID] | None = Field(None, description="make this a group of the named resources, in order")
-    description: Value | None = None
-    params: ParamSets | None = Field(None, description="instance attributes; a value may be a secret reference")
-    meta: NVSets | None = Field(None, description="meta attributes of the primitive or group")
-    utilization: NVSets | None = None
-    operations: list[Operation] = Field(default_factory=list)
+    description: Value | None = Field(None, description="Pacemaker's description attribute.")
+    params: ParamSets | None = Field(
+        None, description="instance attributes (the agent's parameters); a value may be a secret reference "
+                          "({file: /path} or {env: NAME}), and must be for a password",
+        json_schema_extra=PASSWORD_PARAM_SCHEMA)
+    meta: NVSets | None = Field(None, description="meta attributes of the primitive or group, e.g. "
+                                                  "resource-stickiness, target-role")
+    utilization: NVSets | None = Field(None, description="what it uses for placement-strategy (cpu, memory, ...)")
+    operations: list[Operation] = Field(default_factory=list, description="Operations with their intervals, "
+                                        "timeouts and roles (a monitor makes Pacemaker notice failures).")
     operationsId: PacemakerId | None = Field(None, description="an id on <operations> (crmsh writes one)")
-    clone: bool | Clone = False
-    location: list[Location] = Field(default_factory=list)
-    colocation: list[Colocation] = Field(default_factory=list)
-    order: list[Order] = Field(default_factory=list)
-    startAfter: list[REF_OR_ID] = Field(default_factory=list, description="shorthand: order {first: X} for each")
+    clone: bool | Clone = Field(False, description="true: run it on every node (a clone); or the clone's options "
+                                                   "(promotable, meta, id)")
+    location: list[Location] = Field(default_factory=list, description="Where it may run: by node, rules, roles.")
+    colocation: list[Colocation] = Field(default_factory=list, description="Resources it must run next to (or "
+                                         "away from), with roles.")
+    order: list[Order] = Field(default_factory=list, description="Resources (and actions) that come before it.")
+    startAfter: list[REF_OR_ID] = Field(default_factory=list, description="shorthand: order {first: X} for each: "
+                                        "started before this one and stopped after it")
 
     @model_validator(mode="after")
     def _checks(self) -> "ClusterResourceSpec":
@@ -151,11 +167,11 @@ class ClusterResource(Manifest):
                 problems.append((f"spec.group.{i}", f"{member!r} is a group: groups cannot be nested"))
             if other is not None and other.spec.clone_spec is not None:
                 problems.append((f"spec.group.{i}", f"{member!r} is a clone: clone the group instead"))
-            others = [g.metadata.name for g in tree.of_kind("ClusterResource") if g is not self
-                      and g.spec.group and member in g.spec.group and g.spec.cluster == cluster]
-            if others:
-                problems.append((f"spec.group.{i}", f"{member!r} is also a member of group {others[0]!r}: a resource "
-                                 "can be in one group only"))
+            other_group = next((g for g in tree.memo(_groups_by_member).get((cluster, member), []) if g is not self),
+                               None)
+            if other_group is not None:
+                problems.append((f"spec.group.{i}", f"{member!r} is also a member of group "
+                                 f"{other_group.metadata.name!r}: a resource can be in one group only"))
         problems += _role_problems(tree, self)
         return problems
 
@@ -172,6 +188,15 @@ def _password_params(spec: ClusterResourceSpec) -> list[tuple[str, str]]:
     return problems
 
 
+def _groups_by_member(tree) -> dict[tuple[str, str], list[Manifest]]:
+    """(cluster, member name) → the groups listing it, once each, in tree order."""
+    out: dict[tuple[str, str], list[Manifest]] = {}
+    for g in tree.of_kind("ClusterResource"):
+        for member in dict.fromkeys(g.spec.group or []):
+            out.setdefault((g.spec.cluster, member), []).append(g)
+    return out
+
+
 def pacemaker_resource_of(kind: str, manifest: Manifest) -> str | None:
     """The cluster whose Pacemaker runs this VirtualIP or Container, if any."""
     spec = manifest.spec
@@ -182,17 +207,23 @@ def pacemaker_resource_of(kind: str, manifest: Manifest) -> str | None:
 
 def resource_tops(tree, cluster: str) -> dict[str, str]:
     """Every id a constraint may name in `cluster` → the manifest name it belongs to: each
-    Pacemaker resource's name, and the clone id of a cloned ClusterResource."""
-    out: dict[str, str] = {}
+    Pacemaker resource's name, and the clone id of a cloned ClusterResource (from a
+    per-tree index)."""
+    return tree.memo(_tops_by_cluster).get(cluster, {})
+
+
+def _tops_by_cluster(tree) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
     for m in tree.of_kind("ClusterResource"):
-        if m.spec.cluster == cluster:
-            out[m.metadata.name] = m.metadata.name
-            if m.spec.clone_spec is not None:
-                out[m.spec.top_id(m.metadata.name)] = m.metadata.name
+        tops = out.setdefault(m.spec.cluster, {})
+        tops[m.metadata.name] = m.metadata.name
+        if m.spec.clone_spec is not None:
+            tops[m.spec.top_id(m.metadata.name)] = m.metadata.name
     for kind in ("VirtualIP", "Container"):
         for m in tree.of_kind(kind):
-            if pacemaker_resource_of(kind, m) == cluster:
-                out.setdefault(m.metadata.name, m.metadata.name)
+            cluster = pacemaker_resource_of(kind, m)
+            if cluster is not None:
+                out.setdefault(cluster, {}).setdefault(m.metadata.name, m.metadata.name)
     return out
 
 
@@ -253,7 +284,5 @@ def _role_problems(tree, resource: ClusterResource) -> list[tuple[str, str]]:
 
 
 def _in_promotable_group(tree, resource: ClusterResource) -> bool:
-    for g in tree.of_kind("ClusterResource"):
-        if g.spec.group and resource.metadata.name in g.spec.group and g.spec.cluster == resource.spec.cluster:
-            return g.spec.promotable
-    return False
+    groups = tree.memo(_groups_by_member).get((resource.spec.cluster, resource.metadata.name), [])
+    return bool(groups) and groups[0].spec.promotable

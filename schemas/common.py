@@ -21,10 +21,10 @@ import ipaddress
 import re
 import typing
 import unicodedata
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Callable, Literal, Protocol
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -214,7 +214,8 @@ def _group_name(value: str) -> str:
     return value
 
 
-GroupName = Annotated[str, AfterValidator(_group_name)]
+GROUP_PATTERN = r"^(?!.*  )([A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9])$"
+GroupName = Annotated[str, AfterValidator(_group_name), Field(json_schema_extra={"pattern": GROUP_PATTERN})]
 """An Active Directory group: single spaces allowed (sudoers escapes them), nothing that
 means something in sudoers, sssd or PAM."""
 
@@ -228,7 +229,8 @@ def _init_arg(value: str) -> str:
     return value
 
 
-InitArg = Annotated[str, AfterValidator(_init_arg)]
+InitArg = Annotated[str, AfterValidator(_init_arg),
+                    Field(json_schema_extra={"pattern": f"^{_INIT_ARG.pattern}$"})]
 """One argument of a container's init: no spaces, quotes or shell metacharacters (LXC
 splits `lxc.init.cmd` on spaces and runs it without a shell)."""
 
@@ -286,7 +288,7 @@ def _memory_size(value: str) -> str:
     return value
 
 
-MemorySize = Annotated[str, AfterValidator(_memory_size)]
+MemorySize = Annotated[str, AfterValidator(_memory_size), Field(json_schema_extra={"pattern": f"^{_MEMORY.pattern}$"})]
 """A memory limit as LXC and the kernel take it: 64M, 1G, 524288K."""
 
 _CPUSET = re.compile(r"[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3}(-[0-9]{1,3})?){0,127}")
@@ -302,7 +304,7 @@ def _cpu_set(value: str) -> str:
     return value
 
 
-CpuSet = Annotated[str, AfterValidator(_cpu_set)]
+CpuSet = Annotated[str, AfterValidator(_cpu_set), Field(json_schema_extra={"pattern": f"^{_CPUSET.pattern}$"})]
 
 # --- addresses ---------------------------------------------------------------------------
 
@@ -324,8 +326,13 @@ def _ipv4_interface(value: str) -> str:
     return f"{iface.ip}/{iface.network.prefixlen}"
 
 
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
-IPv4Prefix = Annotated[str, AfterValidator(_ipv4_interface)]
+# The same rules as JSON Schema patterns, so that an editor refuses what validate refuses
+# (the Python checks stay the authority and give the messages).
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+IPV4_PREFIX_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}/((3[0-2]|[12]?[0-9])|{_OCTET}(\.{_OCTET}){{3}})$"
+IPv4 = Annotated[str, AfterValidator(_ipv4), Field(json_schema_extra={"pattern": IPV4_PATTERN})]
+IPv4Prefix = Annotated[str, AfterValidator(_ipv4_interface), Field(json_schema_extra={"pattern": IPV4_PREFIX_PATTERN})]
 """An address with its prefix length, as `ip addr` writes it: 192.0.2.100/24."""
 
 # --- paths: absolute, in normal form, no '..' ------------------------------------------------
@@ -355,7 +362,10 @@ def _absolute_path(value: str) -> str:
     return value
 
 
-AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+# Normal form as a pattern: absolute, no '..' or '.' segment, no '//', no trailing '/'.
+ABSOLUTE_PATH_PATTERN = r"^(/|(/(?!\.\.?(/|$))[A-Za-z0-9_.@+-]+)+)$"
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path),
+                         Field(json_schema_extra={"pattern": ABSOLUTE_PATH_PATTERN})]
 """An absolute path in normal form, of letters, digits and _ . / @ + - only."""
 
 
@@ -365,7 +375,8 @@ def _file_path(value: str) -> str:
     return _absolute_path(value)
 
 
-FilePath = Annotated[str, AfterValidator(_file_path)]
+FilePath = Annotated[str, AfterValidator(_file_path),
+                     Field(json_schema_extra={"pattern": r"^(/(?!\.\.?(/|$))[A-Za-z0-9_.@+-]+)+$"})]
 """A file inside a container's root file system, as the container sees it."""
 
 # sssd's fallback_homedir expands %u %U %d %f %l %P %o %h %H and %%; anything else after a
@@ -391,8 +402,201 @@ def _home_pattern(value: str) -> str:
     return value
 
 
-HomePattern = Annotated[str, StringConstraints(pattern=HOME_PATTERN, max_length=4095), AfterValidator(_home_pattern)]
+HomePattern = Annotated[str, StringConstraints(pattern=HOME_PATTERN, max_length=4095), AfterValidator(_home_pattern),
+                        Field(json_schema_extra={"pattern": r"^(?=.*%[uUfP])(/(?!\.\.?(/|$))([A-Za-z0-9_.-]|%[uUdflPohH%])+)+$"})]
 """Where a domain user's home is (sssd's fallback_homedir), e.g. /home/%u or /home/%d/%u."""
+
+NOT_ECHOED = "(the value is not shown: it may hold a secret)"
+"""A validator that refuses what may be an inline secret ends its message with this: the
+loader then never echoes the value."""
+
+# --- mounts: mount points, mount options, rclone and ssh words ----------------------------
+
+# The system's own folders: mounting over one hides the system (or reconcile itself).
+# (/home, /srv, /tmp, /mnt stay allowed: NFS homes and a tmpfs /tmp are ordinary.)
+_SYSTEM = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
+           "/sbin", "/sys", "/usr", "/var", "/var/lib", "/var/cache", "/var/log")
+_NEVER_BELOW = ("/proc", "/sys", "/dev", "/etc", "/usr", "/boot", "/bin", "/sbin", "/lib", "/lib64", "/run",
+                "/var/lib/reconcile")
+
+
+def _mount_point(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r}: a mount point must be an absolute path, e.g. /mnt/reports")
+    if value != "/" and value.endswith("/") or "//" in value or "/./" in value + "/":
+        raise ValueError(f"{value!r}: write the mount point plainly, without '//', '/./' or a trailing '/'")
+    if value in _SYSTEM:
+        raise ValueError(f"{value!r} is a system folder: mounting over it would hide the system; "
+                         "mount below it, e.g. /mnt/reports or /srv/data")
+    for top in _NEVER_BELOW:
+        if value.startswith(top + "/"):
+            raise ValueError(f"{value!r} is inside {top}, which belongs to the system or to reconcile; "
+                             "choose a mount point such as /mnt/NAME or /srv/NAME")
+    return value
+
+
+MountPoint = Annotated[str, AfterValidator(_absolute_path), AfterValidator(_mount_point)]
+
+# --- option tokens -----------------------------------------------------------------------
+
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(=[A-Za-z0-9_.:/@+%^-]+)?")
+# Mount operations, not options: with one of these the option list would make another
+# mount (or move one) rather than describe this one.
+_OPERATIONS = {"bind", "rbind", "remount", "move", "make-private", "make-shared", "make-slave", "loop"}
+# What a typed field says: the field to use instead.
+_TYPED = {
+    "ro": "readOnly: true", "rw": "readOnly: false", "uid": "owner", "gid": "group", "umask": "mode",
+    "mode": "mode", "dir_mode": "mode", "file_mode": "mode", "allow_other": "allowOther",
+    "default_permissions": "owner/group/mode with allowOther", "credentials": "cifs.password",
+    "username": "cifs.user", "user": "cifs.user / sshfs.user", "domain": "cifs.domain",
+    "IdentityFile": "sshfs.identity", "UserKnownHostsFile": "sshfs.hostKeys",
+    "StrictHostKeyChecking": "sshfs.hostKeys (host keys are always checked)", "BatchMode": "(always on)",
+    "port": "sshfs.port", "Port": "sshfs.port", "reconnect": "sshfs.reconnect", "vers": "nfs.version",
+    "nfsvers": "nfs.version", "size": "tmpfs.size", "fsname": "(reconcile names the source)",
+    "subtype": "(the type)", "password_stdin": "sshfs.identity",
+}
+# Options that run a program, or hand the mount to another helper: refused.
+_RUNS_CODE = {"ssh_command", "sshfs_command", "ProxyCommand", "LocalCommand", "PermitLocalCommand",
+              "KnownHostsCommand", "RemoteCommand", "ProxyJump", "Include", "Match", "directport", "passive",
+              "slave", "helper", "uhelper", "command", "env", "args2env"}
+_SECRET_NAMES = ("pass", "secret", "token", "credential", "key_pem", "sas_url", "account_key", "api_key")
+
+
+def _looks_secret(name: str) -> bool:
+    low = name.lower()
+    return any(w in low for w in _SECRET_NAMES)
+
+
+def _option(value: str) -> str:
+    name = value.split("=", 1)[0]
+    if "=" in value and _looks_secret(name):
+        raise ValueError(f"option {name!r} holds a secret: give it by reference (the type's password, "
+                         f"identity or secrets field, {{file: /path}} or {{env: NAME}}), never inline {NOT_ECHOED}")
+    if not _TOKEN.fullmatch(value):
+        raise ValueError(f"{value!r}: one option per list item, as name or name=value: a name starts with a "
+                         "letter or digit, then letters, digits and _ . + - (a value also : / @ % ^); no comma (it "
+                         "would start another option), space, quote or newline")
+    if name in _OPERATIONS:
+        raise ValueError(f"{value!r} is a mount operation, not an option: it would make another mount; "
+                         "use type: bind for a bind mount")
+    if name in _RUNS_CODE or name.startswith(("x-", "X-")):
+        raise ValueError(f"{value!r} runs a command or hands the mount to another program: not allowed in a manifest")
+    if name in _TYPED:
+        raise ValueError(f"{value!r}: reconcile sets this from a field; use {_TYPED[name]}")
+    return value
+
+
+MountOption = Annotated[str, AfterValidator(_option)]
+"""One mount option (`noatime`, `vers=4.2`, `cache=yes`): one token, no comma."""
+
+_RCLONE_VALUE = re.compile(r"[A-Za-z0-9_.:/@+%^,=-]([A-Za-z0-9_.:/@+%^,= -]{0,510}[A-Za-z0-9_.:/@+%^,=-])?")
+
+
+def _rclone_value(value: str) -> str:
+    if not _RCLONE_VALUE.fullmatch(value):
+        raise ValueError(f"{value!r}: an rclone value is one line of letters, digits, single inner spaces and "
+                         "_ . : / @ + % ^ , = - (no quotes, brackets, '#', ';' or newline)")
+    return value
+
+
+RcloneValue = Annotated[str, AfterValidator(_rclone_value)]
+RCLONE_KEY = r"^[a-z][a-z0-9_]{0,63}$"
+FLAG_NAME = r"^[a-z][a-z0-9-]{0,63}$"
+RcloneKey = Annotated[str, StringConstraints(pattern=RCLONE_KEY)]
+FlagName = Annotated[str, StringConstraints(pattern=FLAG_NAME)]
+
+# rclone mount flags reconcile sets itself, or that would run code / open a control port.
+_RCLONE_OWNED = {
+    "config": "reconcile writes the config", "cache-dir": "reconcile gives each mount its own",
+    "daemon": "reconcile runs the daemon", "daemon-wait": "reconcile runs the daemon",
+    "read-only": "readOnly", "allow-other": "allowOther", "uid": "owner", "gid": "group", "umask": "mode",
+    "dir-perms": "mode", "file-perms": "mode", "default-permissions": "owner/group/mode with allowOther",
+    "devname": "reconcile names the source", "option": "options are not passed through to libfuse",
+    "password-command": "runs a command", "rc": "opens a remote control port",
+    "log-file": "a detached rclone logging to a file keeps the mount command waiting on its output",
+    "config-dir": "reconcile writes the config",
+}
+
+
+def _rclone_flag(name: str) -> str:
+    base = name.removeprefix("no-")
+    if base in _RCLONE_OWNED or base.startswith("rc-"):
+        why = _RCLONE_OWNED.get(base, "opens a remote control port")
+        raise ValueError(f"rclone flag {name!r} is not allowed here: {why}")
+    if _looks_secret(name):
+        raise ValueError(f"rclone flag {name!r} holds a secret: put it in rclone.remote.secrets by reference")
+    return name
+
+
+RcloneFlag = Annotated[FlagName, AfterValidator(_rclone_flag)]
+
+
+def _remote_option(name: str) -> str:
+    if name.endswith("_command") or name in ("ssh", "command"):
+        raise ValueError(f"rclone option {name!r} runs a command: not allowed in a manifest")
+    return name
+
+
+# rclone options whose names sound secret but are not (OAuth endpoints, a switch).
+_NOT_SECRET = {"token_url", "auth_url", "client_credentials"}
+
+
+def _remote_plain(name: str) -> str:
+    name = _remote_option(name)
+    if _looks_secret(name) and name not in _NOT_SECRET:
+        raise ValueError(f"rclone option {name!r} holds a secret: move it to rclone.remote.secrets as "
+                         f"{{file: /path}} or {{env: NAME}}, never inline {NOT_ECHOED}")
+    return name
+
+
+RcloneOption = Annotated[str, StringConstraints(pattern=RCLONE_KEY), AfterValidator(_remote_option)]
+"""An rclone backend option name (given by secret reference): never one that runs a command."""
+RclonePlainOption = Annotated[str, StringConstraints(pattern=RCLONE_KEY), AfterValidator(_remote_plain)]
+"""An rclone backend option given inline: never a secret, never one that runs a command."""
+
+
+
+def _mode(value: str) -> str:
+    if not re.fullmatch(r"[0-7]{4}", value):
+        raise ValueError(f"{value!r}: a mode is four octal digits in quotes, e.g. \"0755\", \"0750\" or \"1777\"")
+    return value
+
+
+Mode = Annotated[str, AfterValidator(_mode)]
+"""File permissions as four octal digits: "0755", "1777"."""
+def _no_dotdot(value: str) -> str:
+    if any(p == ".." for p in value.split("/")):
+        raise ValueError(f"{value!r}: '..' is not allowed in a path")
+    return value
+
+
+RCLONE_BACKEND = r"^[a-z][a-z0-9]{0,31}$"
+RcloneBackend = Annotated[str, StringConstraints(pattern=RCLONE_BACKEND)]
+"""An rclone backend as its config's `type =` names it: drive, sftp, s3, webdav, …"""
+FLAG_VALUE = r"^[A-Za-z0-9_.:/@+%-]{0,128}$"
+FlagValue = Annotated[str, StringConstraints(pattern=FLAG_VALUE)]
+"""The value of an rclone mount flag: one word (empty for a switch)."""
+CIFS_SHARE = r"^[A-Za-z0-9_.$-]{1,80}(/[A-Za-z0-9_.-]{1,255})*$"
+CifsShare = Annotated[str, StringConstraints(pattern=CIFS_SHARE), AfterValidator(_no_dotdot)]
+WORKGROUP = r"^[A-Za-z0-9.-]{1,253}$"
+Workgroup = Annotated[str, StringConstraints(pattern=WORKGROUP)]
+"""A cifs domain or workgroup: CORP, corp.example.test."""
+TMPFS_SIZE = r"^[1-9][0-9]{0,12}[kmgKMG]?$|^[1-9][0-9]?%$"
+TmpfsSize = Annotated[str, StringConstraints(pattern=TMPFS_SIZE)]
+"""A tmpfs size: bytes with an optional k, m or g, or a percentage of RAM (10%)."""
+
+HOST_KEY = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+={0,2}$"
+HostKey = Annotated[str, StringConstraints(pattern=HOST_KEY)]
+"""A public host key as in `ssh-keyscan` or /etc/ssh/ssh_host_*_key.pub: type and base64, no comment."""
+SERVER = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$"
+Server = Annotated[str, StringConstraints(pattern=SERVER)]
+"""A host name or IPv4 address."""
+REMOTE_PATH = r"^[A-Za-z0-9_./@+-]{0,1024}$"
+
+
+RemotePath = Annotated[str, StringConstraints(pattern=REMOTE_PATH), AfterValidator(_no_dotdot)]
+"""A path on the remote side (relative to the login or remote root, or absolute)."""
+
 
 # --- secrets -----------------------------------------------------------------------------
 
@@ -405,8 +609,10 @@ class SecretRef(Strict):
 
     model_config = ConfigDict(frozen=True)
 
-    file: AbsolutePath | None = None
-    env: EnvName | None = None
+    file: AbsolutePath | None = Field(None, description="An absolute path on the node; the secret is the file's "
+                                      "content (a final newline is dropped), read at apply time.")
+    env: EnvName | None = Field(None, description="The name of an environment variable of the agent holding the "
+                                "secret.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "SecretRef":
@@ -442,6 +648,20 @@ PATTERN_HELP: dict[str, str] = {
     UMASK: "must be an octal umask such as 0077",
     ENV_NAME: "must be an environment variable name: upper-case letters, digits and '_'",
     HOME_PATTERN: "must be an absolute path of letters, digits, _ . / - and % expansions, e.g. /home/%u",
+    IPV4_PATTERN: "must be an IPv4 address such as 192.0.2.10",
+    IPV4_PREFIX_PATTERN: "must be an IPv4 address with its prefix length, such as 192.0.2.100/24",
+    ABSOLUTE_PATH_PATTERN: "must be an absolute path in normal form, of letters, digits and _ . / @ + -",
+    GROUP_PATTERN: "must be a group name: letters, digits, single spaces and . _ ' -",
+    RCLONE_KEY: "must be an rclone option name: lower-case letters, digits and '_', e.g. known_hosts_file",
+    FLAG_NAME: "must be an rclone flag without its dashes: lower-case letters, digits and '-', e.g. vfs-cache-mode",
+    FLAG_VALUE: "must be one word of letters, digits and _ . : / @ + % - (at most 128)",
+    HOST_KEY: "must be a public host key: its type and base64, e.g. \"ssh-ed25519 AAAAC3Nz…\" (no comment)",
+    SERVER: "must be a host name or IPv4 address: letters, digits, '.' and '-'",
+    REMOTE_PATH: "must be a remote path of letters, digits and _ . / @ + -",
+    RCLONE_BACKEND: "must be an rclone backend as `rclone config providers` names it, e.g. drive, sftp, s3",
+    CIFS_SHARE: "must be a share name (letters, digits, _ . $ -), optionally with a folder: reports/2024",
+    WORKGROUP: "must be a domain or workgroup: letters, digits, '.' and '-'",
+    TMPFS_SIZE: "must be a size such as 64m, 1g or 10%",
 }
 
 
@@ -478,6 +698,11 @@ class TreeView(Protocol):
         """The node's address (with prefix) from the Cluster that lists it, if any."""
         ...
 
+    def memo(self, build: "Callable[[TreeView], Any]") -> Any:
+        """`build(tree)` computed once per tree: an index (by address, port, node, …) that a
+        check() looks things up in, instead of scanning every other manifest (quadratic)."""
+        ...
+
 
 DriftPolicy = Literal["correct", "warn", "ignore"]
 """What the agent does when an object is changed outside git: `correct` puts it back (the
@@ -486,33 +711,65 @@ in git is always applied, whatever the policy."""
 
 
 class Metadata(Strict):
-    name: Name
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-    drift: DriftPolicy = "correct"
+    """What the object is called and how the agent treats changes made outside git."""
+
+    name: Name = Field(description="The object's name, unique per kind: a DNS label (the daemons' own ids, "
+                                   "such as Pacemaker resource ids and HAProxy proxy names, are made from it).")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="Free-form key: value tags for "
+                                               "people and tools; reconcile does not act on them.")
+    drift: DriftPolicy = Field("correct", description="When the object is changed outside git: correct puts it "
+                               "back, warn reports it and leaves it, ignore leaves it and reports it in sync.")
+
+
+EVERY_NODE = "*"
+PLACEMENT_MISSING = ("where this manifest lands is not said: give spec.cluster (every node of a Cluster), "
+                     "spec.nodes (a list, or [\"*\"] for every node, explicitly) or spec.node")
+
+
+def _placement_schema(schema: dict[str, Any]) -> None:
+    # Exactly one of the three, as validate says (editors refuse a manifest without one).
+    schema["oneOf"] = [{"required": [k]} for k in ("cluster", "nodes", "node")]
 
 
 class Placement(Strict):
-    """Which nodes a manifest lands on: one of `cluster`, `nodes` or `node`."""
+    """Which nodes a manifest lands on: exactly one of `cluster`, `nodes` or `node`."""
 
-    cluster: Name | None = None
-    nodes: list[NodeName] | None = None
-    node: NodeName | None = None
+    model_config = ConfigDict(json_schema_extra=_placement_schema)
+
+    cluster: Name | None = Field(None, description="Every node of this Cluster (by its metadata.name).")
+    nodes: list[NodeName | Literal["*"]] | None = Field(
+        None, min_length=1, description='These nodes (names from a Cluster), or ["*"]: every node, said explicitly.',
+        json_schema_extra={"uniqueItems": True, "if": {"contains": {"const": EVERY_NODE}}, "then": {"maxItems": 1}})
+    node: NodeName | None = Field(None, description="This one node.")
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, nodes: list[str] | None) -> list[str] | None:
+        if nodes is not None and (not nodes or len(set(nodes)) != len(nodes)):
+            raise ValueError("nodes must be a non-empty list without repeats")
+        if nodes is not None and EVERY_NODE in nodes and len(nodes) > 1:
+            raise ValueError('"*" means every node: give it alone (nodes: ["*"]), not with node names')
+        return nodes
 
     @model_validator(mode="after")
     def _one_placement(self) -> "Placement":
         given = [k for k in ("cluster", "nodes", "node") if getattr(self, k) is not None]
+        if not given:
+            raise ValueError(PLACEMENT_MISSING)
         if len(given) > 1:
             raise ValueError(f"give only one of cluster, nodes, node (got {', '.join(given)})")
-        if self.nodes is not None and (not self.nodes or len(set(self.nodes)) != len(self.nodes)):
-            raise ValueError("nodes must be a non-empty list without repeats")
         return self
+
+    @property
+    def everywhere(self) -> bool:
+        return self.nodes == [EVERY_NODE]
 
 
 class Manifest(Strict):
     """The envelope: apiVersion, kind, metadata, spec. Subclasses fix `kind` and `spec`."""
 
-    apiVersion: Literal["reconcile/v1"]
-    kind: str
+    apiVersion: Literal["reconcile/v1"] = Field(description="The manifest format: reconcile/v1.")
+    kind: str = Field(description="The kind of object.")
     metadata: Metadata
     spec: Any
 

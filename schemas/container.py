@@ -12,6 +12,7 @@ without a shell, sizes and CPU sets are checked for what the kernel accepts.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Annotated, Literal
 
@@ -26,9 +27,9 @@ from schemas.common import (
 class Download(Strict):
     """`lxc-create -t download -- --dist D --release R --arch A` (needs images.linuxcontainers.org)."""
 
-    distribution: DistroWord
-    release: DistroWord
-    architecture: DistroWord = "amd64"
+    distribution: DistroWord = Field(description="The image's distribution, e.g. debian.")
+    release: DistroWord = Field(description="Its release, e.g. bookworm.")
+    architecture: DistroWord = Field("amd64", description="Its architecture.")
 
 
 class LocalImage(Strict):
@@ -39,6 +40,8 @@ class LocalImage(Strict):
 
 
 class Limits(Strict):
+    """Resource limits of the container (cgroups)."""
+
     memory: MemorySize | None = Field(None, description="memory limit, e.g. 256M")
     cpus: CpuSet | None = Field(None, description="CPUs the container may run on, e.g. 0 or 0-1")
     cpuWeight: Annotated[int, Field(ge=1, le=10000)] | None = Field(
@@ -49,8 +52,9 @@ class Network(Strict):
     """`none`: loopback only. `bridge`: one veth (eth0 inside) on `bridge`, with `address`
     and no gateway: a container never gets a default route from here."""
 
-    type: Literal["none", "bridge"] = "none"
-    bridge: IfName | None = None
+    type: Literal["none", "bridge"] = Field("none", description="none: loopback only; bridge: eth0 inside, on "
+                                            "`bridge`.")
+    bridge: IfName | None = Field(None, description="The node's bridge the container's veth joins.")
     address: IPv4Prefix | None = Field(None, description="static IPv4 address of eth0 inside, e.g. 198.51.100.11/24")
     bridgeAddress: IPv4Prefix | None = Field(
         None, description="the node's own address on `bridge`: reconcile creates the node-local bridge with "
@@ -66,14 +70,18 @@ class Network(Strict):
 
 
 class ContainerSpec(Placement):
-    template: Literal["busybox", "download", "local"]
-    download: Download | None = None
-    local: LocalImage | None = None
-    state: Literal["running", "stopped", "frozen"] = "running"
+    """An LXC system container on each node it lands on (or, with spec.cluster, where Pacemaker runs it)."""
+
+    template: Literal["busybox", "download", "local"] = Field(
+        description="How its root file system is made: busybox (from the node's busybox), download (an image "
+                    "server) or local (tarballs on the node).")
+    download: Download | None = Field(None, description="The image, for template download.")
+    local: LocalImage | None = Field(None, description="The tarballs, for template local.")
+    state: Literal["running", "stopped", "frozen"] = Field("running", description="What it should be doing.")
     autostart: bool = Field(False, description="lxc.start.auto: started by lxc-autostart when the node boots")
     startOrder: Annotated[int, Field(ge=0, le=1000)] | None = Field(None, description="lxc.start.order")
-    limits: Limits = Field(default_factory=Limits)
-    network: Network = Field(default_factory=Network)
+    limits: Limits = Field(default_factory=Limits, description="Resource limits.")
+    network: Network = Field(default_factory=Network, description="Its network.")
     init: Annotated[list[InitArg], Field(min_length=1)] | None = Field(
         None, description="command run as the container's init (lxc.init.cmd)")
     files: dict[FilePath, FileContent] = Field(
@@ -84,7 +92,8 @@ class ContainerSpec(Placement):
         "onChange", description="may apply restart a running container for a change that needs it "
                                 "(limits, network, init)? never: the change waits for its next start")
     stopTimeout: Duration = Field("10s", description="how long a stop waits for the init to end before killing it")
-    lxcPath: AbsolutePath = "/var/lib/lxc"
+    lxcPath: AbsolutePath = Field("/var/lib/lxc", description="The LXC path holding it (Pacemaker-placed "
+                                  "containers: LXC's default path, which the lxc agent uses).")
 
     @model_validator(mode="after")
     def _template_options(self) -> "ContainerSpec":
@@ -155,23 +164,56 @@ class Container(Manifest):
     def _bridge_agrees(self, tree) -> list[tuple[str, str]]:
         """Containers that share a node and name the same bridge must give it one address
         (the bridge is one interface of the node), and two bridges of a node must not share
-        a subnet (the node could not tell where to send it)."""
+        a subnet (the node could not tell where to send it). Reported once, on the later
+        name; looked up per node in `_bridges_by_node`, so the check stays linear."""
         net = self.spec.network
-        mine = tree.nodes_of(self)
-        subnet = ipaddress.IPv4Interface(net.bridgeAddress).network
-        for other in tree.of_kind("Container"):
-            onet = other.spec.network
-            if other is self or not onet.bridgeAddress or other.metadata.name > self.metadata.name:
-                continue  # report once, on the later name
-            if not mine & tree.nodes_of(other):
-                continue
-            if onet.bridge == net.bridge and onet.bridgeAddress != net.bridgeAddress:
+        index = tree.memo(_bridges_by_node)
+        for node in sorted(tree.nodes_of(self)):
+            first = index.first.get((node, net.bridge))
+            if first is not None and first.metadata.name < self.metadata.name \
+                    and first.spec.network.bridgeAddress != net.bridgeAddress:
                 return [("spec.network.bridgeAddress",
-                         f"bridge {net.bridge} gets {net.bridgeAddress} here but {onet.bridgeAddress} "
-                         f"from Container {other.metadata.name!r} on a common node: one bridge, one address")]
-            if onet.bridge != net.bridge and ipaddress.IPv4Interface(onet.bridgeAddress).network.overlaps(subnet):
+                         f"bridge {net.bridge} gets {net.bridgeAddress} here but {first.spec.network.bridgeAddress} "
+                         f"from Container {first.metadata.name!r} on a common node: one bridge, one address")]
+        for node in sorted(tree.nodes_of(self)):
+            other = index.overlaps.get((node, self.metadata.name))
+            if other is not None:
+                onet = other.spec.network
                 return [("spec.network.bridgeAddress",
                          f"{net.bridgeAddress} on bridge {net.bridge} overlaps {onet.bridgeAddress} on bridge "
                          f"{onet.bridge} (Container {other.metadata.name!r}) on a common node: give each bridge "
                          "its own subnet")]
         return []
+
+
+@dataclasses.dataclass
+class _BridgeIndex:
+    # (node, bridge) → the container of the smallest name that gives the bridge an address
+    first: dict[tuple[str, str | None], Container] = dataclasses.field(default_factory=dict)
+    # (node, container name) → a container of a smaller name whose bridge's subnet overlaps
+    overlaps: dict[tuple[str, str], Container] = dataclasses.field(default_factory=dict)
+
+
+def _bridges_by_node(tree) -> _BridgeIndex:
+    index = _BridgeIndex()
+    with_address = sorted((c for c in tree.of_kind("Container") if c.spec.network.bridgeAddress),
+                          key=lambda c: c.metadata.name)
+    per_node: dict[str, list[Container]] = {}
+    for c in with_address:
+        for node in tree.nodes_of(c):
+            if (node, c.spec.network.bridge) not in index.first:
+                index.first[(node, c.spec.network.bridge)] = c
+                per_node.setdefault(node, []).append(c)
+    # One bridge per node from here on: sorted by where its subnet starts, a subnet that
+    # starts before the furthest end seen so far overlaps the one that reached it.
+    for node, containers in per_node.items():
+        spans = sorted(((ipaddress.IPv4Interface(c.spec.network.bridgeAddress).network, c) for c in containers),
+                       key=lambda span: (span[0].network_address, -span[0].prefixlen))
+        reach: tuple[ipaddress.IPv4Network, Container] | None = None
+        for subnet, c in spans:
+            if reach is not None and subnet.network_address <= reach[0].broadcast_address:
+                earlier, later = sorted((reach[1], c), key=lambda x: x.metadata.name)
+                index.overlaps.setdefault((node, later.metadata.name), earlier)
+            if reach is None or subnet.broadcast_address > reach[0].broadcast_address:
+                reach = (subnet, c)
+    return index

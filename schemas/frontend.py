@@ -10,16 +10,21 @@ from schemas.common import duplicates, Duration, HostName, IPv4, Manifest, Name,
 
 
 class Bind(Strict):
-    address: IPv4
-    port: Port
+    """An address and port the frontend listens on."""
+
+    address: IPv4 = Field(description="The address: a VirtualIP's address or one of the node's own (a bind to "
+                          "a VirtualIP's address works on every node, with `transparent`).")
+    port: Port = Field(description="The port.")
 
 
 class Rule(Strict):
     """Send requests whose Host and/or path prefix match to `backend`. First match wins."""
 
-    host: HostName | None = None
-    path: UrlPath | None = None
-    backend: Name
+    host: HostName | None = Field(None, description="The Host header to match; *.example.test matches every "
+                                  "name below example.test.")
+    path: UrlPath | None = Field(None, description="A path prefix to match, by whole segments: /api matches /api "
+                                 "and /api/..., not /apiary.")
+    backend: Name = Field(description="The Backend that gets matching requests.")
 
     @model_validator(mode="after")
     def _something(self) -> "Rule":
@@ -29,17 +34,25 @@ class Rule(Strict):
 
 
 class FrontendTimeouts(Strict):
-    client: Duration = "30s"
-    httpRequest: Duration = "10s"
+    """HAProxy's timeouts for this frontend."""
+
+    client: Duration = Field("30s", description="Longest silence from a client.")
+    httpRequest: Duration = Field("10s", description="Longest time a client may take to send a whole request "
+                                  "(http mode; slow-request protection).")
 
 
 class FrontendSpec(Placement):
-    bind: Annotated[list[Bind], Field(min_length=1)]
-    mode: Literal["http", "tcp"] = "http"
-    defaultBackend: Name
-    rules: list[Rule] = Field(default_factory=list)
-    maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    timeouts: FrontendTimeouts = Field(default_factory=FrontendTimeouts)
+    """An HAProxy frontend: where it listens and which Backend gets which request."""
+
+    bind: Annotated[list[Bind], Field(min_length=1)] = Field(description="Where it listens.")
+    mode: Literal["http", "tcp"] = Field("http", description="http parses requests (and can route them); tcp "
+                                         "forwards bytes.")
+    defaultBackend: Name = Field(description="The Backend that gets requests no rule matches.")
+    rules: list[Rule] = Field(default_factory=list, description="Routing by Host and path, first match wins "
+                              "(http mode).")
+    maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        None, description="Most concurrent connections it accepts (default: HAProxy's).")
+    timeouts: FrontendTimeouts = Field(default_factory=FrontendTimeouts, description="Timeouts.")
 
     @model_validator(mode="after")
     def _checks(self) -> "FrontendSpec":
@@ -63,7 +76,7 @@ class Frontend(Manifest):
     def check(self, tree) -> list[tuple[str, str]]:
         problems = duplicates([f"{b.address}:{b.port}" for b in self.spec.bind], "spec.bind.{}", "bind")
         nodes = tree.nodes_of(self)
-        vips = {v.ip: v for v in tree.of_kind("VirtualIP")}
+        vips = tree.memo(_vips_by_address)
         for i, bind in enumerate(self.spec.bind):
             ip = ipaddress.IPv4Address(bind.address)
             if ip.is_unspecified or ip.is_loopback:
@@ -95,15 +108,35 @@ class Frontend(Manifest):
 
     def _wildcard_overlaps(self, tree, nodes: frozenset[str]) -> list[tuple[str, str]]:
         """0.0.0.0:P takes port P on every address: no other frontend on a common node may
-        bind P (HAProxy would fail to start there; the loader's claims see exact matches only)."""
+        bind P (HAProxy would fail to start there; the loader's claims see exact matches only).
+        Looked up per port and node (`_binds_by_port_and_node`): linear in the binds."""
+        wildcard, specific = tree.memo(_binds_by_port_and_node)
         problems = []
-        for other in tree.of_kind("Frontend"):
-            if other is self or not (nodes & tree.nodes_of(other)):
-                continue
-            for i, bind in enumerate(self.spec.bind):
-                for theirs in other.spec.bind:
-                    if bind.port == theirs.port and bind.address != theirs.address and \
-                            "0.0.0.0" in (bind.address, theirs.address):
-                        problems.append((f"spec.bind.{i}", f"port {bind.port} on {bind.address} overlaps Frontend "
-                                         f"{other.metadata.name}'s bind {theirs.address}:{theirs.port}"))
+        for i, bind in enumerate(self.spec.bind):
+            across = specific if bind.address == "0.0.0.0" else wildcard
+            other = next((found for node in sorted(nodes) for found in across.get((bind.port, node), {}).values()
+                          if found[0] is not self), None)
+            if other is not None:
+                problems.append((f"spec.bind.{i}", f"port {bind.port} on {bind.address} overlaps Frontend "
+                                 f"{other[0].metadata.name}'s bind {other[1]}:{bind.port}"))
         return problems
+
+
+def _vips_by_address(tree) -> dict:
+    return {v.ip: v for v in tree.of_kind("VirtualIP")}
+
+
+_Binds = dict[tuple[int, str], dict[int, tuple[Frontend, str]]]
+
+
+def _binds_by_port_and_node(tree) -> tuple[_Binds, _Binds]:
+    """(port, node) → the frontends that bind it there, once each with their first address:
+    the 0.0.0.0 binds, and the binds of one address."""
+    wildcard: _Binds = {}
+    specific: _Binds = {}
+    for frontend in tree.of_kind("Frontend"):
+        for bind in frontend.spec.bind:
+            into = wildcard if bind.address == "0.0.0.0" else specific
+            for node in tree.nodes_of(frontend):
+                into.setdefault((bind.port, node), {}).setdefault(id(frontend), (frontend, bind.address))
+    return wildcard, specific

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Discriminator, Field, StringConstraints, Tag, model_validator
+from pydantic import AfterValidator, Discriminator, Field, StringConstraints, Tag, WithJsonSchema, model_validator
 
 from schemas.common import MAX_DURATION_MS, SecretRef, Strict
 from schemas.common import ParamValue as ParamValue_
@@ -55,7 +55,7 @@ def _role(value: str) -> str:
     return value
 
 
-Role = Annotated[str, AfterValidator(_role)]
+Role = Annotated[str, AfterValidator(_role), WithJsonSchema({"type": "string", "enum": list(ROLES)})]
 ACTIONS = ("start", "stop", "promote", "demote")
 
 
@@ -65,7 +65,7 @@ def _action(value: str) -> str:
     return value
 
 
-Action = Annotated[str, AfterValidator(_action)]
+Action = Annotated[str, AfterValidator(_action), WithJsonSchema({"type": "string", "enum": list(ACTIONS)})]
 
 _TIME = re.compile(r"(0|[0-9]{1,10}(\.[0-9]{1,3})?(ms|msec|us|usec|s|sec|m|min|h|hr)?|P(?=[0-9T])([0-9]+[YMWD])*"
                    r"(T([0-9]+[HMS])+)?)")
@@ -114,12 +114,17 @@ REF_OR_ID = PacemakerId
 class Expression(Strict):
     """`<expression>`: compare a node attribute (or a resource's parameter or meta attribute)."""
 
-    id: PacemakerId | None = None
-    attribute: AttributeName
-    operation: Literal["lt", "gt", "lte", "gte", "eq", "ne", "defined", "not_defined"]
-    value: Value | None = None
-    type: Literal["string", "integer", "number", "version"] | None = None
-    valueSource: Literal["literal", "param", "meta"] | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    attribute: AttributeName = Field(description="The node attribute compared (#uname, #id, #kind, ... or your own)")
+    operation: Literal["lt", "gt", "lte", "gte", "eq", "ne", "defined", "not_defined"] = Field(
+        description="How: lt, gt, lte, gte, eq, ne, or defined / not_defined (no value)")
+    value: Value | None = Field(None, description="What the attribute is compared with")
+    type: Literal["string", "integer", "number", "version"] | None = Field(
+        None, description="How values compare: string, integer, number or version")
+    valueSource: Literal["literal", "param", "meta"] | None = Field(
+        None, description="literal (default), or param / meta: value names a parameter or meta attribute of the "
+                    "resource whose value is compared")
 
     @model_validator(mode="after")
     def _value(self) -> "Expression":
@@ -137,38 +142,44 @@ _Range = Annotated[str, StringConstraints(pattern=RANGE)]
 class DateSpec(Strict):
     """`<date_spec>`: a recurring time (cron-like ranges such as hours: "9-16")."""
 
-    id: PacemakerId | None = None
-    hours: _Range | None = None
-    monthdays: _Range | None = None
-    weekdays: _Range | None = None
-    yeardays: _Range | None = None
-    months: _Range | None = None
-    weeks: _Range | None = None
-    years: _Range | None = None
-    weekyears: _Range | None = None
-    moon: _Range | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    hours: _Range | None = Field(None, description="A hours range such as 1-5 (one number, or from-to)")
+    monthdays: _Range | None = Field(None, description="A monthdays range such as 1-5 (one number, or from-to)")
+    weekdays: _Range | None = Field(None, description="A weekdays range such as 1-5 (one number, or from-to)")
+    yeardays: _Range | None = Field(None, description="A yeardays range such as 1-5 (one number, or from-to)")
+    months: _Range | None = Field(None, description="A months range such as 1-5 (one number, or from-to)")
+    weeks: _Range | None = Field(None, description="A weeks range such as 1-5 (one number, or from-to)")
+    years: _Range | None = Field(None, description="A years range such as 1-5 (one number, or from-to)")
+    weekyears: _Range | None = Field(None, description="A weekyears range such as 1-5 (one number, or from-to)")
+    moon: _Range | None = Field(None, description="A moon range such as 1-5 (one number, or from-to)")
 
 
 class DurationSpec(Strict):
     """`<duration>` of a date expression with operation in_range."""
 
-    id: PacemakerId | None = None
-    years: _Range | None = None
-    months: _Range | None = None
-    weeks: _Range | None = None
-    days: _Range | None = None
-    hours: _Range | None = None
-    minutes: _Range | None = None
-    seconds: _Range | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    years: _Range | None = Field(None, description="How many years")
+    months: _Range | None = Field(None, description="How many months")
+    weeks: _Range | None = Field(None, description="How many weeks")
+    days: _Range | None = Field(None, description="How many days")
+    hours: _Range | None = Field(None, description="How many hours")
+    minutes: _Range | None = Field(None, description="How many minutes")
+    seconds: _Range | None = Field(None, description="How many seconds")
 
 
 class DateExpression(Strict):
-    id: PacemakerId | None = None
-    operation: Literal["gt", "lt", "in_range", "date_spec"]
-    start: Annotated[str, StringConstraints(pattern=ISO_DATE)] | None = None
-    end: Annotated[str, StringConstraints(pattern=ISO_DATE)] | None = None
-    duration: DurationSpec | None = None
-    dateSpec: DateSpec | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    operation: Literal["gt", "lt", "in_range", "date_spec"] = Field(
+        description="gt (after start), lt (before end), in_range (start..end or start+duration), date_spec "
+                    "(recurring, dateSpec)")
+    start: Annotated[str, StringConstraints(pattern=ISO_DATE)] | None = Field(
+        None, description="ISO 8601 date and time, e.g. 2024-01-01 or 2024-01-01T09:00:00")
+    end: Annotated[str, StringConstraints(pattern=ISO_DATE)] | None = Field(None, description="ISO 8601 date and time")
+    duration: DurationSpec | None = Field(None, description="With in_range and start: how long the range lasts")
+    dateSpec: DateSpec | None = Field(None, description="With date_spec: the recurring time")
 
     @model_validator(mode="after")
     def _shape(self) -> "DateExpression":
@@ -184,72 +195,84 @@ class DateExpression(Strict):
 
 
 class DateItem(Strict):
-    date: DateExpression
+    date: DateExpression = Field(description="A date expression (<date_expression>)")
 
 
 class RscExpression(Strict):
     """`<rsc_expression>` (rules of rsc_defaults): resources of an agent."""
 
-    id: PacemakerId | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
     class_: Literal["ocf", "lsb", "systemd", "service", "stonith", "heartbeat", "upstart", "nagios"] | None = Field(
-        None, alias="class")
-    provider: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
-    type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@_.-]{1,128}$")] | None = None
+        None, alias="class", description="The agent's class, e.g. ocf")
+    provider: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = Field(
+        None, description="The agent's provider (ocf), e.g. heartbeat")
+    type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@_.-]{1,128}$")] | None = Field(
+        None, description="The agent's type, e.g. IPaddr2")
 
 
 class ResourceItem(Strict):
-    resource: RscExpression
+    resource: RscExpression = Field(description="A resource expression (<rsc_expression>), in rsc_defaults rules")
 
 
 class OpExpression(Strict):
     """`<op_expression>` (rules of op_defaults): operations of a name and interval."""
 
-    id: PacemakerId | None = None
-    name: Annotated[str, StringConstraints(pattern=OP_NAME)]
-    interval: PcmkTime | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    name: Annotated[str, StringConstraints(pattern=OP_NAME)] = Field(description="The operation name, e.g. monitor")
+    interval: PcmkTime | None = Field(None, description="The operation interval, e.g. 10s")
 
 
 class OpItem(Strict):
-    op: OpExpression
+    op: OpExpression = Field(description="An operation expression (<op_expression>), in op_defaults rules")
 
 
 def _expression_kind(v: Any) -> str:
     if isinstance(v, dict):
         return next((f"({k})" for k in ("date", "rule", "resource", "op") if k in v), "(expression)")
-    return "(" + {DateItem: "date", RuleItem: "rule", ResourceItem: "resource", OpItem: "op"}.get(type(v), "expression") + ")"
+    names = {DateItem: "date", RuleItem: "rule", ResourceItem: "resource", OpItem: "op"}
+    return "(" + names.get(type(v), "expression") + ")"
 
 
 class NestedRule(Strict):
     """A rule inside a rule (one level: what pcs and crmsh write)."""
 
-    id: PacemakerId | None = None
-    score: Score | None = None
-    booleanOp: Literal["and", "or"] | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    score: Score | None = Field(None, description="The rule's score")
+    booleanOp: Literal["and", "or"] | None = Field(
+        None, description="How its expressions combine: and (default) or or")
     expressions: Annotated[list[Annotated[Union[
         Annotated[Expression, Tag("(expression)")], Annotated[DateItem, Tag("(date)")],
         Annotated[ResourceItem, Tag("(resource)")], Annotated[OpItem, Tag("(op)")]],
-        Discriminator(_expression_kind)]], Field(min_length=1)]
+        Discriminator(_expression_kind)]], Field(min_length=1)] = Field(
+        description="Its expressions (attribute, date, resource, op)")
 
 
 class RuleItem(Strict):
-    rule: NestedRule
+    rule: NestedRule = Field(description="A rule inside this rule (one level)")
 
 
-class Rule(Strict):
+class PacemakerRule(Strict):
     """`<rule>`: expressions joined by `booleanOp` (and by default)."""
 
-    id: PacemakerId | None = None
-    score: Score | None = None
-    scoreAttribute: AttributeName | None = None
-    booleanOp: Literal["and", "or"] | None = None
-    role: Role | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    score: Score | None = Field(None, description="The score the rule adds where it matches (locations)")
+    scoreAttribute: AttributeName | None = Field(None, description="Take the score from this node attribute instead")
+    booleanOp: Literal["and", "or"] | None = Field(
+        None, description="How its expressions combine: and (default) or or")
+    role: Role | None = Field(None, description="Only for this role of the resource (locations)")
     expressions: Annotated[list[Annotated[Union[
         Annotated[Expression, Tag("(expression)")], Annotated[DateItem, Tag("(date)")],
         Annotated["RuleItem", Tag("(rule)")], Annotated[ResourceItem, Tag("(resource)")],
-        Annotated[OpItem, Tag("(op)")]], Discriminator(_expression_kind)]], Field(min_length=1)]
+        Annotated[OpItem, Tag("(op)")]], Discriminator(_expression_kind)]], Field(min_length=1)] = Field(
+        description="Its expressions: {attribute, operation, value}, {date: ...}, {rule: ...}, {resource: ...}, "
+                    "{op: ...}")
 
     @model_validator(mode="after")
-    def _one_score(self) -> "Rule":
+    def _one_score(self) -> "PacemakerRule":
         if self.score is not None and self.scoreAttribute is not None:
             raise ValueError("give score or scoreAttribute, not both")
         return self
@@ -271,12 +294,13 @@ ParamValue = Annotated[Union[Annotated[Value, Tag("(value)")], Annotated[SecretR
 class NVSet(Strict):
     """One name/value set with its own id, rule or score (the long form)."""
 
-    id: PacemakerId | None = None
-    values: dict[AttributeName, Value] = Field(default_factory=dict)
+    id: PacemakerId | None = Field(
+        None, description="The set's id; default: OWNER-instance_attributes, OWNER-meta_attributes, ...")
+    values: dict[AttributeName, Value] = Field(default_factory=dict, description="Name → value")
     ids: dict[AttributeName, PacemakerId] = Field(
         default_factory=dict, description="ids of single values that differ from SETID-NAME (kept from an import)")
-    rule: Rule | None = None
-    score: Score | None = None
+    rule: PacemakerRule | None = Field(None, description="The set applies only where (or when) this rule matches")
+    score: Score | None = Field(None, description="Order among sets (the highest score's value wins)")
 
     @model_validator(mode="after")
     def _known(self) -> "NVSet":
@@ -292,7 +316,8 @@ class ParamSet(NVSet):
     values: dict[AttributeName, ParamValue] = Field(default_factory=dict)  # type: ignore[assignment]
 
 
-NVSets = Annotated[Union[Annotated[dict[AttributeName, Value], Tag("(mapping)")], Annotated[list[NVSet], Tag("(sets)")]],
+NVSets = Annotated[Union[Annotated[dict[AttributeName, Value], Tag("(mapping)")],
+                         Annotated[list[NVSet], Tag("(sets)")]],
                    Discriminator(_mapping_or_sets)]
 ParamSets = Annotated[Union[Annotated[dict[AttributeName, ParamValue], Tag("(mapping)")],
                             Annotated[list[ParamSet], Tag("(sets)")]], Discriminator(_mapping_or_sets)]
@@ -318,21 +343,28 @@ class Operation(Strict):
     """`<op>`: an action of the resource agent Pacemaker runs (monitor per role, start, stop,
     promote, demote, notify, migrate_to/from, reload, reload-agent, ...)."""
 
-    id: PacemakerId | None = None
-    name: Annotated[str, StringConstraints(pattern=OP_NAME)]
-    interval: PcmkTime = "0s"
-    timeout: PcmkTime | None = None
-    role: Role | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    name: Annotated[str, StringConstraints(pattern=OP_NAME)] = Field(
+        description="The agent action: monitor, start, stop, promote, demote, notify, migrate_to, reload, ...")
+    interval: PcmkTime = Field("0s", description="How often it recurs (monitor); 0 for one-off actions")
+    timeout: PcmkTime | None = Field(
+        None, description="How long Pacemaker waits for it (default: op_defaults, then 20s)")
+    role: Role | None = Field(
+        None, description="Only for instances in this role: Promoted, Unpromoted (a monitor per role)")
     onFail: Literal["ignore", "block", "stop", "restart", "standby", "fence", "restart-container", "demote",
-                    "reset"] | None = None
-    startDelay: PcmkTime | None = None
-    intervalOrigin: Annotated[str, StringConstraints(pattern=ISO_DATE)] | None = None
-    enabled: bool | None = None
-    recordPending: bool | None = None
-    requires: Literal["nothing", "quorum", "fencing", "unfencing"] | None = None
-    description: Value | None = None
+                    "reset"] | None = Field(
+        None, description="What a failure does: restart (default), ignore, block, stop, standby, fence, demote, ...")
+    startDelay: PcmkTime | None = Field(None, description="Wait this long before the first run")
+    intervalOrigin: Annotated[str, StringConstraints(pattern=ISO_DATE)] | None = Field(
+        None, description="Schedule a recurring op from this ISO 8601 time")
+    enabled: bool | None = Field(None, description="false: keep the op defined but do not run it")
+    recordPending: bool | None = Field(None, description="Record the op in the CIB while it runs")
+    requires: Literal["nothing", "quorum", "fencing", "unfencing"] | None = Field(
+        None, description="What must hold before it runs: nothing, quorum, fencing, unfencing")
+    description: Value | None = Field(None, description="Free text")
     params: NVSets | None = Field(None, description="the op's instance_attributes, e.g. {OCF_CHECK_LEVEL: \"10\"}")
-    meta: NVSets | None = None
+    meta: NVSets | None = Field(None, description="The op's meta_attributes")
 
 
 # --- constraints -------------------------------------------------------------------------
@@ -341,26 +373,34 @@ class Operation(Strict):
 class ResourceSet(Strict):
     """`<resource_set>` of a colocation, order, location or ticket constraint."""
 
-    id: PacemakerId | None = None
-    resources: Annotated[list[REF_OR_ID], Field(min_length=1)]
-    sequential: bool | None = None
-    requireAll: bool | None = None
-    ordering: Literal["group", "listed"] | None = None
-    action: Action | None = None
-    role: Role | None = None
-    score: Score | None = None
-    kind: Literal["Mandatory", "Optional", "Serialize"] | None = None
+    id: PacemakerId | None = Field(None, description="The set's id; default: CONSTRAINT-set, -set-1, ...")
+    resources: Annotated[list[REF_OR_ID], Field(min_length=1)] = Field(
+        description="The resources in the set (names or clone ids)")
+    sequential: bool | None = Field(
+        None, description="Whether the members depend on each other in order (default true)")
+    requireAll: bool | None = Field(None, description="false: one member of the set suffices for the next set")
+    ordering: Literal["group", "listed"] | None = Field(None, description="group or listed (ordering sets)")
+    action: Action | None = Field(None, description="The action of every member: start, stop, promote, demote")
+    role: Role | None = Field(None, description="The role of every member: Started, Promoted, Unpromoted, ...")
+    score: Score | None = Field(None, description="The set's score")
+    kind: Literal["Mandatory", "Optional", "Serialize"] | None = Field(
+        None, description="Mandatory, Optional or Serialize (order sets)")
 
 
 class Location(Strict):
     """Where this resource may (not) run: on a node with a score, or by rules."""
 
-    id: PacemakerId | None = None
-    node: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")] | None = None
-    score: Score | None = None
-    rules: list[Rule] | None = None
-    role: Role | None = None
-    resourceDiscovery: Literal["always", "never", "exclusive"] | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    node: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")] | None = Field(
+        None, description="The node it prefers (positive score) or avoids (negative)")
+    score: Score | None = Field(
+        None, description="How much: INFINITY pins it, -INFINITY bans it, a number weighs (default INFINITY)")
+    rules: list[PacemakerRule] | None = Field(
+        None, description="Rules over node attributes and dates instead of one node (each with its score)")
+    role: Role | None = Field(None, description="Only for this role (e.g. Promoted)")
+    resourceDiscovery: Literal["always", "never", "exclusive"] | None = Field(
+        None, description="always, never or exclusive: where Pacemaker probes for it")
 
     @model_validator(mode="after")
     def _node_or_rules(self) -> "Location":
@@ -374,56 +414,70 @@ class Location(Strict):
 class Colocation(Strict):
     """Run this resource where `with` runs (score > 0) or away from it (score < 0)."""
 
-    id: PacemakerId | None = None
-    with_: REF_OR_ID = Field(alias="with")
-    score: Score = "INFINITY"
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    with_: REF_OR_ID = Field(alias="with", description="The other resource (name or clone id)")
+    score: Score = Field("INFINITY", description="INFINITY: always together; -INFINITY: never; a number: a preference")
     role: Role | None = Field(None, description="this resource's role (rsc-role)")
     withRole: Role | None = Field(None, description="the other resource's role (with-rsc-role), e.g. Promoted")
-    nodeAttribute: AttributeName | None = None
-    influence: bool | None = None
+    nodeAttribute: AttributeName | None = Field(
+        None, description="Colocate by this node attribute instead of the node (#uname)")
+    influence: bool | None = Field(
+        None, description="Whether this resource's preferences may move `with` (default true)")
 
 
 class Order(Strict):
     """Start (or promote, ...) this resource after `first`."""
 
-    id: PacemakerId | None = None
-    first: REF_OR_ID
-    firstAction: Action | None = None
-    thenAction: Action | None = None
-    kind: Literal["Mandatory", "Optional", "Serialize"] | None = None
-    score: Score | None = None
-    symmetrical: bool | None = None
-    requireAll: bool | None = None  # `first` a clone: false = one instance of it is enough
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    first: REF_OR_ID = Field(description="What comes first (name or clone id)")
+    firstAction: Action | None = Field(None, description="Its action: start (default), stop, promote, demote")
+    thenAction: Action | None = Field(
+        None, description="This resource's action: start (default), stop, promote, demote")
+    kind: Literal["Mandatory", "Optional", "Serialize"] | None = Field(
+        None, description="Mandatory (default), Optional or Serialize")
+    score: Score | None = Field(None, description="Older form of kind (INFINITY: Mandatory, 0: Optional)")
+    symmetrical: bool | None = Field(None, description="Whether the reverse order applies to stopping (default true)")
+    requireAll: bool | None = Field(None, description="first a clone: false means one of its instances is enough")
 
 
 class Constraint(Strict):
     """A constraint of the whole cluster (Cluster spec.constraints): any location,
     colocation, order or ticket constraint, including resource sets and rsc-pattern."""
 
-    type: Literal["location", "colocation", "order", "ticket"]
-    id: PacemakerId
+    type: Literal["location", "colocation", "order", "ticket"] = Field(
+        description="location, colocation, order or ticket")
+    id: PacemakerId = Field(description="The constraint's id")
     # location / colocation / ticket: the dependent resource; order: see first/then
-    resource: REF_OR_ID | None = None
-    pattern: Annotated[str, StringConstraints(max_length=255)] | None = None
-    node: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")] | None = None
-    rules: list[Rule] | None = None
-    resourceDiscovery: Literal["always", "never", "exclusive"] | None = None
-    role: Role | None = None
-    with_: REF_OR_ID | None = Field(None, alias="with")
-    withRole: Role | None = None
-    nodeAttribute: AttributeName | None = None
-    influence: bool | None = None
-    first: REF_OR_ID | None = None
-    then: REF_OR_ID | None = None
-    firstAction: Action | None = None
-    thenAction: Action | None = None
-    kind: Literal["Mandatory", "Optional", "Serialize"] | None = None
-    symmetrical: bool | None = None
-    requireAll: bool | None = None
-    ticket: Annotated[str, StringConstraints(pattern=PACEMAKER_ID)] | None = None
-    lossPolicy: Literal["stop", "demote", "fence", "freeze"] | None = None
-    score: Score | None = None
-    sets: list[ResourceSet] | None = None
+    resource: REF_OR_ID | None = Field(None, description="The dependent resource (location, colocation, ticket)")
+    pattern: Annotated[str, StringConstraints(max_length=255)] | None = Field(
+        None, description="Location: every resource whose id matches this regular expression")
+    node: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")] | None = Field(
+        None, description="Location: the node")
+    rules: list[PacemakerRule] | None = Field(None, description="Location: rules instead of a node")
+    resourceDiscovery: Literal["always", "never", "exclusive"] | None = Field(
+        None, description="Location: always, never or exclusive")
+    role: Role | None = Field(None, description="The dependent resource's role")
+    with_: REF_OR_ID | None = Field(None, alias="with", description="Colocation: the resource it runs with")
+    withRole: Role | None = Field(None, description="Colocation: the role of `with`, e.g. Promoted")
+    nodeAttribute: AttributeName | None = Field(
+        None, description="Colocation: by this node attribute instead of the node")
+    influence: bool | None = Field(None, description="Colocation: whether the dependent's preferences move `with`")
+    first: REF_OR_ID | None = Field(None, description="Order: what comes first")
+    then: REF_OR_ID | None = Field(None, description="Order: what comes next")
+    firstAction: Action | None = Field(None, description="Order: the first action (start, stop, promote, demote)")
+    thenAction: Action | None = Field(None, description="Order: the next action")
+    kind: Literal["Mandatory", "Optional", "Serialize"] | None = Field(
+        None, description="Order: Mandatory, Optional or Serialize")
+    symmetrical: bool | None = Field(None, description="Order: whether the reverse applies to stopping")
+    requireAll: bool | None = Field(None, description="Order: first a clone: false means one instance is enough")
+    ticket: Annotated[str, StringConstraints(pattern=PACEMAKER_ID)] | None = Field(
+        None, description="Ticket: the ticket's name")
+    lossPolicy: Literal["stop", "demote", "fence", "freeze"] | None = Field(
+        None, description="Ticket: what losing it does: stop, demote, fence, freeze")
+    score: Score | None = Field(None, description="The score (location, colocation, order)")
+    sets: list[ResourceSet] | None = Field(None, description="Resource sets instead of single resources")
 
     @model_validator(mode="after")
     def _shape(self) -> "Constraint":
@@ -466,44 +520,49 @@ class Constraint(Strict):
 
 
 class Recipient(Strict):
-    id: PacemakerId | None = None
-    value: Value
-    description: Value | None = None
-    params: NVSets | None = None
-    meta: NVSets | None = None
+    id: PacemakerId | None = Field(
+        None, description="The element's id; default: the id pcs would give (kept as written when given)")
+    value: Value = Field(description="Where the agent sends the alert (a file, an address: the agent decides)")
+    description: Value | None = Field(None, description="Free text")
+    params: NVSets | None = Field(None, description="The recipient's instance_attributes")
+    meta: NVSets | None = Field(None, description="The recipient's meta_attributes (timeout, timestamp-format)")
 
 
 class AlertSelect(Strict):
     """`<select>`: which events the alert agent gets (all when absent)."""
 
-    nodes: bool = False
-    fencing: bool = False
-    resources: bool = False
+    nodes: bool = Field(False, description="Node events")
+    fencing: bool = Field(False, description="Fencing events")
+    resources: bool = Field(False, description="Resource events")
     attributes: list[AttributeName] | None = Field(None, description="node attributes; [] for every attribute")
 
 
 class Alert(Strict):
     """`<alert>`: an agent Pacemaker runs on cluster events."""
 
-    id: PacemakerId
-    path: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./@+-]{0,4095}$")]
-    description: Value | None = None
-    params: NVSets | None = None
-    meta: NVSets | None = None
-    select: AlertSelect | None = None
-    recipients: list[Recipient] = Field(default_factory=list)
+    id: PacemakerId = Field(description="The alert's id")
+    path: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./@+-]{0,4095}$")] = Field(
+        description="The alert agent (an executable), e.g. /usr/share/pacemaker/alerts/alert_file.sh.sample")
+    description: Value | None = Field(None, description="Free text")
+    params: NVSets | None = Field(None, description="The agent's instance_attributes")
+    meta: NVSets | None = Field(None, description="The alert's meta_attributes (timeout, timestamp-format)")
+    select: AlertSelect | None = Field(None, description="Which events (all when absent)")
+    recipients: list[Recipient] = Field(default_factory=list, description="Where it sends them")
 
 
 class FencingLevel(Strict):
     """`<fencing-level>`: which devices fence a target, tried in index order."""
 
-    id: PacemakerId | None = None
-    index: Annotated[int, Field(ge=1, le=9)]
-    target: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")] | None = None
-    targetPattern: Annotated[str, StringConstraints(max_length=255)] | None = None
-    targetAttribute: AttributeName | None = None
-    targetValue: Value | None = None
-    devices: Annotated[list[REF_OR_ID], Field(min_length=1)]
+    id: PacemakerId | None = Field(None, description="The level's id; default: fl-TARGET-INDEX")
+    index: Annotated[int, Field(ge=1, le=9)] = Field(description="The level (1-9): lower levels are tried first")
+    target: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")] | None = Field(
+        None, description="The node this level fences")
+    targetPattern: Annotated[str, StringConstraints(max_length=255)] | None = Field(
+        None, description="Nodes whose name matches this regular expression")
+    targetAttribute: AttributeName | None = Field(None, description="Nodes with this attribute (and targetValue)")
+    targetValue: Value | None = Field(None, description="The value of targetAttribute")
+    devices: Annotated[list[REF_OR_ID], Field(min_length=1)] = Field(
+        description="The fencing devices (stonith ClusterResources), all used at this level")
 
     @model_validator(mode="after")
     def _one_target(self) -> "FencingLevel":
@@ -516,12 +575,24 @@ class FencingLevel(Strict):
 
 
 class Tag(Strict):
-    id: PacemakerId
-    refs: Annotated[list[REF_OR_ID], Field(min_length=1)]
+    id: PacemakerId = Field(description="The tag's id")
+    refs: Annotated[list[REF_OR_ID], Field(min_length=1)] = Field(
+        description="The resources (or constraints) it names")
 
 
 PASSWORD_PARAM = re.compile(r"(?i)(passw(or)?d|passwd|secret|token|api_?key|private_?key|credential)s?")
 NOT_A_PASSWORD = re.compile(r"(?i).*(_script|_file|_path|_user|_name|_login)$")
+
+
+def _any_case(pattern: str) -> str:
+    """A regular expression without (?i) for editors (JSON Schema patterns are ECMA 262)."""
+    return "".join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in pattern)
+
+
+PASSWORD_PARAM_SCHEMA = {"patternProperties": {
+    "^(?!.*" + _any_case("(_script|_file|_path|_user|_name|_login)") + "$).*" + _any_case(
+        "(passw(or)?d|passwd|secret|token|api_?key|private_?key|credential)"): {"type": "object"}}}
+"""For editors: a parameter named like a password is a secret reference (an object)."""
 
 
 def looks_like_a_password(name: str) -> bool:

@@ -35,8 +35,8 @@ if [[ ! -x $RECONCILE ]]; then
   exit 1
 fi
 
-step "reconcile lab up --nodes ${#NODES[@]} --domain-controller   (lab '$RECONCILE_LAB')"
-if ! "$RECONCILE" lab up --nodes "${#NODES[@]}" --domain-controller; then
+step "reconcile lab up --nodes ${#NODES[@]} --domain-controller --sftp   (lab '$RECONCILE_LAB')"
+if ! "$RECONCILE" lab up --nodes "${#NODES[@]}" --domain-controller --sftp; then
   echo "demo: the lab did not come up" >&2
   exit 1
 fi
@@ -45,11 +45,15 @@ step "inside lb1: reconcile --dry-run --node lb1 --repo desired-state"
 shown node lb1 reconcile --dry-run --node lb1 --repo desired-state
 
 for n in "${NODES[@]}"; do
-  step "inside $n: reconcile apply --repo desired-state   (the node is its own machine: --node defaults to its host name)"
-  shown node "$n" reconcile apply --repo desired-state
+  wait=()
+  # The last node completes the cluster: --wait returns once everything is Healthy (quorum,
+  # resources running, the VIP held once, servers UP), so the HTTP check below just works.
+  [[ $n == "${NODES[-1]}" ]] && wait=(--wait --timeout 3m)
+  step "inside $n: reconcile apply --repo desired-state ${wait[*]}  (the node is its own machine: --node defaults to its host name)"
+  shown node "$n" reconcile apply --repo desired-state "${wait[@]}"
 done
 
-step "inside lb1: reconcile --dry-run again: every object in sync (exit 0)"
+step "inside lb1: reconcile --dry-run again: every object in sync (exit 0), and its health"
 shown node lb1 reconcile --dry-run --repo desired-state
 
 step "HTTP through the VIP 192.0.2.100, from lb2: / goes to the app backend, /api/ to api"
@@ -96,6 +100,9 @@ for n in "${NODES[@]}"; do
   echo "--- $n: adcli testjoin"
   shown node "$n" timeout 20 adcli testjoin --domain=corp.example.test
 done
+
+step "lb2's reports folder on lb1, through rclone (sftp remote, password) and sshfs (key)"
+shown node lb1 sh -c 'grep -E " /mnt/" /proc/self/mountinfo | cut -d" " -f5,9,10; ls -l /mnt/reports /mnt/reports-sshfs'
 
 step "the lab stays up"
 "$RECONCILE" lab status

@@ -155,6 +155,11 @@ class Lab:
     def domain_controller(self) -> bool:
         return bool(self.record.get("domain_controller"))
 
+    @property
+    def sftp_server(self) -> str | None:
+        """The node running the lab's SFTP server (lab up with sftp=True), else None."""
+        return self.record.get("sftp")
+
     def address(self, node: str) -> str:
         return self._node(node).address
 
@@ -186,26 +191,33 @@ class Lab:
         raise LabError(f"lab {self.name!r} has no node {node!r} (nodes: {', '.join(self.nodes)})")
 
     # -- up and down -----------------------------------------------------------------------
-    def up(self, nodes: int = 2, domain_controller: bool = False, *, ephemeral: bool = False,
+    def up(self, nodes: int = 2, domain_controller: bool = False, *, sftp: bool = False, ephemeral: bool = False,
            timeout: float = 120.0) -> Lab:
         """Build the lab from nothing (a stale lab of the same name is torn down first).
+        `sftp` starts an SFTP server in the last lb node (controller/lab/sftp.py).
         `ephemeral` marks a test's lab: `sweep_orphans` removes it once its owner is gone."""
         if not 1 <= nodes <= config.MAX_NODES:
             raise LabError(f"--nodes {nodes}: between 1 and {config.MAX_NODES}")
-        self.down()
+        self.down(purge=False)  # an operator's files in the shared folder survive a rebuild
         names = [(f"lb{i}", config.lb_address(i)) for i in range(1, nodes + 1)]
         if domain_controller:
             names.append((config.DC_NODE, config.DC_ADDRESS))
-        self.root.mkdir(parents=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self._record = {
             "name": self.name, "state": "starting", "created": time.time(),
             "owner": {"pid": os.getpid(), "start": _proc_start(os.getpid())},
             "ephemeral": ephemeral, "domain_controller": domain_controller,
             "nodes": [asdict(Node(n, a)) for n, a in names],
         }
+        if sftp:
+            from controller.lab import sftp as sftp_server
+
+            self._record["sftp"] = sftp_server.server_node([n for n, _ in names])
         self._save()  # first: a run killed from here on is found and cleaned by the next up
         try:
-            self.shared.mkdir()
+            self.shared.mkdir(exist_ok=True)
+            if sftp:
+                sftp_server.make_keys(self.root / "sftp")
             self._start_nodes(timeout)
             self._wire()
             self._record["state"] = "up"
@@ -214,16 +226,22 @@ class Lab:
                 from controller.lab import dc
 
                 dc.start(self, timeout=timeout)
+            if sftp:
+                sftp_server.start(self, self.root / "sftp")
             self._record["state"] = "ready"
             self._save()
         except BaseException:
-            self.down()
+            self.down(purge=ephemeral)
             raise
         return self
 
-    def down(self) -> None:
+    def down(self, purge: bool = True) -> None:
         """End every process of the lab, delete its namespaces and its folder. Idempotent;
-        only processes whose command line is this lab's node holder are signalled."""
+        only processes whose command line is this lab's node holder are signalled.
+
+        `purge=False` keeps the shared folder (an operator's repository, test output);
+        `reconcile lab down` does that unless given --purge. A shared folder left empty
+        goes anyway."""
         victims = self._holder_processes()
         for pid in victims:
             try:
@@ -242,7 +260,13 @@ class Lab:
             _run(["ip", "netns", "delete", ns])
         self._remove_cgroups()
         if self.root.exists():
-            shutil.rmtree(self.root)
+            keep = not purge and self.shared.is_dir() and any(self.shared.iterdir())
+            for entry in (self.root.iterdir() if keep else [self.root]):
+                if entry != self.shared:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
         self._record = None
 
     def _holder_processes(self) -> list[int]:
@@ -372,6 +396,13 @@ class Lab:
         # One Corosync authkey per lab, the same on every node (as an operator copies it):
         # the example Cluster encrypts its traffic with it.
         _prefill(upper, config.COROSYNC_AUTHKEY_FILE, self._authkey, 0o400, dir_mode=0o700)
+        server = self.record.get("sftp")
+        if server:
+            from controller.lab import sftp
+
+            address = next(n["address"] for n in self.record["nodes"] if n["name"] == server)
+            for path, (text, mode) in sftp.client_files(self.root / "sftp", server, address).items():
+                _prefill(upper, path, text, mode, dir_mode=0o700 if path.startswith("/etc/reconcile") else 0o755)
 
     # -- running things in nodes -----------------------------------------------------------
     def enter_argv(self, node: str, cwd: str = "/") -> list[str]:
@@ -461,6 +492,8 @@ class Lab:
             from controller.lab import dc
 
             out["domain_controller"] = dc.answers(self)
+        if rec.get("sftp"):
+            out["sftp"] = {"node": rec["sftp"], "address": self.address(rec["sftp"]), "user": config.SFTP_USER}
         return out
 
 
@@ -468,13 +501,14 @@ _counter = itertools.count(1)
 
 
 @contextlib.contextmanager
-def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, prefix: str = "t") -> Iterator[Lab]:
+def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, sftp: bool = False,
+                  prefix: str = "t") -> Iterator[Lab]:
     """A lab under a name no other live process uses (`t<pid>-<n>`), torn down on exit
     even when the body fails. Marked ephemeral: if this process is killed,
     `sweep_orphans` (run by the test session) removes what it left."""
     lab = Lab(f"{prefix}{os.getpid()}-{next(_counter)}")
     try:
-        yield lab.up(nodes=nodes, domain_controller=domain_controller, ephemeral=True)
+        yield lab.up(nodes=nodes, domain_controller=domain_controller, sftp=sftp, ephemeral=True)
     finally:
         lab.down()
 

@@ -44,10 +44,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject, Refusal, native_check,
-    read_secret, wait_until,
+    GENERATED_HEADER, NODE, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, HealthReport, Node,
+    PerObject, Refusal, native_check, read_secret, wait_until,
 )
 from reconcilers.pacemaker import corosync, daemons, tools
+from reconcilers.pacemaker import health as pcmk_health
 from reconcilers.pacemaker.cluster_cib import cluster_config_state, section, write_properties
 
 log = logging.getLogger("reconcile.cluster")
@@ -156,6 +157,29 @@ class ClusterReconciler(PerObject):
         except ApplyError:
             return {"authkey": SECRET_DIFFERS}  # apply says why
         return {"authkey": SECRET_IN_SYNC if installed == wanted else SECRET_DIFFERS}
+
+    # --- health ----------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Daemons (corosync-qdevice too with a quorum device), DC, quorum and members
+        online, from one crm_mon: the Cluster object's health and the node's "pacemaker"
+        facet."""
+        out = {}
+        for name, spec in self._spec.items():
+            if name not in desired.get(self.kind, {}):
+                continue
+            running = daemons.running(node)
+            if spec.quorum.device is None:
+                running.pop("qdevice", None)
+            snap = pcmk_health.read(node) if all(running.values()) else "daemons not running"
+            status = snap.status if isinstance(snap, pcmk_health.Snapshot) else None
+            out[name] = pcmk_health.cluster_health(status, [n.name for n in spec.nodes], running,
+                                                   snap if isinstance(snap, str) else "")
+        report: HealthReport = {self.kind: out}
+        if out:
+            report[NODE] = {"pacemaker": next(iter(out.values()))}
+        return report
 
     # --- validate and explain (read-only) ------------------------------------------------
 

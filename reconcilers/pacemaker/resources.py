@@ -24,15 +24,18 @@ bounded wait), as `pcs resource delete` does.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 import xml.etree.ElementTree as ET
 from typing import Any, Iterator
 
+from reconcilers import netprobe
 from reconcilers.base import (
-    ApplyError, Change, CommandError, Deferred, Desired, Node, Outcomes, Reconciler, Refusal, install_batch, native_check,
-    wait_until,
+    ApplyError, Change, CommandError, Deferred, Desired, Health, HealthReport, Node, Outcomes, Reconciler, Refusal,
+    install_batch, native_check, wait_until,
 )
 from reconcilers.pacemaker import guard, secrets, tools
+from reconcilers.pacemaker import health as pcmk_health
 from reconcilers.pacemaker.candidate import Batch, apply_changes, render_configuration, resource_ids
 from reconcilers.pacemaker.cib import canonical_sets, resource_state, top_id
 from reconcilers.pacemaker.cluster_cib import cluster_config_state
@@ -71,6 +74,7 @@ class ClusterResourceReconciler(Reconciler):
         self._forming: list[str] = []
         self._explained: set[str] = set()
         self._attributes: dict[str, dict[str, str]] = {}  # node → its transient attributes (preview)
+        self._shown_as: dict[str, str] = {}  # name → how people know it (a VirtualIP, a Container)
 
     # --- desired -------------------------------------------------------------------------
 
@@ -102,8 +106,10 @@ class ClusterResourceReconciler(Reconciler):
                 self._states[rsc] = resource_state(rsc, m.spec, resolve, secret)
             elif item.kind == "VirtualIP" and m.spec.manager == "pacemaker" and m.spec.cluster == name:
                 self._states[m.metadata.name] = virtual_ip_state(m.metadata.name, m.spec)
+                self._shown_as[m.metadata.name] = f"VirtualIP {m.metadata.name} (IPaddr2 primitive)"
             elif item.kind == "Container" and getattr(m.spec, "cluster", None) == name:
                 self._states[m.metadata.name] = container_state(m.metadata.name, m.spec)
+                self._shown_as[m.metadata.name] = f"Container {m.metadata.name} (lxc primitive)"
             else:
                 continue
             self._order.append(m.metadata.name)
@@ -115,7 +121,8 @@ class ClusterResourceReconciler(Reconciler):
         for rsc, state in self._states.items():
             src = sources.get(rsc)
             out[RESOURCE][rsc] = Desired(state, depends=cluster_key + self._depends(rsc, state, tops),
-                                         source=src.where() if src is not None else "")
+                                         source=src.where() if src is not None else "",
+                                         shown_as=self._shown_as.get(rsc, ""))
         refs = {r for c in self._config.get("constraints", []) for r in _constraint_refs(c)}
         refs |= {d for lv in self._config.get("fencingLevels", []) for d in lv["devices"]}
         refs |= {r for t in self._config.get("tags", []) for r in t["refs"]}
@@ -132,6 +139,8 @@ class ClusterResourceReconciler(Reconciler):
     # --- observe -------------------------------------------------------------------------
 
     def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
+        if not node.local:  # a plan for another machine: this machine's CIB is not its cluster's
+            return {RESOURCE: {}, CONFIG: {}}
         try:
             configuration = tools.query_cib(node, scope="configuration", local=True)
         except tools.CibUnavailable:
@@ -160,8 +169,10 @@ class ClusterResourceReconciler(Reconciler):
 
     def _live_or_empty(self, node: Node) -> tuple[ET.Element, list[str]]:
         """The live CIB, or for a cluster that does not run yet an empty one with its nodes
-        (a simulation then brings them up)."""
+        (a simulation then brings them up); the empty one too for another machine's plan."""
         try:
+            if not node.local:
+                raise tools.CibUnavailable(f"not {node.name}")
             return tools.query_cib(node), []
         except tools.CibUnavailable:
             nodes = {i: n for n, i in self._node_ids.items()}
@@ -337,6 +348,54 @@ class ClusterResourceReconciler(Reconciler):
         return [f"starts only on a node where the container is defined (node attribute {attribute}="
                 f"{tools.CONTAINER_ATTRIBUTE_VALUE}, set by that node's Container reconciler): "
                 f"{'now ' + ', '.join(ready) if ready else 'no node yet'}"]
+
+    # --- health ----------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Where each resource runs against where it should, from one crm_mon; for IPaddr2
+        addresses also who answers on the link (one ARP probe burst per interface)."""
+        wanted = [n for n in desired.get(RESOURCE, {}) if n in self._states]
+        if not wanted:
+            return {}
+        addresses = {n: sets_values(self._states[n].get("params")) for n in wanted
+                     if self._states[n].get("agent") == "ocf:heartbeat:IPaddr2"}
+        addresses = {n: p for n, p in addresses.items() if isinstance(p.get("ip"), str) and p.get("nic")}
+        peers = {n.address.split("/")[0]: n.name for n in self._cluster.spec.nodes if n.name != node.name} \
+            if self._cluster is not None else {}
+        # The link is asked while crm_mon answers: neither waits for the other.
+        link: dict[str, Any] = {}
+        prober = threading.Thread(target=self._probe, args=(node, addresses, peers, link), daemon=True)
+        if addresses:
+            prober.start()
+        snap = pcmk_health.read(node)
+        if addresses:
+            prober.join()
+        if isinstance(snap, str):
+            return {RESOURCE: {n: Health.unknown("NoAnswer", snap) for n in wanted}}
+        out = {n: pcmk_health.resource_health(n, self._states[n], snap) for n in wanted}
+        if "answers" in link:
+            names = netprobe.names_by_mac(link["answers"], peers)
+            for n, params in addresses.items():
+                if out[n].status == "Healthy" and n in snap.resources:
+                    found = netprobe.holders(params["ip"] in link["here"], node.name,
+                                             link["answers"].get(params["ip"], set()), names)
+                    out[n] = pcmk_health.address_health(out[n], snap.resources[n].nodes, found)
+        return {RESOURCE: out}
+
+    @staticmethod
+    def _probe(node: Node, addresses: dict[str, dict[str, Any]], peers: dict[str, str], into: dict[str, Any]) -> None:
+        """Who answers for each IPaddr2 address (and each peer's own address, to name them);
+        nothing in `into` when the link cannot be asked: Pacemaker's view then stands alone."""
+        try:
+            here = netprobe.local_ips(node)
+            answers: dict[str, set[str]] = {}
+            for nic in sorted({p["nic"] for p in addresses.values()}):
+                ips = [p["ip"] for p in addresses.values() if p["nic"] == nic]
+                answers.update(netprobe.probe(node, nic, [*ips, *peers]))
+        except (OSError, CommandError):
+            return
+        into.update(here=here, answers=answers)
 
     # --- apply ---------------------------------------------------------------------------
 
