@@ -220,11 +220,16 @@ def test_the_password_is_only_in_each_node_s_cibsecret_files(lab, repo):
     # and never on any command line reconcile ran (the runner refuses a secret in argv)
 
 
-def test_a_second_plan_has_nothing_to_do_on_any_node(lab, repo):
+def test_a_second_plan_has_nothing_to_do_on_any_node_and_all_is_healthy(lab, repo):
     for node in NODES:
         rc, record = reconcile(lab, node, repo, "--dry-run")
         assert rc == 0, [(o["kind"], o["name"], o["fields"], o["notes"]) for o in record["objects"]
                          if o["status"] != "in-sync"]
+        health = {f"{o['kind']} {o['name']}": o.get("health") or {} for o in record["objects"]}
+        assert health["Cluster db"]["reason"] == "Quorate", health  # corosync-qdevice counted too
+        assert health["ClusterResource db"]["status"] == "Healthy" and "promoted on" in health[
+            "ClusterResource db"]["message"], health
+        assert health["ClusterResource db-vip"]["status"] == "Healthy", health
 
 
 def test_a_changed_password_is_drift_that_each_node_corrects_without_touching_the_cib(lab, repo):
