@@ -13,12 +13,19 @@ The object's state, in the shape `observe` and `desired` share::
     {"corosync": {...corosync.py settings...},
      "file": "generated",                       # corosync.conf says what we render
      "authkey": "<secret: in sync>",            # with crypto on; never the key
-     "daemons": {"corosync": "running", "pacemaker": "running", "qdevice": "running"}}
+     "daemons": {"corosync": "running", "pacemaker": "running", "qdevice": "running"},
+     "cryptoDigest": "published"}                # while Pacemaker runs: see below
 
-A new authkey (or cipher) takes effect on a reload, and knet re-reads the key on every
-reload on every node: a node that reloads before the others hold the new key would lose
-them. So each node publishes a digest of the key it holds (the transient node attribute
-`reconcile-corosync-key`), and the reload waits until every online member shows the same.
+A new authkey, cipher or hash (crypto turned on or off too) takes effect on a reload, and
+a reload (`corosync-cfgtool -R`) makes EVERY node re-read its own corosync.conf and key:
+reloaded while another node still has the old ones, the cluster splits in two (seen in the
+lab: crypto turned off on one node of two, each half quorate with two_node). So each node
+publishes a digest of the crypto settings and key it holds (the transient node attribute
+`reconcile-corosync-crypto`), and a reload that changes them waits until every online
+member shows the same: the last node to get the new ones reloads the whole cluster. A node
+whose attribute is missing (Pacemaker restarted: transient attributes go) or stale shows
+`cryptoDigest: not published` as drift, so its next run publishes it again and nobody waits
+forever.
 
 A node that never ran Pacemaker gets its first CIB seeded with the cluster properties
 before pacemakerd starts (so a new cluster never runs a moment with stonith-enabled as
@@ -33,6 +40,7 @@ import copy
 import grp
 import hashlib
 import ipaddress
+import json
 import logging
 import os
 import pwd
@@ -57,9 +65,11 @@ COROSYNC_CONF = daemons.COROSYNC_CONF
 AUTHKEY = Path(corosync.AUTHKEY)
 CIB_DIR = daemons.CIB_DIR
 WATCH_SECONDS = 2.0
-KEY_ATTRIBUTE = "reconcile-corosync-key"
+KEY_ATTRIBUTE = "reconcile-corosync-crypto"
 KEY_WAIT_SECONDS = 10.0
+PUBLISH_WAIT_SECONDS = 15.0
 SECRET_IN_SYNC, SECRET_DIFFERS = "<secret: in sync>", "<secret: differs>"
+PUBLISHED, NOT_PUBLISHED = "published", "not published"
 NOT_OURS, EDITED, GENERATED, DEBIAN = "not written by reconcile", "edited", "generated", "the Debian default"
 
 
@@ -81,10 +91,12 @@ def read_authkey(ref: Any, node: Node) -> bytes:
         raise ApplyError(f"environment variable {ref.env} must hold the corosync authkey base64-encoded") from None
 
 
-def key_digest(key: bytes) -> str:
-    """What a node publishes about the key it holds: 64 bits of its SHA-256 (a random
-    256-byte key cannot be recovered from it)."""
-    return hashlib.sha256(key).hexdigest()[:16]
+def key_digest(key: bytes, crypto: Any = None) -> str:
+    """What a node publishes about the crypto settings and key it holds: 64 bits of a
+    SHA-256 (a random 256-byte key cannot be recovered from it)."""
+    if crypto is None:
+        return hashlib.sha256(key).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(crypto, sort_keys=True).encode() + b"\0" + key).hexdigest()[:16]
 
 
 class ClusterReconciler(PerObject):
@@ -113,6 +125,7 @@ class ClusterReconciler(PerObject):
             state["daemons"] = {"corosync": "running", "pacemaker": "running"}
             if spec.quorum.device is not None:
                 state["daemons"]["qdevice"] = "running"
+            state["cryptoDigest"] = PUBLISHED
             out[name] = Desired(state)
         return {self.kind: out}
 
@@ -143,7 +156,23 @@ class ClusterReconciler(PerObject):
         running = daemons.running(node)
         state["daemons"] = {d: "running" if up else "stopped" for d, up in running.items()
                             if d != "qdevice" or up or (spec is not None and spec.quorum.device is not None)}
+        if running["pacemaker"]:
+            state["cryptoDigest"] = self._published(settings, node)
         return {self.kind: {name: state}}
+
+    @staticmethod
+    def _published(settings: dict[str, Any], node: Node) -> str:
+        """Whether this node's attrd holds the digest of the crypto settings and key it has."""
+        try:
+            key = AUTHKEY.read_bytes() if settings["crypto"] != "none" else b""
+        except OSError:
+            key = b""
+        try:
+            r = node.run(["attrd_updater", "--query", "--name", KEY_ATTRIBUTE], read_only=True, check=False,
+                         timeout=15)
+        except CommandError:
+            return PUBLISHED  # attrd cannot be asked: nothing to repair from here
+        return PUBLISHED if f'value="{key_digest(key, settings["crypto"])}"' in r.stdout else NOT_PUBLISHED
 
     @staticmethod
     def _observe_authkey(spec: Any, node: Node) -> dict[str, str]:
@@ -266,11 +295,12 @@ class ClusterReconciler(PerObject):
             key_changed = writer.write(AUTHKEY, key, mode=0o400)
         conf_changed = writer.write(COROSYNC_CONF, self._render(name), mode=0o644,
                                     validate=lambda tmp: corosync_check(node, tmp))
+        crypto_digest = key_digest(key, settings["crypto"])
         if now["corosync"]:
             needs = corosync.needs(before or settings, settings, key_changed)
             if (conf_changed or key_changed) and (set(needs) & {corosync.RELOAD, corosync.QDEVICE} or key_changed):
                 crypto = key_changed or (before or settings).get("crypto") != settings["crypto"]
-                self._reload(name, node, key if crypto else b"", needs)
+                self._reload(name, node, crypto_digest if crypto else "", needs)
             for kind in (corosync.ROLLING, corosync.WHOLE):
                 if needs.get(kind):
                     log.warning("Cluster %s: %s wait(s) for a %s of Corosync; reconcile does not restart it",
@@ -281,36 +311,41 @@ class ClusterReconciler(PerObject):
             daemons.start_qdevice(node)
         elif spec.quorum.device is None and now.get("qdevice"):
             daemons.stop_qdevice(node)
+        started = False
         if not daemons.running(node)["pacemaker"]:
             self._seed_cib(spec, node)
             daemons.start_pacemaker(node)
-        if key:
-            self._publish_key(key, node)
+            started = True
+        # a Pacemaker just started takes a moment to run its attrd
+        if not self._publish_key(crypto_digest, node) and started:
+            wait_until(lambda: self._publish_key(crypto_digest, node), PUBLISH_WAIT_SECONDS, interval=0.5)
 
-    def _reload(self, name: str, node: Node, key: bytes, needs: dict[str, list[str]]) -> None:
+    def _reload(self, name: str, node: Node, digest: str, needs: dict[str, list[str]]) -> None:
         """corosync-cfgtool -R (every node re-reads its file), after every online member
-        holds the same authkey when crypto is on; qdevice restarted when it changed."""
-        if key:
-            self._publish_key(key, node)
-            waiting = wait_until(lambda: not self._key_laggards(key, node), KEY_WAIT_SECONDS, interval=0.5)
-            laggards = self._key_laggards(key, node)
+        holds the same crypto settings and authkey when they change (`digest`); qdevice
+        restarted when it changed."""
+        if digest:
+            self._publish_key(digest, node)
+            waiting = wait_until(lambda: not self._key_laggards(digest, node), KEY_WAIT_SECONDS, interval=0.5)
+            laggards = self._key_laggards(digest, node)
             if not waiting and laggards:
-                raise Deferred(f"corosync.conf and the new authkey are written here; the reload waits until every "
-                               f"node holds the key (not yet: {', '.join(laggards)}): the last node to get it reloads "
-                               "the whole cluster")
+                raise Deferred(f"corosync.conf and the crypto settings (or authkey) are written here; the reload "
+                               f"waits until every node holds the same (not yet: {', '.join(laggards)}): the last "
+                               "node to get them reloads the whole cluster")
         node.run(["corosync-cfgtool", "-R"], timeout=30)
         if needs.get(corosync.QDEVICE) and daemons.running(node)["qdevice"]:
             daemons.stop_qdevice(node)
 
-    def _publish_key(self, key: bytes, node: Node) -> None:
+    def _publish_key(self, digest: str, node: Node) -> bool:
         try:
-            node.run(["attrd_updater", "-n", KEY_ATTRIBUTE, "-U", key_digest(key)], timeout=15)
+            node.run(["attrd_updater", "-n", KEY_ATTRIBUTE, "-U", digest], timeout=15)
         except CommandError:
-            pass  # Pacemaker does not run yet: the barrier starts once it does
+            return False  # Pacemaker does not run (yet): observe shows it unpublished, a later run publishes
+        return True
 
     @staticmethod
-    def _key_laggards(key: bytes, node: Node) -> list[str]:
-        """Online members whose published key digest is not ours."""
+    def _key_laggards(digest: str, node: Node) -> list[str]:
+        """Online members whose published crypto digest is not ours."""
         try:
             status = tools.cluster_status(node)
             cib = tools.query_cib(node, scope="status")
@@ -318,7 +353,6 @@ class ClusterReconciler(PerObject):
             return []  # no Pacemaker: nothing to wait on (the Cluster is starting)
         wrapper = ET.Element("cib")
         wrapper.append(cib)
-        digest = key_digest(key)
         return [n for n in status.online if tools.node_attributes(wrapper, n).get(KEY_ATTRIBUTE) != digest]
 
     def _refuse_foreign(self, name: str, now: dict[str, bool], node: Node) -> dict[str, Any] | None:

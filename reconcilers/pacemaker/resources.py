@@ -401,20 +401,28 @@ class ClusterResourceReconciler(Reconciler):
 
     def apply(self, changes: list[Change], node: Node) -> Outcomes:
         outcomes: Outcomes = {}
+        wrote: set[tuple[str, str]] = set()
         for change in changes:  # this node's secret files first: every node keeps its own
             if change.kind == RESOURCE and change.action != "delete" and self._secrets.get(change.name):
                 try:
                     self._write_secrets(change.name, node)
+                    wrote.add(change.key)
                 except (ApplyError, OSError) as err:
                     outcomes[change.key] = err
         rest = [c for c in changes if c.key not in outcomes]
         if not rest:
             return outcomes
-        dc = tools.wait_for_dc(node)
+        try:
+            dc = self._quorate_dc(node)
+        except Deferred as waiting:
+            return {**outcomes, **{c.key: waiting for c in rest}}
         if dc != node.name:
-            now = self._refresh(node)
+            # what this node wrote (its secret files) may be all that differed; the rest is
+            # the DC's to write (found in sync later, it shows as in sync)
+            now = self._refresh(node) if wrote & {c.key for c in rest} else {}
             for c in rest:
-                outcomes[c.key] = None if now.get(c.key, False) else Deferred(f"applied by the DC {dc}")
+                done = c.key in wrote and now.get(c.key, False)
+                outcomes[c.key] = None if done else Deferred(f"applied by the DC {dc}")
             return outcomes
         for change in rest:
             if change.kind == RESOURCE and change.action == "delete":
@@ -429,6 +437,25 @@ class ClusterResourceReconciler(Reconciler):
                 for param in secrets.stored_params(change.name):
                     secrets.remove(change.name, param, node)
         return outcomes
+
+    @staticmethod
+    def _quorate_dc(node: Node) -> str:
+        """The DC, once this partition has quorum: a CIB written in a partition without it
+        may be replaced when the partitions merge (and at formation the first node up
+        elects itself DC before its peers join)."""
+        dc = tools.wait_for_dc(node)
+        if dc != node.name:
+            return dc
+        def quorate() -> bool:
+            try:
+                return tools.cluster_status(node).quorate
+            except tools.CibUnavailable:
+                return False
+
+        if not wait_until(quorate, tools.DC_WAIT_SECONDS, interval=0.5):
+            raise Deferred("this node is the DC of a partition without quorum: the CIB is written once the "
+                           "cluster is quorate")
+        return tools.wait_for_dc(node)
 
     def _write_secrets(self, name: str, node: Node) -> None:
         for param, ref in self._secrets[name].items():

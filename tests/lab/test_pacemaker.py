@@ -374,6 +374,31 @@ def test_a_removed_manifest_removes_only_its_marked_resource(lab, repo):
     assert {"db-vip", "handmade"} <= ids
 
 
+def test_crypto_turned_off_and_on_again_reloads_the_cluster_without_splitting_it(lab, repo):
+    """A reload makes every node re-read its own corosync.conf: the nodes reload only once
+    all of them hold the new crypto settings (a digest each publishes), so the membership
+    never splits (before this barrier, one node reloading alone cut the cluster in two)."""
+    import subprocess
+
+    original = (repo / "cluster.yaml").read_text()
+    seen = {n: len(lab.read_file(n, "/var/log/corosync/corosync.log").splitlines()) for n in NODES}
+    for text, cipher in ((original.replace(f"  authkey: {{file: {lab.shared / 'corosync.authkey'}}}\n",
+                                           "  crypto: none\n"), "none"), (original, "aes256")):
+        assert text != original or cipher == "aes256"
+        (repo / "cluster.yaml").write_text(text)
+        procs = {n: lab.popen(n, ["reconcile", "apply", "--repo", str(repo), "-o", "json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for n in NODES}  # as both agents would
+        for n, proc in procs.items():
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, out + err
+        for n in NODES:
+            assert lab.exec(n, ["corosync-cmapctl", "-g", "totem.crypto_cipher"]).stdout.split()[-1] == cipher
+    for n in NODES:
+        log = lab.read_file(n, "/var/log/corosync/corosync.log").splitlines()[seen[n]:]
+        assert not [ln for ln in log if "Members left" in ln or "Members joined" in ln], "\n".join(log)
+    assert sorted(status(lab).online) == ["lb1", "lb2"]
+
+
 def test_when_the_vip_node_dies_pacemaker_moves_it_and_the_agents_do_not_fight(lab, repo):
     settled(lab)
     [holder] = running_on(lab, "db-vip")

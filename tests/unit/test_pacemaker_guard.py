@@ -61,3 +61,28 @@ def test_a_crm_verify_error_is_pinned_on_the_object_whose_element_it_names(tmp_p
     dangling.find(".//rsc_colocation[@id='anti']").set("with-rsc", "gone")
     errors = tools.verify_details(node, dangling)
     assert rec._culprit(errors, list(rec._states), True) == ("ClusterConfig", "vocab")  # a cluster-level one
+
+
+def test_a_commit_allows_disruption_for_its_own_revision_only(tmp_path):
+    """`Reconcile-Allow: disruption` in the commit being applied lets an agent pass the
+    guard for that revision; the next commit without it does not."""
+    import subprocess
+
+    from controller.engine import revision_allowances
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    (tmp_path / "empty.yaml").write_text("")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "Move db off lb1\n\nReconcile-Allow: disruption")
+    node = Node("lb1", Runner(dry_run=True))
+    assert revision_allowances(load_tree(tmp_path), node) == {"disruption"}
+    lazy = Node("lb1", Runner(dry_run=True), allow_from=lambda: revision_allowances(load_tree(tmp_path), node))
+    assert lazy.allows("disruption") and lazy.allow_from is None  # asked once
+    git("commit", "-q", "--allow-empty", "-m", "Something else")
+    assert revision_allowances(load_tree(tmp_path), node) == frozenset()
+    (tmp_path / "more.yaml").write_text("")  # not committed: the tree is not that commit
+    assert revision_allowances(load_tree(tmp_path), node) == frozenset()
