@@ -57,7 +57,7 @@ ALLOW: dict[str, list[str]] = {
         # the daemons' state where systemd runs them
         r"^systemctl is-active corosync pacemaker corosync-qdevice$",
         # whether this node published the digest of its Corosync crypto settings (the reload barrier)
-        r"^attrd_updater --query --name reconcile-corosync-crypto$",
+        r"^attrd_updater --query --all --name reconcile-corosync-crypto$",
         # the Pacemaker guard's allowance: the trailers of the commit being applied
         r"^git -C /[A-Za-z0-9_./@+-]+ log -1 --format=%\(trailers:key=Reconcile-Allow,valueonly\) [0-9a-f]{40}$",
         # --- DomainJoin

@@ -23,7 +23,8 @@ lab: crypto turned off on one node of two, each half quorate with two_node). So 
 publishes a digest of the crypto settings and key it holds (the transient node attribute
 `reconcile-corosync-crypto`), and a reload that changes them waits until every online
 member shows the same: the last node to get the new ones reloads the whole cluster. A node
-whose attribute is missing (Pacemaker restarted: transient attributes go) or stale shows
+whose attribute is missing (Pacemaker restarted: transient attributes go) or stale while
+another node published the same digest (and so may be waiting for it) shows
 `cryptoDigest: not published` as drift, so its next run publishes it again and nobody waits
 forever.
 
@@ -44,6 +45,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import tempfile
 import time
@@ -162,17 +164,25 @@ class ClusterReconciler(PerObject):
 
     @staticmethod
     def _published(settings: dict[str, Any], node: Node) -> str:
-        """Whether this node's attrd holds the digest of the crypto settings and key it has."""
+        """Whether a node waits for this one to publish its crypto digest: another node
+        published the digest of the same settings and key, and this node's is missing or
+        stale (its Pacemaker restarted since: transient attributes go with it). Nobody
+        waiting (no attribute anywhere, as in a cluster made by hand): nothing to do."""
         try:
             key = AUTHKEY.read_bytes() if settings["crypto"] != "none" else b""
         except OSError:
             key = b""
         try:
-            r = node.run(["attrd_updater", "--query", "--name", KEY_ATTRIBUTE], read_only=True, check=False,
-                         timeout=15)
+            r = node.run(["attrd_updater", "--query", "--all", "--name", KEY_ATTRIBUTE], read_only=True,
+                         check=False, timeout=15)
         except CommandError:
             return PUBLISHED  # attrd cannot be asked: nothing to repair from here
-        return PUBLISHED if f'value="{key_digest(key, settings["crypto"])}"' in r.stdout else NOT_PUBLISHED
+        values = dict(re.findall(r'host="([^"]*)" value="([^"]*)"', r.stdout))
+        digest = key_digest(key, settings["crypto"])
+        if values.get(node.name) == digest:
+            return PUBLISHED
+        waiting = any(v == digest for host, v in values.items() if host != node.name)
+        return NOT_PUBLISHED if waiting else PUBLISHED
 
     @staticmethod
     def _observe_authkey(spec: Any, node: Node) -> dict[str, str]:

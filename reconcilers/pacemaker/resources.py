@@ -412,10 +412,7 @@ class ClusterResourceReconciler(Reconciler):
         rest = [c for c in changes if c.key not in outcomes]
         if not rest:
             return outcomes
-        try:
-            dc = self._quorate_dc(node)
-        except Deferred as waiting:
-            return {**outcomes, **{c.key: waiting for c in rest}}
+        dc = tools.wait_for_dc(node)
         if dc != node.name:
             # what this node wrote (its secret files) may be all that differed; the rest is
             # the DC's to write (found in sync later, it shows as in sync)
@@ -437,25 +434,6 @@ class ClusterResourceReconciler(Reconciler):
                 for param in secrets.stored_params(change.name):
                     secrets.remove(change.name, param, node)
         return outcomes
-
-    @staticmethod
-    def _quorate_dc(node: Node) -> str:
-        """The DC, once this partition has quorum: a CIB written in a partition without it
-        may be replaced when the partitions merge (and at formation the first node up
-        elects itself DC before its peers join)."""
-        dc = tools.wait_for_dc(node)
-        if dc != node.name:
-            return dc
-        def quorate() -> bool:
-            try:
-                return tools.cluster_status(node).quorate
-            except tools.CibUnavailable:
-                return False
-
-        if not wait_until(quorate, tools.DC_WAIT_SECONDS, interval=0.5):
-            raise Deferred("this node is the DC of a partition without quorum: the CIB is written once the "
-                           "cluster is quorate")
-        return tools.wait_for_dc(node)
 
     def _write_secrets(self, name: str, node: Node) -> None:
         for param, ref in self._secrets[name].items():

@@ -267,3 +267,28 @@ def test_whether_this_machine_holds_an_address_is_read_from_proc():
     # 192.0.2.0/24 exists only inside lab namespaces, never on the machine running unit tests
     assert cluster_mod._address_is_local("127.0.0.1")
     assert not cluster_mod._address_is_local("192.0.2.11")
+
+
+def test_a_node_republishes_its_crypto_digest_only_when_another_node_waits_for_it(tmp_path, monkeypatch):
+    """The reload barrier: each node publishes a digest of its crypto settings and key. A
+    node whose attribute went (Pacemaker restarted) shows drift only while another node
+    published the same digest: nobody waits on a cluster where nobody published one."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(cluster_mod, "AUTHKEY", tmp_path / "authkey")
+    (tmp_path / "authkey").write_bytes(b"k" * 256)
+    crypto = {"cipher": "aes256", "hash": "sha256"}
+    mine = cluster_mod.key_digest(b"k" * 256, crypto)
+    assert mine != cluster_mod.key_digest(b"k" * 256, "none") != cluster_mod.key_digest(b"", "none")
+
+    def node(*published: tuple[str, str]) -> SimpleNamespace:
+        out = "".join(f'name="{cluster_mod.KEY_ATTRIBUTE}" host="{h}" value="{v}"\n' for h, v in published)
+        return SimpleNamespace(name="lb2", run=lambda argv, **kw: SimpleNamespace(rc=0, stdout=out, stderr=""))
+
+    settings = {"crypto": crypto}
+    published = ClusterReconciler._published
+    assert published(settings, node(("lb1", mine), ("lb2", mine))) == "published"
+    assert published(settings, node(("lb1", mine))) == "not published"  # lb1 waits for lb2
+    assert published(settings, node(("lb1", mine), ("lb2", "0" * 16))) == "not published"
+    assert published(settings, node()) == "published"  # made by hand: nobody waits
+    assert published(settings, node(("lb1", "f" * 16))) == "published"  # lb1 has other settings: lb1's change
