@@ -1,420 +1,281 @@
-"""Import fidelity on the published configurations in ../shared/corpus: import → render →
-compare with the original, per tool, and what blocks the files that do not round-trip.
+#!/usr/bin/env python3
+"""Benchmark: import → render fidelity over a folder of real configuration files.
 
-    .venv/bin/python bench/bench_import.py [--tool pacemaker] [--corpus DIR] [--keep]
+For each file of a tool's corpus (default: ../shared/corpus/TOOL beside the checkout):
+`reconcile import TOOL FILE` (the importer, in-process), `reconcile render` of the
+manifests (in-process, into a temp folder), then per file:
 
-A driver with one hook per tool (`HOOKS`): each hook turns the corpus samples of its tool
-into the tool's real configuration, imports it with `reconcile import TOOL`, renders it
-with `reconcile render`, compares, and returns one row per sample:
-(sample, "clean" | "differs" | "blocked" | "not converted", detail).
+  imported   yes, or the importer's message (which names the line)
+  fidelity   share of the original's directive lines found in the rendered file, in order,
+             section by section (comments and whitespace aside; reconcile's own added
+             lines do not count against it)
+  native     the tool's own validator on the original and on the rendered file (for
+             HAProxy `haproxy -c` in a lab node, with the same stand-ins for both: files
+             where the original names certificates, CA files, DH parameters, error pages,
+             Lua scripts; addresses in the node's /etc/hosts for the host names servers are
+             given by; the empty server-state file reconcile makes before it checks)
 
-Pacemaker: the crm/pcs/XML samples are turned into CIBs by running their own commands
-(pcs -f on a scratch CIB, crmsh with CIB_file) inside a one-node lab (no daemons run: the
-tools only edit the file), kept when crm_verify finds them valid Pacemaker 2.1;
-`reconcile import pacemaker --cib` writes the manifests, `reconcile render` the CIB
-configuration, and `crm_diff` (format 2: a moved element counts) compares it with the
-original, with the attribute-set order made canonical and the properties Pacemaker writes
-itself left out (importer.comparable). corosync.conf samples: import → render keeps every
-key (set comparison of the parsed files).
+Prints a table and totals; asserts nothing. A tool plugs in with a `Hook` (see HAProxy's):
+how to split its files into sections of directive lines, where render puts the file, and
+how to run its native check. A tool whose samples are not its configuration files as they
+are (Pacemaker: crm/pcs commands that make a CIB) brings its own round trip instead, a
+hook with `run_all(folders)` (bench/import_pacemaker.py: pacemaker, corosync).
+
+    .venv/bin/python bench/bench_import.py [--tool haproxy|pacemaker|corosync] [--only NAME] [FOLDER ...]
 """
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
+import contextlib
+import importlib
+import io
+import subprocess
 import sys
 import tempfile
-import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.lab import temporary_lab  # noqa: E402
+from bench import import_pacemaker  # noqa: E402
+from controller.convert import main_render  # noqa: E402
+from reconcilers.importing import ImportProblem  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "corpus"
-Row = tuple[str, str, str]
-ONLY = ""  # --only: the samples whose name holds it
-
-# --- Pacemaker ----------------------------------------------------------------------------------
-
-NODES3 = ["node1", "node2", "node3"]
-COROSYNC = """\
-totem {{
-    version: 2
-    cluster_name: {name}
-    transport: knet
-    crypto_cipher: none
-    crypto_hash: none
-}}
-nodelist {{
-{nodes}}}
-quorum {{
-    provider: corosync_votequorum
-}}
-"""
-
-# What each sample's own commands say, against a scratch CIB ($CIB) with the nodes they
-# name. `pcs -f` never touches a live cluster; crmsh is given CIB_file. Agents the lab
-# does not have (DRBD, PAF, SAP, ...) are forced: the CIB stays valid Pacemaker 2.1.
-# (pcs 0.11.5's `resource promotable` ignores --force when the agent is missing: those samples
-# say `promotable` in `resource create`, which makes the same XML.)
-PCS = "pcs -f $CIB"
-CONVERSIONS: dict[str, dict] = {
-    "002-josedom24-escenarios-HA-drbd.sh": {"nodes": ["node1", "node2"], "pcs": [
-        "resource create WebData ocf:linbit:drbd drbd_resource=wwwdata op monitor interval=60s "
-        "promotable promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true --force",
-        "resource create WebFS Filesystem device=/dev/drbd1 directory=/var/www/html fstype=xfs",
-        "constraint colocation add WebFS with WebData-clone INFINITY with-rsc-role=Master",
-        "constraint order promote WebData-clone then start WebFS",
-        "resource create WebSite ocf:heartbeat:apache --force",  # the sample colocates it before creating it
-        "constraint colocation add WebSite with WebFS INFINITY",
-        "constraint order WebFS then WebSite"]},
-    "004-seriesninefournine-linux-basic-2021_FP.bash": {"nodes": ["node01.local", "node02.local"], "pcs": [
-        "property set stonith-enabled=false",
-        "property set no-quorum-policy=ignore",
-        "resource create virtualip ocf:heartbeat:IPaddr2 ip=192.168.10.100 cidr_netmask=24 "
-        "clusterip_hash=sourceip-sourceport op monitor interval=10s",
-        "resource create nginx ocf:heartbeat:nginx configfile=/etc/nginx/nginx.conf op monitor interval=5s timeout=5s",
-        "resource clone nginx",
-        "constraint colocation add virtualip with nginx-clone",
-        "constraint order start nginx-clone then start virtualip"]},
-    "006-ClusterLabs-pacemaker-cfs-config.rst": {"nodes": ["pcmk-1", "pcmk-2"], "pcs": [
-        # the recap's `pcs config`, as the commands of Clusters from Scratch that make it
-        "property set no-quorum-policy=freeze stonith-enabled=true",
-        "resource defaults update resource-stickiness=100",
-        "resource op defaults update timeout=240s",
-        "stonith create fence_dev fence_ipmilan 'pcmk_delay_base=pcmk-1:5s;pcmk-2:0s' "
-        "'pcmk_host_map=pcmk-1:almalinux9-1;pcmk-2:almalinux9-2' op monitor interval=60s --force",
-        "resource create ClusterIP ocf:heartbeat:IPaddr2 ip=192.168.122.120 cidr_netmask=24 op monitor interval=30s",
-        "resource create WebSite ocf:heartbeat:apache configfile=/etc/httpd/conf/httpd.conf "
-        "statusurl=http://localhost/server-status op monitor interval=1min",
-        "resource create WebData ocf:linbit:drbd drbd_resource=wwwdata op monitor interval=60s "
-        "promotable promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true --force",
-        "resource create dlm --group locking ocf:pacemaker:controld op monitor interval=60s",
-        "resource clone locking interleave=true",
-        "resource create WebFS Filesystem device=/dev/drbd1 directory=/var/www/html fstype=gfs2",
-        "resource clone WebFS",
-        "constraint location WebSite prefers pcmk-2=50",
-        "constraint order ClusterIP then WebSite",
-        "constraint order promote WebData-clone then start WebFS-clone",
-        "constraint order WebFS-clone then WebSite",
-        "constraint order locking-clone then WebFS-clone",
-        "constraint colocation add WebSite with ClusterIP INFINITY",
-        "constraint colocation add WebFS-clone with WebData-clone INFINITY with-rsc-role=Promoted",
-        "constraint colocation add WebSite with WebFS-clone INFINITY",
-        "constraint colocation add WebFS-clone with locking-clone INFINITY"]},
-    "008-linux-system-roles-ha_cluster-resources.yml": {"nodes": ["node1", "node2"], "pcs": [
-        # what the role's variables make: primitives, groups, clones (the bundle is left out)
-        "stonith create xvm-fencing fence_xvm 'pcmk_host_list=node1 node2' --force",
-        "resource create simple-resource ocf:pacemaker:Dummy",
-        "resource create resource-with-options ocf:pacemaker:Dummy fake=fake-value passwd=passwd-value "
-        "meta target-role=Started is-managed=true op start timeout=30s op monitor timeout=5 interval=1min",
-        "resource create dmy-1 ocf:pacemaker:Dummy", "resource create dmy-2 ocf:pacemaker:Dummy",
-        "resource create dmy-3 ocf:pacemaker:Dummy", "resource create simple-clone ocf:pacemaker:Dummy",
-        "resource group add simple-group dmy-1 dmy-2", "resource meta simple-group target-role=Started is-managed=true",
-        "resource group add cloned-group dmy-3",
-        "resource clone simple-clone",
-        "resource clone cloned-group promotable=true --force"],
-        # pcs 0.11.5 ignores --force for a promotable clone of Dummy with its own id: the XML it would write
-        "cibadmin": ['<clone id="custom-clone-id"><primitive id="clone-with-options" class="ocf" '
-                     'provider="pacemaker" type="Dummy"/><meta_attributes id="custom-clone-id-meta_attributes">'
-                     '<nvpair id="custom-clone-id-meta_attributes-clone-max" name="clone-max" value="2"/>'
-                     '<nvpair id="custom-clone-id-meta_attributes-clone-node-max" name="clone-node-max" value="1"/>'
-                     '<nvpair id="custom-clone-id-meta_attributes-promotable" name="promotable" value="true"/>'
-                     '</meta_attributes></clone>']},
-    "010-lilingxing20-openstack-ha-compute.sh": {"nodes": ["controller1", "computer200", "computer201"], "pcs": [
-        "resource create haproxy systemd:haproxy clone", "resource create galera systemd:mariadb clone",
-        "resource create rabbitmq systemd:rabbitmq-server clone",
-        "resource create openstack-nova-conductor systemd:openstack-nova-conductor clone",
-        "resource create neutron-server systemd:neutron-server clone",
-        "resource create nova-evacuate ocf:openstack:NovaEvacuate auth_url=http://keystone:5000/v3 username=admin "
-        "password=secret tenant_name=admin domain=localdomain op start timeout=300 monitor interval=10 timeout=600 "
-        "--force",
-        "constraint order start haproxy-clone then nova-evacuate",
-        "constraint order start galera-clone then nova-evacuate",
-        "constraint order start rabbitmq-clone then nova-evacuate",
-        "node attribute controller1 osprole=controller",
-        "node attribute computer200 osprole=compute", "node attribute computer201 osprole=compute",
-        "resource create neutron-openvswitch-agent-compute systemd:neutron-openvswitch-agent op start interval=0s "
-        "timeout=200s stop interval=0s timeout=200s monitor interval=60s clone interleave=true",
-        "constraint location neutron-openvswitch-agent-compute-clone rule resource-discovery=exclusive score=0 "
-        "osprole eq compute",
-        "constraint order start neutron-server-clone then neutron-openvswitch-agent-compute-clone require-all=false",
-        "resource create libvirtd-compute systemd:libvirtd clone interleave=true",
-        "constraint location libvirtd-compute-clone rule resource-discovery=exclusive score=0 osprole eq compute",
-        "constraint order start neutron-openvswitch-agent-compute-clone then libvirtd-compute-clone",
-        "constraint colocation add libvirtd-compute-clone with neutron-openvswitch-agent-compute-clone",
-        "stonith create ipmilan-computer-200 fence_ipmilan pcmk_host_list=computer200 ipaddr=172.30.240.8 login=root "
-        "passwd=calvin lanplus=1 cipher=1 op monitor interval=60s --force",
-        "stonith create fence-nova fence_compute --force",
-        "property set cluster-recheck-interval=1min",
-        "stonith level add 1 computer200 ipmilan-computer-200,fence-nova",
-        "property set stonith-enabled=true"]},
-    "012-atraides-SAPstart-CRM-setup.crm": {"nodes": ["ssnpve001", "ssnpve002"], "crm": "file"},
-    "014-ClusterLabs-PAF-quickstart-centos7.md": {"nodes": ["srv1", "srv2", "srv3"], "pcs": [
-        "property set no-quorum-policy=ignore",
-        "resource defaults update migration-threshold=5",
-        "resource defaults update resource-stickiness=INFINITY",
-        *[f"stonith create fence_vm_{n} fence_virsh pcmk_host_check=static-list pcmk_host_list={n} "
-          f"ipaddr=192.168.122.1 login=root port={n}-centos7 action=off identity_file=/root/.ssh/id_rsa --force"
-          for n in ("srv1", "srv2", "srv3")],
-        *[f"constraint location fence_vm_{n} avoids {n}=INFINITY" for n in ("srv1", "srv2", "srv3")],
-        "resource create pgsqld ocf:heartbeat:pgsqlms bindir=/usr/pgsql-9.3/bin pgdata=/var/lib/pgsql/9.3/data "
-        "op monitor interval=9s role=Master op monitor interval=10s role=Slave "
-        "promotable pgsql-ha master-max=1 master-node-max=1 clone-max=3 clone-node-max=1 notify=true --force",
-        "resource create pgsql-master-ip ocf:heartbeat:IPaddr2 ip=192.168.122.50 cidr_netmask=24 "
-        "op monitor interval=10s",
-        "constraint colocation add pgsql-master-ip with master pgsql-ha INFINITY",
-        "constraint order promote pgsql-ha then start pgsql-master-ip symmetrical=false",
-        "constraint order demote pgsql-ha then stop pgsql-master-ip symmetrical=false",
-        "constraint location pgsql-ha prefers srv1=1"]},
-    # crmsh 4.4.1 fails on `node NAME attributes ...` with CIB_file (NameError cibadmin_opt):
-    # the sample's node attributes are set with crm_attribute, its other statements with crm
-    # and the properties Pacemaker 1.1 wrote itself (dc-version, cluster-infrastructure=cman, which
-    # the 2.1 schema refuses) are left out: Pacemaker writes its own
-    "016-lefred-vagrant-prm-gtid.crm": {"nodes": ["node1", "node2", "node3"], "crm": "file", "skip_node_lines": True,
-                                        "drop_lines": ["dc-version=", "cluster-infrastructure="],
-                                        "crm_attribute": [
-        f"-N node{i} --type nodes --name {name} --update {value}" for i, ip in ((1, 2), (2, 3), (3, 4))
-        for name, value in (("p_mysql_mysql_master_IP", f"192.168.80.{ip}"), ("standby", "off"))]},
-    "018-FlocksCM-snow-ci.sh": {"nodes": ["snow01", "snow02"], "crm_attribute": [
-        "-N snow01 --type op_defaults --attr-name timeout --attr-value 120s"], "crm": """\
-primitive deploy01 ocf:heartbeat:Xen params xmfile="/sNow/snow-tools/etc/domains/deploy01.cfg" \\
-  op monitor interval="40s" meta target-role="started" allow-migrate="true"
-primitive monitor01 ocf:heartbeat:Xen params xmfile="/sNow/snow-tools/etc/domains/monitor01.cfg" \\
-  op monitor interval="40s" meta target-role="started" allow-migrate="true"
-"""},
-    "020-MicrosoftDocs-sql-docs-ag-sles.md": {"nodes": ["SLES1", "SLES2"], "crm": """\
-primitive ag_cluster ocf:mssql:ag params ag_name="ag1" op monitor interval="10" role="Master" \\
-  op monitor interval="11" role="Slave"
-ms ms-ag_cluster ag_cluster meta master-max="1" master-node-max="1" clone-max="2" clone-node-max="1" notify="true"
-primitive admin_addr ocf:heartbeat:IPaddr2 params ip=192.0.2.50 cidr_netmask=24 op monitor interval="12s"
-colocation vip_on_master inf: admin_addr ms-ag_cluster:Master
-order ag_first inf: ms-ag_cluster:promote admin_addr:start
-"""},
-    "022-SUSE-saphanabootstrap-formula.j2": {"nodes": ["hana01", "hana02"], "crm": """\
-rsc_defaults resource-stickiness="1000" migration-threshold="5000"
-op_defaults timeout="600"
-property $id="cib-bootstrap-options" stonith-enabled="true" concurrent-fencing=true
-primitive rsc_azure_stonith_PRD_HDB00 stonith:fence_azure_arm params subscriptionId=0000 resourceGroup=rg \\
-  tenantId=1111 login=2222 passwd="client-secret" pcmk_monitor_retries=4 pcmk_action_limit=3 power_timeout=240 \\
-  pcmk_reboot_timeout=900 op monitor interval=3600 timeout=120 meta target-role=Started
-primitive rsc_socat_PRD_HDB00 azure-lb params port=62500 op monitor timeout="20" interval="10" depth="0" \\
-  meta resource-stickiness=0
-primitive rsc_ip_PRD_HDB00 ocf:heartbeat:IPaddr2 params ip=10.0.0.12 cidr_netmask=32 op monitor interval=10s \\
-  timeout=20s
-group g_ip_PRD_HDB00 rsc_ip_PRD_HDB00 rsc_socat_PRD_HDB00
-primitive rsc_SAPHanaTopology_PRD_HDB00 ocf:suse:SAPHanaTopology params SID="PRD" InstanceNumber="00" \\
-  op monitor interval="10" timeout="600" op start interval="0" timeout="600" op stop interval="0" timeout="300"
-clone cln_SAPHanaTopology_PRD_HDB00 rsc_SAPHanaTopology_PRD_HDB00 meta is-managed="true" clone-node-max="1" \\
-  interleave="true"
-primitive rsc_SAPHana_PRD_HDB00 ocf:suse:SAPHana params SID="PRD" InstanceNumber="00" PREFER_SITE_TAKEOVER="true" \\
-  AUTOMATED_REGISTER="false" DUPLICATE_PRIMARY_TIMEOUT="7200" op start interval="0" timeout="3600" \\
-  op stop interval="0" timeout="3600" op promote interval="0" timeout="3600" \\
-  op monitor interval="60" role="Master" timeout="700" op monitor interval="61" role="Slave" timeout="700"
-ms msl_SAPHana_PRD_HDB00 rsc_SAPHana_PRD_HDB00 meta clone-max="2" clone-node-max="1" interleave="true"
-colocation col_saphana_ip_PRD_HDB00 4000: g_ip_PRD_HDB00:Started msl_SAPHana_PRD_HDB00:Master
-order ord_SAPHana_PRD_HDB00 Optional: cln_SAPHanaTopology_PRD_HDB00 msl_SAPHana_PRD_HDB00
-"""},
-}
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+Sections = list[tuple[str, list[str]]]  # (section label, directive lines) in file order
 
 
-def _corosync(name: str, nodes: list[str]) -> str:
-    body = "".join(f"    node {{\n        ring0_addr: 192.0.2.{11 + i}\n        name: {n}\n        nodeid: {i + 1}\n"
-                   f"    }}\n" for i, n in enumerate(nodes))
-    return COROSYNC.format(name=name, nodes=body)
+class Hook:
+    """What the driver needs to know about one tool."""
+
+    tool = ""
+    pattern = "*"
+    rendered = ""  # where `reconcile render` writes the tool's main file, relative to its output folder
+
+    def sections(self, text: str) -> Sections:
+        raise NotImplementedError
+
+    def session(self) -> contextlib.AbstractContextManager:
+        """Whatever the native checks need for the whole run (a lab, stand-in files)."""
+        return contextlib.nullcontext()
+
+    def check(self, context: object, text: str, name: str) -> bool | None:
+        """The native validator's verdict on `text`; None when it cannot run here."""
+        return None
 
 
-def _crm_text(sample: Path, conversion: dict) -> str:
-    text = conversion["crm"] if conversion["crm"] != "file" else sample.read_text()
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#")
-             and not any(d in ln for d in conversion.get("drop_lines", ()))]
-    if conversion.get("skip_node_lines"):
-        out, skipping = [], False
-        for ln in lines:
-            skipping = ln.startswith("node ") or (skipping and ln[:1] in "\t ")
-            if not skipping:
-                out.append(ln)
-        lines = out
-    return "\n".join(lines).replace("ß", "") + "\ncommit\n"
+class HAProxyHook(Hook):
+    tool = "haproxy"
+    pattern = "*.cfg"
+    rendered = "etc/haproxy/haproxy.cfg"
+
+    def sections(self, text: str) -> Sections:
+        from reconcilers.haproxy.config import header_of
+        from schemas.haproxy_lang import strip_comment
+
+        out: Sections = []
+        for raw in text.splitlines():
+            found = header_of(raw)
+            if found is not None:
+                label = " ".join(found).strip()
+                out.append((label, []))
+            elif out and strip_comment(raw):
+                out[-1][1].append(" ".join(strip_comment(raw).split()))
+        return out
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[object]:
+        from controller.lab import temporary_lab
+
+        with temporary_lab(nodes=1, prefix="bi") as lab:
+            folder = lab.shared / "standins"
+            folder.mkdir()
+            pem = folder / "stand-in.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stand-in",
+                            "-days", "3650", "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+                           check=True, capture_output=True)
+            subprocess.run(["openssl", "dhparam", "-dsaparam", "-out", str(folder / "dh.pem"), "1024"], check=True,
+                           capture_output=True)
+            # what reconcile makes before it checks or starts HAProxy on a node
+            from reconcilers.haproxy.process import EMPTY_STATE
+            lab.write_file("lb1", "/var/lib/haproxy/server-state", EMPTY_STATE)
+            pem.write_text((folder / "cert.pem").read_text() + (folder / "key.pem").read_text())
+            yield lab
+
+    WRITABLE = ("/etc/", "/var/", "/tmp/", "/run/", "/home/", "/root/")
+    PATH_WORDS = ("crt", "ca-file", "crl-file", "crt-list", "ssl-dh-param-file", "errorfile", "lua-load",
+                  "crt-base", "ca-base")
+
+    def _movable(self, lab, text: str) -> str:
+        """`text` with absolute paths a lab node cannot write (its file system is the host's,
+        read-only, outside /etc, /var, …) moved under the shared folder, the same way for
+        the original and the rendered file."""
+        from schemas.haproxy_lang import strip_comment, words
+
+        paths = set()
+        for raw in text.splitlines():
+            w = words(strip_comment(raw))
+            paths |= {w[i + 1] for i, word in enumerate(w[:-1]) if word in self.PATH_WORDS
+                      and w[i + 1].startswith("/") and not w[i + 1].startswith(self.WRITABLE)}
+        for path in sorted(paths, key=len, reverse=True):
+            text = text.replace(path, f"{lab.shared}/root{path}")
+        return text
+
+    def _stand_ins(self, lab, text: str) -> None:
+        """Stand-in files at every path the configuration names, inside the node."""
+        from schemas.haproxy_lang import strip_comment, words
+
+        bases = {"crt": "", "ca-file": ""}
+        for raw in text.splitlines():
+            w = words(strip_comment(raw))
+            if w[:1] in (["crt-base"], ["ca-base"]) and len(w) > 1:
+                bases["crt" if w[0] == "crt-base" else "ca-file"] = w[1]
+        pem = (lab.shared / "standins" / "stand-in.pem").read_text()
+        dh = (lab.shared / "standins" / "dh.pem").read_text()
+        hosts = set()
+        for raw in text.splitlines():
+            w = words(strip_comment(raw))
+            if w[:1] in (["server"], ["nameserver"]) and len(w) > 2:
+                host = w[2].rsplit(":", 1)[0] if w[2].count(":") == 1 else w[2]
+                if host and not host[0].isdigit() and "@" not in host and "$" not in host and host != "localhost":
+                    hosts.add(host)
+        if hosts:  # stand-in addresses for the host names servers are given by
+            lab.write_file("lb1", "/etc/hosts", "127.0.0.1 localhost\n" + "".join(f"192.0.2.99 {h}\n" for h in sorted(hosts)))
+        for raw in text.splitlines():
+            w = words(strip_comment(raw))
+            for i, word in enumerate(w[:-1]):
+                path = w[i + 1]
+                if "$" in path or path.startswith("@") or word not in self.PATH_WORDS[:-2]:
+                    continue
+                if word in ("crt", "ca-file") and not path.startswith("/") and bases[word]:
+                    path = f"{bases[word]}/{path}"
+                if not path.startswith("/"):
+                    path = f"{lab.shared}/{path}"  # beside the configuration (`default-path config`)
+                if word == "crt" and not Path(path).suffix:  # a folder of certificates
+                    lab.exec("lb1", ["mkdir", "-p", path])
+                    lab.write_file("lb1", f"{path}/stand-in.pem", pem)
+                elif word == "crt-list":
+                    lab.write_file("lb1", path, f"{lab.shared}/standins/stand-in.pem\n")
+                elif word == "errorfile":
+                    lab.write_file("lb1", path, "HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                elif word == "lua-load":
+                    lab.write_file("lb1", path, "-- stand-in\n")
+                elif word == "ssl-dh-param-file":
+                    lab.write_file("lb1", path, dh)
+                else:
+                    lab.write_file("lb1", path, pem)
+
+    def check(self, context: object, text: str, name: str) -> bool | None:
+        lab = context
+        text = self._movable(lab, text)
+        self._stand_ins(lab, text)
+        path = lab.shared / name
+        path.write_text(text if text.endswith("\n") else text + "\n")  # a file's last line, not its content
+        result = lab.exec("lb1", ["haproxy", "-c", "-q", "-f", str(path)], check=False, timeout=60)
+        return result.returncode == 0
 
 
-def convert(lab, sample: Path, conversion: dict, work: Path) -> Path | str:
-    """The sample's CIB (a file in `work`), or why it could not be made."""
-    cib = work / "cib.xml"
-    nodes = "".join(f'<node id="{i + 1}" uname="{n}"/>' for i, n in enumerate(conversion["nodes"]))
-    script = [f"cibadmin --empty > {cib}", f"CIB_file={cib} cibadmin --replace --scope nodes --xml-text "
-                                           f"{shlex.quote('<nodes>' + nodes + '</nodes>')}"]
-    script += [f"{PCS.replace('$CIB', str(cib))} {cmd}" for cmd in conversion.get("pcs", [])]
-    script += [f"CIB_file={cib} crm_attribute {a}" for a in conversion.get("crm_attribute", [])]
-    script += [f"CIB_file={cib} cibadmin --create --scope resources --xml-text {shlex.quote(x)}"
-               for x in conversion.get("cibadmin", [])]
-    if "crm" in conversion:
-        (work / "config.crm").write_text(_crm_text(sample, conversion))
-        script.append(f"CIB_file={cib} crm -F configure < {work / 'config.crm'}")
-    for line in script:
-        r = lab.exec("lb1", ["sh", "-c", line], check=False, timeout=120)
-        if r.returncode != 0:
-            return f"`{line.split(' ', 4)[-1][:70]}…` failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
-    r = lab.exec("lb1", ["crm_verify", "--xml-file", str(cib), "-V"], check=False)
-    from reconcilers.pacemaker.tools import parse_verify
-
-    errors = parse_verify(r.returncode, r.stderr + r.stdout, str(cib), missing_stonith_ok=True)
-    if errors:  # (a sample that sets up no fencing device is still valid Pacemaker)
-        return "not valid Pacemaker 2.1: " + errors[0]
-    return cib
+TOOLS: dict[str, Hook] = {"haproxy": HAProxyHook()}
+TOOLS.update(import_pacemaker.HOOKS)  # type: ignore[arg-type]
 
 
-def pacemaker_round_trips(corpus: Path, keep: bool) -> list[Row]:
-    from reconcilers.pacemaker.importer import comparable
-    from reconcilers.pacemaker.nvsets import LRM_MAGIC
+def lcs(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence: lines found in order."""
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
 
-    rows: list[Row] = []
-    with temporary_lab(nodes=1, prefix="bim") as lab:
-        for sample in sorted((corpus / "pacemaker").iterdir()):
-            if ONLY and ONLY not in sample.name:
+
+def fidelity(original: Sections, rendered: Sections) -> tuple[int, int]:
+    """(lines found in order, lines of the original), section by section; a section of the
+    original is looked for under its name (an unnamed defaults: any defaults left)."""
+    pool: dict[str, list[list[str]]] = {}
+    for label, lines in rendered:
+        pool.setdefault(label, []).append(lines)
+    found = total = 0
+    for label, lines in original:
+        total += len(lines)
+        candidates = pool.get(label) or ([v for k, vs in pool.items() if k.startswith(label) for v in vs]
+                                         if label == "defaults" else [])
+        if label == "global":
+            candidates = [[line for lines_ in pool.get("global", []) for line in lines_]]
+        best = max((lcs(lines, c) for c in candidates), default=0)
+        found += best
+    return found, total
+
+
+def run(hook: Hook, folders: list[Path]) -> None:
+    files = sorted(f for folder in folders for f in folder.glob(hook.pattern) if f.is_file())
+    rows = []
+    with hook.session() as context, tempfile.TemporaryDirectory() as tmp:
+        tool = importlib.import_module(f"reconcilers.{hook.tool}.importer")
+        for n, path in enumerate(files):
+            work = Path(tmp) / str(n)
+            text = path.read_text(errors="replace")
+            row = {"file": path.name, "imported": "yes", "fidelity": "", "original": "", "rendered": ""}
+            try:
+                imported = tool.import_text(text, path.name, {"node": "lb1"}, work / "secrets")
+            except ImportProblem as err:
+                row["imported"] = f"no: {err}"
+                rows.append(row)
                 continue
-            conversion = CONVERSIONS.get(sample.name)
-            if conversion is None:
-                rows.append((sample.name, "not converted", "no conversion written for it"))
+            import yaml
+
+            (work / "repo").mkdir(parents=True)
+            for secret, value in imported.secrets.items():
+                secret.parent.mkdir(parents=True, exist_ok=True)
+                secret.write_text(value + "\n")
+            (work / "repo" / "import.yaml").write_text(yaml.safe_dump_all(imported.documents, sort_keys=False))
+            said = io.StringIO()  # render's notes ("rendering for lb1 on this machine"): shown if it fails
+            with contextlib.redirect_stdout(None), contextlib.redirect_stderr(said):
+                code = main_render(["--repo", str(work / "repo"), "--node", "lb1", "--output-dir", str(work / "out")])
+            out = work / "out" / hook.rendered
+            if code != 0 or not out.exists():
+                sys.stderr.write(said.getvalue())
+                row["imported"] = "yes, render failed"
+                rows.append(row)
                 continue
-            work = lab.shared / sample.stem
-            work.mkdir()
-            made = convert(lab, sample, conversion, work)
-            if isinstance(made, str):
-                rows.append((sample.name, "not converted", made))
-                continue
-            (work / "corosync.conf").write_text(_corosync("corpus", conversion["nodes"]))
-            imported = work / "imported"
-            r = lab.exec("lb1", ["reconcile", "import", "pacemaker", "--cib", str(made), "--corosync",
-                                 str(work / "corosync.conf"), "--out", str(imported)], check=False)
-            if r.returncode != 0:
-                rows.append((sample.name, "blocked", f"import: {r.stderr.strip()[-200:]}"))
-                continue
-            notes = [ln[6:] for ln in r.stderr.splitlines() if ln.startswith("note: ")]
-            node = conversion["nodes"][0]
-            rendered = work / "rendered"
-            r = lab.exec("lb1", ["reconcile", "render", "--repo", str(imported), "--node", node, "--out",
-                                 str(rendered), "--state-dir", str(work / "state")], check=False)
-            if r.returncode != 0:
-                rows.append((sample.name, "blocked", r.stderr.strip().replace("\n", " ")[-300:]))
-                continue
-            original = ET.parse(made).getroot().find("configuration")
-            back = ET.parse(rendered / "pacemaker" / "cib-configuration.xml").getroot()
-            diff = _crm_diff(lab, work, comparable(original), comparable(back))
-            secrets = {tuple(n.split(": parameter ", 1)[0:1] + n.split(": parameter ", 1)[1].split(" ", 1)[0:1])
-                       for n in notes if "NOT copied" in n}
-            if diff == "":
-                rows.append((sample.name, "clean", f"{len(list(original.iter()))} elements"))
-                continue
-            # a password written inline is never copied: it comes back as a cibsecret reference
-            # (`lrm://`); the same CIB with those values as references must then compare equal
-            referenced = comparable(original)
-            for rsc in referenced.iter():
-                for nv in rsc.findall("instance_attributes/nvpair") if rsc.get("id") else ():
-                    if (rsc.get("id"), nv.get("name")) in secrets:
-                        nv.set("value", LRM_MAGIC)
-            if secrets and _crm_diff(lab, work, referenced, comparable(back)) == "":
-                rows.append((sample.name, "clean", f"{len(list(original.iter()))} elements; {len(secrets)} inline "
-                                                   f"password(s) became cibsecret references"))
-            else:
-                rows.append((sample.name, "differs", _summary(diff)))
-                if ONLY:
-                    print(diff)
-        if keep:
-            print(f"(lab kept files under {lab.shared}: the lab is removed now)")
-    return rows
+            rendered = out.read_text()
+            found, total = fidelity(hook.sections(text), hook.sections(rendered))
+            row["fidelity"] = f"{found}/{total} {100 * found / max(total, 1):.0f}%"
+            row["found"], row["total"] = found, total
+            original_ok = hook.check(context, text, f"{n}-original.cfg")
+            rendered_ok = hook.check(context, rendered, f"{n}-rendered.cfg")
+            row["original"] = {True: "accepted", False: "refused", None: "-"}[original_ok]
+            row["rendered"] = {True: "accepted", False: "refused", None: "-"}[rendered_ok]
+            rows.append(row)
+    width = max(len(r["file"]) for r in rows)
+    print(f"{'file':<{width}}  {'imported':<9} {'fidelity':<13} {'original':<9} rendered")
+    for r in rows:
+        imported = r["imported"] if r["imported"] == "yes" else r["imported"][:80]
+        print(f"{r['file']:<{width}}  {imported:<9} {r['fidelity']:<13} {r['original']:<9} {r['rendered']}")
+    ok = [r for r in rows if r["imported"] == "yes"]
+    found = sum(r.get("found", 0) for r in ok)
+    total = sum(r.get("total", 0) for r in ok)
+    accepted = [r for r in ok if r["original"] == "accepted"]
+    print(f"\n{len(ok)}/{len(rows)} imported ({100 * len(ok) / max(len(rows), 1):.0f} %); directive fidelity "
+          f"{found}/{total} ({100 * found / max(total, 1):.1f} %); rendered file accepted where the original is: "
+          f"{sum(r['rendered'] == 'accepted' for r in accepted)}/{len(accepted)}; rendered accepted overall: "
+          f"{sum(r['rendered'] == 'accepted' for r in ok)}/{len(ok)}")
 
 
-def _crm_diff(lab, work: Path, a: ET.Element, b: ET.Element) -> str:
-    paths = []
-    for name, conf in (("a", a), ("b", b)):
-        cib = ET.Element("cib", {"admin_epoch": "0", "epoch": "1", "num_updates": "0", "validate-with": "pacemaker-3.9"})
-        cib.append(conf)
-        ET.SubElement(cib, "status")
-        path = work / f"compare-{name}.xml"
-        path.write_bytes(ET.tostring(cib))
-        paths.append(str(path))
-    r = lab.exec("lb1", ["crm_diff", "-o", paths[0], "-n", paths[1]], check=False)
-    return "" if r.returncode == 0 else r.stdout
-
-
-def _summary(diff: str) -> str:
-    changes = [ln.strip() for ln in diff.splitlines() if "<change " in ln]
-    if not changes:
-        return " ".join(diff.split())[:300]
-    return "; ".join(c[:140] for c in changes[:3]) + (f" (+{len(changes) - 3})" if len(changes) > 3 else "")
-
-
-def corosync_round_trips(corpus: Path, keep: bool) -> list[Row]:
-    from reconcilers.pacemaker import corosync
-
-    rows: list[Row] = []
-    for sample in sorted((corpus / "corosync").iterdir()):
-        if ONLY and ONLY not in sample.name:
-            continue
-        text = sample.read_text()
-        if sample.suffix == ".rst":
-            text = "\n".join(ln[8:] for ln in text.splitlines() if ln.startswith("        "))
-        original = corosync.parse(text)
-        settings = corosync.observed_settings(original)
-        try:
-            again = corosync.parse(corosync.render(settings, "wait_for_all" in corosync._first(original, "quorum"),
-                                                   header=False))
-        except Exception as err:  # a value the renderer refuses
-            rows.append((sample.name, "blocked", str(err)[:200]))
-            continue
-        lost = _keys(original) - _keys(again)
-        lost = {k for k in lost if k[0] != "totem.keyfile"}
-        rows.append((sample.name, "clean" if not lost else "differs",
-                     "every key kept" if not lost else f"lost: {sorted(lost)[:4]}"))
-    return rows
-
-
-def _keys(tree: dict, prefix: str = "") -> set:
-    out = set()
-    for name, sections in tree.items():
-        for section in sections:
-            for k, v in section.items():
-                out |= _keys({k: v}, f"{prefix}{name}.") if isinstance(v, list) else {(f"{prefix}{name}.{k}", v)}
-    return out
-
-
-HOOKS: dict[str, Callable[[Path, bool], list[Row]]] = {
-    "pacemaker": pacemaker_round_trips,
-    "corosync": corosync_round_trips,
-}
-
-
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tool", choices=sorted(HOOKS), action="append", help="default: every tool")
-    p.add_argument("--corpus", type=Path, default=CORPUS)
-    p.add_argument("--keep", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--only", default="", help="only the samples whose name holds this")
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tool", default="haproxy", choices=sorted(TOOLS))
+    p.add_argument("folders", nargs="*", type=Path, help=f"default: {CORPUS}/TOOL")
+    p.add_argument("--only", default="", help="pacemaker, corosync: only the samples whose name holds this")
     args = p.parse_args()
-    global ONLY
-    ONLY = args.only
-    results = {}
-    for tool in args.tool or sorted(HOOKS):
-        started = time.monotonic()
-        rows = HOOKS[tool](args.corpus, args.keep)
-        results[tool] = rows
-        counts = {s: sum(1 for r in rows if r[1] == s) for s in ("clean", "differs", "blocked", "not converted")}
-        print(f"\n== {tool}: {counts['clean']} of {len(rows)} round-trip cleanly "
-              f"({', '.join(f'{n} {s}' for s, n in counts.items() if n and s != 'clean') or 'all'}) "
-              f"in {time.monotonic() - started:.1f}s")
-        width = max(len(r[0]) for r in rows)
-        for name, status, detail in rows:
-            print(f"  {name:<{width}}  {status:<13}  {detail}")
-    if args.json:
-        print(json.dumps(results, indent=1))
-    return 0
+    hook = TOOLS[args.tool]
+    import_pacemaker.ONLY = args.only
+    if hasattr(hook, "run_all"):
+        hook.run_all(args.folders or [CORPUS / args.tool])
+    else:
+        run(hook, args.folders or [CORPUS / args.tool])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

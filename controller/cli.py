@@ -1,4 +1,5 @@
-"""Command line: `reconcile --dry-run | plan | apply | validate | schema | explain | status | lab | agent`.
+"""Command line: `reconcile --dry-run | plan | apply | validate | schema | explain | status | lab | agent |
+import | render`.
 
 Exit codes (every --help says them): 0 nothing (left) to change, 1 error (an invalid tree,
 bad arguments, a failed change, apply for another machine), 2 changes pending, 3 `apply
@@ -105,7 +106,8 @@ def parser() -> Parser:
                    help="after converging, wait until every object and the node are Healthy (exit 3 if not in time)")
     s.add_argument("--timeout", type=_duration, default=300.0, metavar="DURATION",
                    help="how long --wait waits: 90s, 5m (default 5m)")
-    p.set_defaults(allow_mass_prune=False, allow_disruption=False, max_passes=4, no_native=False, wait=False, timeout=300.0)
+    p.set_defaults(allow_mass_prune=False, allow_disruption=False, max_passes=4, no_native=False, wait=False,
+                   timeout=300.0)
     s = sub.add_parser("validate", help="validate the tree and natively check what every node would run",
                        description=(
         "Validate the whole tree (schema, references, conflicts), then render what every node of\n"
@@ -121,10 +123,9 @@ def parser() -> Parser:
     sub.add_parser("lab", help="the lab of namespaces for tests and the demo (see `reconcile lab -h`)", add_help=False)
     sub.add_parser("agent", help="run continuously (see `reconcile agent -h`)", add_help=False)
     sub.add_parser("status", help="the agent's last runs and health (see `reconcile status -h`)", add_help=False)
-    s = sub.add_parser("render", help="write the files (and CIB) a node would get, touching nothing")
-    _common(s)
-    s.add_argument("--out", type=Path, help="write them below this folder (default: print them)")
-    sub.add_parser("import", help="manifests from a tool's configuration (`reconcile import pacemaker -h`)",
+    sub.add_parser("import", help="manifests from a tool's configuration file (see `reconcile import -h`)",
+                   add_help=False)
+    sub.add_parser("render", help="the files reconcile would install on a node (see `reconcile render -h`)",
                    add_help=False)
     return p
 
@@ -182,15 +183,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first == "import":
-        return cmd_import(argv[argv.index(first) + 1:])
-    if first in ("lab", "agent", "status") and not any(a == "--version" for a in argv):
+    if first in ("lab", "agent", "status", "import", "render") and not any(a == "--version" for a in argv):
         i = argv.index(first)
         rest = argv[:i] + argv[i + 1:]
         if first == "lab":
             from controller.lab.cli import main as sub_main
         elif first == "agent":
             from controller.agent import main as sub_main  # type: ignore[no-redef]
+        elif first == "import":
+            from controller.convert import main_import as sub_main  # type: ignore[no-redef]
+        elif first == "render":
+            from controller.convert import main_render as sub_main  # type: ignore[no-redef]
         else:
             from controller.status import main as sub_main  # type: ignore[no-redef]
         return sub_main(rest)
@@ -199,8 +202,6 @@ def _main(argv: list[str]) -> int:
                         stream=sys.stderr)
     if args.command == "schema":
         return cmd_schema(args.kind)
-    if args.command == "render":
-        return cmd_render(args)
     if args.command == "explain":
         from controller.reference import cmd_explain
 
@@ -221,54 +222,6 @@ def cmd_schema(kind: str | None) -> int:
     json.dump(json_schema(kind), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
-
-
-def cmd_import(argv: list[str]) -> int:
-    """`reconcile import TOOL ...`: the tool package's importer (reconcilers/TOOL/importer.py)."""
-    import importlib
-
-    if not argv or argv[0].startswith("-"):
-        print("usage: reconcile import TOOL [options]   (TOOL: pacemaker)", file=sys.stderr)
-        return 1
-    tool = argv[0]
-    try:
-        module = importlib.import_module(f"reconcilers.{tool}.importer")
-    except ModuleNotFoundError:
-        print(f"reconcile import: no importer for {tool!r}", file=sys.stderr)
-        return 1
-    return module.main(argv[1:])
-
-
-def cmd_render(args: argparse.Namespace) -> int:
-    """`reconcile render`: what each reconciler would write on the node, from git alone."""
-    from controller.engine import Engine
-    from controller.identity import this_host
-    from controller.loader import TreeError, load_tree
-    from controller.state import DEFAULT_STATE_DIR, Inventory
-    from reconcilers.base import Node, Runner
-
-    repo = args.repo or DEFAULT_REPO
-    node_name = args.node or this_host()
-    try:
-        tree = load_tree(repo)
-    except TreeError as err:
-        print(f"reconcile: {repo}: the tree is invalid:", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    node = Node(node_name, Runner(dry_run=True), Path(args.state_dir or DEFAULT_STATE_DIR))
-    files, errors = Engine(tree, node, inventory=Inventory(node.state_dir)).render()
-    for error in errors:
-        print(f"reconcile render: {error}", file=sys.stderr)
-    for path, content in sorted(files.items()):
-        if args.out:
-            target = args.out / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
-            print(target)
-        else:
-            print(f"==> {path} <==\n{content}", end="" if content.endswith("\n") else "\n")
-    return 1 if errors else 0
 
 
 def _print_json(data: dict[str, Any]) -> None:

@@ -257,7 +257,8 @@ class Engine:
                         self._result(ObjectResult(kind, item.name, "not-installed", notes=[str(err)],
                                                   source=item.where()))
                 continue
-            if cls in classes or not (set(cls.kinds) & wanted or present & set(cls.consumes)):
+            # A class runs for the kinds the registry gives it that this node has (or consumes).
+            if cls in classes or not (kind in wanted or present & set(cls.consumes)):
                 continue
             # One owner per kind: a reconciler that claims a kind the registry gives to
             # another (a test or a plug-in replaced one of its kinds) must not run at all,
@@ -399,23 +400,6 @@ class Engine:
         self._validate(record)
         problems = record.errors + [f"{k}/{n}: {why}" for (k, n), why in self.refused.items()]
         return problems, record.skipped
-
-    def render(self) -> tuple[dict[str, str], list[str]]:
-        """What each reconciler would write on this node, from the tree alone (`reconcile
-        render`): {path: content} from the reconcilers that define `render(node)`, and the
-        errors of those that could not compute their desired state."""
-        record = self._new_record("dry-run")
-        self._prepare(record)
-        files: dict[str, str] = {}
-        for rec in self.owners:
-            render = getattr(rec, "render", None)
-            if render is None:
-                continue
-            try:
-                files.update(render(self.node))
-            except (ApplyError, CommandError, ValueError) as err:
-                record.errors.append(f"{'/'.join(rec.kinds)}: {err}")
-        return files, record.errors
 
     def differs(self) -> bool:
         """Whether anything on the node differs from the tree: observe and diff only (no

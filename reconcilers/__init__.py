@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "ClusterResource": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
     "ClusterConfig": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
     "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
+    "HAProxy": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Backend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Container": "reconcilers.container:ContainerReconciler",

@@ -98,12 +98,12 @@ reconciler and calls, in this order:
     `apply --wait` observes and asks it again until every object is Healthy. Never change
     anything because of health: a Degraded object is reported, not "fixed" by the agent.
 
-``render(node) -> dict[str, str]`` (optional)
-    The files (or other artifacts) this node would get, from `desired` alone: {path:
-    content}, e.g. {"/etc/corosync/corosync.conf": ...}; an artifact that is not a file is
-    named by a relative path ("pacemaker/cib-configuration.xml"). Read-only, no command
-    needed; secrets stay references (`lrm://`, never a value). `reconcile render` prints
-    or writes them.
+``render(node) -> {path: content}`` (optional)
+    The files this node would get from `desired` (called after it), by absolute path,
+    content as text or bytes: what `reconcile render` writes, touching nothing on the
+    node; an artifact that is no file of its own is named by a relative path (the CIB's
+    configuration section: "pacemaker/cib-configuration.xml"). Secrets may be read (never
+    written anywhere but the caller's output folder); Pacemaker's stay `lrm://`.
 
 ``watch(node) -> Iterator[str]`` (optional)
     Blocks and yields a short reason whenever something this reconciler manages may have
@@ -343,7 +343,7 @@ class Node:
 
     name: str
     runner: Runner
-    state_dir: Path = Path("/var/lib/reconcile")
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("RECONCILE_STATE_DIR", "/var/lib/reconcile")))
     stop: Callable[[], bool] | None = None
     local: bool = True
     allow: frozenset[str] = frozenset()

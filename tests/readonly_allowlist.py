@@ -74,8 +74,8 @@ ALLOW: dict[str, list[str]] = {
         # finds dead FUSE mounts; paths are schema-checked (no spaces: one argument each)
         r"^stat --cached=never -c '%u %g %a %d %i %n' --( /[A-Za-z0-9_./@+-]+)+$",
         # rclone as the native validator of remotes and mount flags
-        r"^rclone config providers$",
-        r"^rclone mount --help$",
+        r"^rclone config providers --config /dev/null$",
+        r"^rclone mount --help --config /dev/null$",
         # systemd's check of rendered mount/automount units in a temp folder
         r"^systemd-analyze verify( /[A-Za-z0-9_./-]*reconcile-units-[A-Za-z0-9_]+/[A-Za-z0-9_.:\\-]+\.(auto)?mount)+$",
     ],

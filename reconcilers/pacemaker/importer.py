@@ -1,7 +1,7 @@
-"""`reconcile import pacemaker`: a CIB and corosync.conf → manifests.
+"""`reconcile import pacemaker`: a CIB and corosync.conf → manifests (reconcilers/importing.py).
 
-    reconcile import pacemaker --live [--out DIR]             # this node's CIB and corosync.conf
-    reconcile import pacemaker --cib cib.xml --corosync corosync.conf [--name NAME] [--out DIR]
+    reconcile import pacemaker --live [--output-dir DIR]    # this node's CIB and corosync.conf
+    reconcile import pacemaker cib.xml corosync.conf [--cluster NAME] [--output-dir DIR]
 
 Writes a Cluster (Corosync settings from corosync.conf, the cluster-wide CIB sections, node
 attributes), one ClusterResource per resource in the CIB's order (group members after
@@ -10,23 +10,20 @@ VirtualIP renders. Every constraint goes in the Cluster's `constraints`, in the 
 order, so `reconcile render` gives back the same configuration (ids kept). Applied as it
 is, the import plans nothing to do.
 
-Secrets are never copied: a parameter the CIB holds as `lrm://` (cibsecret) becomes a
-reference to this node's cibsecret file; a password-like parameter the CIB holds inline
-becomes a reference to a file to create (`/etc/reconcile/secrets/RESOURCE.PARAM`), and
-the importer says so. What reconcile cannot express (bundles, templates) is reported and
-left out.
+Secrets never go into a manifest: a parameter the CIB holds as `lrm://` (cibsecret) becomes
+a reference to this node's cibsecret file; a password-like parameter the CIB holds inline
+is written to a file under the secrets folder (0600, `RESOURCE.PARAM`) and referenced, and
+the notes say to copy it to every node (reconcile then keeps it out of the CIB). What
+reconcile cannot express (bundles, templates) is reported and left out.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from reconcilers.importing import Imported, ImportProblem
 from reconcilers.pacemaker import corosync, tools
 from reconcilers.pacemaker.cib import RESOURCE_TAGS, parse_constraint, parse_resources
 from reconcilers.pacemaker.cluster_cib import (
@@ -39,7 +36,7 @@ from reconcilers.pacemaker.secrets import SECRETS_DIR
 from schemas.pacemaker import looks_like_a_password
 
 API = "reconcile/v1"
-SECRETS_FOLDER = "/etc/reconcile/secrets"
+SECRETS_FOLDER = Path("/etc/reconcile/secrets/pacemaker")
 
 
 def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -51,11 +48,14 @@ def _sets_as_manifest(sets: Any) -> Any:
     return sets
 
 
-def import_cluster(cib: ET.Element, conf_text: str | None, name: str | None = None
+def import_cluster(cib: ET.Element, conf_text: str | None, name: str | None = None,
+                   secrets_dir: Path = SECRETS_FOLDER, secrets: dict[Path, str] | None = None
                    ) -> tuple[list[dict[str, Any]], list[str]]:
     """Manifests for a CIB (and corosync.conf), and notes for people (what was left out,
-    which secrets to create)."""
+    which secrets to copy). A password found inline goes to `secrets` (path → value), for
+    the caller to write."""
     notes: list[str] = []
+    secrets = {} if secrets is None else secrets
     configuration = cib.find("configuration") if cib.tag == "cib" else cib
     if configuration is None:
         raise ValueError("no <configuration> in the CIB")
@@ -102,7 +102,7 @@ def import_cluster(cib: ET.Element, conf_text: str | None, name: str | None = No
     if constraints:
         spec["constraints"] = constraints
     docs = [_doc("Cluster", cluster, spec)]
-    docs += _resources(configuration, cluster, notes)
+    docs += _resources(configuration, cluster, notes, secrets_dir, secrets)
     return docs, notes
 
 
@@ -198,7 +198,8 @@ def _constraint_as_manifest(c: dict[str, Any]) -> dict[str, Any]:
     return dict(c)
 
 
-def _resources(configuration: ET.Element, cluster: str, notes: list[str]) -> list[dict[str, Any]]:
+def _resources(configuration: ET.Element, cluster: str, notes: list[str], secrets_dir: Path,
+               secrets: dict[Path, str]) -> list[dict[str, Any]]:
     states, _tops, order = parse_resources(configuration)
     docs = []
     for name in order:
@@ -212,7 +213,7 @@ def _resources(configuration: ET.Element, cluster: str, notes: list[str]) -> lis
             continue
         spec: dict[str, Any] = {"cluster": cluster}
         if "params" in state:
-            state["params"] = _secret_refs(name, state["params"], notes)
+            state["params"] = _secret_refs(name, state["params"], notes, secrets_dir, secrets)
         spec.update(state)
         if "clone" in state and state["clone"].get("legacy"):
             spec["clone"] = {**state["clone"], "promotable": True}
@@ -220,7 +221,7 @@ def _resources(configuration: ET.Element, cluster: str, notes: list[str]) -> lis
     return docs
 
 
-def _secret_refs(name: str, params: Any, notes: list[str]) -> Any:
+def _secret_refs(name: str, params: Any, notes: list[str], secrets_dir: Path, secrets: dict[Path, str]) -> Any:
     sets = [params] if isinstance(params, dict) else [s["values"] for s in params]
     for values in sets:
         for key, value in list(values.items()):
@@ -228,11 +229,13 @@ def _secret_refs(name: str, params: Any, notes: list[str]) -> Any:
                 values[key] = {"file": str(SECRETS_DIR / name / key)}
                 notes.append(f"{name}: parameter {key} is a cibsecret: it refers to {SECRETS_DIR / name / key} on each "
                              "node (keep that file, or point the reference at your own secret store)")
-            elif looks_like_a_password(key):
-                target = f"{SECRETS_FOLDER}/{name}.{key}"
-                values[key] = {"file": target}
-                notes.append(f"{name}: parameter {key} holds a password inline in the CIB: it was NOT copied; write it "
-                             f"to {target} (mode 0600) on every node; reconcile then stores it with cibsecret")
+            elif looks_like_a_password(key) and isinstance(value, str):
+                target = secrets_dir / f"{name}.{key}"
+                secrets[target] = value
+                values[key] = {"file": str(target)}
+                notes.append(f"{name}: parameter {key} held a password inline in the CIB: it went to {target} (0600), "
+                             "not into the manifest; copy that file to every node: reconcile then keeps it out of the "
+                             "CIB (cibsecret)")
     return params
 
 
@@ -266,46 +269,49 @@ def _as_virtual_ip(name: str, state: dict[str, Any], cluster: str) -> dict[str, 
     return doc
 
 
-# --- the command ---------------------------------------------------------------------------
+# --- the command (reconcilers/importing.py) ------------------------------------------------
 
 
-def dump(docs: list[dict[str, Any]]) -> str:
-    return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=120, allow_unicode=True)
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="reconcile import pacemaker",
-                                description="write manifests for a Pacemaker cluster (a CIB and corosync.conf)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--live", action="store_true", help="this node's CIB (cibadmin -Q) and /etc/corosync/corosync.conf")
-    src.add_argument("--cib", type=Path, help="a CIB file (cibadmin -Q output, or a <configuration>)")
-    p.add_argument("--corosync", type=Path, help="a corosync.conf (with --cib)")
-    p.add_argument("--name", help="the Cluster's name (default: corosync.conf's cluster_name)")
-    p.add_argument("--out", type=Path, help="write FOLDER/cluster.yaml and FOLDER/resources.yaml (default: stdout)")
-    args = p.parse_args(argv)
+def import_files(items: list[tuple[str, str]], placement: dict[str, str], secrets_dir: Path) -> Imported:
+    """A CIB (XML) and a corosync.conf, in any order: `reconcile import pacemaker CIB CONF`.
+    The Cluster is named by corosync.conf (or `--cluster NAME`); its manifests land on its
+    own nodes, whatever `--node` says."""
+    cibs = [(src, text) for src, text in items if text.lstrip().startswith("<")]
+    confs = [(src, text) for src, text in items if not text.lstrip().startswith("<")]
+    if len(cibs) != 1 or len(confs) > 1:
+        raise ImportProblem(f"{', '.join(src for src, _ in items)}: give one CIB (XML, as `cibadmin --query` writes "
+                            "it) and at most one corosync.conf")
+    source, text = cibs[0]
     try:
-        if args.live:
-            from reconcilers.base import Node, Runner
+        cib = tools.parse_xml(text)
+    except ET.ParseError as err:
+        raise ImportProblem(f"{source}:{err.position[0]}: not XML: {err}") from None
+    secrets: dict[Path, str] = {}
+    try:
+        docs, notes = import_cluster(cib, confs[0][1] if confs else None, placement.get("cluster"), secrets_dir,
+                                     secrets)
+    except ValueError as err:
+        raise ImportProblem(f"{source}: {err}") from None
+    return Imported(documents=docs, secrets=secrets, notes=notes)
 
-            node = Node("localhost", Runner(dry_run=True))
-            cib = tools.query_cib(node)
-            conf_text = Path("/etc/corosync/corosync.conf").read_text()
-        else:
-            cib = tools.parse_xml(args.cib.read_text())
-            conf_text = args.corosync.read_text() if args.corosync else None
-        docs, notes = import_cluster(cib, conf_text, args.name)
-    except (OSError, ValueError, ET.ParseError, tools.CibUnavailable) as err:
-        print(f"reconcile import pacemaker: {err}", file=sys.stderr)
-        return 1
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "cluster.yaml").write_text(dump(docs[:1]))
-        (args.out / "resources.yaml").write_text(dump(docs[1:]) if docs[1:] else "")
-    else:
-        sys.stdout.write(dump(docs))
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    return 0
+
+def import_text(text: str, source: str, placement: dict[str, str], secrets_dir: Path) -> Imported:
+    return import_files([(source, text)], placement, secrets_dir)
+
+
+def live(node: str) -> list[tuple[str, str]]:
+    """This node's CIB (`cibadmin --query`) and /etc/corosync/corosync.conf."""
+    from reconcilers.base import Node, Runner
+
+    try:
+        cib = tools.query_cib(Node(node or "localhost", Runner(dry_run=True)))
+    except tools.CibUnavailable as err:
+        raise ImportProblem(f"cibadmin --query: {err}") from None
+    items = [("cibadmin --query", ET.tostring(cib, encoding="unicode"))]
+    conf = Path("/etc/corosync/corosync.conf")
+    if conf.exists():
+        items.append((str(conf), conf.read_text()))
+    return items
 
 
 # --- comparing configurations ------------------------------------------------------------------

@@ -127,8 +127,13 @@ def _quorate_dc(lab: Lab) -> bool:
 @pytest.fixture(scope="module")
 def repo(lab: Lab, handmade) -> Path:
     root = lab.shared / "imported"
-    r = lab.exec("lb1", ["reconcile", "import", "pacemaker", "--live", "--out", str(root)])
+    r = lab.exec("lb1", ["reconcile", "import", "pacemaker", "--live", "--output-dir", str(root)])
     assert "note:" in r.stderr  # what to check (the prefix length corosync.conf does not say)
+    text = (root / "pacemaker.yaml").read_text()
+    (root / "pacemaker.yaml").unlink()
+    docs = text.split("\n---\n")  # the Cluster first, then its resources
+    (root / "cluster.yaml").write_text(docs[0] + "\n")
+    (root / "resources.yaml").write_text("---\n".join(docs[1:]))
     return root
 
 
@@ -164,7 +169,7 @@ def test_applying_the_import_changes_nothing(lab, repo):
 
 def test_the_imported_manifests_render_back_to_the_live_configuration(lab, repo):
     out = lab.shared / "rendered"
-    lab.exec("lb1", ["reconcile", "render", "--repo", str(repo), "--out", str(out)])
+    lab.exec("lb1", ["reconcile", "render", "--repo", str(repo), "--output-dir", str(out)])
     live = ET.fromstring(lab.exec("lb1", ["cibadmin", "--query"]).stdout)
     rendered = ET.fromstring((out / "pacemaker" / "cib-configuration.xml").read_text())
     diff = crm_diff(live.find("configuration"), rendered)

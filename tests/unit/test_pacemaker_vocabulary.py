@@ -103,11 +103,30 @@ def test_a_cibsecret_parameter_imports_as_a_reference_and_never_as_a_value():
     for nv in inline.iter("nvpair"):
         if nv.get("name") == "password":
             nv.set("value", "calvin")
-    docs, notes = import_cluster(inline, COROSYNC)
-    assert "calvin" not in yaml.safe_dump_all(docs)
+    secrets: dict = {}
+    docs, notes = import_cluster(inline, COROSYNC, secrets_dir=Path("/s"), secrets=secrets)
+    assert "calvin" not in yaml.safe_dump_all(docs) and "calvin" not in " ".join(notes)
     fence = next(d for d in docs if d["metadata"]["name"] == "fence-lb1")
-    assert fence["spec"]["params"]["password"] == {"file": "/etc/reconcile/secrets/fence-lb1.password"}
-    assert any("holds a password inline in the CIB: it was NOT copied" in n for n in notes)
+    assert fence["spec"]["params"]["password"] == {"file": "/s/fence-lb1.password"}
+    assert secrets[Path("/s/fence-lb1.password")] == "calvin"  # for `reconcile import` to write, 0600
+    assert any("held a password inline in the CIB: it went to /s/fence-lb1.password" in n for n in notes)
+
+
+def test_reconcile_import_pacemaker_takes_the_cib_and_corosync_conf_and_writes_the_secrets(tmp_path, capsys):
+    from controller.cli import main
+
+    inline = (FIXTURES / "cib_pcs_vocabulary.xml").read_text().replace('value="lrm://"', 'value="calvin"', 1)
+    (tmp_path / "cib.xml").write_text(inline)
+    (tmp_path / "corosync.conf").write_text(COROSYNC)
+    out, secrets = tmp_path / "out", tmp_path / "secrets"
+    assert main(["import", "pacemaker", str(tmp_path / "corosync.conf"), str(tmp_path / "cib.xml"),
+                 "--output-dir", str(out), "--secrets-dir", str(secrets)]) == 0
+    text = (out / "pacemaker.yaml").read_text()
+    assert "calvin" not in text and "kind: Cluster" in text and "name: vocab" in text
+    [written] = secrets.iterdir()
+    assert written.read_text() == "calvin\n" and written.stat().st_mode & 0o777 == 0o600
+    assert main(["import", "pacemaker", str(tmp_path / "corosync.conf")]) == 1  # no CIB
+    assert "give one CIB" in capsys.readouterr().err
 
 
 VOCABULARY = """\
