@@ -17,11 +17,19 @@ manifests (in-process, into a temp folder), then per file:
 
 Prints a table and totals; asserts nothing. A tool plugs in with a `Hook` (see HAProxy's):
 how to split its files into sections of directive lines, where render puts the file, and
-how to run its native check. A tool whose samples are not its configuration files as they
-are (Pacemaker: crm/pcs commands that make a CIB) brings its own round trip instead, a
-hook with `run_all(folders)` (bench/import_pacemaker.py: pacemaker, corosync).
+how to run its native check.
 
-    .venv/bin/python bench/bench_import.py [--tool haproxy|pacemaker|corosync] [--only NAME] [FOLDER ...]
+    .venv/bin/python bench/bench_import.py [--tool haproxy] [FOLDER ...]
+
+Tools whose files are not one main file of directive lines (an LXC config that may be
+wrapped in a script, an sssd.conf with its sudoers and PAM lines) bring their own run and
+table (`OWN_TABLE`: bench/import_lxc.py, bench/import_domain.py): settings kept as the tool
+reads them, and the tool's own parser on both sides.
+
+    .venv/bin/python bench/bench_import.py --tool lxc       (../shared/corpus/lxc)
+    .venv/bin/python bench/bench_import.py --tool sssd      (../shared/corpus/sssd)
+    .venv/bin/python bench/bench_import.py --tool pacemaker [--only NAME]  (crm/pcs/XML samples made CIBs)
+    .venv/bin/python bench/bench_import.py --tool corosync  (../shared/corpus/corosync)
 """
 from __future__ import annotations
 
@@ -37,7 +45,6 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import import_pacemaker  # noqa: E402
 from controller.convert import main_render  # noqa: E402
 from reconcilers.importing import ImportProblem  # noqa: E402
 
@@ -176,7 +183,6 @@ class HAProxyHook(Hook):
 
 
 TOOLS: dict[str, Hook] = {"haproxy": HAProxyHook()}
-TOOLS.update(import_pacemaker.HOOKS)  # type: ignore[arg-type]
 
 
 def lcs(a: list[str], b: list[str]) -> int:
@@ -263,18 +269,24 @@ def run(hook: Hook, folders: list[Path]) -> None:
           f"{sum(r['rendered'] == 'accepted' for r in ok)}/{len(ok)}")
 
 
+OWN_TABLE = {"lxc": "bench.import_lxc", "sssd": "bench.import_domain", "pacemaker": "bench.import_pacemaker",
+             "corosync": "bench.import_corosync"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tool", default="haproxy", choices=sorted(TOOLS))
+    p.add_argument("--tool", default="haproxy", choices=sorted(TOOLS) + sorted(OWN_TABLE))
     p.add_argument("folders", nargs="*", type=Path, help=f"default: {CORPUS}/TOOL")
     p.add_argument("--only", default="", help="pacemaker, corosync: only the samples whose name holds this")
     args = p.parse_args()
-    hook = TOOLS[args.tool]
-    import_pacemaker.ONLY = args.only
-    if hasattr(hook, "run_all"):
-        hook.run_all(args.folders or [CORPUS / args.tool])
-    else:
-        run(hook, args.folders or [CORPUS / args.tool])
+    folders = args.folders or [CORPUS / args.tool]
+    if args.tool in OWN_TABLE:
+        from bench import import_common, import_pacemaker
+
+        import_pacemaker.ONLY = args.only
+        hook = importlib.import_module(OWN_TABLE[args.tool])
+        sys.exit(import_common.main(args.tool, hook.run, folders))
+    run(TOOLS[args.tool], folders)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ reference (`lrm://`): the original with those values as references must then com
 equal. corosync.conf samples: import → render keeps every key (set comparison of the
 parsed files).
 
-Each returns one row per sample: (sample, "clean" | "differs" | "blocked" | "not
-converted", detail).
+`run` (pacemaker) and `run_corosync` return one import_common.Row per sample.
 """
 from __future__ import annotations
 
@@ -21,9 +20,9 @@ import shlex
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from bench.import_common import Row
 from controller.lab import temporary_lab
 
-Row = tuple[str, str, str]
 ONLY = ""  # bench_import.py --only: the samples whose name holds it
 
 # --- Pacemaker ----------------------------------------------------------------------------------
@@ -256,65 +255,74 @@ def convert(lab, sample: Path, conversion: dict, work: Path) -> Path | str:
     return cib
 
 
-def pacemaker_round_trips(corpus: Path, keep: bool = False) -> list[Row]:
+def run(folder: Path) -> list[Row]:
+    """bench_import.py --tool pacemaker: one Row per sample of `folder`. keys: the elements
+    of the original configuration; kept: all of them when crm_diff finds no difference
+    (else minus the changes it lists); native: crm_verify on the original and on the
+    rendering."""
     from reconcilers.pacemaker.importer import comparable
     from reconcilers.pacemaker.nvsets import LRM_MAGIC
 
     rows: list[Row] = []
     with temporary_lab(nodes=1, prefix="bim") as lab:
-        for sample in sorted((corpus / "pacemaker").iterdir()):
+        for sample in sorted(folder.iterdir()):
             if ONLY and ONLY not in sample.name:
                 continue
             conversion = CONVERSIONS.get(sample.name)
             if conversion is None:
-                rows.append((sample.name, "not converted", "no conversion written for it"))
+                rows.append(Row(sample.name, False, notes=["no conversion written for it"]))
                 continue
             work = lab.shared / sample.stem
             work.mkdir()
             made = convert(lab, sample, conversion, work)
             if isinstance(made, str):
-                rows.append((sample.name, "not converted", made))
+                rows.append(Row(sample.name, False, notes=[f"not converted: {made}"]))
                 continue
             (work / "corosync.conf").write_text(_corosync("corpus", conversion["nodes"]))
             imported = work / "imported"
             r = lab.exec("lb1", ["reconcile", "import", "pacemaker", str(made), str(work / "corosync.conf"),
                                  "--output-dir", str(imported), "--secrets-dir", str(work / "secrets")], check=False)
             if r.returncode != 0:
-                rows.append((sample.name, "blocked", f"import: {r.stderr.strip()[-200:]}"))
+                rows.append(Row(sample.name, False, notes=[f"import: {r.stderr.strip()[-200:]}"]))
                 continue
             notes = [ln[6:] for ln in r.stderr.splitlines() if ln.startswith("note: ")]
             node = conversion["nodes"][0]
             rendered = work / "rendered"
             r = lab.exec("lb1", ["reconcile", "render", "--repo", str(imported), "--node", node, "--output-dir",
                                  str(rendered)], check=False)
-            if r.returncode != 0:
-                rows.append((sample.name, "blocked", r.stderr.strip().replace("\n", " ")[-300:]))
-                continue
             original = ET.parse(made).getroot().find("configuration")
+            keys = len(list(comparable(original).iter()))
+            if r.returncode != 0:
+                rows.append(Row(sample.name, True, keys, 0, "ok", "", [r.stderr.strip().replace("\n", " ")[-300:]]))
+                continue
             back = ET.parse(rendered / "pacemaker" / "cib-configuration.xml").getroot()
-            diff = _crm_diff(lab, work, comparable(original), comparable(back))
+            # a password written inline is never copied: it comes back as a cibsecret
+            # reference (`lrm://`), so the original is compared with those values as references
             secrets = {tuple(n.split(": parameter ", 1)[0:1] + n.split(": parameter ", 1)[1].split(" ", 1)[0:1])
                        for n in notes if "held a password inline" in n}
-            if diff == "":
-                rows.append((sample.name, "clean", f"{len(list(original.iter()))} elements"))
-                continue
-            # a password written inline is never copied: it comes back as a cibsecret reference
-            # (`lrm://`); the same CIB with those values as references must then compare equal
             referenced = comparable(original)
             for rsc in referenced.iter():
                 for nv in rsc.findall("instance_attributes/nvpair") if rsc.get("id") else ():
                     if (rsc.get("id"), nv.get("name")) in secrets:
                         nv.set("value", LRM_MAGIC)
-            if secrets and _crm_diff(lab, work, referenced, comparable(back)) == "":
-                rows.append((sample.name, "clean", f"{len(list(original.iter()))} elements; {len(secrets)} inline "
-                                                   f"password(s) became cibsecret references"))
-            else:
-                rows.append((sample.name, "differs", _summary(diff)))
+            diff = _crm_diff(lab, work, referenced, comparable(back))
+            changes = [ln for ln in diff.splitlines() if "<change " in ln] or ([diff] if diff else [])
+            said = [f"{len(secrets)} inline password(s) became cibsecret references"] if secrets else []
+            if diff:
+                said.append(_summary(diff))
                 if ONLY:
                     print(diff)
-        if keep:
-            print(f"(lab kept files under {lab.shared}: the lab is removed now)")
+            rows.append(Row(sample.name, True, keys, max(keys - len(changes), 0), "ok",
+                            _verify(lab, work / "compare-b.xml"), said))
     return rows
+
+
+def _verify(lab, path: Path) -> str:
+    from reconcilers.pacemaker.tools import parse_verify
+
+    r = lab.exec("lb1", ["crm_verify", "--xml-file", str(path), "-V"], check=False)
+    errors = parse_verify(r.returncode, r.stderr + r.stdout, str(path), missing_stonith_ok=True)
+    return "ok" if not errors else errors[0][:60]
 
 
 def _crm_diff(lab, work: Path, a: ET.Element, b: ET.Element) -> str:
@@ -337,28 +345,31 @@ def _summary(diff: str) -> str:
     return "; ".join(c[:140] for c in changes[:3]) + (f" (+{len(changes) - 3})" if len(changes) > 3 else "")
 
 
-def corosync_round_trips(corpus: Path, keep: bool = False) -> list[Row]:
+def run_corosync(folder: Path) -> list[Row]:
+    """bench_import.py --tool corosync: every key of each corosync.conf (section path and
+    value) found again after import and render (the importer's parse and the Cluster's
+    render, in-process); corosync -t needs the nodes' own addresses, so no native check."""
     from reconcilers.pacemaker import corosync
 
     rows: list[Row] = []
-    for sample in sorted((corpus / "corosync").iterdir()):
+    for sample in sorted(folder.iterdir()):
         if ONLY and ONLY not in sample.name:
             continue
         text = sample.read_text()
         if sample.suffix == ".rst":
             text = "\n".join(ln[8:] for ln in text.splitlines() if ln.startswith("        "))
         original = corosync.parse(text)
+        keys = {k for k in _keys(original) if k[0] != "totem.keyfile"}
         settings = corosync.observed_settings(original)
         try:
             again = corosync.parse(corosync.render(settings, "wait_for_all" in corosync._first(original, "quorum"),
                                                    header=False))
         except Exception as err:  # a value the renderer refuses
-            rows.append((sample.name, "blocked", str(err)[:200]))
+            rows.append(Row(sample.name, False, len(keys), notes=[str(err)[:200]]))
             continue
-        lost = _keys(original) - _keys(again)
-        lost = {k for k in lost if k[0] != "totem.keyfile"}
-        rows.append((sample.name, "clean" if not lost else "differs",
-                     "every key kept" if not lost else f"lost: {sorted(lost)[:4]}"))
+        lost = keys - _keys(again)
+        rows.append(Row(sample.name, True, len(keys), len(keys) - len(lost),
+                        notes=[f"lost: {sorted(lost)[:4]}"] if lost else []))
     return rows
 
 
@@ -369,30 +380,3 @@ def _keys(tree: dict, prefix: str = "") -> set:
             for k, v in section.items():
                 out |= _keys({k: v}, f"{prefix}{name}.") if isinstance(v, list) else {(f"{prefix}{name}.{k}", v)}
     return out
-
-
-def report(tool: str, rows: list[Row], seconds: float) -> None:
-    counts = {s: sum(1 for r in rows if r[1] == s) for s in ("clean", "differs", "blocked", "not converted")}
-    print(f"\n== {tool}: {counts['clean']} of {len(rows)} round-trip cleanly "
-          f"({', '.join(f'{n} {s}' for s, n in counts.items() if n and s != 'clean') or 'all'}) in {seconds:.1f}s")
-    width = max((len(r[0]) for r in rows), default=0)
-    for name, status, detail in rows:
-        print(f"  {name:<{width}}  {status:<13}  {detail}")
-
-
-class RoundTrip:
-    """A bench_import.py hook that runs its own round trip (see the module docstring)."""
-
-    def __init__(self, tool: str, run) -> None:
-        self.tool, self._run = tool, run
-
-    def run_all(self, folders: list[Path]) -> None:
-        import time
-
-        started = time.monotonic()
-        rows = [row for folder in folders for row in self._run(folder.parent)]
-        report(self.tool, rows, time.monotonic() - started)
-
-
-HOOKS = {"pacemaker": RoundTrip("pacemaker", pacemaker_round_trips),
-         "corosync": RoundTrip("corosync", corosync_round_trips)}

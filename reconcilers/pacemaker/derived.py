@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconcilers.container import config_path, stop_seconds
+from reconcilers.lxc import config_path, stop_seconds
 from reconcilers.pacemaker.tools import CONTAINER_ATTRIBUTE_VALUE, container_attribute
 
 LXC_STOP_MARGIN = 5  # seconds ocf:heartbeat:lxc keeps of its stop timeout for lxc-stop -k
