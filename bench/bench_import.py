@@ -33,6 +33,8 @@ reads them, and the tool's own parser on both sides.
 
     .venv/bin/python bench/bench_import.py --tool lxc       (../shared/corpus/lxc)
     .venv/bin/python bench/bench_import.py --tool sssd      (../shared/corpus/sssd)
+    .venv/bin/python bench/bench_import.py --tool pacemaker [--only NAME]  (crm/pcs/XML samples made CIBs)
+    .venv/bin/python bench/bench_import.py --tool corosync  (../shared/corpus/corosync)
 """
 from __future__ import annotations
 
@@ -395,18 +397,21 @@ def run(hook: Hook, folders: list[Path]) -> None:
         print(hook.summary())
 
 
-OWN_TABLE = {"lxc": "bench.import_lxc", "sssd": "bench.import_domain"}
+OWN_TABLE = {"lxc": "bench.import_lxc", "sssd": "bench.import_domain", "pacemaker": "bench.import_pacemaker",
+             "corosync": "bench.import_corosync"}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tool", default="haproxy", choices=sorted(TOOLS) + sorted(OWN_TABLE))
     p.add_argument("folders", nargs="*", type=Path, help=f"default: {CORPUS}/TOOL")
+    p.add_argument("--only", default="", help="pacemaker, corosync: only the samples whose name holds this")
     args = p.parse_args()
     folders = args.folders or [CORPUS / args.tool]
     if args.tool in OWN_TABLE:
-        from bench import import_common
+        from bench import import_common, import_pacemaker
 
+        import_pacemaker.ONLY = args.only
         hook = importlib.import_module(OWN_TABLE[args.tool])
         sys.exit(import_common.main(args.tool, hook.run, folders))
     run(TOOLS[args.tool], folders)

@@ -10,8 +10,9 @@ import importlib
 from reconcilers.base import Reconciler
 
 REGISTRY: dict[str, str] = {
-    "Cluster": "reconcilers.cluster:ClusterReconciler",
-    "ClusterResource": "reconcilers.cluster_resource:ClusterResourceReconciler",
+    "Cluster": "reconcilers.pacemaker.cluster:ClusterReconciler",
+    "ClusterResource": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
+    "ClusterConfig": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
     "VirtualIP": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
     "Keepalived": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
     "VirtualServer": "reconcilers.keepalived.reconciler:KeepalivedReconciler",

@@ -145,6 +145,11 @@ DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
 """A DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'."""
 
+NODE_NAME = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME, max_length=253)]
+"""A node's host name as Corosync and Pacemaker know it: DNS labels (any case), dotted for a
+fully qualified name (node01.example.com, SLES1)."""
+
 LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE = r"^[A-Za-z0-9._-]{0,63}$"
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY)]
@@ -175,7 +180,8 @@ PropertyName = Annotated[str, StringConstraints(pattern=PROPERTY_NAME)]
 PropertyValue = Annotated[str, StringConstraints(pattern=PROPERTY_VALUE)]
 """A Pacemaker cluster property and its value."""
 
-AGENT = r"^(ocf:[a-z0-9_-]+:[A-Za-z0-9_.-]+|systemd:[A-Za-z0-9@_.-]+|lsb:[A-Za-z0-9_.-]+|stonith:[A-Za-z0-9_.-]+)$"
+AGENT = (r"^(ocf:[A-Za-z0-9_-]+:[A-Za-z0-9_.-]+|(systemd|service|lsb|stonith|nagios|upstart)"
+         r":[A-Za-z0-9@_.:-]+)$")
 Agent = Annotated[str, StringConstraints(pattern=AGENT)]
 """A Pacemaker resource agent: ocf:PROVIDER:TYPE, systemd:UNIT, lsb:SCRIPT or stonith:TYPE."""
 PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
@@ -693,6 +699,7 @@ def or_secret(value_type: Any) -> Any:
 # What a pattern means, for error messages: people should not have to read a regex.
 PATTERN_HELP: dict[str, str] = {
     DNS_LABEL: "must be a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
+    NODE_NAME: "must be a host name: letters, digits and '-' in dot-separated labels of at most 63",
     IF_NAME: "must be an interface name: at most 15 letters, digits, '_', '.', '-'",
     DURATION: "must be a duration such as 500ms, 2s, 1m or 1h",
     INTERVAL: "must be an interval such as 500ms, 10s or 1m",
@@ -806,10 +813,10 @@ class Placement(Strict):
     model_config = ConfigDict(json_schema_extra=_placement_schema)
 
     cluster: Name | None = Field(None, description="Every node of this Cluster (by its metadata.name).")
-    nodes: list[Name | Literal["*"]] | None = Field(
+    nodes: list[NodeName | Literal["*"]] | None = Field(
         None, min_length=1, description='These nodes (names from a Cluster), or ["*"]: every node, said explicitly.',
         json_schema_extra={"uniqueItems": True, "if": {"contains": {"const": EVERY_NODE}}, "then": {"maxItems": 1}})
-    node: Name | None = Field(None, description="This one node.")
+    node: NodeName | None = Field(None, description="This one node.")
 
     @field_validator("nodes")
     @classmethod

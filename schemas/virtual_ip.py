@@ -25,7 +25,7 @@ from typing import Annotated, Literal, TypeVar, Union
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from schemas.common import (
-    IP_MAYBE_PREFIX_PATTERN, IfName, IPAddress, IPAddressMaybePrefix, IPPrefix, Manifest, Metadata, Name, PacemakerInterval, Placement,
+    IP_MAYBE_PREFIX_PATTERN, IfName, IPAddress, IPAddressMaybePrefix, IPPrefix, Manifest, Metadata, Name, NodeName, PacemakerInterval, Placement,
     PATTERN_HELP, SecretRef, Strict, ip_maybe_prefix,
 )
 from schemas.keepalived import (
@@ -141,7 +141,7 @@ class KeepalivedOptions(Strict):
     routerId: Annotated[int, Field(ge=1, le=255)] = Field(
         description="VRRP virtual router id, unique per interface and address family (and per L2 segment)"
     )
-    priority: dict[Name, Annotated[int, Field(ge=1, le=254)]] = Field(
+    priority: dict[NodeName, Annotated[int, Field(ge=1, le=254)]] = Field(
         default_factory=dict, description="per node; unnamed nodes get 100, 90, 80… by their place in the node list"
     )
     version: Literal[2, 3] = Field(3, description="VRRP version; IPv6 instances always run version 3")
@@ -209,7 +209,7 @@ class PacemakerOptions(Strict):
     """How Pacemaker runs the address (an IPaddr2 primitive)."""
 
     monitorInterval: PacemakerInterval = Field("10s", description="How often Pacemaker checks that the address is up.")
-    preferredNode: Name | None = Field(None, description="A node it prefers (score 100) while that node is up.")
+    preferredNode: NodeName | None = Field(None, description="A node it prefers (score 100) while that node is up.")
 
 
 class VirtualIPSpec(Placement):

@@ -14,8 +14,9 @@ import re
 import pytest
 
 from reconcilers.base import UnsafeValue, one_line
-from reconcilers.cluster import corosync_value, parse_corosync_conf
-from reconcilers.cluster_resource import cib_value
+from reconcilers.pacemaker.cib import cib_value
+from reconcilers.pacemaker.corosync import corosync_value
+from reconcilers.pacemaker.corosync import parse as parse_corosync_conf
 from reconcilers.lxc.config import lxc_comment, lxc_init_cmd, lxc_value, parse_config
 from reconcilers.domain.krb5 import krb5_value, parse_krb5_conf
 from reconcilers.domain.pam import pam_argument, parse_pam_block

@@ -14,8 +14,8 @@ from reconcilers.domain.health import join_health, parse_getent, resolvable_name
 from reconcilers.haproxy.health import backend_health, frontend_health, parse_stat_rows, server_state
 from reconcilers.keepalived.vrrp import parse_json_dump
 from reconcilers.keepalived.health import keepalived_health, vip_health
-from reconcilers.pacemaker import parse_crm_mon
-from reconcilers.pacemaker_health import Snapshot, address_health, cluster_health, parse_resources, resource_health
+from reconcilers.pacemaker.tools import parse_crm_mon
+from reconcilers.pacemaker.health import Snapshot, address_health, cluster_health, parse_resources, resource_health
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -20,6 +20,7 @@ case puts one payload into one field of a valid tree and then
 from __future__ import annotations
 
 import copy
+import functools
 import posixpath
 import re
 import shlex
@@ -35,8 +36,8 @@ from pydantic import BaseModel
 from controller.loader import Loaded, Source, Tree, check_tree, parse_document
 from reconcilers.haproxy.reconciler import HAProxyReconciler
 from reconcilers.base import Node, Runner, UnsafeValue
-from reconcilers.cluster import corosync_settings, render_corosync_conf
-from reconcilers.cluster_resource import ClusterResourceReconciler, render_constraints, render_unit
+from reconcilers.pacemaker.cluster import ClusterReconciler
+from reconcilers.pacemaker.resources import ClusterResourceReconciler
 from reconcilers.lxc.config import CgroupLayout, render_block
 from reconcilers.lxc.reconciler import ContainerReconciler
 from reconcilers.lxc.model import create_argv, render_settings, stop_seconds
@@ -49,7 +50,6 @@ from reconcilers.mount.apply import units_for
 from reconcilers.mount.credentials import host_keys, plain_values
 from reconcilers.mount.model import Paths as MountPaths, entry as mount_entry, rclone_options
 from reconcilers.mount.render import cifs_credentials, fstab_line, known_hosts, mount_argv, rclone_conf
-from reconcilers.pacemaker import set_properties
 from reconcilers.keepalived.render import render_text
 from schemas import KINDS
 from schemas.common import MultiLineText, unsafe_character
@@ -87,14 +87,116 @@ KEEPALIVED_VIPS = {
 }
 
 
+RULE = {"id": "r1", "score": "INFINITY", "booleanOp": "and", "role": "Started", "expressions": [
+    {"id": "r1-e", "attribute": "#uname", "operation": "eq", "value": "lb1", "type": "string",
+     "valueSource": "literal"}]}
+DATE = {"id": "d1", "operation": "in_range", "start": "2024-01-01", "end": "2030-12-31",
+        "duration": {"id": "d1-dur", "years": "1", "months": "2", "weeks": "3", "days": "4", "hours": "5", "minutes": "6",
+                     "seconds": "7"},
+        "dateSpec": {"id": "d1-spec", "hours": "9-17", "monthdays": "1-31", "weekdays": "1-5", "yeardays": "1-366",
+                     "months": "1-12", "weeks": "1-53", "years": "2024", "weekyears": "2024", "moon": "0-7"}}
+VARIANTS = [
+    {"quorum": {"lastManStanding": True, "lastManStandingWindow": "10s", "autoTieBreaker": True,
+                "autoTieBreakerNode": "lowest", "provider": "corosync_votequorum",
+                "device": {"model": "net", "timeout": "10s", "syncTimeout": "30s",
+                           "net": {"host": "192.0.2.30", "algorithm": "ffsplit", "tieBreaker": "lowest", "tls": "off",
+                                   "connectTimeout": "8s", "forceIpVersion": "4"}}},
+     "constraints": [{"type": "colocation", "id": "c3", "resource": "a3", "with": "b3", "score": "INFINITY",
+                      "role": "Started", "withRole": "Started", "nodeAttribute": "rack"}],
+     "fencingLevels": [{"index": 1, "targetPattern": "lb.*", "devices": ["b3"]}]},
+    {"constraints": [{"type": "order", "id": "c4", "first": "a4", "then": "b4", "firstAction": "start",
+                      "thenAction": "start", "kind": "Mandatory"}],
+     "fencingLevels": [{"index": 1, "targetAttribute": "rack", "targetValue": "r1", "devices": ["b4"]}]},
+    {"constraints": [{"type": "ticket", "id": "c5", "resource": "a5", "ticket": "t5", "lossPolicy": "stop",
+                      "role": "Started"}]},
+    {"constraints": [{"type": "location", "id": "c6", "pattern": "^a", "node": "lb13", "score": 50}]},
+    {"constraints": [{"type": "order", "id": "c7", "sets": [{"id": "c7-set", "resources": ["a7", "b7"],
+                                                             "ordering": "listed", "action": "start",
+                                                             "role": "Started", "score": "INFINITY",
+                                                             "kind": "Mandatory"}]}]},
+]
+
+
+NODE_ATTRIBUTES = [  # the first node's attributes of each variant cluster
+    {"rack": "r1"},
+    [{"values": {"rack": "r1"}, "rule": {"scoreAttribute": "weight", "expressions": [{"date": DATE}]}}],
+    [{"values": {"rack": "r1"}, "rule": {"expressions": [{"rule": {
+        "id": "n-inner", "score": "INFINITY", "booleanOp": "or", "expressions": [{"resource": {
+            "id": "n-rsc", "class": "ocf", "provider": "pacemaker", "type": "Dummy"}}]}}]}}],
+    [{"values": {"rack": "r1"}, "rule": {"expressions": [{"rule": {"expressions": [{"op": {
+        "id": "n-op", "name": "monitor", "interval": "10s"}}]}}]}}],
+    {"rack": "r2"},
+]
+
+
+def variant_cluster(n: int, extra: dict) -> list[dict]:
+    """Cluster cN of nodes lb(2n+1), lb(2n+2) with resources aN, bN (bN a fencing device)."""
+    first, second = 2 * n + 1, 2 * n + 2
+    spec = {"nodes": [{"name": f"lb{first}", "id": 1, "address": f"192.0.2.{20 + first}/24",
+                       "attributes": NODE_ATTRIBUTES[n - 3]},
+                      {"name": f"lb{second}", "id": 2, "address": f"192.0.2.{20 + second}/24"}],
+            "crypto": "none", "stonithEnabled": False, **extra}
+    return [manifest("Cluster", f"c{n}", spec),
+            manifest("ClusterResource", f"a{n}", {"cluster": f"c{n}", "agent": "ocf:pacemaker:Dummy"}),
+            manifest("ClusterResource", f"b{n}", {"cluster": f"c{n}", "agent": "stonith:fence_dummy"})]
+
+
 # One valid tree in which every string field of every kind is set somewhere.
 BASE = [
     manifest("Cluster", "web", {
-        "nodes": [{"name": "lb1", "id": 1, "address": "192.0.2.11/24"},
-                  {"name": "lb2", "id": 2, "address": "192.0.2.12/24"}],
-        "stack": "pacemaker", "transport": "knet", "authkey": {"env": "COROSYNC_AUTHKEY"}, "token": "1000ms",
-        "quorum": {"twoNode": True, "waitForAll": True}, "stonithEnabled": False,
-        "properties": {"no-quorum-policy": "ignore"}}),
+        "nodes": [{"name": "lb1", "id": 1, "address": "192.0.2.11/24", "links": ["192.0.2.11", "2001:db8::11"],
+                   "attributes": [{"id": "lb1-attrs", "values": {"rack": "r1"}, "ids": {"rack": "lb1-rack"},
+                                   "score": "INFINITY", "rule": RULE}],
+                   "utilization": {"cpu": "8"}},
+                  {"name": "lb2", "id": 2, "address": "192.0.2.12/24", "links": ["192.0.2.12", "2001:db8::12"]}],
+        "stack": "pacemaker", "transport": "knet", "links": [{"transport": "udp"}, {"transport": "udp"}],
+        "crypto": {"cipher": "aes256", "hash": "sha256", "model": "nss"},
+        "authkey": {"env": "COROSYNC_AUTHKEY"}, "token": "1000ms",
+        "totem": {"consensus": "1200ms", "join": "60ms", "tokenCoefficient": "650ms", "linkMode": "passive",
+                  "ipVersion": "ipv4-6", "clusterUuid": "0123456789abcdef0123456789abcdef"},
+        "quorum": {"twoNode": True, "waitForAll": True}, "corosync": {"logging": {"debug": "off"}},
+        "stonithEnabled": False, "properties": {"no-quorum-policy": "ignore"},
+        "resourceDefaults": {"resource-stickiness": "100"}, "operationDefaults": {"timeout": "60s"},
+        "alerts": [{"id": "to-file", "path": "/usr/share/pacemaker/alerts/alert_file.sh", "description": "file",
+                    "params": {"a": "1"}, "meta": {"timeout": "10s"}, "select": {"nodes": True, "attributes": ["rack"]},
+                    "recipients": [{"id": "to-file-log", "value": "/var/log/pacemaker/alerts.log",
+                                    "description": "log", "params": {"b": "2"}, "meta": {"c": "3"}}]}],
+        "fencingLevels": [{"id": "fl-lb1", "index": 1, "target": "lb1", "devices": ["fence1"]}],
+        "tags": [{"id": "databases", "refs": ["db"]}],
+        "constraints": [{"type": "location", "id": "db-on-lb1", "resource": "db", "node": "lb1", "score": "INFINITY",
+                         "role": "Started", "resourceDiscovery": "always"}]}),
+    manifest("ClusterResource", "fence1", {
+        "cluster": "web", "agent": "stonith:fence_ipmilan", "params": {"ip": "192.0.2.201"}}),
+    # every other field of the vocabulary, once (a rule's first expression is one kind each)
+    manifest("ClusterResource", "p1", {
+        "cluster": "web", "agent": "ocf:pacemaker:Dummy", "description": "all the fields",
+        "params": [{"id": "p1-params", "values": {"state": "/run/p1"}, "ids": {"state": "p1-state"}, "score": "INFINITY",
+                    "rule": RULE}],
+        "meta": [{"id": "p1-meta", "values": {"target-role": "Started"}, "ids": {"target-role": "p1-tr"},
+                  "score": "INFINITY"}],
+        "utilization": {"cpu": "1"},
+        "operations": [{"id": "p1-mon", "name": "monitor", "interval": "10s", "timeout": "20s", "role": "Started",
+                        "onFail": "restart", "startDelay": "0s", "intervalOrigin": "2024-01-01", "requires": "quorum",
+                        "description": "watch", "params": {"OCF_CHECK_LEVEL": "10"}, "meta": {"record-pending": "1"}}],
+        "operationsId": "p1-ops",
+        "clone": {"id": "p1-clone", "meta": {"interleave": "true"}, "description": "everywhere"},
+        "location": [{"id": "p1-loc", "node": "lb1", "score": "INFINITY", "role": "Started",
+                      "resourceDiscovery": "always"}],
+        "colocation": [{"id": "p1-with", "with": "dbvip", "score": "INFINITY", "role": "Started",
+                        "withRole": "Started", "nodeAttribute": "rack"}],
+        "order": [{"id": "p1-after", "first": "dbvip", "firstAction": "start", "thenAction": "start",
+                   "kind": "Mandatory", "score": "INFINITY"}]}),
+    manifest("ClusterResource", "p2", {"cluster": "web", "agent": "ocf:pacemaker:Dummy", "params": [
+        {"values": {"state": "/run/p2"}, "rule": {"expressions": [{"date": DATE}]}}]}),
+    manifest("ClusterResource", "p3", {"cluster": "web", "agent": "ocf:pacemaker:Dummy", "params": [
+        {"values": {"state": "/run/p3"}, "rule": {"scoreAttribute": "weight", "expressions": [{"rule": {
+            "id": "p3-inner", "score": "INFINITY", "booleanOp": "or", "expressions": [{"resource": {
+                "id": "p3-rsc", "class": "ocf", "provider": "pacemaker", "type": "Dummy"}}]}}]}}]}),
+    manifest("ClusterResource", "p4", {"cluster": "web", "agent": "ocf:pacemaker:Dummy", "params": [
+        {"values": {"state": "/run/p4"}, "rule": {"expressions": [{"rule": {"expressions": [{"op": {
+            "id": "p4-op", "name": "monitor", "interval": "10s"}}]}}]}}]}),
+    # clusters of other nodes, for the fields a first list item can hold only one of
+    *[doc for n, extra in enumerate(VARIANTS, start=3) for doc in variant_cluster(n, extra)],
     manifest("ClusterResource", "db", {
         "cluster": "web", "agent": "ocf:heartbeat:Dummy", "params": {"state": "/run/db.state"},
         "operations": [{"name": "monitor", "interval": "10s", "timeout": "20s"}],
@@ -331,32 +433,37 @@ CONTROL = {"newline at the end", "CR", "NUL", "ESC", "U+2028", "U+0085", "tab", 
 # --- the string fields of every kind, from the models ------------------------------------------
 
 
-def _string_leaves(annotation: Any, path: tuple, within: tuple = ()) -> Iterator[tuple]:
+def _string_leaves(annotation: Any, path: tuple, seen: set) -> Iterator[tuple]:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:
-        yield from _string_leaves(args[0], path, within)
+        yield from _string_leaves(args[0], path, seen)
     elif origin in (typing.Union, types.UnionType):
         for arg in args:
-            yield from _string_leaves(arg, path, within)
+            yield from _string_leaves(arg, path, seen)
     elif origin is list:
-        yield from _string_leaves(args[0], path + ("[]",), within)
+        yield from _string_leaves(args[0], path + ("[]",), seen)
     elif origin is dict:
-        if any(True for _ in _string_leaves(args[0], (), within)):
+        if any(True for _ in _string_leaves(args[0], (), set())):
             yield path + ("{key}",)
-        yield from _string_leaves(args[1], path + ("{value}",), within)
+        yield from _string_leaves(args[1], path + ("{value}",), seen)
     elif origin is typing.Literal:
         if all(isinstance(a, str) for a in args):
             yield path
     elif annotation is str:
         yield path
-    elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in within:
-        yield from model_string_paths(annotation, path, within)  # a recursive model (a block in a block): once
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        # A model used in several places of one kind (a Pacemaker name/value set, a rule)
+        # is one model and one renderer: its fields are in the matrix where it first appears.
+        if annotation not in seen:
+            seen.add(annotation)
+            yield from model_string_paths(annotation, path, seen)
 
 
-def model_string_paths(model: type[BaseModel], prefix: tuple = (), within: tuple = ()) -> list[tuple]:
+def model_string_paths(model: type[BaseModel], prefix: tuple = (), seen: set | None = None) -> list[tuple]:
     out: list[tuple] = []
+    seen = set() if seen is None else seen
     for name, info in model.model_fields.items():
-        for leaf in _string_leaves(info.annotation, prefix + (info.alias or name,), within + (model,)):
+        for leaf in _string_leaves(info.annotation, prefix + (info.alias or name,), seen):
             if leaf not in out:
                 out.append(leaf)
     return out
@@ -402,7 +509,7 @@ def _holder(kind: str, path: tuple) -> int | None:
             continue
         try:
             value = _get(doc, path)
-        except (KeyError, IndexError, StopIteration, TypeError, AttributeError):
+        except (KeyError, IndexError, StopIteration, TypeError, AttributeError):  # a mapping or a list
             continue
         if isinstance(value, str):
             return i
@@ -421,6 +528,7 @@ PLACEMENT_VARIANTS = {("spec", "node"): {"node": "lb1"}, ("spec", "nodes", "[]")
 SECRET_VARIANTS = {"file": {"file": "/etc/reconcile/secrets/key"}, "env": {"env": "RECONCILE_SECRET"}}
 
 
+@functools.lru_cache(maxsize=None)  # one search per field, not one per payload
 def base_for(kind: str, path: tuple) -> tuple[list[dict], int] | None:
     """A valid tree whose manifest at the returned index sets `path`: BASE, or BASE with one
     manifest's placement (node, nodes, cluster) or secret reference (file, env) swapped (and,
@@ -471,6 +579,10 @@ def validate(docs: list[dict]) -> Tree | None:
         if isinstance(result, list):
             return None
         items.append(Loaded(result, Source(f"m{i}.yaml", 1, {})))
+    return _checked(items)
+
+
+def _checked(items: list) -> Tree | None:
     tree = Tree(Path("/nonexistent"), items, "test")
     return None if check_tree(tree) else tree
 
@@ -486,16 +598,12 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
     out.append(("keepalived", keepalived.text))
     out.append(("paths", [f.target() for f in config.files]))
     out.append(("contents", [f.content for f in config.files]))
-    for cluster in tree.on_node("Cluster", NODE):
-        out.append(("corosync", render_corosync_conf(corosync_settings(cluster.metadata.name, cluster.spec), True)))
-        cib = ET.fromstring("<cib><configuration><crm_config/></configuration></cib>")
-        props = {"stonith-enabled": "false", **cluster.spec.properties}
-        out.append(("xml", ET.tostring(set_properties(cib, props), encoding="unicode")))
+    clusters = ClusterReconciler()
+    clusters.desired(tree, node)  # corosync.conf, as `reconcile render` writes it
+    out += [("corosync", text) for _, text in sorted(clusters.render(node).items())]
     resources = ClusterResourceReconciler()
-    resources.desired(tree, node)  # keeps the CIB states it computed
-    for name in resources._states:
-        elements = [render_unit(name, resources._states)] + render_constraints(name, resources._states)
-        out += [("xml", ET.tostring(el, encoding="unicode")) for el in elements]
+    resources.desired(tree, node)  # the whole CIB configuration: resources, constraints, cluster sections
+    out += [("xml", text) for _, text in sorted(resources.render(node).items())]
     containers = ContainerReconciler()
     containers._layout = CgroupLayout()
     for name, desired in containers.desired(tree, node)["Container"].items():
@@ -669,7 +777,7 @@ _BASE_RENDERED: dict[int, list[tuple[str, Any]]] = {}
 
 
 def _base_rendering(docs: list[dict], tmp: Path) -> list[tuple[str, Any]]:
-    if id(docs) not in _BASE_RENDERED or docs is not BASE:
+    if id(docs) not in _BASE_RENDERED:  # BASE, or a variant base_for keeps (never changed)
         tree = validate(docs)
         assert tree is not None, "the base tree does not validate"
         _BASE_RENDERED[id(docs)] = render(tree, tmp)

@@ -346,7 +346,7 @@ def test_pacemaker_vips_are_listed_and_deferred_while_no_reconciler_makes_them(t
     monkeypatch.setitem(reconcilers.REGISTRY, "ClusterResource", "reconcilers.not_there:Nothing")
     pm = ("---\napiVersion: reconcile/v1\nkind: VirtualIP\nmetadata:\n  name: db-vip\nspec:\n  cluster: web\n"
           "  manager: pacemaker\n  address: 192.0.2.110/24\n")
-    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false"))
+    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  crypto: none\n  stonithEnabled: false"))
     (tmp_path / "vips.yaml").write_text(pm)
     node = Node("lb1", Runner(dry_run=True))
     rec = KeepalivedReconciler()
@@ -360,7 +360,7 @@ def test_pacemaker_vips_are_listed_and_deferred_while_no_reconciler_makes_them(t
 def test_pacemaker_vips_belong_to_the_cluster_resource_reconciler_once_it_is_installed(tmp_path):
     pm = ("---\napiVersion: reconcile/v1\nkind: VirtualIP\nmetadata:\n  name: db-vip\nspec:\n  cluster: web\n"
           "  manager: pacemaker\n  address: 192.0.2.110/24\n")
-    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false"))
+    (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  crypto: none\n  stonithEnabled: false"))
     (tmp_path / "vips.yaml").write_text(pm)
     desired = KeepalivedReconciler().desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True)))
     assert desired["VirtualIP"] == {}
