@@ -24,6 +24,7 @@ bounded wait), as `pcs resource delete` does.
 from __future__ import annotations
 
 import copy
+import shutil
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -34,7 +35,7 @@ from reconcilers.base import (
     ApplyError, Change, CommandError, Deferred, Desired, Health, HealthReport, Node, Outcomes, Reconciler, Refusal,
     install_batch, native_check, wait_until,
 )
-from reconcilers.pacemaker import guard, secrets, tools
+from reconcilers.pacemaker import daemons, guard, secrets, tools
 from reconcilers.pacemaker import health as pcmk_health
 from reconcilers.pacemaker.candidate import Batch, apply_changes, render_configuration, resource_ids
 from reconcilers.pacemaker.cib import canonical_sets, resource_state, top_id
@@ -143,8 +144,15 @@ class ClusterResourceReconciler(Reconciler):
             return {RESOURCE: {}, CONFIG: {}}
         try:
             configuration = tools.query_cib(node, scope="configuration", local=True)
-        except tools.CibUnavailable:
-            return {RESOURCE: {}, CONFIG: {}}  # Pacemaker does not run here (yet): nothing is visible
+        except tools.CibUnavailable as err:
+            # Pacemaker not running here (yet, or stopped: the Cluster starts it): nothing is
+            # visible. But running and not answering (hung), or cibadmin missing where git
+            # wants a cluster, is not "absent": raised, the engine says "cannot observe" and
+            # deletes nothing, rather than a plan of creates called drift (issue 21, item 8).
+            if self._cluster is not None and (shutil.which("cibadmin") is None or daemons.running(node).get("pacemaker")):
+                raise ApplyError(f"the CIB cannot be read on {node.name} ({err}): Pacemaker runs here but does "
+                                 "not answer, or its tools are missing") from None
+            return {RESOURCE: {}, CONFIG: {}}
         self._observed = observe_cib(configuration, self._states, self._config)
         for name, refs in self._secrets.items():
             state = self._observed.resources.get(name)

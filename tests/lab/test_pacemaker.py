@@ -229,6 +229,31 @@ def test_a_second_apply_reports_nothing_to_do(lab, repo):
         assert rc == 0 and set(statuses(record).values()) == {"in-sync"}, record
 
 
+def test_a_hung_cib_is_cannot_observe_never_resources_missing_or_drift(lab, repo):
+    """Issue 21, item 8: Pacemaker runs on this node but its CIB manager does not answer
+    (SIGSTOP). The plan does not show the resources as missing, nor as drift: they cannot
+    be observed, and nothing is planned for them. (With cibadmin missing, the native
+    validators already refuse the revision before anything is observed.)"""
+    writer = dc(lab)
+    node = other(writer)
+    before = epoch(lab, writer)
+    pid = lab.exec(node, ["pgrep", "-x", "pacemaker-based"]).stdout.split()[0]
+    lab.exec(node, ["kill", "-STOP", pid])
+    try:
+        rc, record = reconcile(lab, node, repo, "--dry-run")
+    finally:
+        lab.exec(node, ["kill", "-CONT", pid])
+    resources = [o for o in record["objects"] if o["kind"] == "ClusterResource"]
+    assert rc == 1 and resources, json.dumps(record, indent=1)[:4000]
+    for o in resources:
+        assert o["status"] == "failed" and "cannot observe ClusterResource" in o["error"], o
+        assert not o["drift"] and not any("drift" in n for n in o["notes"]) and not o["action"], o
+    settled(lab)
+    assert epoch(lab, writer) == before
+    rc, record = reconcile(lab, node, repo, "--dry-run")  # answering again: in sync
+    assert rc == 0 and set(statuses(record).values()) == {"in-sync"}, record
+
+
 def test_an_agent_that_does_not_exist_is_refused_before_anything_is_applied(lab, repo):
     bad = lab.shared / "bad-agent"
     bad.mkdir()
