@@ -75,14 +75,21 @@ class DomainJoinReconciler(Reconciler):
         return Path(node.state_dir) / "domain-join"
 
     def read_markers(self, node: Node) -> dict[str, dict[str, Any]]:
+        """The records of our joins. One that cannot be read is an error naming it, never
+        skipped: read as missing, a removal from git would no longer leave the domain."""
         out = {}
         for path in sorted(self._marker_dir(node).glob("*.json")):
             try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and data.get("name") == path.stem:
-                out[path.stem] = data
+                data: Any = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                data = err
+            if not isinstance(data, dict) or data.get("name") != path.stem:
+                why = f"cannot be read ({data})" if isinstance(data, Exception) else \
+                    f"is damaged: not a record of DomainJoin/{path.stem}"
+                raise ApplyError(f"{path}: {why}: it is reconcile's record of how this node joined its domain. "
+                                 "Restore it from a backup, or move it aside: the join then counts as made "
+                                 "outside reconcile (kept, never deleted by reconcile)")
+            out[path.stem] = data
         return out
 
     def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:

@@ -260,3 +260,40 @@ def test_a_computer_name_change_replaces_the_old_account_and_its_keys(lab):
     finally:
         apply(lab, "lb2", empty_repo(lab))
     assert not {"WEB-A$", "WEB-B$"} & set(computers(lab))
+
+
+def test_a_damaged_record_is_named_a_lost_one_is_written_anew_and_group_changes_apply_with_the_dc_away(lab):
+    """Issue 21, items 2 and 9: the record of the join in the state folder damaged (an error
+    naming it, nothing changes), then deleted (a group change still applies: files, sssd
+    restarted, the record written again), and with the DC unreachable a group change, which
+    is local (sssd.conf, sudo rules), applies all the same."""
+    tree = repo(lab)
+    apply(lab, "lb1", tree)
+    marker = "/var/lib/reconcile/domain-join/corp.json"
+    more = repo(lab, name="more-groups", allow="[app-admins, web users]")
+
+    lab.write_file("lb1", marker, "{damaged", mode=0o600)
+    r = lab.reconcile("lb1", "apply", "--no-health", "--repo", more)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and f"{marker}: cannot be read" in out and "Traceback" not in out, out
+    assert "web users" not in lab.read_file("lb1", "/etc/sssd/sssd.conf")
+
+    sh(lab, "lb1", f"rm {marker}")
+    sssd_pid = lab.read_file("lb1", "/run/sssd.pid").strip()
+    apply(lab, "lb1", more, "--no-health")
+    assert "web users" in lab.read_file("lb1", "/etc/sssd/sssd.conf")
+    assert lab.read_file("lb1", "/run/sssd.pid").strip() != sssd_pid
+    assert json.loads(lab.read_file("lb1", marker))["name"] == "corp"
+
+    dc = [lab.address(DC_NODE), lab.address6(DC_NODE)]
+    for address in dc:
+        sh(lab, "lb1", f"ip route add blackhole {address}")
+    try:
+        sssd_pid = lab.read_file("lb1", "/run/sssd.pid").strip()
+        apply(lab, "lb1", tree, "--no-health")
+        assert "web users" not in lab.read_file("lb1", "/etc/sssd/sssd.conf")
+        assert lab.read_file("lb1", "/run/sssd.pid").strip() != sssd_pid
+    finally:
+        for address in dc:
+            sh(lab, "lb1", f"ip route del blackhole {address}", check=False)
+    assert lab.reconcile("lb1", "--dry-run", "--no-health", "--repo", tree).returncode == 0

@@ -403,3 +403,16 @@ def test_watch_reports_an_edit_of_a_managed_file_and_not_of_others(tmp_path, pat
         stop.set()
         thread.join(5)
     assert events == [f"changed: {paths.sudoers('corp')}"]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"name": "other"}'])
+def test_a_damaged_record_of_the_join_is_an_error_naming_it_never_skipped(tmp_path, paths, content):
+    """Issue 21, item 2: read as missing, a removal from git would silently keep the join."""
+    marker = tmp_path / "state" / "domain-join" / "corp.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(content)
+    rec, _ = planned(tmp_path, paths)
+    n = node(tmp_path, dry_run=True)
+    with pytest.raises(ApplyError, match=rf"{marker}: (cannot be read|is damaged).*move it aside"):
+        rec.observe(n)
+    assert n.runner.records == []
