@@ -493,3 +493,31 @@ def test_a_half_made_container_is_planned_as_removed_and_made_again_and_reported
     assert rec.explain(Change("Container", "ct1", "update", want, foreign), node)[0].startswith("conflict:")
     health = container_health(want, no_config, None)
     assert (health.status, health.reason) == ("Degraded", "HalfMade")
+
+
+@pytest.mark.parametrize("pacemaker_runs,cibadmin,then", [
+    (True, "/usr/sbin/cibadmin", "cannot observe"),  # running but not answering: hung
+    (False, None, "cannot observe"),  # its tools are missing
+    (False, "/usr/sbin/cibadmin", "nothing yet"),  # not started here (yet): the Cluster starts it
+])
+def test_a_cib_that_cannot_be_read_is_cannot_observe_unless_pacemaker_simply_does_not_run(
+        tmp_path, monkeypatch, pacemaker_runs, cibadmin, then):
+    import shutil
+
+    from reconcilers.pacemaker import daemons, tools
+    from reconcilers.pacemaker.resources import CONFIG, RESOURCE, ClusterResourceReconciler
+
+    def no_answer(node, scope=None, local=False):
+        raise tools.CibUnavailable("Timed out after 15s")
+
+    monkeypatch.setattr(tools, "query_cib", no_answer)
+    monkeypatch.setattr(daemons, "running", lambda node: {"corosync": True, "pacemaker": pacemaker_runs})
+    monkeypatch.setattr(shutil, "which", lambda tool: cibadmin if tool == "cibadmin" else None)
+    rec = ClusterResourceReconciler()
+    rec._cluster = object()  # git wants a cluster on this node
+    node = Node("lb1", Runner(dry_run=True), tmp_path / "state")
+    if then == "cannot observe":
+        with pytest.raises(ApplyError, match="the CIB cannot be read on lb1 \\(Timed out after 15s\\)"):
+            rec.observe(node)
+    else:
+        assert rec.observe(node) == {RESOURCE: {}, CONFIG: {}}
