@@ -63,6 +63,7 @@ def test_apply_killed_at_random_steps_always_converges_on_rerun_and_leaves_nothi
     current = "a"
     log: list[str] = []
     killed = 0
+    recovery: list[float] = []  # seconds of each re-run that converged the node again
     started = time.monotonic()
     for trial in range(1, TRIALS + 1):
         target = "b" if current == "a" else "a"
@@ -77,7 +78,9 @@ def test_apply_killed_at_random_steps_always_converges_on_rerun_and_leaves_nothi
         final = target if rng.random() < 0.5 else current
         log.append(f"trial {trial}: {current}→{target} killed at step {step} ({at}), rerun to {final}")
         context = f"seed {seed}\n" + "\n".join(log[-5:])
+        t = time.monotonic()
         rerun = apply(lab, trees[final])
+        recovery.append(time.monotonic() - t)
         assert rerun.returncode == 0, f"{context}\nrerun failed:\n{rerun.stdout}{rerun.stderr}"
         check = plan(lab, trees[final])
         assert check.returncode == 0, f"{context}\nnot converged after the rerun:\n{check.stdout}{check.stderr}"
@@ -85,6 +88,8 @@ def test_apply_killed_at_random_steps_always_converges_on_rerun_and_leaves_nothi
         assert not problems, f"{context}\n" + "\n".join(problems)
         current = final
     took = time.monotonic() - started
-    print(f"seed {seed}: {TRIALS} trials ({killed} killed) in {took:.0f}s")
+    recovery.sort()
+    print(f"seed {seed}: {TRIALS} trials ({killed} killed) in {took:.0f}s; recovery (re-run apply) "
+          f"min {recovery[0]:.2f}s, median {recovery[len(recovery) // 2]:.2f}s, max {recovery[-1]:.2f}s")
     assert killed >= TRIALS * 0.9  # a step drawn past the end of a transition does not kill
     clean_node(lab)
