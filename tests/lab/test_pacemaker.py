@@ -237,12 +237,14 @@ def test_a_hung_cib_is_cannot_observe_never_resources_missing_or_drift(lab, repo
     writer = dc(lab)
     node = other(writer)
     before = epoch(lab, writer)
-    pid = lab.exec(node, ["pgrep", "-x", "pacemaker-based"]).stdout.split()[0]
-    lab.exec(node, ["kill", "-STOP", pid])
+    # pacemakerd too: it kills a CIB manager that stays unresponsive for ~25 s and starts a
+    # new one, and this plan waits 2 × 15 s for cibadmin
+    pids = [lab.exec(node, ["pgrep", "-x", comm]).stdout.split()[0] for comm in ("pacemakerd", "pacemaker-based")]
+    lab.exec(node, ["kill", "-STOP", *pids])
     try:
         rc, record = reconcile(lab, node, repo, "--dry-run")
     finally:
-        lab.exec(node, ["kill", "-CONT", pid])
+        lab.exec(node, ["kill", "-CONT", *reversed(pids)])
     resources = [o for o in record["objects"] if o["kind"] == "ClusterResource"]
     assert rc == 1 and resources, json.dumps(record, indent=1)[:4000]
     for o in resources:
