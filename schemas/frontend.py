@@ -10,16 +10,21 @@ from schemas.common import duplicates, Duration, HostName, IPv4, Manifest, Name,
 
 
 class Bind(Strict):
-    address: IPv4
-    port: Port
+    """An address and port the frontend listens on."""
+
+    address: IPv4 = Field(description="The address: a VirtualIP's address or one of the node's own (a bind to "
+                          "a VirtualIP's address works on every node, with `transparent`).")
+    port: Port = Field(description="The port.")
 
 
 class Rule(Strict):
     """Send requests whose Host and/or path prefix match to `backend`. First match wins."""
 
-    host: HostName | None = None
-    path: UrlPath | None = None
-    backend: Name
+    host: HostName | None = Field(None, description="The Host header to match; *.example.test matches every "
+                                  "name below example.test.")
+    path: UrlPath | None = Field(None, description="A path prefix to match, by whole segments: /api matches /api "
+                                 "and /api/..., not /apiary.")
+    backend: Name = Field(description="The Backend that gets matching requests.")
 
     @model_validator(mode="after")
     def _something(self) -> "Rule":
@@ -29,17 +34,25 @@ class Rule(Strict):
 
 
 class FrontendTimeouts(Strict):
-    client: Duration = "30s"
-    httpRequest: Duration = "10s"
+    """HAProxy's timeouts for this frontend."""
+
+    client: Duration = Field("30s", description="Longest silence from a client.")
+    httpRequest: Duration = Field("10s", description="Longest time a client may take to send a whole request "
+                                  "(http mode; slow-request protection).")
 
 
 class FrontendSpec(Placement):
-    bind: Annotated[list[Bind], Field(min_length=1)]
-    mode: Literal["http", "tcp"] = "http"
-    defaultBackend: Name
-    rules: list[Rule] = Field(default_factory=list)
-    maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    timeouts: FrontendTimeouts = Field(default_factory=FrontendTimeouts)
+    """An HAProxy frontend: where it listens and which Backend gets which request."""
+
+    bind: Annotated[list[Bind], Field(min_length=1)] = Field(description="Where it listens.")
+    mode: Literal["http", "tcp"] = Field("http", description="http parses requests (and can route them); tcp "
+                                         "forwards bytes.")
+    defaultBackend: Name = Field(description="The Backend that gets requests no rule matches.")
+    rules: list[Rule] = Field(default_factory=list, description="Routing by Host and path, first match wins "
+                              "(http mode).")
+    maxconn: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        None, description="Most concurrent connections it accepts (default: HAProxy's).")
+    timeouts: FrontendTimeouts = Field(default_factory=FrontendTimeouts, description="Timeouts.")
 
     @model_validator(mode="after")
     def _checks(self) -> "FrontendSpec":

@@ -198,11 +198,11 @@ class Lab:
         `ephemeral` marks a test's lab: `sweep_orphans` removes it once its owner is gone."""
         if not 1 <= nodes <= config.MAX_NODES:
             raise LabError(f"--nodes {nodes}: between 1 and {config.MAX_NODES}")
-        self.down()
+        self.down(purge=False)  # an operator's files in the shared folder survive a rebuild
         names = [(f"lb{i}", config.lb_address(i)) for i in range(1, nodes + 1)]
         if domain_controller:
             names.append((config.DC_NODE, config.DC_ADDRESS))
-        self.root.mkdir(parents=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self._record = {
             "name": self.name, "state": "starting", "created": time.time(),
             "owner": {"pid": os.getpid(), "start": _proc_start(os.getpid())},
@@ -215,7 +215,7 @@ class Lab:
             self._record["sftp"] = sftp_server.server_node([n for n, _ in names])
         self._save()  # first: a run killed from here on is found and cleaned by the next up
         try:
-            self.shared.mkdir()
+            self.shared.mkdir(exist_ok=True)
             if sftp:
                 sftp_server.make_keys(self.root / "sftp")
             self._start_nodes(timeout)
@@ -231,13 +231,17 @@ class Lab:
             self._record["state"] = "ready"
             self._save()
         except BaseException:
-            self.down()
+            self.down(purge=ephemeral)
             raise
         return self
 
-    def down(self) -> None:
+    def down(self, purge: bool = True) -> None:
         """End every process of the lab, delete its namespaces and its folder. Idempotent;
-        only processes whose command line is this lab's node holder are signalled."""
+        only processes whose command line is this lab's node holder are signalled.
+
+        `purge=False` keeps the shared folder (an operator's repository, test output);
+        `reconcile lab down` does that unless given --purge. A shared folder left empty
+        goes anyway."""
         victims = self._holder_processes()
         for pid in victims:
             try:
@@ -256,7 +260,13 @@ class Lab:
             _run(["ip", "netns", "delete", ns])
         self._remove_cgroups()
         if self.root.exists():
-            shutil.rmtree(self.root)
+            keep = not purge and self.shared.is_dir() and any(self.shared.iterdir())
+            for entry in (self.root.iterdir() if keep else [self.root]):
+                if entry != self.shared:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
         self._record = None
 
     def _holder_processes(self) -> list[int]:

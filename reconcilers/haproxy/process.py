@@ -117,6 +117,14 @@ class HAProxy:
         frontends, backends = parse_stat(self.api.command("show stat -1 7 -1", read_only=True))
         return Snapshot(file, True, servers, frontends, backends, written)
 
+    def stat_rows(self) -> dict[str, dict[str, dict[str, str]]] | None:
+        """`show stat` by proxy and row, for health; None when HAProxy does not run."""
+        from reconcilers.haproxy.health import parse_stat_rows
+
+        if not self.running():
+            return None
+        return parse_stat_rows(self.api.command("show stat -1 7 -1", read_only=True))
+
     def preview(self) -> tuple[str, list[str]]:
         """For the plan: "reload" or "start", and notes on whether the file is ours to
         replace. Read-only."""

@@ -18,10 +18,15 @@ restart agrees; see runtime.py for which changes need no reload.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator
 
-from reconcilers.base import ApplyError, Change, Desired, Node, Outcomes, Reconciler, Refusal, install_batch
+from reconcilers.base import (
+    NODE, ApplyError, Change, Desired, Health, HealthReport, Node, NodeNote, Outcomes, Reconciler, Refusal,
+    install_batch,
+)
 from reconcilers.haproxy.config import KEYWORD_OF, Sections, compose, sections_of
+from reconcilers.haproxy.health import backend_health, checks_pending, frontend_health, haproxy_health
 from reconcilers.haproxy.parse import Snapshot
 from reconcilers.haproxy.process import HAProxy, Refused
 from reconcilers.haproxy.render import backend_ignore, desired_sections, render_desired, render_object
@@ -40,6 +45,7 @@ class HAProxyReconciler(Reconciler):
         self.backends: dict[str, dict] = {}
         self.ignored: dict[str, set[str]] = {}
         self._preview: tuple[str, list[str]] | None = None
+        self.changed: dict[str, float] = {}  # backend → when this run changed it (monotonic), for health
 
     # -- desired and observed
 
@@ -77,14 +83,39 @@ class HAProxyReconciler(Reconciler):
         if self._preview is None:  # one look for the whole plan
             self._preview = HAProxy(node).preview()
         how, notes = self._preview
-        what = {"create": "load", "delete": "remove", "update": "change"}[change.action]
-        if how == "reload":
-            return [f"reload HAProxy (hitless) to {what} the {change.kind.lower()}", *notes]
-        return [f"start HAProxy to {what} the {change.kind.lower()} (it does not run)", *notes]
+        # One reload (or start) loads every change of the pass: said once for the node.
+        said = NodeNote("HAProxy will be reloaded (hitless) with the new configuration" if how == "reload"
+                        else "HAProxy will be started (it does not run)")
+        return [said, *(NodeNote(f"HAProxy: {n}") for n in notes)]
+
+    # -- health
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Frontends listening and each backend's servers as HAProxy's checks see them,
+        from one `show stat`; a backend changed in this run is Unknown until its checks
+        have had time to judge the change."""
+        frontends, backends = desired.get("Frontend", {}), desired.get("Backend", {})
+        if not frontends and not backends:
+            return {}
+        rows = HAProxy(node).stat_rows()
+        out_b: dict[str, Health] = {}
+        for name in backends:
+            state = self.backends.get(name, {})
+            health = backend_health(name, rows, state, "state" in self.ignored.get(name, set()))
+            left = checks_pending(self.changed.get(name), state.get("healthCheck", {}))
+            if left and health.status == "Healthy":
+                health = Health.unknown("ChecksPending", f"changed {left:.1f}s too recently for HAProxy's checks "
+                                                         "to have judged it (fall × interval)")
+            out_b[name] = health
+        out_f = {n: frontend_health(n, rows, d.state.get("bind", [])) for n, d in frontends.items()}
+        return {"Backend": out_b, "Frontend": out_f, NODE: {"haproxy": haproxy_health(rows is not None, True)}}
 
     # -- apply
 
     def apply(self, changes: list[Change], node: Node) -> Outcomes:
+        now = time.monotonic()
+        self.changed.update({c.name: now for c in changes if c.kind == "Backend" and c.action != "delete"})
         haproxy = HAProxy(node)
         snap = haproxy.snapshot()
         try:

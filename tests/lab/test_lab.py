@@ -381,3 +381,26 @@ def test_cli_up_status_exec_down() -> None:
         assert cli("status").returncode == 1
     finally:
         Lab(name).down()
+
+
+def test_cli_down_keeps_the_shared_folder_unless_purged() -> None:
+    name = unique_name("keep")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([RECONCILE, "lab", *args, "--name", name], capture_output=True, text=True, timeout=120)
+
+    lab = Lab(name)
+    try:
+        assert cli("up", "--nodes", "1").returncode == 0
+        (lab.shared / "repo").mkdir()
+        (lab.shared / "repo" / "vip.yaml").write_text("kept\n")
+        down = cli("down")
+        assert down.returncode == 0 and f"its shared folder {lab.shared} is kept" in down.stdout
+        assert (lab.shared / "repo" / "vip.yaml").read_text() == "kept\n"
+        assert sorted(p.name for p in lab.root.iterdir()) == ["shared"]  # nothing else of the lab is left
+        assert cli("up", "--nodes", "1").returncode == 0  # a rebuilt lab finds it again
+        assert lab.read_file("lb1", str(lab.shared / "repo" / "vip.yaml")) == "kept\n"
+        assert cli("down", "--purge").returncode == 0
+        assert not lab.root.exists()
+    finally:
+        Lab(name).down()
