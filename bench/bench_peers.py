@@ -261,10 +261,11 @@ class Bench:
         self.count = 0
 
     def argv(self, tool: str, mode: str, tree: Path, vars_path: Path) -> tuple[list[str], dict[str, str]]:
-        plan = mode == "plan"
+        plan = mode.startswith("plan")
         if tool == "reconcile":
-            return (["reconcile", "--dry-run", "--repo", str(tree)] if plan
-                    else ["reconcile", "apply", "--repo", str(tree)]), {}
+            health = ["--no-health"] if mode == "plan-sync" else []
+            return (["reconcile", "--dry-run", *health, "--repo", str(tree)] if plan
+                    else ["reconcile", "apply", *health, "--repo", str(tree)]), {}
         if tool == "ansible":
             env = {"LC_ALL": "C.UTF-8", "HOME": "/root", "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
                    "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "False",
@@ -285,8 +286,8 @@ class Bench:
         m = json.loads(result.stdout.strip().splitlines()[-1])
         out = Path(f"{prefix}.out").read_text(errors="replace")
         err = Path(f"{prefix}.err").read_text(errors="replace")
-        m["changed"] = changes(tool, out + err, m["rc"]) if mode == "plan" else None
-        if m["rc"] not in ((0, 2) if tool == "reconcile" and mode == "plan" else (0,)):
+        m["changed"] = changes(tool, out + err, m["rc"]) if mode.startswith("plan") else None
+        if m["rc"] not in ((0, 2) if tool == "reconcile" and mode.startswith("plan") else (0,)):
             raise SystemExit(f"{tool} {mode} failed (rc {m['rc']}); bench/out/peers-logs/{prefix.name}.out/.err:\n"
                              f"{out[-3000:]}\n{err[-3000:]}")
         return m
@@ -369,7 +370,9 @@ def converge_and_plan(bench: Bench, label: str, tree: Path, vars_path: Path, rou
             converge = bench.run(tool, "converge", tree, vars_path)
             converge["reloads"] = bench.reloads()
             plan = bench.run(tool, "plan", tree, vars_path)
-            runs[tool].append({"converge": converge, "plan": plan})
+            # reconcile's plan reports health too; the peers check none: also sync alone
+            sync = bench.run(tool, "plan-sync", tree, vars_path) if tool == "reconcile" else plan
+            runs[tool].append({"converge": converge, "plan": plan, "plan-sync": sync})
         print(f"  {label}: round {r + 1}/{rounds} done (load {load()})", flush=True)
     return runs
 
@@ -411,6 +414,35 @@ def weight_change(bench: Bench, rounds: int, base: Path, base_vars: Path, heavie
     return runs
 
 
+def desired_state(rounds: int) -> dict[str, Any]:
+    """reconcile alone: no-op `--dry-run` of desired-state/ on lb1 of a converged lab shaped
+    as the demo's (2 nodes, the AD DC, the SFTP server), with and without health; the
+    engine's own timings of the last run say where the time goes."""
+    out: dict[str, Any] = {"plan": [], "plan-sync": []}
+    with temporary_lab(nodes=2, domain_controller=True, sftp=True, prefix="peersds") as lab:
+        for node in ("lb2", "lb1"):  # lb2 first: lb1's Mounts read lb2's SFTP folder
+            r = lab.exec(node, ["reconcile", "apply", "--repo", str(ROOT / "desired-state")], check=False, timeout=600)
+            if r.returncode != 0:
+                raise SystemExit(f"desired-state/ does not converge on {node}:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}")
+        logs = lab.shared / "logs"
+        logs.mkdir()
+        for i in range(rounds):
+            for mode in ("plan", "plan-sync"):
+                health = ["--no-health"] if mode == "plan-sync" else []
+                prefix = logs / f"{i}-{mode}"
+                r = lab.exec("lb1", ["/usr/bin/python3", str(PEERS / "measure.py"), str(prefix), "--", "reconcile",
+                                     "--dry-run", *health, "--repo", str(ROOT / "desired-state"), "-o", "json"],
+                             cwd="/root", timeout=300)
+                m = json.loads(r.stdout.strip().splitlines()[-1])
+                record = json.loads(Path(f"{prefix}.out").read_text())
+                if m["rc"] != 0:
+                    raise SystemExit(f"desired-state/ is not in sync on lb1: {record.get('counts')}")
+                m["engine"] = record["seconds"]
+                m["timings"] = dict(sorted(record["timings"].items(), key=lambda kv: -kv[1])[:6])
+                out[mode].append(m)
+    return out
+
+
 # --- the table --------------------------------------------------------------------------------
 
 
@@ -450,6 +482,7 @@ def table(results: dict[str, Any]) -> str:
     count = lambda v: f"{med(v):g}" + (f" ({min(v):g}–{max(v):g})" if min(v) != max(v) else "")  # noqa: E731
     for label, runs in results["scenarios"].items():
         row(f"{label}: no-op plan, converged node", pick(runs, "plan", "seconds"))
+        row(f"{label}: the same, reconcile without health (--no-health)", pick(runs, "plan-sync", "seconds"))
         row(f"{label}: converge from empty", pick(runs, "converge", "seconds"))
         reloads = pick({t: [r for r in runs[t] if r["converge"]["reloads"] is not None] for t in TOOLS},
                        "converge", "reloads")
@@ -497,6 +530,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per measure (medians over them)")
     p.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 1000], help="numbers of Backends")
     p.add_argument("--no-weight", action="store_true", help="skip the weight change under load")
+    p.add_argument("--desired-state", action="store_true",
+                   help="also time reconcile's no-op plan of desired-state/ in a demo-shaped lab (DC, SFTP)")
     args = p.parse_args()
     versions = ensure_venv()
     started, load_before = time.monotonic(), load()
@@ -512,12 +547,22 @@ def main() -> None:
         finally:  # the tools' output outlives the lab
             shutil.rmtree(out / "peers-logs", ignore_errors=True)
             shutil.copytree(bench.logs, out / "peers-logs")
+    if args.desired_state:
+        results["desired-state"] = desired_state(max(args.rounds, 5))
     results["load_after"] = load()
     results["minutes"] = round((time.monotonic() - started) / 60, 1)
     (out / f"peers-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=1))
     print(f"\n{results['date']}, {args.rounds} interleaved rounds, medians (min–max); load {load_before} before, "
           f"{results['load_after']} after; {results['minutes']} min; {versions['ansible']}; {versions['pyinfra']}\n")
     print(table(results))
+    ds = results.get("desired-state")
+    if ds:
+        for mode, label in (("plan", "reconcile --dry-run"), ("plan-sync", "reconcile --dry-run --no-health")):
+            runs = ds[mode]
+            print(f"\ndesired-state/ on lb1, converged, {label}: {seconds([r['seconds'] for r in runs])} wall, "
+                  f"engine {seconds([r['engine'] for r in runs])}, peak RSS {med([r['peak_rss_mb'] for r in runs]):.0f} MB;"
+                  f" slowest steps of the last run: "
+                  + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in runs[-1]["timings"].items()))
 
 
 if __name__ == "__main__":
