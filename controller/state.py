@@ -22,7 +22,10 @@ def write_json(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True, default=str)
+            # One line: json's C encoder writes only unindented JSON; the pure-Python one
+            # took 0.15 s for the 3 MB status of 1,000 created objects. `reconcile status`
+            # is how people read these files.
+            f.write(json.dumps(data, sort_keys=True, default=str))
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
