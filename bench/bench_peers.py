@@ -3,10 +3,12 @@
 
 The peers do the part of reconcile's work that maps directly onto them: render haproxy.cfg,
 keepalived.conf and corosync.conf from the same data, install a file only once its daemon's
-checker accepted it, start HAProxy (master-worker, as the Debian unit runs it) and
-keepalived, reload them when their file changed. ansible-core and pyinfra come from PyPI
-into a virtual environment of their own (`.venv-bench`, the `bench` extra of
-pyproject.toml; made on the first run), and run inside the lab node as reconcile does:
+checker accepted it, start Corosync and Pacemaker (and set the cluster properties),
+keepalived and HAProxy (master-worker, as the Debian unit runs it), reload a daemon when
+its file changed. Containers are not part of it (LXC has no module in ansible-core nor an
+operation in pyinfra). ansible-core and pyinfra come from PyPI into a virtual environment
+of their own (`.venv-bench`, the `bench` extra of pyproject.toml; made on the first run),
+and run inside the lab node as reconcile does:
 `ansible-playbook` with `connection: local`, `pyinfra @local`. Their playbook, deploy and
 templates are in bench/peers/; their data is the manifests' specs with the schema's
 defaults filled in (what reconcile's loader reads), written as one YAML vars file.
@@ -16,7 +18,8 @@ byte-identical files and that each tool's plan on the converged node is empty; i
 with a diff if not. Then, interleaved (the tools' order rotates every round), medians of
 --rounds rounds:
 
-  example       3 Backends + 2 Frontends + a keepalived VirtualIP (desired-state/'s, on lb1):
+  example       a Cluster (lb1 and lb2 listed, only lb1 runs), a keepalived VirtualIP that
+                tracks HAProxy, 3 Backends and 2 Frontends (desired-state/'s, on lb1):
                 converge from empty; no-op plan on the converged node
   N             N Backends (5 servers each) + N/10 Frontends, N = 10, 100, 1,000: converge
                 from empty (and HAProxy reloads after the start, master `show proc`); plan on
@@ -24,11 +27,14 @@ with a diff if not. Then, interleaved (the tools' order rotates every round), me
   weight        N = 100 converged, steady HTTP load through a frontend (keep-alive): a
                 revision changing one server's weight: time, reloads, failed requests
 
-Plan is `reconcile --dry-run`, `ansible-playbook --check`, `pyinfra --dry`; converge is
-`reconcile apply`, `ansible-playbook`, `pyinfra -y`. Every run is measured inside the node
+Plan is `reconcile --dry-run` (also without health, `--no-health`: the peers check none),
+`ansible-playbook --check`, `pyinfra --dry`; converge is `reconcile apply`,
+`ansible-playbook`, `pyinfra -y`. Every run is measured inside the node
 by bench/peers/measure.py: wall time and the peak RSS of the tool's process tree. Prints
 the machine's load, a Markdown table with the ratios reconcile/peer, and writes the raw
-figures to bench/out/. Asserts nothing about speed.
+figures to bench/out/ (the tools' output of the last run in bench/out/peers-logs/).
+--desired-state also times reconcile alone on desired-state/ in a demo-shaped lab. Asserts
+nothing about speed.
 
     .venv/bin/python bench/bench_peers.py [--rounds 3] [--sizes 10 100 1000]
 """
