@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import re
 import shutil
 import statistics
@@ -81,10 +80,12 @@ def ensure_venv() -> dict[str, str]:
         print(f"installing the bench extra (ansible-core, pyinfra) into {VENV} ...", flush=True)
         subprocess.run(["/usr/bin/python3", "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-e", f"{ROOT}[bench]"], check=True)
-    ansible = subprocess.run([str(VENV / "bin" / "ansible-playbook"), "--version"], capture_output=True, text=True,
-                             env={**os.environ, "LC_ALL": "C.UTF-8"}).stdout.splitlines()[0]
-    pyinfra = subprocess.run([str(VENV / "bin" / "pyinfra"), "--version"], capture_output=True, text=True).stdout
-    return {"ansible": ansible.strip(), "pyinfra": pyinfra.strip()}
+    # The versions from the packages' metadata: the tools themselves run only inside lab
+    # nodes (even `ansible-playbook --version` makes ~/.ansible/tmp on the machine it runs on).
+    script = "import importlib.metadata as m; print(m.version('ansible-core'), m.version('pyinfra'))"
+    ansible, pyinfra = subprocess.run([str(VENV / "bin" / "python"), "-c", script], capture_output=True, text=True,
+                                      check=True).stdout.split()
+    return {"ansible": f"ansible-core {ansible}", "pyinfra": f"pyinfra {pyinfra}"}
 
 
 def load() -> str:
