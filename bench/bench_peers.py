@@ -45,6 +45,7 @@ import difflib
 import json
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -540,6 +541,10 @@ def main() -> None:
     p.add_argument("--desired-state", action="store_true",
                    help="also time reconcile's no-op plan of desired-state/ in a demo-shaped lab (DC, SFTP)")
     args = p.parse_args()
+    # SIGTERM (and SIGINT, which a shell's background job ignores) end the bench through
+    # its `finally`s: the lab and the HTTP servers go down with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     versions = ensure_venv()
     started, load_before = time.monotonic(), load()
     print(f"{versions['ansible']}; {versions['pyinfra']}; load before: {load_before}", flush=True)
