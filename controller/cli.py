@@ -1,4 +1,5 @@
-"""Command line: `reconcile --dry-run | plan | apply | validate | schema | explain | status | lab | agent`.
+"""Command line: `reconcile --dry-run | plan | apply | validate | schema | explain | status | lab | agent |
+import | render`.
 
 Exit codes (every --help says them): 0 nothing (left) to change, 1 error (an invalid tree,
 bad arguments, a failed change, apply for another machine), 2 changes pending, 3 `apply
@@ -119,6 +120,10 @@ def parser() -> Parser:
     sub.add_parser("lab", help="the lab of namespaces for tests and the demo (see `reconcile lab -h`)", add_help=False)
     sub.add_parser("agent", help="run continuously (see `reconcile agent -h`)", add_help=False)
     sub.add_parser("status", help="the agent's last runs and health (see `reconcile status -h`)", add_help=False)
+    sub.add_parser("import", help="manifests from a tool's configuration file (see `reconcile import -h`)",
+                   add_help=False)
+    sub.add_parser("render", help="the files reconcile would install on a node (see `reconcile render -h`)",
+                   add_help=False)
     return p
 
 
@@ -175,13 +180,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first in ("lab", "agent", "status") and not any(a == "--version" for a in argv):
+    if first in ("lab", "agent", "status", "import", "render") and not any(a == "--version" for a in argv):
         i = argv.index(first)
         rest = argv[:i] + argv[i + 1:]
         if first == "lab":
             from controller.lab.cli import main as sub_main
         elif first == "agent":
             from controller.agent import main as sub_main  # type: ignore[no-redef]
+        elif first == "import":
+            from controller.convert import main_import as sub_main  # type: ignore[no-redef]
+        elif first == "render":
+            from controller.convert import main_render as sub_main  # type: ignore[no-redef]
         else:
             from controller.status import main as sub_main  # type: ignore[no-redef]
         return sub_main(rest)

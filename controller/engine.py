@@ -252,7 +252,8 @@ class Engine:
                         self._result(ObjectResult(kind, item.name, "not-installed", notes=[str(err)],
                                                   source=item.where()))
                 continue
-            if cls in classes or not (set(cls.kinds) & wanted or present & set(cls.consumes)):
+            # A class runs for the kinds the registry gives it that this node has (or consumes).
+            if cls in classes or not (kind in wanted or present & set(cls.consumes)):
                 continue
             # One owner per kind: a reconciler that claims a kind the registry gives to
             # another (a test or a plug-in replaced one of its kinds) must not run at all,

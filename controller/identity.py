@@ -38,7 +38,7 @@ def _known(named: frozenset[str]) -> str:
 
 
 def choose_node(tree: Any, requested: str | None, mode: str, host: str | None = None, owned: int = 0) -> NodeChoice:
-    """The node for `mode` (dry-run, apply, validate, agent), or IdentityError. `owned`:
+    """The node for `mode` (dry-run, apply, validate, agent, render), or IdentityError. `owned`:
     how many objects this node's inventory holds (a node git no longer names prunes them)."""
     host = host or this_host()
     named: frozenset[str] = tree.named_nodes
@@ -65,6 +65,8 @@ def choose_node(tree: Any, requested: str | None, mode: str, host: str | None = 
         else:
             notes.append(f"{name!r} is named by no Cluster or placement: only the {len(placed_everywhere)} "
                          'manifest(s) placed on every node (nodes: ["*"]) land here')
-    if name != host:
+    if name != host and mode == "render":
+        notes.append(f"rendering for {name} on {host}: the secrets and files it names are read on this machine")
+    elif name != host:
         notes.append(f"planning for {name} on {host}: what is observed is this machine's state, not {name}'s")
     return NodeChoice(name, local=name == host, notes=notes)

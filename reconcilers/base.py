@@ -98,6 +98,11 @@ reconciler and calls, in this order:
     `apply --wait` observes and asks it again until every object is Healthy. Never change
     anything because of health: a Degraded object is reported, not "fixed" by the agent.
 
+``render(node) -> {path: content}`` (optional)
+    The files this node would get from `desired` (called after it), by absolute path,
+    content as text or bytes: what `reconcile render` writes, touching nothing on the
+    node. Secrets may be read (never written anywhere but the caller's output folder).
+
 ``watch(node) -> Iterator[str]`` (optional)
     Blocks and yields a short reason whenever something this reconciler manages may have
     drifted (netlink address events, inotify on owned files, HAProxy state). Better a
@@ -332,7 +337,7 @@ class Node:
 
     name: str
     runner: Runner
-    state_dir: Path = Path("/var/lib/reconcile")
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("RECONCILE_STATE_DIR", "/var/lib/reconcile")))
     stop: Callable[[], bool] | None = None
     local: bool = True
 

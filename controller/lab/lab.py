@@ -163,6 +163,10 @@ class Lab:
     def address(self, node: str) -> str:
         return self._node(node).address
 
+    def address6(self, node: str) -> str:
+        """The node's IPv6 address on eth0 (2001:db8::/64)."""
+        return config.address6(self._node(node).address)
+
     def pid(self, node: str) -> int:
         """Host PID of the node's PID 1, for `nsenter -t PID -n -m -u -i -p`."""
         return self._node(node).pid
@@ -359,8 +363,10 @@ class Lab:
                    f"link set {n['name']} master br0", f"link set {n['name']} up"]
         _run(["ip", "-n", self.switch, "-batch", "-"], input="\n".join(sw) + "\n")
         for n in self.record["nodes"]:
+            # nodad: the address is usable at once (no duplicate detection on the lab's own bridge)
+            v6 = f"addr add {config.address6(n['address'])}/{config.PREFIX_LEN6} dev eth0 nodad\n"
             _run(["ip", "-n", self._netns(n["name"]), "-batch", "-"],
-                 input=f"link set lo up\naddr add {n['address']}/{config.PREFIX_LEN} dev eth0\nlink set eth0 up\n")
+                 input=f"link set lo up\naddr add {n['address']}/{config.PREFIX_LEN} dev eth0\n{v6}link set eth0 up\n")
 
     # -- the node's private files, written into its overlay's upper layer before it starts --
     def _prefill(self, node_dir: Path, node: str) -> None:

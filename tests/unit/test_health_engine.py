@@ -75,7 +75,7 @@ class HealthFrontends(json_kinds.JsonFrontends):
 
 def backend(name: str) -> str:
     return (f"---\napiVersion: reconcile/v1\nkind: Backend\nmetadata: {{name: {name}}}\nspec:\n  cluster: web\n"
-            f"  servers: [{{name: s1, address: 198.51.100.1, port: 80}}]\n")
+            f"  balance: roundrobin\n  servers: [{{name: s1, address: 198.51.100.1, port: 80}}]\n")
 
 
 def frontend(name: str, to: str) -> str:

@@ -283,3 +283,32 @@ def test_right_after_a_change_the_checks_verdict_is_pending():
     assert checks_pending(100.0, check, now=104.5) == 0.0
     assert checks_pending(None, check, now=101.0) == 0.0
     assert checks_pending(100.0, {"type": "none"}, now=100.0) == 0.0
+
+
+def test_checks_take_as_long_as_the_slowest_checked_server_after_its_default_server_words():
+    from reconcilers.haproxy.health import check_timing
+    from reconcilers.haproxy.parse import proxy_state
+
+    lines = ["default-server inter 500ms fall 2", "server a 192.0.2.1:80 check", "server b [2001:db8::2]:80 check "
+             "inter 3s", "server c 192.0.2.3:80"]
+    state = proxy_state("backend", None, lines, ["fall", "5", "inter", "1s"])
+    default_server = ["fall", "5", "inter", "1s", "inter", "500ms", "fall", "2"]  # inherited, then the section's
+    assert check_timing(state["servers"], default_server) == {"type": "check", "interval": "3000ms", "fall": 2}
+    assert check_timing({"c": state["servers"]["c"]}, default_server) == {"type": "none"}
+    assert check_timing({"a": {"check": True, "options": ""}}, []) == {"type": "check", "interval": "2000ms", "fall": 3}
+
+
+def test_an_unresolved_server_template_slot_is_not_a_failing_server():
+    rows = {"be_dns": {"BACKEND": {"status": "UP"}, "web1": {"status": "UP"}, "web2": {"status": "MAINT"}}}
+    desired = {"lines": ["server-template web 2 app.example.test:80 check resolvers dc"], "servers": {}}
+    h = backend_health("be_dns", rows, desired)
+    assert (h.status, h.reason, h.message) == ("Healthy", "ServersUp", "1/1 UP")
+    rows["be_dns"]["web1"] = {"status": "MAINT"}
+    h = backend_health("be_dns", rows, desired)
+    assert (h.reason, h.message) == ("NoServerUp", "no server serves: no name of its server-template resolved")
+
+
+def test_a_backend_without_servers_answers_by_itself():
+    rows = {"be_deny": {"BACKEND": {"status": "UP"}}}
+    h = backend_health("be_deny", rows, {"lines": ["http-request deny"], "servers": {}})
+    assert (h.status, h.reason) == ("Healthy", "NoServers")

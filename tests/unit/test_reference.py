@@ -27,12 +27,15 @@ def test_docs_reference_is_generated_from_the_models():
 
 def test_the_reference_gives_types_defaults_and_constraints():
     docs = {d.path: d for d in fields_of("Backend")}
-    port = docs["spec.servers[].port"]
+    port = docs["spec.bind[].port"]
     assert (port.type, port.required, port.constraints) == ("integer", True, ["1 ≤ value ≤ 65535"])
-    balance = docs["spec.balance"]
-    assert (balance.default, balance.has_default) == ("roundrobin", True)
-    assert balance.type == '"roundrobin" | "leastconn" | "source"'
-    assert docs["spec.servers[].address"].constraints == ["must be an IPv4 address such as 192.0.2.10"]
+    check = docs["spec.healthCheck.type"]
+    assert (check.default, check.has_default) == ("tcp", True)
+    assert check.type.startswith('"tcp" | "http" | "mysql"')
+    assert docs["spec.servers[].port"].type == "integer (or null)"
+    assert docs["spec.servers[].address"].constraints == [
+        "must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10"]
+    assert docs["spec.servers[].name"].constraints == ["must be an HAProxy name: letters, digits and _ . : - (at most 255)"]
 
 
 def test_explain_a_kind_and_a_field(capsys):
