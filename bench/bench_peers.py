@@ -349,9 +349,18 @@ def check_identical(bench: Bench, label: str, tree: Path, vars_path: Path) -> No
         if plan["changed"]:
             raise SystemExit(f"{label}: {tool}'s plan on the node it just converged is not empty "
                              "(its output: bench/out/peers-logs/)")
+    # reconcile's files: what `reconcile render` writes where this version has it (it must
+    # agree with what apply installed), else what apply installed
+    rendered = render(bench, tree)
     problems = []
+    reference = {}
     for name in FILES:
-        ours = installed["reconcile"][name]
+        installed_ = installed["reconcile"][name]
+        reference[name] = rendered.get(name, installed_)
+        if name in rendered and rendered[name] != installed_:
+            problems.append(f"{label}: `reconcile render` and `reconcile apply` disagree on {name}")
+    for name in FILES:
+        ours = reference[name]
         for peer in TOOLS[1:]:
             theirs = installed[peer][name]
             if theirs != ours:
@@ -360,9 +369,22 @@ def check_identical(bench: Bench, label: str, tree: Path, vars_path: Path) -> No
                 problems.append(f"{label}: {peer}'s {name} differs from reconcile's:\n{diff[:4000]}")
     if problems:
         raise SystemExit("NOT BYTE-IDENTICAL — the comparison would be unfair, so no figures:\n" + "\n".join(problems))
-    sizes = ", ".join(f"{n} {len(t or ''):,} B" for n, t in installed["reconcile"].items() if t)
-    print(f"  {label}: the three tools' files are byte-identical ({sizes}); every plan after converge is empty",
-          flush=True)
+    sizes = ", ".join(f"{n} {len(t or ''):,} B" for n, t in reference.items() if t)
+    how = f"reconcile render gave {', '.join(sorted(rendered))}" if rendered else "no reconcile render here"
+    print(f"  {label}: the three tools' files are byte-identical ({sizes}; {how}); every plan after converge is "
+          "empty", flush=True)
+
+
+def render(bench: Bench, tree: Path) -> dict[str, str]:
+    """The files `reconcile render` writes for the tree (run in the node; it changes nothing
+    there), by name; empty where this version of reconcile has no render."""
+    out = bench.lab.shared / "render" / tree.name
+    r = bench.lab.exec(NODE, ["reconcile", "render", "--repo", str(tree), "--node", NODE, "--output-dir", str(out)],
+                       check=False)
+    if r.returncode != 0:
+        return {}
+    return {name: (out / path.lstrip("/")).read_text() for name, path in FILES.items()
+            if (out / path.lstrip("/")).is_file()}
 
 
 def rounds_of(rounds: int) -> list[tuple[int, tuple[str, ...]]]:
