@@ -326,6 +326,7 @@ class Lab:
                 pass
 
     def _start_nodes(self, timeout: float) -> None:
+        self._authkey = secrets.token_bytes(256)
         for n in self.record["nodes"]:
             node_dir = self.root / "nodes" / n["name"]
             node_dir.mkdir(parents=True)
@@ -398,6 +399,9 @@ class Lab:
             _prefill(upper, path, text, 0o644)
         if dc:
             _prefill(upper, config.JOIN_PASSWORD_FILE, config.ADMIN_PASSWORD, 0o600, dir_mode=0o700)
+        # One Corosync authkey per lab, the same on every node (as an operator copies it):
+        # the example Cluster encrypts its traffic with it.
+        _prefill(upper, config.COROSYNC_AUTHKEY_FILE, self._authkey, 0o400, dir_mode=0o700)
         server = self.record.get("sftp")
         if server:
             from controller.lab import sftp
@@ -555,12 +559,15 @@ def _mkdir_like(path: Path, like: Path, mode: int = 0o755) -> None:
         os.chmod(path, mode)
 
 
-def _prefill(upper: Path, path: str, text: str, mode: int, dir_mode: int = 0o755) -> None:
+def _prefill(upper: Path, path: str, text: str | bytes, mode: int, dir_mode: int = 0o755) -> None:
     parts = Path(path).parts[1:]
     for i in range(1, len(parts)):
         _mkdir_like(upper.joinpath(*parts[:i]), Path("/", *parts[:i]), dir_mode)
     target = upper.joinpath(*parts)
-    target.write_text(text)
+    if isinstance(text, bytes):
+        target.write_bytes(text)
+    else:
+        target.write_text(text)
     os.chmod(target, mode)
 
 

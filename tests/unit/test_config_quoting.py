@@ -14,16 +14,18 @@ import re
 import pytest
 
 from reconcilers.base import UnsafeValue, one_line
-from reconcilers.cluster import corosync_value, parse_corosync_conf
-from reconcilers.cluster_resource import cib_value
-from reconcilers.container import lxc_comment, lxc_init_cmd, lxc_value, parse_config
-from reconcilers.domain_join import (
-    pam_argument, parse_pam_block, parse_sudoers_groups, sssd_list, sssd_section, sssd_value, sudoers_escape,
-)
+from reconcilers.pacemaker.cib import cib_value
+from reconcilers.pacemaker.corosync import corosync_value
+from reconcilers.pacemaker.corosync import parse as parse_corosync_conf
+from reconcilers.lxc.config import lxc_comment, lxc_init_cmd, lxc_value, parse_config
+from reconcilers.domain.krb5 import krb5_value, parse_krb5_conf
+from reconcilers.domain.pam import pam_argument, parse_pam_block
+from reconcilers.domain.sssd import parse_ini, sssd_key, sssd_list, sssd_section, sssd_value
+from reconcilers.domain.sudoers import sudoers_command, sudoers_escape, sudoers_unescape
 from reconcilers.haproxy.config import haproxy_word
 from reconcilers.haproxy.runtime import runtime_command
-from reconcilers.keepalived import keepalived_word
-from tests.unit.test_injection_matrix import PAYLOADS, haproxy_words
+from reconcilers.keepalived.conf import command_words, keepalived_word
+from tests.unit.test_injection_matrix import PAYLOADS, haproxy_words, keepalived_words
 
 VALUES = [make("web") for _, make in PAYLOADS] + ["", " ", "a b", "x" * 5000, "\\", "a\\", "[x]", "%u", "-x"]
 
@@ -62,10 +64,20 @@ def test_haproxy_runtime_commands_stay_one_command(value):
 
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)
-def test_keepalived_words_are_plain(value):
+def test_keepalived_words_read_back_as_one_word(value):
     def check(word, v):
-        assert word == v and re.fullmatch(r"[A-Za-z0-9_.:/-]+", word) and not word.startswith("-")
+        assert keepalived_words(f"router_id {word} 1") == (["router_id", v, "1"], (0, 0))
+        assert "$" not in word and "\\" not in word, "keepalived expands $ and reads escapes even in quotes"
     refused_or(check, keepalived_word, value)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_keepalived_script_arguments_read_back_as_one_argument(value):
+    def check(text, v):
+        word = keepalived_word(text)  # the whole command is one word of the line…
+        [_, inner, _], _ = keepalived_words(f"script {word} root")
+        assert keepalived_words(inner)[0] == ["/bin/x", v]  # …that keepalived splits into the argv again
+    refused_or(check, lambda v: command_words(["/bin/x", v]), value)
 
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)
@@ -121,12 +133,43 @@ def test_pam_arguments_stay_one_argument_of_one_line(value):
     refused_or(check, lambda v: pam_argument("skel", v), value)
 
 
+def sudoers_words(line: str) -> list[str]:
+    """sudoers' lexer, for what we write: blanks and unescaped ',' ':' '=' separate words,
+    a backslash escapes the next character."""
+    return [sudoers_unescape(w) for w in re.findall(r"(?:\\.|[^\s\\,:=()])+", line)]
+
+
 @pytest.mark.parametrize("value", VALUES, ids=repr)
 def test_sudoers_group_names_read_back_as_one_group(value):
     def check(word, v):
-        assert parse_sudoers_groups(f"%{word} ALL=(ALL:ALL) ALL\n") == [v]
+        assert sudoers_words(f"%{word} ALL=(ALL:ALL) ALL")[0] == f"%{v}"
         assert not word.endswith("\\") or word.endswith("\\\\")
     refused_or(check, sudoers_escape, value)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_sudoers_commands_stay_one_command_of_one_line(value):
+    def check(text, v):
+        if v != "ALL":
+            assert sudoers_words(f"/bin/echo {text}")[1:] == v.split()
+            assert not re.search(r"(?<!\\)[,:=#]", text)
+    refused_or(check, sudoers_command, value)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_sssd_option_names_stay_one_option(value):
+    def check(text, v):
+        (section,) = parse_ini(f"[nss]\n{text} = 1\n")
+        assert [(o.key, o.value) for o in section.options] == [(v, "1")]
+    refused_or(check, sssd_key, value)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_krb5_values_stay_one_relation(value):
+    def check(text, v):
+        conf = parse_krb5_conf(f"[libdefaults]\n\tdefault_realm = {text}\n\trdns = false\n")
+        assert conf == {"libdefaults": {"default_realm": v, "rdns": "false"}}
+    refused_or(check, krb5_value, value)
 
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)
