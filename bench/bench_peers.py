@@ -61,7 +61,8 @@ from bench_haproxy_converge import backend, frontend  # noqa: E402
 from controller.lab import Lab, temporary_lab  # noqa: E402
 from controller.loader import load_tree  # noqa: E402
 from reconcilers.base import GENERATED_HEADER  # noqa: E402
-from reconcilers.cluster import COROSYNC_LOG  # noqa: E402
+from reconcilers.keepalived.render import drain_file  # noqa: E402
+from reconcilers.pacemaker.corosync import COROSYNC_LOG  # noqa: E402
 
 PEERS = ROOT / "bench" / "peers"
 FIXTURES = ROOT / "tests" / "fixtures" / "haproxy"
@@ -108,6 +109,7 @@ spec:
   transport: knet
   token: 1000ms
   quorum: {twoNode: true, waitForAll: true}
+  crypto: none
   stonithEnabled: false
   properties: {no-quorum-policy: stop, dc-deadtime: 5s}
 ---
@@ -200,8 +202,10 @@ def peer_vars(tree_dir: Path, vars_path: Path) -> Path:
     tree = load_tree(tree_dir)
     spec = lambda m: m.spec.model_dump(mode="json")  # noqa: E731
     vips = [m for m in tree.on_node("VirtualIP", NODE) if m.spec.manager == "keepalived"]
-    if any(v.spec.keepalived.group for v in vips):
-        raise SystemExit("the peers' keepalived template has no VRRP groups")
+    if any(v.spec.keepalived.group or v.spec.address is None for v in vips) \
+            or tree.on_node("Keepalived", NODE) or tree.on_node("VirtualServer", NODE):
+        raise SystemExit("the peers' keepalived template renders one address per VIP, no VRRP groups, "
+                         "no Keepalived or VirtualServer manifest")
     clusters = tree.on_node("Cluster", NODE)
     cluster = {"name": clusters[0].metadata.name, "spec": spec(clusters[0])} if clusters else None
     data = {
@@ -211,7 +215,8 @@ def peer_vars(tree_dir: Path, vars_path: Path) -> Path:
         "keepalived": {"vips": [{"name": v.metadata.name, "spec": spec(v)} for v in vips],
                        "clusters": {c.metadata.name: [n.model_dump(mode="json") for n in c.spec.nodes]
                                     for c in tree.of_kind("Cluster")},
-                       "addresses": {n: tree.node_address(n) for n in tree.known_nodes if tree.node_address(n)}},
+                       "addresses": {n: tree.node_address(n) for n in tree.known_nodes if tree.node_address(n)},
+                       "drain_file": str(drain_file(Path("/var/lib/reconcile")))},
         "cluster": cluster, "corosync_log": COROSYNC_LOG,
     }
     vars_path.parent.mkdir(parents=True, exist_ok=True)
