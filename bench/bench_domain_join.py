@@ -2,12 +2,12 @@
 """Benchmark: DomainJoin against the lab's real Samba AD DC.
 
 In a fresh lab (lb1 + dc1), repeats ROUNDS times: plan on an unjoined node, join
-(create), plan in sync (sync is klist and the files; adcli testjoin and getent are
-health, asked in a thread beside the plan; --no-health leaves them out), change the groups (files + sssd restart,
-no rejoin), leave (prune: delete the computer account, stop sssd, remove files). Prints
-the median and the worst of the engine's own time per step (`seconds` of the run record,
-which excludes the CLI's Python start-up), the observe time inside it, and the wall time
-of the whole `reconcile` process in the node. Usage: bench_domain_join.py [ROUNDS]
+(create), plan in sync (sync is klist and the files; the KDC's verdict on the keytab's keys
+(`kinit -k`) and getent are health, asked in a thread beside the plan; --no-health leaves
+them out), change the groups (files + sssd restart, no rejoin), leave (prune: delete the
+computer account, stop sssd, remove files). Prints the median and the worst of the engine's
+own time per step (`seconds` of the run record, which excludes the CLI's Python start-up),
+the observe time inside it, and the wall time of the whole `reconcile` process in the node. Usage: bench_domain_join.py [ROUNDS]
 """
 from __future__ import annotations
 

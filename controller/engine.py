@@ -13,13 +13,13 @@ import gc
 import logging
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from controller.health import DEFAULT_TIMEOUT, RANK, SYNC_RANK, HealthChecks, HealthResults, summary, sync_of
 from controller.loader import Tree
-from controller.plan import create_fields, diff_kind, field_changes, state_hash
+from controller.plan import _ABSENT, create_fields, diff_kind, field_changes, state_hash
 from controller.state import Inventory, StateError, check_state
 from reconcilers import REGISTRY, NotInstalled, faults, reconciler_class
 from reconcilers.base import (
@@ -110,15 +110,34 @@ class RunRecord:
         return summary(statuses, RANK)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The run as JSON-ready data. Built field by field rather than with
+        `dataclasses.asdict`, whose deep copy of every changed field's values was a quarter
+        of a second at 1,000 created objects, for data that is only serialized. Lists and
+        dicts are copied one level (their items are strings or plain JSON values)."""
+        data = {name: _copied(getattr(self, name)) for name in _RECORD_FIELDS}
+        data["objects"] = [_object_dict(o) for o in self.objects]
+        data["node_health"] = {facet: dict(h) for facet, h in self.node_health.items()}
         data["result"] = self.result
         data["counts"] = self.counts()
         data["sync"] = self.sync_summary()
         data["health"] = self.health_summary()
-        for obj, o in zip(data["objects"], self.objects):
-            obj["fields"] = [{"field": f, "observed": _jsonable(a), "desired": _jsonable(b)} for f, a, b in obj["fields"]]
-            obj["sync"] = o.sync
         return data
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))  # in order: the JSON keeps asdict's key order
+_OBJECT_FIELDS = tuple(f.name for f in fields(ObjectResult))
+
+
+def _copied(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+
+
+def _object_dict(o: ObjectResult) -> dict[str, Any]:
+    obj = {name: _copied(getattr(o, name)) for name in _OBJECT_FIELDS}
+    obj["fields"] = [{"field": f, "observed": None if a is _ABSENT else a, "desired": None if b is _ABSENT else b}
+                     for f, a, b in o.fields]
+    obj["sync"] = o.sync
+    return obj
 
 
 def _internal(err: Exception) -> str:
@@ -155,8 +174,6 @@ def _label(rec: Reconciler) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    from controller.plan import _ABSENT
-
     return None if value is _ABSENT else value
 
 

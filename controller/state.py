@@ -56,7 +56,9 @@ def _write_problem(path: Path, err: OSError) -> StateError:
 def write_json(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON, atomically. Raises StateError naming the file."""
     path = Path(path)
-    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    # One line: json's C encoder writes only unindented JSON; the pure-Python one took 0.15 s
+    # for the 3 MB status of 1,000 created objects. `reconcile status` is how people read these.
+    text = json.dumps(data, sort_keys=True, default=str) + "\n"
     tmp = ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,12 @@ ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 ICMPV6, NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT = 58, 135, 136
 BROADCAST = b"\xff" * 6
-WINDOW = 0.15  # seconds to collect replies: a link answers in well under a millisecond; a lost one is retried
-RETRY_AFTER = 0.05
+# Seconds to collect replies. Replies come from the holders' kernels (no daemon in the
+# path): 0.12 ms p50, 0.48 ms p99, 1.3 ms max over 200 probes in the lab on a 2-core machine
+# at load 3.7. The window is the plan's wait for "nobody else answers" (a second holder,
+# a split brain), so it is spent on every health check of a VIP; a lost frame is sent again.
+WINDOW = 0.06
+RETRY_AFTER = 0.02
 
 
 def mac_text(raw: bytes) -> str:

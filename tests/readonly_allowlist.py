@@ -64,6 +64,8 @@ ALLOW: dict[str, list[str]] = {
         # the machine principal in the keytab; whether AD still accepts the membership
         r"^klist -k /[A-Za-z0-9_./-]+$",
         r"^adcli testjoin --domain=[a-z0-9.-]+ --host-keytab=/[A-Za-z0-9_./-]+$",
+        # health: one AS exchange with the keytab's keys, the ticket kept in memory only
+        r"^kinit -c MEMORY:reconcile-health -k -t /[A-Za-z0-9_./-]+ '[A-Z0-9-]{1,15}\$@[A-Z0-9.-]+'$",
         # native validators, check mode only, on temp files (validate / plan)
         r"^visudo -c -f /[A-Za-z0-9_./-]+$",
         r"^sssctl config-check -c /[A-Za-z0-9_./-]+ -s /[A-Za-z0-9_./-]+$",

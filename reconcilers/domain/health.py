@@ -1,6 +1,7 @@
-"""Health of a DomainJoin: AD still accepts the membership (one `adcli testjoin`, a round
-trip to a DC: health, never sync), and the names the manifest relies on resolve through NSS
-and sssd (one `getent` per database). The verdicts are pure functions of parsed outputs."""
+"""Health of a DomainJoin: AD still accepts the membership (the KDC's verdict on the
+keytab's keys: one `kinit -k`, or `adcli testjoin` when no KDC answered that; a round trip
+to a DC, health, never sync), and the names the manifest relies on resolve through NSS and
+sssd (one `getent` per database). The verdicts are pure functions of parsed outputs."""
 from __future__ import annotations
 
 from typing import Any
@@ -41,7 +42,7 @@ def unresolved(node: Node, database: str, names: list[str]) -> list[str]:
 
 
 def join_health(accepted: bool | None, why: str, computer: str, domain: str, missing: list[str], asked: int) -> Health:
-    """`accepted`: testjoin's verdict (None: no DC could be asked, `why`)."""
+    """`accepted`: the KDC's verdict (None: no DC could be asked, `why`)."""
     if accepted is False:
         return Health.degraded("JoinRejected", f"AD does not accept {computer}$ any more (deleted, reset or "
                                                f"disabled in {domain}); move /etc/krb5.keytab away and apply to "

@@ -4,8 +4,9 @@ What one DomainJoin object is on a node:
 
 - membership (adcli joins): the computer account in AD and its keys in /etc/krb5.keytab,
   made by `adcli join` (password on stdin). Sync is the keytab holding the desired
-  principal; whether AD still accepts it is health (`adcli testjoin`, asked by apply before
-  it replaces an account and by leave before it deletes one, never by observe);
+  principal; whether AD still accepts it is health (the KDC's verdict on the keytab's keys,
+  `kinit -k`); apply asks `adcli testjoin` before it replaces an account and leave before it
+  deletes one; observe never asks;
 - its files, one artifact set (files.py): sssd.conf (0600, generated whole, with
   `realmd_tags` so `realm list` tells the truth), the sudo rules, /etc/krb5.conf when the
   manifest asks, the PAM line for home directories, `sss` in nsswitch.conf;
@@ -228,7 +229,8 @@ class DomainJoinReconciler(Reconciler):
 
     def health(self, node: Node, desired: dict[str, dict[str, Desired]],
                observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
-        """AD still accepts the membership (one `adcli testjoin`, adcli joins only), and the
+        """AD still accepts the membership (one `kinit -k` with the keytab's keys, adcli joins
+        only; `adcli testjoin` when no KDC answered that), and the
         users and groups the manifest names resolve through NSS and sssd (one `getent` per
         database)."""
         out: dict[str, Health] = {}
@@ -246,8 +248,8 @@ class DomainJoinReconciler(Reconciler):
                 out[name] = Health.degraded("NotJoined", f"not joined to {a.spec.domain} as {a.computer}$")
                 continue
             try:
-                accepted: bool | None = adcli.accepted(node, a.spec.domain, self.paths.keytab,
-                                                       timeout=node.runner.default_timeout)
+                accepted: bool | None = adcli.still_accepted(node, a.spec.domain, a.computer, self.paths.keytab,
+                                                             timeout=node.runner.default_timeout)
                 why = ""
             except (ApplyError, CommandError) as err:
                 accepted, why = None, str(err)

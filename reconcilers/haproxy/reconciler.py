@@ -540,17 +540,21 @@ def _directives(kind: str, manifest: Any) -> Iterator[tuple[str, str, str]]:
 
 def _references(spec: Any) -> Iterator[tuple[str, Any]]:
     """(field path, reference) of every secret and file a spec names."""
-    for i, b in enumerate(getattr(spec, "bind", []) or []):
+    # The fields are looked up in the model's field table: a getattr/hasattr that misses on
+    # a pydantic model raises inside and costs ~20 µs (25 ms of validate at 1,000 Backends).
+    fields = type(spec).model_fields
+    field = lambda name, default: getattr(spec, name) if name in fields else default  # noqa: E731
+    for i, b in enumerate(field("bind", None) or []):
         if b.tls is not None:
             yield f"spec.bind.{i}.tls.certificate", b.tls.certificate
-    stats = getattr(spec, "stats", None)
+    stats = field("stats", None)
     for i, u in enumerate(stats.auth if stats else []):
         yield f"spec.stats.auth.{i}.password", u.password
-    for i, s in enumerate(getattr(spec, "servers", []) or []):
+    for i, s in enumerate(field("servers", None) or []):
         if s.tls is not None and s.tls.ca is not None:
             yield f"spec.servers.{i}.tls.ca", s.tls.ca
-    lists = [("spec.directives", getattr(spec, "directives", []) or [])]
-    if hasattr(spec, "global_"):
+    lists = [("spec.directives", field("directives", None) or [])]
+    if "global_" in fields:
         lists = [("spec.global", spec.global_)]
         lists += [(f"spec.defaults.{j}.directives", d.directives) for j, d in enumerate(spec.defaults)]
         lists += [(f"spec.sections.{j}.directives", s.directives) for j, s in enumerate(spec.sections)]

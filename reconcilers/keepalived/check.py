@@ -3,7 +3,8 @@
 The file is checked before anything is installed: the scripts it would ship are staged in a
 temp folder (and the file's paths to reconcile's script folder pointed there), so that
 keepalived sees them as it will after the install, and an accepted rendering is remembered
-by `native_check` (content digest, keepalived's build, the node and its interfaces).
+by `native_check` (content digest, keepalived's build, the node and which of the interfaces
+the file names exist).
 
 keepalived names what it refuses in three ways, and each is traced back to the section
 (object) that rendered it: "(Line N)" through the rendered file's line map, "(VI_1)" through
@@ -32,12 +33,16 @@ _MISSING_INTERFACE = re.compile(r"interface (\S+) for .* doesn't exist$")
 NO_INTERFACE_SUMMARY = "Non-existent interface specified in configuration"
 
 
-def interfaces() -> str:
-    """This network namespace's interface names: `keepalived -t` looks them up."""
+def interfaces(text: str) -> str:
+    """The interfaces of this network namespace that `text` names: `keepalived -t` looks
+    up the ones a file names, so only those are part of the check's key (a container's
+    veth appearing is not a new check; an interface the file names appearing is)."""
     try:
-        return ",".join(sorted(os.listdir("/sys/class/net")))
+        present = os.listdir("/sys/class/net")
     except OSError:
         return ""
+    words = set(text.split())
+    return ",".join(sorted(i for i in present if i in words))
 
 
 def check_file(node: Node, rendered: Rendered, files: list[ScriptFile]) -> list[str]:
@@ -62,7 +67,7 @@ def check_file(node: Node, rendered: Rendered, files: list[ScriptFile]) -> list[
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    return native_check(node, "keepalived", rendered.text, run, context=f"{interfaces()}\0{staged}")
+    return native_check(node, "keepalived", rendered.text, run, context=f"{interfaces(rendered.text)}\0{staged}")
 
 
 def missing_interfaces(problems: list[str]) -> tuple[list[str], list[str]]:

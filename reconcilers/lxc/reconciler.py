@@ -44,7 +44,7 @@ from typing import Any, Iterator
 
 from reconcilers.base import (
     UNFINISHED, ApplyError, AtomicWriter, Change, Deferred, Desired, HealthReport, Node, PerObject, Refusal, Skipped,
-    UnsafeValue, read_secret, wait_until,
+    UnsafeValue, native_check, read_secret, wait_until,
 )
 from reconcilers.lxc import placed, policy, subids, tools
 from reconcilers.lxc.health import container_health, init_of
@@ -266,8 +266,9 @@ class ContainerReconciler(PlanNotes, PerObject):
     def validate(self, node: Node) -> list[Refusal | str]:
         """What the node's policy does not allow (hooks, mounts of system paths, the node's
         network: the object is held back, file:line: field says where), then LXC itself
-        parses every rendered config block: one `lxc-ls` over a temp LXC path. A container
-        Pacemaker places must live in LXC's default path (`lxc-config`)."""
+        parses every rendered config block: one `lxc-ls` over a temp LXC path, not run again
+        for configs this node accepted before (native_check). A container Pacemaker places
+        must live in LXC's default path (`lxc-config`)."""
         if not self.wanted:
             return []
         problems: list[Refusal | str] = []
@@ -292,8 +293,11 @@ class ContainerReconciler(PlanNotes, PerObject):
                 problems.append(f"{name}: {err}")
         if not rendered:
             return problems
-        refused = tools.check_configs(node, rendered)
-        return problems + [f"{name}: LXC refuses the rendered config: {why}" for name, why in refused.items()]
+        # one lxc-ls for every config, remembered once LXC accepted exactly these configs with
+        # this build (native_check): the plan of an unchanged tree runs none
+        content = "\0".join(f"{name}\0{text}" for name, text in sorted(rendered.items()))
+        refused = native_check(node, "lxc-ls", content, lambda: sorted(tools.check_configs(node, rendered).items()))
+        return problems + [f"{name}: LXC refuses the rendered config: {why}" for name, why in refused]
 
     def _where(self, name: str, field_path: str) -> str:
         """`file:line: field` of a field of a manifest, as the loader says it (spec.mounts[0].source)."""

@@ -156,6 +156,27 @@ def test_changing_groups_restarts_sssd_without_rejoining(lab):
     assert lab.reconcile("lb1", "--dry-run", "--repo", tree).returncode == 0
 
 
+def test_health_asks_the_kdc_every_plan_so_a_disabled_account_shows_at_once(lab):
+    """Health is the KDC's verdict on the keytab's keys (`kinit -k`, ~0.07 s, nothing
+    remembered between plans): an account disabled in AD is Degraded on the very next plan
+    and Healthy again on the one after it is enabled, while sync stays Ready (no rejoin)."""
+    tree = repo(lab)
+    apply(lab, "lb1", tree)
+
+    def join_health() -> tuple[int, str, str]:
+        r = lab.reconcile("lb1", "--dry-run", "--repo", tree, "-o", "json")
+        obj = next(o for o in json.loads(r.stdout)["objects"] if o["kind"] == "DomainJoin")
+        return r.returncode, obj["health"]["status"], obj["health"]["reason"]
+
+    assert join_health() == (0, "Healthy", "JoinValid")
+    lab.exec(DC_NODE, ["samba-tool", "user", "disable", "LB1$"])
+    try:
+        assert join_health() == (0, "Degraded", "JoinRejected")
+    finally:
+        lab.exec(DC_NODE, ["samba-tool", "user", "enable", "LB1$"])
+    assert join_health() == (0, "Healthy", "JoinValid")
+
+
 def test_removing_the_manifest_leaves_the_domain(lab):
     apply(lab, "lb1", repo(lab))
     assert "LB1$" in computers(lab)

@@ -110,6 +110,19 @@ def test_a_second_apply_has_nothing_to_do(lab):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+# The native validators of every kind (issue 12: `native_check` remembers what a node accepted).
+VALIDATORS = ("haproxy -c", "keepalived -t", "corosync -t", "crm_verify", "lxc-ls -1", "visudo -c",
+              "sssctl config-check", "rclone", "systemd-analyze")
+
+
+def test_a_no_op_plan_of_the_applied_tree_runs_no_native_validator(lab):
+    for node in NODES:
+        rc, out, records = recorded_dry_run(lab, node, lab.shared / "repo")
+        assert rc == 0, out
+        ran = [" ".join(r["argv"]) for r in records if r["what"] == "exec"]
+        assert not [c for c in ran if c.startswith(VALIDATORS) or " metadata" in c], ran
+
+
 def test_dry_run_of_a_change_on_a_running_node_changes_nothing_and_only_reads(lab):
     changed = lab.shared / "repo-changed"
     shutil.copytree(lab.shared / "repo", changed)

@@ -14,7 +14,7 @@ import pytest
 from controller.loader import TreeError, load_tree
 from reconcilers.base import GENERATED_HEADER, ApplyError, Change, Node, Runner
 from reconcilers.domain import files
-from reconcilers.domain.adcli import membership_accepted, parse_keytab_list
+from reconcilers.domain.adcli import keys_accepted, kinit_argv, membership_accepted, parse_keytab_list
 from reconcilers.domain.files import Paths
 from reconcilers.domain.nsswitch import nsswitch_add_sss, nsswitch_remove_sss, nsswitch_sources
 from reconcilers.domain.pam import pam_with_block, pam_without_block, parse_pam_block
@@ -30,9 +30,9 @@ def fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
-def recorded_testjoin(case: str) -> tuple[int, str]:
-    """rc and stderr of a recorded `adcli testjoin` (the recording appended `rc=N`)."""
-    lines = fixture(f"testjoin-{case}.stderr").splitlines()
+def recorded_testjoin(case: str, tool: str = "testjoin") -> tuple[int, str]:
+    """rc and stderr of a recorded `adcli testjoin` or `kinit -k` (the recording appended `rc=N`)."""
+    lines = fixture(f"{tool}-{case}.stderr").splitlines()
     return int(lines[-1].removeprefix("rc=")), "\n".join(lines[:-1])
 
 
@@ -114,6 +114,30 @@ def test_testjoin_refused_by_ad_means_not_joined(case):
 def test_testjoin_network_failure_is_an_error_not_a_reason_to_rejoin(case):
     with pytest.raises(ApplyError, match="cannot check the domain membership"):
         membership_accepted(*recorded_testjoin(case))
+
+
+def test_the_kdc_accepting_the_keytabs_keys_means_the_membership_is_valid():
+    assert keys_accepted(*recorded_testjoin("valid", "kinit-k")) is True
+
+
+@pytest.mark.parametrize("case", ["account-deleted", "password-reset", "disabled"])
+def test_the_kdc_refusing_the_machine_account_means_not_joined(case):
+    # recorded against the lab's Samba DC: `samba-tool computer delete`, `user setpassword`,
+    # `user disable` of a computer account joined with adcli
+    assert keys_accepted(*recorded_testjoin(case, "kinit-k")) is False
+
+
+@pytest.mark.parametrize("case", ["kdc-unreachable", "no-kdc"])
+def test_no_kdc_to_ask_says_nothing_about_the_membership(case):
+    with pytest.raises(ApplyError, match=r"cannot check the domain membership \(kinit -k\): kinit: Cannot"):
+        keys_accepted(*recorded_testjoin(case, "kinit-k"))
+
+
+def test_the_health_kinit_writes_no_credential_cache_and_is_allowed_in_a_dry_run():
+    argv = kinit_argv("corp.example.test", "LB1", Path("/etc/krb5.keytab"))
+    assert argv[:3] == ["kinit", "-c", "MEMORY:reconcile-health"] and argv[-1] == "LB1$@CORP.EXAMPLE.TEST"
+    assert allowed("exec", argv)
+    assert not allowed("exec", ["kinit", "-c", "FILE:/tmp/cc", *argv[3:]])
 
 
 def test_nsswitch_of_debian_already_uses_sss_and_is_left_alone():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconcilers.base import GENERATED_HEADER
-from reconcilers.keepalived.check import attribute
+from reconcilers.keepalived.check import attribute, interfaces
 from reconcilers.keepalived.conf import (
     Rendered, SyntaxProblem, UnsafeValue, command_words, keepalived_word, parse, render_file, split_command, write,
 )
@@ -235,3 +235,11 @@ def test_keepalived_t_complaints_are_pinned_on_the_object_whose_line_or_name_the
 def test_keepalived_refusal_fixture_names_the_interface():
     err = fixture("keepalived-t-missing-interface.stderr")
     assert "Non-existent interface" in err and "eth9" in err
+
+
+def test_the_check_key_holds_only_the_interfaces_the_file_names():
+    # keepalived -t looks up the interfaces a file names: another interface coming or going
+    # (a container's veth) is not a new check, one the file names is
+    text = "vrrp_instance v {\n    interface lo\n    virtual_ipaddress {\n        192.0.2.100/24 dev nosuch0\n    }\n}\n"
+    assert interfaces(text) == "lo"
+    assert interfaces("vrrp_instance v {\n    interface nosuch0\n}\n") == ""
