@@ -19,7 +19,7 @@ from controller.loader import Tree
 from controller.plan import diff_kind, field_changes, state_hash
 from controller.state import Inventory
 from reconcilers import REGISTRY, NotInstalled, reconciler_class
-from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Node, Reconciler
+from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Held, Node, Reconciler
 
 log = logging.getLogger("reconcile")
 PENDING = {"create", "update", "delete"}
@@ -311,6 +311,9 @@ class Engine:
                 except Deferred as why:
                     res.status, res.notes = "deferred", res.notes + [str(why)]
                     done_with.add(key)
+                except Held as why:  # the rest is applied; the operator holds this part back
+                    res.status, res.notes = "pending", res.notes + [str(why)]
+                    done_with.add(key)
                 except (ApplyError, CommandError, OSError, ValueError) as err:
                     res.status, res.error = "failed", str(err)
                     done_with.add(key)
@@ -392,7 +395,7 @@ class Engine:
             return False
         manifest = self.tree.get(change.kind, change.name)
         policy = getattr(getattr(manifest, "metadata", None), "drift", "correct")
-        if policy == "correct":
+        if policy in ("correct", "enforce"):
             return False
         if policy == "warn":
             res.status = "pending"

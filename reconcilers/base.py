@@ -100,6 +100,13 @@ class Deferred(Exception):
     """
 
 
+class Held(Exception):
+    """The node's operator holds this change back (a service unit masked, or disabled
+    although its package enables it): apply did the rest of the change, not this part.
+    Reported as pending with the reason, never fought, unless the manifest says
+    `metadata.drift: enforce`. Not retried within the run."""
+
+
 class DryRunViolation(Exception):
     """Something tried to change the node during a dry-run. This is a bug."""
 
@@ -410,9 +417,74 @@ def validated_temp(content: str, validate: Callable[[Path], None], suffix: str =
 
 
 def systemd_running() -> bool:
-    """True when systemd is PID 1 (a normal host). In the lab and in plain containers it is
-    not, and daemons are started directly."""
+    """True when systemd is PID 1 (a normal host, a lab node of `lab up --systemd`). In
+    init-less lab nodes and plain containers it is not, and daemons are started directly."""
     return Path("/run/systemd/system").is_dir()
+
+
+# What `systemctl is-enabled` says of a unit that starts at boot, or that cannot be enabled
+# or disabled (started by another unit): nothing to do for reconcile.
+ENABLED = ("enabled", "enabled-runtime", "static", "indirect", "generated", "alias")
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """What systemd says about one unit (`systemctl show`)."""
+
+    name: str
+    load: str = ""  # loaded | masked | not-found
+    active: str = ""  # active | inactive | failed | activating | deactivating | reloading
+    enabled: str = ""  # UnitFileState: enabled | disabled | masked | static | ...
+    preset: str = ""  # UnitFilePreset: what the distribution enables at install
+
+    @property
+    def held(self) -> str | None:
+        """Why the node's operator holds this unit back, or None: masked, or disabled
+        while its vendor preset enables it (Debian enables every packaged daemon at
+        install, so on Debian a disabled daemon was disabled by someone)."""
+        if self.load == "masked" or self.enabled.startswith("masked"):
+            return f"{self.name} is masked on this node"
+        if self.enabled == "disabled" and self.preset == "enabled":
+            return f"{self.name} is disabled on this node (its package enables it)"
+        return None
+
+
+def unit_states(node: Node, units: Sequence[str]) -> dict[str, UnitState]:
+    """One read-only `systemctl show` for several units: name → UnitState."""
+    r = node.run(["systemctl", "show", "--property=Id,LoadState,ActiveState,UnitFileState,UnitFilePreset",
+                  "--", *units], read_only=True, check=False, timeout=30)
+    out: dict[str, UnitState] = {}
+    for unit, block in zip(units, r.stdout.strip().split("\n\n")):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        out[unit] = UnitState(unit, props.get("LoadState", ""), props.get("ActiveState", ""),
+                              props.get("UnitFileState", ""), props.get("UnitFilePreset", ""))
+    return out
+
+
+def unit_field(states: dict[str, UnitState]) -> dict[str, str]:
+    """The `units` field of an observed state: short unit name → `systemctl is-enabled`."""
+    return {name.removesuffix(".service"): s.enabled or "unknown" for name, s in states.items()}
+
+
+def enable_unit(node: Node, state: UnitState, enforce: bool) -> None:
+    """Make a unit start at boot, as its package does at install. A unit the operator holds
+    (see UnitState.held) raises Held, unless `enforce` (metadata.drift: enforce): it is
+    then unmasked and enabled."""
+    why = state.held
+    if why and not enforce:
+        raise Held(f"{why}: reconcile leaves it so (an operator's hold); `systemctl unmask`/`enable` it, "
+                   "or set metadata.drift: enforce on the manifest to have it done")
+    if state.load == "masked" or state.enabled.startswith("masked"):
+        node.run(["systemctl", "unmask", state.name])
+    if state.enabled not in ENABLED:
+        node.run(["systemctl", "enable", state.name])
+
+
+def start_unit(node: Node, unit: str, enforce: bool, timeout: float = 60.0) -> None:
+    """`systemctl start` a unit after making sure it is enabled (see `enable_unit`): a unit
+    the operator stopped *and* holds (disable --now, mask) is not started again."""
+    enable_unit(node, unit_states(node, [unit])[unit], enforce)
+    node.run(["systemctl", "start", unit], timeout=timeout)
 
 
 def pid_alive(pidfile: str | Path) -> int | None:

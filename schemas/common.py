@@ -193,10 +193,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
-DriftPolicy = Literal["correct", "warn", "ignore"]
+DriftPolicy = Literal["correct", "warn", "ignore", "enforce"]
 """What the agent does when an object is changed outside git: `correct` puts it back (the
 default), `warn` reports it and leaves it, `ignore` leaves it and reports it in sync. A change
-in git is always applied, whatever the policy."""
+in git is always applied, whatever the policy. A service unit the node's operator masked, or
+disabled although its package enables it, is an operator's hold: reported (pending), not
+undone, except under `enforce`, which corrects like `correct` and also unmasks and enables
+the units the object needs."""
 
 
 class Metadata(Strict):
