@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 from reconcilers.base import ApplyError, Change, Desired, Node, Reconciler
 from reconcilers.haproxy import (
-    EDITED, IN_SYNC, HAProxy, RuntimeServer, backend_ignore, desired_sections, render_backend, render_desired, server_args,
-    watch,
+    EDITED, IN_SYNC, HAProxy, RuntimeServer, backend_ignore, desired_sections, enforce_unit, render_backend,
+    render_desired, server_args, watch,
 )
 
 REMOVE_WAIT = 10.0  # seconds a drained server may take to finish its requests before deletion
@@ -111,6 +111,7 @@ class BackendReconciler(Reconciler):
     after = ("Container",)
 
     def __init__(self) -> None:
+        self.enforce = False  # metadata.drift: enforce on a Frontend or Backend here
         self.frontends: dict[str, dict] = {}
         self.backends: dict[str, dict] = {}
         self.ignored: dict[str, set[str]] = {}
@@ -119,6 +120,7 @@ class BackendReconciler(Reconciler):
 
     def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
         self.frontends, self.backends = desired_sections(tree, node.name)
+        self.enforce = enforce_unit(tree, node.name)
         out = {}
         for manifest in tree.on_node("Backend", node.name):
             name = manifest.metadata.name
@@ -149,7 +151,7 @@ class BackendReconciler(Reconciler):
     # -- apply
 
     def apply(self, change: Change, node: Node) -> None:
-        haproxy = HAProxy(node)
+        haproxy = HAProxy(node, enforce=self.enforce)
         snap = haproxy.snapshot()
         name = change.name
         section = render_backend(name, change.desired) if change.desired is not None else None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import grp
+import hashlib
 import ipaddress
 import logging
 import os
@@ -39,7 +40,7 @@ from typing import Any, Iterator
 from reconcilers import pacemaker
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler, read_secret,
-    pid_alive, systemd_running,
+    enable_unit, pid_alive, start_unit, systemd_running, unit_field, unit_states,
 )
 from schemas.common import duration_ms
 
@@ -53,6 +54,8 @@ PACEMAKERD_PIDFILE = Path("/run/pacemakerd.pid")
 PACEMAKERD = "/usr/sbin/pacemakerd"
 PACEMAKER_DEFAULTS = Path("/etc/default/pacemaker")
 CIB_DIR = Path("/var/lib/pacemaker/cib")
+DPKG_STATUS = Path("/var/lib/dpkg/status")
+UNITS = ("corosync.service", "pacemaker.service")
 
 CRYPTO = "aes256/sha256"
 START_WAIT_SECONDS = 20.0
@@ -198,9 +201,8 @@ def _process_running(comm: str) -> bool:
 
 def daemons_running(node: Node) -> dict[str, bool]:
     if systemd_running():
-        result = node.run(["systemctl", "is-active", "corosync", "pacemaker"], read_only=True, check=False)
-        states = result.stdout.split()
-        return {"corosync": states[:1] == ["active"], "pacemaker": states[1:2] == ["active"]}
+        states = unit_states(node, UNITS)
+        return {u.removesuffix(".service"): s.active in ("active", "reloading") for u, s in states.items()}
     return {
         "corosync": pid_alive(COROSYNC_PIDFILE) is not None or _process_running("corosync"),
         "pacemaker": pid_alive(PACEMAKERD_PIDFILE) is not None or _process_running("pacemakerd"),
@@ -221,6 +223,38 @@ def _environment_file(path: Path) -> dict[str, str]:
     return env
 
 
+# --- the distribution's default cluster ---------------------------------------------------
+
+
+def untouched_package_file(path: Path, text: str, status: Path = DPKG_STATUS) -> bool:
+    """Whether `text` is `path` exactly as its Debian package shipped it: the md5 sum dpkg
+    recorded for that conffile (its own test of "modified by the administrator")."""
+    try:
+        lines = status.read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    prefix = f" {path} "
+    recorded = {line.split()[1] for line in lines if line.startswith(prefix) and len(line.split()) >= 2}
+    return hashlib.md5(text.encode()).hexdigest() in recorded
+
+
+def default_cluster(text: str, cib: ET.Element | None, status: Path = DPKG_STATUS) -> str | None:
+    """The name of the packages' default one-node cluster when that is all this node has
+    (corosync.conf untouched since the package installed it, one node, and a CIB without
+    resources or constraints), else None: any other cluster is never replaced."""
+    if GENERATED_HEADER in text or not untouched_package_file(COROSYNC_CONF, text, status):
+        return None
+    settings = observed_settings(parse_corosync_conf(text))
+    if len(settings["nodes"]) != 1:
+        return None
+    if cib is not None:
+        for section in ("resources", "constraints"):
+            found = cib.find(f"configuration/{section}")
+            if found is not None and len(found):
+                return None
+    return settings["clusterName"]
+
+
 # --- the reconciler ----------------------------------------------------------------------
 
 
@@ -232,6 +266,7 @@ class ClusterReconciler(Reconciler):
     def __init__(self) -> None:
         self._spec: dict[str, Any] = {}  # cluster name → spec, from desired()
         self._settings: dict[str, dict[str, Any]] = {}
+        self._enforce: dict[str, bool] = {}  # metadata.drift: enforce (unmask/enable held units)
 
     # --- desired -------------------------------------------------------------------------
 
@@ -248,7 +283,10 @@ class ClusterReconciler(Reconciler):
             if spec.authkey is not None:
                 state["authkey"] = SECRET_IN_SYNC
             state["daemons"] = {"corosync": "running", "pacemaker": "running"}
+            if systemd_running():  # started at boot, as the packages install them
+                state["units"] = {"corosync": "enabled", "pacemaker": "enabled"}
             state["properties"] = self._properties(spec)
+            self._enforce[name] = cluster.metadata.drift == "enforce"
             out[name] = Desired(state)
         return out
 
@@ -279,7 +317,12 @@ class ClusterReconciler(Reconciler):
         spec = self._spec.get(name)
         if spec is not None and spec.authkey is not None:
             state.update(self._observe_authkey(spec, node))
-        running = daemons_running(node)
+        if systemd_running():  # one `systemctl show` for both: active and enabled
+            units = unit_states(node, UNITS)
+            running = {u.removesuffix(".service"): s.active in ("active", "reloading") for u, s in units.items()}
+            state["units"] = unit_field(units)
+        else:
+            running = daemons_running(node)
         state["daemons"] = {d: "running" if up else "stopped" for d, up in running.items()}
         if running["pacemaker"]:
             wanted = list(self._properties(spec)) if spec is not None else []
@@ -354,8 +397,19 @@ class ClusterReconciler(Reconciler):
                     "and removes the generated corosync.conf"]
         notes = []
         observed = change.observed or {}
-        if observed.get("file") == "not written by reconcile" or (change.action == "create" and COROSYNC_CONF.exists()):
+        default = self._default_cluster(node)
+        if default is not None:
+            notes.append(f"replaces the packages' default one-node cluster {default!r} (untouched {COROSYNC_CONF}, "
+                         "no resources): stops Pacemaker and Corosync, sets its empty CIB aside, starts cluster "
+                         f"{change.name!r}")
+        elif observed.get("file") == "not written by reconcile" or (change.action == "create" and COROSYNC_CONF.exists()):
             notes.append(f"replaces {COROSYNC_CONF}, which reconcile did not write")
+        for unit, enabled in (observed.get("units") or {}).items():
+            if enabled != "enabled":
+                notes.append(f"{unit}.service is {enabled}: " + (
+                    "enabled again (metadata.drift: enforce)" if self._enforce.get(change.name) else
+                    "an operator's hold when masked, or disabled while its package enables it: reported, "
+                    "not undone (metadata.drift: enforce to undo it)"))
         running = (observed.get("daemons") or {}).get("corosync") == "running"
         before, after = observed.get("corosync") or {}, (change.desired or {}).get("corosync") or {}
         restart = [f for f in RESTART_FIELDS if f in before and before.get(f) != after.get(f)]
@@ -385,7 +439,11 @@ class ClusterReconciler(Reconciler):
             return
         name = change.name
         spec = self._spec[name]
+        enforce = self._enforce.get(name, False)
         running = daemons_running(node)
+        if self._default_cluster(node) is not None:
+            self._leave_default_cluster(node, running)
+            running = {"corosync": False, "pacemaker": False}
         self._refuse_foreign(name, running["corosync"])
         writer = AtomicWriter(node)
         key_changed = False
@@ -399,11 +457,14 @@ class ClusterReconciler(Reconciler):
             if key_changed:
                 log.warning("the corosync authkey changed on %s: it takes effect when Corosync restarts", node.name)
         else:
-            self._start_corosync(node)
+            self._start_corosync(node, enforce)
         if not running["pacemaker"]:
             self._seed_cib(spec, node)
-            self._start_pacemaker(node)
+            self._start_pacemaker(node, enforce)
         self._apply_properties((change.desired or {}).get("properties", {}), node)
+        if systemd_running():  # running, but not started at boot: enabled, unless an operator's hold
+            for state in unit_states(node, UNITS).values():
+                enable_unit(node, state, enforce)
 
     def _apply_properties(self, desired: dict[str, str], node: Node) -> None:
         """crm_config, by the DC only. A node that just started Pacemaker may not have the
@@ -453,9 +514,52 @@ class ClusterReconciler(Reconciler):
                              f"refusing to replace it with cluster {name!r}. Stop that cluster first, or name the "
                              f"Cluster manifest {other!r} to adopt it.")
 
-    def _start_corosync(self, node: Node) -> None:
+    def _default_cluster(self, node: Node) -> str | None:
+        """The packages' default cluster, if that is what this node has (see default_cluster)."""
+        try:
+            text = COROSYNC_CONF.read_text()
+        except FileNotFoundError:
+            return None
+        if GENERATED_HEADER in text:
+            return None
+        cib = None
+        if daemons_running(node)["pacemaker"]:
+            try:
+                cib = pacemaker.query_cib(node, local=True)
+            except pacemaker.CibUnavailable:
+                return None  # cannot tell whether it has resources: not replaced
+        elif (CIB_DIR / "cib.xml").exists():
+            try:
+                cib = pacemaker.parse_xml((CIB_DIR / "cib.xml").read_text())
+            except (OSError, ET.ParseError):
+                return None
+        return default_cluster(text, cib)
+
+    def _leave_default_cluster(self, node: Node, running: dict[str, bool]) -> None:
+        """Stop the default cluster (it runs nothing) and set its CIB aside, so that this
+        node starts the manifest's cluster from the seeded CIB, not from `debian`'s."""
+        if running["pacemaker"] or running["corosync"]:
+            log.info("stopping the packages' default cluster on %s to replace it", node.name)
+            if systemd_running():  # one call: pacemaker stops first (it requires corosync)
+                node.run(["systemctl", "stop", "pacemaker.service", "corosync.service"], timeout=STOP_WAIT_SECONDS)
+            else:
+                if running["pacemaker"]:
+                    node.run(["pacemakerd", "--shutdown"], timeout=60)
+                    _wait_stopped(node, "pacemaker")
+                if running["corosync"]:
+                    node.run(["corosync-cfgtool", "-H"], timeout=60)
+                    _wait_stopped(node, "corosync")
+        aside = CIB_DIR.with_name("cib.before-reconcile")
+        files = [f for f in CIB_DIR.glob("cib*") if f.is_file()] if CIB_DIR.is_dir() else []
+        if files:
+            node.runner.guard("write", [str(aside)], read_only=False)
+            aside.mkdir(mode=0o750, exist_ok=True)
+            for f in files:
+                os.replace(f, aside / f.name)
+
+    def _start_corosync(self, node: Node, enforce: bool = False) -> None:
         if systemd_running():
-            node.run(["systemctl", "start", "corosync"], timeout=60)
+            start_unit(node, "corosync.service", enforce)
         else:
             node.run(["corosync"], timeout=60)  # forks into the background, writes /run/corosync.pid
         deadline = time.monotonic() + START_WAIT_SECONDS
@@ -468,9 +572,9 @@ class ClusterReconciler(Reconciler):
                                  f"{(result.stderr or result.stdout).strip()[-300:]} (see {COROSYNC_LOG})")
             time.sleep(0.2)
 
-    def _start_pacemaker(self, node: Node) -> None:
+    def _start_pacemaker(self, node: Node, enforce: bool = False) -> None:
         if systemd_running():
-            node.run(["systemctl", "start", "pacemaker"], timeout=120)
+            start_unit(node, "pacemaker.service", enforce, timeout=120)
             return
         # pacemakerd always stays in the foreground: start-stop-daemon detaches it, with
         # the environment systemd would give it from /etc/default/pacemaker.

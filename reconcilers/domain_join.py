@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, Reconciler, pid_alive,
-    read_secret, systemd_running, validated_temp,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, Reconciler, enable_unit, pid_alive,
+    read_secret, systemd_running, unit_field, unit_states, validated_temp,
 )
 
 NSS_DATABASES = ("passwd", "group", "shadow")
@@ -65,6 +65,7 @@ class Paths:
     nsswitch: Path = Path("/etc/nsswitch.conf")
     pam_session: Path = Path("/etc/pam.d/common-session")
     sudoers_dir: Path = Path("/etc/sudoers.d")
+    sssd_wants: Path = Path("/etc/systemd/system/sssd.service.wants")  # its enabled responder sockets
 
     def sudoers(self, name: str) -> Path:
         # sudo skips files in sudoers.d whose name has a '.' or ends in '~': a DNS label has neither.
@@ -260,7 +261,15 @@ def default_computer_name() -> str:
     return socket.gethostname().split(".")[0].upper()[:15]
 
 
-def render_sssd_conf(name: str, spec: Any, computer: str) -> str:
+def responders_socket_activated(paths: Paths) -> bool:
+    """Whether systemd starts sssd's nss and pam responders on demand from their sockets
+    (Debian enables sssd-nss.socket and sssd-pam.socket with sssd): then sssd.conf must
+    not list them in `services`, or those sockets refuse to start (and the node is
+    `degraded`). Without systemd, sssd starts the responders `services` lists."""
+    return systemd_running() and all((paths.sssd_wants / f"sssd-{r}.socket").exists() for r in ("nss", "pam"))
+
+
+def render_sssd_conf(name: str, spec: Any, computer: str, socket_activated: bool = False) -> str:
     domain = spec.domain
     lines = [
         f"# {GENERATED_HEADER}",
@@ -268,7 +277,8 @@ def render_sssd_conf(name: str, spec: Any, computer: str) -> str:
         "",
         "[sssd]",
         "config_file_version = 2",
-        "services = nss, pam",
+        "# nss and pam responders: started by systemd from sssd-nss.socket and sssd-pam.socket"
+        if socket_activated else "services = nss, pam",
         f"domains = {domain}",
         "",
         f"[domain/{domain}]",
@@ -375,6 +385,7 @@ class DomainJoinReconciler(Reconciler):
     def __init__(self, paths: Paths | None = None) -> None:
         self.paths = paths or Paths()
         self.wanted: dict[str, Wanted] = {}
+        self.enforce = False  # metadata.drift: enforce: unmask/enable sssd.service when held
 
     # --- desired -----------------------------------------------------------------------------
 
@@ -383,9 +394,12 @@ class DomainJoinReconciler(Reconciler):
         for m in tree.on_node("DomainJoin", node.name):
             name, spec = m.metadata.name, m.spec
             computer = (spec.computerName or default_computer_name()).upper()
-            sssd_conf = render_sssd_conf(name, spec, computer)
+            sssd_conf = render_sssd_conf(name, spec, computer, responders_socket_activated(self.paths))
             sudoers = render_sudoers(name, sudo_group_names(spec))
             state = desired_state(name, spec, computer, sssd_conf, sudoers)
+            if systemd_running():  # sssd starts at boot, as the package installs it
+                state["units"] = {"sssd": "enabled"}
+            self.enforce = self.enforce or m.metadata.drift == "enforce"
             self.wanted[name] = Wanted(name, spec, computer, sssd_conf, sudoers, state)
             out[name] = Desired(state)
         return out
@@ -480,6 +494,8 @@ class DomainJoinReconciler(Reconciler):
             sssd=self.sssd_status(),
             files=files,
         )
+        if systemd_running():
+            state["units"] = unit_field(unit_states(node, ["sssd.service"]))
         return state
 
     def sssd_status(self) -> str:
@@ -579,6 +595,8 @@ class DomainJoinReconciler(Reconciler):
         self._write_marker(node, marker)
         if conf_changed or self.sssd_status() != "running":
             self.restart_sssd(node, flush_cache=conf_changed)
+        elif systemd_running() and have.get("units") != w.state.get("units"):
+            enable_unit(node, unit_states(node, ["sssd.service"])["sssd.service"], self.enforce)
 
     def _refuse_foreign_files(self, w: Wanted) -> None:
         """Never overwrite an sssd.conf or sudoers file that reconcile did not write."""
@@ -661,9 +679,9 @@ class DomainJoinReconciler(Reconciler):
     def restart_sssd(self, node: Node, flush_cache: bool) -> None:
         """(Re)start sssd so it reads the current sssd.conf; with systemd through systemctl,
         without it as a daemon of its own (pid file /run/sssd.pid)."""
-        if systemd_running():
-            node.run(["systemctl", "enable", "sssd"])
-            node.run(["systemctl", "restart", "sssd"])
+        if systemd_running():  # an operator's hold on sssd.service raises Held (base.enable_unit)
+            enable_unit(node, unit_states(node, ["sssd.service"])["sssd.service"], self.enforce)
+            node.run(["systemctl", "restart", "sssd.service"])
         else:
             self.stop_sssd(node)
             # --logger=files: without journald, sssd's default logger would drop everything
@@ -676,7 +694,9 @@ class DomainJoinReconciler(Reconciler):
 
     def stop_sssd(self, node: Node) -> None:
         if systemd_running():
-            node.run(["systemctl", "disable", "--now", "sssd"], check=False)
+            # Stopped, not disabled: as the package leaves it, enabled and skipped at boot
+            # by its unit's condition once sssd.conf is gone (so a new join is not "held").
+            node.run(["systemctl", "stop", "sssd.service"], check=False)
             return
         pid = pid_alive(self.paths.sssd_pid)
         if pid is None:

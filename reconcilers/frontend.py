@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from reconcilers.base import Change, Desired, Node, Reconciler
-from reconcilers.haproxy import HAProxy, desired_sections, render_frontend, watch
+from reconcilers.base import Change, Desired, Node, Reconciler, systemd_running
+from reconcilers.haproxy import UNIT, HAProxy, desired_sections, enforce_unit, render_frontend, watch
 
 
 class FrontendReconciler(Reconciler):
@@ -19,14 +19,18 @@ class FrontendReconciler(Reconciler):
 
     kind = "Frontend"
     after = ("Backend", "VirtualIP")
+    enforce = False
 
     def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
         frontends, _ = desired_sections(tree, node.name)
+        self.enforce = enforce_unit(tree, node.name)
+        # With systemd each Frontend also says that HAProxy starts at boot (`units`).
+        units = {"units": {"haproxy": "enabled"}} if systemd_running() else {}
         out = {}
         for manifest in tree.on_node("Frontend", node.name):
             spec = manifest.spec
             backends = dict.fromkeys([spec.defaultBackend, *(r.backend for r in spec.rules)])
-            out[manifest.metadata.name] = Desired(frontends[manifest.metadata.name],
+            out[manifest.metadata.name] = Desired(frontends[manifest.metadata.name] | units,
                                                   depends=tuple(("Backend", b) for b in backends))
         return out
 
@@ -39,10 +43,20 @@ class FrontendReconciler(Reconciler):
     def explain(self, change: Change, node: Node) -> list[str]:
         if change.action == "delete":
             return ["reload HAProxy (hitless) to remove the frontend"]
-        return HAProxy(node).preview("to load the frontend")
+        enabled = ((change.observed or {}).get("units") or {}).get("haproxy", "enabled")
+        if change.action == "update" and _config(change.observed) == _config(change.desired):
+            notes = []
+        else:
+            notes = HAProxy(node).preview("to load the frontend")
+        if enabled != "enabled":
+            notes.append(f"{UNIT} is {enabled}: " + (
+                "enabled again (metadata.drift: enforce)" if self.enforce else
+                "an operator's hold when masked, or disabled while its package enables it: reported, not undone "
+                "(metadata.drift: enforce to undo it)"))
+        return notes
 
     def apply(self, change: Change, node: Node) -> None:
-        haproxy = HAProxy(node)
+        haproxy = HAProxy(node, enforce=self.enforce)
         snap = haproxy.snapshot()
         section = render_frontend(change.name, change.desired) if change.desired is not None else None
         haproxy.install(snap, haproxy.compose(snap, "frontend", change.name, section))
@@ -51,11 +65,17 @@ class FrontendReconciler(Reconciler):
                 haproxy.start()
             return
         observed = snap.frontends().get(change.name)
-        if observed == change.desired:  # already done (idempotent)
-            return
-        new_binds = [b for b in (change.desired or {}).get("bind", []) if b not in (observed or {}).get("bind", [])]
-        haproxy.reload_or_restore(snap, new_binds)
+        if _config(observed) != _config(change.desired):
+            new_binds = [b for b in (change.desired or {}).get("bind", []) if b not in (observed or {}).get("bind", [])]
+            haproxy.reload_or_restore(snap, new_binds)
+        if change.desired is not None and (observed or {}).get("units") != change.desired.get("units"):
+            haproxy.enable()
 
     def watch(self, node: Node) -> Iterator[str]:  # type: ignore[override]
         """Yield when the managed file changes (the Backend watch also follows servers)."""
         return watch(node, servers=False)
+
+
+def _config(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A Frontend's state without whether HAProxy starts at boot: what a reload loads."""
+    return None if state is None else {k: v for k, v in state.items() if k != "units"}

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, CommandError, Node, pid_alive, systemd_running, validated_temp,
+    GENERATED_HEADER, ApplyError, AtomicWriter, CommandError, Node, enable_unit, pid_alive, start_unit,
+    systemd_running, unit_field, unit_states, validated_temp,
 )
 
 CONFIG = Path("/etc/haproxy/haproxy.cfg")
@@ -43,6 +44,7 @@ ADMIN_SOCKET = Path("/run/haproxy/admin.sock")
 MASTER_SOCKET = Path("/run/haproxy-master.sock")
 PIDFILE = Path("/run/haproxy.pid")
 STATE_FILE = Path("/var/lib/haproxy/server-state")
+UNIT = "haproxy.service"
 
 IN_SYNC = "as generated"
 EDITED = "edited by hand"
@@ -109,6 +111,12 @@ def desired_sections(tree: Any, node: str) -> tuple[dict[str, dict], dict[str, d
     frontends = {m.metadata.name: frontend_state(m.spec) for m in tree.on_node("Frontend", node)}
     backends = {m.metadata.name: backend_state(m.spec) for m in tree.on_node("Backend", node)}
     return frontends, backends
+
+
+def enforce_unit(tree: Any, node: str) -> bool:
+    """Whether a Frontend or Backend on `node` says `metadata.drift: enforce`: then
+    haproxy.service is unmasked and enabled even when an operator held it back."""
+    return any(m.metadata.drift == "enforce" for kind in ("Frontend", "Backend") for m in tree.on_node(kind, node))
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -572,6 +580,7 @@ class Snapshot:
     frontends_stat: dict[str, ProxyStat] = field(default_factory=dict)
     backends_stat: dict[str, ProxyStat] = field(default_factory=dict)
     written: ConfigFile | None = None  # our copy of what we last installed, to describe hand edits
+    units: dict[str, str] | None = None  # with systemd: {"haproxy": is-enabled}, shown on each Frontend
 
     # -- the two kinds' observed dicts
 
@@ -586,6 +595,8 @@ class Snapshot:
             state["mode"] = stat.mode or state.get("mode")
             if section:
                 state["config"] = self._config(section, lambda: render_frontend(name, state))
+            if self.units is not None:
+                state["units"] = self.units
             out[name] = state
         return out
 
@@ -696,9 +707,10 @@ class HAProxy:
     """HAProxy on this node: observe it, change servers at run time, install the file,
     start and reload it."""
 
-    def __init__(self, node: Node, config: Path = CONFIG):
+    def __init__(self, node: Node, config: Path = CONFIG, enforce: bool = False):
         self.node = node
         self.config = config
+        self.enforce = enforce  # metadata.drift: enforce: unmask/enable a unit an operator held back
         self.api = RuntimeAPI(node)
         self.written_copy = Path(node.state_dir) / "haproxy" / "haproxy.cfg.written"
 
@@ -715,11 +727,12 @@ class HAProxy:
                 written = parse_config(self.written_copy.read_text())
             except (OSError, UnicodeDecodeError):
                 pass
+        units = unit_field(unit_states(self.node, [UNIT])) if systemd_running() else None
         if not self.running():
-            return Snapshot(file, False, written=written)
+            return Snapshot(file, False, written=written, units=units)
         servers = parse_servers_state(self.api.command("show servers state", read_only=True))
         frontends, backends = parse_stat(self.api.command("show stat -1 7 -1", read_only=True))
-        return Snapshot(file, True, servers, frontends, backends, written)
+        return Snapshot(file, True, servers, frontends, backends, written, units)
 
     # -- the file
 
@@ -789,11 +802,16 @@ class HAProxy:
         self.node.runner.guard("write", [str(ADMIN_SOCKET.parent)], read_only=False)
         ADMIN_SOCKET.parent.mkdir(parents=True, exist_ok=True)
         if systemd_running():
-            self.node.run(["systemctl", "start", "haproxy"], timeout=60)
+            start_unit(self.node, UNIT, self.enforce)
         else:
             self.node.run(["haproxy", "-W", "-D", "-S", str(MASTER_SOCKET), "-p", str(PIDFILE), "-f", str(self.config)],
                           timeout=60)
         self._wait(self.running, 10.0, "HAProxy started but its admin socket did not answer")
+
+    def enable(self) -> None:
+        """Have haproxy.service start at boot (systemd), unless an operator holds it back."""
+        if systemd_running():
+            enable_unit(self.node, unit_states(self.node, [UNIT])[UNIT], self.enforce)
 
     def reload(self) -> None:
         """Hitless reload through the master: save the server state, ask the master to

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from reconcilers.base import GENERATED_HEADER, ApplyError, CommandError, Node, pid_alive, systemd_running
+from reconcilers.base import GENERATED_HEADER, ApplyError, CommandError, Node, pid_alive, start_unit, systemd_running
 
 CONFIG = Path("/etc/keepalived/keepalived.conf")
 PIDFILE = Path("/run/keepalived.pid")
@@ -338,6 +338,9 @@ def parse_ip_addr(text: str) -> dict[str, set[str]]:
     return out
 
 
+UNIT = "keepalived.service"
+
+
 def holders(addrs: dict[str, set[str]], address: str) -> set[str]:
     """The interfaces holding `address` (compared without the prefix: the same IP with a
     different prefix length is still the same IP on the wire)."""
@@ -399,7 +402,9 @@ class Keepalived:
 
     # -- changing
 
-    def start(self, timeout: float = 10.0) -> int:
+    def start(self, timeout: float = 10.0, enforce: bool = False) -> int:
+        """Start keepalived and wait until it answers; with systemd through its unit (which
+        must then be enabled: an operator's hold on it raises Held, see base.start_unit)."""
         # A VRRP process whose parent was killed is still sending its goodbye (priority 0)
         # and releasing its addresses; a new keepalived refuses to start next to it.
         orphan = pid_alive(VRRP_PIDFILE)
@@ -410,7 +415,7 @@ class Keepalived:
                                  "without its parent; end it, then apply again")
             time.sleep(0.05)
         if systemd_running():
-            self.node.run(["systemctl", "enable", "--now", "keepalived.service"])
+            start_unit(self.node, UNIT, enforce)
         else:
             # keepalived forks into the background itself and closes its output.
             self.node.run(["keepalived", "--use-file", str(CONFIG), "--pid", str(PIDFILE),

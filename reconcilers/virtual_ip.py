@@ -34,10 +34,11 @@ from typing import Any, Iterator
 
 import reconcilers
 from reconcilers.base import (
-    ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler, validated_temp,
+    ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Held, Node, Reconciler, enable_unit,
+    systemd_running, unit_field, unit_states, validated_temp,
 )
 from reconcilers.keepalived import (
-    CONFIG, MASTER, Keepalived, ParsedConfig, RunningInstance, VrrpInstance, config_signature, holders,
+    CONFIG, MASTER, UNIT, Keepalived, ParsedConfig, RunningInstance, VrrpInstance, config_signature, holders,
     master_down_seconds, parse_config, parse_ip_addr, read_config, render_config, without_addresses,
 )
 
@@ -121,9 +122,12 @@ def _ip(address: str | None) -> str:
     return (address or "").split("/")[0]
 
 
-def runtime_ok() -> dict[str, Any]:
-    """The run-time half of a VIP's desired state."""
-    return {"keepalived": RUNNING, "staleAddress": False, "vipPresentOnMaster": True}
+def runtime_ok(systemd: bool = False) -> dict[str, Any]:
+    """The run-time half of a VIP's desired state (with systemd: keepalived starts at boot)."""
+    state: dict[str, Any] = {"keepalived": RUNNING, "staleAddress": False, "vipPresentOnMaster": True}
+    if systemd:
+        state["units"] = {"keepalived": "enabled"}
+    return state
 
 
 class VirtualIPReconciler(Reconciler):
@@ -140,6 +144,8 @@ class VirtualIPReconciler(Reconciler):
         self.running = False
         self.addrs: dict[str, set[str]] = {}
         self.outcome: str | Exception | None = None
+        self.enforce = False  # a manifest says metadata.drift: enforce (unmask/enable keepalived)
+        self.units: dict[str, str] | None = None  # observed with systemd: {"keepalived": is-enabled}
 
     # -- observe
 
@@ -155,14 +161,22 @@ class VirtualIPReconciler(Reconciler):
         self.dump = daemon.dump(pid) if pid is not None and ours else None
         self.addrs = parse_ip_addr(node.run(["ip", "-j", "addr"], read_only=True).stdout)
         self.outcome = None
-        return observed_vips(self.config, pid is not None, self.dump, self.addrs)
+        vips = observed_vips(self.config, pid is not None, self.dump, self.addrs)
+        if systemd_running():
+            self.units = unit_field(unit_states(node, [UNIT]))
+            for state in vips.values():
+                state["units"] = self.units
+        return vips
 
     # -- desired
 
     def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
         self.instances = desired_instances(tree, node.name)
-        out = {vip: Desired(inst.vip_state(vip, address) | runtime_ok())
+        systemd = systemd_running()
+        out = {vip: Desired(inst.vip_state(vip, address) | runtime_ok(systemd))
                for inst in self.instances for vip, address in inst.addresses}
+        self.enforce = any(vip.metadata.drift == "enforce" for vip in tree.on_node("VirtualIP", node.name)
+                           if vip.spec.manager == "keepalived")
         if not _installed("ClusterResource"):
             for vip in tree.on_node("VirtualIP", node.name):
                 if vip.spec.manager == "pacemaker":
@@ -197,6 +211,12 @@ class VirtualIPReconciler(Reconciler):
         moved = self._moved()
         if moved:
             notes.append(f"{', '.join(sorted(moved))} changes VRRP instance: two reloads (without it, then with it)")
+        enabled = (have.get("units") or {}).get("keepalived", "enabled")
+        if enabled != "enabled":
+            notes.append(f"{UNIT} is {enabled}: " + (
+                "enabled again (metadata.drift: enforce)" if self.enforce else
+                "an operator's hold when masked, or disabled while its package enables it: reported, not undone "
+                "(metadata.drift: enforce to undo it)"))
         if change.action == "delete" and not self.instances:
             notes.append("last keepalived VIP on this node: keepalived will be stopped and its file removed")
         elif not self.running:
@@ -217,7 +237,7 @@ class VirtualIPReconciler(Reconciler):
             try:
                 self._converge(node)
                 self.outcome = "done"
-            except (ApplyError, CommandError, OSError) as err:
+            except (ApplyError, CommandError, OSError, Held) as err:
                 self.outcome = err
         if isinstance(self.outcome, Exception):
             raise self.outcome
@@ -248,6 +268,8 @@ class VirtualIPReconciler(Reconciler):
                 daemon.stop(pid)
         self._install(node, daemon, self.instances)
         self._restore_master_addresses(node, daemon)
+        if systemd_running():  # running, but not started at boot: enabled, unless an operator's hold
+            enable_unit(node, unit_states(node, [UNIT])[UNIT], self.enforce)
 
     def _install(self, node: Node, daemon: Keepalived, instances: list[VrrpInstance]) -> None:
         """Write the file (validated by keepalived -t on the temp file), then start keepalived
@@ -256,7 +278,7 @@ class VirtualIPReconciler(Reconciler):
                                            validate=daemon.check)
         pid = daemon.pid()
         if pid is None:
-            daemon.start()
+            daemon.start(enforce=self.enforce)
         elif written or not self._runs(instances):
             daemon.reload(pid)
         daemon.wait_loaded(instances)
