@@ -480,6 +480,20 @@ def enable_unit(node: Node, state: UnitState, enforce: bool) -> None:
         node.run(["systemctl", "enable", state.name])
 
 
+def unit_notes(node: Node, units: Sequence[str], enforce: bool) -> list[str]:
+    """Plan notes for units that do not start at boot: what apply will do about each."""
+    notes = []
+    for state in unit_states(node, units).values():
+        if state.enabled in ENABLED:
+            continue
+        why = state.held or f"{state.name} is {state.enabled or 'unknown'}"
+        if state.held and not enforce:
+            notes.append(f"{why}: an operator's hold, reported and left so (metadata.drift: enforce undoes it)")
+        else:
+            notes.append(f"{why}: {'unmasked and ' if 'masked' in why else ''}enabled by apply")
+    return notes
+
+
 def start_unit(node: Node, unit: str, enforce: bool, timeout: float = 60.0) -> None:
     """`systemctl start` a unit after making sure it is enabled (see `enable_unit`): a unit
     the operator stopped *and* holds (disable --now, mask) is not started again."""

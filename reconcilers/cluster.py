@@ -40,7 +40,7 @@ from typing import Any, Iterator
 from reconcilers import pacemaker
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler, read_secret,
-    enable_unit, pid_alive, start_unit, systemd_running, unit_field, unit_states,
+    enable_unit, pid_alive, start_unit, systemd_running, unit_field, unit_notes, unit_states,
 )
 from schemas.common import duration_ms
 
@@ -404,12 +404,8 @@ class ClusterReconciler(Reconciler):
                          f"{change.name!r}")
         elif observed.get("file") == "not written by reconcile" or (change.action == "create" and COROSYNC_CONF.exists()):
             notes.append(f"replaces {COROSYNC_CONF}, which reconcile did not write")
-        for unit, enabled in (observed.get("units") or {}).items():
-            if enabled != "enabled":
-                notes.append(f"{unit}.service is {enabled}: " + (
-                    "enabled again (metadata.drift: enforce)" if self._enforce.get(change.name) else
-                    "an operator's hold when masked, or disabled while its package enables it: reported, "
-                    "not undone (metadata.drift: enforce to undo it)"))
+        if any(v != "enabled" for v in (observed.get("units") or {}).values()):
+            notes += unit_notes(node, UNITS, self._enforce.get(change.name, False))
         running = (observed.get("daemons") or {}).get("corosync") == "running"
         before, after = observed.get("corosync") or {}, (change.desired or {}).get("corosync") or {}
         restart = [f for f in RESTART_FIELDS if f in before and before.get(f) != after.get(f)]

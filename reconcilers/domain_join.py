@@ -42,7 +42,7 @@ from typing import Any, Iterator
 
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, Reconciler, enable_unit, pid_alive,
-    read_secret, systemd_running, unit_field, unit_states, validated_temp,
+    read_secret, systemd_running, unit_field, unit_notes, unit_states, validated_temp,
 )
 
 NSS_DATABASES = ("passwd", "group", "shadow")
@@ -565,9 +565,12 @@ class DomainJoinReconciler(Reconciler):
             where = f" in {m['ou']}" if m.get("ou") else ""
             notes.append(f"join {m['domain']} as {m['computerName']}$"
                          f"{where} (adcli, password from {self.wanted[change.name].spec.password.describe()})")
-        if self._sssd_needs_restart(want, have) and have:
+        held = []
+        if systemd_running() and (have.get("units") or {}).get("sssd", "enabled") != "enabled":
+            held = unit_notes(node, ["sssd.service"], self.enforce)
+        if self._sssd_needs_restart(want, have) and have and not any("operator's hold" in n for n in held):
             notes.append("restart sssd (its configuration changes; no rejoin)")
-        return notes
+        return notes + held
 
     # --- apply -------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from reconcilers.base import Change, Desired, Node, Reconciler, systemd_running
+from reconcilers.base import Change, Desired, Node, Reconciler, systemd_running, unit_notes
 from reconcilers.haproxy import UNIT, HAProxy, desired_sections, enforce_unit, render_frontend, watch
 
 
@@ -43,16 +43,12 @@ class FrontendReconciler(Reconciler):
     def explain(self, change: Change, node: Node) -> list[str]:
         if change.action == "delete":
             return ["reload HAProxy (hitless) to remove the frontend"]
-        enabled = ((change.observed or {}).get("units") or {}).get("haproxy", "enabled")
-        if change.action == "update" and _config(change.observed) == _config(change.desired):
-            notes = []
-        else:
+        notes = []
+        if not (change.action == "update" and _config(change.observed) == _config(change.desired)):
             notes = HAProxy(node).preview("to load the frontend")
-        if enabled != "enabled":
-            notes.append(f"{UNIT} is {enabled}: " + (
-                "enabled again (metadata.drift: enforce)" if self.enforce else
-                "an operator's hold when masked, or disabled while its package enables it: reported, not undone "
-                "(metadata.drift: enforce to undo it)"))
+        if ((change.observed or {}).get("units") or {}).get("haproxy", "enabled") != "enabled" or \
+                (change.action == "create" and systemd_running()):  # stopped: held back, or started?
+            notes += unit_notes(node, [UNIT], self.enforce)
         return notes
 
     def apply(self, change: Change, node: Node) -> None:

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import reconcilers
 from reconcilers.base import (
     ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Held, Node, Reconciler, enable_unit,
-    systemd_running, unit_field, unit_states, validated_temp,
+    systemd_running, unit_field, unit_notes, unit_states, validated_temp,
 )
 from reconcilers.keepalived import (
     CONFIG, MASTER, UNIT, Keepalived, ParsedConfig, RunningInstance, VrrpInstance, config_signature, holders,
@@ -211,12 +211,10 @@ class VirtualIPReconciler(Reconciler):
         moved = self._moved()
         if moved:
             notes.append(f"{', '.join(sorted(moved))} changes VRRP instance: two reloads (without it, then with it)")
-        enabled = (have.get("units") or {}).get("keepalived", "enabled")
-        if enabled != "enabled":
-            notes.append(f"{UNIT} is {enabled}: " + (
-                "enabled again (metadata.drift: enforce)" if self.enforce else
-                "an operator's hold when masked, or disabled while its package enables it: reported, not undone "
-                "(metadata.drift: enforce to undo it)"))
+        if (have.get("units") or {}).get("keepalived", "enabled") != "enabled":
+            notes += unit_notes(node, [UNIT], self.enforce)
+            if change.action == "update" and _without_units(have) == _without_units(change.desired):
+                return notes  # only the unit differs: keepalived is neither started nor reloaded
         if change.action == "delete" and not self.instances:
             notes.append("last keepalived VIP on this node: keepalived will be stopped and its file removed")
         elif not self.running:
@@ -400,6 +398,10 @@ def _with_prefix(addrs: dict[str, set[str]], address: str, interface: str) -> st
     """The address as the interface holds it (its prefix may differ from the manifest's)."""
     ip = address.split("/")[0]
     return next((a for a, ifs in addrs.items() if a.split("/")[0] == ip and interface in ifs), address)
+
+
+def _without_units(state: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (state or {}).items() if k != "units"}
 
 
 def _installed(kind: str) -> bool:
