@@ -498,13 +498,14 @@ _counter = itertools.count(1)
 
 
 @contextlib.contextmanager
-def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, prefix: str = "t") -> Iterator[Lab]:
+def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, systemd: bool = False,
+                  prefix: str = "t") -> Iterator[Lab]:
     """A lab under a name no other live process uses (`t<pid>-<n>`), torn down on exit
     even when the body fails. Marked ephemeral: if this process is killed,
     `sweep_orphans` (run by the test session) removes what it left."""
     lab = Lab(f"{prefix}{os.getpid()}-{next(_counter)}")
     try:
-        yield lab.up(nodes=nodes, domain_controller=domain_controller, ephemeral=True)
+        yield lab.up(nodes=nodes, domain_controller=domain_controller, systemd=systemd, ephemeral=True)
     finally:
         lab.down()
 
@@ -516,8 +517,13 @@ def reconcile(lab: Lab, node: str, *args: str, **kwargs: Any) -> subprocess.Comp
 
 def sweep_orphans(base: Path = config.LAB_BASE) -> list[str]:
     """Tear down ephemeral (test) labs whose owning process has ended, e.g. a killed
-    pytest run. Labs of live processes and labs made by `reconcile lab up` are kept."""
+    pytest run. Labs of live processes and labs made by `reconcile lab up` are kept.
+    systemd nodes outlive a killed run (their LXC monitors are re-parented to the host's
+    init): they go with their lab, and so do containers of labs whose record is gone."""
     removed = []
+    for name in systemd_node.unrecorded_labs(Path(base)):
+        Lab(name, base=Path(base)).down()
+        removed.append(name)
     for d in sorted(Path(base).glob("*/lab.json")):
         try:
             rec = json.loads(d.read_text())

@@ -254,12 +254,26 @@ def _cgroup_roots() -> list[Path]:
     return [Path(m) for m in _cgroup_mounts()]
 
 
+FOLDER_RE = re.compile(r"^lxc\.(payload|monitor)\.(.+)-(lb\d+|dc\d+)$")
+
+
 def _mine(lab: str, folder: str) -> bool:
     """Whether a top-level cgroup folder is one LXC made for a container of lab `lab`
-    (`lxc.payload.<lab>-lb1`, `lxc.monitor.<lab>-lb1`). Lab names never end in a node
-    name, so `t1-1` never matches the folders of lab `t1-12`."""
-    m = re.match(r"^lxc\.(payload|monitor)\.(.+)-(lb\d+|dc\d+)$", folder)
+    (`lxc.payload.<lab>-lb1`, `lxc.monitor.<lab>-lb1`). The node name is the last part,
+    so lab `t1-1` never matches the folders of lab `t1-12`."""
+    m = FOLDER_RE.match(folder)
     return bool(m) and m.group(2) == lab
+
+
+def unrecorded_labs(base: Path) -> list[str]:
+    """Labs whose systemd nodes left control groups but that have no record under `base`
+    (its folder was removed by hand while they ran): `sweep_orphans` ends them too. A lab
+    writes its record before it starts anything, so a lab being built is never one."""
+    from controller.lab.config import NAME_RE
+
+    found = {m.group(2) for root in _cgroup_roots() if root.is_dir() for d in os.listdir(root)
+             if (m := FOLDER_RE.match(d)) and NAME_RE.match(m.group(2))}
+    return sorted(lab for lab in found if not (base / lab / "lab.json").exists())
 
 
 def leftover_cgroups(lab: str) -> list[Path]:
