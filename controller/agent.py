@@ -455,7 +455,9 @@ class Agent:
         save_run(self.config.state_dir, data, collapse=True)
         self.metrics.run(record, trigger)
         self.metrics.in_backoff.set(len(self.backoff.objects))
-        level = logging.INFO if changed else logging.DEBUG
+        # An idle run is not worth a line, except one an operator asked for (SIGHUP,
+        # `systemctl reload`): they look for its outcome.
+        level = logging.INFO if changed or trigger == "signal" else logging.DEBUG
         # One entry per run and one per object that did not stay in sync, each with the
         # revision (and the object) as journal fields (controller/journal.py).
         log.log(level, "revision %s (%s): %s in %.2fs", revision.sha[:12], trigger, record.result, record.seconds,

@@ -14,6 +14,10 @@ ALLOW: dict[str, list[str]] = {
     "exec": [
         # --- generic
         r"^(/usr/bin/)?(hostname|uname|id|cat /proc/)",
+        # where systemd runs the daemons: whether their units are active and enabled, one
+        # `systemctl show` for several (never start/stop/enable/reload)
+        r"^systemctl show --property=Id,LoadState,ActiveState,UnitFileState,UnitFilePreset --"
+        r"( [a-z0-9@-]+\.service)+$",
         # --- VirtualIP (keepalived)
         # keepalived's build-specific signal numbers, and `keepalived -t` on a temp file
         r"^keepalived --signum=JSON$",
@@ -54,8 +58,6 @@ ALLOW: dict[str, list[str]] = {
         r"^/usr/lib(exec)?/pacemaker/pacemaker-(schedulerd|controld|based) metadata$",
         # Corosync's own parser on a rendered corosync.conf in a temp folder
         r"^corosync -t -c /[A-Za-z0-9_./-]*reconcile-corosync-[A-Za-z0-9_]+/corosync\.conf$",
-        # the daemons' state where systemd runs them
-        r"^systemctl is-active corosync pacemaker$",
         # --- DomainJoin
         # the machine principal in the keytab; whether AD still accepts the membership
         r"^klist -k /[A-Za-z0-9_./-]+$",
