@@ -453,8 +453,13 @@ def unit_states(node: Node, units: Sequence[str]) -> dict[str, UnitState]:
     """One read-only `systemctl show` for several units: name → UnitState."""
     r = node.run(["systemctl", "show", "--property=Id,LoadState,ActiveState,UnitFileState,UnitFilePreset",
                   "--", *units], read_only=True, check=False, timeout=30)
+    return parse_unit_states(r.stdout, units)
+
+
+def parse_unit_states(text: str, units: Sequence[str]) -> dict[str, UnitState]:
+    """`systemctl show` output: one block of KEY=value lines per unit, in the order asked."""
     out: dict[str, UnitState] = {}
-    for unit, block in zip(units, r.stdout.strip().split("\n\n")):
+    for unit, block in zip(units, text.strip().split("\n\n")):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         out[unit] = UnitState(unit, props.get("LoadState", ""), props.get("ActiveState", ""),
                               props.get("UnitFileState", ""), props.get("UnitFilePreset", ""))

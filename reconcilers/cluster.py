@@ -47,6 +47,7 @@ from schemas.common import duration_ms
 log = logging.getLogger("reconcile.cluster")
 
 COROSYNC_CONF = Path("/etc/corosync/corosync.conf")
+CONFFILE = Path("/etc/corosync/corosync.conf")  # its name in dpkg's records, wherever it is read from
 AUTHKEY = Path("/etc/corosync/authkey")
 COROSYNC_LOG = "/var/log/corosync/corosync.log"
 COROSYNC_PIDFILE = Path("/run/corosync.pid")
@@ -226,11 +227,11 @@ def _environment_file(path: Path) -> dict[str, str]:
 # --- the distribution's default cluster ---------------------------------------------------
 
 
-def untouched_package_file(path: Path, text: str, status: Path = DPKG_STATUS) -> bool:
+def untouched_package_file(path: Path, text: str, status: Path | None = None) -> bool:
     """Whether `text` is `path` exactly as its Debian package shipped it: the md5 sum dpkg
     recorded for that conffile (its own test of "modified by the administrator")."""
     try:
-        lines = status.read_text(errors="replace").splitlines()
+        lines = (status or DPKG_STATUS).read_text(errors="replace").splitlines()
     except OSError:
         return False
     prefix = f" {path} "
@@ -238,11 +239,11 @@ def untouched_package_file(path: Path, text: str, status: Path = DPKG_STATUS) ->
     return hashlib.md5(text.encode()).hexdigest() in recorded
 
 
-def default_cluster(text: str, cib: ET.Element | None, status: Path = DPKG_STATUS) -> str | None:
+def default_cluster(text: str, cib: ET.Element | None, status: Path | None = None) -> str | None:
     """The name of the packages' default one-node cluster when that is all this node has
     (corosync.conf untouched since the package installed it, one node, and a CIB without
     resources or constraints), else None: any other cluster is never replaced."""
-    if GENERATED_HEADER in text or not untouched_package_file(COROSYNC_CONF, text, status):
+    if GENERATED_HEADER in text or not untouched_package_file(CONFFILE, text, status):
         return None
     settings = observed_settings(parse_corosync_conf(text))
     if len(settings["nodes"]) != 1:

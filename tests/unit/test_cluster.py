@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from controller.loader import load_tree
 from reconcilers import cluster as cluster_mod
-from reconcilers.base import GENERATED_HEADER, Node, Runner
+from reconcilers.base import GENERATED_HEADER, Change, Node, Runner
 from reconcilers.cluster import (
     ClusterReconciler, corosync_settings, observed_settings, parse_corosync_conf, render_corosync_conf,
 )
@@ -159,3 +161,60 @@ def test_whether_this_machine_holds_an_address_is_read_from_proc():
     # 192.0.2.0/24 exists only inside lab namespaces, never on the machine running unit tests
     assert cluster_mod._address_is_local("127.0.0.1")
     assert not cluster_mod._address_is_local("192.0.2.11")
+
+
+# --- the packages' default cluster (a fresh Debian node) -----------------------------------------
+
+DEBIAN = (FIXTURES / "corosync.conf.debian-default").read_text()
+STATUS = FIXTURES / "dpkg-status-corosync"  # dpkg's record of the package, with the conffile's md5
+EMPTY_CIB = ("<cib><configuration><crm_config/><nodes><node id='1' uname='node1'/></nodes>"
+             "<resources/><constraints/></configuration></cib>")
+
+
+def cib(text: str):
+    from reconcilers.pacemaker import parse_xml
+
+    return parse_xml(text)
+
+
+def test_an_untouched_package_file_is_recognised_by_dpkgs_md5():
+    assert cluster_mod.untouched_package_file(cluster_mod.COROSYNC_CONF, DEBIAN, STATUS)
+    assert not cluster_mod.untouched_package_file(cluster_mod.COROSYNC_CONF, DEBIAN + "# edited\n", STATUS)
+    assert not cluster_mod.untouched_package_file(Path("/etc/other.conf"), DEBIAN, STATUS)
+    assert not cluster_mod.untouched_package_file(cluster_mod.COROSYNC_CONF, DEBIAN, STATUS.with_name("missing"))
+
+
+def test_the_packages_default_one_node_cluster_without_resources_may_be_replaced():
+    assert cluster_mod.default_cluster(DEBIAN, None, STATUS) == "debian"  # Pacemaker never ran
+    assert cluster_mod.default_cluster(DEBIAN, cib(EMPTY_CIB), STATUS) == "debian"
+
+
+@pytest.mark.parametrize("why, text, cib_text", [
+    ("the file was edited", DEBIAN.replace("cluster_name: debian", "cluster_name: ops"), EMPTY_CIB),
+    ("a comment was added", "# mine\n" + DEBIAN, EMPTY_CIB),
+    ("it runs a resource", DEBIAN, EMPTY_CIB.replace("<resources/>",
+                                                     "<resources><primitive id='ip' class='ocf' provider='heartbeat' "
+                                                     "type='IPaddr2'/></resources>")),
+    ("it has a constraint", DEBIAN, EMPTY_CIB.replace("<constraints/>",
+                                                      "<constraints><rsc_location id='l' rsc='x' node='node1' "
+                                                      "score='1'/></constraints>")),
+    ("reconcile wrote it", f"# {GENERATED_HEADER}\n" + DEBIAN, EMPTY_CIB),
+])
+def test_any_other_existing_cluster_is_never_replaced(why, text, cib_text):
+    assert cluster_mod.default_cluster(text, cib(cib_text), STATUS) is None, why
+
+
+def test_the_plan_says_the_default_cluster_is_replaced_and_a_foreign_one_is_not(tmp_path, monkeypatch):
+    rec, _ = desired(tmp_path)
+    node = Node("lb1", Runner(dry_run=True))
+    conf = tmp_path / "corosync.conf"
+    monkeypatch.setattr(cluster_mod, "COROSYNC_CONF", conf)
+    monkeypatch.setattr(cluster_mod, "CIB_DIR", tmp_path / "cib")
+    monkeypatch.setattr(cluster_mod, "DPKG_STATUS", STATUS)
+    monkeypatch.setattr(cluster_mod, "daemons_running", lambda node: {"corosync": False, "pacemaker": False})
+    change = Change("Cluster", "web", "create", {}, None)
+    conf.write_text(DEBIAN)
+    assert any("replaces the packages' default one-node cluster 'debian'" in n for n in rec.explain(change, node))
+    conf.write_text(DEBIAN.replace("debug: off", "debug: on"))
+    notes = rec.explain(change, node)
+    assert not any("default one-node" in n for n in notes) and any("reconcile did not write" in n for n in notes), notes

@@ -4,6 +4,7 @@ validators (visudo, sssctl) on temp files, and schema errors through the loader.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -398,3 +399,36 @@ def test_watch_reports_an_edit_of_a_managed_file_and_not_of_others(tmp_path, pat
         stop.set()
         thread.join(5)
     assert events == [f"changed: {paths.sudoers('corp')}"]
+
+
+# --- sssd's responders under systemd ---------------------------------------------------------
+
+
+def test_sssd_conf_lists_responders_only_when_systemd_does_not_start_them_from_sockets(tmp_path, paths, monkeypatch):
+    from reconcilers import domain_join
+
+    wants = tmp_path / "sssd.service.wants"
+    paths = dataclasses.replace(paths, sssd_wants=wants)
+    rec, desired = planned(tmp_path, paths)
+    assert "services = nss, pam\n" in rec.wanted["corp"].sssd_conf  # the init-less lab, containers
+    monkeypatch.setattr(domain_join, "systemd_running", lambda: True)
+    wants.mkdir()
+    (wants / "sssd-nss.socket").symlink_to("/lib/systemd/system/sssd-nss.socket")
+    assert not domain_join.responders_socket_activated(paths)  # pam's socket is not enabled
+    (wants / "sssd-pam.socket").symlink_to("/lib/systemd/system/sssd-pam.socket")
+    assert domain_join.responders_socket_activated(paths)
+    conf = domain_join.render_sssd_conf("corp", rec.wanted["corp"].spec, rec.wanted["corp"].computer, socket_activated=True)
+    assert "services" not in conf.replace("# nss and pam responders", "")
+    assert conf.replace("# nss and pam responders: started by systemd from sssd-nss.socket and sssd-pam.socket\n",
+                        "services = nss, pam\n") == rec.wanted["corp"].sssd_conf
+
+
+def test_sssd_conf_without_services_passes_sssctl(tmp_path, paths):
+    from reconcilers import domain_join
+
+    rec, _ = planned(tmp_path, paths)
+    conf = domain_join.render_sssd_conf("corp", rec.wanted["corp"].spec, rec.wanted["corp"].computer, socket_activated=True)
+    candidate = tmp_path / "sssd.conf"
+    candidate.write_text(conf)
+    candidate.chmod(0o600)
+    check_sssd_conf(node(tmp_path, dry_run=True), candidate, paths.sssd_snippets)  # raises if refused
