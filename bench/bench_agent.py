@@ -238,7 +238,7 @@ def main() -> int:
     p.add_argument("--log", type=Path, default=None, help="copy the agent's log here at the end")
     args = p.parse_args()
     try:
-        import reconcilers.backend  # noqa: F401
+        import reconcilers.haproxy.reconciler  # noqa: F401
         have_haproxy = True
     except ModuleNotFoundError:
         have_haproxy = False

@@ -34,24 +34,24 @@ class SyntheticBackends(Reconciler):
     kind = "Backend"
 
     def desired(self, tree, node):
-        return {m.metadata.name: Desired({
+        return {self.kind: {m.metadata.name: Desired({
             "mode": m.spec.mode, "balance": m.spec.balance,
             "servers": {s.name: {"address": s.address, "port": s.port, "weight": s.weight, "backup": s.backup}
                         for s in m.spec.servers}})
-            for m in tree.on_node("Backend", node.name)}
+            for m in tree.on_node("Backend", node.name)}}
 
     def observe(self, node):
-        return OBSERVED
+        return {self.kind: OBSERVED}
 
 
 class NoCluster(Reconciler):
     kind = "Cluster"
 
     def desired(self, tree, node):
-        return {}
+        return {self.kind: {}}
 
     def observe(self, node):
-        return {}
+        return {self.kind: {}}
 
 
 def generate(root: Path, n: int) -> None:
@@ -112,6 +112,7 @@ def measure(n: int, repeat: int = 3) -> tuple[float, float, int]:
 
 def main() -> None:
     reconcilers.REGISTRY["Backend"] = f"{__name__}:SyntheticBackends"
+    reconcilers.REGISTRY["Frontend"] = f"{__name__}:SyntheticBackends"  # the HAProxy reconciler owns both
     reconcilers.REGISTRY["Cluster"] = f"{__name__}:NoCluster"
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1000, 10000]
     print(f"{'objects':>8} {'load+validate':>14} {'plan':>8} {'total':>8} {'per object':>11} {'changes':>8}")

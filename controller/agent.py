@@ -241,7 +241,8 @@ class Agent:
         self.last_record: RunRecord | None = None
         self.last_trigger = ""
         self.runs = 0
-        self.drift_events = 0
+        self.drift_events = 0  # watch events that were drift (the node differed)
+        self.drift_kinds: set[str] = set()  # reconcilers whose watch fired since the last check
         self.started = time.time()
         self.busy_since: float | None = None  # when the cycle in progress began
         self.next_resync = time.monotonic() + config.resync
@@ -329,8 +330,8 @@ class Agent:
         """Look at the source if asked, choose the revision to apply, run it."""
         trigger = _trigger_name(reasons)
         self.last_trigger = trigger
-        if "drift" in reasons:
-            log.info("drift: %s", reasons["drift"])
+        if set(reasons) == {"drift"} and not self._is_drift(reasons["drift"]):
+            return None
         if SOURCE_TRIGGERS & set(reasons):
             self._sync_source()
         record = None
@@ -358,6 +359,32 @@ class Agent:
                 record = self._run(good, trigger)
         self._write_status()
         return record
+
+    def _is_drift(self, detail: str) -> bool:
+        """A watch event is drift only if the node now differs from the revision enforced:
+        the agent's own writes, reloads and the addresses keepalived takes after a run fire
+        watches too, and must not count or cause a run (one commit, one run). Read-only:
+        observe and diff, no native validation, nothing recorded."""
+        kinds, self.drift_kinds = sorted(self.drift_kinds) or ["?"], set()
+        good = self.good or self._restore_good()
+        if good is None:
+            return True
+        node = Node(self.config.node, Runner(dry_run=True), self.config.state_dir)
+        try:
+            differs = Engine(good[1], node).differs()
+        except Exception as err:  # when in doubt it is drift: better a run too many
+            log.debug("drift check failed: %s", err)
+            differs = True
+        if not differs:
+            log.debug("watch event, node still in sync (not drift): %s", detail)
+            self.quiet_gap = min(max(self.quiet_gap * 2, QUIET_DRIFT_GAP[0]), QUIET_DRIFT_GAP[1])
+            self.last_run_end = time.monotonic()
+            return False
+        log.info("drift: %s", detail)
+        self.drift_events += 1
+        for kind in kinds:
+            self.metrics.drift_events.labels(kind=kind).inc()
+        return True
 
     def _sync_source(self) -> None:
         try:
@@ -483,17 +510,19 @@ class Agent:
         self._thread("source", gen, "commit")
 
     def _ensure_watchers(self, engine: Engine) -> None:
+        """One watch per reconciler (Frontend and Backend share one: one file, one event)."""
         if self.config.once:
             return
-        for kind, reconciler in engine.reconcilers.items():
-            if kind in self.watchers:
+        for reconciler in engine.owners:
+            label = "+".join(reconciler.kinds)
+            if label in self.watchers:
                 continue
             cls = type(reconciler)
             if getattr(cls, "watch", None) is None:
-                self.watchers[kind] = None  # this kind has nothing to watch: resyncs only
+                self.watchers[label] = None  # nothing to watch: resyncs only
                 continue
             node = Node(self.config.node, Runner(dry_run=True), self.config.state_dir)  # watching only reads
-            self._thread(f"watch-{kind}", lambda cls=cls, node=node: cls().watch(node), "drift", kind)
+            self._thread(f"watch-{label}", lambda cls=cls, node=node: cls().watch(node), "drift", label)
 
     def _thread(self, name: str, make: Callable[[], Any], trigger: str, kind: str = "") -> None:
         def loop() -> None:
@@ -505,8 +534,7 @@ class Agent:
                         if self.stopping.is_set():
                             return
                         if kind:
-                            self.drift_events += 1
-                            self.metrics.drift_events.labels(kind=kind).inc()
+                            self.drift_kinds.add(kind)
                         self.triggers.put(trigger, f"{kind}: {reason}" if kind else str(reason))
                 except Exception as err:  # a broken watch must not end the agent
                     log.warning("%s stopped: %s; restarting", name, err)

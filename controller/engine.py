@@ -8,6 +8,8 @@ runner it uses refuses any command not declared read-only.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
 import traceback
@@ -19,7 +21,7 @@ from controller.loader import Tree
 from controller.plan import diff_kind, field_changes, state_hash
 from controller.state import Inventory
 from reconcilers import REGISTRY, NotInstalled, reconciler_class
-from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Held, Node, Reconciler
+from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Held, Interrupted, Node, Reconciler
 
 log = logging.getLogger("reconcile")
 PENDING = {"create", "update", "delete"}
@@ -90,23 +92,41 @@ def _internal(err: Exception) -> str:
     return f"internal error ({type(err).__name__}: {err}{at}); please report it, with `reconcile -v` output"
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """A run allocates many small objects and makes few reference cycles: with a large
+    tree in memory, each pass of the cyclic collector walked the whole tree, so a plan grew
+    faster than the number of objects. Collected once at the end instead."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _label(rec: Reconciler) -> str:
+    return "+".join(rec.kinds)
+
+
 def _jsonable(value: Any) -> Any:
     from controller.plan import _ABSENT
 
     return None if value is _ABSENT else value
 
 
-def kind_order(kinds: set[str], classes: dict[str, type[Reconciler]]) -> list[str]:
-    """Kinds in dependency order (a kind after the kinds in its `after`), ties in registry order."""
-    rank = {k: i for i, k in enumerate(REGISTRY)}
-    pending = sorted(kinds, key=lambda k: rank.get(k, len(rank)))
-    done: list[str] = []
+def owner_order(owners: list[Reconciler]) -> list[Reconciler]:
+    """Reconcilers in dependency order (one after those owning the kinds in its `after`),
+    ties in registry order."""
+    pending = list(owners)
+    done: list[Reconciler] = []
     while pending:
-        for kind in pending:
-            needs = set(getattr(classes.get(kind), "after", ())) & set(pending) - {kind}
-            if not needs:
-                done.append(kind)
-                pending.remove(kind)
+        for rec in pending:
+            others = [o for o in pending if o is not rec]
+            if not any(set(rec.after) & set(o.kinds) for o in others):
+                done.append(rec)
+                pending.remove(rec)
                 break
         else:  # a cycle: keep registry order rather than fail
             done.extend(pending)
@@ -138,10 +158,14 @@ class Engine:
         self.hold = dict(hold or {})
         # Asked between two changes: True means finish here (the agent got SIGTERM).
         self.stop = stop
-        self.reconcilers: dict[str, Reconciler] = {}
+        if stop is not None and node.stop is None:
+            node.stop = stop
+        self.owners: list[Reconciler] = []  # in dependency order
+        self.reconcilers: dict[str, Reconciler] = {}  # kind → its owner
         self.desired: dict[str, dict[str, Desired]] = {}
         self.results: dict[tuple[str, str], ObjectResult] = {}
-        self.order: list[str] = []
+        self.order: list[str] = []  # kinds, in dependency order
+        self.refused: dict[tuple[str, str], str] = {}  # objects a native validator refused
 
     # --- preparing ---------------------------------------------------------------------
 
@@ -149,7 +173,7 @@ class Engine:
         items = self.tree.for_node(self.node.name)
         present = {i.kind for i in items}
         wanted = present | self.inventory.kinds()
-        classes: dict[str, type[Reconciler]] = {}
+        classes: list[type[Reconciler]] = []
         for kind in REGISTRY:
             try:
                 cls = reconciler_class(kind)
@@ -159,46 +183,63 @@ class Engine:
                         self._result(ObjectResult(kind, item.name, "not-installed", notes=[str(err)],
                                                   source=item.where()))
                 continue
-            if kind in wanted or present & set(cls.consumes):
-                classes[kind] = cls
-        self.order = kind_order(set(classes), classes)
-        for kind in self.order:
+            if cls not in classes and (set(cls.kinds) & wanted or present & set(cls.consumes)):
+                classes.append(cls)
+        self.owners = owner_order([cls() for cls in classes])
+        self.order = [k for rec in self.owners for k in rec.kinds]
+        self.reconcilers = {k: rec for rec in self.owners for k in rec.kinds}
+        sources = {(i.kind, i.name): i.where() for i in items}
+        for rec in list(self.owners):
             started = time.monotonic()
-            rec = classes[kind]()
-            self.reconcilers[kind] = rec
             try:
                 desired = rec.desired(self.tree, self.node)
-            except (ApplyError, CommandError, ValueError) as err:
-                record.errors.append(f"{kind}: cannot compute the desired state: {err}")
-            except Exception as err:  # a bug in one reconciler must not take the run down
-                record.errors.append(f"{kind}: cannot compute the desired state: {_internal(err)}")
-                desired = {}
-            sources = {i.name: i.where() for i in items if i.kind == kind}
-            for name, d in desired.items():
-                d.source = d.source or sources.get(name, "")
-            self.desired[kind] = desired
-            record.timings[f"desired.{kind}"] = round(time.monotonic() - started, 4)
+                unknown = set(desired) - set(rec.kinds)
+                if unknown:
+                    raise TypeError(f"desired() returned kinds it does not own: {', '.join(sorted(unknown))}")
+            except Exception as err:
+                # Nothing can be planned for these kinds, and above all no delete: an
+                # empty desired set would prune everything they own.
+                why = err if isinstance(err, (ApplyError, CommandError, ValueError)) else _internal(err)
+                record.errors.append(f"{'/'.join(rec.kinds)}: cannot compute the desired state: {why}")
+                self.owners.remove(rec)
+                for item in items:
+                    if item.kind in rec.kinds:
+                        self._result(ObjectResult(item.kind, item.name, "failed", source=item.where(),
+                                                  error=f"cannot compute the desired state: {why}"))
+                continue
+            for kind in rec.kinds:
+                objects = desired.get(kind, {})
+                for name, d in objects.items():
+                    d.source = d.source or sources.get((kind, name), "")
+                self.desired[kind] = objects
+            record.timings[f"desired.{_label(rec)}"] = round(time.monotonic() - started, 4)
 
     def _validate(self, record: RunRecord) -> None:
-        for kind in self.order:
-            if not self.desired.get(kind) and not self.inventory.names(kind):
+        for rec in self.owners:
+            if not any(self.desired.get(k) or self.inventory.names(k) for k in rec.kinds):
                 continue
-            # What a kind renders is a function of the tree and the node: a long-running
-            # agent re-plans the same tree on every drift event and need not run
-            # haproxy -c, keepalived -t or crm_verify again for it.
-            cls = type(self.reconcilers[kind])
+            # What a reconciler renders is a function of the tree and the node: a long-
+            # running agent re-plans the same tree on every drift event and need not
+            # render and check it again (across processes, `native_check` remembers).
+            cls = type(rec)
             key = (self.tree.digest, self.node.name, f"{cls.__module__}.{cls.__qualname__}")
             if self.tree.digest and key in _VALIDATED:
                 continue
             started = time.monotonic()
             try:
-                problems = self.reconcilers[kind].validate(self.node)
+                problems = list(rec.validate(self.node))
             except CommandError as err:
                 problems = [str(err)]
             except Exception as err:
                 problems = [_internal(err)]
-            record.errors.extend(f"{kind}: {p}" for p in problems)
-            record.timings[f"validate.{kind}"] = round(time.monotonic() - started, 4)
+            for problem in problems:
+                objects = [k for k in getattr(problem, "objects", ()) if k[1] in self.desired.get(k[0], {})]
+                if not objects:
+                    record.errors.append(f"{'/'.join(rec.kinds)}: {problem}")
+                for key_ in objects:
+                    self.refused[key_] = f"refused by the native validator: {problem}"
+                    self._fail(*key_, self.refused[key_])
+            record.timings[f"validate.{_label(rec)}"] = round(time.monotonic() - started, 4)
             if not problems:
                 if len(_VALIDATED) >= 512:
                     _VALIDATED.clear()
@@ -206,41 +247,64 @@ class Engine:
 
     def _observe_and_diff(self, record: RunRecord) -> list[Change]:
         changes: list[Change] = []
-        for kind in self.order:
-            rec = self.reconcilers[kind]
+        for rec in self.owners:
             started = time.monotonic()
             try:
                 observed = rec.observe(self.node)
             except Exception as err:
                 why = err if isinstance(err, (ApplyError, CommandError, OSError)) else _internal(err)
-                for name in self.desired.get(kind, {}):
-                    self._fail(kind, name, f"cannot observe {kind}: {why}")
+                for kind in rec.kinds:
+                    for name in self.desired.get(kind, {}):
+                        if (kind, name) not in self.refused:
+                            self._fail(kind, name, f"cannot observe {kind}: {why}")
                 continue
             finally:
-                key = f"observe.{kind}"
-                record.timings[key] = round(record.timings.get(key, 0) + time.monotonic() - started, 4)
-            kind_changes, in_sync = diff_kind(kind, self.desired.get(kind, {}), observed,
-                                              self.inventory.names(kind), rec.ignore)
-            for name in in_sync:
-                res = self.results.get((kind, name))
-                if res is None:
-                    self._result(ObjectResult(kind, name, "in-sync", source=self.desired[kind][name].source))
-                elif res.status in ("pending", "not-converging"):
-                    res.status = "drift-corrected" if res.drift else "changed"
-            changes.extend(kind_changes)
+                tk = f"observe.{_label(rec)}"
+                record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - started, 4)
+            for kind in rec.kinds:
+                desired, seen = self.desired.get(kind, {}), observed.get(kind, {})
+                owned = self.inventory.names(kind)
+                # Owned but neither wanted nor there: it is gone (a create that never
+                # happened, a container destroyed by hand). Forget it, delete nothing.
+                for name in owned - set(desired) - set(seen):
+                    self.inventory.forget(kind, name)
+                kind_changes, in_sync = diff_kind(kind, desired, seen, owned & set(seen), rec.ignore)
+                for name in in_sync:
+                    res = self.results.get((kind, name))
+                    if res is None:
+                        self._result(ObjectResult(kind, name, "in-sync", source=desired[name].source))
+                    elif res.status in ("pending", "not-converging"):
+                        res.status = "drift-corrected" if res.drift else "changed"
+                changes.extend(c for c in kind_changes if c.key not in self.refused)
         return changes
 
-    # --- the two entry points ----------------------------------------------------------
+    # --- the entry points --------------------------------------------------------------
 
     def validate(self) -> list[str]:
         """Native validation of what this node would render; messages, empty when good."""
         record = self._new_record("dry-run")
         self._prepare(record)
         self._validate(record)
-        return record.errors
+        return record.errors + [f"{k}/{n}: {why}" for (k, n), why in self.refused.items()]
+
+    def differs(self) -> bool:
+        """Whether anything on the node differs from the tree: observe and diff only (no
+        native validation, no preview). The agent asks this before it calls an event drift."""
+        with _gc_paused():
+            return self._differs()
+
+    def _differs(self) -> bool:
+        record = self._new_record("dry-run")
+        self._prepare(record)
+        changes = self._observe_and_diff(record)
+        return bool(changes) or any(r.status == "failed" for r in self.results.values())
 
     def plan(self) -> RunRecord:
         """Dry-run: what would change. Calls no `apply`."""
+        with _gc_paused():
+            return self._plan()
+
+    def _plan(self) -> RunRecord:
         record = self._new_record("dry-run")
         started = time.monotonic()
         self._prepare(record)
@@ -250,6 +314,9 @@ class Engine:
             res = self._pending(change)
             if self._leave_drift(change, res):
                 continue
+            blocker = self._blocked_by(change)
+            if blocker:
+                res.notes.append(f"waits for {blocker[0]}/{blocker[1]}, which fails")
             try:
                 res.notes.extend(self.reconcilers[change.kind].explain(change, self.node))
             except (CommandError, ApplyError) as err:
@@ -262,11 +329,15 @@ class Engine:
 
     def apply(self) -> RunRecord:
         """Converge: apply, observe again, repeat until nothing differs or max_passes."""
+        with _gc_paused():
+            return self._apply()
+
+    def _apply(self) -> RunRecord:
         record = self._new_record("apply")
         started = time.monotonic()
         self._prepare(record)
         self._validate(record)
-        if record.errors:  # transactional: a tree the native validators refuse applies nothing
+        if record.errors:  # transactional: what cannot be pinned on objects applies nothing
             return self._finish(record, started)
         done_with: set[tuple[str, str]] = set()
         changes: list[Change] = []
@@ -277,7 +348,7 @@ class Engine:
                 stopped = True  # what was applied is checked by the next run
                 break
             record.passes = n
-            changes = [c for c in self._observe_and_diff(record) if (c.kind, c.name) not in done_with]
+            changes = [c for c in self._observe_and_diff(record) if c.key not in done_with]
             if not changes:
                 break
             if n == 1:
@@ -286,48 +357,11 @@ class Engine:
                 changes = [c for c in changes if c.action != "delete"]
             if n == self.max_passes:
                 break
-            for change in self._ordered(changes):
-                key = (change.kind, change.name)
-                res = self._pending(change)
-                if self._stopping():
-                    res.status, res.error = "skipped", "not applied: the agent is stopping"
-                    done_with.add(key)
-                    continue
-                if key in self.hold:
-                    res.status, res.error = "skipped", self.hold[key]
-                    done_with.add(key)
-                    continue
-                if self._leave_drift(change, res):
-                    done_with.add(key)
-                    continue
-                blocker = self._blocked_by(change)
-                if blocker:
-                    res.status, res.error = "skipped", f"skipped: {blocker[0]}/{blocker[1]} failed"
-                    done_with.add(key)
-                    continue
-                t = time.monotonic()
-                try:
-                    self.reconcilers[change.kind].apply(change, self.node)
-                except Deferred as why:
-                    res.status, res.notes = "deferred", res.notes + [str(why)]
-                    done_with.add(key)
-                except Held as why:  # the rest is applied; the operator holds this part back
-                    res.status, res.notes = "pending", res.notes + [str(why)]
-                    done_with.add(key)
-                except (ApplyError, CommandError, OSError, ValueError) as err:
-                    res.status, res.error = "failed", str(err)
-                    done_with.add(key)
-                except Exception as err:
-                    res.status, res.error = "failed", _internal(err)
-                    done_with.add(key)
-                else:
-                    self._applied(change)
-                finally:
-                    tk = f"apply.{change.kind}"
-                    record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - t, 4)
+            for rec, batch in self._batches(changes):
+                self._apply_batch(rec, batch, record, done_with)
         for change in changes if not stopped else ():
-            res = self.results[(change.kind, change.name)]
-            if res.status in ("pending", "changed", "drift-corrected") and (change.kind, change.name) not in done_with:
+            res = self.results[change.key]
+            if res.status in ("pending", "changed", "drift-corrected") and change.key not in done_with:
                 res.status = "not-converging"
                 res.error = f"still differs after {record.passes} passes: {', '.join(f for f, _, _ in field_changes(change)[:5])}"
         for (kind, name), res in self.results.items():
@@ -338,6 +372,81 @@ class Engine:
                     self.inventory.record(kind, name, self.tree.revision, h)
         self.inventory.save()
         return self._finish(record, started)
+
+    def _batches(self, changes: list[Change]) -> list[tuple[Reconciler, list[Change]]]:
+        """One batch per reconciler in dependency order. Its deletes join its batch unless a
+        later reconciler also deletes (those must go first: a frontend before the VIP it
+        binds); such deletes form batches of their own, in reverse order, at the end."""
+        forward: dict[int, list[Change]] = {}
+        deletes: dict[int, list[Change]] = {}
+        position = {id(rec): i for i, rec in enumerate(self.owners)}
+        for change in self._ordered(changes):
+            i = position[id(self.reconcilers[change.kind])]
+            (deletes if change.action == "delete" else forward).setdefault(i, []).append(change)
+        batches: list[tuple[Reconciler, list[Change]]] = []
+        for i, rec in enumerate(self.owners):
+            batch = list(forward.get(i, []))
+            if i in deletes and not any(j > i for j in deletes):
+                batch += deletes.pop(i)
+            if batch:
+                batches.append((rec, batch))
+        for i in sorted(deletes, reverse=True):
+            batches.append((self.owners[i], deletes[i]))
+        return batches
+
+    def _apply_batch(self, rec: Reconciler, batch: list[Change], record: RunRecord,
+                     done_with: set[tuple[str, str]]) -> None:
+        ready: list[Change] = []
+        for change in batch:
+            res = self._pending(change)
+            if self._stopping():
+                res.status, res.error = "skipped", "not applied: the agent is stopping"
+            elif change.key in self.hold:
+                res.status, res.error = "skipped", self.hold[change.key]
+            elif self._leave_drift(change, res):
+                pass
+            elif blocker := self._blocked_by(change):
+                res.status, res.error = "skipped", f"skipped: {blocker[0]}/{blocker[1]} failed"
+            else:
+                ready.append(change)
+                continue
+            done_with.add(change.key)
+        if not ready:
+            return
+        # Owned from before it exists: a run killed in the middle of a create must not
+        # leave an object that a later removal from git would not prune.
+        new = [c for c in ready if c.action == "create" and self.inventory.get(*c.key) is None]
+        for change in new:
+            self.inventory.record(change.kind, change.name, self.tree.revision, None)
+        if new:
+            self.inventory.save()
+        t = time.monotonic()
+        try:
+            outcomes = rec.apply(ready, self.node)
+        except Exception as err:  # a reconciler's bug fails its batch, not the run
+            why = err if isinstance(err, (ApplyError, CommandError, OSError, ValueError, Held)) else _internal(err)
+            outcomes = {c.key: (why if isinstance(why, Exception) else ApplyError(why)) for c in ready}
+        finally:
+            tk = f"apply.{_label(rec)}"
+            record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - t, 4)
+        for change in ready:
+            res = self.results[change.key]
+            outcome = outcomes.get(change.key, ApplyError("the reconciler reported no outcome (a bug)"))
+            if outcome is None:
+                self._applied(change)
+                continue
+            done_with.add(change.key)
+            if isinstance(outcome, Deferred):
+                res.status, res.notes = "deferred", res.notes + [str(outcome)]
+            elif isinstance(outcome, Held):  # the rest is applied; the node's operator holds this part back
+                res.status, res.notes = "pending", res.notes + [str(outcome)]
+            elif isinstance(outcome, Interrupted):
+                res.status, res.error = "skipped", str(outcome)
+            elif isinstance(outcome, (ApplyError, CommandError, OSError, ValueError)):
+                res.status, res.error = "failed", str(outcome)
+            else:
+                res.status, res.error = "failed", _internal(outcome)
+        self.inventory.save()
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -374,16 +483,14 @@ class Engine:
         return res
 
     def _applied(self, change: Change) -> None:
-        res = self.results[(change.kind, change.name)]
+        res = self.results[change.key]
         res.status = "drift-corrected" if res.drift else "changed"
         if change.action == "delete":
             self.inventory.forget(change.kind, change.name)
-        elif change.action == "create" and change.desired is not None \
-                and self.inventory.get(change.kind, change.name) is None:
-            # Owned from the moment it exists: a run killed before its end must not leave
-            # an object that a later removal from git would not prune.
-            self.inventory.record(change.kind, change.name, self.tree.revision, state_hash(change.desired))
-            self.inventory.save()
+        elif change.desired is not None:
+            entry = self.inventory.get(change.kind, change.name)
+            if entry is None or entry.get("hash") is None:
+                self.inventory.record(change.kind, change.name, self.tree.revision, state_hash(change.desired))
 
     def _stopping(self) -> bool:
         return self.stop is not None and self.stop()

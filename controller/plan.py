@@ -59,6 +59,31 @@ def _strip(node: Any, parts: list[str]) -> None:
                 del node[i]
 
 
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def diff_ops(observed: Any, desired: Any, path: str = "") -> list[dict[str, Any]]:
+    """RFC 6902 operations that turn `observed` into `desired`: mappings are compared key
+    by key, anything else (lists included: people read a list change as the whole list)
+    is replaced whole. Linear in the size of the objects, unlike a general JSON diff that
+    searches lists for moves."""
+    ops: list[dict[str, Any]] = []
+    if type(observed) is dict and type(desired) is dict:
+        for key in observed:
+            if key not in desired:
+                ops.append({"op": "remove", "path": f"{path}/{_escape(str(key))}"})
+        for key, value in desired.items():
+            sub = f"{path}/{_escape(str(key))}"
+            if key not in observed:
+                ops.append({"op": "add", "path": sub, "value": value})
+            elif observed[key] != value:
+                ops.extend(diff_ops(observed[key], value, sub))
+    elif observed != desired:
+        ops.append({"op": "replace", "path": path, "value": desired})
+    return ops
+
+
 def state_hash(state: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
@@ -79,19 +104,17 @@ def diff_kind(
         have = observed.get(name)
         if have is None:
             changes.append(Change(kind, name, "create", want.state, None,
-                                  jsonpatch.make_patch({}, want.state).patch, source=want.source))
+                                  [{"op": "add", "path": "", "value": want.state}], source=want.source))
             continue
         pointers = ignore + tuple(want.ignore)
         a, b = strip_pointers(have, pointers), strip_pointers(want.state, pointers)
         if a == b:
             in_sync.append(name)
             continue
-        patch = jsonpatch.make_patch(a, b).patch
-        changes.append(Change(kind, name, "update", want.state, have, patch, source=want.source))
+        changes.append(Change(kind, name, "update", want.state, have, diff_ops(a, b), source=want.source))
     for name in sorted(set(observed) - set(desired)):
         if name in owned:
-            changes.append(Change(kind, name, "delete", None, observed[name],
-                                  jsonpatch.make_patch(observed[name], {}).patch))
+            changes.append(Change(kind, name, "delete", None, observed[name], [{"op": "remove", "path": ""}]))
     return changes, in_sync
 
 

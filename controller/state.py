@@ -69,7 +69,9 @@ class Inventory:
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         return self.objects.get(self.key(kind, name))
 
-    def record(self, kind: str, name: str, revision: str, state_hash: str) -> None:
+    def record(self, kind: str, name: str, revision: str, state_hash: str | None) -> None:
+        """Remember an object as ours. `state_hash` None: about to be created, not yet
+        converged (so a difference is never taken for drift)."""
         entry = self.objects.setdefault(self.key(kind, name), {"created": _now()})
         entry.update(revision=revision, hash=state_hash, applied=_now())
 

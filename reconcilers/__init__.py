@@ -13,8 +13,8 @@ REGISTRY: dict[str, str] = {
     "Cluster": "reconcilers.cluster:ClusterReconciler",
     "ClusterResource": "reconcilers.cluster_resource:ClusterResourceReconciler",
     "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
-    "Backend": "reconcilers.backend:BackendReconciler",
-    "Frontend": "reconcilers.frontend:FrontendReconciler",
+    "Backend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
+    "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Container": "reconcilers.container:ContainerReconciler",
     "DomainJoin": "reconcilers.domain_join:DomainJoinReconciler",
 }

@@ -3,47 +3,70 @@
 The contract
 ============
 
-A reconciler owns one kind (`kind`) on one node. The engine drives it; it never drives
-itself. Per run the engine makes a fresh instance and calls, in this order:
+A reconciler owns one or more kinds (`kinds`) on one node: usually one, several when they
+share one artifact (Frontend and Backend share haproxy.cfg and its HAProxy process). The
+engine drives it; it never drives itself. Per run the engine makes one fresh instance per
+reconciler and calls, in this order:
 
-``desired(tree, node) -> dict[name, Desired]``
+``desired(tree, node) -> {kind: {name: Desired}}``
     Pure: from the validated manifests that land on this node (and the whole tree, for
     cross-kind facts such as a Cluster's node addresses), compute what this node should
-    run, as one normalized, JSON-able dict per object. No command, no file read. The
-    reconciler may keep what it computed on `self`: `apply` is called on the same instance
-    and often needs the whole desired set (one HAProxy file holds every backend).
+    run, as one normalized, JSON-able dict per object. No command, no file read, no host
+    lookup. The reconciler may keep what it computed on `self`: `apply` is called on the
+    same instance and often needs the whole desired set (one HAProxy file holds every
+    backend). Raise `ApplyError`/`ValueError` when it cannot be computed: the engine then
+    plans nothing for this reconciler's kinds (never a delete) and reports why.
 
-``observe(node) -> dict[name, dict]``
+``observe(node) -> {kind: {name: dict}}``
     Read-only and batched: one `ip -j addr`, one `show servers state`, one `lxc-ls`, one
-    `cibadmin --query` for all objects of the kind, never a process per object. Return the
-    same normalized shape as `desired` for every object the kind can see that it may own
-    (an object it did not create may be returned; the engine only deletes objects in its
-    inventory). Never raise for "not there": an absent object is simply absent.
+    `cibadmin --query` for all objects of the kinds, never a process per object. Return the
+    same normalized shape as `desired` for every object it can see that it may own (an
+    object it did not create may be returned; the engine only deletes objects in its
+    inventory). Never raise for "not there": an absent object is simply absent. Raise when
+    the node cannot be read (a daemon hung, a tool missing): the engine then reports the
+    objects as "cannot observe", never as absent, and deletes nothing.
     Anything that changes at run time and is not drift (VRRP MASTER/BACKUP, fail counts,
     an operator's drain where declared) is left out, or named in `ignore`.
 
-``apply(change, node) -> None``
-    Perform one change (create, update or delete) so that a following `observe` matches
-    `change.desired`. Idempotent: applying a change that is already in place does nothing
-    harmful. Raise `ApplyError` (or let `CommandError` through) with a message for people
-    when it cannot be done; the engine marks the object failed and skips only what depends
-    on it. Validate generated files with the native validator before they are installed
-    (`AtomicWriter`). Never apply in dry-run: the engine does not call `apply` then, and
-    the runner refuses mutating commands in dry-run as a second guard.
+``apply(changes, node) -> Outcomes``
+    All of one pass's changes of this reconciler's kinds at once (creates, updates and
+    deletes, in dependency order), so that objects sharing one artifact are converged
+    together: render once, validate natively once, install once, then one runtime-API
+    batch and at most one reload or restart per artifact per pass. Report an outcome per
+    change: `None` applied, `Deferred` another node applies it, `Held` the node's operator
+    holds part of it back (a service unit masked or disabled by hand: the rest is applied,
+    the object stays pending with the reason), any other exception failed (with a message
+    for people). A change left out of the outcomes counts as failed.
+    If the native validator refuses the batch, nothing of it is installed: the refusal is
+    attributed to the objects it names (`haproxy -c` names the section) and the rest is
+    tried again without them (`install_batch` does this), so one bad object does not block
+    the others. Objects that do not share anything subclass `PerObject` and implement
+    `apply_one(change, node)` instead: it is called once per change, and an exception fails
+    only that change. Idempotent: applying a change that is already in place does nothing
+    harmful. Never apply in dry-run: the engine does not call `apply` then, and the runner
+    refuses mutating commands in dry-run as a second guard.
 
-``validate(node) -> list[str]`` (optional)
+``validate(node) -> list[Refusal | str]`` (optional)
     Native validation of what `desired` rendered (`haproxy -c`, `keepalived -t`,
-    `crm_verify`, `visudo -c`) on temp files: called by `reconcile validate` and before
-    any apply. Read-only: temp files only. Return messages for people; empty means good.
+    `crm_verify`, `visudo -c`) on temp files, before anything is applied and by
+    `reconcile validate`. Read-only: temp files only. A `Refusal` names the objects it is
+    about: those (and what depends on them) are not applied and keep their last good
+    version, the rest of the revision lands. A refusal that names no object (a plain
+    string) refuses the whole revision: nothing is applied. Use `native_check` so an
+    unchanged rendering is not checked again (the result is cached on disk by content
+    digest, validator version and node).
 
 ``explain(change, node) -> list[str]`` (optional)
     Extra lines for the plan, such as "restart required" or Pacemaker's simulated
     transition ("vip: start on lb1"). Read-only.
 
 ``watch(node) -> Iterator[str]`` (optional)
-    Blocks and yields a short reason whenever something this kind manages may have
+    Blocks and yields a short reason whenever something this reconciler manages may have
     drifted (netlink address events, inotify on owned files, HAProxy state). Better a
-    spurious event than a missed one: the engine re-plans everything on any event.
+    spurious event than a missed one: the engine re-plans everything on any event. The
+    agent drops events caused by its own runs (`OwnWrites`: a file whose content is what
+    reconcile last wrote, or an event inside its own apply window), so that one commit
+    gives one run.
 
 ``ignore``: JSON pointers (into each object's dict) that change at run time and are not
     drift. `Desired.ignore` adds pointers for one object (an operator's drain, where the
@@ -51,9 +74,9 @@ itself. Per run the engine makes a fresh instance and calls, in this order:
 
 ``consumes``: other kinds whose manifests this reconciler also turns into objects (the
     ClusterResource reconciler makes IPaddr2 primitives of Pacemaker VirtualIPs): the
-    engine runs it whenever the node has manifests of its kind or of these.
+    engine runs it whenever the node has manifests of its kinds or of these.
 
-``after``: kinds whose changes must be applied before this kind's (VirtualIP before
+``after``: kinds whose changes must be applied before this reconciler's (VirtualIP before
     Frontend). Deletes run in the reverse order. `Desired.depends` names single objects
     this one needs: if one of those fails, this one is skipped.
 
@@ -63,8 +86,10 @@ compare them inside the reconciler, exposing only a token such as "<secret: in s
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import shlex
 import subprocess
 import tempfile
@@ -105,6 +130,10 @@ class Held(Exception):
     although its package enables it): apply did the rest of the change, not this part.
     Reported as pending with the reason, never fought, unless the manifest says
     `metadata.drift: enforce`. Not retried within the run."""
+
+
+class Interrupted(Exception):
+    """Not applied because the run is stopping (the agent got SIGTERM between two changes)."""
 
 
 class DryRunViolation(Exception):
@@ -232,11 +261,19 @@ def _text(data: Any) -> str:
 
 @dataclass
 class Node:
-    """The node a run acts on: its name, the runner, and the agent's state folder."""
+    """The node a run acts on: its name, the runner, and the agent's state folder.
+
+    `stopping()` is true once the run should apply nothing more (the agent got SIGTERM):
+    a reconciler that applies many independent changes asks it between two of them.
+    """
 
     name: str
     runner: Runner
     state_dir: Path = Path("/var/lib/reconcile")
+    stop: Callable[[], bool] | None = None
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop()
 
     @property
     def dry_run(self) -> bool:
@@ -256,6 +293,10 @@ class Desired:
     source: str = ""  # file:line of the manifest, filled in by the engine
 
 
+Key = tuple[str, str]
+"""An object's identity across kinds: (kind, name)."""
+
+
 @dataclass
 class Change:
     """One create / update / delete the plan holds for one object."""
@@ -269,31 +310,131 @@ class Change:
     notes: list[str] = field(default_factory=list)
     source: str = ""
 
+    @property
+    def key(self) -> Key:
+        return (self.kind, self.name)
+
+
+Outcomes = dict[Key, "Exception | None"]
+"""What `apply` reports per change: None applied, `Deferred` another node applies it, any
+other exception failed (its message is for people)."""
+
+
+@dataclass
+class Refusal:
+    """A native validator refused what was rendered: why, and the objects it names.
+
+    With objects, only those (and what depends on them) are held back; without, nothing of
+    the revision can be applied, since nobody can tell which object is wrong.
+    """
+
+    message: str
+    objects: tuple[Key, ...] = ()
+
+    def __str__(self) -> str:
+        return self.message
+
 
 class Reconciler:
     """Base class of every reconciler. See the module docstring for the contract."""
 
-    kind: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+    kind: ClassVar[str]  # shorthand for a reconciler of one kind: `kind = "X"` means kinds = ("X",)
     after: ClassVar[tuple[str, ...]] = ()
     consumes: ClassVar[tuple[str, ...]] = ()
     ignore: ClassVar[tuple[str, ...]] = ()
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         raise NotImplementedError
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         raise NotImplementedError
 
-    def apply(self, change: Change, node: Node) -> None:
+    def apply(self, changes: list[Change], node: Node) -> Outcomes:
         raise NotImplementedError
 
-    def validate(self, node: Node) -> list[str]:
+    def validate(self, node: Node) -> list[Refusal | str]:
         return []
 
     def explain(self, change: Change, node: Node) -> list[str]:
         return []
 
     watch: ClassVar[Callable[..., Iterator[str]] | None] = None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "kind" in cls.__dict__ and "kinds" not in cls.__dict__:
+            cls.kinds = (cls.kind,)
+
+
+class PerObject(Reconciler):
+    """A reconciler whose objects share no artifact (containers, mounts, a domain join):
+    `apply_one` converges one change; a failure fails only that change."""
+
+    def apply(self, changes: list[Change], node: Node) -> Outcomes:
+        outcomes: Outcomes = {}
+        for change in changes:
+            if node.stopping():
+                outcomes[change.key] = Interrupted("not applied: the agent is stopping")
+                continue
+            try:
+                self.apply_one(change, node)
+            except Exception as err:  # the engine turns it into the object's outcome
+                outcomes[change.key] = err
+            else:
+                outcomes[change.key] = None
+        return outcomes
+
+    def apply_one(self, change: Change, node: Node) -> None:
+        raise NotImplementedError
+
+
+def install_batch(changes: list[Change], attempt: Callable[[list[Change]], list[Refusal]]) -> Outcomes:
+    """Converge objects that share one artifact, isolating the ones its validator refuses.
+
+    `attempt(batch)` renders the artifact with `batch` applied (and every other object as
+    it is), validates it natively and, only if that passed, installs it and returns [];
+    otherwise it installs nothing and returns the refusals. Refused objects that a refusal
+    names fail with its message and the rest is attempted again without them; a refusal
+    naming none of the batch fails what is left. An exception from `attempt` (a reload that
+    failed) fails what is left with that error.
+    """
+    outcomes: Outcomes = {}
+    batch = list(changes)
+    while batch:
+        try:
+            refusals = attempt(batch)
+        except Exception as err:
+            outcomes.update({c.key: err for c in batch})
+            break
+        if not refusals:
+            outcomes.update({c.key: None for c in batch})
+            break
+        keys = {c.key for c in batch}
+        named: dict[Key, list[str]] = {}
+        for refusal in refusals:
+            for key in refusal.objects:
+                if key in keys:
+                    named.setdefault(key, []).append(refusal.message)
+        if not named:
+            err = ApplyError("; ".join(dict.fromkeys(r.message for r in refusals)))
+            outcomes.update({c.key: err for c in batch})
+            break
+        for key, messages in named.items():
+            outcomes[key] = ApplyError("; ".join(dict.fromkeys(messages)))
+        batch = [c for c in batch if c.key not in named]
+    return outcomes
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Call `predicate` until it returns something true or `timeout` seconds passed; return
+    its last value (falsy on timeout). The one polling loop of the reconcilers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
 # --- secrets -----------------------------------------------------------------------------
@@ -411,6 +552,46 @@ def validated_temp(content: str, validate: Callable[[Path], None], suffix: str =
         validate(Path(tmp))
     finally:
         os.unlink(tmp)
+
+
+NATIVE_CACHE_KEEP = 4096  # accepted renderings remembered per node
+
+
+def native_check(node: Node, tool: str, content: str | bytes, check: Callable[[], list], *, context: str = "") -> list:
+    """Run `check()`, a native validator of `content`, unless this node accepted exactly
+    this content with this build of `tool` before; return its problems.
+
+    Acceptances are remembered under `<state>/cache/native/`, keyed by the content's
+    digest, the validator binary (path, size, mtime) and the node, so that a plan of an
+    unchanged tree runs no `haproxy -c`, `keepalived -t` or `corosync -t`. Only runs that
+    may change the node write the cache: a dry-run reads it and leaves nothing behind.
+    `context` adds whatever else the check depends on (e.g. the interfaces it looked up).
+    """
+    binary = shutil.which(tool) or tool
+    try:
+        st = os.stat(binary)
+        version = f"{binary}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        version = binary
+    data = content.encode() if isinstance(content, str) else content
+    digest = hashlib.sha256(b"\0".join([version.encode(), node.name.encode(), context.encode(), data])).hexdigest()
+    folder = node.state_dir / "cache" / "native"
+    marker = folder / digest
+    if marker.exists():
+        return []
+    problems = check()
+    if not problems and not node.dry_run:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            entries = list(folder.iterdir())
+            if len(entries) > NATIVE_CACHE_KEEP:
+                entries.sort(key=lambda p: p.stat().st_mtime)
+                for old in entries[: len(entries) // 2]:
+                    old.unlink(missing_ok=True)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+    return problems
 
 
 # --- services ----------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler, read_secret,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject, read_secret,
     enable_unit, pid_alive, start_unit, systemd_running, unit_field, unit_notes, unit_states,
 )
 from schemas.common import duration_ms
@@ -259,7 +259,7 @@ def default_cluster(text: str, cib: ET.Element | None, status: Path | None = Non
 # --- the reconciler ----------------------------------------------------------------------
 
 
-class ClusterReconciler(Reconciler):
+class ClusterReconciler(PerObject):
     """Corosync + Pacemaker for the Cluster this node is a member of."""
 
     kind = "Cluster"
@@ -271,7 +271,7 @@ class ClusterReconciler(Reconciler):
 
     # --- desired -------------------------------------------------------------------------
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         out: dict[str, Desired] = {}
         for cluster in tree.on_node("Cluster", node.name):
             spec = cluster.spec
@@ -289,7 +289,7 @@ class ClusterReconciler(Reconciler):
             state["properties"] = self._properties(spec)
             self._enforce[name] = cluster.metadata.drift == "enforce"
             out[name] = Desired(state)
-        return out
+        return {self.kind: out}
 
     @staticmethod
     def _properties(spec: Any) -> dict[str, str]:
@@ -303,11 +303,11 @@ class ClusterReconciler(Reconciler):
 
     # --- observe -------------------------------------------------------------------------
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         try:
             text = COROSYNC_CONF.read_text()
         except FileNotFoundError:
-            return {}
+            return {self.kind: {}}
         settings = observed_settings(parse_corosync_conf(text))
         name = settings["clusterName"]
         state: dict[str, Any] = {"corosync": settings}
@@ -332,7 +332,7 @@ class ClusterReconciler(Reconciler):
                 state["properties"] = pacemaker.observed_properties(crm_config, wanted)
             except pacemaker.CibUnavailable:
                 pass  # Pacemaker is starting: properties unknown, compared on the next pass
-        return {name: state}
+        return {self.kind: {name: state}}
 
     @staticmethod
     def _observe_authkey(spec: Any, node: Node) -> dict[str, str]:
@@ -430,7 +430,7 @@ class ClusterReconciler(Reconciler):
 
     # --- apply ---------------------------------------------------------------------------
 
-    def apply(self, change: Change, node: Node) -> None:
+    def apply_one(self, change: Change, node: Node) -> None:
         if change.action == "delete":
             self._delete(change.name, node)
             return

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from reconcilers import pacemaker
-from reconcilers.base import ApplyError, Change, Deferred, Desired, Node, Reconciler
+from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Node, Outcomes, Reconciler
 from reconcilers.container import config_path, stop_seconds
 from schemas.cluster_resource import MARKER
 
@@ -523,10 +523,10 @@ class ClusterResourceReconciler(Reconciler):
 
     # --- desired -------------------------------------------------------------------------
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         clusters = [c for c in tree.on_node("Cluster", node.name) if c.spec.stack == "pacemaker"]
         if not clusters:
-            return {}
+            return {self.kind: {}}
         cluster = clusters[0]
         self._cluster = cluster
         self._nodes = {n.id: n.name for n in cluster.spec.nodes}
@@ -550,7 +550,7 @@ class ClusterResourceReconciler(Reconciler):
             source = self._sources.get(name)
             out[name] = Desired(state, ignore=ignore, depends=(("Cluster", name_of_cluster),),
                                 source=source.where() if source is not None else "")
-        return out
+        return {self.kind: out}
 
     def _add(self, name: str, state: dict[str, Any], source: Any, set_meta: set[str] | None = None) -> None:
         self._states[name] = state
@@ -559,13 +559,13 @@ class ClusterResourceReconciler(Reconciler):
 
     # --- observe -------------------------------------------------------------------------
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         try:
             configuration = pacemaker.query_cib(node, scope="configuration", local=True)
         except pacemaker.CibUnavailable:
-            return {}  # Pacemaker does not run here (yet): nothing of ours is visible
+            return {self.kind: {}}  # Pacemaker does not run here (yet): nothing of ours is visible
         self._observed = parse_managed(configuration)
-        return self._observed
+        return {self.kind: self._observed}
 
     # --- validate and explain (read-only) ------------------------------------------------
 
@@ -663,16 +663,28 @@ class ClusterResourceReconciler(Reconciler):
 
     # --- apply ---------------------------------------------------------------------------
 
-    def apply(self, change: Change, node: Node) -> None:
+    def apply(self, changes: list[Change], node: Node) -> Outcomes:
+        """Every change of a pass goes into the CIB as one verified patch, written by the DC."""
         dc = pacemaker.wait_for_dc(node)
         if dc != node.name:
-            if self._now_in_sync(change, node):  # this node's Pacemaker had just started
-                raise Deferred(f"nothing to write: the CIB already has it (the DC {dc} writes the CIB)")
-            raise Deferred(f"applied by the DC {dc}")
-        deletes = [change.name] if change.action == "delete" else []
-        if deletes:
-            self._stop_first(change, node)
-        pacemaker.update_cib(node, lambda cib: build_candidate(cib, self._states, deletes))
+            in_sync = self._now_in_sync(node)  # this node's Pacemaker may have just started
+            return {c.key: Deferred(f"nothing to write: the CIB already has it (the DC {dc} writes the CIB)"
+                                    if in_sync(c) else f"applied by the DC {dc}") for c in changes}
+        outcomes: Outcomes = {}
+        for change in changes:
+            if change.action == "delete":
+                try:
+                    self._stop_first(change, node)
+                except (ApplyError, CommandError) as err:
+                    outcomes[change.key] = err
+        deletes = [c.name for c in changes if c.action == "delete" and c.key not in outcomes]
+        try:
+            pacemaker.update_cib(node, lambda cib: build_candidate(cib, self._states, deletes))
+            error: Exception | None = None
+        except (ApplyError, CommandError, OSError) as err:
+            error = err
+        outcomes.update({c.key: error for c in changes if c.key not in outcomes})
+        return outcomes
 
     def _stop_first(self, change: Change, node: Node) -> None:
         """Before a running resource leaves the CIB, stop it through Pacemaker and wait,
@@ -700,14 +712,14 @@ class ClusterResourceReconciler(Reconciler):
             raise ApplyError(f"cannot tell whether {', '.join(sorted(ids))} still run: {err}") from None
         return [f"{r} on {', '.join(where)}" for r, where in status.active.items() if r in ids]
 
-    def _now_in_sync(self, change: Change, node: Node) -> bool:
+    def _now_in_sync(self, node: Node) -> Callable[[Change], bool]:
+        """Whether a change is already in the CIB, looked at afresh (for a nicer message)."""
         try:
             self.observe(node)
         except Exception:  # only a nicer message is at stake
-            return False
-        if change.action == "delete":
-            return change.name not in self._observed
-        return self._in_sync(change.name)
+            return lambda change: False
+        return lambda change: (change.name not in self._observed if change.action == "delete"
+                               else self._in_sync(change.name))
 
     # --- watch ---------------------------------------------------------------------------
 

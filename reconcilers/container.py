@@ -79,7 +79,7 @@ from typing import Any, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, Reconciler,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject,
 )
 from schemas.common import duration_ms
 
@@ -630,7 +630,7 @@ def write_rootfs_file(node: Node, rootfs: Path, inner: str, data: bytes) -> bool
 # --- the reconciler --------------------------------------------------------------------------
 
 
-class ContainerReconciler(Reconciler):
+class ContainerReconciler(PerObject):
     """LXC containers placed on this node: create, configure, run/stop/freeze, destroy; for
     containers Pacemaker places (spec.cluster), everything but their run state."""
 
@@ -654,7 +654,7 @@ class ContainerReconciler(Reconciler):
 
     # --- desired ---------------------------------------------------------------------------
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         self.cluster_placed = {m.metadata.name for m in tree.of_kind("Container") if m.spec.cluster is not None}
         out: dict[str, Desired] = {}
         for m in tree.on_node("Container", node.name):
@@ -683,7 +683,7 @@ class ContainerReconciler(Reconciler):
                 out[name] = Desired(state, ignore=("/state",), depends=(("Cluster", spec.cluster),))
             else:
                 out[name] = Desired(state)
-        return out
+        return {self.kind: out}
 
     # --- observe ---------------------------------------------------------------------------
 
@@ -702,7 +702,7 @@ class ContainerReconciler(Reconciler):
             self._links = parse_links(node.run(["ip", "-j", "-d", "addr", "show"], read_only=True).stdout)
         return self._links
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         out: dict[str, dict[str, Any]] = {}
         self.invalid = {}
         for lxc_path in self.lxc_paths(node):
@@ -723,7 +723,7 @@ class ContainerReconciler(Reconciler):
                 if obs["pacemaker"]:
                     value = attributes.get(pacemaker.container_attribute(name))
                     obs["pacemaker"]["mayRunHere"] = value == pacemaker.CONTAINER_ATTRIBUTE_VALUE
-        return out
+        return {self.kind: out}
 
     def _read_cib(self, node: Node) -> dict[str, str]:
         """One `cibadmin --query --local`: the lxc primitives (`self.primitives`) and this
@@ -870,7 +870,7 @@ class ContainerReconciler(Reconciler):
 
     # --- apply -------------------------------------------------------------------------------
 
-    def apply(self, change: Change, node: Node) -> None:
+    def apply_one(self, change: Change, node: Node) -> None:
         if change.action == "delete":
             self._destroy(change, node)
             return

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, Reconciler, enable_unit, pid_alive,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, PerObject, enable_unit, pid_alive,
     read_secret, systemd_running, unit_field, unit_notes, unit_states, validated_temp,
 )
 
@@ -377,7 +377,7 @@ def install_sudoers(node: Node, path: Path, content: str) -> bool:
 # --- the reconciler ----------------------------------------------------------------------------
 
 
-class DomainJoinReconciler(Reconciler):
+class DomainJoinReconciler(PerObject):
     """Joins the node to an AD domain and keeps sssd, nsswitch, PAM and sudo in line with git."""
 
     kind = "DomainJoin"
@@ -389,7 +389,7 @@ class DomainJoinReconciler(Reconciler):
 
     # --- desired -----------------------------------------------------------------------------
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         out: dict[str, Desired] = {}
         for m in tree.on_node("DomainJoin", node.name):
             name, spec = m.metadata.name, m.spec
@@ -402,7 +402,7 @@ class DomainJoinReconciler(Reconciler):
             self.enforce = self.enforce or m.metadata.drift == "enforce"
             self.wanted[name] = Wanted(name, spec, computer, sssd_conf, sudoers, state)
             out[name] = Desired(state)
-        return out
+        return {self.kind: out}
 
     # --- observe -----------------------------------------------------------------------------
 
@@ -433,7 +433,7 @@ class DomainJoinReconciler(Reconciler):
                      read_only=True, check=False, timeout=30)
         return {"domain": domain, "computerName": computer, "valid": membership_accepted(t.rc, t.stderr)}
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         markers = self.read_markers(node)
         membership = self.observe_membership(node)
         names = set(markers)
@@ -441,7 +441,7 @@ class DomainJoinReconciler(Reconciler):
             # Joined without a record (by hand, or the record was lost): it belongs to the
             # manifest for that domain, if any. Without one it is not ours to touch.
             names |= {n for n, w in self.wanted.items() if w.spec.domain == membership["domain"]}
-        return {name: self._observe_one(node, name, markers.get(name), membership) for name in sorted(names)}
+        return {self.kind: {name: self._observe_one(node, name, markers.get(name), membership) for name in sorted(names)}}
 
     def _observe_one(self, node: Node, name: str, marker: dict[str, Any] | None,
                      membership: dict[str, Any] | None) -> dict[str, Any]:
@@ -574,7 +574,7 @@ class DomainJoinReconciler(Reconciler):
 
     # --- apply -------------------------------------------------------------------------------
 
-    def apply(self, change: Change, node: Node) -> None:
+    def apply_one(self, change: Change, node: Node) -> None:
         if change.action == "delete":
             self.leave(change.name, node)
             return

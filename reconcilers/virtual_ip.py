@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 import reconcilers
 from reconcilers.base import (
-    ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Held, Node, Reconciler, enable_unit,
+    ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Held, Node, Outcomes, Reconciler, enable_unit,
     systemd_running, unit_field, unit_notes, unit_states, validated_temp,
 )
 from reconcilers.keepalived import (
@@ -143,13 +143,11 @@ class VirtualIPReconciler(Reconciler):
         self.dump: dict[str, RunningInstance] | None = None
         self.running = False
         self.addrs: dict[str, set[str]] = {}
-        self.outcome: str | Exception | None = None
         self.enforce = False  # a manifest says metadata.drift: enforce (unmask/enable keepalived)
-        self.units: dict[str, str] | None = None  # observed with systemd: {"keepalived": is-enabled}
 
     # -- observe
 
-    def observe(self, node: Node) -> dict[str, dict[str, Any]]:
+    def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         daemon = Keepalived(node)
         text = read_config()
         self.config = parse_config(text) if text is not None else None
@@ -160,17 +158,16 @@ class VirtualIPReconciler(Reconciler):
         ours = self.config is None or self.config.generated  # a foreign keepalived is not signalled
         self.dump = daemon.dump(pid) if pid is not None and ours else None
         self.addrs = parse_ip_addr(node.run(["ip", "-j", "addr"], read_only=True).stdout)
-        self.outcome = None
         vips = observed_vips(self.config, pid is not None, self.dump, self.addrs)
         if systemd_running():
-            self.units = unit_field(unit_states(node, [UNIT]))
+            units = unit_field(unit_states(node, [UNIT]))
             for state in vips.values():
-                state["units"] = self.units
-        return vips
+                state["units"] = units
+        return {self.kind: vips}
 
     # -- desired
 
-    def desired(self, tree: Any, node: Node) -> dict[str, Desired]:
+    def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         self.instances = desired_instances(tree, node.name)
         systemd = systemd_running()
         out = {vip: Desired(inst.vip_state(vip, address) | runtime_ok(systemd))
@@ -182,7 +179,7 @@ class VirtualIPReconciler(Reconciler):
                 if vip.spec.manager == "pacemaker":
                     self.pacemaker.add(vip.metadata.name)
                     out[vip.metadata.name] = Desired({"manager": "pacemaker", "address": vip.spec.address})
-        return out
+        return {self.kind: out}
 
     def validate(self, node: Node) -> list[str]:
         if not self.instances:
@@ -226,19 +223,19 @@ class VirtualIPReconciler(Reconciler):
 
     # -- apply
 
-    def apply(self, change: Change, node: Node) -> None:
-        if change.name in self.pacemaker:
-            raise Deferred(PACEMAKER_NOTE)
-        # One file holds every VIP: the first change of a pass converges them all, and the
-        # others of that pass share its outcome.
-        if self.outcome is None:
+    def apply(self, changes: list[Change], node: Node) -> Outcomes:
+        """One file holds every VIP: the whole file is converged once for all of them
+        (one reload), and each change shares that outcome."""
+        outcomes: Outcomes = {c.key: Deferred(PACEMAKER_NOTE) for c in changes if c.name in self.pacemaker}
+        ours = [c for c in changes if c.name not in self.pacemaker]
+        if ours:
             try:
                 self._converge(node)
-                self.outcome = "done"
+                error: Exception | None = None
             except (ApplyError, CommandError, OSError, Held) as err:
-                self.outcome = err
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
+                error = err
+            outcomes.update({c.key: error for c in ours})
+        return outcomes
 
     def _converge(self, node: Node) -> None:
         daemon = Keepalived(node)

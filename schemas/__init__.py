@@ -3,26 +3,50 @@
 `KINDS` maps a kind name to its model. A kind's model validates one document; whole-tree
 checks (references, conflicts) are the loader's, driven by each model's `references()`,
 `claims()` and `check()`.
+
+A model's module is imported (and its pydantic classes built) the first time its kind is
+looked up: a tree of Backends does not pay for the Pacemaker vocabulary.
 """
 from __future__ import annotations
 
-from schemas.backend import Backend
-from schemas.cluster import Cluster
-from schemas.cluster_resource import ClusterResource
-from schemas.common import API_VERSION, Manifest
-from schemas.container import Container
-from schemas.domain_join import DomainJoin
-from schemas.frontend import Frontend
-from schemas.virtual_ip import VirtualIP
+import importlib
+from collections.abc import Iterator, Mapping
 
-KINDS: dict[str, type[Manifest]] = {
-    "Cluster": Cluster,
-    "ClusterResource": ClusterResource,
-    "VirtualIP": VirtualIP,
-    "Frontend": Frontend,
-    "Backend": Backend,
-    "Container": Container,
-    "DomainJoin": DomainJoin,
+from schemas.common import API_VERSION, Manifest
+
+# kind → "module:Class"
+_MODELS: dict[str, str] = {
+    "Cluster": "schemas.cluster:Cluster",
+    "ClusterResource": "schemas.cluster_resource:ClusterResource",
+    "VirtualIP": "schemas.virtual_ip:VirtualIP",
+    "Frontend": "schemas.frontend:Frontend",
+    "Backend": "schemas.backend:Backend",
+    "Container": "schemas.container:Container",
+    "DomainJoin": "schemas.domain_join:DomainJoin",
 }
 
-__all__ = ["API_VERSION", "KINDS", "Manifest"] + list(KINDS)
+
+class _Kinds(Mapping[str, type[Manifest]]):
+    """Kind name → model class, imported on first use."""
+
+    def __init__(self, targets: dict[str, str]):
+        self._targets = targets
+        self._loaded: dict[str, type[Manifest]] = {}
+
+    def __getitem__(self, kind: str) -> type[Manifest]:
+        model = self._loaded.get(kind)
+        if model is None:
+            module, _, name = self._targets[kind].partition(":")
+            model = self._loaded[kind] = getattr(importlib.import_module(module), name)
+        return model
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._targets)
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+
+KINDS: Mapping[str, type[Manifest]] = _Kinds(_MODELS)
+
+__all__ = ["API_VERSION", "KINDS", "Manifest"]

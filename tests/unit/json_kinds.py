@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconcilers.base import AtomicWriter, Change, Desired, Node, Reconciler
+from reconcilers.base import AtomicWriter, Change, Desired, Node, PerObject, Reconciler
 
 STORE = Path("/nonexistent")
 
@@ -45,21 +45,21 @@ def write_object(prefix: str, change: Change, node: Node) -> None:
         AtomicWriter(node).write(path, json.dumps(change.desired))
 
 
-class JsonFrontends(Reconciler):
+class JsonFrontends(PerObject):
     """Frontends as <store>/frontend-<name>.json; each depends on its default backend."""
 
     kind = "Frontend"
     after = ("Backend",)
 
     def desired(self, tree, node):
-        return {m.metadata.name: Desired({"backend": m.spec.defaultBackend},
+        return {self.kind: {m.metadata.name: Desired({"backend": m.spec.defaultBackend},
                                          depends=(("Backend", m.spec.defaultBackend),))
-                for m in tree.on_node("Frontend", node.name)}
+                for m in tree.on_node("Frontend", node.name)}}
 
     def observe(self, node):
-        return read_objects("frontend")
+        return {self.kind: read_objects("frontend")}
 
-    def apply(self, change, node):
+    def apply_one(self, change, node):
         write_object("frontend", change, node)
 
 
@@ -69,7 +69,7 @@ class GroupCluster(Reconciler):
     kind = "Cluster"
 
     def desired(self, tree, node):
-        return {}
+        return {self.kind: {}}
 
     def observe(self, node):
-        return {}
+        return {self.kind: {}}

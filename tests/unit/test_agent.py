@@ -25,12 +25,12 @@ from tests.unit.json_kinds import CLUSTER
 from controller import agent as agent_mod
 from controller.agent import Agent, Backoff, Config, Triggers, parse_duration
 from controller.state import NodeLock, read_json
-from reconcilers.base import ApplyError, Change, Desired, Node, Reconciler
+from reconcilers.base import ApplyError, Change, Desired, Node, PerObject, Reconciler
 
 STOP_WATCH = threading.Event()
 
 
-class StoreBackends(Reconciler):
+class StoreBackends(PerObject):
     """Backends as <store>/backend-<name>.json. `fail`: names that refuse to apply;
     `invalid`: a balance value the native validation refuses."""
 
@@ -41,16 +41,16 @@ class StoreBackends(Reconciler):
 
     def desired(self, tree, node):
         self.wanted = {m.metadata.name: m.spec.balance for m in tree.on_node("Backend", node.name)}
-        return {m.metadata.name: Desired({"balance": m.spec.balance, "servers": [s.name for s in m.spec.servers]})
-                for m in tree.on_node("Backend", node.name)}
+        return {self.kind: {m.metadata.name: Desired({"balance": m.spec.balance, "servers": [s.name for s in m.spec.servers]})
+                for m in tree.on_node("Backend", node.name)}}
 
     def validate(self, node):
         return [f"backend {n}: balance {b} refused by the validator" for n, b in self.wanted.items() if b == self.invalid]
 
     def observe(self, node):
-        return json_kinds.read_objects("backend")
+        return {self.kind: json_kinds.read_objects("backend")}
 
-    def apply(self, change: Change, node: Node):
+    def apply_one(self, change: Change, node: Node):
         time.sleep(self.slow)
         if change.name in self.fail:
             raise ApplyError(f"{change.name}: the backend refuses")
@@ -498,3 +498,32 @@ def test_a_refused_newer_revision_leaves_the_backoff_of_the_applied_one(env):
     cycle(agent, "commit")
     assert agent.backoff.objects[("Backend", "app")].failures == 1
     assert env.status()["backoff"]["Backend/app"]["failures"] == 1
+
+
+# --- one commit, one run ---------------------------------------------------------------------------
+
+
+def test_a_watch_event_from_the_agents_own_apply_is_not_drift_and_causes_no_run(env):
+    env.repo.commit({"lb.yaml": backend("app")})
+    agent = env.start()
+    wait_for(lambda: "Backend" in agent.watchers, what="the Backend watch")
+    time.sleep(0.3)
+    runs, history = agent.runs, len(read_json(env.state / "history.json", []))
+    env.repo.commit({"lb.yaml": backend("app", servers=2) + "---\n" + backend("api")})
+    wait_for(lambda: env.files().get("backend-api"), what="the commit to be applied")
+    time.sleep(1.0)  # the watch sees the agent's own writes meanwhile
+    assert agent.runs == runs + 1  # the commit's run, and no "drift" run after it
+    assert agent.drift_events == 0
+    assert 'reconcile_drift_events_total{kind=' not in agent.metrics.text()
+    assert len(read_json(env.state / "history.json", [])) == history + 1
+
+
+def test_a_drift_check_that_finds_the_node_in_sync_records_no_run(env):
+    env.repo.commit({"lb.yaml": backend("app")})
+    agent = env.agent()
+    cycle(agent, "startup")
+    runs = agent.runs
+    assert cycle(agent, "drift") is None and agent.runs == runs and agent.drift_events == 0
+    (env.store / "backend-app.json").unlink()
+    record = cycle(agent, "drift")
+    assert record is not None and agent.runs == runs + 1 and agent.drift_events == 1

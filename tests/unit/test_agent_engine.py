@@ -17,9 +17,9 @@ from tests.unit import json_kinds
 from controller.engine import Engine
 from controller.loader import TreeError, load_tree
 from controller.state import read_json, save_run
-from reconcilers.base import ApplyError, Change, Desired, Node, Reconciler, Runner
+from reconcilers.base import ApplyError, Change, Desired, Node, PerObject, Reconciler, Runner
 
-class JsonBackends(Reconciler):
+class JsonBackends(PerObject):
     """Backends as <store>/backend-<name>.json; `fail` names refuse to apply."""
 
     kind = "Backend"
@@ -27,13 +27,13 @@ class JsonBackends(Reconciler):
     crash_on: set[str] = set()  # names whose apply ends the process (a kill -9, for the engine)
 
     def desired(self, tree, node):
-        return {m.metadata.name: Desired({"balance": m.spec.balance, "servers": [s.name for s in m.spec.servers]})
-                for m in tree.on_node("Backend", node.name)}
+        return {self.kind: {m.metadata.name: Desired({"balance": m.spec.balance, "servers": [s.name for s in m.spec.servers]})
+                for m in tree.on_node("Backend", node.name)}}
 
     def observe(self, node):
-        return json_kinds.read_objects("backend")
+        return {self.kind: json_kinds.read_objects("backend")}
 
-    def apply(self, change: Change, node: Node):
+    def apply_one(self, change: Change, node: Node):
         if change.name in self.crash_on:
             raise SystemExit("killed")
         if change.name in self.fail:
@@ -99,17 +99,17 @@ def test_a_held_object_and_its_dependents_are_skipped_and_the_rest_converges(env
 def test_stop_finishes_the_current_change_and_applies_no_more(env):
     env.write(backend("a1"), backend("a2"), backend("a3"))
     applied: list[str] = []
-    original = JsonBackends.apply
+    original = JsonBackends.apply_one
 
     def counting(self, change, node):
         original(self, change, node)
         applied.append(change.name)
 
-    JsonBackends.apply = counting  # type: ignore[method-assign]
+    JsonBackends.apply_one = counting  # type: ignore[method-assign]
     try:
         record = env.engine(stop=lambda: len(applied) >= 1).apply()
     finally:
-        JsonBackends.apply = original  # type: ignore[method-assign]
+        JsonBackends.apply_one = original  # type: ignore[method-assign]
     assert applied == ["a1"]
     assert env.status(record) == {"Backend/a1": "changed", "Backend/a2": "skipped", "Backend/a3": "skipped"}
     assert {o.error for o in record.objects if o.name != "a1"} == {"not applied: the agent is stopping"}
@@ -155,19 +155,33 @@ def test_an_object_deleted_by_hand_follows_the_drift_policy(env):
     assert not env.file("backend-app").exists()
 
 
-def test_an_object_is_owned_as_soon_as_it_is_created_even_if_the_run_dies(env):
+def test_an_object_is_owned_before_it_is_created_even_if_the_run_dies(env):
     env.write(backend("a1"), backend("a2"))
     JsonBackends.crash_on = {"a2"}
     with pytest.raises(SystemExit):
         env.engine().apply()
     inventory = read_json(env.state / "inventory.json", {})
-    assert list(inventory["objects"]) == ["Backend/a1"]
+    # both recorded before their create; a2's create never finished, so it has no converged state
+    assert sorted(inventory["objects"]) == ["Backend/a1", "Backend/a2"]
+    assert inventory["objects"]["Backend/a2"]["hash"] is None
     # the manifest leaves git before the agent is back: the object it created is pruned
     JsonBackends.crash_on = set()
     env.write(backend("a2"))
     record = env.engine(allow_mass_prune=True).apply()
     assert env.status(record) == {"Backend/a1": "changed", "Backend/a2": "changed"}
     assert not env.file("backend-a1").exists()
+
+
+def test_an_owned_object_that_never_came_to_be_is_forgotten_not_deleted(env):
+    env.write(backend("a1"), backend("a2"))
+    JsonBackends.crash_on = {"a2"}
+    with pytest.raises(SystemExit):
+        env.engine().apply()
+    JsonBackends.crash_on = set()
+    env.write(backend("a1"))  # a2 leaves git: it is owned, but it does not exist
+    record = env.engine().apply()
+    assert env.status(record) == {"Backend/a1": "in-sync"}
+    assert list(read_json(env.state / "inventory.json", {})["objects"]) == ["Backend/a1"]
 
 
 def test_drift_policy_is_validated_with_file_line_and_field(env, tmp_path):

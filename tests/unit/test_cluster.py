@@ -35,7 +35,7 @@ def manifest(tmp_path: Path, text: str = CLUSTER):
 
 def desired(tmp_path: Path, text: str = CLUSTER, node: str = "lb1") -> tuple[ClusterReconciler, dict]:
     rec = ClusterReconciler()
-    out = rec.desired(manifest(tmp_path, text), Node(node, Runner(dry_run=True)))
+    out = rec.desired(manifest(tmp_path, text), Node(node, Runner(dry_run=True)))["Cluster"]
     return rec, {name: d.state for name, d in out.items()}
 
 
@@ -121,17 +121,17 @@ def test_observe_reads_the_file_and_says_whether_it_is_ours(tmp_path, monkeypatc
     conf = tmp_path / "corosync.conf"
     monkeypatch.setattr(cluster_mod, "COROSYNC_CONF", conf)
     monkeypatch.setattr(cluster_mod, "daemons_running", lambda node: {"corosync": False, "pacemaker": False})
-    assert rec.observe(node) == {}
+    assert rec.observe(node) == {"Cluster": {}}
     conf.write_text(rec._render("web"))
-    observed = rec.observe(node)["web"]
+    observed = rec.observe(node)["Cluster"]["web"]
     assert observed["file"] == "generated"
     assert observed["daemons"] == {"corosync": "stopped", "pacemaker": "stopped"}
     assert "properties" not in observed  # Pacemaker does not run: unknown, not empty
     conf.write_text(rec._render("web").replace("token: 1000", "token: 5000"))
-    observed = rec.observe(node)["web"]
+    observed = rec.observe(node)["Cluster"]["web"]
     assert (observed["file"], observed["corosync"]["token"]) == ("edited", 5000)
     conf.write_text((FIXTURES / "corosync.conf.debian-default").read_text())
-    assert rec.observe(node)["debian"]["file"] == "not written by reconcile"
+    assert rec.observe(node)["Cluster"]["debian"]["file"] == "not written by reconcile"
 
 
 def test_the_authkey_is_compared_here_and_only_a_token_leaves(tmp_path, monkeypatch):

@@ -110,7 +110,7 @@ spec:
 def reconciler(tmp_path: Path, text: str = TREE) -> tuple[ClusterResourceReconciler, dict]:
     (tmp_path / "tree.yaml").write_text(text)
     rec = ClusterResourceReconciler()
-    out = rec.desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True)))
+    out = rec.desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True)))["ClusterResource"]
     return rec, out
 
 
@@ -153,7 +153,7 @@ def test_a_clustered_container_becomes_an_lxc_primitive(tmp_path):
 
 def test_nodes_outside_the_cluster_desire_nothing(tmp_path):
     (tmp_path / "tree.yaml").write_text(TREE)
-    out = ClusterResourceReconciler().desired(load_tree(tmp_path), Node("lb9", Runner(dry_run=True)))
+    out = ClusterResourceReconciler().desired(load_tree(tmp_path), Node("lb9", Runner(dry_run=True)))["ClusterResource"]
     assert out == {}
 
 
@@ -335,11 +335,11 @@ def test_a_delete_stops_the_resource_through_pacemaker_first(tmp_path):
 
 
 def test_containers_are_defined_before_their_primitives_and_destroyed_after_them():
-    from controller.engine import kind_order
+    from controller.engine import owner_order
     from reconcilers import reconciler_class
 
-    kinds = {"Cluster", "ClusterResource", "Container"}
-    order = kind_order(kinds, {k: reconciler_class(k) for k in kinds})
-    assert order == ["Cluster", "Container", "ClusterResource"]  # deletes run in reverse
+    kinds = ["Cluster", "ClusterResource", "Container"]  # registry order breaks ties
+    order = owner_order([reconciler_class(k)() for k in kinds])
+    assert [k for rec in order for k in rec.kinds] == ["Cluster", "Container", "ClusterResource"]  # deletes: reverse
     # a tree with only a Cluster and a placed Container still gets its primitive
     assert {"VirtualIP", "Container"} <= set(reconciler_class("ClusterResource").consumes)

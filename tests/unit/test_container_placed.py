@@ -59,7 +59,7 @@ def placed(tmp_path):
     rec = ContainerReconciler()
     rec._layout = V1
     node = Node("lb1", Runner(dry_run=True, recording=True), tmp_path / "state")
-    return rec, node, rec.desired(load_tree(tmp_path / "tree"), node)["ct1"]
+    return rec, node, rec.desired(load_tree(tmp_path / "tree"), node)["Container"]["ct1"]
 
 
 def observed(config: str, state: str, instance: str | None = None, may_run_here: bool = True) -> dict:
@@ -85,8 +85,8 @@ def test_every_node_of_the_cluster_defines_it(tmp_path):
     (tmp_path / "t.yaml").write_text(TREE)
     tree = load_tree(tmp_path)
     for name in ("lb1", "lb2"):
-        assert set(ContainerReconciler().desired(tree, Node(name, Runner(dry_run=True)))) == {"ct1"}
-    assert ContainerReconciler().desired(tree, Node("lb9", Runner(dry_run=True))) == {}
+        assert set(ContainerReconciler().desired(tree, Node(name, Runner(dry_run=True)))["Container"]) == {"ct1"}
+    assert ContainerReconciler().desired(tree, Node("lb9", Runner(dry_run=True))) == {"Container": {}}
 
 
 # --- observe: configs recorded in the lab ------------------------------------------------------
@@ -187,7 +187,7 @@ def test_destroy_is_deferred_while_a_primitive_runs_it_here(placed, tmp_path, mo
     monkeypatch.setattr(ContainerReconciler, "_state_now", lambda self, node, name, path: "running")
     have = dict(observed(text("config-placed-ct1-stopped"), "running"), lxcPath=str(lxc))
     with pytest.raises(Deferred, match=r"Pacemaker runs ct1 here \(lxc primitive ct1\)"):
-        rec.apply(Change("Container", "ct1", "delete", None, have), node)
+        rec.apply_one(Change("Container", "ct1", "delete", None, have), node)
     assert node.runner.records == []  # nothing ran: no stop, no destroy, the node attribute kept
     assert (lxc / "ct1" / "config").exists()
 

@@ -66,7 +66,7 @@ def reconciler(tmp_path):
     rec = ContainerReconciler()
     rec._layout = V1
     node = Node("lb1", Runner(dry_run=True), tmp_path / "state")
-    desired = rec.desired(load_tree(tmp_path / "tree"), node)
+    desired = rec.desired(load_tree(tmp_path / "tree"), node)["Container"]
     return rec, node, desired
 
 
@@ -247,7 +247,7 @@ def test_download_and_local_sources_are_recorded_for_people(tmp_path):
     (tmp_path / "c.yaml").write_text(EXAMPLE.split("---")[0].replace(
         "template: busybox", "template: download\n  download: {distribution: debian, release: bookworm}"))
     rec = ContainerReconciler()
-    state = rec.desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True)))["app1"].state
+    state = rec.desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True)))["Container"]["app1"].state
     assert state["source"] == "download debian/bookworm/amd64"
 
 
@@ -319,7 +319,7 @@ def test_apply_refuses_to_touch_a_container_made_by_hand(reconciler, tmp_path):
     hand = observed_from_config("app1", "/var/lib/lxc", fixture("config-by-hand-app3"), "stopped")
     node = Node("lb1", Runner(dry_run=False, recording=True), tmp_path / "state")
     with pytest.raises(ApplyError, match="not created by reconcile"):
-        rec.apply(Change("Container", "app1", "update", desired["app1"].state, hand), node)
+        rec.apply_one(Change("Container", "app1", "update", desired["app1"].state, hand), node)
     assert node.runner.records == []  # not one command ran
 
 

@@ -81,7 +81,7 @@ def node(tmp_path: Path, dry_run: bool = False) -> Node:
 def planned(tmp_path: Path, paths: Paths, **manifest) -> tuple[DomainJoinReconciler, dict]:
     tree = load_tree(write_join(tmp_path / "repo", **manifest))
     rec = DomainJoinReconciler(paths)
-    return rec, rec.desired(tree, node(tmp_path))
+    return rec, rec.desired(tree, node(tmp_path))["DomainJoin"]
 
 
 # --- parsers on recorded output --------------------------------------------------------------
@@ -268,7 +268,7 @@ def test_missing_secret_file_is_a_clear_error_and_nothing_changes(tmp_path, path
     n = node(tmp_path)
     change = Change("DomainJoin", "corp", "create", desired["corp"].state, None)
     with pytest.raises(ApplyError, match=r"secret file .*absent.password does not exist"):
-        rec.apply(change, n)
+        rec.apply_one(change, n)
     assert n.runner.records == []  # not one command ran
     assert not paths.sssd_conf.exists() and not paths.sudoers("corp").exists()
     assert {p: p.read_text() for p in before} == before
@@ -280,7 +280,7 @@ def test_an_sssd_conf_reconcile_did_not_write_is_never_overwritten(tmp_path, pat
     paths.sssd_conf.write_text("[sssd]\ndomains = other.test\n")
     n = node(tmp_path)
     with pytest.raises(ApplyError, match="was not written by reconcile"):
-        rec.apply(Change("DomainJoin", "corp", "create", desired["corp"].state, None), n)
+        rec.apply_one(Change("DomainJoin", "corp", "create", desired["corp"].state, None), n)
     assert paths.sssd_conf.read_text() == "[sssd]\ndomains = other.test\n"
     assert n.runner.records == []
 
@@ -288,7 +288,7 @@ def test_an_sssd_conf_reconcile_did_not_write_is_never_overwritten(tmp_path, pat
 def test_prune_without_a_record_of_the_join_refuses(tmp_path, paths):
     rec = DomainJoinReconciler(paths)
     with pytest.raises(ApplyError, match="no record of how DomainJoin/corp joined"):
-        rec.apply(Change("DomainJoin", "corp", "delete", None, {"membership": {}}), node(tmp_path))
+        rec.apply_one(Change("DomainJoin", "corp", "delete", None, {"membership": {}}), node(tmp_path))
 
 
 def test_prune_with_its_secret_gone_changes_nothing(tmp_path, paths):
@@ -301,14 +301,14 @@ def test_prune_with_its_secret_gone_changes_nothing(tmp_path, paths):
     paths.sssd_conf.write_text(f"# {GENERATED_HEADER}\n")
     n = node(tmp_path)
     with pytest.raises(ApplyError, match="does not exist"):
-        rec.apply(Change("DomainJoin", "corp", "delete", None, {"membership": {}}), n)
+        rec.apply_one(Change("DomainJoin", "corp", "delete", None, {"membership": {}}), n)
     assert marker.exists() and paths.sssd_conf.exists() and n.runner.records == []
 
 
 def test_observe_without_keytab_or_record_sees_nothing_and_runs_nothing(tmp_path, paths):
     rec, _ = planned(tmp_path, paths)
     n = node(tmp_path, dry_run=True)
-    assert rec.observe(n) == {}
+    assert rec.observe(n) == {"DomainJoin": {}}
     assert n.runner.records == []
 
 
@@ -370,7 +370,7 @@ def test_renamed_manifest_prunes_the_old_name_without_leaving_the_domain(tmp_pat
     paths.pam_session.write_text(pam_with_block(fixture("common-session.debian"), "old", "/etc/skel", "0077"))
     rec = DomainJoinReconciler(paths)
     n = node(tmp_path)
-    rec.apply(Change("DomainJoin", "old", "delete", None, {"membership": {}}), n)
+    rec.apply_one(Change("DomainJoin", "old", "delete", None, {"membership": {}}), n)
     assert [r for r in n.runner.records if r.what == "exec"] == []  # no adcli delete-computer, no sssd stop
     assert paths.keytab.exists() and paths.sssd_conf.exists()
     assert not paths.sudoers("old").exists() and not (state / "old.json").exists()

@@ -17,10 +17,10 @@ from controller.engine import Engine
 from controller.loader import load_tree
 from controller.state import Inventory
 from reconcilers.base import (
-    ApplyError, AtomicWriter, Change, CommandError, Desired, DryRunViolation, Node, Reconciler, Runner,
+    ApplyError, AtomicWriter, Change, CommandError, Desired, DryRunViolation, Node, PerObject, Reconciler, Runner,
 )
 
-class FileBackends(Reconciler):
+class FileBackends(PerObject):
     """Backends as JSON files <store>/backend-<name>.json."""
 
     kind = "Backend"
@@ -37,12 +37,12 @@ class FileBackends(Reconciler):
                  "servers": {s.name: {"address": s.address, "port": s.port, "weight": s.weight} for s in m.spec.servers}},
                 ignore=tuple("/servers/*/weight" for _ in [1] if "weight" in m.spec.ignore),
             )
-        return out
+        return {self.kind: out}
 
     def observe(self, node):
-        return json_kinds.read_objects("backend")
+        return {self.kind: json_kinds.read_objects("backend")}
 
-    def apply(self, change: Change, node: Node):
+    def apply_one(self, change: Change, node: Node):
         FileBackends.applied.append((change.action, change.name))
         if change.name in self.fail:
             raise ApplyError(f"cannot apply {change.name}: told to fail")
@@ -52,9 +52,9 @@ class FileBackends(Reconciler):
 
 
 class FileFrontends(json_kinds.JsonFrontends):
-    def apply(self, change, node):
+    def apply_one(self, change, node):
         FileBackends.applied.append((change.action, change.name))
-        super().apply(change, node)
+        super().apply_one(change, node)
 
 
 def backend(name: str, servers: int = 2, weight: int = 1, extra: str = "") -> str:
@@ -216,7 +216,7 @@ def test_dry_run_runner_refuses_mutations_even_if_apply_were_called(env):
     engine.plan()
     change = Change("Backend", "app", "create", {"balance": "x"}, None)
     with pytest.raises(DryRunViolation):
-        engine.reconcilers["Backend"].apply(change, engine.node)
+        engine.reconcilers["Backend"].apply_one(change, engine.node)
     assert list(env.store.iterdir()) == []
 
 
@@ -323,11 +323,11 @@ class FrontendsAsResources(Reconciler):
     consumes = ("Frontend",)
 
     def desired(self, tree, node):
-        return {f"fe-{m.metadata.name}": Desired({"port": m.spec.bind[0].port})
-                for m in tree.on_node("Frontend", node.name)}
+        return {self.kind: {f"fe-{m.metadata.name}": Desired({"port": m.spec.bind[0].port})
+                for m in tree.on_node("Frontend", node.name)}}
 
     def observe(self, node):
-        return {}
+        return {self.kind: {}}
 
 
 def test_a_reconciler_runs_for_the_kinds_it_consumes(env, monkeypatch):
@@ -378,10 +378,10 @@ def test_native_validation_runs_once_per_tree_content_in_a_process(env, monkeypa
 
 
 class BuggyBackends(FileBackends):
-    def apply(self, change, node):
+    def apply_one(self, change, node):
         if change.name == "app":
             return {}["no such key"]
-        super().apply(change, node)
+        super().apply_one(change, node)
 
 
 def test_a_bug_in_a_reconciler_fails_its_object_with_a_message_not_the_run(env, monkeypatch, capsys):

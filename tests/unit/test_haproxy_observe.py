@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from controller.loader import load_tree
-from reconcilers.haproxy import (
-    EDITED, IN_SYNC, NOT_IN_FILE, Snapshot, used_connections, admin_state, desired_sections, haproxy_errors,
-    line_changes, parse_config, parse_servers_state, parse_show_proc, parse_stat, render_desired,
-)
+from reconcilers.haproxy.config import EDITED, IN_SYNC, NOT_IN_FILE, line_changes, parse_config
+from reconcilers.haproxy.parse import Snapshot
+from reconcilers.haproxy.process import haproxy_errors
+from reconcilers.haproxy.render import desired_sections, render_desired
+from reconcilers.haproxy.runtime import admin_state, parse_servers_state, parse_show_proc, parse_stat, used_connections
 from reconcilers.base import ApplyError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "haproxy"

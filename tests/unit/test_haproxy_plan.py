@@ -6,10 +6,11 @@ import copy
 from pathlib import Path
 
 from controller.loader import load_tree
-from reconcilers.backend import plan_backend
 from reconcilers.base import Change, Node, Runner
-from reconcilers.backend import BackendReconciler
-from reconcilers.haproxy import EDITED, RuntimeServer, desired_sections
+from reconcilers.haproxy.config import EDITED
+from reconcilers.haproxy.reconciler import HAProxyReconciler
+from reconcilers.haproxy.render import desired_sections
+from reconcilers.haproxy.runtime import RuntimeServer, plan_backend
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "haproxy"
 
@@ -110,7 +111,7 @@ def test_a_backend_that_is_not_loaded_is_a_reload() -> None:
 
 
 def test_explain_lists_the_commands_for_the_plan() -> None:
-    rec = BackendReconciler()
+    rec = HAProxyReconciler()
     node = Node("lb1", Runner(dry_run=True))
     rec.desired(load_tree(FIXTURES / "tree"), node)
     observed = copy.deepcopy(app())
