@@ -10,6 +10,7 @@ Python API (tests, other tools)::
     from controller.lab import Lab, temporary_lab, reconcile
 
     lab = Lab("demo").up(nodes=2, domain_controller=False)   # tears down a stale "demo" first
+    lab = Lab("demo").up(nodes=2, systemd=True)              # lb1, lb2 boot a real systemd (~1 s)
     lab.nodes                      # ["lb1", "lb2"] (+ "dc1")
     lab.address("lb2")             # "192.0.2.12"
     lab.shared                     # Path: same path on the host and in every node
@@ -22,7 +23,7 @@ Python API (tests, other tools)::
     reconcile(lab, "lb1", "--dry-run", "--repo", "desired-state")  # == lab.reconcile("lb1", ...)
     lab.netns("lb1")               # "demo-lb1": `ip -n demo-lb1 ...` from the host
     lab.pid("lb1")                 # host PID of the node's init: nsenter -t PID -n -m -u -i -p
-    lab.enter_argv("lb1")          # that nsenter argv prefix, for your own subprocess calls
+    lab.enter_argv("lb1")          # the argv prefix that enters the node (nsenter; lxc-attach for systemd)
     lab.status()                   # dict: nodes, addresses, PIDs, alive, DC answers
     lab.down()                     # idempotent; ends every process of the lab
 
@@ -33,10 +34,11 @@ Python API (tests, other tools)::
 stderr in its message) when check=True and the command fails; `LabError` for lab problems.
 `Lab(name)` in another process finds a running lab through /srv/reconcile-lab/<name>/lab.json.
 
-pytest (tests/lab/conftest.py): fixtures `lab2`, `lab3`, `lab2_dc` (function scope, each a
-fresh uniquely named lab, torn down even when the test fails; 2 nodes take ~0.1 s, a DC
-~2.5 s once its provisioned domain is cached) and `make_lab(nodes, domain_controller)` for
-other shapes. Mark lab tests `@pytest.mark.lab`.
+pytest (tests/lab/conftest.py): fixtures `lab2`, `lab3`, `lab2_dc`, `lab2_systemd` (function
+scope, each a fresh uniquely named lab, torn down even when the test fails; 2 nodes take
+~0.1 s, 2 systemd nodes ~1.5 s, a DC ~2.5 s once its provisioned domain is cached) and
+`make_lab(nodes, domain_controller, systemd)` for other shapes. Mark lab tests
+`@pytest.mark.lab`.
 
 Constants: `DOMAIN` "corp.example.test", `REALM`, `NETBIOS_DOMAIN` "CORP", `DC_NODE`,
 `DC_ADDRESS`, `ADMIN_USER` "Administrator", `ADMIN_PASSWORD`, `USERS` {user: password}
@@ -65,6 +67,19 @@ What a node is (see holder.py):
   reach a service from a node (`lab.wait_tcp`, a client run with `lab.exec`), or
   from the host with `nsenter`/`ip netns exec <lab>-lb1`.
 - PATH in nodes starts with this installation's venv bin, so `reconcile` runs there.
+
+What a systemd node is (`systemd=True`, `reconcile lab up --systemd`; see systemd_node.py):
+lb1..lbN are LXC system containers booting Debian's systemd as PID 1, with the same name,
+address, bridge, shared folder and Lab API as above. Their root is an overlay over the
+host's whole `/` (read-only lower layer; the upper layer is a tmpfs inside the container's
+mount namespace), so a write anywhere in the node stays in the node. The packages'
+services run as on a fresh install (Corosync + Pacemaker with the one-node cluster
+`debian`, HAProxy with Debian's file; keepalived and sssd waiting for a configuration);
+units the host enabled that do not belong on an HA node (lxc-net, samba, timers...) are
+masked. Commands enter with lxc-attach (the node's control groups, its capabilities).
+dc1 stays an init-less node. `down` and `sweep_orphans` stop the containers (also when
+their LXC monitors or the test run that made them were killed) and remove their control
+groups; nothing is mounted on the host.
 """
 from controller.lab.config import (  # noqa: F401
     ADMIN_PASSWORD, ADMIN_USER, DC_ADDRESS, DC_NODE, DOMAIN, GROUPS, JOIN_PASSWORD_FILE, LAB_BASE,
