@@ -20,9 +20,11 @@ shared folder) and a freshly installed Debian machine from the inside:
   and Pacemaker start the packages' one-node cluster `debian`, HAProxy starts with Debian's
   default file, keepalived and sssd are skipped by their units' conditions until they have
   a configuration). Masked (a /dev/null link in /etc/systemd/system) are the units the host
-  enabled that do not belong on an HA node of the lab: `masked_units()` computes them from
-  /etc/systemd/system/*.wants minus the units of NODE_PACKAGES, targets and gettys
-  (lxc-net would start a NATed bridge and dnsmasq; samba, postgresql, pcsd, ssh, timers...).
+  starts at boot that do not belong on an HA node of the lab: `masked_units()` computes
+  them from /etc/systemd/system/*.wants and the SysV scripts of runlevels 2-5 without a
+  native unit, minus the units of NODE_PACKAGES, targets and gettys (lxc-net would start a
+  NATed bridge and dnsmasq; samba, postgresql, pcsd, ssh, timers, openipmi...). Computed at
+  each `up`: other packages installed on the host later are masked too.
 
 Names: the container is `<lab>-<node>` under the absolute LXC path
 /srv/reconcile-lab/<lab>/lxc (a relative path breaks lxc-attach/lxc-info). LXC puts its
@@ -50,8 +52,6 @@ if TYPE_CHECKING:
 # The packages whose units a fresh HA node of this project runs as installed: the daemons
 # reconcile manages, and the logging daemon Pacemaker's packages bring (cluster-glue).
 NODE_PACKAGES = ("haproxy", "keepalived", "corosync", "pacemaker", "cluster-glue", "sssd-common", "sssd-ad-common")
-DPKG_INFO = Path("/var/lib/dpkg/info")
-SYSTEMD_SYSTEM = Path("/etc/systemd/system")
 # Boot reaches `running` in about 1 s; a loaded machine takes longer.
 BOOT_TIMEOUT = 90.0
 
@@ -101,8 +101,10 @@ def lxc_path(lab: Lab) -> Path:
 # --- which units a node must not run ----------------------------------------------------------
 
 
-def package_units(packages: Iterable[str] = NODE_PACKAGES, info: Path = DPKG_INFO) -> set[str]:
-    """Unit file names the packages install (from dpkg's file lists, no dpkg process)."""
+def package_units(packages: Iterable[str] = NODE_PACKAGES, root: Path = Path("/")) -> set[str]:
+    """Units the packages install (from dpkg's file lists, no dpkg process): unit files,
+    and `NAME.service` for an init script /etc/init.d/NAME."""
+    info = root / "var/lib/dpkg/info"
     units: set[str] = set()
     for package in packages:
         for listing in (info / f"{package}.list", *info.glob(f"{package}:*.list")):
@@ -112,19 +114,30 @@ def package_units(packages: Iterable[str] = NODE_PACKAGES, info: Path = DPKG_INF
                 continue
             units.update(Path(line).name for line in lines if "/systemd/system/" in line
                          and re.search(r"\.(service|socket|timer|path|mount)$", line))
+            units.update(f"{Path(line).name}.service" for line in lines if line.startswith("/etc/init.d/"))
     return units
 
 
-def enabled_units(system: Path = SYSTEMD_SYSTEM) -> set[str]:
-    """Units the host's administrator or packages enabled: the links in *.wants folders."""
-    return {link.name for wants in system.glob("*.wants") for link in wants.iterdir()}
+def enabled_units(root: Path = Path("/")) -> set[str]:
+    """Units that start at boot on the host: the links in /etc/systemd/system/*.wants,
+    and the SysV init scripts started in runlevels 2-5 that have no native unit (systemd's
+    sysv generator makes a unit of each: openipmi, ipvsadm...)."""
+    system = root / "etc/systemd/system"
+    units = {link.name for wants in system.glob("*.wants") for link in wants.iterdir()}
+    native = [system, root / "lib/systemd/system", root / "usr/lib/systemd/system"]
+    for level in "2345":
+        for link in (root / f"etc/rc{level}.d").glob("S[0-9][0-9]*"):
+            unit = f"{link.name[3:]}.service"
+            if not any((folder / unit).exists() or (folder / unit).is_symlink() for folder in native):
+                units.add(unit)
+    return units
 
 
-def masked_units(system: Path = SYSTEMD_SYSTEM, info: Path = DPKG_INFO) -> list[str]:
-    """The host's enabled units that a lab node must not run: all but those of
-    NODE_PACKAGES, targets (remote-fs.target) and gettys (skipped in a container anyway)."""
-    keep = package_units(NODE_PACKAGES, info)
-    return sorted(u for u in enabled_units(system)
+def masked_units(root: Path = Path("/")) -> list[str]:
+    """The host's units that start at boot but that a lab node must not run: all but those
+    of NODE_PACKAGES, targets (remote-fs.target) and gettys (skipped in a container anyway)."""
+    keep = package_units(NODE_PACKAGES, root)
+    return sorted(u for u in enabled_units(root)
                   if u not in keep and not u.endswith(".target") and not u.startswith("getty@"))
 
 

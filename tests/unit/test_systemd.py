@@ -152,19 +152,28 @@ def test_install_refuses_options_the_agent_refuses_before_touching_anything(tmp_
 
 # --- which units a systemd lab node masks ------------------------------------------------------
 
-def test_a_node_masks_what_the_host_enabled_except_the_ha_packages_units(tmp_path):
-    system, info = tmp_path / "system", tmp_path / "dpkg"
+def test_a_node_masks_what_the_host_starts_at_boot_except_the_ha_packages_units(tmp_path):
+    system, info, lib = tmp_path / "etc/systemd/system", tmp_path / "var/lib/dpkg/info", tmp_path / "lib/systemd/system"
     for wants, unit in [("multi-user.target.wants", "haproxy.service"), ("multi-user.target.wants", "lxc-net.service"),
                         ("multi-user.target.wants", "smbd.service"), ("multi-user.target.wants", "remote-fs.target"),
                         ("getty.target.wants", "getty@tty1.service"), ("sssd.service.wants", "sssd-nss.socket"),
                         ("timers.target.wants", "apt-daily.timer"), ("multi-user.target.wants", "logd.service")]:
         (system / wants).mkdir(parents=True, exist_ok=True)
         (system / wants / unit).symlink_to(f"/lib/systemd/system/{unit}")
-    info.mkdir()
+    # SysV scripts started in runlevel 3: one with a native unit (systemd ignores the script),
+    # one without (the generator makes openipmi.service), one of an HA package, one stopped
+    lib.mkdir(parents=True)
+    (lib / "haproxy.service").write_text("[Service]\n")
+    (tmp_path / "etc/rc3.d").mkdir()
+    for link in ("S01haproxy", "S01openipmi", "S01keepalived", "K01ipmievd"):
+        (tmp_path / "etc/rc3.d" / link).symlink_to(f"../init.d/{link[3:]}")
+    info.mkdir(parents=True)
     (info / "haproxy.list").write_text("/lib/systemd/system/haproxy.service\n/usr/sbin/haproxy\n")
+    (info / "keepalived.list").write_text("/etc/init.d/keepalived\n")
     (info / "sssd-common.list").write_text("/lib/systemd/system/sssd-nss.socket\n")
     (info / "cluster-glue:amd64.list").write_text("/lib/systemd/system/logd.service\n")
-    assert systemd_node.masked_units(system, info) == ["apt-daily.timer", "lxc-net.service", "smbd.service"]
+    assert systemd_node.masked_units(tmp_path) == ["apt-daily.timer", "lxc-net.service", "openipmi.service",
+                                                   "smbd.service"]
 
 
 def test_the_lab_name_decides_whose_lxc_cgroups_these_are():
