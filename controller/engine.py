@@ -228,7 +228,7 @@ class Engine:
             started = time.monotonic()
             try:
                 problems = list(rec.validate(self.node))
-            except CommandError as err:
+            except (CommandError, ApplyError) as err:  # ApplyError: a value no renderer may write
                 problems = [str(err)]
             except Exception as err:
                 problems = [_internal(err)]

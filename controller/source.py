@@ -36,7 +36,7 @@ from reconcilers.base import CommandError, Runner
 
 log = logging.getLogger("reconcile.source")
 
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+SHA_RE = re.compile(r"[0-9a-f]{40}")
 GIT_TIMEOUT = 120.0
 # No prompt may ever block the agent: a missing credential is an error in the status.
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
@@ -161,7 +161,7 @@ class GitSource:
     def head(self) -> str:
         """The commit the ref names at the source now: cheap, fetches nothing."""
         with self._lock:
-            if self.ref is not None and SHA_RE.match(self.ref):
+            if self.ref is not None and SHA_RE.fullmatch(self.ref):
                 return self.ref
             if self._local is not None:
                 return self._local_head()

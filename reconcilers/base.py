@@ -80,6 +80,13 @@ reconciler and calls, in this order:
     Frontend). Deletes run in the reverse order. `Desired.depends` names single objects
     this one needs: if one of those fails, this one is skipped.
 
+Values in generated files: every value a renderer writes into a line goes through that file
+format's one quoting function, kept beside the renderer (`haproxy_word`, `keepalived_word`,
+`corosync_value`, `lxc_value`, `sssd_value`, `pam_argument`, `sudoers_escape`, `cib_value`).
+It returns the value as the format reads it back as one value, quoted where the format allows,
+or raises `UnsafeValue`: whatever the schema let through, a value never ends a line, opens a
+block or section, or starts another key.
+
 Secrets never enter `Desired`, observed dicts, plans, logs or argv: read them at apply time
 with `read_secret`, pass them on stdin (`Runner.run(..., input=..., secrets=[...])`), and
 compare them inside the reconciler, exposing only a token such as "<secret: in sync>".
@@ -97,6 +104,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
+
+from schemas.common import unsafe_character
 
 log = logging.getLogger("reconcile")
 
@@ -116,6 +125,25 @@ class CommandError(Exception):
 
 class ApplyError(Exception):
     """A change could not be applied; the message says why and what to do."""
+
+
+class UnsafeValue(ApplyError):
+    """A value that cannot be written into a generated file without changing what the file
+    says: it would end the line, open a block or section, or start another key. Raised by
+    each file format's quoting function (beside its renderer); the schema refuses such
+    values first, so this is the second line of defence."""
+
+
+def one_line(value: str, where: str, max_length: int = 1024) -> str:
+    """`value` unchanged when it can stand inside one line of `where` (a file format):
+    no control character, line separator or invisible format character, and not longer
+    than `max_length` (some parsers cut long lines in two). Raises UnsafeValue."""
+    found = unsafe_character(value)
+    if found is not None:
+        raise UnsafeValue(f"{where}: refused to write {value!r}: it holds {found[1]}, which would break the line")
+    if len(value) > max_length:
+        raise UnsafeValue(f"{where}: refused to write a value of {len(value)} characters (at most {max_length})")
+    return value
 
 
 class Deferred(Exception):

@@ -39,8 +39,8 @@ from typing import Any, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject, read_secret,
-    enable_unit, pid_alive, start_unit, systemd_running, unit_field, unit_notes, unit_states,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject, UnsafeValue,
+    enable_unit, one_line, read_secret, pid_alive, start_unit, systemd_running, unit_field, unit_notes, unit_states,
 )
 from schemas.common import duration_ms
 
@@ -85,20 +85,33 @@ def corosync_settings(name: str, spec: Any) -> dict[str, Any]:
     }
 
 
+def corosync_value(value: Any) -> str:
+    """The value of a `key: value` line of corosync.conf, as it is; refused (UnsafeValue)
+    when it could change the file's structure: Corosync reads any line holding '{' as the
+    start of a section and a line holding '}' as an end, '#' starts a comment, blanks
+    around a value are dropped, and a line over 512 bytes is an error."""
+    text = one_line(str(value), "corosync.conf", max_length=255)
+    if not text or text != text.strip() or any(c in text for c in "{}#"):
+        raise UnsafeValue(f"corosync.conf: refused to write {text!r}: a value there may not be empty, start or end "
+                          "with a blank, or hold '{', '}' or '#'")
+    return text
+
+
 def render_corosync_conf(settings: dict[str, Any], explicit_wait_for_all: bool, keyfile: str = str(AUTHKEY)) -> str:
+    v = corosync_value
     lines = [f"# {GENERATED_HEADER}", "totem {", "    version: 2",
-             f"    cluster_name: {settings['clusterName']}",
-             f"    transport: {settings['transport']}",
-             f"    token: {settings['token']}"]
+             f"    cluster_name: {v(settings['clusterName'])}",
+             f"    transport: {v(settings['transport'])}",
+             f"    token: {v(settings['token'])}"]
     if settings["crypto"] == "none":
         lines += ["    crypto_cipher: none", "    crypto_hash: none"]
     else:
         cipher, hash_ = settings["crypto"].split("/")
-        lines += [f"    crypto_cipher: {cipher}", f"    crypto_hash: {hash_}", f"    keyfile: {keyfile}"]
+        lines += [f"    crypto_cipher: {v(cipher)}", f"    crypto_hash: {v(hash_)}", f"    keyfile: {v(keyfile)}"]
     lines += ["}", "", "nodelist {"]
     for n in settings["nodes"]:
-        lines += ["    node {", f"        name: {n['name']}", f"        nodeid: {n['id']}",
-                  f"        ring0_addr: {n['address']}", "    }"]
+        lines += ["    node {", f"        name: {v(n['name'])}", f"        nodeid: {v(n['id'])}",
+                  f"        ring0_addr: {v(n['address'])}", "    }"]
     lines += ["}", "", "quorum {", "    provider: corosync_votequorum"]
     quorum = settings["quorum"]
     if quorum["twoNode"]:

@@ -33,7 +33,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Callable, Iterable, Iterator
 
 from reconcilers import pacemaker
-from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Node, Outcomes, Reconciler
+from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Node, Outcomes, Reconciler, one_line
 from reconcilers.container import config_path, stop_seconds
 from schemas.cluster_resource import MARKER
 
@@ -144,10 +144,18 @@ def container_state(name: str, spec: Any) -> dict[str, Any]:
 # --- rendering the CIB elements ----------------------------------------------------------
 
 
+def cib_value(value: str) -> str:
+    """An attribute value of the CIB. ElementTree escapes markup and writes a newline in an
+    attribute as a character reference, so only what XML 1.0 cannot carry at all (control
+    characters) or what would reach Pacemaker's tools as two lines is refused (UnsafeValue)."""
+    return one_line(value, "the CIB", max_length=4096)
+
+
 def _nvset(parent: ET.Element, tag: str, set_id: str, pairs: dict[str, str]) -> ET.Element:
-    nvset = ET.SubElement(parent, tag, {"id": set_id})
+    nvset = ET.SubElement(parent, tag, {"id": cib_value(set_id)})
     for name, value in pairs.items():
-        ET.SubElement(nvset, "nvpair", {"id": f"{set_id}-{name}", "name": name, "value": value})
+        ET.SubElement(nvset, "nvpair", {"id": cib_value(f"{set_id}-{name}"), "name": cib_value(name),
+                                        "value": cib_value(value)})
     return nvset
 
 

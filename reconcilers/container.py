@@ -62,6 +62,7 @@ one, add the line to its config by hand. A bridge we create carries the link ali
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -75,11 +76,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import (
     GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject,
+    UnsafeValue, one_line,
 )
 from schemas.common import duration_ms
 
@@ -303,6 +305,7 @@ def observed_from_config(name: str, lxc_path: str, text: str, state: str) -> dic
         "limits": {"memory": canonical_memory(memory), "cpus": canonical_cpus(cpus), "cpuWeight": cpu_weight},
         "network": _network_of(values),
         "init": init.split() if init else None,
+        "rootfs": canonical_rootfs(_last(values, "lxc.rootfs.path")),
         "files": {},
         "pacemaker": {"cluster": cluster, "mayRunHere": False} if cluster else None,
     }
@@ -399,6 +402,35 @@ def observed_bridge_address(links: dict[str, Link], bridge: str, want: str) -> s
 # --- rendering -------------------------------------------------------------------------------
 
 
+def lxc_value(value: Any) -> str:
+    """The value of a `key = value` line of an LXC config, as it is; refused (UnsafeValue)
+    when LXC would read it otherwise: a control character or line separator (a newline
+    would start another key), an empty value (it clears the key), blanks at either end
+    (LXC drops them) or a leading quote (LXC removes a pair of quotes around a value)."""
+    text = one_line(str(value), "an LXC config line", max_length=4096)
+    if not text or text != text.strip(" \t") or text[0] in "'\"":
+        raise UnsafeValue(f"LXC config: refused to write {text!r}: a value there may not be empty, start or end "
+                          "with a blank, or start with a quote")
+    return text
+
+
+def lxc_init_cmd(args: list[str]) -> str:
+    """lxc.init.cmd for an argv: LXC splits the value at blanks (a word may be quoted, but
+    nothing inside a quote can be escaped), so each argument must be one word without
+    blanks that does not start with a quote."""
+    for arg in args:
+        if not arg or any(c.isspace() for c in arg) or arg[0] in "'\"":
+            raise UnsafeValue(f"LXC config: refused init argument {arg!r}: LXC would not read it back as one "
+                              "argument (blanks, a leading quote, or empty)")
+    return lxc_value(" ".join(args))
+
+
+def lxc_comment(text: str) -> str:
+    """Text after a '#' of an LXC config: anything on one line."""
+    return one_line(text, "an LXC config comment", max_length=4096)
+
+
+
 def source_of(spec: Any) -> str:
     """Where the root file system came from: fixed at creation, recorded in our block."""
     if spec.template == "download":
@@ -441,7 +473,7 @@ def render_settings(name: str, state: dict[str, Any], layout: CgroupLayout) -> l
     else:
         out.append(("lxc.net.0.type", "empty"))
     if state["init"]:
-        out.append(("lxc.init.cmd", " ".join(state["init"])))
+        out.append(("lxc.init.cmd", lxc_init_cmd(state["init"])))
     return out
 
 
@@ -450,13 +482,14 @@ def render_block(name: str, source: str, stop_seconds: int, settings: list[tuple
     """Our block of a container's config. `cluster`: Pacemaker of that cluster places it.
     `running`: (instance, restart keys) the instance Pacemaker runs here has, while the
     settings above already say what its next start takes."""
-    lines = [f"{MARKER}{name}", f"# {GENERATED_HEADER}", f"{SOURCE_TAG}{source}", f"{STOP_TAG}{stop_seconds}"]
+    c = lxc_comment
+    lines = [f"{MARKER}{c(name)}", f"# {GENERATED_HEADER}", f"{SOURCE_TAG}{c(source)}", f"{STOP_TAG}{c(str(stop_seconds))}"]
     if cluster:
-        lines.append(f"{CLUSTER_TAG}{cluster}")
-    lines += [f"{k} = {v}" for k, v in settings]
+        lines.append(f"{CLUSTER_TAG}{c(cluster)}")
+    lines += [f"{lxc_value(k)} = {lxc_value(v)}" for k, v in settings]
     if running:
-        lines.append(f"{RUNNING_INSTANCE_TAG}{running[0]}")
-        lines += [f"{RUNNING_TAG}{k} = {v}" for k, v in running[1]]
+        lines.append(f"{RUNNING_INSTANCE_TAG}{c(running[0])}")
+        lines += [f"{RUNNING_TAG}{c(k)} = {c(v)}" for k, v in running[1]]
     lines.append(END_MARKER)
     return "\n".join(lines) + "\n"
 
@@ -485,14 +518,21 @@ def merge_config(existing: str, block: str) -> str:
 
 def restart_settings_of(existing: str) -> list[tuple[str, str]]:
     """The restart-relevant keys as the config has them now (kept while the container runs
-    under restartPolicy: never)."""
-    out = []
+    under restartPolicy: never), as LXC reads them: quotes around a value removed, and an
+    empty value taking the values before it away, so that each can be written again."""
+    out: list[tuple[str, str]] = []
     for raw in existing.splitlines():
         line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            if restart_key(key.strip()):
-                out.append((key.strip(), value.strip()))
+            key, _, value = (part.strip() for part in line.partition("="))
+            if not restart_key(key):
+                continue
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            if value:
+                out.append((key, value))
+            else:
+                out = [kv for kv in out if kv[0] != key]
     return out
 
 
@@ -540,42 +580,70 @@ def file_digest(data: bytes | None) -> str | None:
 # --- files in the root file system, never through a symlink ---------------------------------
 
 
-def _rootfs_dir(config_text: str, container_dir: Path) -> Path:
-    value = _last(parse_config(config_text), "lxc.rootfs.path")
-    if value is None:
-        return container_dir / "rootfs"
-    backing, sep, path = value.partition(":")
-    if not sep:
-        return Path(value)
-    if backing in ("dir", "btrfs"):
-        return Path(path)
-    raise ApplyError(f"files: the root file system is {value!r}; only a directory backing store (dir) "
-                     "can take files from the manifest")
+def canonical_rootfs(value: str | None) -> str | None:
+    """lxc.rootfs.path with its backing store said (`/x` is `dir:/x`), as lxc-create -B dir writes it."""
+    if value is None or ":" in value:
+        return value
+    return f"dir:{value}"
 
 
-def _walk(rootfs: Path, inner: str, create: bool) -> tuple[int, str]:
-    """Open the folder holding `inner` below `rootfs` without following any symlink (a
-    process in the container controls those) → (dir fd, file name)."""
-    parts = [p for p in inner.split("/") if p]
-    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+def created_rootfs(lxc_path: str, name: str) -> str:
+    """Where `lxc-create -B dir` puts a container's root file system: the only place
+    reconcile writes files into or lets `lxc-destroy` delete."""
+    return f"dir:{lxc_path.rstrip('/')}/{name}/rootfs"
+
+
+@dataclass(frozen=True)
+class RootFs:
+    """A container's root file system where reconcile created it (`LXCPATH/NAME/rootfs`),
+    never a path read from its config: a config edited by hand could name /etc. The LXC
+    path is the manifest's; NAME and rootfs below it are opened without following a
+    symlink, so that nothing there leads out of it."""
+
+    lxc_path: str
+    name: str
+
+    def open(self) -> int:
+        return _descend(os.open(self.lxc_path, os.O_RDONLY | os.O_DIRECTORY), (self.name, "rootfs"), create=False)
+
+    def __str__(self) -> str:
+        return created_rootfs(self.lxc_path, self.name).removeprefix("dir:")
+
+
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _descend(fd: int, parts: Iterable[str], create: bool) -> int:
+    """Open each folder of `parts` in turn below the open folder `fd`, never through a
+    symlink (making missing ones if `create`) → the last one's fd. `fd` is closed."""
     try:
-        for part in parts[:-1]:
+        for part in parts:
             try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                nxt = os.open(part, _DIR_NOFOLLOW, dir_fd=fd)
             except FileNotFoundError:
                 if not create:
                     raise
                 os.mkdir(part, 0o755, dir_fd=fd)
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                nxt = os.open(part, _DIR_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = nxt
     except BaseException:
         os.close(fd)
         raise
-    return fd, parts[-1]
+    return fd
 
 
-def read_rootfs_file(rootfs: Path, inner: str) -> bytes | None:
+def _walk(rootfs: "Path | RootFs", inner: str, create: bool) -> tuple[int, str]:
+    """Open the folder holding `inner` below `rootfs` without following any symlink (a
+    process in the container controls those) → (dir fd, file name)."""
+    parts = [p for p in inner.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise OSError(f"not a file below the root file system: {inner!r}")
+    fd = rootfs.open() if isinstance(rootfs, RootFs) else os.open(rootfs, _DIR_NOFOLLOW)
+    return _descend(fd, parts[:-1], create), parts[-1]
+
+
+def read_rootfs_file(rootfs: "Path | RootFs", inner: str) -> bytes | None:
     """The content of a regular file below `rootfs`, or None (absent, not a regular file,
     or reached only through a symlink)."""
     try:
@@ -594,7 +662,7 @@ def read_rootfs_file(rootfs: Path, inner: str) -> bytes | None:
         return fh.read()
 
 
-def write_rootfs_file(node: Node, rootfs: Path, inner: str, data: bytes) -> bool:
+def write_rootfs_file(node: Node, rootfs: "Path | RootFs", inner: str, data: bytes) -> bool:
     """Install `data` at `inner` in the container's root file system: temp file, fsync,
     rename, with no symlink followed on the way. False when it was already there."""
     if read_rootfs_file(rootfs, inner) == data:
@@ -625,6 +693,35 @@ def write_rootfs_file(node: Node, rootfs: Path, inner: str, data: bytes) -> bool
     finally:
         os.close(fd)
     return True
+
+
+# --- LXC's own parser, on a scratch LXC path -------------------------------------------------
+
+LXC_LOCK_DIR = Path("/run/lxc/lock")
+"""Where LXC, run as root, makes a lock folder for every LXC path it opens a container in
+(/run/lxc/lock/<lxcpath>/.<name>), even only to read its config: one per scratch path."""
+
+
+@contextlib.contextmanager
+def scratch_lxc_path(lock_dir: Path = LXC_LOCK_DIR) -> Iterator[Path]:
+    """A temporary LXC path for checking configs with LXC's own parser, removed afterwards
+    together with exactly what LXC made for it under `lock_dir`: the lock folder named
+    after this (unique) path, and the folders above it that did not exist before, if they
+    are empty (another LXC user may have put something there since). A dry-run and
+    `validate` leave nothing behind."""
+    tmp = Path(tempfile.mkdtemp(prefix="reconcile-lxc-check-"))
+    lock = lock_dir / str(tmp).lstrip("/")
+    made = [d for d in [lock.parent, *lock.parent.parents] if d.is_relative_to(lock_dir.parent) and not d.exists()]
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(lock, ignore_errors=True)
+        for d in made:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 # --- the reconciler --------------------------------------------------------------------------
@@ -674,6 +771,7 @@ class ContainerReconciler(PerObject):
                 "network": {"type": spec.network.type, "bridge": spec.network.bridge,
                             "address": spec.network.address, "bridgeAddress": spec.network.bridgeAddress},
                 "init": list(spec.init) if spec.init else None,
+                "rootfs": created_rootfs(spec.lxcPath, name),
                 "files": {path: file_digest(content.encode()) for path, content in sorted(spec.files.items())},
                 "pacemaker": {"cluster": spec.cluster, "mayRunHere": True} if placed else None,
             }
@@ -765,12 +863,14 @@ class ContainerReconciler(PerObject):
             else:
                 self.instances.pop(name, None)
             obs = observed_from_config(name, lxc_path, running_view(text, instance), state)
+            if obs["rootfs"] == created_rootfs(lxc_path, name) and not _rootfs_in_place(lxc_path, name):
+                obs["rootfs"] += " (reached through a symlink)"
             if want and want["files"] and obs["managed"]:
-                try:
-                    rootfs = _rootfs_dir(text, root / name)
+                if obs["rootfs"] == created_rootfs(lxc_path, name):
+                    rootfs = RootFs(lxc_path, name)
                     obs["files"] = {p: file_digest(read_rootfs_file(rootfs, p)) for p in want["files"]}
-                except ApplyError:
-                    obs["files"] = {p: "(not a dir rootfs)" for p in want["files"]}
+                else:  # not read from wherever the config points
+                    obs["files"] = {p: "(not looked at: root file system elsewhere)" for p in want["files"]}
             out[name] = obs
         return out
 
@@ -787,18 +887,23 @@ class ContainerReconciler(PerObject):
             default = r.stdout.strip() or DEFAULT_LXC_PATH
             problems += [p for name, w in sorted(self.wanted.items()) if w["pacemaker"]
                          for p in [lxc_path_problem(name, w["lxcPath"], default)] if p]
-        tmp = tempfile.mkdtemp(prefix="reconcile-lxc-check-")
-        try:
-            for name, state in self.wanted.items():
-                (Path(tmp) / name).mkdir()
-                block = render_block(name, state["source"], 0, render_settings(name, state, self.layout))
-                (Path(tmp) / name / "config").write_text(f"lxc.uts.name = {name}\n" + block)
-            r = node.run(["lxc-ls", "-1", "-P", tmp, "-l", "ERROR"], read_only=True, check=False)
-            listed = set(r.stdout.split())
-            return problems + [f"{name}: LXC refuses the rendered config: {_why_invalid(r.stderr, name)}"
-                               for name in sorted(self.wanted) if name not in listed]
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        rendered: dict[str, str] = {}
+        for name, state in sorted(self.wanted.items()):
+            try:
+                rendered[name] = f"lxc.uts.name = {lxc_value(name)}\n" + \
+                    render_block(name, state["source"], 0, render_settings(name, state, self.layout))
+            except UnsafeValue as err:
+                problems.append(f"{name}: {err}")
+        if not rendered:
+            return problems
+        with scratch_lxc_path() as tmp:
+            for name, text in rendered.items():
+                (tmp / name).mkdir()
+                (tmp / name / "config").write_text(text)
+            r = node.run(["lxc-ls", "-1", "-P", str(tmp), "-l", "ERROR"], read_only=True, check=False)
+        listed = set(r.stdout.split())
+        return problems + [f"{name}: LXC refuses the rendered config: {_why_invalid(r.stderr, name)}"
+                           for name in rendered if name not in listed]
 
     def explain(self, change: Change, node: Node) -> list[str]:
         have, want = change.observed or {}, change.desired or {}
@@ -806,6 +911,8 @@ class ContainerReconciler(PerObject):
         notes: list[str] = []
         if have and not have.get("managed"):
             return [_conflict(name, have.get("lxcPath", "?"))]
+        if have and have.get("rootfs") != created_rootfs(have.get("lxcPath", "?"), name):
+            return [_rootfs_conflict(name, have.get("lxcPath", "?"), have.get("rootfs"))]
         if name in self.invalid:
             notes.append(f"its config does not load: {self.invalid[name]}")
         running = have.get("state") in ("running", "frozen")
@@ -906,6 +1013,8 @@ class ContainerReconciler(PerObject):
         have = change.observed or self._observe_one(node, name)
         if not have.get("managed"):
             raise ApplyError(_conflict(name, have.get("lxcPath", spec.lxcPath)))
+        if have.get("lxcPath") == want["lxcPath"] and have.get("rootfs") != want["rootfs"]:
+            raise ApplyError(_rootfs_conflict(name, want["lxcPath"], have.get("rootfs")))
         if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
             raise ApplyError(_immovable(name, have, want))
         if want["pacemaker"]:
@@ -980,6 +1089,11 @@ class ContainerReconciler(PerObject):
             return  # already gone
         if marker_name(text) != name:
             raise ApplyError(_conflict(name, lxc_path))
+        # lxc-destroy deletes the root file system its config names: only ever the one we
+        # created, reached without a symlink (a config edited to say dir:/etc would empty /etc).
+        configured = canonical_rootfs(_last(parse_config(text), "lxc.rootfs.path"))
+        if configured != created_rootfs(lxc_path, name) or not _rootfs_in_place(lxc_path, name):
+            raise ApplyError(_rootfs_conflict(name, lxc_path, configured))
         state = have.get("state")
         if have.get("pacemaker") or _tag(text, CLUSTER_TAG):
             primitive = self._primitive_for(node, name)
@@ -1065,23 +1179,24 @@ class ContainerReconciler(PerObject):
 
     def _check_config(self, node: Node, name: str, candidate: Path) -> None:
         """LXC's own parser on the new config (temp copy), before it replaces the old one."""
-        tmp = tempfile.mkdtemp(prefix="reconcile-lxc-check-")
-        try:
-            (Path(tmp) / name).mkdir()
-            shutil.copyfile(candidate, Path(tmp) / name / "config")
-            r = node.run(["lxc-info", "-P", tmp, "-n", name, "-c", "lxc.uts.name", "-l", "ERROR"],
+        with scratch_lxc_path() as tmp:
+            (tmp / name).mkdir()
+            shutil.copyfile(candidate, tmp / name / "config")
+            r = node.run(["lxc-info", "-P", str(tmp), "-n", name, "-c", "lxc.uts.name", "-l", "ERROR"],
                          read_only=True, check=False)
-            if r.rc != 0:
-                raise ApplyError(f"LXC refuses the new config of {name}: {_why_invalid(r.stderr, name)}")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if r.rc != 0:
+            raise ApplyError(f"LXC refuses the new config of {name}: {_why_invalid(r.stderr, name)}")
 
     def _write_files(self, node: Node, name: str) -> None:
         spec = self.specs[name]
         if not spec.files:
             return
-        container_dir = Path(spec.lxcPath) / name
-        rootfs = _rootfs_dir((container_dir / "config").read_text(), container_dir)
+        # The config is read again here, just before writing: what observe saw may be old.
+        configured = canonical_rootfs(_last(parse_config(Path(config_path(spec.lxcPath, name)).read_text()),
+                                            "lxc.rootfs.path"))
+        if configured != created_rootfs(spec.lxcPath, name):
+            raise ApplyError(_rootfs_conflict(name, spec.lxcPath, configured))
+        rootfs = RootFs(spec.lxcPath, name)
         for inner, content in sorted(spec.files.items()):
             write_rootfs_file(node, rootfs, inner, content.encode())
 
@@ -1285,6 +1400,25 @@ def _conflict(name: str, lxc_path: str) -> str:
     return (f"conflict: container {name} in {lxc_path} was not created by reconcile (its config has no "
             f"`{MARKER}{name}` line): it is left alone. Rename the manifest, remove the container by hand, "
             f"or adopt it by adding that line to {lxc_path}/{name}/config")
+
+
+def _rootfs_in_place(lxc_path: str, name: str) -> bool:
+    """Whether LXCPATH/NAME/rootfs is a folder reached without a symlink (or is gone)."""
+    try:
+        os.close(RootFs(lxc_path, name).open())
+    except FileNotFoundError:
+        return True  # nothing there to delete in the wrong place
+    except OSError:
+        return False
+    return True
+
+
+def _rootfs_conflict(name: str, lxc_path: str, configured: str | None) -> str:
+    return (f"conflict: the config of container {name} ({lxc_path}/{name}/config) puts its root file system at "
+            f"{configured or '(nothing)'}, not at {created_rootfs(lxc_path, name)} where reconcile created it (or "
+            f"a symlink is in the way): it was edited outside reconcile, so reconcile neither writes files into it "
+            f"nor destroys it. Put lxc.rootfs.path back to {created_rootfs(lxc_path, name)}, or remove the "
+            f"container by hand")
 
 
 def _immovable(name: str, have: dict[str, Any], want: dict[str, Any]) -> str:

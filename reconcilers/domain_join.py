@@ -38,11 +38,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
+from reconcilers import keytab
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, PerObject, enable_unit, pid_alive,
-    read_secret, systemd_running, unit_field, unit_notes, unit_states, validated_temp,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, PerObject, UnsafeValue, enable_unit, one_line,
+    pid_alive, read_secret, systemd_running, unit_field, unit_notes, unit_states, validated_temp,
 )
 
 NSS_DATABASES = ("passwd", "group", "shadow")
@@ -75,19 +76,24 @@ class Paths:
 # --- parsing what the real tools say ---------------------------------------------------------
 
 
-def parse_keytab_list(text: str) -> tuple[str, str] | None:
+def parse_keytab_list(text: str, prefer: tuple[str, str] | None = None) -> tuple[str, str] | None:
     """(domain, computer name) of the machine account in `klist -k` output, or None.
 
-    The machine principal is the one ending in `$`: `LB1$@CORP.EXAMPLE.TEST`.
+    The machine principal is the one ending in `$`: `LB1$@CORP.EXAMPLE.TEST`. With several
+    (keys of an old name left by an earlier version of reconcile), the one `prefer` names
+    if the keytab has it, else the first.
     """
+    found: list[tuple[str, str]] = []
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0].isdigit():
             principal = parts[1]
             m = re.fullmatch(r"([A-Za-z0-9-]{1,15})\$@([A-Za-z0-9.-]+)", principal)
             if m:
-                return m.group(2).lower(), m.group(1).upper()
-    return None
+                found.append((m.group(2).lower(), m.group(1).upper()))
+    if prefer is not None and prefer in found:
+        return prefer
+    return found[0] if found else None
 
 
 def membership_accepted(rc: int, stderr: str) -> bool:
@@ -120,8 +126,13 @@ def sudoers_escape(name: str) -> str:
 
     sudoers(5) needs a backslash before space and , : = ( ) ! \\; escaping the rest of the
     few characters a GroupName may hold (' .) is harmless. `%"web users"` is *not* the
-    quoted form sudo reads (visudo: "empty group"), the backslash form is.
+    quoted form sudo reads (visudo: "empty group"), the backslash form is. Refused
+    (UnsafeValue): an empty name, and anything that is not one line (a backslash before a
+    newline continues the rule on the next line).
     """
+    one_line(name, "sudoers", max_length=256)
+    if not name:
+        raise UnsafeValue("sudoers: refused an empty group name")
     return "".join(c if c.isalnum() or c in "_-." else "\\" + c for c in name)
 
 
@@ -183,6 +194,16 @@ def nsswitch_remove_sss(text: str, databases: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pam_argument(key: str, value: str) -> str:
+    """`key=value`, one module argument of a PAM line, as it is; refused (UnsafeValue) when
+    libpam would read it otherwise: a blank splits arguments, '[' ']' group them, '#'
+    starts a comment anywhere on the line, and a backslash at the end continues the line."""
+    text = one_line(f"{key}={value}", "a PAM line", max_length=512)
+    if not value or any(c.isspace() or c in "[]#\\" for c in text):
+        raise UnsafeValue(f"PAM line: refused argument {text!r}: it may not be empty or hold blanks, [ ], # or \\")
+    return text
+
+
 def _pam_markers(name: str) -> tuple[str, str]:
     return f"# >>> reconcile DomainJoin/{name}", f"# <<< reconcile DomainJoin/{name}"
 
@@ -223,7 +244,7 @@ def pam_with_block(text: str, name: str, skel: str, umask: str) -> str:
     block = [
         f"{begin}: create the home directory of a domain user at first login",
         f"# {GENERATED_HEADER}",
-        f"session\toptional\t\t\tpam_mkhomedir.so skel={skel} umask={umask}",
+        f"session\toptional\t\t\tpam_mkhomedir.so {pam_argument('skel', skel)} {pam_argument('umask', umask)}",
         end,
     ]
     return pam_without_block(text, name) + "\n".join(block) + "\n"
@@ -261,6 +282,33 @@ def default_computer_name() -> str:
     return socket.gethostname().split(".")[0].upper()[:15]
 
 
+def sssd_value(value: Any) -> str:
+    """The value of a `key = value` line of sssd.conf, as it is; refused (UnsafeValue) when
+    sssd's INI parser would read it otherwise: a control character or line separator (a
+    newline would start another key or a `[section]`), or blanks at either end (dropped;
+    a line that starts with a blank continues the previous value)."""
+    text = one_line(str(value), "sssd.conf")
+    if text != text.strip():
+        raise UnsafeValue(f"sssd.conf: refused to write {text!r}: a value there may not start or end with a blank")
+    return text
+
+
+def sssd_list(items: Iterable[str]) -> str:
+    """An sssd list option (`a, b`): no item may be empty or hold the ',' that separates them."""
+    words = [sssd_value(item) for item in items]
+    if any(not w or "," in w for w in words):
+        raise UnsafeValue(f"sssd.conf: refused list items {words!r}: an item may not be empty or hold ','")
+    return ", ".join(words)
+
+
+def sssd_section(name: str) -> str:
+    """A `[section]` header of sssd.conf: its name may not hold the brackets around it."""
+    text = sssd_value(name)
+    if not text or "[" in text or "]" in text:
+        raise UnsafeValue(f"sssd.conf: refused section name {text!r}")
+    return f"[{text}]"
+
+
 def responders_socket_activated(paths: Paths) -> bool:
     """Whether systemd starts sssd's nss and pam responders on demand from their sockets
     (Debian enables sssd-nss.socket and sssd-pam.socket with sssd): then sssd.conf must
@@ -270,37 +318,38 @@ def responders_socket_activated(paths: Paths) -> bool:
 
 
 def render_sssd_conf(name: str, spec: Any, computer: str, socket_activated: bool = False) -> str:
+    v = sssd_value
     domain = spec.domain
     lines = [
         f"# {GENERATED_HEADER}",
-        f"# DomainJoin/{name}: Active Directory domain {domain}, computer account {computer}$",
+        f"# DomainJoin/{v(name)}: Active Directory domain {v(domain)}, computer account {v(computer)}$",
         "",
         "[sssd]",
         "config_file_version = 2",
         "# nss and pam responders: started by systemd from sssd-nss.socket and sssd-pam.socket"
         if socket_activated else "services = nss, pam",
-        f"domains = {domain}",
+        f"domains = {sssd_list([domain])}",
         "",
-        f"[domain/{domain}]",
+        sssd_section(f"domain/{domain}"),
         "id_provider = ad",
         "auth_provider = ad",
         "chpass_provider = ad",
-        f"access_provider = {spec.accessProvider}",
+        f"access_provider = {v(spec.accessProvider)}",
     ]
     if spec.accessProvider == "simple" and spec.allowGroups:
-        lines.append(f"simple_allow_groups = {', '.join(g.lower() for g in spec.allowGroups)}")
+        lines.append(f"simple_allow_groups = {sssd_list(g.lower() for g in spec.allowGroups)}")
     lines += [
-        f"ad_domain = {domain}",
-        f"krb5_realm = {domain.upper()}",
+        f"ad_domain = {v(domain)}",
+        f"krb5_realm = {v(domain.upper())}",
         "krb5_keytab = /etc/krb5.keytab",
         # sssd looks for <HOSTNAME>$ in the keytab unless told: a computerName differing
         # from the host name would otherwise leave sssd without credentials.
-        f"ldap_sasl_authid = {computer}$",
+        f"ldap_sasl_authid = {v(computer + '$')}",
         "ldap_id_mapping = true",
         "cache_credentials = true",
         "krb5_store_password_if_offline = true",
         f"use_fully_qualified_names = {'true' if spec.fullyQualifiedNames else 'false'}",
-        f"fallback_homedir = {spec.homeDirectories.pattern}",
+        f"fallback_homedir = {v(spec.homeDirectories.pattern)}",
         "default_shell = /bin/bash",
     ]
     return "\n".join(lines) + "\n"
@@ -344,6 +393,16 @@ def desired_state(name: str, spec: Any, computer: str, sssd_conf: str, sudoers: 
         "sssd": "running",
         "files": files,
     }
+
+
+def join_argv(spec: Any, computer: str, keytab_path: Path) -> list[str]:
+    """`adcli join` for a spec: every value in an `--option=value` argument of its own (the
+    password goes on stdin)."""
+    argv = ["adcli", "join", f"--domain={spec.domain}", f"--login-user={spec.user}", "--stdin-password",
+            f"--computer-name={computer}", f"--host-keytab={keytab_path}"]
+    if spec.ou:
+        argv.append(f"--domain-ou={spec.ou}")
+    return argv
 
 
 # --- native validators ---------------------------------------------------------------------
@@ -420,12 +479,13 @@ class DomainJoinReconciler(PerObject):
                 out[path.stem] = data
         return out
 
-    def observe_membership(self, node: Node) -> dict[str, Any] | None:
-        """Domain and computer name from the keytab, and whether AD still accepts it."""
+    def observe_membership(self, node: Node, prefer: tuple[str, str] | None = None) -> dict[str, Any] | None:
+        """Domain and computer name from the keytab, and whether AD still accepts it.
+        `prefer`: the (domain, computer) our record says, when the keytab holds several."""
         if not self.paths.keytab.exists():
             return None
         r = node.run(["klist", "-k", str(self.paths.keytab)], read_only=True, check=False)
-        found = parse_keytab_list(r.stdout) if r.rc == 0 else None
+        found = parse_keytab_list(r.stdout, prefer) if r.rc == 0 else None
         if found is None:
             return None
         domain, computer = found
@@ -435,7 +495,8 @@ class DomainJoinReconciler(PerObject):
 
     def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         markers = self.read_markers(node)
-        membership = self.observe_membership(node)
+        recorded = [(m.get("domain"), m.get("computerName")) for m in markers.values()]
+        membership = self.observe_membership(node, recorded[0] if len(recorded) == 1 else None)
         names = set(markers)
         if membership and not names:
             # Joined without a record (by hand, or the record was lost): it belongs to the
@@ -624,14 +685,14 @@ class DomainJoinReconciler(PerObject):
             if have.get("valid"):
                 old_password = password if marker.get("domain") == spec.domain else read_secret(_secret_ref(marker), node)
                 self._delete_computer(node, marker, old_password)
+            # The old account's keys go too: adcli would leave them first in the keytab (the
+            # next observe would see the old name) and skip host/<fqdn> keys it finds there.
+            self._drop_keys(node, marker)
         elif ours and have.get("valid") and have.get("ou") != spec.ou:
             # adcli does not move an existing account: create it anew in the wanted OU
             self._delete_computer(node, marker, password)
         keytab_existed = self.paths.keytab.exists() if not marker else marker.get("keytabExisted", False)
-        argv = ["adcli", "join", f"--domain={spec.domain}", f"--login-user={spec.user}", "--stdin-password",
-                f"--computer-name={w.computer}", f"--host-keytab={self.paths.keytab}"]
-        if spec.ou:
-            argv.append(f"--domain-ou={spec.ou}")
+        argv = join_argv(spec, w.computer, self.paths.keytab)
         r = node.run(argv, input=password, secrets=[password], timeout=120, check=False)
         if r.rc != 0:
             hint = (f" (is the password in {spec.password.describe()} right for {spec.user}?)"
@@ -645,6 +706,37 @@ class DomainJoinReconciler(PerObject):
         }
         self._write_marker(node, marker)  # at once: from here on a prune knows what to delete
         return marker
+
+    def _drop_keys(self, node: Node, marker: dict[str, Any], host_names: set[str] | None = None) -> None:
+        """Remove the keys of the computer account `marker` describes from the keytab (the
+        file itself when only they were in it), checked with `klist -k` before it is installed.
+        `host_names`: this host's names, which adcli put in host/ principals (default: asked)."""
+        try:
+            data = self.paths.keytab.read_bytes()
+        except FileNotFoundError:
+            return
+        if host_names is None:
+            fqdn = socket.getfqdn()
+            host_names = {fqdn, fqdn.split(".")[0], socket.gethostname()}
+        belongs = keytab.machine_account_principals(marker["computerName"], marker["domain"].upper(), host_names)
+        try:
+            kept = keytab.without(data, belongs)
+        except keytab.KeytabError as err:
+            raise ApplyError(f"cannot remove {marker['computerName']}$'s keys from {self.paths.keytab}: {err}") from None
+        if kept == data:
+            return
+        writer = AtomicWriter(node)
+        if not keytab.principals(kept) and not marker.get("keytabExisted"):
+            writer.remove(self.paths.keytab)
+            return
+
+        def check(tmp: Path) -> None:
+            r = node.run(["klist", "-k", str(tmp)], read_only=True, check=False)
+            if r.rc != 0:
+                raise ApplyError(f"klist cannot read the keytab without {marker['computerName']}$'s keys: "
+                                 f"{_last_line(r.stderr)}")
+
+        writer.write(self.paths.keytab, kept, mode=0o600, owner=(0, 0), validate=check)
 
     def _delete_computer(self, node: Node, marker: dict[str, Any], password: str) -> None:
         argv = ["adcli", "delete-computer", f"--domain={marker['domain']}", f"--login-user={marker['user']}",
@@ -740,7 +832,7 @@ class DomainJoinReconciler(PerObject):
 
     def _leave_domain(self, node: Node, marker: dict[str, Any], writer: AtomicWriter) -> None:
         password = read_secret(_secret_ref(marker), node)  # before anything changes
-        membership = self.observe_membership(node)
+        membership = self.observe_membership(node, (marker["domain"], marker["computerName"]))
         if membership and (membership["domain"], membership["computerName"]) == (marker["domain"], marker["computerName"]):
             if membership["valid"]:
                 self._delete_computer(node, marker, password)
@@ -759,6 +851,8 @@ class DomainJoinReconciler(PerObject):
             writer.write(self.paths.nsswitch, nsswitch_remove_sss(text, marker["nsswitchAdded"]))
         if not marker.get("keytabExisted"):
             writer.remove(self.paths.keytab)
+        else:  # keep what was there before the join, without the account's keys
+            self._drop_keys(node, marker)
 
 
 # --- small helpers -------------------------------------------------------------------------------

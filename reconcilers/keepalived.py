@@ -27,6 +27,7 @@ Facts this module relies on (keepalived 2.2.7, Debian 12; see /work/shared/notes
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import time
@@ -34,7 +35,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from reconcilers.base import GENERATED_HEADER, ApplyError, CommandError, Node, pid_alive, start_unit, systemd_running
+from reconcilers.base import (
+    GENERATED_HEADER, ApplyError, CommandError, Node, UnsafeValue, one_line, pid_alive, start_unit, systemd_running,
+)
 
 CONFIG = Path("/etc/keepalived/keepalived.conf")
 PIDFILE = Path("/run/keepalived.pid")
@@ -93,18 +96,36 @@ def _seconds(value: float) -> str:
     return f"{round(value, 2):g}"
 
 
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.:/-]+")
+
+
+def keepalived_word(value: Any) -> str:
+    """One word of keepalived.conf, as it is; refused (UnsafeValue) unless it is made of
+    letters, digits and _ . : / - only. keepalived reads more than words into a line: '{'
+    and '}' open and close blocks, '#' and '!' start comments, '$' expands a definition,
+    a leading '@' or '~' makes a conditional or sequence line, quotes group words. None of
+    that can happen to a plain word that does not start with '-' (kept to 255 characters:
+    keepalived reads lines into a fixed buffer)."""
+    text = one_line(str(value), "keepalived.conf", max_length=255)
+    if not _PLAIN_WORD.fullmatch(text) or text.startswith("-"):
+        raise UnsafeValue(f"keepalived.conf: refused to write {text!r}: only letters, digits and _ . : / - "
+                          "make one plain word there")
+    return text
+
+
 def render_config(node: str, instances: Iterable[VrrpInstance]) -> str:
     """keepalived.conf for one node. Every instance starts as BACKUP, so that a node joining
     or restarting never takes the address before it has heard the others (and so that
     nopreempt / preempt_delay work at all)."""
     instances = sorted(instances, key=lambda i: i.name)
     tracked = any(i.track_weight is not None for i in instances)
+    w = keepalived_word
     out = [
         f"# {GENERATED_HEADER}",
-        f"# VRRP instances of node {node} for the VirtualIPs with manager: keepalived.",
+        f"# VRRP instances of node {w(node)} for the VirtualIPs with manager: keepalived.",
         "",
         "global_defs {",
-        f"    router_id {node}",
+        f"    router_id {w(node)}",
         "    vrrp_version 3",
     ]
     if tracked:
@@ -123,29 +144,29 @@ def render_config(node: str, instances: Iterable[VrrpInstance]) -> str:
         ]
     for inst in instances:
         out += [
-            f"vrrp_instance {inst.name} {{",
+            f"vrrp_instance {w(inst.name)} {{",
             "    state BACKUP",
-            f"    interface {inst.interface}",
-            f"    virtual_router_id {inst.router_id}",
-            f"    priority {inst.priority}",
-            f"    advert_int {_seconds(inst.advert_interval)}",
+            f"    interface {w(inst.interface)}",
+            f"    virtual_router_id {w(inst.router_id)}",
+            f"    priority {w(inst.priority)}",
+            f"    advert_int {w(_seconds(inst.advert_interval))}",
         ]
         if not inst.preempt:
             out.append("    nopreempt")
         elif inst.preempt_delay is not None:
-            out.append(f"    preempt_delay {inst.preempt_delay}")
+            out.append(f"    preempt_delay {w(inst.preempt_delay)}")
         if inst.unicast_src_ip:
-            out.append(f"    unicast_src_ip {inst.unicast_src_ip}")
+            out.append(f"    unicast_src_ip {w(inst.unicast_src_ip)}")
             out.append("    unicast_peer {")
-            out += [f"        {peer}" for peer in inst.unicast_peers]
+            out += [f"        {w(peer)}" for peer in inst.unicast_peers]
             out.append("    }")
         if inst.track_weight is not None:
-            out += ["    track_script {", f"        {TRACK_SCRIPT_NAME} weight -{inst.track_weight}", "    }"]
+            out += ["    track_script {", f"        {TRACK_SCRIPT_NAME} weight -{w(inst.track_weight)}", "    }"]
         out.append("    virtual_ipaddress {")
         for vip, address in inst.addresses:
             # The marker line names the VirtualIP, so that observe maps an address back
             # to its manifest (a group carries several).
-            out += [f"        # VirtualIP {vip}", f"        {address} dev {inst.interface}"]
+            out += [f"        # VirtualIP {w(vip)}", f"        {w(address)} dev {w(inst.interface)}"]
         out += ["    }", "}", ""]
     return "\n".join(out)
 

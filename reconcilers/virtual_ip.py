@@ -95,6 +95,10 @@ def desired_instances(tree: Any, node: str) -> list[VrrpInstance]:
             continue
         priorities = vip.priorities(tree)
         order = vip.node_order(tree)
+        if node not in priorities:  # placed everywhere, on a machine no Cluster lists
+            raise ApplyError(f"VirtualIP {vip.metadata.name} lands on every node, but no Cluster lists {node}: "
+                             "keepalived needs this node's address and priority; place the VIP with spec.cluster "
+                             f"or spec.nodes, or add {node} to a Cluster")
         by_name[name] = VrrpInstance(
             name=name,
             interface=vip.spec.interface,

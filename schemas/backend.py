@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from schemas.common import duplicates, Duration, IPv4, Manifest, Name, Placement, Port, Strict
-
-UrlPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/%-]*$", max_length=256)]
+from schemas.common import duplicates, Duration, IPv4, Manifest, Name, Placement, Port, Strict, UrlPath
 
 
 class Server(Strict):

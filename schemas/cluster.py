@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
-from schemas.common import duplicates, Duration, IPv4Prefix, Manifest, Name, SecretRef, Strict
-
-PropertyName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
-PropertyValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+-]{1,128}$")]
+from schemas.common import (
+    duplicates, Duration, IPv4Prefix, Manifest, Name, PropertyName, PropertyValue, SecretRef, Strict,
+)
 
 # Written by Pacemaker itself (or by spec.stonithEnabled): a manifest may not set them.
 RESERVED_PROPERTIES = {

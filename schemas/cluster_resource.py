@@ -8,21 +8,11 @@ cluster.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from schemas.common import Duration, Manifest, Name, Placement, Strict, duplicates
-
-Agent = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^(ocf:[a-z0-9_-]+:[A-Za-z0-9_.-]+|systemd:[A-Za-z0-9@_.-]+|lsb:[A-Za-z0-9_.-]+|stonith:[A-Za-z0-9_.-]+)$"
-    ),
-]
-ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")]
-ParamValue = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,1024}$")]
-Score = int | Literal["INFINITY", "-INFINITY"]
+from schemas.common import Agent, Duration, Manifest, Name, ParamName, ParamValue, Placement, Score, Strict, duplicates
 
 MARKER = "reconcile-managed"
 """The meta attribute that marks a CIB object as created by reconcile (reserved)."""

@@ -1,45 +1,241 @@
-"""The manifest envelope and the validated value types every kind shares.
+"""The manifest envelope and the one set of validated value types every kind uses.
 
 Every string that can reach a command line, a file name or a line of a generated config
 file is one of the constrained types below, so that it is checked here, once, before any
 reconciler sees it. Anything that is not plainly safe is refused: no shell metacharacters,
-no newlines, no `..` path segments.
+no `..` path segments, numbers only within what the tools take.
+
+Two rules hold for every field of every kind, whatever its type says (`Strict` checks them
+after each model is validated, so a field added later cannot forget them):
+- a string is one line: no control character (newline, CR, NUL, ESC, tab, the other C0 and
+  C1 codes, DEL), no Unicode line or paragraph separator, no invisible format character
+  (bidirectional overrides, zero-width characters) and no lone surrogate. The one exception
+  is `MultiLineText` (a file's content), which is only ever written as a whole file;
+- a pattern matches the whole value. pydantic's `pattern=` uses Rust's regex, where `$`
+  matches only at the very end; the checks written in Python use `re.fullmatch`, because
+  Python's `$` also matches before a final newline.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
+import typing
+import unicodedata
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 API_VERSION = "reconcile/v1"
 
-# --- names -------------------------------------------------------------------------------
+# --- one line ----------------------------------------------------------------------------
+
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # controls, format, surrogates, separators
+_NAMED = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\x00": "a NUL character",
+          "\x1b": "an escape character (ESC)", "\x7f": "a DEL character", "\x85": "U+0085 (NEXT LINE)"}
+
+
+def _describe(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+
+
+def unsafe_character(value: str) -> tuple[int, str] | None:
+    """(index, description) of the first character that may not stand in a one-line
+    value, or None when there is none."""
+    if value.isascii():
+        m = _ASCII_CONTROL.search(value)
+        return None if m is None else (m.start(), _describe(m.group()))
+    for i, char in enumerate(value):
+        code = ord(char)
+        if unicodedata.category(char) in _REFUSED_CATEGORIES or 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+            return i, _describe(char)
+    return None
+
+
+class MultiLineText(str):
+    """Text that may span lines: a file's content. The only kind of value allowed to hold
+    newlines; a reconciler writes it as a whole file, never into a line of another file."""
+
+
+def _multi_line(value: str) -> MultiLineText:
+    return MultiLineText(value)  # pydantic has refused what is not text (lone surrogates) already
+
+
+FileContent = Annotated[str, StringConstraints(max_length=65536), AfterValidator(_multi_line)]
+"""A file's content, up to 64 KiB: the one multi-line type."""
+
+
+def _unsafe_strings(value: Any, loc: tuple[str | int, ...], errors: list[InitErrorDetails]) -> None:
+    """Collect an error for every string below `value` (list items, dict keys and values)
+    that is not one line. Nested models are not entered: they checked themselves."""
+    if isinstance(value, MultiLineText) or isinstance(value, BaseModel):
+        return
+    if isinstance(value, str):
+        found = unsafe_character(value)
+        if found is not None:
+            errors.append(InitErrorDetails(
+                type=PydanticCustomError(
+                    "one_line", "holds {what} at character {at}: a value here is one line of a config file or one "
+                    "command argument, so control characters, line separators and invisible format characters "
+                    "are refused", {"what": found[1], "at": found[0] + 1}),
+                loc=loc, input=value))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _unsafe_strings(item, loc + (i,), errors)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _unsafe_strings(key, loc + (key,), errors)
+            _unsafe_strings(item, loc + (key,), errors)
+
+
+def _may_hold_strings(annotation: Any) -> bool:
+    """Whether a field of this type can hold a string that is not fixed by the schema (a
+    Literal's values are; a nested model checks itself). Unknown types: yes."""
+    if annotation in (int, float, bool, type(None)):
+        return False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return False
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return False
+    if origin is Annotated:
+        return _may_hold_strings(typing.get_args(annotation)[0])
+    if origin is not None:
+        return any(_may_hold_strings(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis)
+    return True
+
+
+class Strict(BaseModel):
+    """Base for every model of a manifest: unknown fields are errors, values are not
+    coerced, and every string below it is one line unless it is a `MultiLineText`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    @classmethod
+    def _string_fields(cls) -> tuple[tuple[str, str], ...]:
+        """(attribute, name in the manifest) of the fields that may hold strings, once per class."""
+        cached = cls.__dict__.get("_string_fields_cache")
+        if cached is None:
+            cached = tuple((name, info.alias or name) for name, info in cls.model_fields.items()
+                           if _may_hold_strings(info.annotation))
+            type.__setattr__(cls, "_string_fields_cache", cached)
+        return cached
+
+    @model_validator(mode="after")
+    def _one_line_strings(self) -> "Strict":
+        errors: list[InitErrorDetails] = []
+        for name, shown in self._string_fields():
+            _unsafe_strings(getattr(self, name), (shown,), errors)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+
+# --- names and words -----------------------------------------------------------------------
+# pydantic's `pattern=` is Rust's regex: `^…$` there is the whole value (and the JSON Schema
+# editors read says the same). Python checks below use re.fullmatch.
 
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
 """A DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'."""
 
-LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")]
-LabelValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{0,63}$")]
+LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE = r"^[A-Za-z0-9._-]{0,63}$"
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE)]
 
-IfName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")]
+IF_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$"
+IfName = Annotated[str, StringConstraints(pattern=IF_NAME)]
 """A Linux interface name: at most 15 characters, no '/', no spaces."""
 
-DomainName = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$",
-        to_lower=True,
-        max_length=253,
-    ),
-]
+DOMAIN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
+DomainName = Annotated[str, StringConstraints(pattern=DOMAIN, to_lower=True, max_length=253)]
 """A fully qualified DNS domain such as corp.example.test (lower-cased)."""
 
+HOST_NAME = r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
+HostName = Annotated[str, StringConstraints(pattern=HOST_NAME, to_lower=True)]
+"""An HTTP Host to route on: a name, or `*.` and a domain for every name below it."""
+
+URL_PATH = r"^/[A-Za-z0-9._~/%-]*$"
+UrlPath = Annotated[str, StringConstraints(pattern=URL_PATH, max_length=256)]
+
+DISTRO_WORD = r"^[a-z0-9][a-z0-9._-]{0,31}$"
+DistroWord = Annotated[str, StringConstraints(pattern=DISTRO_WORD)]
+"""A distribution, release or architecture name of the LXC image server."""
+
+PROPERTY_NAME = r"^[a-z][a-z0-9-]{0,62}$"
+PROPERTY_VALUE = r"^[A-Za-z0-9_.:+-]{1,128}$"
+PropertyName = Annotated[str, StringConstraints(pattern=PROPERTY_NAME)]
+PropertyValue = Annotated[str, StringConstraints(pattern=PROPERTY_VALUE)]
+"""A Pacemaker cluster property and its value."""
+
+AGENT = r"^(ocf:[a-z0-9_-]+:[A-Za-z0-9_.-]+|systemd:[A-Za-z0-9@_.-]+|lsb:[A-Za-z0-9_.-]+|stonith:[A-Za-z0-9_.-]+)$"
+Agent = Annotated[str, StringConstraints(pattern=AGENT)]
+"""A Pacemaker resource agent: ocf:PROVIDER:TYPE, systemd:UNIT, lsb:SCRIPT or stonith:TYPE."""
+PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+PARAM_VALUE = r"^[^\x00-\x1f\x7f]{0,1024}$"
+ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME)]
+ParamValue = Annotated[str, StringConstraints(pattern=PARAM_VALUE)]
+"""A resource parameter's value: any one-line text (the CIB is XML, which escapes it)."""
+
+USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+UserName = Annotated[str, StringConstraints(pattern=USER_NAME)]
+COMPUTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$"
+ComputerName = Annotated[str, StringConstraints(pattern=COMPUTER_NAME)]
+"""A NetBIOS computer name: at most 15 letters, digits and '-' (AD stores it upper-case)."""
+ORG_UNIT = r"^(OU|CN)=[A-Za-z0-9 _-]+(,(OU|CN|DC)=[A-Za-z0-9 _-]+)*$"
+OrgUnit = Annotated[str, StringConstraints(pattern=ORG_UNIT, max_length=1024)]
+UMASK = r"^0[0-7]{3}$"
+Umask = Annotated[str, StringConstraints(pattern=UMASK)]
+ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME)]
+
+_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9]")
+
+
+def _group_name(value: str) -> str:
+    if not _GROUP.fullmatch(value) or "  " in value:
+        raise ValueError(
+            f"{value!r}: a group name may use letters, digits, single spaces and . _ ' - "
+            "(no newlines, no ':', '=', '(', ')', ',' or '%')"
+        )
+    return value
+
+
+GroupName = Annotated[str, AfterValidator(_group_name)]
+"""An Active Directory group: single spaces allowed (sudoers escapes them), nothing that
+means something in sudoers, sssd or PAM."""
+
+_INIT_ARG = re.compile(r"[A-Za-z0-9_./:=@%+,-]{1,256}")
+
+
+def _init_arg(value: str) -> str:
+    if not _INIT_ARG.fullmatch(value):
+        raise ValueError(f"{value!r}: an init argument is one word of letters, digits and _ . / : = @ % + , - "
+                         "(no spaces, quotes or shell characters: LXC runs init without a shell)")
+    return value
+
+
+InitArg = Annotated[str, AfterValidator(_init_arg)]
+"""One argument of a container's init: no spaces, quotes or shell metacharacters (LXC
+splits `lxc.init.cmd` on spaces and runs it without a shell)."""
+
+# --- numbers, durations and sizes: bounded by what the tools take ---------------------------
+
 Port = Annotated[int, Field(ge=1, le=65535)]
-Duration = Annotated[str, StringConstraints(pattern=r"^[0-9]+(ms|s|m|h)$")]
-"""A duration as HAProxy and Pacemaker write it: 500ms, 2s, 1m, 1h."""
+
+MAX_DURATION_MS = 2**31 - 1
+"""HAProxy's largest timer (`timer overflow … maximum value is 2147483647 ms`, ~24.8 days);
+also within Corosync's and Pacemaker's 32-bit millisecond fields and lxc-stop's seconds."""
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+DURATION = r"^[0-9]{1,10}(ms|s|m|h)$"
+INTERVAL = r"^[0-9]{1,10}(ms|s|m)$"
 
 
 def duration_ms(value: str) -> int:
@@ -47,9 +243,60 @@ def duration_ms(value: str) -> int:
     m = re.fullmatch(r"([0-9]+)(ms|s|m|h)", value)
     if not m:
         raise ValueError(f"not a duration: {value!r}")
-    n, unit = int(m.group(1)), m.group(2)
-    return n * {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit]
+    return int(m.group(1)) * _UNIT_MS[m.group(2)]
 
+
+def _bounded_duration(value: str) -> str:
+    if duration_ms(value) > MAX_DURATION_MS:
+        raise ValueError(f"{value!r} is too long: at most {MAX_DURATION_MS} ms (~24.8 days), the longest timer "
+                         "HAProxy, Corosync and Pacemaker take")
+    return value
+
+
+Duration = Annotated[str, StringConstraints(pattern=DURATION), AfterValidator(_bounded_duration)]
+"""A duration as HAProxy and Pacemaker write it: 500ms, 2s, 1m, 1h (at most ~24.8 days)."""
+PacemakerInterval = Annotated[str, StringConstraints(pattern=INTERVAL), AfterValidator(_bounded_duration)]
+
+PACEMAKER_INFINITY = 1_000_000
+Score = Annotated[int, Field(ge=-PACEMAKER_INFINITY, le=PACEMAKER_INFINITY)] | Literal["INFINITY", "-INFINITY"]
+"""A Pacemaker score: ±1,000,000 is INFINITY, and Pacemaker has no score beyond it."""
+
+_MEMORY = re.compile(r"([1-9][0-9]{0,12})([KMG]?)")
+_MEMORY_UNIT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+MAX_MEMORY_BYTES = 2**63 - 1  # the kernel's page counter (memory.max / limit_in_bytes) holds no more
+
+
+def _memory_size(value: str) -> str:
+    m = _MEMORY.fullmatch(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a memory size: give a whole number with an optional unit "
+                         "K, M or G, e.g. 256M or 1G (no decimals, no 'MB')")
+    size = int(m.group(1)) * _MEMORY_UNIT[m.group(2)]
+    if size < 4 << 20:
+        raise ValueError(f"{value!r} is too small for a container: at least 4M")
+    if size > MAX_MEMORY_BYTES:
+        raise ValueError(f"{value!r} is more than the kernel's memory limit can hold (8 EiB): leave the limit "
+                         "out for no limit")
+    return value
+
+
+MemorySize = Annotated[str, AfterValidator(_memory_size)]
+"""A memory limit as LXC and the kernel take it: 64M, 1G, 524288K."""
+
+_CPUSET = re.compile(r"[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3}(-[0-9]{1,3})?){0,127}")
+
+
+def _cpu_set(value: str) -> str:
+    if not _CPUSET.fullmatch(value):
+        raise ValueError(f"{value!r} is not a CPU list: give CPU numbers and ranges such as 0, 0-1 or 0,2-3")
+    for part in value.split(","):
+        lo, _, hi = part.partition("-")
+        if hi and int(hi) < int(lo):
+            raise ValueError(f"{value!r}: the range {part} runs backwards")
+    return value
+
+
+CpuSet = Annotated[str, AfterValidator(_cpu_set)]
 
 # --- addresses ---------------------------------------------------------------------------
 
@@ -75,59 +322,85 @@ IPv4 = Annotated[str, AfterValidator(_ipv4)]
 IPv4Prefix = Annotated[str, AfterValidator(_ipv4_interface)]
 """An address with its prefix length, as `ip addr` writes it: 192.0.2.100/24."""
 
-# --- paths -------------------------------------------------------------------------------
+# --- paths: absolute, in normal form, no '..' ------------------------------------------------
 
-_PATH_CHARS = re.compile(r"^[A-Za-z0-9_./@+-]+$")
+_PATH_CHARS = re.compile(r"[A-Za-z0-9_./@+-]{1,4095}")
 
 
-def _safe_path(value: str) -> str:
-    if not _PATH_CHARS.match(value):
-        raise ValueError(f"{value!r}: a path may use only letters, digits and _ . / @ + -")
-    if any(part == ".." for part in value.split("/")):
-        raise ValueError(f"{value!r}: '..' is not allowed in a path")
-    return value
+def normal_path_problem(value: str) -> str | None:
+    """Why an absolute path is not in normal form ('..', '//', '/./', a trailing '/'), or None."""
+    if not value.startswith("/"):
+        return "must be an absolute path"
+    parts = value.split("/")[1:]
+    if ".." in parts:
+        return "'..' is not allowed in a path"
+    if value != "/" and ("" in parts or "." in parts):
+        normal = "/" + "/".join(p for p in parts if p not in ("", "."))
+        return f"write it in normal form, {normal!r} (no '//', '/./' or trailing '/')"
+    return None
 
 
 def _absolute_path(value: str) -> str:
-    value = _safe_path(value)
-    if not value.startswith("/"):
-        raise ValueError(f"{value!r}: must be an absolute path")
+    if not _PATH_CHARS.fullmatch(value):
+        raise ValueError(f"{value!r}: a path may use only letters, digits and _ . / @ + -")
+    problem = normal_path_problem(value)
+    if problem:
+        raise ValueError(f"{value!r}: {problem}")
     return value
 
 
-SafePath = Annotated[str, AfterValidator(_safe_path)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
-
-# --- group and user names (Active Directory) -----------------------------------------------
-
-_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]$|^[A-Za-z0-9]$")
+"""An absolute path in normal form, of letters, digits and _ . / @ + - only."""
 
 
-def _group_name(value: str) -> str:
-    if not _GROUP.match(value) or "  " in value:
-        raise ValueError(
-            f"{value!r}: a group name may use letters, digits, single spaces and . _ ' - "
-            "(no newlines, no ':', '=', '(', ')', ',' or '%')"
-        )
+def _file_path(value: str) -> str:
+    if value.endswith("/"):
+        raise ValueError(f"{value!r}: name a file inside the container, e.g. /www/index.html")
+    return _absolute_path(value)
+
+
+FilePath = Annotated[str, AfterValidator(_file_path)]
+"""A file inside a container's root file system, as the container sees it."""
+
+# sssd's fallback_homedir expands %u %U %d %f %l %P %o %h %H and %%; anything else after a
+# '%' makes sssd refuse the domain, so it is refused here, at the line that has it.
+_HOME_EXPANSIONS = set("uUdflPohH%")
+HOME_PATTERN = r"^/[A-Za-z0-9_./%-]*$"
+
+
+def _home_pattern(value: str) -> str:
+    i = 0
+    while i < len(value):
+        if value[i] == "%":
+            if i + 1 >= len(value) or value[i + 1] not in _HOME_EXPANSIONS:
+                raise ValueError(f"{value!r}: '%' must be followed by one of u U d f l P o h H % (sssd's fallback_homedir)")
+            i += 2
+        else:
+            i += 1
+    if not any(f"%{c}" in value for c in "uUfP"):
+        raise ValueError(f"{value!r}: the pattern needs a per-user part (%u, %U, %f or %P), or every user shares one home")
+    problem = normal_path_problem(value)
+    if problem:  # pam_mkhomedir creates what this names, as root: /home/../etc/%u would be /etc/<user>
+        raise ValueError(f"{value!r}: {problem}")
     return value
 
 
-GroupName = Annotated[str, AfterValidator(_group_name)]
-UserName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+HomePattern = Annotated[str, StringConstraints(pattern=HOME_PATTERN, max_length=4095), AfterValidator(_home_pattern)]
+"""Where a domain user's home is (sssd's fallback_homedir), e.g. /home/%u or /home/%d/%u."""
 
 # --- secrets -----------------------------------------------------------------------------
 
 
-class SecretRef(BaseModel):
+class SecretRef(Strict):
     """A secret given by reference only: `{file: /abs/path}` or `{env: NAME}`.
 
     The value is read at apply time and never put in a plan, a log or the status.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     file: AbsolutePath | None = None
-    env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")] | None = None
+    env: EnvName | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "SecretRef":
@@ -142,17 +415,31 @@ class SecretRef(BaseModel):
 # What a pattern means, for error messages: people should not have to read a regex.
 PATTERN_HELP: dict[str, str] = {
     DNS_LABEL: "must be a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
-    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$": "must be an interface name: at most 15 letters, digits, '_', '.', '-'",
-    r"^[0-9]+(ms|s|m|h)$": "must be a duration such as 500ms, 2s, 1m or 1h",
+    IF_NAME: "must be an interface name: at most 15 letters, digits, '_', '.', '-'",
+    DURATION: "must be a duration such as 500ms, 2s, 1m or 1h",
+    INTERVAL: "must be an interval such as 500ms, 10s or 1m",
+    DOMAIN: "must be a DNS domain such as corp.example.test (lower-case letters, digits, '-' and dots)",
+    HOST_NAME: "must be a host name such as www.example.test, or *.example.test for every name below it",
+    URL_PATH: "must be a URL path starting with '/', of letters, digits and . _ ~ / % -",
+    LABEL_KEY: "must be a label key: letters, digits and . _ / -, at most 63, starting and ending alphanumeric",
+    LABEL_VALUE: "must be a label value: letters, digits and . _ -, at most 63",
+    DISTRO_WORD: "must be one lower-case word of letters, digits and . _ - (as the image server names it)",
+    PROPERTY_NAME: "must be a Pacemaker property name: lower-case letters, digits and '-'",
+    PROPERTY_VALUE: "must be one word of letters, digits and _ . : + - (at most 128)",
+    AGENT: "must be a resource agent: ocf:PROVIDER:TYPE, systemd:UNIT, lsb:SCRIPT or stonith:TYPE",
+    PARAM_NAME: "must be a parameter name: letters, digits, '_' and '-', starting with a letter or '_'",
+    PARAM_VALUE: "must be one line of text (no control characters), at most 1024 characters",
+    USER_NAME: "must be a user name: letters, digits and . _ -, at most 64",
+    COMPUTER_NAME: "must be a NetBIOS computer name: at most 15 letters, digits and '-'",
+    ORG_UNIT: "must be an OU such as OU=Servers,DC=corp,DC=example,DC=test (letters, digits, spaces, _ and -)",
+    UMASK: "must be an octal umask such as 0077",
+    ENV_NAME: "must be an environment variable name: upper-case letters, digits and '_'",
+    HOME_PATTERN: "must be an absolute path of letters, digits, _ . / - and % expansions, e.g. /home/%u",
 }
 
 
 def pattern_help(pattern: str) -> str | None:
-    if pattern in PATTERN_HELP:
-        return PATTERN_HELP[pattern]
-    if "[a-z0-9-]{0,61}" in pattern and r"\." in pattern:
-        return "must be a DNS domain such as corp.example.test (lower-case letters, digits, '-' and dots)"
-    return None
+    return PATTERN_HELP.get(pattern)
 
 
 def duplicates(values: list, field: str, what: str) -> list[tuple[str, str]]:
@@ -183,14 +470,6 @@ class TreeView(Protocol):
     def node_address(self, node: str) -> str | None:
         """The node's address (with prefix) from the Cluster that lists it, if any."""
         ...
-
-
-
-
-class Strict(BaseModel):
-    """Base for every spec model: unknown fields are errors, values are not coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
 DriftPolicy = Literal["correct", "warn", "ignore", "enforce"]

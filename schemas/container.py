@@ -13,69 +13,14 @@ without a shell, sizes and CPU sets are checked for what the kernel accepts.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from schemas.common import AbsolutePath, Duration, IfName, IPv4Prefix, Manifest, Placement, Strict
-
-DistroWord = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,31}$")]
-_INIT_ARG = re.compile(r"^[A-Za-z0-9_./:=@%+,-]{1,256}$")
-
-
-def _init_arg(value: str) -> str:
-    if not _INIT_ARG.match(value):
-        raise ValueError(f"{value!r}: an init argument is one word of letters, digits and _ . / : = @ % + , - "
-                         "(no spaces, quotes or shell characters: LXC runs init without a shell)")
-    return value
-
-
-InitArg = Annotated[str, AfterValidator(_init_arg)]
-"""One argument of the container's init: no spaces, quotes or shell metacharacters (LXC
-splits `lxc.init.cmd` on spaces and runs it without a shell)."""
-
-_MEMORY = re.compile(r"^([1-9][0-9]{0,12})([KMG]?)$")
-_UNIT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-
-
-def _memory_size(value: str) -> str:
-    m = _MEMORY.match(value)
-    if not m:
-        raise ValueError(f"{value!r} is not a memory size: give a whole number with an optional unit "
-                         "K, M or G, e.g. 256M or 1G (no decimals, no 'MB')")
-    if int(m.group(1)) * _UNIT[m.group(2)] < 4 << 20:
-        raise ValueError(f"{value!r} is too small for a container: at least 4M")
-    return value
-
-
-MemorySize = Annotated[str, AfterValidator(_memory_size)]
-"""A memory limit as LXC and the kernel take it: 64M, 1G, 524288K."""
-
-_CPUSET = re.compile(r"^[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3}(-[0-9]{1,3})?)*$")
-
-
-def _cpu_set(value: str) -> str:
-    if not _CPUSET.match(value):
-        raise ValueError(f"{value!r} is not a CPU list: give CPU numbers and ranges such as 0, 0-1 or 0,2-3")
-    for part in value.split(","):
-        lo, _, hi = part.partition("-")
-        if hi and int(hi) < int(lo):
-            raise ValueError(f"{value!r}: the range {part} runs backwards")
-    return value
-
-
-CpuSet = Annotated[str, AfterValidator(_cpu_set)]
-FileContent = Annotated[str, StringConstraints(max_length=65536)]
-
-
-def _file_path(value: str) -> str:
-    if value.endswith("/") or value.rstrip("/") == "":
-        raise ValueError(f"{value!r}: name a file inside the container, e.g. /www/index.html")
-    return value
-
-
-FilePath = Annotated[AbsolutePath, AfterValidator(_file_path)]
+from schemas.common import (
+    AbsolutePath, CpuSet, DistroWord, Duration, FileContent, FilePath, IfName, InitArg, IPv4Prefix, Manifest,
+    MemorySize, Placement, Strict,
+)
 
 
 class Download(Strict):

@@ -7,41 +7,14 @@ group names may carry single spaces (the sudoers file escapes them) but never a 
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from schemas.common import AbsolutePath, DomainName, GroupName, Manifest, Placement, SecretRef, Strict, UserName
-
-ComputerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$")]
-"""A NetBIOS computer name: at most 15 letters, digits and '-' (AD stores it upper-case)."""
-
-OrgUnit = Annotated[str, StringConstraints(pattern=r"^(OU|CN)=[A-Za-z0-9 _-]+(,(OU|CN|DC)=[A-Za-z0-9 _-]+)*$")]
-
-# sssd's fallback_homedir expands %u %U %d %f %l %P %o %h %H and %%; anything else after a
-# '%' makes sssd refuse the domain, so it is refused here, at the line that has it.
-_HOME_EXPANSIONS = set("uUdflPohH%")
-
-
-def _home_pattern(value: str) -> str:
-    i = 0
-    while i < len(value):
-        if value[i] == "%":
-            if i + 1 >= len(value) or value[i + 1] not in _HOME_EXPANSIONS:
-                raise ValueError(f"{value!r}: '%' must be followed by one of u U d f l P o h H % (sssd's fallback_homedir)")
-            i += 2
-        else:
-            i += 1
-    if not any(f"%{c}" in value for c in "uUfP"):
-        raise ValueError(f"{value!r}: the pattern needs a per-user part (%u, %U, %f or %P), or every user shares one home")
-    return value
-
-
-HomePattern = Annotated[
-    str,
-    StringConstraints(pattern=r"^/[A-Za-z0-9_./%-]*$"),
-    AfterValidator(_home_pattern),
-]
+from schemas.common import (
+    AbsolutePath, ComputerName, DomainName, GroupName, HomePattern, Manifest, OrgUnit, Placement, SecretRef, Strict,
+    Umask, UserName,
+)
 
 
 class HomeDirectories(Strict):
@@ -50,7 +23,7 @@ class HomeDirectories(Strict):
     create: bool = Field(True, description="pam_mkhomedir creates the home directory on first login")
     pattern: HomePattern = Field("/home/%u", description="sssd fallback_homedir, e.g. /home/%u or /home/%d/%u")
     skel: AbsolutePath = "/etc/skel"
-    umask: Annotated[str, StringConstraints(pattern=r"^0[0-7]{3}$")] = "0077"
+    umask: Umask = "0077"
 
 
 class DomainJoinSpec(Placement):

@@ -4,12 +4,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from schemas.backend import UrlPath
-from schemas.common import duplicates, Duration, IPv4, Manifest, Name, Placement, Port, Strict
-
-HostName = Annotated[str, StringConstraints(pattern=r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", to_lower=True)]
+from schemas.common import duplicates, Duration, HostName, IPv4, Manifest, Name, Placement, Port, Strict, UrlPath
 
 
 class Bind(Strict):

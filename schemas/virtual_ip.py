@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import IfName, IPv4Prefix, Manifest, Name, Placement, Strict
+from schemas.common import IfName, IPv4Prefix, Manifest, Name, PacemakerInterval, Placement, Strict
 
 DEFAULT_ADVERT_INTERVAL = 0.25
 """Seconds. Master-down after 3 × 0.25 s + skew ≈ 0.9 s: under the 1.5 s failover target
@@ -60,7 +60,7 @@ class KeepalivedOptions(Strict):
 
 
 class PacemakerOptions(Strict):
-    monitorInterval: Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m)$")] = "10s"
+    monitorInterval: PacemakerInterval = "10s"
     preferredNode: Name | None = None
 
 

@@ -13,7 +13,7 @@ LAB_BASE = Path("/srv/reconcile-lab")
 DEFAULT_NAME = "lab"
 # A lab name is part of host-visible names (`<lab>-sw`, `<lab>-lb1` network namespaces,
 # /srv/reconcile-lab/<lab>), so it has to be short and plain.
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")
 
 PREFIX_LEN = 24
 SUBNET = "192.0.2.0/24"

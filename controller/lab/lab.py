@@ -123,7 +123,7 @@ class Lab:
     """One lab: a set of nodes joined by a bridge, recorded under /srv/reconcile-lab/<name>."""
 
     def __init__(self, name: str = config.DEFAULT_NAME, *, base: Path = config.LAB_BASE) -> None:
-        if not config.NAME_RE.match(name):
+        if not config.NAME_RE.fullmatch(name):
             raise LabError(f"lab name {name!r}: use [a-z][a-z0-9-]*, at most 24 characters")
         self.name = name
         self.root = Path(base) / name

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from reconcilers.base import GENERATED_HEADER, ApplyError
+from reconcilers.base import GENERATED_HEADER, ApplyError, UnsafeValue, one_line
 
 CONFIG = Path("/etc/haproxy/haproxy.cfg")
 BACKUP = Path("/etc/haproxy/haproxy.cfg.before-reconcile")
@@ -38,6 +38,23 @@ DIGEST_RE = re.compile(r"^# reconcile: (?P<what>.+), digest (?P<digest>[0-9a-f]{
 # Section keyword → the kind that owns such sections.
 KIND_OF = {"frontend": "Frontend", "backend": "Backend"}
 KEYWORD_OF = {kind: keyword for keyword, kind in KIND_OF.items()}
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9._:/%~*@+,=\[\]-]+")
+
+
+def haproxy_word(value: object) -> str:
+    """One word of haproxy.cfg, whatever the value holds: as it is when it is made of plain
+    characters, else in single quotes (HAProxy's strong quoting: nothing inside is read as a
+    space, comment, variable or escape). Refused (UnsafeValue) when no quoting keeps it one
+    word of one line: empty, a control character or a line separator, a single quote, or a
+    leading '-' (an ACL or server would read it as a flag)."""
+    text = one_line(str(value), "haproxy.cfg")
+    if _PLAIN_WORD.fullmatch(text) and not text.startswith("-"):
+        return text
+    if not text or "'" in text or text.startswith("-"):
+        raise UnsafeValue(f"haproxy.cfg: refused to write {text!r}: it cannot be one word of the line")
+    return f"'{text}'"
 
 
 def digest(lines: Iterable[str]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from reconcilers.haproxy.config import IN_SYNC, Sections, compose, section
+from reconcilers.haproxy.config import IN_SYNC, Sections, compose, haproxy_word, section
 
 # --- the normalized shapes (what `desired` and `observe` both return) ----------------------
 
@@ -79,19 +79,20 @@ def _bind_options(address: str) -> str:
 def _host_acl(host: str) -> str:
     fetch = "req.hdr(host),field(1,:)"  # the Host header without a port
     if host.startswith("*."):
-        return f"{fetch} -m end -i {host[1:]}"
-    return f"{fetch} -m str -i {host}"
+        return f"{fetch} -m end -i {haproxy_word(host[1:])}"
+    return f"{fetch} -m str -i {haproxy_word(host)}"
 
 
 def _path_acls(path: str) -> list[str]:
     # A path prefix matches whole segments: /api matches /api and /api/x, not /apix.
     if path.endswith("/"):
-        return [f"path_beg {path}"]
-    return [f"path {path}", f"path_beg {path}/"]
+        return [f"path_beg {haproxy_word(path)}"]
+    return [f"path {haproxy_word(path)}", f"path_beg {haproxy_word(path + '/')}"]
 
 
 def render_frontend(name: str, state: dict[str, Any]) -> list[str]:
-    body = [f"mode {state['mode']}"]
+    w = haproxy_word  # every value in a line goes through it
+    body = [f"mode {w(state['mode'])}"]
     if state["mode"] == "http":
         # A reload must not break idle keep-alive connections: the old worker answers
         # their next request with "Connection: close" instead of closing them under the
@@ -99,12 +100,12 @@ def render_frontend(name: str, state: dict[str, Any]) -> list[str]:
         body.append("option idle-close-on-response")
     for bind in state["bind"]:
         address = bind.rsplit(":", 1)[0]
-        body.append(f"bind {bind}{_bind_options(address)}")
+        body.append(f"bind {w(bind)}{_bind_options(address)}")
     if "maxconn" in state:
-        body.append(f"maxconn {state['maxconn']}")
-    body.append(f"timeout client {state['timeouts']['client']}")
+        body.append(f"maxconn {w(state['maxconn'])}")
+    body.append(f"timeout client {w(state['timeouts']['client'])}")
     if "httpRequest" in state["timeouts"]:
-        body.append(f"timeout http-request {state['timeouts']['httpRequest']}")
+        body.append(f"timeout http-request {w(state['timeouts']['httpRequest'])}")
     for i, rule in enumerate(state["rules"]):
         conditions = []
         if "host" in rule:
@@ -113,42 +114,45 @@ def render_frontend(name: str, state: dict[str, Any]) -> list[str]:
         if "path" in rule:
             body += [f"acl rule{i}_path {acl}" for acl in _path_acls(rule["path"])]
             conditions.append(f"rule{i}_path")
-        body.append(f"use_backend {rule['backend']} if {' '.join(conditions)}")
-    body.append(f"default_backend {state['defaultBackend']}")
-    return section(f"frontend {name}", f"Frontend {name}", body)
+        body.append(f"use_backend {w(rule['backend'])} if {' '.join(conditions)}")
+    body.append(f"default_backend {w(state['defaultBackend'])}")
+    return section(f"frontend {w(name)}", f"Frontend {w(name)}", body)
 
 
 def server_args(server: dict[str, Any], check: dict[str, Any]) -> list[str]:
     """The arguments after `server NAME` in the file, and after `add server BE/NAME` on
     the runtime API (dynamic servers take no `default-server` settings)."""
-    args = [f"{server['address']}:{server['port']}", "weight", str(server["weight"])]
+    w = haproxy_word
+    args = [w(f"{server['address']}:{server['port']}"), "weight", w(server["weight"])]
     if server["backup"]:
         args.append("backup")
     if "maxconn" in server:
-        args += ["maxconn", str(server["maxconn"])]
+        args += ["maxconn", w(server["maxconn"])]
     if server["check"] and check["type"] != "none":
-        args += ["check", "inter", check["interval"], "fall", str(check["fall"]), "rise", str(check["rise"])]
+        args += ["check", "inter", w(check["interval"]), "fall", w(check["fall"]), "rise", w(check["rise"])]
     return args
 
 
 def render_backend(name: str, state: dict[str, Any]) -> list[str]:
+    w = haproxy_word
     check = state["healthCheck"]
-    body = [f"mode {state['mode']}", f"balance {state['balance']}"]
+    body = [f"mode {w(state['mode'])}", f"balance {w(state['balance'])}"]
     if state["balance"] == "source":
         body.append("hash-type consistent")  # a dynamic algorithm: servers can be added at run time
     if check["type"] == "http":
-        body.append(f"option httpchk GET {check['path']}")
-        body.append(f"http-check expect status {check['expectStatus']}")
+        body.append(f"option httpchk GET {w(check['path'])}")
+        body.append(f"http-check expect status {w(check['expectStatus'])}")
     if check["type"] != "none":
-        body.append(f"default-server inter {check['interval']} fall {check['fall']} rise {check['rise']}")
+        body.append(f"default-server inter {w(check['interval'])} fall {w(check['fall'])} rise {w(check['rise'])}")
     t = state["timeouts"]
-    body += [f"timeout connect {t['connect']}", f"timeout server {t['server']}", f"timeout queue {t['queue']}"]
+    body += [f"timeout connect {w(t['connect'])}", f"timeout server {w(t['server'])}",
+             f"timeout queue {w(t['queue'])}"]
     for server_name, server in sorted(state["servers"].items()):
-        line = f"server {server_name} {' '.join(server_args(server, check))}"
+        line = f"server {w(server_name)} {' '.join(server_args(server, check))}"
         if server["state"] == "maint":
             line += " disabled"
         body.append(line)
-    return section(f"backend {name}", f"Backend {name}", body)
+    return section(f"backend {w(name)}", f"Backend {w(name)}", body)
 
 
 RENDER = {"Frontend": render_frontend, "Backend": render_backend}

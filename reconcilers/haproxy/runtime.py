@@ -17,12 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from reconcilers.base import ApplyError, Node
+from reconcilers.base import ApplyError, Node, UnsafeValue, one_line
 from reconcilers.haproxy.config import ADMIN_SOCKET, EDITED, IN_SYNC, MASTER_SOCKET
 from reconcilers.haproxy.render import server_args
 
 REMOVE_WAIT = 10.0  # seconds a drained server may take to finish its requests before deletion
 PROMPT = b"\n> "
+
+
+def runtime_command(cmd: str) -> str:
+    """One command of HAProxy's admin socket, as it is: refused (UnsafeValue) when a value
+    in it would end it and start another (a newline or ';', the CLI's separators) or be
+    quoted differently than in the file (quotes, backslashes)."""
+    one_line(cmd, "HAProxy's runtime API", max_length=4096)
+    if any(c in cmd for c in ";'\"\\"):
+        raise UnsafeValue(f"HAProxy's runtime API: refused to send {cmd!r}: it holds ; or a quote or backslash")
+    return cmd
 
 
 class RuntimeAPI:
@@ -34,7 +44,7 @@ class RuntimeAPI:
         self.node, self.admin, self.master, self.timeout = node, admin, master, timeout
 
     def command(self, cmd: str, *, read_only: bool) -> str:
-        self.node.runner.guard("haproxy-api", [cmd], read_only=read_only)
+        self.node.runner.guard("haproxy-api", [runtime_command(cmd)], read_only=read_only)
         return self._exchange(self.admin, cmd)
 
     def master_command(self, cmd: str, *, read_only: bool, wait: bool = True) -> str:
@@ -111,7 +121,7 @@ class Session:
         self.api, self.sock, self.buffer = api, sock, b""
 
     def command(self, cmd: str, *, read_only: bool) -> str:
-        self.api.node.runner.guard("haproxy-api", [cmd], read_only=read_only)
+        self.api.node.runner.guard("haproxy-api", [runtime_command(cmd)], read_only=read_only)
         try:
             self.sock.sendall(cmd.encode() + b"\n")
         except OSError as err:

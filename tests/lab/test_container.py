@@ -436,3 +436,98 @@ def test_a_container_from_a_local_rootfs_tarball(lab):
 
 def _fields(obj: dict[str, Any]) -> list[list[Any]]:
     return [[f["field"], f["observed"], f["desired"]] for f in obj["fields"]]
+
+
+# --- issue 22: hostile values, a root file system moved by hand, nothing left by a dry-run ------
+
+
+# lxc-monitord (started by the watch test's lxc-monitor) removes its FIFO when it ends on its
+# own, some seconds later: not something these tests did.
+NOT_OURS = "-not -name monitor-fifo"
+
+
+def node_state(lab: Lab) -> str:
+    """What must not change: files under the node's /etc, /root, /home, the containers and
+    their configs, with size and time; what LXC's run-time folder holds; the containers."""
+    return sh(lab, "sh", "-c", "{ find /etc /root /home /var/lib/reconcile -xdev -printf '%p %s %T@\\n'; "
+                               "find /var/lib/lxc -maxdepth 2 -printf '%p %s %T@\\n'; "
+                               "find /run/lxc " + NOT_OURS + " -printf '%p\\n'; } 2>/dev/null | sort; lxc-ls -1")
+
+
+INJECTIONS = {
+    "init": (container("inj1").replace('init: [/bin/httpd, -f, -p, "80", -h, /www]',
+                                       'init: [/bin/httpd, -f, "/www\\n", "lxc.rootfs.path=dir:/etc\\n", '
+                                       '"lxc.apparmor.profile=unconfined\\n"]'), r"c\.yaml:\d+: spec\.init\[2\]: "),
+    "lxcPath": (container("inj2") + '  lxcPath: "/var/lib/lxc\\n"\n', r"c\.yaml:\d+: spec\.lxcPath: "),
+    "skel": ("apiVersion: reconcile/v1\nkind: DomainJoin\nmetadata: {name: corp}\nspec:\n  domain: corp.example.test\n"
+             "  password: {file: /etc/reconcile/secrets/corp-join.password}\n"
+             '  homeDirectories: {skel: "/etc/skel\\n"}\n', r"c\.yaml:7: spec\.homeDirectories\.skel: "),
+    "pattern": ("apiVersion: reconcile/v1\nkind: DomainJoin\nmetadata: {name: corp}\nspec:\n  domain: corp.example.test\n"
+                "  password: {file: /etc/reconcile/secrets/corp-join.password}\n"
+                "  homeDirectories: {pattern: /home/../etc/%u}\n",
+                r"c\.yaml:7: spec\.homeDirectories\.pattern: '/home/\.\./etc/%u': '\.\.' is not allowed"),
+}
+
+
+@pytest.mark.parametrize("field", list(INJECTIONS))
+def test_the_four_injections_of_issue_22_are_refused_and_change_nothing(lab, field):
+    text, where = INJECTIONS[field]
+    repo = Repo(lab, f"inject-{field.lower()}")
+    repo.write(c=text)
+    before = node_state(lab)
+    for args in (["validate"], ["--dry-run"], ["apply"]):
+        r = lab.reconcile(NODE, *args, "--repo", str(repo.path), "--state-dir", str(repo.state))
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert re.search(where, r.stderr), r.stderr
+        assert "Traceback" not in r.stderr
+    assert node_state(lab) == before
+
+
+def test_a_container_whose_rootfs_was_pointed_elsewhere_by_hand_is_neither_written_into_nor_destroyed(lab):
+    repo = Repo(lab, "moved")
+    repo.write(c=container("moved1"))
+    config = "/var/lib/lxc/moved1/config"
+    victim = "/root/victim"  # stands for the node's /etc: a folder that must survive
+    try:
+        assert repo.apply()[0] == 0 and states(lab)["moved1"] == "RUNNING"
+        sh(lab, "lxc-stop", "-k", "-n", "moved1")
+        sh(lab, "sh", "-c", f"mkdir -p {victim}/www && echo precious > {victim}/keep && "
+                            f"sed -i 's|^lxc.rootfs.path = .*|lxc.rootfs.path = dir:{victim}|' {config}")
+        before = sh(lab, "sh", "-c", f"find {victim} -printf '%p %s %T@\\n' | sort; cat {config}")
+
+        # a new file content: not written there, and the plan says why
+        repo.write(c=container("moved1").replace('"moved1\\n"', '"defaced\\n"'))
+        rc, plan = repo.plan()
+        assert rc == 2 and plan["moved1"]["notes"][0].startswith(
+            f"conflict: the config of container moved1 ({config}) puts its root file system at dir:{victim}, "
+            "not at dir:/var/lib/lxc/moved1/rootfs")
+        assert ["rootfs", f"dir:{victim}", "dir:/var/lib/lxc/moved1/rootfs"] in _fields(plan["moved1"])
+        rc, objects = repo.apply()
+        assert rc == 1 and objects["moved1"]["status"] == "failed"
+        assert "neither writes files into it nor destroys it" in objects["moved1"]["error"]
+
+        # the manifest removed: not destroyed, nor stopped or started
+        repo.write()
+        rc, objects = repo.apply()
+        assert rc == 1 and objects["moved1"]["action"] == "delete" and objects["moved1"]["status"] == "failed"
+        assert "nor destroys it" in objects["moved1"]["error"]
+        assert sh(lab, "sh", "-c", f"find {victim} -printf '%p %s %T@\\n' | sort; cat {config}") == before
+        assert "moved1" in states(lab)
+        assert sh(lab, "cat", "/var/lib/lxc/moved1/rootfs/www/index.html") == "moved1\n"
+    finally:  # put the config back before anything destroys it, then remove the container
+        lab.exec(NODE, ["sed", "-i", "s|^lxc.rootfs.path = .*|lxc.rootfs.path = dir:/var/lib/lxc/moved1/rootfs|",
+                        config], check=False)
+        destroy(lab, "moved1")
+        lab.exec(NODE, ["rm", "-rf", victim], check=False)
+
+
+def test_a_dry_run_and_validate_leave_no_lxc_lock_folder(lab):
+    repo = Repo(lab, "locks")
+    repo.write(c=container("lock1") + "---\n" + container("lock2", state="stopped"))
+    listing = "find /run/lxc /tmp " + NOT_OURS + " -printf '%p\\n' 2>/dev/null | sort"
+    before = sh(lab, "sh", "-c", listing)
+    for args in (["--dry-run"], ["validate"], ["--dry-run"]):
+        r = lab.reconcile(NODE, *args, "--repo", str(repo.path), "--state-dir", str(repo.state))
+        assert r.returncode in (0, 2), r.stdout + r.stderr
+    assert sh(lab, "sh", "-c", listing) == before
+    assert not {"lock1", "lock2"} & set(states(lab))

@@ -252,3 +252,44 @@ def test_computer_name_and_ou_are_used_and_a_new_ou_rejoins(lab):
     finally:
         apply(lab, "lb2", empty_repo(lab))
     assert "WEB-LB2$" not in computers(lab)
+
+
+def test_a_computer_name_change_replaces_the_old_account_and_its_keys(lab):
+    """Issue 22: the old name's keys stayed first in the keytab, so every later run saw the
+    old name and refused ("joined … by something other than reconcile")."""
+    root = lab.shared / "rename"
+    root.mkdir(exist_ok=True)
+
+    def write(name: str) -> str:
+        (root / "join.yaml").write_text(
+            JOIN.format(domain=DOMAIN, secret=JOIN_PASSWORD_FILE, allow="[app-admins]", sudo="[]")
+            + f"  computerName: {name}\n")
+        return str(root)
+
+    def principals() -> set[str]:
+        out = lab.exec("lb2", ["klist", "-k", "/etc/krb5.keytab"]).stdout.splitlines()[3:]
+        return {line.split()[1].split("@")[0] for line in out}
+
+    try:
+        apply(lab, "lb2", write("web-a"))
+        assert "WEB-A$" in computers(lab)
+        assert principals() == {"WEB-A$", "host/WEB-A", "RestrictedKrbHost/WEB-A", "host/lb2.corp.example.test",
+                                "RestrictedKrbHost/lb2.corp.example.test"}
+
+        plan = lab.reconcile("lb2", "--dry-run", "--repo", write("web-b"))
+        assert plan.returncode == 2 and "join corp.example.test as WEB-B$" in plan.stdout, plan.stdout
+        apply(lab, "lb2", str(root))
+        assert "WEB-B$" in computers(lab) and "WEB-A$" not in computers(lab)
+        # the new account's keys only, host/<fqdn> included (adcli skipped those while the old ones were there)
+        assert principals() == {"WEB-B$", "host/WEB-B", "RestrictedKrbHost/WEB-B", "host/lb2.corp.example.test",
+                                "RestrictedKrbHost/lb2.corp.example.test"}
+        assert lab.exec("lb2", ["adcli", "testjoin", f"--domain={DOMAIN}"], check=False).returncode == 0
+        assert "ldap_sasl_authid = WEB-B$" in lab.read_file("lb2", "/etc/sssd/sssd.conf")
+        assert lab.exec("lb2", ["getent", "passwd", "alice"]).stdout.startswith("alice:")
+        # and the next runs have nothing to do
+        again = apply(lab, "lb2", str(root))
+        assert "1 in-sync" in again.stdout, again.stdout
+        assert lab.reconcile("lb2", "--dry-run", "--repo", str(root)).returncode == 0
+    finally:
+        apply(lab, "lb2", empty_repo(lab))
+    assert not {"WEB-A$", "WEB-B$"} & set(computers(lab))

@@ -26,7 +26,7 @@ from tests.readonly_allowlist import allowed
 
 pytestmark = pytest.mark.lab
 NODES = ("lb1", "lb2")
-# Everything a node keeps; /tmp is left out (validators use temp files there and remove them).
+# Everything a node keeps (and /tmp, listed: validators' temp files must be gone again).
 WATCHED = ["/etc", "/var", "/run", "/home", "/root"]
 UNIT = "reconcile-agent.service"
 GIT_ENV = {"GIT_AUTHOR_NAME": "Operator", "GIT_AUTHOR_EMAIL": "ops@example.test", "GIT_COMMITTER_NAME": "Operator",
@@ -122,14 +122,18 @@ def ops(lab):
 
 def snapshot(lab, node: str) -> dict:
     """What a dry-run must not change: files, addresses, processes."""
-    # Not state: LXC's tools take lock folders under /run/lxc/lock even to read a container
-    # (and make /run/lxc, which changes /run itself, on a node that never ran LXC), the
-    # running daemons write their own logs on their own timers (pacemaker.log), and
-    # journald its journal. A new file anywhere else is still listed by its own path.
-    files = lab.exec(node, ["find", *WATCHED, "-xdev", "-newer", "/tmp/.dry-run-marker",
-                            "-not", "-path", "/run/lxc/lock*", "-not", "-path", "/run/lxc", "-not", "-path", "/run",
-                            "-not", "-path", "/var/log/*", "-not", "-path", "/run/log/journal*",
-                            "-not", "-path", "/run/systemd/*"], check=False).stdout.split()
+    # Not state: the running daemons write their own logs on their own timers (pacemaker.log),
+    # journald its journal and systemd its run-time state. LXC's lock folders: what is there,
+    # whole (a folder made and removed again changes its parent's time only); the native
+    # check's scratch LXC path must leave none (issue 22). /run/lxc itself may be made by
+    # LXC's tools on a node that never ran LXC (which changes /run's time): not state.
+    files = lab.exec(node, ["find", *WATCHED, "-xdev", "-newer", "/tmp/.dry-run-marker", "-not", "-path", "/run",
+                            "-not", "-path", "/run/lxc", "-not", "-path", "/run/lxc/*", "-not", "-path", "/var/log/*",
+                            "-not", "-path", "/run/log/journal*", "-not", "-path", "/run/systemd/*"],
+                     check=False).stdout.split()
+    files += lab.exec(node, ["find", "/run/lxc", "-xdev", "-mindepth", "1"], check=False).stdout.split()
+    # /tmp: validators' temp files must be gone again (what is there is compared, not times)
+    files += lab.exec(node, ["find", "/tmp", "-xdev"], check=False).stdout.split()
     addrs = json.loads(lab.exec(node, ["ip", "-j", "addr"]).stdout)
     procs = lab.exec(node, ["ps", "-eo", "pid=,comm="]).stdout.split("\n")
     return {"changed files": sorted(files),

@@ -181,7 +181,8 @@ def test_destroy_is_deferred_while_a_primitive_runs_it_here(placed, tmp_path, mo
     rec, node, _ = placed
     lxc = tmp_path / "lxc"
     (lxc / "ct1").mkdir(parents=True)
-    (lxc / "ct1" / "config").write_text(text("config-placed-ct1-stopped"))
+    # the recorded config, in this test's LXC path (its root file system where lxc-create puts it)
+    (lxc / "ct1" / "config").write_text(text("config-placed-ct1-stopped").replace("/var/lib/lxc", str(lxc)))
     cib = pacemaker.parse_xml((FIXTURES / "pacemaker" / "cib_lxc_container.xml").read_text())
     monkeypatch.setattr(pacemaker, "query_cib", lambda *a, **k: copy.deepcopy(cib))
     monkeypatch.setattr(ContainerReconciler, "_state_now", lambda self, node, name, path: "running")

@@ -4,6 +4,7 @@ restart decisions and the plan's notes, and files written into a root file syste
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,11 @@ def test_restart_policy_never_keeps_the_running_keys_as_they_are():
     kept = dict(restart_settings_of(fixture("config-managed-app1")))
     assert kept["lxc.cgroup.memory.limit_in_bytes"] == "64M" and "lxc.start.auto" not in kept
     assert kept["lxc.init.cmd"] == "/bin/httpd -f -p 80 -h /www"
+    # a hand-edited config read as LXC reads it, so that it can be written again as it was meant
+    edited = 'lxc.net.0.link = "br0"\nlxc.net.0.ipv4.address = 10.0.0.1/24\nlxc.net.0.ipv4.address =\n'
+    kept = restart_settings_of(edited)
+    assert kept == [("lxc.net.0.link", "br0")]
+    assert render_block("c", "busybox", 10, kept).count("lxc.net.0") == 1
 
 
 def test_create_argv_per_template(reconciler):
@@ -363,3 +369,131 @@ def test_writing_files_is_refused_in_dry_run(tmp_path):
     with pytest.raises(DryRunViolation):
         write_rootfs_file(Node("lb1", Runner(dry_run=True)), tmp_path, "/x", b"y")
     assert not (tmp_path / "x").exists()
+
+
+# --- the root file system reconcile created, and nothing else ----------------------------------
+
+
+def _container_dir(tmp_path: Path, rootfs_line: str | None = None) -> tuple[Path, Path]:
+    """A container `app1` in LXC path tmp/lxc as lxc-create -B dir leaves it, our block added;
+    `rootfs_line` replaces its lxc.rootfs.path line (a hand edit)."""
+    lxc = tmp_path / "lxc"
+    (lxc / "app1" / "rootfs" / "www").mkdir(parents=True)
+    text = fixture("config-managed-app1").replace("/var/lib/lxc", str(lxc))
+    if rootfs_line is not None:
+        text = re.sub(r"(?m)^lxc\.rootfs\.path = .*$", rootfs_line, text)
+    (lxc / "app1" / "config").write_text(text)
+    return lxc, lxc / "app1" / "rootfs"
+
+
+def _pointed_at(rec, tmp_path, lxc):
+    spec = rec.specs["app1"].model_copy(update={"lxcPath": str(lxc)})
+    rec.specs["app1"] = spec
+    return spec
+
+
+def test_files_go_only_into_the_rootfs_reconcile_created(reconciler, tmp_path):
+    rec, _, _ = reconciler
+    lxc, rootfs = _container_dir(tmp_path)
+    _pointed_at(rec, tmp_path, lxc)
+    node = Node("lb1", Runner(recording=True), tmp_path / "state")
+    rec._write_files(node, "app1")
+    assert (rootfs / "www" / "index.html").read_text() == "app1\n"
+
+
+def test_a_config_edited_to_point_its_rootfs_elsewhere_is_never_written_into(reconciler, tmp_path):
+    from reconcilers.base import ApplyError
+
+    rec, _, _ = reconciler
+    elsewhere = tmp_path / "host-etc"
+    (elsewhere / "www").mkdir(parents=True)
+    lxc, rootfs = _container_dir(tmp_path, f"lxc.rootfs.path = dir:{elsewhere}")
+    _pointed_at(rec, tmp_path, lxc)
+    node = Node("lb1", Runner(recording=True), tmp_path / "state")
+    with pytest.raises(ApplyError, match=r"conflict: the config of container app1 .* puts its root file system at "
+                                         rf"dir:{elsewhere}, not at dir:{rootfs}"):
+        rec._write_files(node, "app1")
+    assert list((elsewhere / "www").iterdir()) == [] and list((rootfs / "www").iterdir()) == []
+    assert node.runner.records == []
+
+
+def test_the_plan_shows_a_moved_rootfs_as_a_conflict_and_apply_refuses_it(reconciler, tmp_path):
+    from reconcilers.base import ApplyError
+
+    rec, node, desired = reconciler
+    want = desired["app1"].state
+    assert want["rootfs"] == "dir:/var/lib/lxc/app1/rootfs"
+    text = fixture("config-managed-app1").replace("dir:/var/lib/lxc/app1/rootfs", "dir:/etc")
+    have = observed_from_config("app1", "/var/lib/lxc", text, "running")
+    assert have["managed"] and have["rootfs"] == "dir:/etc"
+    notes = rec.explain(Change("Container", "app1", "update", want, have), node)
+    assert notes[0].startswith("conflict: the config of container app1 (/var/lib/lxc/app1/config) puts its root "
+                               "file system at dir:/etc, not at dir:/var/lib/lxc/app1/rootfs")
+    delete = rec.explain(Change("Container", "app1", "delete", None, have), node)
+    assert delete[0].startswith("conflict:") and "nor destroys it" in delete[0]
+    applying = Node("lb1", Runner(recording=True), tmp_path / "state")
+    with pytest.raises(ApplyError, match="neither writes files into it nor destroys it"):
+        rec.apply_one(Change("Container", "app1", "update", want, have), applying)
+    assert applying.runner.records == []
+
+
+@pytest.mark.parametrize("edit", ["config", "symlinked rootfs", "symlinked container folder"])
+def test_a_container_whose_rootfs_is_not_where_reconcile_put_it_is_never_destroyed(reconciler, tmp_path, edit):
+    from reconcilers.base import ApplyError
+
+    rec, _, _ = reconciler
+    elsewhere = tmp_path / "host-etc"
+    elsewhere.mkdir()
+    (elsewhere / "passwd").write_text("root:x:0:0\n")
+    if edit == "config":
+        lxc, _ = _container_dir(tmp_path, f"lxc.rootfs.path = dir:{elsewhere}")
+    elif edit == "symlinked rootfs":
+        lxc, rootfs = _container_dir(tmp_path)
+        rootfs.rename(tmp_path / "old-rootfs")
+        rootfs.symlink_to(elsewhere)
+    else:
+        lxc, _ = _container_dir(tmp_path)
+        (lxc / "app1").rename(tmp_path / "real-app1")
+        (lxc / "app1").symlink_to(tmp_path / "real-app1")
+    node = Node("lb1", Runner(recording=True), tmp_path / "state")
+    have = {"lxcPath": str(lxc), "state": "stopped", "network": {"bridge": None}, "pacemaker": None}
+    with pytest.raises(ApplyError, match="neither writes files into it nor destroys it"):
+        rec.apply_one(Change("Container", "app1", "delete", None, have), node)
+    assert node.runner.records == []  # no lxc-stop, no lxc-destroy
+    assert (elsewhere / "passwd").read_text() == "root:x:0:0\n"
+
+
+def test_observe_reads_files_only_from_the_created_rootfs(tmp_path):
+    from reconcilers.container import RootFs
+
+    lxc, rootfs = _container_dir(tmp_path)
+    (rootfs / "www" / "index.html").write_text("app1\n")
+    assert read_rootfs_file(RootFs(str(lxc), "app1"), "/www/index.html") == b"app1\n"
+    (tmp_path / "elsewhere").mkdir()
+    rootfs.rename(tmp_path / "moved")
+    rootfs.symlink_to(tmp_path / "moved")  # same content, but through a symlink: not read
+    assert read_rootfs_file(RootFs(str(lxc), "app1"), "/www/index.html") is None
+    assert read_rootfs_file(RootFs(str(lxc), "app1"), "/../config") is None
+
+
+def test_lxcs_native_check_leaves_no_lock_folder_behind(tmp_path):
+    from reconcilers.container import scratch_lxc_path
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock_dir = run / "lxc" / "lock"
+    with scratch_lxc_path(lock_dir) as scratch:
+        # what LXC does for `lxc-ls -P scratch` of a container c1, run as root
+        (lock_dir / str(scratch).lstrip("/")).mkdir(parents=True)
+        (lock_dir / str(scratch).lstrip("/") / ".c1").write_text("")
+        assert scratch.is_dir()
+    assert not scratch.exists() and list(run.iterdir()) == []
+
+    # what was there before stays, and so does what another LXC user put there meanwhile
+    (lock_dir / "var" / "lib" / "lxc").mkdir(parents=True)
+    with scratch_lxc_path(lock_dir) as scratch:
+        (lock_dir / str(scratch).lstrip("/")).mkdir(parents=True)
+        (lock_dir / "tmp" / "someone-else").mkdir()
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == [
+        "lxc", "lxc/lock", "lxc/lock/tmp", "lxc/lock/tmp/someone-else", "lxc/lock/var", "lxc/lock/var/lib",
+        "lxc/lock/var/lib/lxc"]

@@ -140,8 +140,8 @@ def test_the_same_bind_twice_and_a_wildcard_overlap(tmp_path: Path) -> None:
 def test_strings_that_reach_the_config_are_checked(tmp_path: Path) -> None:
     frontend = FRONTEND + "  rules:\n    - {host: 'a b.example', backend: app}\n"
     found = problems(tmp_path, frontend=frontend)
-    assert found[0].startswith("lb/frontend.yaml:10: spec.rules[0].host: String should match pattern")
+    assert found[0].startswith("lb/frontend.yaml:10: spec.rules[0].host: must be a host name")
     backend = BACKEND.replace("  cluster: web\n", "  cluster: web\n  healthCheck: {type: http, path: '/x y'}\n")
     (tmp_path / "p").mkdir()
     assert problems(tmp_path / "p", backend=backend)[0].startswith(
-        "lb/backend.yaml:6: spec.healthCheck.path: String should match pattern")
+        "lb/backend.yaml:6: spec.healthCheck.path: must be a URL path")

@@ -256,3 +256,13 @@ def test_pacemaker_vips_belong_to_the_cluster_resource_reconciler_once_it_is_ins
     (tmp_path / "cluster.yaml").write_text(CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false"))
     (tmp_path / "vips.yaml").write_text(pm)
     assert VirtualIPReconciler().desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True))) == {"VirtualIP": {}}
+
+
+def test_a_vip_placed_everywhere_on_a_machine_no_cluster_lists_is_an_error_for_people(tmp_path):
+    """Issue 22 found a KeyError here (`reconcile validate` on a machine that is no node)."""
+    from reconcilers.base import ApplyError
+
+    (tmp_path / "v.yaml").write_text("apiVersion: reconcile/v1\nkind: VirtualIP\nmetadata: {name: v}\nspec:\n"
+                                     "  manager: keepalived\n  address: 192.0.2.100/24\n  keepalived: {routerId: 5}\n")
+    with pytest.raises(ApplyError, match="VirtualIP v lands on every node, but no Cluster lists vm"):
+        desired_instances(load_tree(tmp_path), "vm")
