@@ -106,6 +106,13 @@ def _gc_paused():
             gc.enable()
 
 
+def _registered(kind: str) -> type[Reconciler] | None:
+    try:
+        return reconciler_class(kind)
+    except NotInstalled:
+        return None
+
+
 def _label(rec: Reconciler) -> str:
     return "+".join(rec.kinds)
 
@@ -183,8 +190,22 @@ class Engine:
                         self._result(ObjectResult(kind, item.name, "not-installed", notes=[str(err)],
                                                   source=item.where()))
                 continue
-            if cls not in classes and (set(cls.kinds) & wanted or present & set(cls.consumes)):
-                classes.append(cls)
+            if cls in classes or not (set(cls.kinds) & wanted or present & set(cls.consumes)):
+                continue
+            # One owner per kind: a reconciler that claims a kind the registry gives to
+            # another (a test or a plug-in replaced one of its kinds) must not run at all,
+            # or two reconcilers would both write that kind's artifact.
+            others = {k: _registered(k) for k in cls.kinds if k != kind}
+            foreign = sorted(k for k, owner in others.items() if owner is not cls)
+            if foreign:
+                record.errors.append(f"{cls.__name__} owns {', '.join(cls.kinds)}, but the registry gives "
+                                     f"{', '.join(foreign)} to another reconciler: not run")
+                for item in items:
+                    if item.kind == kind:
+                        self._result(ObjectResult(kind, item.name, "failed", source=item.where(),
+                                                  error="its reconciler's kinds are split between reconcilers"))
+                continue
+            classes.append(cls)
         self.owners = owner_order([cls() for cls in classes])
         self.order = [k for rec in self.owners for k in rec.kinds]
         self.reconcilers = {k: rec for rec in self.owners for k in rec.kinds}

@@ -1,34 +1,52 @@
 """Load and validate a whole tree of manifests at one revision.
 
 Every `*.yaml` / `*.yml` file below the root, several documents per file, any folder depth
-(hidden folders such as `.git` are skipped). Each document is parsed with its line numbers
-kept per field, validated by its kind's pydantic model, and then the whole tree is checked:
-unique names, references, exclusive claims per node, and each kind's own tree checks.
+(hidden files and folders such as `.git` are skipped). Each document is parsed with its line
+numbers kept per field (controller/yaml_lines.py), validated by its kind's pydantic model,
+and then the whole tree is checked: unique names, references, exclusive claims per node, and
+each kind's own tree checks.
 
 Nothing is applied from a tree with any problem: `load_tree` raises `TreeError` with every
-problem found, each naming file, line and field.
+problem found, each naming file, line and field, on one line (file names and fields are
+printed with control characters escaped, so no name can forge a problem line).
+
+The input is hostile until proven otherwise (anyone with commit access writes it, every
+node's agent reads it as root), so it is bounded before it is expanded:
+
+    tree_files       8 MiB a file and 64 MiB in all (checked before a file is read),
+                     20,000 manifest files, 200,000 folder entries looked at; links only
+                     inside the repository; unreadable folders and files are errors
+    yaml_lines       nesting 64 deep, 200,000 nodes a document, plain tags only
+    MAX_TREE_NODES   2,000,000 YAML nodes in the tree, aliases counted as what they name
+
+A repository of 10,000 Backends with 5 servers each is 0.8 million nodes and 4.7 MB
+(bench/bench_plan.py). A load keeps about 200 bytes per node of valid manifests, so the
+node limit also bounds a load's memory: about 0.5 GB at worst (bench/bench_loader.py).
+A problem with no better place (a file that cannot be read) is at line 1 of its file;
+only a folder, which has no lines, is named without one.
 """
 from __future__ import annotations
 
 import gc
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
-import yaml
 from pydantic import ValidationError
 
+from controller import tree_files
+from controller.tree_files import escape
+from controller.yaml_lines import Budget, OverBudget, Path_, YamlProblem, documents
 from schemas import KINDS, Manifest
-from schemas.common import pattern_help
+from schemas.common import NOT_ECHOED, pattern_help
 
-try:  # libyaml makes loading 10,000 objects several times faster
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML without libyaml
-    _Loader = yaml.SafeLoader
+MAX_TREE_NODES = 2_000_000
 
+T = TypeVar("T")
 _SECRET_WORDS = ("password", "authkey", "secret")
-Path_ = tuple[str | int, ...]
+_MAX_SHOWN = 400  # characters of a message or field in one problem line
 
 
 @dataclass(frozen=True)
@@ -42,7 +60,16 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        text = f"{where}: {_clip(self.field)}: {_clip(self.message)}" if self.field \
+            else f"{where}: {_clip(self.message)}"
+        return text if text.isprintable() else escape(text, backslash=False)
+
+
+def _clip(text: str) -> str:
+    """At most _MAX_SHOWN characters, cut in the middle: a message quotes the value first
+    and says what is wrong with it at the end."""
+    half = _MAX_SHOWN // 2
+    return text if len(text) <= _MAX_SHOWN else f"{text[:half]}…{text[-half:]}"
 
 
 class TreeError(Exception):
@@ -96,58 +123,6 @@ def _show(path: Iterable[str | int]) -> str:
     return out
 
 
-# --- YAML with line numbers -------------------------------------------------------------
-
-_constructor = yaml.constructor.SafeConstructor()
-_STR, _INT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int"
-_BOOL, _NULL = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"
-
-
-class _DocError(Exception):
-    def __init__(self, line: int, field: str, message: str):
-        self.line, self.field, self.message = line, field, message
-
-
-def _to_data(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _DocError(key_node.start_mark.line + 1, _show(path), "YAML merge keys (<<) are not supported")
-            key = _to_data(key_node, path + ("<key>",), {})
-            if not isinstance(key, (str, int)):
-                raise _DocError(key_node.start_mark.line + 1, _show(path), "mapping keys must be strings")
-            if key in out:
-                raise _DocError(key_node.start_mark.line + 1, _show(path + (key,)), f"duplicate key {key!r}")
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _to_data(value_node, path + (key,), lines)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_data(item, path + (i,), lines) for i, item in enumerate(node.value)]
-    tag, value = node.tag, node.value
-    if tag == _STR:
-        return value
-    if tag == _INT and value.lstrip("-+").isdigit() and not value.lstrip("-+").startswith("0"):
-        return int(value)  # the common case, without PyYAML's slower constructor
-    if tag == _BOOL:
-        low = value.lower()
-        return value if low not in ("true", "false") else low == "true"  # yes/no/on/off stay strings
-    if tag == _NULL:
-        return None
-    if tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"):
-        return value
-    return _constructor.construct_object(node, deep=True)
-
-
-def _documents(text: str) -> Iterable[tuple[int, Any, dict[Path_, int]]]:
-    for node in yaml.compose_all(text, Loader=_Loader):
-        if node is None:
-            continue
-        lines: dict[Path_, int] = {}
-        yield node.start_mark.line + 1, _to_data(node, (), lines), lines
-
-
 # --- one document -----------------------------------------------------------------------
 
 
@@ -162,6 +137,8 @@ def _pydantic_problems(err: ValidationError, source: Source) -> list[Problem]:
         value = e.get("input")
         if e["type"] == "string_pattern_mismatch":
             msg = pattern_help(e.get("ctx", {}).get("pattern", "")) or msg
+        if NOT_ECHOED in msg:  # a validator saw what may be an inline secret
+            secret = True
         if "SecretRef" in msg:
             msg = "a secret is given by reference only: {file: /absolute/path} or {env: NAME}, never inline"
             secret = True
@@ -184,8 +161,9 @@ def parse_document(data: Any, source: Source) -> Manifest | list[Problem]:
         return [Problem(source.file, source.line, "kind", "required field is missing")]
     model = KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
+        shown = repr(kind) if len(repr(kind)) <= 60 else repr(kind)[:60] + "…"
         return [Problem(source.file, source.line_of(("kind",)), "kind",
-                        f"unknown kind {kind!r} (known: {', '.join(KINDS)})")]
+                        f"unknown kind {shown} (known: {', '.join(KINDS)})")]
     try:
         return model.model_validate(data)
     except ValidationError as err:
@@ -214,7 +192,10 @@ class Tree:
             self._members[c.name] = nodes
             for n, a in nodes.items():
                 self._node_address.setdefault(n, a)
+        self._known = frozenset(self._node_address)
+        self._of_kind = {kind: [i.manifest for i in loaded] for kind, loaded in self._by_kind.items()}
         self._nodes_cache: dict[int, frozenset[str] | None] = {}
+        self._memo: dict[Callable[[Any], Any], Any] = {}
 
     # TreeView, for the schemas' whole-tree checks
     def get(self, kind: str, name: str) -> Manifest | None:
@@ -222,7 +203,15 @@ class Tree:
         return item.manifest if item else None
 
     def of_kind(self, kind: str) -> list[Manifest]:
-        return [i.manifest for i in self._by_kind.get(kind, [])]
+        """The manifests of one kind in tree order (one shared list: do not modify it)."""
+        return self._of_kind.get(kind, [])
+
+    def memo(self, build: Callable[["Tree"], T]) -> T:
+        """`build(tree)`, computed once per tree: the index a whole-tree check looks things up
+        in (by address, interface, port, …), so that checking every manifest stays linear."""
+        if build not in self._memo:
+            self._memo[build] = build(self)
+        return self._memo[build]
 
     def loaded(self, kind: str) -> list[Loaded]:
         return self._by_kind.get(kind, [])
@@ -232,7 +221,7 @@ class Tree:
 
     @property
     def known_nodes(self) -> frozenset[str]:
-        return frozenset(self._node_address)
+        return self._known
 
     def cluster_nodes(self, cluster: str) -> dict[str, str]:
         """Node name → address with prefix, in the Cluster's order."""
@@ -303,13 +292,10 @@ def _read_revision(root: Path, digest: str) -> str:
 
 
 def manifest_files(root: Path) -> list[Path]:
-    files = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            files.append(path)
+    """Every manifest file below `root` (see tree_files.walk); TreeError if one cannot be read."""
+    files, problems = tree_files.walk(Path(root).resolve())
+    if problems:
+        raise TreeError([Problem(*p) for p in problems])
     return files
 
 
@@ -329,32 +315,45 @@ def load_tree(root: Path | str) -> Tree:
 def _load_tree(root: Path) -> Tree:
     if not root.is_dir():
         raise TreeError([Problem(str(root), 0, "", "not a folder (give --repo a folder of manifests)")])
-    problems: list[Problem] = []
+    files, found = tree_files.walk(root)
+    problems = [Problem(*p) for p in found]
     items: list[Loaded] = []
     digest = hashlib.sha256()
-    for path in manifest_files(root):
-        rel = str(path.relative_to(root))
+    budget = Budget(MAX_TREE_NODES)
+    bytes_left = tree_files.MAX_TREE_BYTES
+    for path in files:
+        name = tree_files.shown_name(root, path)
         try:
-            raw = path.read_bytes()
-            text = raw.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            problems.append(Problem(rel, 0, "", f"cannot read: {err}"))
+            raw = tree_files.read(path, bytes_left)
+        except tree_files.Unread as err:
+            problems.append(Problem(name, 1, "", str(err)))
+            if err.stop:
+                break
             continue
-        digest.update(rel.encode() + b"\0" + raw + b"\0")
+        bytes_left -= len(raw)
         try:
-            for line, data, lines in _documents(text):
-                source = Source(rel, line, lines)
-                result = parse_document(data, source)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[:err.start].count(b"\n") + 1
+            problems.append(Problem(name, line, "", f"not UTF-8 text (byte {raw[err.start]:#04x})"))
+            continue
+        digest.update(os.fsencode(path.relative_to(root)) + b"\0" + raw + b"\0")
+        try:
+            for line, data, lines in documents(text, budget):
+                source = Source(name, line, lines)
+                try:
+                    result = parse_document(data, source)
+                except Exception as err:  # a bug or a limit below the schemas: a problem, never a traceback
+                    result = [Problem(name, line, "", f"cannot validate this document ({type(err).__name__})")]
                 if isinstance(result, list):
                     problems.extend(result)
                 else:
                     items.append(Loaded(result, source))
-        except _DocError as err:
-            problems.append(Problem(rel, err.line, err.field, err.message))
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-            what = getattr(err, "problem", None) or str(err)
-            problems.append(Problem(rel, mark.line + 1 if mark else 0, "", f"invalid YAML: {what}"))
+        except OverBudget as err:
+            problems.append(Problem(name, err.line, "", err.message))
+            break
+        except YamlProblem as err:
+            problems.append(Problem(name, err.line, _show(err.path), err.message))
     tree = Tree(root, items, _read_revision(root, digest.hexdigest()), digest.hexdigest())
     problems.extend(check_tree(tree))
     if problems:
@@ -391,20 +390,33 @@ def check_tree(tree: Tree) -> list[Problem]:
             if not any(tree.get(k, name) is not None for k in kinds.split("|")):
                 at(item, field_path, f"unknown {kinds.replace('|', ' or ')} {name!r}")
 
-    claimed: dict[str, list[tuple[Loaded, str, frozenset[str] | None]]] = {}
-    for item in tree.items:
+    # Exclusive claims, indexed by key and node: the first claimant of a key on each node,
+    # and the first claimant placed on every node (None), so that each claim is checked in
+    # the time of its own nodes, not against every other claim of its key.
+    first_on: dict[str, dict[str, tuple[int, Loaded, str]]] = {}
+    first_everywhere: dict[str, tuple[int, Loaded, str]] = {}
+    first_any: dict[str, tuple[int, Loaded, str]] = {}
+    for order, item in enumerate(tree.items):
         nodes = tree.placement_nodes(item.manifest)
         for key, field_path in item.manifest.claims():
-            for other, other_field, other_nodes in claimed.get(key, []):
-                if other is item:
-                    continue
-                common = nodes is None or other_nodes is None or bool(nodes & other_nodes)
-                if common:
-                    what = key.split(":", 1)
-                    at(item, field_path, f"conflicts with {other.kind} {other.name!r} at "
-                       f"{other.where(other_field)}: both claim {what[0]} {what[1] if len(what) > 1 else ''}".rstrip())
-                    break
-            claimed.setdefault(key, []).append((item, field_path, nodes))
+            on = first_on.setdefault(key, {})
+            if nodes is None:
+                candidates = [first_any.get(key)]
+            else:
+                candidates = [first_everywhere.get(key)] + [on.get(n) for n in nodes]
+            found = [c for c in candidates if c is not None and c[1] is not item]
+            if found:
+                _, other, other_field = min(found, key=lambda c: c[0])
+                what = key.split(":", 1)
+                at(item, field_path, f"conflicts with {other.kind} {other.name!r} at "
+                   f"{other.where(other_field)}: both claim {what[0]} {what[1] if len(what) > 1 else ''}".rstrip())
+            claim = (order, item, field_path)
+            first_any.setdefault(key, claim)
+            if nodes is None:
+                first_everywhere.setdefault(key, claim)
+            else:
+                for n in nodes:
+                    on.setdefault(n, claim)
 
     for item in tree.items:
         for field_path, message in item.manifest.check(tree):

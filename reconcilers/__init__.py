@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Container": "reconcilers.container:ContainerReconciler",
     "DomainJoin": "reconcilers.domain_join:DomainJoinReconciler",
+    "Mount": "reconcilers.mount:MountReconciler",
 }
 
 

@@ -23,6 +23,7 @@ _MODELS: dict[str, str] = {
     "Backend": "schemas.backend:Backend",
     "Container": "schemas.container:Container",
     "DomainJoin": "schemas.domain_join:DomainJoin",
+    "Mount": "schemas.mount:Mount",
 }
 
 

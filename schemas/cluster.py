@@ -115,11 +115,16 @@ def _resource_name_clashes(cluster: Cluster, tree) -> list[tuple[str, str]]:
 
 
 def _derived_resources(tree, cluster: str) -> list[tuple[str, Manifest]]:
-    out: list[tuple[str, Manifest]] = []
+    return tree.memo(_derived_by_cluster).get(cluster, [])
+
+
+def _derived_by_cluster(tree) -> dict[str, list[tuple[str, Manifest]]]:
+    """Cluster name → the VirtualIPs (manager pacemaker) and Containers it places."""
+    out: dict[str, list[tuple[str, Manifest]]] = {}
     for vip in tree.of_kind("VirtualIP"):
-        if getattr(vip.spec, "manager", None) == "pacemaker" and getattr(vip.spec, "cluster", None) == cluster:
-            out.append(("VirtualIP", vip))
+        if getattr(vip.spec, "manager", None) == "pacemaker" and getattr(vip.spec, "cluster", None) is not None:
+            out.setdefault(vip.spec.cluster, []).append(("VirtualIP", vip))
     for ct in tree.of_kind("Container"):
-        if getattr(ct.spec, "cluster", None) == cluster:
-            out.append(("Container", ct))
+        if getattr(ct.spec, "cluster", None) is not None:
+            out.setdefault(ct.spec.cluster, []).append(("Container", ct))
     return out

@@ -112,15 +112,24 @@ class ClusterResource(Manifest):
                 problems.append((f"spec.group.{i}", f"{member!r} is a group: groups cannot be nested"))
             if other is not None and other.spec.clone:
                 problems.append((f"spec.group.{i}", f"{member!r} is a clone: clone the group instead"))
-            others = [g.metadata.name for g in tree.of_kind("ClusterResource") if g is not self
-                      and g.spec.group and member in g.spec.group and g.spec.cluster == cluster]
-            if others:
-                problems.append((f"spec.group.{i}", f"{member!r} is also a member of group {others[0]!r}: a resource "
-                                 "can be in one group only"))
+            other_group = next((g for g in tree.memo(_groups_by_member).get((cluster, member), []) if g is not self),
+                               None)
+            if other_group is not None:
+                problems.append((f"spec.group.{i}", f"{member!r} is also a member of group "
+                                 f"{other_group.metadata.name!r}: a resource can be in one group only"))
         return problems
 
 
 _UNKNOWN = object()
+
+
+def _groups_by_member(tree) -> dict[tuple[str, str], list[Manifest]]:
+    """(cluster, member name) → the groups listing it, once each, in tree order."""
+    out: dict[tuple[str, str], list[Manifest]] = {}
+    for g in tree.of_kind("ClusterResource"):
+        for member in dict.fromkeys(g.spec.group or []):
+            out.setdefault((g.spec.cluster, member), []).append(g)
+    return out
 
 
 def _pacemaker_resource_of(kind: str, manifest: Manifest) -> str | None:

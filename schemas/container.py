@@ -12,6 +12,7 @@ without a shell, sizes and CPU sets are checked for what the kernel accepts.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Annotated, Literal
 
@@ -155,23 +156,56 @@ class Container(Manifest):
     def _bridge_agrees(self, tree) -> list[tuple[str, str]]:
         """Containers that share a node and name the same bridge must give it one address
         (the bridge is one interface of the node), and two bridges of a node must not share
-        a subnet (the node could not tell where to send it)."""
+        a subnet (the node could not tell where to send it). Reported once, on the later
+        name; looked up per node in `_bridges_by_node`, so the check stays linear."""
         net = self.spec.network
-        mine = tree.nodes_of(self)
-        subnet = ipaddress.IPv4Interface(net.bridgeAddress).network
-        for other in tree.of_kind("Container"):
-            onet = other.spec.network
-            if other is self or not onet.bridgeAddress or other.metadata.name > self.metadata.name:
-                continue  # report once, on the later name
-            if not mine & tree.nodes_of(other):
-                continue
-            if onet.bridge == net.bridge and onet.bridgeAddress != net.bridgeAddress:
+        index = tree.memo(_bridges_by_node)
+        for node in sorted(tree.nodes_of(self)):
+            first = index.first.get((node, net.bridge))
+            if first is not None and first.metadata.name < self.metadata.name \
+                    and first.spec.network.bridgeAddress != net.bridgeAddress:
                 return [("spec.network.bridgeAddress",
-                         f"bridge {net.bridge} gets {net.bridgeAddress} here but {onet.bridgeAddress} "
-                         f"from Container {other.metadata.name!r} on a common node: one bridge, one address")]
-            if onet.bridge != net.bridge and ipaddress.IPv4Interface(onet.bridgeAddress).network.overlaps(subnet):
+                         f"bridge {net.bridge} gets {net.bridgeAddress} here but {first.spec.network.bridgeAddress} "
+                         f"from Container {first.metadata.name!r} on a common node: one bridge, one address")]
+        for node in sorted(tree.nodes_of(self)):
+            other = index.overlaps.get((node, self.metadata.name))
+            if other is not None:
+                onet = other.spec.network
                 return [("spec.network.bridgeAddress",
                          f"{net.bridgeAddress} on bridge {net.bridge} overlaps {onet.bridgeAddress} on bridge "
                          f"{onet.bridge} (Container {other.metadata.name!r}) on a common node: give each bridge "
                          "its own subnet")]
         return []
+
+
+@dataclasses.dataclass
+class _BridgeIndex:
+    # (node, bridge) → the container of the smallest name that gives the bridge an address
+    first: dict[tuple[str, str | None], Container] = dataclasses.field(default_factory=dict)
+    # (node, container name) → a container of a smaller name whose bridge's subnet overlaps
+    overlaps: dict[tuple[str, str], Container] = dataclasses.field(default_factory=dict)
+
+
+def _bridges_by_node(tree) -> _BridgeIndex:
+    index = _BridgeIndex()
+    with_address = sorted((c for c in tree.of_kind("Container") if c.spec.network.bridgeAddress),
+                          key=lambda c: c.metadata.name)
+    per_node: dict[str, list[Container]] = {}
+    for c in with_address:
+        for node in tree.nodes_of(c):
+            if (node, c.spec.network.bridge) not in index.first:
+                index.first[(node, c.spec.network.bridge)] = c
+                per_node.setdefault(node, []).append(c)
+    # One bridge per node from here on: sorted by where its subnet starts, a subnet that
+    # starts before the furthest end seen so far overlaps the one that reached it.
+    for node, containers in per_node.items():
+        spans = sorted(((ipaddress.IPv4Interface(c.spec.network.bridgeAddress).network, c) for c in containers),
+                       key=lambda span: (span[0].network_address, -span[0].prefixlen))
+        reach: tuple[ipaddress.IPv4Network, Container] | None = None
+        for subnet, c in spans:
+            if reach is not None and subnet.network_address <= reach[0].broadcast_address:
+                earlier, later = sorted((reach[1], c), key=lambda x: x.metadata.name)
+                index.overlaps.setdefault((node, later.metadata.name), earlier)
+            if reach is None or subnet.broadcast_address > reach[0].broadcast_address:
+                reach = (subnet, c)
+    return index

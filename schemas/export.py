@@ -16,7 +16,11 @@ def json_schema(kind: str | None = None) -> dict[str, Any]:
     one_of = []
     for name, model in KINDS.items():
         sub = model.model_json_schema(ref_template="#/$defs/{model}")
-        defs.update(sub.pop("$defs", {}))
+        for key, value in sub.pop("$defs", {}).items():
+            # Two kinds with a model of one name would silently share one definition.
+            if defs.get(key, value) != value:
+                raise ValueError(f"two kinds define a different model {key!r}: rename one")
+            defs[key] = value
         defs[name] = sub
         one_of.append({"$ref": f"#/$defs/{name}"})
     return {

@@ -63,7 +63,7 @@ class Frontend(Manifest):
     def check(self, tree) -> list[tuple[str, str]]:
         problems = duplicates([f"{b.address}:{b.port}" for b in self.spec.bind], "spec.bind.{}", "bind")
         nodes = tree.nodes_of(self)
-        vips = {v.ip: v for v in tree.of_kind("VirtualIP")}
+        vips = tree.memo(_vips_by_address)
         for i, bind in enumerate(self.spec.bind):
             ip = ipaddress.IPv4Address(bind.address)
             if ip.is_unspecified or ip.is_loopback:
@@ -95,15 +95,35 @@ class Frontend(Manifest):
 
     def _wildcard_overlaps(self, tree, nodes: frozenset[str]) -> list[tuple[str, str]]:
         """0.0.0.0:P takes port P on every address: no other frontend on a common node may
-        bind P (HAProxy would fail to start there; the loader's claims see exact matches only)."""
+        bind P (HAProxy would fail to start there; the loader's claims see exact matches only).
+        Looked up per port and node (`_binds_by_port_and_node`): linear in the binds."""
+        wildcard, specific = tree.memo(_binds_by_port_and_node)
         problems = []
-        for other in tree.of_kind("Frontend"):
-            if other is self or not (nodes & tree.nodes_of(other)):
-                continue
-            for i, bind in enumerate(self.spec.bind):
-                for theirs in other.spec.bind:
-                    if bind.port == theirs.port and bind.address != theirs.address and \
-                            "0.0.0.0" in (bind.address, theirs.address):
-                        problems.append((f"spec.bind.{i}", f"port {bind.port} on {bind.address} overlaps Frontend "
-                                         f"{other.metadata.name}'s bind {theirs.address}:{theirs.port}"))
+        for i, bind in enumerate(self.spec.bind):
+            across = specific if bind.address == "0.0.0.0" else wildcard
+            other = next((found for node in sorted(nodes) for found in across.get((bind.port, node), {}).values()
+                          if found[0] is not self), None)
+            if other is not None:
+                problems.append((f"spec.bind.{i}", f"port {bind.port} on {bind.address} overlaps Frontend "
+                                 f"{other[0].metadata.name}'s bind {other[1]}:{bind.port}"))
         return problems
+
+
+def _vips_by_address(tree) -> dict:
+    return {v.ip: v for v in tree.of_kind("VirtualIP")}
+
+
+_Binds = dict[tuple[int, str], dict[int, tuple[Frontend, str]]]
+
+
+def _binds_by_port_and_node(tree) -> tuple[_Binds, _Binds]:
+    """(port, node) → the frontends that bind it there, once each with their first address:
+    the 0.0.0.0 binds, and the binds of one address."""
+    wildcard: _Binds = {}
+    specific: _Binds = {}
+    for frontend in tree.of_kind("Frontend"):
+        for bind in frontend.spec.bind:
+            into = wildcard if bind.address == "0.0.0.0" else specific
+            for node in tree.nodes_of(frontend):
+                into.setdefault((bind.port, node), {}).setdefault(id(frontend), (frontend, bind.address))
+    return wildcard, specific

@@ -10,6 +10,7 @@ agree on everything their shared instance carries.
 from __future__ import annotations
 
 import ipaddress
+import dataclasses
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -105,13 +106,10 @@ class VirtualIP(Manifest):
             return [spec.node]
         if spec.nodes is not None:
             return list(spec.nodes)
-        clusters = [tree.get("Cluster", spec.cluster)] if spec.cluster is not None else tree.of_kind("Cluster")
-        out: list[str] = []
-        for cluster in clusters:
-            for n in (cluster.spec.nodes if cluster is not None else []):
-                if n.name not in out:
-                    out.append(n.name)
-        return out
+        if spec.cluster is None:
+            return list(tree.memo(_every_cluster_node))
+        cluster = tree.get("Cluster", spec.cluster)
+        return list(dict.fromkeys(n.name for n in cluster.spec.nodes)) if cluster is not None else []
 
     def priorities(self, tree) -> dict[str, int]:
         """Node → VRRP priority: the manifest's, else the default for the node's place."""
@@ -149,29 +147,35 @@ class VirtualIP(Manifest):
 
     def _check_against_others(self, tree, nodes: frozenset[str]) -> list[tuple[str, str]]:
         """Router ids per interface, and the agreement of a group's VIPs. Each problem is
-        reported once, on the later of the two manifests."""
+        reported once, on the later of the two manifests; looked up in an index of the tree
+        (see `_vrrp_index`), so that 10,000 VIPs are checked in linear time."""
         ka = self.spec.keepalived
+        index = tree.memo(_vrrp_index)
+        mine = index.order[id(self)]
+
+        def earlier(other: "VirtualIP | None") -> bool:
+            return other is not None and index.order[id(other)] < mine
+
         problems: list[tuple[str, str]] = []
-        for other in tree.of_kind("VirtualIP"):
-            if other is self:
-                break  # only compare with the manifests before this one
-            oka = other.spec.keepalived
-            if oka is None:
-                continue
-            other_nodes = tree.nodes_of(other)
-            if ka.group is not None and oka.group == ka.group:
-                problems += self._check_group_member(tree, other, nodes, other_nodes)
-                continue
-            if other.instance_name() == self.instance_name():
-                problems.append(("spec.keepalived.group" if ka.group else "metadata.name",
-                                 f"VRRP instance name {self.instance_name()!r} is also used by VirtualIP "
-                                 f"{other.metadata.name!r}: a group may not share its name with an ungrouped VIP"))
-            common = sorted(nodes & other_nodes)
-            if common and other.spec.interface == self.spec.interface and oka.routerId == ka.routerId:
+        if ka.group is not None:
+            first = index.group_first[ka.group]
+            if earlier(first):
+                problems += self._check_group_member(tree, first, nodes, tree.nodes_of(first))
+            clash = index.ungrouped.get(ka.group)
+        else:
+            clash = index.group_first.get(self.metadata.name)
+        if clash is not None and earlier(clash):
+            problems.append(("spec.keepalived.group" if ka.group else "metadata.name",
+                             f"VRRP instance name {self.instance_name()!r} is also used by VirtualIP "
+                             f"{clash.metadata.name!r}: a group may not share its name with an ungrouped VIP"))
+        for node in sorted(nodes):
+            other = index.router.get((self.spec.interface, ka.routerId, node))
+            if other is not None and earlier(other) and (ka.group is None or other.spec.keepalived.group != ka.group):
                 problems.append(("spec.keepalived.routerId",
                                  f"router id {ka.routerId} on {self.spec.interface} is already used by VirtualIP "
-                                 f"{other.metadata.name!r} on node {common[0]}: every VRRP instance on an "
+                                 f"{other.metadata.name!r} on node {node}: every VRRP instance on an "
                                  "interface needs its own router id"))
+                break
         return problems
 
     def _check_group_member(self, tree, first: "VirtualIP", nodes: frozenset[str],
@@ -188,3 +192,34 @@ class VirtualIP(Manifest):
         if self.priorities(tree) != first.priorities(tree):
             return [("spec.keepalived.priority", why.format(f"priority {first.priorities(tree)}"))]
         return []
+
+
+def _every_cluster_node(tree) -> tuple[str, ...]:
+    """Every Cluster's nodes in turn, each once: the order of a VIP placed everywhere."""
+    return tuple(dict.fromkeys(n.name for c in tree.of_kind("Cluster") for n in c.spec.nodes))
+
+
+@dataclasses.dataclass
+class _VrrpIndex:
+    """The keepalived VIPs of a tree, indexed for `VirtualIP._check_against_others`."""
+
+    order: dict[int, int] = dataclasses.field(default_factory=dict)  # id(vip) → place in the tree
+    group_first: dict[str, VirtualIP] = dataclasses.field(default_factory=dict)  # group → its first VIP
+    ungrouped: dict[str, VirtualIP] = dataclasses.field(default_factory=dict)  # instance (VIP) name → VIP
+    router: dict[tuple[str, int, str], VirtualIP] = dataclasses.field(default_factory=dict)  # (interface, id, node) → first
+
+
+def _vrrp_index(tree) -> _VrrpIndex:
+    index = _VrrpIndex()
+    for place, vip in enumerate(tree.of_kind("VirtualIP")):
+        ka = vip.spec.keepalived
+        if ka is None:
+            continue
+        index.order[id(vip)] = place
+        if ka.group is not None:
+            index.group_first.setdefault(ka.group, vip)
+        else:
+            index.ungrouped.setdefault(vip.metadata.name, vip)
+        for node in tree.nodes_of(vip):
+            index.router.setdefault((vip.spec.interface, ka.routerId, node), vip)
+    return index

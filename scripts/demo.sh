@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's main job (after scripts/install.sh): bring up a lab of real nodes on this
 # machine (lb1 and lb2 boot a real systemd with Debian's packages as installed, dc1 is a
-# Samba AD DC), show the plan for lb1 on the embedded desired-state/, apply it on every
-# node and print what now runs. Run as root. The lab stays up afterwards.
+# Samba AD DC, lb2 serves SFTP for the Mount examples), show the plan for lb1 on the
+# embedded desired-state/, apply it on every node and print what now runs. Run as root.
+# The lab stays up afterwards.
 #
 # Only the lab itself must come up; every later step is shown whatever its exit code
 # (reconcile exits 2 while changes are pending or a kind's reconciler is not built yet,
@@ -36,8 +37,8 @@ if [[ ! -x $RECONCILE ]]; then
   exit 1
 fi
 
-step "reconcile lab up --nodes ${#NODES[@]} --domain-controller --systemd   (lab '$RECONCILE_LAB')"
-if ! "$RECONCILE" lab up --nodes "${#NODES[@]}" --domain-controller --systemd; then
+step "reconcile lab up --nodes ${#NODES[@]} --domain-controller --systemd --sftp   (lab '$RECONCILE_LAB')"
+if ! "$RECONCILE" lab up --nodes "${#NODES[@]}" --domain-controller --systemd --sftp; then
   echo "demo: the lab did not come up" >&2
   exit 1
 fi
@@ -104,6 +105,9 @@ for n in "${NODES[@]}"; do
   echo "--- $n: adcli testjoin"
   shown node "$n" timeout 20 adcli testjoin --domain=corp.example.test
 done
+
+step "lb2's reports folder on lb1, through rclone (sftp remote, password) and sshfs (key)"
+shown node lb1 sh -c 'grep -E " /mnt/" /proc/self/mountinfo | cut -d" " -f5,9,10; ls -l /mnt/reports /mnt/reports-sshfs'
 
 step "the lab stays up"
 "$RECONCILE" lab status

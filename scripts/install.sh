@@ -18,6 +18,8 @@ PACKAGES=(
   # Active Directory
   samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind adcli sssd sssd-tools libnss-sss libpam-sss
   krb5-user ldb-tools bind9-dnsutils realmd
+  # mounts: FUSE file systems (rclone, sshfs) and the sftp server lab nodes mount from
+  fuse3 rclone sshfs openssh-server
   # plumbing
   sudo iproute2 iputils-ping procps psmisc util-linux git gnupg python3-venv python3-pip wrk
 )
@@ -31,6 +33,12 @@ if ((${#missing[@]})); then
   created_policy=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; created_policy=1
+  fi
+  # openssh-server is only for sshd inside lab nodes (started there by the tests): Debian's
+  # own marker keeps its unit and init script from ever starting sshd on this host, also
+  # at the next boot. Only when this script installs it: an sshd already here is left alone.
+  if [[ " ${missing[*]} " == *" openssh-server "* && ! -e /usr/sbin/sshd ]]; then
+    mkdir -p /etc/ssh && touch /etc/ssh/sshd_not_to_be_run
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q

@@ -65,6 +65,15 @@ ALLOW: dict[str, list[str]] = {
         # native validators, check mode only, on temp files (validate / plan)
         r"^visudo -c -f /[A-Za-z0-9_./-]+$",
         r"^sssctl config-check -c /[A-Za-z0-9_./-]+ -s /[A-Za-z0-9_./-]+$",
+        # --- Mount
+        # one stat of every mount point (and bind source) reconcile made: a forced getattr
+        # finds dead FUSE mounts; paths are schema-checked (no spaces: one argument each)
+        r"^stat --cached=never -c '%u %g %a %d %i %n' --( /[A-Za-z0-9_./@+-]+)+$",
+        # rclone as the native validator of remotes and mount flags
+        r"^rclone config providers$",
+        r"^rclone mount --help$",
+        # systemd's check of rendered mount/automount units in a temp folder
+        r"^systemd-analyze verify( /[A-Za-z0-9_./-]*reconcile-units-[A-Za-z0-9_]+/[A-Za-z0-9_.:\\-]+\.(auto)?mount)+$",
     ],
     # A runtime socket: HAProxy's admin socket may only be asked `show …` / `get …`.
     "haproxy-api": [r"^(show|get) "],

@@ -9,8 +9,8 @@ Python API (tests, other tools)::
 
     from controller.lab import Lab, temporary_lab, reconcile
 
-    lab = Lab("demo").up(nodes=2, domain_controller=False)   # tears down a stale "demo" first
-    lab = Lab("demo").up(nodes=2, systemd=True)              # lb1, lb2 boot a real systemd (~1 s)
+    lab = Lab("demo").up(nodes=2, domain_controller=False, sftp=False)  # tears down a stale "demo" first
+    lab = Lab("demo").up(nodes=2, systemd=True, sftp=True)   # lb1, lb2 boot a real systemd (~1 s)
     lab.nodes                      # ["lb1", "lb2"] (+ "dc1")
     lab.address("lb2")             # "192.0.2.12"
     lab.shared                     # Path: same path on the host and in every node
@@ -24,7 +24,8 @@ Python API (tests, other tools)::
     lab.netns("lb1")               # "demo-lb1": `ip -n demo-lb1 ...` from the host
     lab.pid("lb1")                 # host PID of the node's init: nsenter -t PID -n -m -u -i -p
     lab.enter_argv("lb1")          # the argv prefix that enters the node (nsenter; lxc-attach for systemd)
-    lab.status()                   # dict: nodes, addresses, PIDs, alive, DC answers
+    lab.status()                   # dict: nodes, addresses, PIDs, init, alive, DC answers, SFTP server
+    lab.sftp_server                # "lb2" when started with sftp=True (else None)
     lab.down()                     # idempotent; ends every process of the lab
 
     with temporary_lab(nodes=2, domain_controller=True) as lab:   # unique name, always down
@@ -42,6 +43,8 @@ scope, each a fresh uniquely named lab, torn down even when the test fails; 2 no
 
 Constants: `DOMAIN` "corp.example.test", `REALM`, `NETBIOS_DOMAIN` "CORP", `DC_NODE`,
 `DC_ADDRESS`, `ADMIN_USER` "Administrator", `ADMIN_PASSWORD`, `USERS` {user: password}
+`SFTP_USER` "files", `SFTP_PASSWORD`, `SFTP_FOLDER`, `SFTP_PASSWORD_FILE`, `SFTP_KEY_FILE`
+(with sftp=True: sshd in the last lb node, SFTP only; see controller/lab/sftp.py),
 (alice, bob, carol), `GROUPS` {group: members} (alice in "app-admins" and "Domain Admins",
 bob in "web users"; carol in none), `JOIN_PASSWORD_FILE` (holds ADMIN_PASSWORD, mode 0600,
 in every node of a lab with a DC), `SUBNET`, `lb_address(i)`, `LAB_BASE`.
@@ -51,7 +54,7 @@ What a node is (see holder.py):
   node). Not cgroup or user: processes are real root, cgroupfs is the host's.
 - Files: overlayfs over /etc, /var, /home, /root (upper layers in
   /srv/reconcile-lab/<lab>/nodes/<node>/upper: the host's copies are read, never written);
-  fresh tmpfs on /run, /tmp, /dev/shm; its own /proc and /sys. Everything else (/usr,
+  fresh tmpfs on /run, /tmp, /dev/shm, /mnt (mount points); its own /proc and /sys. Everything else (/usr,
   /srv, /opt, the checkout, the venv) is the host's, READ-ONLY in nodes, except
   `lab.shared` (read-write, same path). Files the host keeps in /tmp or /run are not
   visible in nodes: put them in `lab.shared`. /dev and /sys/fs/cgroup are the host's
@@ -83,7 +86,8 @@ groups; nothing is mounted on the host.
 """
 from controller.lab.config import (  # noqa: F401
     ADMIN_PASSWORD, ADMIN_USER, DC_ADDRESS, DC_NODE, DOMAIN, GROUPS, JOIN_PASSWORD_FILE, LAB_BASE,
-    NETBIOS_DOMAIN, REALM, SUBNET, USERS, lb_address,
+    NETBIOS_DOMAIN, REALM, SFTP_FOLDER, SFTP_KEY_FILE, SFTP_PASSWORD, SFTP_PASSWORD_FILE, SFTP_USER, SUBNET,
+    USERS, lb_address,
 )
 from controller.lab.lab import (  # noqa: F401
     Lab, LabError, NodeCommandError, NodeProcess, reconcile, sweep_orphans, temporary_lab,

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--systemd", action="store_true",
                     help="nodes lb1..lbN boot a real systemd as PID 1 (LXC system containers over the host's "
                          "file system), with the Debian packages' services as on a fresh install")
+    up.add_argument("--sftp", action="store_true",
+                    help=f"run an SFTP server (user {config.SFTP_USER}) in the last lb node, for the Mount examples")
     named("down", "end every process of the lab, delete its namespaces and files")
     st = named("status", "nodes, addresses, holder PIDs, whether they run, whether the DC answers")
     st.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -49,7 +51,8 @@ def main(argv: list[str]) -> int:
         lab = Lab(args.name)
         if args.command == "up":
             started = time.monotonic()
-            lab.up(nodes=args.nodes, domain_controller=args.domain_controller, systemd=args.systemd)
+            lab.up(nodes=args.nodes, domain_controller=args.domain_controller, systemd=args.systemd,
+                   sftp=args.sftp)
             _print_status(lab.status())
             print(f"lab {lab.name!r} ready in {time.monotonic() - started:.1f}s; "
                   f"`reconcile lab exec --name {lab.name} lb1 -- CMD` enters a node, "
@@ -93,3 +96,6 @@ def _print_status(status: dict) -> None:
     if dc is not None:
         says = ", ".join(f"{k} {'answers' if v else 'DOWN'}" for k, v in dc.items())
         print(f"  {config.DC_NODE}: Samba AD DC for {config.DOMAIN}: {says}")
+    sftp = status.get("sftp")
+    if sftp is not None:
+        print(f"  {sftp['node']}: SFTP server for user {sftp['user']} on {sftp['address']}:22")

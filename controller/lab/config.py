@@ -47,3 +47,13 @@ GROUPS: dict[str, list[str]] = {
 }
 # Inside every node of a lab with a DC; the example DomainJoin manifest reads it.
 JOIN_PASSWORD_FILE = "/etc/reconcile/secrets/corp-join.password"
+
+# SFTP server of a lab started with sftp=True (controller/lab/sftp.py): user `files` on the
+# last lb node, serving ~/reports. Every node gets the client key and the password at these
+# paths (the example Mount manifests read them) and the server's host key in
+# /etc/ssh/ssh_known_hosts.
+SFTP_USER = "files"
+SFTP_PASSWORD = "Lab-Sftp.Pass-2024"
+SFTP_FOLDER = "reports"
+SFTP_PASSWORD_FILE = "/etc/reconcile/secrets/reports-sftp.password"
+SFTP_KEY_FILE = "/etc/reconcile/secrets/reports-sftp.key"

@@ -8,7 +8,7 @@ PID 1 of fresh net, mount, UTS, IPC and PID namespaces. It:
 1. makes every mount private, so nothing below leaks back to the host;
 2. gives the node a sysfs of its own network namespace (keeping /sys/fs/cgroup usable for LXC);
 3. lays an overlay over /etc, /var, /home and /root (upper and work dirs under NODE_DIR), and a
-   fresh tmpfs over /run, /tmp and /dev/shm: the host's copies are read through, never written;
+   fresh tmpfs over /run, /tmp, /dev/shm and /mnt: the host's copies are read through, never written;
 4. mounts a /proc of the new PID namespace, makes the rest of the host's file system
    read-only (but the lab's shared folder), sets the host name, creates the run-time
    folders the daemons expect (as systemd-tmpfiles would at boot), starts the system D-Bus;
@@ -34,7 +34,9 @@ MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x1000, 0x2000, 0x4000, 0x40000
 MNT_DETACH = 0x2
 
 OVERLAID = ("/etc", "/var", "/home", "/root")
-TMPFS = {"/run": "0755", "/tmp": "1777", "/dev/shm": "1777"}
+# /mnt: where an operator mounts things (Mount manifests); a tmpfs so that mount points can
+# be created there while the host's file system stays read-only in the node.
+TMPFS = {"/run": "0755", "/tmp": "1777", "/dev/shm": "1777", "/mnt": "0755"}
 # Run-time folders a booted Debian machine has before its daemons start: systemd creates
 # them from RuntimeDirectory= and tmpfiles.d; the lab has no systemd, so its init does it.
 RUN_DIRS = {

@@ -156,6 +156,11 @@ class Lab:
     def domain_controller(self) -> bool:
         return bool(self.record.get("domain_controller"))
 
+    @property
+    def sftp_server(self) -> str | None:
+        """The node running the lab's SFTP server (lab up with sftp=True), else None."""
+        return self.record.get("sftp")
+
     def address(self, node: str) -> str:
         return self._node(node).address
 
@@ -187,10 +192,11 @@ class Lab:
         raise LabError(f"lab {self.name!r} has no node {node!r} (nodes: {', '.join(self.nodes)})")
 
     # -- up and down -----------------------------------------------------------------------
-    def up(self, nodes: int = 2, domain_controller: bool = False, *, systemd: bool = False,
+    def up(self, nodes: int = 2, domain_controller: bool = False, *, systemd: bool = False, sftp: bool = False,
            ephemeral: bool = False, timeout: float = 120.0) -> Lab:
         """Build the lab from nothing (a stale lab of the same name is torn down first).
         `systemd`: nodes lb1..lbN boot a real systemd (systemd_node.py); the DC does not.
+        `sftp` starts an SFTP server in the last lb node (controller/lab/sftp.py).
         `ephemeral` marks a test's lab: `sweep_orphans` removes it once its owner is gone."""
         if not 1 <= nodes <= config.MAX_NODES:
             raise LabError(f"--nodes {nodes}: between 1 and {config.MAX_NODES}")
@@ -206,9 +212,15 @@ class Lab:
             "ephemeral": ephemeral, "domain_controller": domain_controller, "systemd": systemd,
             "nodes": [asdict(Node(n, a, init=i)) for n, a, i in names],
         }
+        if sftp:
+            from controller.lab import sftp as sftp_server
+
+            self._record["sftp"] = sftp_server.server_node([n for n, _a, _i in names])
         self._save()  # first: a run killed from here on is found and cleaned by the next up
         try:
             self.shared.mkdir()
+            if sftp:  # first: every node's prepared files hold the server's host key
+                sftp_server.make_keys(self.root / "sftp")
             booting = [n["name"] for n in self.record["nodes"] if n["init"] == "systemd"]
             for node in booting:  # their network exists before they boot, as on a real host
                 _run(["ip", "netns", "add", self._netns(node)])
@@ -235,6 +247,8 @@ class Lab:
                 # may include the DC's start
                 boot = systemd_node.wait_booted(self, node, timeout=max(timeout - (time.monotonic() - started[node]), 1))
                 self._record.setdefault("bootSeconds", {})[node] = round(boot, 2)
+            if sftp:  # after boot: the server may be a systemd node
+                sftp_server.start(self, self.root / "sftp")
             self._record["state"] = "ready"
             self._save()
         except BaseException:
@@ -397,6 +411,12 @@ class Lab:
         if dc:
             files["/etc/krb5.conf"] = (KRB5_CONF, 0o644)
             files[config.JOIN_PASSWORD_FILE] = (config.ADMIN_PASSWORD, 0o600)
+        server = self.record.get("sftp")
+        if server:  # what a client of the lab's SFTP server needs (its key, the password, the host key)
+            from controller.lab import sftp
+
+            address = next(n["address"] for n in self.record["nodes"] if n["name"] == server)
+            files.update(sftp.client_files(self.root / "sftp", server, address))
         return files
 
     # -- running things in nodes -----------------------------------------------------------
@@ -491,6 +511,8 @@ class Lab:
             from controller.lab import dc
 
             out["domain_controller"] = dc.answers(self)
+        if rec.get("sftp"):
+            out["sftp"] = {"node": rec["sftp"], "address": self.address(rec["sftp"]), "user": config.SFTP_USER}
         return out
 
 
@@ -498,14 +520,14 @@ _counter = itertools.count(1)
 
 
 @contextlib.contextmanager
-def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, systemd: bool = False,
+def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, systemd: bool = False, sftp: bool = False,
                   prefix: str = "t") -> Iterator[Lab]:
     """A lab under a name no other live process uses (`t<pid>-<n>`), torn down on exit
     even when the body fails. Marked ephemeral: if this process is killed,
     `sweep_orphans` (run by the test session) removes what it left."""
     lab = Lab(f"{prefix}{os.getpid()}-{next(_counter)}")
     try:
-        yield lab.up(nodes=nodes, domain_controller=domain_controller, systemd=systemd, ephemeral=True)
+        yield lab.up(nodes=nodes, domain_controller=domain_controller, systemd=systemd, sftp=sftp, ephemeral=True)
     finally:
         lab.down()
 

@@ -7,7 +7,8 @@
 
 `lab3` has lb1..lb3, `lab2_dc` adds dc1 (Samba AD DC, see controller.lab for the domain,
 users and passwords), `lab2_systemd` has lb1, lb2 booting a real systemd (about 1 s),
-`make_lab(nodes=1, domain_controller=False, systemd=False)` builds other shapes.
+`make_lab(nodes=1, domain_controller=False, systemd=False, sftp=False)` builds other shapes
+(sftp: an SFTP server in the last lb node, controller/lab/sftp.py).
 The API is documented in controller/lab/__init__.py.
 """
 from __future__ import annotations
@@ -28,11 +29,11 @@ def _sweep_labs_of_killed_runs() -> None:
 
 @pytest.fixture
 def make_lab() -> Iterator[Callable[..., Lab]]:
-    """Factory: make_lab(nodes=2, domain_controller=False, systemd=False) -> Lab, all torn
-    down after the test."""
+    """Factory: make_lab(nodes=2, domain_controller=False, systemd=False, sftp=False) -> Lab,
+    all torn down after the test."""
     with contextlib.ExitStack() as stack:
-        yield lambda nodes=2, domain_controller=False, systemd=False: stack.enter_context(
-            temporary_lab(nodes=nodes, domain_controller=domain_controller, systemd=systemd))
+        yield lambda nodes=2, domain_controller=False, systemd=False, sftp=False: stack.enter_context(
+            temporary_lab(nodes=nodes, domain_controller=domain_controller, systemd=systemd, sftp=sftp))
 
 
 @pytest.fixture

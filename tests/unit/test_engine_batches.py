@@ -277,3 +277,13 @@ def test_a_refused_check_is_not_remembered(tmp_path):
     assert native_check(real, "true", "x", check) == ["refused"]
     assert native_check(real, "true", "x", check) == ["refused"]
     assert len(calls) == 2
+
+
+def test_a_reconciler_whose_kinds_the_registry_splits_never_runs(env, monkeypatch):
+    # Frontend stays with OneFile, Backend goes to another reconciler: OneFile would write
+    # backends into its artifact beside the other's. It must not run at all.
+    monkeypatch.setitem(reconcilers.REGISTRY, "Backend", "tests.unit.test_agent_engine:JsonBackends")
+    env.write(backend("app"), frontend("web", "app"))
+    record = env.engine().apply()
+    assert record.exit_code() == 1 and "registry gives Backend to another reconciler" in record.errors[0]
+    assert OneFile.calls == [] and not env.artifact.exists()

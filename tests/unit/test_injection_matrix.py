@@ -8,7 +8,8 @@ case puts one payload into one field of a valid tree and then
 - if that accepts it, renders what node lb1 would get, without applying anything:
   haproxy.cfg, keepalived.conf, corosync.conf, the CIB elements (resources, constraints,
   cluster properties), each container's LXC config block, lxc-create argv and file paths,
-  sssd.conf, the PAM block, the sudoers rules and the adcli argv. A renderer's own quoting
+  sssd.conf, the PAM block, the sudoers rules and the adcli argv; each mount's argv, units,
+  fstab line, rclone config, known_hosts and cifs credentials. A renderer's own quoting
   function may still refuse the value (UnsafeValue): that is a refusal too;
 - parses what was rendered back with the file format's own rules (this module's small
   parsers: HAProxy's quoting, keepalived's blocks, Corosync's sections, LXC's key = value,
@@ -40,6 +41,11 @@ from reconcilers.cluster_resource import ClusterResourceReconciler, render_const
 from reconcilers.container import CgroupLayout, ContainerReconciler, create_argv, render_block, render_settings, \
     stop_seconds
 from reconcilers.domain_join import DomainJoinReconciler, Paths, join_argv, pam_with_block
+from reconcilers.mount import MountReconciler
+from reconcilers.mount.apply import units_for
+from reconcilers.mount.credentials import host_keys, plain_values
+from reconcilers.mount.model import Paths as MountPaths, entry as mount_entry, rclone_options
+from reconcilers.mount.render import cifs_credentials, fstab_line, known_hosts, mount_argv, rclone_conf
 from reconcilers.pacemaker import set_properties
 from reconcilers.virtual_ip import desired_instances
 from schemas import KINDS
@@ -109,6 +115,26 @@ BASE = [
         "sudoGroups": ["Domain Admins"], "fullyQualifiedNames": False,
         "homeDirectories": {"create": True, "pattern": "/home/%u", "skel": "/etc/skel", "umask": "0077"},
         "accessProvider": "simple"}),
+    manifest("Mount", "reports", {
+        "node": "lb1", "path": "/mnt/reports", "state": "mounted", "type": "rclone",
+        "rclone": {"remote": {"type": "sftp", "options": {"host": "192.0.2.12"},
+                              "secrets": {"pass": {"file": "/etc/reconcile/secrets/reports.password"}}},
+                   "path": "reports", "flags": {"vfs-cache-mode": "writes"},
+                   "hostKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOdxFtcZYEv"]},
+        "readOnly": False, "owner": "root", "group": "root", "mode": "0755", "allowOther": True, "onBusy": "refuse"}),
+    manifest("Mount", "sshfs1", {
+        "node": "lb1", "path": "/mnt/sshfs1", "type": "sshfs",
+        "sshfs": {"host": "192.0.2.12", "user": "files", "path": "reports",
+                  "identity": {"file": "/etc/reconcile/secrets/reports.key"},
+                  "hostKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOdxFtcZYEv"]},
+        "options": ["noatime", "cache=yes"], "automount": {"idleTimeout": "5m"}}),
+    manifest("Mount", "nfs1", {"node": "lb1", "path": "/mnt/nfs1", "type": "nfs",
+                               "nfs": {"server": "192.0.2.5", "export": "/srv/nfs", "version": "4.2"}}),
+    manifest("Mount", "cifs1", {"node": "lb1", "path": "/mnt/cifs1", "type": "cifs",
+                                "cifs": {"server": "files.example.test", "share": "reports", "user": "app",
+                                         "domain": "CORP", "password": {"env": "CIFS_PASSWORD"}}}),
+    manifest("Mount", "bind1", {"node": "lb1", "path": "/mnt/bind1", "type": "bind", "bind": {"source": "/srv/data"}}),
+    manifest("Mount", "tmp1", {"node": "lb1", "path": "/mnt/tmp1", "type": "tmpfs", "tmpfs": {"size": "64m"}}),
 ]
 
 # (name, how it is made from a valid value). Appended, so that the payload is the only
@@ -308,6 +334,27 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
         out.append(("sudoers", w.sudoers or ""))
         out.append(("pam", pam_with_block("", name, home.skel, home.umask)))
         out.append(("argv", join_argv(w.spec, w.computer, paths.keytab)))
+    mount_paths = MountPaths(config=tmp / "mount")
+    mounts = MountReconciler(mount_paths)
+    for name in mounts.desired(tree, node)["Mount"]:
+        spec = mounts.specs[name]
+        if spec.state != "mounted":
+            continue
+        e = mount_entry(name, spec, mount_paths, lambda owner, group: (0 if owner else None, 0 if group else None))
+        flags = rclone_options(name, spec, mount_paths, lambda owner, group: (0, 0)) if spec.type == "rclone" else None
+        out.append(("argv", mount_argv(e, flags)))
+        out += [("ini", text) for text in units_for(name, spec, e).values()]
+        out.append(("words", fstab_line(e)))
+        out.append(("paths", [spec.path] + ([spec.bind.source] if spec.type == "bind" else [])
+                    + ([spec.nfs.export] if spec.type == "nfs" else [])))
+        if spec.type == "rclone":
+            values = {**plain_values(name, spec, mount_paths), **{k: "obscured" for k in spec.rclone.remote.secrets}}
+            out.append(("ini", rclone_conf(name, spec.rclone.remote.type, values, frozenset(spec.rclone.remote.secrets))))
+        if host_keys(spec):
+            host, port = (spec.sshfs.host, spec.sshfs.port) if spec.type == "sshfs" else (spec.rclone.remote.options["host"], 22)
+            out.append(("words", known_hosts(host, port, host_keys(spec))))
+        if spec.type == "cifs":
+            out.append(("ini", cifs_credentials(spec.cifs.user, "the password", spec.cifs.domain)))
     return out
 
 
@@ -386,6 +433,8 @@ def shape(fmt: str, rendered: Any) -> Any:
             text = line.split("#", 1)[0]
             out.append((text.split()[:3], len(text.split()), "[" in text, text.endswith("\\")) if text.strip()
                        else "#" if stripped else "")
+        elif fmt == "words":  # an fstab or known_hosts line: blank-separated fields
+            out.append((len(line.split()), line.split()[:1] if line.startswith("#") else None))
         elif fmt == "sudoers":
             if not stripped or stripped.startswith("#") and not stripped.startswith("#include"):
                 out.append("#" if stripped else "")

@@ -168,7 +168,7 @@ def test_the_base_tree_is_valid(tmp_path, capsys):
 
 def test_the_embedded_desired_state_is_valid(capsys):
     assert main(["validate", "--repo", str(DEFAULT_REPO), "--no-native"]) == 0
-    assert "13 manifests valid" in capsys.readouterr().out
+    assert "16 manifests valid" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
