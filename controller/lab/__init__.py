@@ -23,6 +23,7 @@ Python API (tests, other tools)::
     reconcile(lab, "lb1", "--dry-run", "--repo", "desired-state")  # == lab.reconcile("lb1", ...)
     lab.netns("lb1")               # "demo-lb1": `ip -n demo-lb1 ...` from the host
     lab.pid("lb1")                 # host PID of the node's init: nsenter -t PID -n -m -u -i -p
+    lab.init("lb1")                # "systemd" or "holder" (init-less)
     lab.enter_argv("lb1")          # the argv prefix that enters the node (nsenter; lxc-attach for systemd)
     lab.status()                   # dict: nodes, addresses, PIDs, init, alive, DC answers, SFTP server
     lab.sftp_server                # "lb2" when started with sftp=True (else None)
@@ -43,11 +44,12 @@ scope, each a fresh uniquely named lab, torn down even when the test fails; 2 no
 
 Constants: `DOMAIN` "corp.example.test", `REALM`, `NETBIOS_DOMAIN` "CORP", `DC_NODE`,
 `DC_ADDRESS`, `ADMIN_USER` "Administrator", `ADMIN_PASSWORD`, `USERS` {user: password}
-`SFTP_USER` "files", `SFTP_PASSWORD`, `SFTP_FOLDER`, `SFTP_PASSWORD_FILE`, `SFTP_KEY_FILE`
-(with sftp=True: sshd in the last lb node, SFTP only; see controller/lab/sftp.py),
 (alice, bob, carol), `GROUPS` {group: members} (alice in "app-admins" and "Domain Admins",
 bob in "web users"; carol in none), `JOIN_PASSWORD_FILE` (holds ADMIN_PASSWORD, mode 0600,
-in every node of a lab with a DC), `SUBNET`, `lb_address(i)`, `LAB_BASE`.
+in every node of a lab with a DC), `SFTP_USER` "files", `SFTP_PASSWORD`, `SFTP_FOLDER`,
+`SFTP_PASSWORD_FILE`, `SFTP_KEY_FILE` (with sftp=True: sshd in the last lb node, SFTP only,
+and the client key, password and host key in every node; see controller/lab/sftp.py),
+`SUBNET`, `lb_address(i)`, `LAB_BASE`.
 
 What a node is (see holder.py):
 - Namespaces: net, mount, UTS, IPC, PID (its PID 1 is the holder: killing it ends the
@@ -61,10 +63,12 @@ What a node is (see holder.py):
   (writable). /proc/sys/net is per node; other sysctls are the host's: do not set them.
 - Prepared: /etc/hostname, /etc/hosts (all nodes, with FQDNs when there is a DC),
   /etc/resolv.conf (the DC, or 127.0.0.1 which fails at once), /etc/machine-id,
-  /etc/krb5.conf and the join password file with a DC, /etc/lxc/lxc.conf (keeps LXC's
-  cgroups under reconcile-lab/<lab>/ so `down` removes them), the /run folders systemd
-  would create at boot, a system D-Bus (realm needs it). No other daemon runs (no
-  systemd, no syslog: /dev/log does not exist, log to files or stderr) except samba in dc1.
+  /etc/krb5.conf and the join password file with a DC, the SFTP server's host key (in
+  /etc/ssh/ssh_known_hosts), the client key and password with sftp=True,
+  /etc/lxc/lxc.conf (keeps LXC's cgroups under reconcile-lab/<lab>/ so `down` removes
+  them), the /run folders systemd would create at boot, a system D-Bus (realm needs it). No other daemon runs (no
+  systemd, no syslog: /dev/log does not exist, log to files or stderr) except samba in dc1
+  and, with sftp=True, sshd in the server node.
 - Network: eth0 (veth to bridge br0 in namespace `<lab>-sw`), 192.0.2.0/24, no default
   route, nothing in the host's network namespace. The host cannot reach nodes directly:
   reach a service from a node (`lab.wait_tcp`, a client run with `lab.exec`), or
@@ -78,8 +82,12 @@ host's whole `/` (read-only lower layer; the upper layer is a tmpfs inside the c
 mount namespace), so a write anywhere in the node stays in the node. The packages'
 services run as on a fresh install (Corosync + Pacemaker with the one-node cluster
 `debian`, HAProxy with Debian's file; keepalived and sssd waiting for a configuration);
-units the host enabled that do not belong on an HA node (lxc-net, samba, timers...) are
-masked. Commands enter with lxc-attach (the node's control groups, its capabilities).
+units the host enabled that do not belong on an HA node (lxc-net, samba, timers, ssh...)
+are masked. /mnt is an empty tmpfs as on init-less nodes, and /dev/fuse and /dev/autofs are
+there, so FUSE mounts and systemd's mount and automount units work. With sftp=True the
+server node runs sshd as a unit of its own systemd (`reconcile-lab-sftp.service`), never
+Debian's ssh.service. Commands enter with lxc-attach (the node's control groups, its
+capabilities).
 dc1 stays an init-less node. `down` and `sweep_orphans` stop the containers (also when
 their LXC monitors or the test run that made them were killed) and remove their control
 groups; nothing is mounted on the host.

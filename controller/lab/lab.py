@@ -168,6 +168,11 @@ class Lab:
         """Host PID of the node's PID 1, for `nsenter -t PID -n -m -u -i -p`."""
         return self._node(node).pid
 
+    def init(self, node: str) -> str:
+        """What the node's PID 1 is: "systemd" (lab up with systemd=True, lb nodes) or
+        "holder" (an init-less node, holder.py)."""
+        return self._node(node).init
+
     def exists(self) -> bool:
         return (self.root / "lab.json").exists()
 

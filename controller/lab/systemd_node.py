@@ -14,8 +14,11 @@ shared folder) and a freshly installed Debian machine from the inside:
   namespace, so the host's file system is never written and no mount exists on the host
   (it ends with the container). /tmp is a private tmpfs: with the host's / as lower
   layer, systemd-tmpfiles would otherwise walk the host's /tmp at every boot (4-5 s);
+  /mnt is an empty tmpfs too, for mount points, as on init-less nodes; /dev/fuse is the
+  host's device (LXC's /dev has none), so FUSE mounts work as on a real host;
 - seed: the node's own /etc/hostname, /etc/hosts, /etc/machine-id, /etc/resolv.conf (and
-  with a DC krb5.conf and the join password), copied into the upper layer at boot;
+  with a DC krb5.conf and the join password, with the SFTP server its host key and the
+  client's key and password), copied into the upper layer at boot;
 - units: everything the Debian packages enable stays as a fresh install has it (Corosync
   and Pacemaker start the packages' one-node cluster `debian`, HAProxy starts with Debian's
   default file, keepalived and sssd are skipped by their units' conditions until they have
@@ -73,6 +76,16 @@ lxc.console.logfile = {node_dir}/console.log
 lxc.log.file = {node_dir}/lxc.log
 lxc.log.level = ERROR
 lxc.mount.entry = tmpfs tmp tmpfs rw,nosuid,nodev,mode=1777,create=dir 0 0
+# /mnt as on init-less nodes: an empty tmpfs for Mount manifests' mount points (the host's
+# /mnt, the lower layer, is not the node's business)
+lxc.mount.entry = tmpfs mnt tmpfs rw,nosuid,nodev,mode=0755,create=dir 0 0
+# FUSE (rclone, sshfs) and systemd's automount units (autofs): autodev makes neither
+# /dev/fuse nor /dev/autofs (without it systemd says automounts are "not supported on this
+# system"); common.conf allows FUSE's device (10:229), autofs's (10:235) is allowed here.
+lxc.mount.entry = /dev/fuse dev/fuse none bind,create=file 0 0
+lxc.mount.entry = /dev/autofs dev/autofs none bind,create=file 0 0
+lxc.cgroup.devices.allow = c 10:235 rwm
+lxc.cgroup2.devices.allow = c 10:235 rwm
 lxc.mount.entry = {shared} {shared_rel} none bind,create=dir 0 0
 """
 # No lxc.prlimit.*: this machine withholds CAP_SYS_RESOURCE and LXC aborts the start.

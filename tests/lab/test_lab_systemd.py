@@ -2,7 +2,8 @@
 the same lab from outside (addresses, bridge, isolation, the Lab API), nothing left after
 `down`, also when the test run that made them was killed.
 
-One lab for the read-only checks of the module; the teardown tests make their own.
+One lab (with the SFTP server, `sftp=True`) for the read-only checks of the module; the
+teardown tests make their own.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ PY = "/usr/bin/python3"
 
 @pytest.fixture(scope="module")
 def lab():
-    with temporary_lab(nodes=2, systemd=True) as lab:
+    with temporary_lab(nodes=2, systemd=True, sftp=True) as lab:
         yield lab
 
 
@@ -67,6 +68,33 @@ def test_units_that_do_not_belong_on_a_node_are_masked_as_computed(lab: Lab) -> 
     assert set(masked) <= {line.split()[0] for line in listed.splitlines() if line.strip()}
     links = json.loads(lab.exec("lb1", ["ip", "-j", "link"]).stdout)
     assert sorted(link["ifname"] for link in links) == ["eth0", "lo"]  # lxc-net made no lxcbr0
+
+
+def test_mnt_is_an_empty_tmpfs_and_fuse_and_autofs_devices_are_there(lab: Lab) -> None:
+    for node in lab.nodes:
+        assert lab.exec(node, ["findmnt", "-n", "-o", "FSTYPE", "/mnt"]).stdout.strip() == "tmpfs"
+        assert lab.exec(node, ["ls", "-A", "/mnt"]).stdout == ""  # not the host's /mnt
+        assert lab.exec(node, ["stat", "-c", "%F %t:%T", "/dev/fuse", "/dev/autofs"]).stdout.split("\n")[:2] == \
+            ["character special file a:e5", "character special file a:eb"]  # 10:229, 10:235
+    lab.write_file("lb1", "/mnt/probe/f", "lb1\n")
+    assert not os.path.exists("/mnt/probe") and lab.exec("lb2", ["ls", "-A", "/mnt"]).stdout == ""
+
+
+def test_the_sftp_server_is_a_unit_of_the_nodes_systemd_and_never_runs_on_the_host(lab: Lab) -> None:
+    assert lab.sftp_server == "lb2"
+    shown = lab.exec("lb2", ["systemctl", "show", "--property=ActiveState,MainPID", "reconcile-lab-sftp.service"]).stdout
+    props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+    assert props["ActiveState"] == "active"
+    assert lab.read_file("lb2", f"/proc/{props['MainPID']}/comm").strip() == "sshd"
+    assert lab.exec("lb2", ["systemctl", "is-enabled", "ssh.service"], check=False).stdout.strip() == "masked"
+    assert lab.exec("lb1", ["systemctl", "is-active", "reconcile-lab-sftp.service"], check=False).stdout.strip() \
+        == "inactive"  # only the server node runs it
+    assert Path("/etc/ssh/sshd_not_to_be_run").exists()  # the host's own guard is left as it is
+    host = pid_ns(os.getpid())
+    sshd = [pid for pid, _ in all_processes()
+            if cmdline(pid).startswith((b"sshd", b"/usr/sbin/sshd")) and pid_ns(pid) == host]
+    assert sshd == [], "an sshd runs in the host's PID namespace"
+    lab.wait_tcp("lb1", lab.address("lb2"), 22, timeout=10)
 
 
 def test_nodes_reach_each_other_and_nothing_else(lab: Lab) -> None:
