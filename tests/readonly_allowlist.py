@@ -72,8 +72,10 @@ ALLOW: dict[str, list[str]] = {
         # rclone as the native validator of remotes and mount flags
         r"^rclone config providers$",
         r"^rclone mount --help$",
-        # systemd's check of rendered mount/automount units in a temp folder
-        r"^systemd-analyze verify( /[A-Za-z0-9_./-]*reconcile-units-[A-Za-z0-9_]+/[A-Za-z0-9_.:\\-]+\.(auto)?mount)+$",
+        # systemd's check of rendered mount/automount units in a temp folder (a unit name
+        # with systemd's \x escapes is quoted by shlex.join)
+        r"^systemd-analyze verify( (?P<q>'?)/[A-Za-z0-9_./-]*reconcile-units-[A-Za-z0-9_]+/[A-Za-z0-9_.:\\-]+"
+        r"\.(auto)?mount(?P=q))+$",
     ],
     # A runtime socket: HAProxy's admin socket may only be asked `show …` / `get …`.
     "haproxy-api": [r"^(show|get) "],
