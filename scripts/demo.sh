@@ -106,8 +106,9 @@ for n in "${NODES[@]}"; do
   shown node "$n" timeout 20 adcli testjoin --domain=corp.example.test
 done
 
-step "lb2's reports folder on lb1, through rclone (sftp remote, password) and sshfs (key)"
-shown node lb1 sh -c 'grep -E " /mnt/" /proc/self/mountinfo | cut -d" " -f5,9,10; ls -l /mnt/reports /mnt/reports-sshfs'
+step "lb2's reports folder on lb1, through rclone (sftp remote, password) and sshfs (key), as mount units"
+shown node lb1 sh -c 'findmnt -n -R -o TARGET,FSTYPE,SOURCE /mnt; head -n1 /mnt/reports/README.txt /mnt/reports-sshfs/README.txt'
+shown node lb1 systemctl list-units --all --no-legend --plain --no-pager 'mnt-*'
 
 step "the lab stays up"
 "$RECONCILE" lab status

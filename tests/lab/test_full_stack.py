@@ -198,9 +198,12 @@ def test_the_stack_serves_http_through_the_vip(lab, ops):
         assert lab.exec("lb2", ["/usr/bin/python3", "-c", fetch, path]).stdout.strip() == "200"
 
 
-def test_the_reports_folder_of_lb2_is_mounted_on_lb1_through_rclone_and_sshfs(lab, ops):
+def test_the_reports_folder_of_lb2_is_mounted_on_lb1_through_rclone_and_sshfs_as_units(lab, ops):
     for point in ("/mnt/reports", "/mnt/reports-sshfs"):
         assert "Served over SFTP by lb2" in lab.exec("lb1", ["cat", f"{point}/README.txt"]).stdout
+    units = ["mnt-reports.mount", "mnt-reports\\x2dsshfs.mount"]
+    assert lab.exec("lb1", ["systemctl", "is-active", *units]).stdout.split() == ["active", "active"]
+    assert lab.exec("lb2", ["systemctl", "is-active", "reconcile-lab-sftp.service"]).stdout.strip() == "active"
 
 
 def test_a_commit_is_logged_in_the_journal_with_revision_and_object_fields(lab, ops):
