@@ -70,6 +70,7 @@ apiVersion: reconcile/v1
 kind: Container
 metadata: {{name: c{i:03d}}}
 spec:
+  nodes: ["*"]
   template: busybox
   limits: {{memory: 32M}}
   network: {{type: bridge, bridge: bench0, address: 198.51.100.{10 + i}/24, bridgeAddress: 198.51.100.1/24}}

@@ -622,9 +622,19 @@ def end_children() -> None:
 # --- command line ----------------------------------------------------------------------------
 
 
+AGENT_EXIT_CODES = """\
+exit codes:
+  0  stopped by SIGTERM (or --once: converged)
+  1  error: bad arguments, another agent holds the node lock, this machine is not the node
+  2  --once: changes still pending"""
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from controller.cli import Parser
+
+    p = Parser(
         prog="reconcile agent",
+        epilog=AGENT_EXIT_CODES,
         description="Follow a git repository and keep this node converged: on every commit, on drift, "
                     "periodically and on SIGHUP. SIGTERM finishes the current change and exits.")
     p.add_argument("--repo", required=True, help="git URL, or the path of a local repository (watched)")
@@ -659,6 +669,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return install_main(argv[1:])
     args = parser().parse_args(argv)
+    from controller.identity import this_host
+
+    if args.node and args.node != this_host():
+        print(f"reconcile agent: the agent acts on this machine only: this host is {this_host()!r}, not "
+              f"{args.node!r}", file=sys.stderr)
+        return 1
     level = logging.DEBUG if args.verbose else logging.INFO
     journal = journal_handler()  # a systemd unit logging to the journal: structured entries
     if journal is not None:
@@ -669,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("git", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = Config(
-        repo=args.repo, ref=args.ref, path=args.path, node=args.node or socket.gethostname().split(".")[0],
+        repo=args.repo, ref=args.ref, path=args.path, node=args.node or this_host(),
         state_dir=args.state_dir or DEFAULT_STATE_DIR, interval=args.interval, resync=args.resync,
         verify_keyring=args.verify_commits, metrics_address=args.metrics_address, metrics_port=args.metrics_port,
         allow_mass_prune=args.allow_mass_prune, max_passes=args.max_passes, backoff_base=args.backoff,

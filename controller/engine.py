@@ -17,11 +17,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from controller.health import DEFAULT_TIMEOUT, RANK, SYNC_RANK, HealthChecks, HealthResults, summary, sync_of
 from controller.loader import Tree
-from controller.plan import diff_kind, field_changes, state_hash
+from controller.plan import create_fields, diff_kind, field_changes, state_hash
 from controller.state import Inventory
 from reconcilers import REGISTRY, NotInstalled, reconciler_class
-from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Held, Interrupted, Node, Reconciler
+from reconcilers.base import (
+    ApplyError, Change, CommandError, Deferred, Desired, Health, Held, Interrupted, Node, NodeNote, PerObject,
+    Reconciler, Skipped,
+)
 
 log = logging.getLogger("reconcile")
 PENDING = {"create", "update", "delete"}
@@ -40,6 +44,16 @@ class ObjectResult:
     error: str | None = None
     source: str = ""
     drift: bool = False
+    health: dict[str, str] | None = None  # {status, reason, message}; None: not reported
+    shown_as: str = ""  # how people know it, when "kind name" would mislead
+
+    @property
+    def sync(self) -> dict[str, str]:
+        return sync_of(self.status, self.action)
+
+    @property
+    def label(self) -> str:
+        return self.shown_as or f"{self.kind} {self.name}"
 
 
 @dataclass
@@ -54,6 +68,10 @@ class RunRecord:
     objects: list[ObjectResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    node_health: dict[str, dict[str, str]] = field(default_factory=dict)  # facet → {status, reason, message}
+    skipped: list[str] = field(default_factory=list)  # native checks that could not run here, and why
+    notes: list[str] = field(default_factory=list)  # about the node, shown once (NodeNote)
+    health_checked: bool = False  # False with --no-health
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -75,12 +93,28 @@ class RunRecord:
         """0 nothing (left) to change, 2 changes pending, 1 error: as terraform plan -detailed-exitcode."""
         return {"failed": 1, "pending": 2}.get(self.result, 0)
 
+    def sync_summary(self) -> dict[str, Any]:
+        """The node's sync: the worst of its objects' (Stalled too when the run had errors)."""
+        statuses = [o.sync["status"] for o in self.objects] + (["Stalled"] if self.errors else [])
+        return summary(statuses, SYNC_RANK)
+
+    def health_summary(self) -> dict[str, Any]:
+        """The node's health: the worst of its objects' and its node-wide facets'."""
+        if not self.health_checked:
+            return {"status": None, "reason": "NotChecked", "counts": {}}
+        statuses = [o.health["status"] for o in self.objects if o.health] + \
+            [h["status"] for h in self.node_health.values()]
+        return summary(statuses, RANK)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["result"] = self.result
         data["counts"] = self.counts()
-        for obj in data["objects"]:
+        data["sync"] = self.sync_summary()
+        data["health"] = self.health_summary()
+        for obj, o in zip(data["objects"], self.objects):
             obj["fields"] = [{"field": f, "observed": _jsonable(a), "desired": _jsonable(b)} for f, a, b in obj["fields"]]
+            obj["sync"] = o.sync
         return data
 
 
@@ -153,6 +187,9 @@ class Engine:
         max_prune_fraction: float = 0.5,
         hold: dict[tuple[str, str], str] | None = None,
         stop: Callable[[], bool] | None = None,
+        progress: Callable[[str, list[ObjectResult]], None] | None = None,
+        health: bool = True,
+        health_timeout: float = DEFAULT_TIMEOUT,
     ):
         self.tree = tree
         self.node = node
@@ -173,6 +210,14 @@ class Engine:
         self.results: dict[tuple[str, str], ObjectResult] = {}
         self.order: list[str] = []  # kinds, in dependency order
         self.refused: dict[tuple[str, str], str] = {}  # objects a native validator refused
+        # Told as objects are applied ("applying" before a reconciler's batch, "done" per
+        # object after it), so that the CLI shows each one as it happens.
+        self.progress = progress
+        # Health beside sync (controller/health.py): asked after the last observation.
+        self.check_health = health
+        self.health_timeout = health_timeout
+        self.observed: dict[str, dict[str, dict[str, Any]]] = {}  # kind → the last observation
+        self.unobserved: dict[str, str] = {}  # kind → why it could not be observed
 
     # --- preparing ---------------------------------------------------------------------
 
@@ -190,7 +235,8 @@ class Engine:
                         self._result(ObjectResult(kind, item.name, "not-installed", notes=[str(err)],
                                                   source=item.where()))
                 continue
-            if cls in classes or not (set(cls.kinds) & wanted or present & set(cls.consumes)):
+            # A class runs for the kinds the registry gives it that this node has (or consumes).
+            if cls in classes or not (kind in wanted or present & set(cls.consumes)):
                 continue
             # One owner per kind: a reconciler that claims a kind the registry gives to
             # another (a test or a plug-in replaced one of its kinds) must not run at all,
@@ -249,10 +295,19 @@ class Engine:
             started = time.monotonic()
             try:
                 problems = list(rec.validate(self.node))
-            except (CommandError, ApplyError) as err:  # ApplyError: a value no renderer may write
+            except CommandError as err:
+                if err.rc == 127 and not self.node.local:  # a tool this machine lacks: the node has it
+                    problems = [Skipped(f"{'/'.join(rec.kinds)}: {err.argv[0]} is not installed on this machine: "
+                                        f"not checked for {self.node.name}")]
+                else:
+                    problems = [str(err)]
+            except ApplyError as err:  # a value no renderer may write
                 problems = [str(err)]
             except Exception as err:
                 problems = [_internal(err)]
+            skipped = [p for p in problems if isinstance(p, Skipped)]
+            record.skipped += [str(p) for p in skipped]
+            problems = [p for p in problems if not isinstance(p, Skipped)]
             for problem in problems:
                 objects = [k for k in getattr(problem, "objects", ()) if k[1] in self.desired.get(k[0], {})]
                 if not objects:
@@ -261,12 +316,13 @@ class Engine:
                     self.refused[key_] = f"refused by the native validator: {problem}"
                     self._fail(*key_, self.refused[key_])
             record.timings[f"validate.{_label(rec)}"] = round(time.monotonic() - started, 4)
-            if not problems:
+            if not problems and not skipped:
                 if len(_VALIDATED) >= 512:
                     _VALIDATED.clear()
                 _VALIDATED.add(key)
 
-    def _observe_and_diff(self, record: RunRecord) -> list[Change]:
+    def _observe_and_diff(self, record: RunRecord,
+                          observed_hook: Callable[[Reconciler], None] | None = None) -> list[Change]:
         changes: list[Change] = []
         for rec in self.owners:
             started = time.monotonic()
@@ -275,6 +331,9 @@ class Engine:
             except Exception as err:
                 why = err if isinstance(err, (ApplyError, CommandError, OSError)) else _internal(err)
                 for kind in rec.kinds:
+                    self.observed.pop(kind, None)
+                    self.unobserved[kind] = f"cannot observe {kind}: {why}"
+                for kind in rec.kinds:
                     for name in self.desired.get(kind, {}):
                         if (kind, name) not in self.refused:
                             self._fail(kind, name, f"cannot observe {kind}: {why}")
@@ -282,6 +341,11 @@ class Engine:
             finally:
                 tk = f"observe.{_label(rec)}"
                 record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - started, 4)
+            for kind in rec.kinds:
+                self.observed[kind] = observed.get(kind, {})
+                self.unobserved.pop(kind, None)
+            if observed_hook is not None:
+                observed_hook(rec)
             for kind in rec.kinds:
                 desired, seen = self.desired.get(kind, {}), observed.get(kind, {})
                 owned = self.inventory.names(kind)
@@ -296,6 +360,8 @@ class Engine:
                         self._result(ObjectResult(kind, name, "in-sync", source=desired[name].source))
                     elif res.status in ("pending", "not-converging"):
                         res.status = "drift-corrected" if res.drift else "changed"
+                    elif res.status == "deferred":  # the node that applies it has: nothing differs
+                        res.status, res.action = "in-sync", None
                 changes.extend(c for c in kind_changes if c.key not in self.refused)
         return changes
 
@@ -303,10 +369,15 @@ class Engine:
 
     def validate(self) -> list[str]:
         """Native validation of what this node would render; messages, empty when good."""
+        return self.validate_report()[0]
+
+    def validate_report(self) -> tuple[list[str], list[str]]:
+        """(problems, what was skipped and why) of the native validation for this node."""
         record = self._new_record("dry-run")
         self._prepare(record)
         self._validate(record)
-        return record.errors + [f"{k}/{n}: {why}" for (k, n), why in self.refused.items()]
+        problems = record.errors + [f"{k}/{n}: {why}" for (k, n), why in self.refused.items()]
+        return problems, record.skipped
 
     def differs(self) -> bool:
         """Whether anything on the node differs from the tree: observe and diff only (no
@@ -330,7 +401,10 @@ class Engine:
         started = time.monotonic()
         self._prepare(record)
         self._validate(record)
-        changes = self._observe_and_diff(record)
+        # Health starts as soon as each reconciler has observed, and runs while the rest of
+        # the plan (other observes, explain's previews) goes on.
+        checks = HealthChecks(self.node, self.health_timeout) if self.check_health else None
+        changes = self._observe_and_diff(record, checks and (lambda rec: self._start_health(checks, rec)))
         for change in self._ordered(changes):
             res = self._pending(change)
             if self._leave_drift(change, res):
@@ -339,13 +413,20 @@ class Engine:
             if blocker:
                 res.notes.append(f"waits for {blocker[0]}/{blocker[1]}, which fails")
             try:
-                res.notes.extend(self.reconcilers[change.kind].explain(change, self.node))
+                for note in self.reconcilers[change.kind].explain(change, self.node):
+                    if isinstance(note, NodeNote):
+                        if note not in record.notes:
+                            record.notes.append(str(note))
+                    elif note not in res.notes:
+                        res.notes.append(note)
             except (CommandError, ApplyError) as err:
                 res.notes.append(f"(no preview: {err})")
             except Exception as err:
                 res.notes.append(f"(no preview: {_internal(err)})")
         self._guard_prune(changes, record)
         record.passes = 1
+        if checks is not None:
+            self._take_health(checks.results(), record)
         return self._finish(record, started)
 
     def apply(self) -> RunRecord:
@@ -392,7 +473,54 @@ class Engine:
                 if entry is None or entry.get("hash") != h or entry.get("revision") != self.tree.revision:
                     self.inventory.record(kind, name, self.tree.revision, h)
         self.inventory.save()
+        if self.check_health:
+            checks = HealthChecks(self.node, self.health_timeout)
+            for rec in self.owners:
+                self._start_health(checks, rec)
+            self._take_health(checks.results(), record)
         return self._finish(record, started)
+
+    # --- health ------------------------------------------------------------------------
+
+    def recheck_health(self, record: RunRecord) -> RunRecord:
+        """Observe again (read-only) and ask every reconciler's health again, for
+        `apply --wait`: the record's health is replaced, its sync is left as the run ended."""
+        checks = HealthChecks(self.node, self.health_timeout)
+        for rec in self.owners:
+            try:
+                observed = rec.observe(checks.node)
+            except Exception as err:
+                why = err if isinstance(err, (ApplyError, CommandError, OSError)) else _internal(err)
+                for kind in rec.kinds:
+                    self.observed.pop(kind, None)
+                    self.unobserved[kind] = f"cannot observe {kind}: {why}"
+            else:
+                for kind in rec.kinds:
+                    self.observed[kind] = observed.get(kind, {})
+                    self.unobserved.pop(kind, None)
+            self._start_health(checks, rec)
+        self._take_health(checks.results(), record)
+        return record
+
+    def _start_health(self, checks: HealthChecks, rec: Reconciler) -> None:
+        if any(kind in self.unobserved for kind in rec.kinds):
+            return  # its objects are Unknown (NotObserved), see _take_health
+        desired = {k: self.desired.get(k, {}) for k in rec.kinds}
+        observed = {k: self.observed.get(k, {}) for k in rec.kinds}
+        checks.start(rec, desired, observed)
+
+    def _take_health(self, found: HealthResults, record: RunRecord) -> None:
+        record.health_checked = True
+        record.timings.update(found.timings)
+        record.node_health = {facet: h.to_dict() for facet, h in sorted(found.node.items())}
+        for (kind, name), res in self.results.items():
+            if name not in self.desired.get(kind, {}):
+                res.health = None  # deleted or never desired: nothing to judge
+                continue
+            health = found.objects.get((kind, name))
+            if health is None and kind in self.unobserved:
+                health = Health.unknown("NotObserved", self.unobserved[kind])
+            res.health = health.to_dict() if health is not None else None
 
     def _batches(self, changes: list[Change]) -> list[tuple[Reconciler, list[Change]]]:
         """One batch per reconciler in dependency order. Its deletes join its batch unless a
@@ -432,6 +560,9 @@ class Engine:
                 ready.append(change)
                 continue
             done_with.add(change.key)
+        if self.progress is not None and batch:
+            ready_keys = {c.key for c in ready}
+            self.progress("done", [self.results[c.key] for c in batch if c.key not in ready_keys])
         if not ready:
             return
         # Owned from before it exists: a run killed in the middle of a create must not
@@ -441,16 +572,27 @@ class Engine:
             self.inventory.record(change.kind, change.name, self.tree.revision, None)
         if new:
             self.inventory.save()
+        # Objects that share nothing are applied (and shown) one by one; a shared artifact
+        # is one batch. PerObject.apply of one change is exactly its apply_one.
+        groups = [[c] for c in ready] if isinstance(rec, PerObject) else [ready]
+        for group in groups:
+            self._apply_group(rec, group, record, done_with)
+        self.inventory.save()
+
+    def _apply_group(self, rec: Reconciler, group: list[Change], record: RunRecord,
+                     done_with: set[tuple[str, str]]) -> None:
+        if self.progress is not None:
+            self.progress("applying", [self.results[c.key] for c in group])
         t = time.monotonic()
         try:
-            outcomes = rec.apply(ready, self.node)
+            outcomes = rec.apply(group, self.node)
         except Exception as err:  # a reconciler's bug fails its batch, not the run
             why = err if isinstance(err, (ApplyError, CommandError, OSError, ValueError, Held)) else _internal(err)
-            outcomes = {c.key: (why if isinstance(why, Exception) else ApplyError(why)) for c in ready}
+            outcomes = {c.key: (why if isinstance(why, Exception) else ApplyError(why)) for c in group}
         finally:
             tk = f"apply.{_label(rec)}"
             record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - t, 4)
-        for change in ready:
+        for change in group:
             res = self.results[change.key]
             outcome = outcomes.get(change.key, ApplyError("the reconciler reported no outcome (a bug)"))
             if outcome is None:
@@ -467,7 +609,8 @@ class Engine:
                 res.status, res.error = "failed", str(outcome)
             else:
                 res.status, res.error = "failed", _internal(outcome)
-        self.inventory.save()
+        if self.progress is not None:
+            self.progress("done", [self.results[c.key] for c in group])
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -476,12 +619,19 @@ class Engine:
                          started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def _finish(self, record: RunRecord, started: float) -> RunRecord:
+        for (kind, name), res in self.results.items():
+            desired = self.desired.get(kind, {}).get(name)
+            if desired is not None and desired.shown_as:
+                res.shown_as = desired.shown_as
         rank = {k: i for i, k in enumerate(self.order)}
         record.objects = sorted(self.results.values(), key=lambda r: (rank.get(r.kind, 99), r.kind, r.name))
         record.seconds = round(time.monotonic() - started, 4)
         return record
 
     def _result(self, res: ObjectResult) -> ObjectResult:
+        desired = self.desired.get(res.kind, {}).get(res.name)
+        if desired is not None and desired.shown_as:
+            res.shown_as = desired.shown_as
         self.results[(res.kind, res.name)] = res
         return res
 
@@ -496,7 +646,10 @@ class Engine:
         if res is None or res.status == "in-sync":
             res = self._result(ObjectResult(change.kind, change.name, "pending", source=change.source))
         res.action = res.action or change.action
-        res.fields = field_changes(change) if change.action == "update" else res.fields
+        if change.action == "update":
+            res.fields = field_changes(change)
+        elif change.action == "create" and change.desired is not None and not res.fields:
+            res.fields = create_fields(change.desired)
         res.notes = list(dict.fromkeys(res.notes + change.notes))
         res.drift = res.drift or drift
         if drift and "drift: changed outside git" not in res.notes:

@@ -223,6 +223,21 @@ class Tree:
     def known_nodes(self) -> frozenset[str]:
         return self._known
 
+    @property
+    def named_nodes(self) -> frozenset[str]:
+        """Every node the tree names: the Clusters' members and explicit placements."""
+        named = set(self._node_address)
+        for item in self.items:
+            p = item.manifest.placement()
+            if p is not None and not p.everywhere:
+                named.update(p.nodes or [])
+                named.update([p.node] if p.node else [])
+        return frozenset(named)
+
+    def everywhere(self) -> list[Loaded]:
+        """Manifests placed on every node (`nodes: ["*"]`): they land on any machine."""
+        return [i for i in self.items if self.placement_nodes(i.manifest) is None and i.kind != "Cluster"]
+
     def cluster_nodes(self, cluster: str) -> dict[str, str]:
         """Node name → address with prefix, in the Cluster's order."""
         return dict(self._members.get(cluster, {}))
@@ -238,7 +253,7 @@ class Tree:
         if manifest.kind == "Cluster":
             return frozenset(n.name for n in manifest.spec.nodes)
         p = manifest.placement()
-        if p is None or (p.cluster is None and p.nodes is None and p.node is None):
+        if p is None or p.everywhere:
             return None
         if p.cluster is not None:
             return frozenset(self._members.get(p.cluster, {}))
@@ -268,27 +283,10 @@ class Tree:
 
 
 def _read_revision(root: Path, digest: str) -> str:
-    """The git commit of the checkout holding `root` (read from .git, no subprocess)."""
-    for d in [root, *root.parents]:
-        git = d / ".git"
-        if git.is_dir():
-            try:
-                head = (git / "HEAD").read_text().strip()
-                if head.startswith("ref: "):
-                    ref = head[5:]
-                    ref_file = git / ref
-                    if ref_file.exists():
-                        return ref_file.read_text().strip()
-                    packed = git / "packed-refs"
-                    if packed.exists():
-                        for line in packed.read_text().splitlines():
-                            if line.endswith(" " + ref):
-                                return line.split()[0]
-                    return f"sha256:{digest[:12]}"
-                return head
-            except OSError:
-                break
-    return f"sha256:{digest[:12]}"
+    """The git commit of the checkout holding `root`, `-dirty` when its manifests differ."""
+    from controller.revision import revision
+
+    return revision(root, digest)
 
 
 def manifest_files(root: Path) -> list[Path]:
@@ -381,7 +379,7 @@ def check_tree(tree: Tree) -> list[Problem]:
         if p is not None:
             if p.cluster is not None and tree.get("Cluster", p.cluster) is None:
                 at(item, "spec.cluster", f"unknown cluster {p.cluster!r}")
-            for i, node in enumerate(p.nodes or []):
+            for i, node in enumerate(p.nodes if p.nodes and not p.everywhere else []):
                 if known and node not in known:
                     at(item, f"spec.nodes.{i}", f"unknown node {node!r} (not in any Cluster)")
             if p.node is not None and known and p.node not in known:

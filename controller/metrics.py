@@ -40,6 +40,16 @@ class AgentMetrics:
                                     "When a run last ended with the node matching git", registry=r)
         self.in_backoff = Gauge("reconcile_objects_in_backoff", "Failing objects waiting for their next try", registry=r)
         self.ready = Gauge("reconcile_ready", "1 when the node matches the latest revision, else 0", registry=r)
+        # Sync and health per object and node, kstatus-style, as state sets (1 for the
+        # current status, 0 for the others), so alerts can say which object and why.
+        self.object_sync = Gauge("reconcile_object_sync", "Each object's sync: 1 for its status (Ready, "
+                                 "Reconciling, Stalled)", ["kind", "name", "status"], registry=r)
+        self.object_health = Gauge("reconcile_object_health", "Each object's health: 1 for its status (Healthy, "
+                                   "Degraded, Unknown)", ["kind", "name", "status", "reason"], registry=r)
+        self.node_health = Gauge("reconcile_node_health", "Node-wide health facets (pacemaker, keepalived, "
+                                 "haproxy): 1 for the status", ["facet", "status", "reason"], registry=r)
+        self.healthy = Gauge("reconcile_healthy", "1 when every object and facet of the last run is Healthy, "
+                             "0 when one is not, -1 when health was not checked", registry=r)
 
     def run(self, record: Any, trigger: str) -> None:
         """Account one finished run (an engine RunRecord)."""
@@ -55,10 +65,27 @@ class AgentMetrics:
                 self.drift_objects.labels(kind=o.kind, action=action).inc()
         for (kind, status), n in counts.items():
             self.objects.labels(kind=kind, result=status).set(n)
+        self.health(record)
         now = time.time()
         self.last_run.set(now)
         if result in ("in-sync", "converged"):
             self.last_converged.set(now)
+
+    def health(self, record: Any) -> None:
+        """Sync and health of the run's objects and the node's facets."""
+        for gauge in (self.object_sync, self.object_health, self.node_health):
+            gauge.clear()
+        for o in record.objects:
+            sync = o.sync["status"]
+            for status in ("Ready", "Reconciling", "Stalled"):
+                self.object_sync.labels(kind=o.kind, name=o.name, status=status).set(int(status == sync))
+            if o.health:
+                self.object_health.labels(kind=o.kind, name=o.name, status=o.health["status"],
+                                          reason=o.health["reason"]).set(1)
+        for facet, h in record.node_health.items():
+            self.node_health.labels(facet=facet, status=h["status"], reason=h["reason"]).set(1)
+        overall = record.health_summary()["status"]
+        self.healthy.set(-1 if overall is None else int(overall == "Healthy"))
 
     def applied(self, revision: str, source: str) -> None:
         self.revision_info.clear()

@@ -126,8 +126,16 @@ def resolve(doc: Any, pointer: str) -> Any:
 
 
 class _Absent:
+    """A field that is not there (unlike one that is null). One instance: copies are it."""
+
     def __repr__(self) -> str:
         return "(absent)"
+
+    def __copy__(self) -> "_Absent":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "_Absent":
+        return self
 
 
 _ABSENT = _Absent()
@@ -164,12 +172,75 @@ def field_changes(change: Change) -> list[tuple[str, Any, Any]]:
         if field in seen:
             continue
         seen.add(field)
-        out.append((field, resolve(observed, pointer), resolve(desired, pointer)))
+        before, after = resolve(observed, pointer), resolve(desired, pointer)
+        if sensitive(parts[-1] if parts else "") and not (_token(before) and _token(after)):
+            before, after = (b if b is _ABSENT else MASKED for b in (before, after))
+        out.append((field, before, after))
     return out
 
 
-def show_value(value: Any, limit: int = 70) -> str:
+# Words that mark a secret field ("token" is not one: Corosync's token is a timeout).
+SECRET_WORDS = ("password", "secret", "authkey", "passphrase", "privatekey", "private_key")
+MASKED = "(sensitive value)"
+INLINE = 80  # a mapping whose JSON is at most this long is shown on one line
+
+
+def sensitive(field: str) -> bool:
+    """A field whose name says it holds a secret. Secrets never enter desired or observed
+    state (the contract), so this is a second guard for what is shown."""
+    low = field.lower()
+    return any(w in low for w in SECRET_WORDS)
+
+
+def _token(value: Any) -> bool:
+    """A reconciler's stand-in for a secret ("<secret: in sync>"): safe to show."""
+    return isinstance(value, str) and value.startswith("<secret")
+
+
+def _mask(value: Any, path: str) -> Any:
+    if sensitive(path.rsplit(".", 1)[-1]) and not _token(value):
+        return MASKED
+    if isinstance(value, dict):
+        return {k: _mask(v, f"{path}.{k}") for k, v in value.items()}
+    return value
+
+
+def create_fields(desired: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """What a create sets, for people (terraform-style): (field, absent, value) per field,
+    mappings flattened with dots unless they fit on one line, secrets masked."""
+    out: list[tuple[str, Any, Any]] = []
+    for key, value in desired.items():
+        field = f"{prefix}{key}"
+        value = _mask(value, field)
+        if isinstance(value, dict) and value and len(json.dumps(value, sort_keys=True)) > INLINE:
+            out.extend(create_fields(value, field + "."))
+        else:
+            out.append((field, _ABSENT, value))
+    return out
+
+
+def show_value(value: Any, limit: int = 100) -> str:
     if value is _ABSENT:
         return "(absent)"
     text = value if isinstance(value, str) and value and " " not in value else json.dumps(value, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def list_changes(before: Any, after: Any) -> list[tuple[str, Any]] | None:
+    """Element-wise changes between two lists, in order: ("-", removed), ("+", added),
+    (" ", kept) around them; None when either side is not a list. Nothing is cut: a
+    removed element is always shown."""
+    if not isinstance(before, list) or not isinstance(after, list):
+        return None
+    import difflib
+
+    a = [json.dumps(x, sort_keys=True) for x in before]
+    b = [json.dumps(x, sort_keys=True) for x in after]
+    out: list[tuple[str, Any]] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out += [(" ", x) for x in before[i1:i2]]
+        else:
+            out += [("-", x) for x in before[i1:i2]]
+            out += [("+", x) for x in after[j1:j2]]
+    return out

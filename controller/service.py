@@ -119,7 +119,9 @@ def reconcile_path() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from controller.cli import Parser
+
+    p = Parser(
         prog="reconcile agent install",
         description="Install the agent as a systemd service on this node: write /etc/systemd/system/"
                     f"{UNIT_NAME} with these agent options, enable it and start it (systemctl start returns "
@@ -134,13 +136,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     from controller.agent import parser as agent_parser
 
+    # Bad arguments raise controller.cli.UsageError: `reconcile` prints it and exits 1.
     args, agent_args = parser().parse_known_args(argv)
-    agent_parser().parse_args(agent_args)  # the agent's own checks: exits 2 with its message
+    agent_parser().parse_args(agent_args)  # the agent's own checks, with its message
     for value, name in ((args.watchdog, "--watchdog"), (args.restart_sec, "--restart-sec")):
         if not value.replace(".", "").isalnum():
             print(f"reconcile agent install: {name} {value!r}: a systemd time span such as 30s or 2min",
                   file=sys.stderr)
-            return 2
+            return 1
     if not systemd_running():
         print("reconcile agent install: systemd is not running on this machine (no /run/systemd/system); "
               "run `reconcile agent --repo ...` under your own supervisor instead", file=sys.stderr)

@@ -50,10 +50,15 @@ class Inventory:
     Only objects in the inventory are ever deleted when their manifest leaves git.
     """
 
-    def __init__(self, state_dir: Path):
-        self.path = Path(state_dir) / "inventory.json"
-        data = read_json(self.path, {})
+    def __init__(self, state_dir: Path | None):
+        self.path = Path(state_dir) / "inventory.json" if state_dir is not None else None
+        data = read_json(self.path, {}) if self.path is not None else {}
         self.objects: dict[str, dict[str, Any]] = dict(data.get("objects", {}))
+
+    @classmethod
+    def empty(cls) -> "Inventory":
+        """An inventory of nothing, never saved: for validating another node's rendering."""
+        return cls(None)
 
     @staticmethod
     def key(kind: str, name: str) -> str:
@@ -79,6 +84,8 @@ class Inventory:
         self.objects.pop(self.key(kind, name), None)
 
     def save(self) -> None:
+        if self.path is None:
+            raise RuntimeError("an empty inventory is not saved")
         write_json(self.path, {"version": 1, "objects": self.objects})
 
     def __len__(self) -> int:

@@ -92,6 +92,14 @@ def agent_document(agent: Any) -> dict[str, Any]:
     else:
         ready, reason = True, "ReconciliationSucceeded"
         message = f"applied revision {good[:12] if good else '?'}"
+    health: dict[str, Any] = {"status": None, "reason": "NoRunYet", "message": ""}
+    if record is not None:
+        summary = record.health_summary()
+        sick = [f"{o.label}: {o.health['status']} ({o.health['reason']})" for o in record.objects
+                if o.health and o.health["status"] != "Healthy"]
+        sick += [f"node {f}: {h['status']} ({h['reason']})" for f, h in record.node_health.items()
+                 if h["status"] != "Healthy"]
+        health = {"status": summary["status"], "reason": summary["reason"], "message": "; ".join(sick[:5])}
     last = None
     if record is not None:
         last = {"started": record.started, "seconds": record.seconds, "result": record.result,
@@ -117,7 +125,11 @@ def agent_document(agent: Any) -> dict[str, Any]:
             {"type": "Ready", "status": str(ready), "reason": reason, "message": message},
             {"type": "Stalled", "status": str(stalled), "reason": reason if stalled else "",
              "message": message if stalled else ""},
+            # Health beside sync: does what the node runs work (not only match git)?
+            {"type": "Healthy", "status": {"Healthy": "True", None: "Unknown"}.get(health["status"], "False"),
+             "reason": health["reason"], "message": health["message"]},
         ],
+        "health": health,
         "lastRun": last,
         "runs": agent.runs,
         "backoff": agent.backoff.to_dict(),
@@ -183,9 +195,6 @@ def exit_code(data: dict[str, Any]) -> int:
 
 
 def render(data: dict[str, Any], colour: bool = False) -> str:
-    from controller.output import APPLIED, COLOUR, SYMBOL
-    from controller.plan import show_value
-
     def c(code: str, text: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if colour else text
 
@@ -200,6 +209,12 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
                  else c("1;31", f"NOT RUNNING: last seen pid {agent.get('pid')}, {_age(agent.get('updated'))}"))
         lines.append(f"Agent on {agent.get('node')}: {state} — {agent.get('reason')} ({alive})")
         lines.append(f"  {agent.get('message')}")
+        h = agent.get("health") or {}
+        if h.get("status"):
+            from controller.output import HEALTH_COLOUR
+
+            lines.append(f"  health    {c(HEALTH_COLOUR.get(h['status'], ''), h['status'])} ({h.get('reason')})"
+                         + (f": {h['message']}" if h.get("message") else ""))
         src = agent.get("source") or {}
         signed = ", signed commits only" + (f" (last signer: {src['signer']})" if src.get("signer") else "") \
             if src.get("verifyCommits") else ""
@@ -221,26 +236,20 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
         lines.append(f"  runs      {agent.get('runs')} since start, {agent.get('driftEvents')} drift events, "
                      f"next resync at {agent.get('nextResync')}")
     if run is not None:
+        from controller.output import LABEL_WIDTH, _Paint, head, node_lines, object_lines, revision_text
+
+        paint = _Paint(colour)
         trigger = f", trigger {run['trigger']}" if run.get("trigger") else ""
         lines.append(f"Last run: {run.get('result')} at {run.get('started')} ({_age(run.get('started'))}) in "
-                     f"{run.get('seconds', 0):.2f}s, revision {str(run.get('revision'))[:12]}{trigger}")
-        for o in run.get("objects", []):
-            status = o.get("status")
-            if status == "pending" and o.get("action"):
-                sym = SYMBOL[o["action"]]
-            elif status in APPLIED:
-                sym = SYMBOL[o.get("action") or "update"]
-            else:
-                sym = SYMBOL.get(status, "?")
-            tail = f" ({APPLIED[status]}: {o.get('action')})" if status in APPLIED else (
-                f" ({status})" if status not in ("pending", "in-sync") else "")
-            lines.append(f"  {c(COLOUR.get(sym, '0'), sym)} {o['kind']} {o['name']}{tail}")
-            for f in o.get("fields", []):
-                lines.append(f"      {f['field']}: {show_value(f['observed'])} → {show_value(f['desired'])}")
-            for note in o.get("notes", []):
-                lines.append(c("36", f"      {note}"))
-            if o.get("error"):
-                lines.append(c("31", f"      {o['error']}"))
+                     f"{run.get('seconds', 0):.2f}s, revision {revision_text(run.get('revision'))}{trigger}")
+        objects = run.get("objects", [])
+        width = min(LABEL_WIDTH, max([len(head(o)) + 2 for o in objects] + [0]))
+        for o in objects:
+            lines += object_lines(o, paint, width)
+        lines += node_lines(run, paint, width=width)
+        wait = run.get("wait")
+        if wait:
+            lines.append(f"  apply --wait: {wait.get('summary')}")
         for err in run.get("errors", []):
             lines.append(c("1;31", f"  error: {err}"))
     if data.get("history"):
@@ -256,8 +265,18 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
     return "\n".join(lines)
 
 
+STATUS_EXIT_CODES = """\
+exit codes:
+  0  the node matches git (the agent is ready, or the last run converged)
+  1  the agent is not running, or the last run failed; bad arguments
+  2  changes pending"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="reconcile status", description="The agent's state on this node and its last runs.")
+    from controller.cli import Parser
+
+    p = Parser(prog="reconcile status", description="The agent's state on this node, its last runs and their health.",
+               epilog=STATUS_EXIT_CODES)
     p.add_argument("--state-dir", type=Path, default=None, help=f"default: {DEFAULT_STATE_DIR}")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.add_argument("--history", type=int, default=10, metavar="N", help="how many past runs to show (default 10)")

@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "Cluster": "reconcilers.cluster:ClusterReconciler",
     "ClusterResource": "reconcilers.cluster_resource:ClusterResourceReconciler",
     "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
+    "HAProxy": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Backend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Container": "reconcilers.container:ContainerReconciler",

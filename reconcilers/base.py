@@ -46,7 +46,7 @@ reconciler and calls, in this order:
     harmful. Never apply in dry-run: the engine does not call `apply` then, and the runner
     refuses mutating commands in dry-run as a second guard.
 
-``validate(node) -> list[Refusal | str]`` (optional)
+``validate(node) -> list[Refusal | Skipped | str]`` (optional)
     Native validation of what `desired` rendered (`haproxy -c`, `keepalived -t`,
     `crm_verify`, `visudo -c`) on temp files, before anything is applied and by
     `reconcile validate`. Read-only: temp files only. A `Refusal` names the objects it is
@@ -54,11 +54,56 @@ reconciler and calls, in this order:
     version, the rest of the revision lands. A refusal that names no object (a plain
     string) refuses the whole revision: nothing is applied. Use `native_check` so an
     unchanged rendering is not checked again (the result is cached on disk by content
-    digest, validator version and node).
+    digest, validator version and node). `reconcile validate` runs it for every node of
+    the tree on one machine (CI): when `node.local` is false, a check that depends on the
+    machine returns a `Skipped` saying what it could not check and why, instead of a
+    refusal; a validator that is not installed here is reported as skipped by the engine.
 
 ``explain(change, node) -> list[str]`` (optional)
     Extra lines for the plan, such as "restart required" or Pacemaker's simulated
-    transition ("vip: start on lb1"). Read-only.
+    transition ("vip: start on lb1"). Read-only. A line about the node rather than this
+    object ("keepalived will be reloaded": one reload for every change) is a `NodeNote`:
+    it is shown once per run, not under each object.
+
+``health(node, desired, observed) -> {kind: {name: Health}}`` (optional)
+    Whether what this reconciler manages *works*, which sync cannot say: an object can
+    match git exactly while its cluster has no quorum, its servers are DOWN or its VIP is
+    held by two nodes. Sync asks "does the node match git?" (Ready / Reconciling /
+    Stalled, the engine's verdict); health asks "does the service work?" (`Health`:
+    Healthy / Degraded / Unknown, each with a CamelCase reason and a message for people).
+    `desired` is this reconciler's part of the engine's desired set and `observed` the
+    last observation of this run (the dicts the plan diffed), both `{kind: {name: ...}}`.
+    Return a `Health` for each desired object it can judge (one it leaves out has no
+    health: shown as "not reported"); node-wide facts (Pacemaker's quorum, a shared
+    daemon) go under the pseudo-kind `NODE`, keyed by a short facet name ("pacemaker"),
+    and are shown once per node rather than on every object.
+    The rules that keep a plan fast and a health check harmless:
+    - read-only: the engine hands it a node whose runner is in dry-run mode, also during
+      `apply`, so a mutating command raises `DryRunViolation`;
+    - batched and cheap: one `crm_mon`, one `show stat`, one ARP burst for all objects,
+      never a process per object; judge from parsed outputs with pure functions (tested
+      on recorded outputs), as `observe` does;
+    - bounded in time: the engine runs each reconciler's health in its own thread, started
+      as soon as that reconciler has observed (so it overlaps the rest of the plan), and
+      waits for it at most `health_timeout` seconds (3 by default; the runner's default
+      command timeout is set to it too). A reconciler that has not answered by then has
+      its objects Unknown (`HealthTimeout`); an exception makes them Unknown
+      (`HealthCheckFailed`) with its message;
+    - concurrent: it may run while `explain` runs on the same instance: read what
+      `desired`/`observe` left on `self`, never write it;
+    - honest right after a change: where a daemon judges a change later (HAProxy's checks
+      keep a changed server's old state for fall × interval), report Unknown with a reason
+      such as `ChecksPending` until that judgement is due, so that `apply --wait` never
+      returns on a verdict about the previous state. `apply` runs on the same instance
+      `apply --wait` asks again, so it may remember when it changed what.
+    `--dry-run` and `apply` compute health by default; `--no-health` skips it;
+    `apply --wait` observes and asks it again until every object is Healthy. Never change
+    anything because of health: a Degraded object is reported, not "fixed" by the agent.
+
+``render(node) -> {path: content}`` (optional)
+    The files this node would get from `desired` (called after it), by absolute path,
+    content as text or bytes: what `reconcile render` writes, touching nothing on the
+    node. Secrets may be read (never written anywhere but the caller's output folder).
 
 ``watch(node) -> Iterator[str]`` (optional)
     Blocks and yields a short reason whenever something this reconciler manages may have
@@ -293,12 +338,17 @@ class Node:
 
     `stopping()` is true once the run should apply nothing more (the agent got SIGTERM):
     a reconciler that applies many independent changes asks it between two of them.
+    `local` is false when the run is about another node than this machine (`validate` and
+    `--dry-run --node` for another node, e.g. in CI): a native check that depends on the
+    machine (its interfaces, its live CIB) must then say what it skipped (`Skipped`)
+    rather than report this machine's facts as the node's.
     """
 
     name: str
     runner: Runner
-    state_dir: Path = Path("/var/lib/reconcile")
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("RECONCILE_STATE_DIR", "/var/lib/reconcile")))
     stop: Callable[[], bool] | None = None
+    local: bool = True
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop()
@@ -319,6 +369,9 @@ class Desired:
     ignore: tuple[str, ...] = ()
     depends: tuple[tuple[str, str], ...] = ()  # (kind, name) this object needs
     source: str = ""  # file:line of the manifest, filled in by the engine
+    # How people know this object when "Kind name" would mislead: a Pacemaker VirtualIP is
+    # a ClusterResource object, shown as "VirtualIP db-vip (IPaddr2 primitive)".
+    shown_as: str = ""
 
 
 Key = tuple[str, str]
@@ -343,9 +396,19 @@ class Change:
         return (self.kind, self.name)
 
 
+class NodeNote(str):
+    """A plan note about the node, not one object (a shared daemon reloaded once for all
+    the changes): returned by `explain` like any note, shown once per run."""
+
+
 Outcomes = dict[Key, "Exception | None"]
 """What `apply` reports per change: None applied, `Deferred` another node applies it, any
 other exception failed (its message is for people)."""
+
+
+class Skipped(str):
+    """What `validate` could not check here, and why ("keepalived -t: interface eth0 is
+    lb2's, not this machine's; the rest was checked"). Not a problem: reported as skipped."""
 
 
 @dataclass
@@ -361,6 +424,45 @@ class Refusal:
 
     def __str__(self) -> str:
         return self.message
+
+
+HealthStatus = Literal["Healthy", "Degraded", "Unknown"]
+NODE = "Node"
+"""The pseudo-kind under which `health` reports node-wide facets (quorum, a daemon)."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether one object (or one node-wide facet) works, kstatus-style.
+
+    `status`: Healthy, Degraded (it runs but not as it should: no quorum, a server DOWN, a
+    VIP on two nodes) or Unknown (it could not be told: the tool did not answer).
+    `reason`: one CamelCase word machines and alerts can match (HeldOnce, SplitBrain,
+    NoQuorum, ServersDown). `message`: for people, e.g. "held by lb1".
+    """
+
+    status: HealthStatus
+    reason: str
+    message: str = ""
+
+    @classmethod
+    def healthy(cls, reason: str, message: str = "") -> "Health":
+        return cls("Healthy", reason, message)
+
+    @classmethod
+    def degraded(cls, reason: str, message: str = "") -> "Health":
+        return cls("Degraded", reason, message)
+
+    @classmethod
+    def unknown(cls, reason: str, message: str = "") -> "Health":
+        return cls("Unknown", reason, message)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"status": self.status, "reason": self.reason, "message": self.message}
+
+
+HealthReport = dict[str, dict[str, Health]]
+"""What `health` returns: kind (or `NODE`) → name (or facet) → Health."""
 
 
 class Reconciler:
@@ -386,6 +488,15 @@ class Reconciler:
 
     def explain(self, change: Change, node: Node) -> list[str]:
         return []
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        return {}
+
+    @classmethod
+    def reports_health(cls) -> bool:
+        """Whether this reconciler implements `health` (else its objects show none)."""
+        return cls.health is not Reconciler.health
 
     watch: ClassVar[Callable[..., Iterator[str]] | None] = None
 
@@ -463,6 +574,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def short_diff(before: str | None, after: str | None, name: str, limit: int = 14) -> list[str]:
+    """A short unified diff of a file's content for a plan note (never for a secret's):
+    `--- NAME (on the node)` / `+++ NAME (from git)`, one line of context, at most `limit`
+    lines and then how many more."""
+    import difflib
+
+    lines = list(difflib.unified_diff((before or "").splitlines(), (after or "").splitlines(),
+                                      f"{name} (on the node)" if before is not None else "/dev/null",
+                                      f"{name} (from git)" if after is not None else "/dev/null",
+                                      lineterm="", n=1))
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"… and {len(lines) - limit} more lines of diff"]
+    return lines
 
 
 # --- secrets -----------------------------------------------------------------------------

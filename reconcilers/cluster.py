@@ -37,10 +37,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterator
 
-from reconcilers import pacemaker
+from reconcilers import pacemaker, pacemaker_health
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject, UnsafeValue,
-    enable_unit, one_line, read_secret, pid_alive, start_unit, systemd_running, unit_field, unit_notes, unit_states,
+    GENERATED_HEADER, NODE, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, HealthReport, Node,
+    PerObject, UnsafeValue, enable_unit, one_line, read_secret, pid_alive, start_unit, systemd_running, unit_field,
+    unit_notes, unit_states,
 )
 from schemas.common import duration_ms
 
@@ -359,6 +360,26 @@ class ClusterReconciler(PerObject):
         except ApplyError:
             return {"authkey": SECRET_DIFFERS}  # apply says why
         return {"authkey": SECRET_IN_SYNC if installed == wanted else SECRET_DIFFERS}
+
+    # --- health ----------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Daemons, DC, quorum and members online, from one crm_mon: the Cluster object's
+        health and the node's "pacemaker" facet."""
+        out = {}
+        for name, spec in self._spec.items():
+            if name not in desired.get(self.kind, {}):
+                continue
+            daemons = daemons_running(node)
+            snap = pacemaker_health.read(node) if all(daemons.values()) else "daemons not running"
+            status = snap.status if isinstance(snap, pacemaker_health.Snapshot) else None
+            out[name] = pacemaker_health.cluster_health(status, [n.name for n in spec.nodes], daemons,
+                                                        snap if isinstance(snap, str) else "")
+        report: HealthReport = {self.kind: out}
+        if out:
+            report[NODE] = {"pacemaker": next(iter(out.values()))}
+        return report
 
     # --- validate and explain (read-only) ------------------------------------------------
 

@@ -28,12 +28,15 @@ removes next.
 """
 from __future__ import annotations
 
+import threading
 import time
 import xml.etree.ElementTree as ET
 from typing import Any, Callable, Iterable, Iterator
 
-from reconcilers import pacemaker
-from reconcilers.base import ApplyError, Change, CommandError, Deferred, Desired, Node, Outcomes, Reconciler, one_line
+from reconcilers import netprobe, pacemaker, pacemaker_health
+from reconcilers.base import (
+    ApplyError, Change, CommandError, Deferred, Desired, Health, HealthReport, Node, Outcomes, Reconciler, one_line,
+)
 from reconcilers.container import config_path, stop_seconds
 from schemas.cluster_resource import MARKER
 
@@ -528,6 +531,7 @@ class ClusterResourceReconciler(Reconciler):
         self._forming: list[str] = []
         self._attributes: dict[str, dict[str, str]] = {}  # node → its transient attributes (preview)
         self._explained: set[str] = set()
+        self._shown_as: dict[str, str] = {}  # name → how people know it (a VirtualIP, a Container)
 
     # --- desired -------------------------------------------------------------------------
 
@@ -547,17 +551,20 @@ class ClusterResourceReconciler(Reconciler):
         for m in tree.on_node("VirtualIP", node.name):
             if m.spec.manager == "pacemaker" and m.spec.cluster == name_of_cluster:
                 self._add(m.metadata.name, virtual_ip_state(m.spec), loaded["VirtualIP"].get(m.metadata.name))
+                self._shown_as[m.metadata.name] = f"VirtualIP {m.metadata.name} (IPaddr2 primitive)"
         for m in tree.on_node("Container", node.name):
             if getattr(m.spec, "cluster", None) == name_of_cluster:
                 state = container_state(m.metadata.name, m.spec)
                 self._add(m.metadata.name, state, loaded["Container"].get(m.metadata.name), set_meta=set(state["meta"]))
+                self._shown_as[m.metadata.name] = f"Container {m.metadata.name} (lxc primitive)"
         out = {}
         for name, state in self._states.items():
             set_meta = self._set_meta[name]
             ignore = tuple(f"/meta/{m}" for m in OPERATOR_META if m not in set_meta)
             source = self._sources.get(name)
             out[name] = Desired(state, ignore=ignore, depends=(("Cluster", name_of_cluster),),
-                                source=source.where() if source is not None else "")
+                                source=source.where() if source is not None else "",
+                                shown_as=self._shown_as.get(name, ""))
         return {self.kind: out}
 
     def _add(self, name: str, state: dict[str, Any], source: Any, set_meta: set[str] | None = None) -> None:
@@ -587,6 +594,8 @@ class ClusterResourceReconciler(Reconciler):
 
         nodes_up: list[str] = []
         try:
+            if not node.local:  # validating for another node: this machine's CIB is not its cluster's
+                raise pacemaker.CibUnavailable(f"not {node.name}")
             cib = pacemaker.query_cib(node)
         except pacemaker.CibUnavailable:
             cib = pacemaker.empty_cib(node, self._nodes)
@@ -668,6 +677,53 @@ class ClusterResourceReconciler(Reconciler):
     @staticmethod
     def _ids(name: str, state: dict[str, Any]) -> set[str]:
         return {name, name + CLONE_SUFFIX, *state.get("group", [])}
+
+    # --- health ----------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Where each resource runs against where it should, from one crm_mon; for IPaddr2
+        addresses also who answers on the link (one ARP probe burst per interface)."""
+        wanted = [n for n in desired.get(self.kind, {}) if n in self._states]
+        if not wanted:
+            return {}
+        addresses = {n: self._states[n]["params"] for n in wanted
+                     if self._states[n].get("agent") == "ocf:heartbeat:IPaddr2"}
+        peers = {n.address.split("/")[0]: n.name for n in self._cluster.spec.nodes if n.name != node.name} \
+            if self._cluster is not None else {}
+        # The link is asked while crm_mon answers: neither waits for the other.
+        link: dict[str, Any] = {}
+        prober = threading.Thread(target=self._probe, args=(node, addresses, peers, link), daemon=True)
+        if addresses:
+            prober.start()
+        snap = pacemaker_health.read(node)
+        if addresses:
+            prober.join()
+        if isinstance(snap, str):
+            return {self.kind: {n: Health.unknown("NoAnswer", snap) for n in wanted}}
+        out = {n: pacemaker_health.resource_health(n, self._states[n], snap) for n in wanted}
+        if "answers" in link:
+            names = netprobe.names_by_mac(link["answers"], peers)
+            for n, params in addresses.items():
+                if out[n].status == "Healthy":
+                    found = netprobe.holders(params["ip"] in link["here"], node.name,
+                                             link["answers"].get(params["ip"], set()), names)
+                    out[n] = pacemaker_health.address_health(out[n], snap.resources[n].nodes, found)
+        return {self.kind: out}
+
+    @staticmethod
+    def _probe(node: Node, addresses: dict[str, dict[str, str]], peers: dict[str, str], into: dict[str, Any]) -> None:
+        """Who answers for each IPaddr2 address (and each peer's own address, to name them);
+        nothing in `into` when the link cannot be asked: Pacemaker's view then stands alone."""
+        try:
+            here = netprobe.local_ips(node)
+            answers: dict[str, set[str]] = {}
+            for nic in sorted({p["nic"] for p in addresses.values()}):
+                ips = [p["ip"] for p in addresses.values() if p["nic"] == nic]
+                answers.update(netprobe.probe(node, nic, [*ips, *peers]))
+        except (OSError, CommandError):
+            return
+        into.update(here=here, answers=answers)
 
     # --- apply ---------------------------------------------------------------------------
 

@@ -80,9 +80,10 @@ from typing import Any, Iterable, Iterator
 
 from reconcilers import pacemaker
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Node, PerObject,
-    UnsafeValue, one_line,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, HealthReport, Node, PerObject,
+    UnsafeValue, one_line, short_diff,
 )
+from reconcilers.container_health import container_health, init_of
 from schemas.common import duration_ms
 
 log = logging.getLogger("reconcile")
@@ -874,6 +875,16 @@ class ContainerReconciler(PerObject):
             out[name] = obs
         return out
 
+    # --- health ------------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Running as git says, and its init alive and not stopped (from observe's lxc-ls
+        and the init's /proc entry: no process of its own)."""
+        seen = observed.get(self.kind, {})
+        return {self.kind: {name: container_health(d.state, seen.get(name), init_of(self.instances.get(name)))
+                            for name, d in desired.get(self.kind, {}).items()}}
+
     # --- validate and explain ----------------------------------------------------------------
 
     def validate(self, node: Node) -> list[str]:
@@ -939,6 +950,7 @@ class ContainerReconciler(PerObject):
         else:
             if have.get("lxcPath") != want["lxcPath"] or have.get("source") != want["source"]:
                 return notes + [_immovable(name, have, want)]
+            notes += self._file_diffs(name, have, want)
             fields = restart_changes(have, want)
             if want["pacemaker"]:
                 if not have.get("pacemaker"):
@@ -966,6 +978,26 @@ class ContainerReconciler(PerObject):
             elif fields and want["state"] != "stopped":
                 notes.append(f"{', '.join(fields)}: taken at the next start")
         return notes + self._bridge_note(want)
+
+    def _file_diffs(self, name: str, have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+        """What changes in each file written into the container: a short unified diff (the
+        content is in git, never a secret), read from its root file system."""
+        seen = have.get("files") or {}
+        changed = [path for path, digest in (want.get("files") or {}).items() if seen.get(path) != digest]
+        spec = self.specs.get(name)
+        if not changed or spec is None:
+            return []
+        rootfs = RootFs(want["lxcPath"], name)  # only where reconcile created it, never through a symlink
+        try:
+            os.close(rootfs.open())
+        except OSError:
+            return []  # no root file system of ours to compare with
+        out: list[str] = []
+        for path in changed:
+            data = read_rootfs_file(rootfs, path)
+            before = data.decode(errors="replace") if data is not None else None
+            out += short_diff(before, spec.files[path], path)
+        return out
 
     def _bridge_note(self, want: dict[str, Any]) -> list[str]:
         net = want.get("network") or {}

@@ -3,8 +3,11 @@
 What one DomainJoin object is on a node:
 
 - membership: the computer account in AD and its keys in /etc/krb5.keytab, made by
-  `adcli join` (the join password goes on stdin, never in argv) and checked by
-  `adcli testjoin`;
+  `adcli join` (the join password goes on stdin, never in argv). Sync is local: the
+  keytab holds the desired principal. Whether AD still accepts it (`adcli testjoin`) and
+  whether users and groups resolve through sssd is health, not sync (it costs a round
+  trip to a DC): a membership AD revoked is Degraded, and is joined again once the
+  keytab's entry is gone (move /etc/krb5.keytab away and apply);
 - /etc/sssd/sssd.conf (0600, generated whole): the AD provider, the access rule
   (`simple_allow_groups`, or AD's own for accessProvider ad), `use_fully_qualified_names`,
   `fallback_homedir`, the keytab;
@@ -42,8 +45,9 @@ from typing import Any, Iterable, Iterator
 
 from reconcilers import keytab
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, Desired, Node, PerObject, UnsafeValue, enable_unit, one_line,
-    pid_alive, read_secret, systemd_running, unit_field, unit_notes, unit_states, validated_temp,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Desired, Health, HealthReport, Node, PerObject,
+    UnsafeValue, enable_unit, one_line, pid_alive, read_secret, systemd_running, unit_field, unit_notes, unit_states,
+    validated_temp,
 )
 
 NSS_DATABASES = ("passwd", "group", "shadow")
@@ -261,6 +265,49 @@ def digest(data: bytes, mode: int) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()[:16]} mode {mode:04o}"
 
 
+# --- health --------------------------------------------------------------------------------
+
+
+def resolvable_names(spec: Any) -> tuple[list[str], list[str]]:
+    """(users, groups) that must resolve on a joined node, as sssd names them: the join
+    user and the groups the manifest allows or gives sudo (lower-case; `@domain` when
+    names are fully qualified)."""
+    suffix = f"@{spec.domain}" if spec.fullyQualifiedNames else ""
+    users = [spec.user.lower() + suffix]
+    groups = list(dict.fromkeys(g.lower() + suffix for g in [*spec.allowGroups, *spec.sudoGroups]))
+    return users, groups
+
+
+def parse_getent(text: str) -> set[str]:
+    """The names `getent passwd|group NAME...` printed (the first field of each line)."""
+    return {line.split(":", 1)[0].lower() for line in text.splitlines() if ":" in line}
+
+
+def unresolved(node: Node, database: str, names: list[str]) -> list[str]:
+    """The names NSS does not resolve (one getent for all; rc 2 = some were not found)."""
+    if not names:
+        return []
+    r = node.run(["getent", database, *names], read_only=True, check=False)
+    found = parse_getent(r.stdout)
+    kind = "user" if database == "passwd" else "group"
+    return [f"{kind} {n!r}" for n in names if n not in found]
+
+
+def join_health(accepted: bool | None, why: str, computer: str, domain: str, missing: list[str], asked: int) -> Health:
+    """`accepted`: testjoin's verdict (None: no DC could be asked, `why`)."""
+    if accepted is False:
+        return Health.degraded("JoinRejected", f"AD does not accept {computer}$ any more (deleted, reset or "
+                                               f"disabled in {domain}); move /etc/krb5.keytab away and apply to "
+                                               "join again")
+    if missing:
+        return Health.degraded("NamesNotResolving", f"{', '.join(missing)} do{'es' if len(missing) == 1 else ''} "
+                                                    "not resolve through sssd")
+    if accepted is None:
+        return Health.unknown("DomainUnreachable", why)
+    return Health.healthy("JoinValid", f"AD accepts {computer}$; {asked} user and group name"
+                                       f"{'s' if asked != 1 else ''} resolve")
+
+
 # --- rendering -------------------------------------------------------------------------------
 
 
@@ -276,10 +323,11 @@ class Wanted:
     state: dict[str, Any] = field(default_factory=dict)
 
 
-def default_computer_name() -> str:
-    """What `adcli join` uses without --computer-name: the short host name, upper-case,
-    cut to the 15 characters of a NetBIOS name."""
-    return socket.gethostname().split(".")[0].upper()[:15]
+def default_computer_name(node: str) -> str:
+    """What `adcli join` uses without --computer-name on that node: its short name (the
+    node is the machine: its host name), upper-case, cut to the 15 characters of a NetBIOS
+    name. From the node's name, not a host lookup: desired() is pure."""
+    return node.split(".")[0].upper()[:15]
 
 
 def sssd_value(value: Any) -> str:
@@ -383,7 +431,7 @@ def desired_state(name: str, spec: Any, computer: str, sssd_conf: str, sudoers: 
     if sudoers is not None:
         files["sudoers"] = digest(sudoers.encode(), 0o440)
     return {
-        "membership": {"domain": spec.domain, "computerName": computer, "ou": spec.ou, "valid": True},
+        "membership": {"domain": spec.domain, "computerName": computer, "ou": spec.ou},
         "access": {"provider": spec.accessProvider,
                    "allowGroups": show_list(g.lower() for g in spec.allowGroups) if spec.accessProvider == "simple" else ""},
         "fullyQualifiedNames": spec.fullyQualifiedNames,
@@ -452,7 +500,7 @@ class DomainJoinReconciler(PerObject):
         out: dict[str, Desired] = {}
         for m in tree.on_node("DomainJoin", node.name):
             name, spec = m.metadata.name, m.spec
-            computer = (spec.computerName or default_computer_name()).upper()
+            computer = (spec.computerName or default_computer_name(node.name)).upper()
             sssd_conf = render_sssd_conf(name, spec, computer, responders_socket_activated(self.paths))
             sudoers = render_sudoers(name, sudo_group_names(spec))
             state = desired_state(name, spec, computer, sssd_conf, sudoers)
@@ -479,9 +527,12 @@ class DomainJoinReconciler(PerObject):
                 out[path.stem] = data
         return out
 
-    def observe_membership(self, node: Node, prefer: tuple[str, str] | None = None) -> dict[str, Any] | None:
-        """Domain and computer name from the keytab, and whether AD still accepts it.
-        `prefer`: the (domain, computer) our record says, when the keytab holds several."""
+    def observe_membership(self, node: Node, prefer: tuple[str, str] | None = None,
+                           check: bool = False) -> dict[str, Any] | None:
+        """Domain and computer name from the keytab; `prefer`: the (domain, computer) our
+        record says, when the keytab holds several. With `check`, also whether AD still
+        accepts it (`valid`: one `adcli testjoin`, a round trip to a DC: apply and health
+        ask, observe does not)."""
         if not self.paths.keytab.exists():
             return None
         r = node.run(["klist", "-k", str(self.paths.keytab)], read_only=True, check=False)
@@ -489,9 +540,17 @@ class DomainJoinReconciler(PerObject):
         if found is None:
             return None
         domain, computer = found
+        membership: dict[str, Any] = {"domain": domain, "computerName": computer}
+        if check:
+            membership["valid"] = self.accepted(node, domain)
+        return membership
+
+    def accepted(self, node: Node, domain: str, timeout: float = 30) -> bool:
+        """`adcli testjoin`: True accepted, False refused by AD; ApplyError when no DC
+        could be asked (that says nothing about the membership)."""
         t = node.run(["adcli", "testjoin", f"--domain={domain}", f"--host-keytab={self.paths.keytab}"],
-                     read_only=True, check=False, timeout=30)
-        return {"domain": domain, "computerName": computer, "valid": membership_accepted(t.rc, t.stderr)}
+                     read_only=True, check=False, timeout=timeout)
+        return membership_accepted(t.rc, t.stderr)
 
     def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         markers = self.read_markers(node)
@@ -507,7 +566,7 @@ class DomainJoinReconciler(PerObject):
     def _observe_one(self, node: Node, name: str, marker: dict[str, Any] | None,
                      membership: dict[str, Any] | None) -> dict[str, Any]:
         p = self.paths
-        member = {"domain": None, "computerName": None, "ou": None, "valid": False}
+        member = {"domain": None, "computerName": None, "ou": None}
         if membership:
             member.update(membership)
             if marker and (marker.get("domain"), marker.get("computerName")) == \
@@ -633,6 +692,31 @@ class DomainJoinReconciler(PerObject):
             notes.append("restart sssd (its configuration changes; no rejoin)")
         return notes + held
 
+    # --- health ------------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """AD still accepts the membership (one `adcli testjoin`), and the join user and
+        the manifest's groups resolve through NSS and sssd (one `getent` per database)."""
+        out: dict[str, Health] = {}
+        for name in desired.get(self.kind, {}):
+            w = self.wanted.get(name)
+            if w is None:
+                continue
+            member = (observed.get(self.kind, {}).get(name) or {}).get("membership") or {}
+            if (member.get("domain"), member.get("computerName")) != (w.spec.domain, w.computer):
+                out[name] = Health.degraded("NotJoined", f"not joined to {w.spec.domain} as {w.computer}$")
+                continue
+            try:
+                accepted: bool | None = self.accepted(node, w.spec.domain, timeout=node.runner.default_timeout)
+                why = ""
+            except (ApplyError, CommandError) as err:
+                accepted, why = None, str(err)
+            users, groups = resolvable_names(w.spec)
+            missing = unresolved(node, "passwd", users) + unresolved(node, "group", groups)
+            out[name] = join_health(accepted, why, w.computer, w.spec.domain, missing, len(users) + len(groups))
+        return {self.kind: out}
+
     # --- apply -------------------------------------------------------------------------------
 
     def apply_one(self, change: Change, node: Node) -> None:
@@ -645,7 +729,10 @@ class DomainJoinReconciler(PerObject):
         marker = self.read_markers(node).get(w.name) or {}
         if w.state["membership"] != have.get("membership"):
             password = read_secret(w.spec.password, node)  # before anything changes
-            marker = self.join(w, node, password, have.get("membership") or {}, marker)
+            member = dict(have.get("membership") or {})
+            if member.get("domain"):  # whether the account we may replace is still AD's
+                member["valid"] = self.accepted(node, member["domain"])
+            marker = self.join(w, node, password, member, marker)
         writer = AtomicWriter(node)
         conf_changed = writer.write(self.paths.sssd_conf, w.sssd_conf, mode=0o600, owner=(0, 0),
                                     validate=lambda tmp: check_sssd_conf(node, tmp, self.paths.sssd_snippets))
@@ -832,7 +919,7 @@ class DomainJoinReconciler(PerObject):
 
     def _leave_domain(self, node: Node, marker: dict[str, Any], writer: AtomicWriter) -> None:
         password = read_secret(_secret_ref(marker), node)  # before anything changes
-        membership = self.observe_membership(node, (marker["domain"], marker["computerName"]))
+        membership = self.observe_membership(node, (marker["domain"], marker["computerName"]), check=True)
         if membership and (membership["domain"], membership["computerName"]) == (marker["domain"], marker["computerName"]):
             if membership["valid"]:
                 self._delete_computer(node, marker, password)

@@ -418,8 +418,10 @@ class Keepalived:
         """`keepalived -t` on a candidate file; ApplyError with keepalived's words if refused."""
         r = self.node.run(["keepalived", "-t", "-f", str(path)], read_only=True, check=False, timeout=30)
         if r.rc != 0:
-            detail = " | ".join(line.strip() for line in (r.stderr + r.stdout).splitlines() if line.strip())
-            raise ApplyError(f"keepalived -t refused it (exit {r.rc}): {detail}")
+            lines = [line.strip() for line in (r.stderr + r.stdout).splitlines() if line.strip()]
+            err = ApplyError(f"keepalived -t refused it (exit {r.rc}): {' | '.join(lines)}")
+            err.lines = lines  # type: ignore[attr-defined]
+            raise err
 
     # -- changing
 
@@ -529,6 +531,23 @@ def parse_vrrp_packet(packet: bytes) -> tuple[str, int, int] | None:
     if vrrp[0] & 0x0F != 1:  # type 1: advertisement
         return None
     return socket.inet_ntoa(packet[12:16]), vrrp[1], vrrp[2]
+
+
+_MISSING_INTERFACE = re.compile(r"interface (\S+) for .* doesn't exist$")
+
+
+def missing_interfaces(lines: list[str]) -> tuple[list[str], list[str]]:
+    """(interfaces keepalived -t says do not exist, every other line of its complaint):
+    on another machine than the node, the node's interfaces are expected to be missing."""
+    missing: list[str] = []
+    rest: list[str] = []
+    for line in lines:
+        m = _MISSING_INTERFACE.search(line)
+        if m:
+            missing += [m.group(1)] if m.group(1) not in missing else []
+        elif line != "Non-existent interface specified in configuration":
+            rest.append(line)
+    return missing, rest
 
 
 def master_down_seconds(inst: VrrpInstance, peer_priority: int = 1) -> float:

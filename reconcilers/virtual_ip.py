@@ -33,14 +33,17 @@ from dataclasses import replace
 from typing import Any, Iterator
 
 import reconcilers
+from reconcilers import netprobe
 from reconcilers.base import (
-    ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Held, Node, Outcomes, Reconciler, enable_unit,
-    systemd_running, unit_field, unit_notes, unit_states, validated_temp,
+    NODE, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Health, HealthReport, Held, Node, NodeNote,
+    Outcomes, Reconciler, Skipped, enable_unit, systemd_running, unit_field, unit_notes, unit_states, validated_temp,
 )
 from reconcilers.keepalived import (
     CONFIG, MASTER, UNIT, Keepalived, ParsedConfig, RunningInstance, VrrpInstance, config_signature, holders,
-    master_down_seconds, parse_config, parse_ip_addr, read_config, render_config, without_addresses,
+    master_down_seconds, missing_interfaces, parse_config, parse_ip_addr, read_config, render_config,
+    without_addresses,
 )
+from reconcilers.keepalived_health import keepalived_health, vip_health
 
 RUNNING, STOPPED, RELOAD_NEEDED, NOT_RESPONDING = "running", "stopped", "reload-needed", "not-responding"
 # The longest the guard waits for a peer to take a stale address over (long advert intervals).
@@ -148,6 +151,7 @@ class VirtualIPReconciler(Reconciler):
         self.running = False
         self.addrs: dict[str, set[str]] = {}
         self.enforce = False  # a manifest says metadata.drift: enforce (unmask/enable keepalived)
+        self.peers: dict[str, str] = {}  # a node address of the VIPs' nodes → its node name
 
     # -- observe
 
@@ -174,6 +178,11 @@ class VirtualIPReconciler(Reconciler):
     def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         self.instances = desired_instances(tree, node.name)
         systemd = systemd_running()
+        for vip in tree.on_node("VirtualIP", node.name):
+            if vip.spec.manager == "keepalived":
+                for other in tree.nodes_of(vip):
+                    if other != node.name and tree.node_address(other):
+                        self.peers[_ip(tree.node_address(other))] = other
         out = {vip: Desired(inst.vip_state(vip, address) | runtime_ok(systemd))
                for inst in self.instances for vip, address in inst.addresses}
         self.enforce = any(vip.metadata.drift == "enforce" for vip in tree.on_node("VirtualIP", node.name)
@@ -192,6 +201,11 @@ class VirtualIPReconciler(Reconciler):
         try:
             validated_temp(content, Keepalived(node).check, suffix=".conf")
         except ApplyError as err:
+            missing, rest = missing_interfaces(getattr(err, "lines", []))
+            if not node.local and missing and not rest:
+                # Checked on another machine (CI): the node's interfaces are not here.
+                return [Skipped(f"keepalived -t: interface {', '.join(missing)} is {node.name}'s and not on this "
+                                "machine; everything else in its keepalived.conf was checked")]
             return [f"the keepalived.conf rendered for node {node.name}: {err}"]
         return []
 
@@ -217,13 +231,46 @@ class VirtualIPReconciler(Reconciler):
             if change.action == "update" and _without_units(have) == _without_units(change.desired):
                 return notes  # only the unit differs: keepalived is neither started nor reloaded
         if change.action == "delete" and not self.instances:
-            notes.append("last keepalived VIP on this node: keepalived will be stopped and its file removed")
+            notes.append(NodeNote("last keepalived VIP on this node: keepalived will be stopped and its file removed"))
         elif not self.running:
-            notes.append("keepalived will be started")
+            notes.append(NodeNote("keepalived will be started"))
         else:
-            notes.append("keepalived will be reloaded (SIGHUP); the address stays where it is unless "
-                         "the priorities say otherwise")
+            notes.append(NodeNote("keepalived will be reloaded (SIGHUP); the addresses stay where they are unless "
+                                  "the priorities say otherwise"))
         return notes
+
+    # -- health
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Each VIP held by exactly one node (one ARP probe burst per interface, for the
+        VIPs and the peers' own addresses, which names the replying MACs), and keepalived
+        itself (running, answering, no FAULT, no tracked check lowering the priority)."""
+        vips = {vip: (inst, address) for inst in self.instances for vip, address in inst.addresses}
+        by_interface: dict[str, list[str]] = {}
+        for inst, address in vips.values():
+            by_interface.setdefault(inst.interface, []).append(address)
+        answers: dict[str, set[str]] = {}
+        failed: dict[str, str] = {}
+        for interface, addresses in by_interface.items():
+            try:
+                answers.update(netprobe.probe(node, interface, [*addresses, *self.peers]))
+            except OSError as err:
+                failed[interface] = f"cannot probe {interface}: {err.strerror or err}"
+        names = netprobe.names_by_mac(answers, self.peers)
+        out: dict[str, Health] = {}
+        for vip, (inst, address) in vips.items():
+            if inst.interface in failed:
+                out[vip] = Health.unknown("ProbeFailed", failed[inst.interface])
+                continue
+            live = self.dump.get(inst.name) if self.dump else None
+            here = bool(holders(self.addrs, address))
+            found = netprobe.holders(here, node.name, answers.get(address.split("/")[0], set()), names)
+            out[vip] = vip_health(address, found, node.name, live.state_name if live else None)
+        report: HealthReport = {self.kind: out}
+        if self.instances:
+            report[NODE] = {"keepalived": keepalived_health(self.running, self.dump, self.instances)}
+        return report
 
     # -- apply
 

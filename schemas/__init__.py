@@ -21,6 +21,7 @@ _MODELS: dict[str, str] = {
     "VirtualIP": "schemas.virtual_ip:VirtualIP",
     "Frontend": "schemas.frontend:Frontend",
     "Backend": "schemas.backend:Backend",
+    "HAProxy": "schemas.haproxy:HAProxy",
     "Container": "schemas.container:Container",
     "DomainJoin": "schemas.domain_join:DomainJoin",
     "Mount": "schemas.mount:Mount",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from schemas.common import (
     duplicates, Duration, IPv4Prefix, Manifest, Name, PropertyName, PropertyValue, SecretRef, Strict,
@@ -26,27 +26,45 @@ RESERVED_PROPERTIES = {
 
 
 class ClusterNode(Strict):
-    name: Name
+    """One member of the cluster: its name (the node's host name), Corosync id and address."""
+
+    name: Name = Field(description="The node's name: its host name (a node is the machine it runs on).")
     id: Annotated[int, Field(ge=1, le=65535)] = Field(description="Corosync nodeid, unique in the cluster")
     address: IPv4Prefix = Field(description="ring0 address with prefix, e.g. 192.0.2.11/24")
 
 
 class Quorum(Strict):
+    """Corosync votequorum options."""
+
     twoNode: bool | None = Field(None, description="default: true for exactly two nodes")
     waitForAll: bool | None = Field(None, description="default: Corosync's (on with twoNode)")
 
 
+def _stonith_stated(schema: dict) -> None:
+    # As the tree check says: a Pacemaker cluster states stonithEnabled; a group of nodes
+    # takes none of the Pacemaker fields.
+    schema["if"] = {"properties": {"stack": {"const": "none"}}, "required": ["stack"]}
+    schema["then"] = {"not": {"anyOf": [{"required": [f]} for f in ("authkey", "stonithEnabled")]}}
+    schema["else"] = {"required": ["stonithEnabled"]}
+
+
 class ClusterSpec(Strict):
-    nodes: Annotated[list[ClusterNode], Field(min_length=1)]
-    stack: Literal["pacemaker", "none"] = "pacemaker"
-    transport: Literal["knet", "udpu"] = "knet"
+    """The members of the cluster and, with stack pacemaker, how Corosync and Pacemaker run."""
+
+    model_config = ConfigDict(json_schema_extra=_stonith_stated)
+
+    nodes: Annotated[list[ClusterNode], Field(min_length=1)] = Field(description="The members, in order.")
+    stack: Literal["pacemaker", "none"] = Field("pacemaker", description="pacemaker: run Corosync and Pacemaker; "
+                                                "none: only a named group of nodes that other kinds place on.")
+    transport: Literal["knet", "udpu"] = Field("knet", description="Corosync's transport: knet (encryption, "
+                                               "several links) or udpu.")
     authkey: SecretRef | None = Field(
         None, description="Corosync authkey (as written by corosync-keygen); enables knet crypto (aes256/sha256)"
     )
     token: Duration = Field(
         "1000ms", description="totem token timeout; a dead node is noticed after token + consensus (1.2 x token)"
     )
-    quorum: Quorum = Field(default_factory=Quorum)
+    quorum: Quorum = Field(default_factory=Quorum, description="Corosync votequorum options.")
     stonithEnabled: bool | None = Field(
         None, description="required with stack: pacemaker; say false only where no shared data can be corrupted"
     )

@@ -19,31 +19,48 @@ MARKER = "reconcile-managed"
 
 
 class Operation(Strict):
-    name: Literal["monitor", "start", "stop", "promote", "demote", "migrate_to", "migrate_from", "reload"]
-    interval: Duration = "0s"
-    timeout: Duration | None = None
+    """One operation of the resource agent, as Pacemaker schedules it."""
+
+    name: Literal["monitor", "start", "stop", "promote", "demote", "migrate_to", "migrate_from", "reload"] = Field(
+        description="The agent action.")
+    interval: Duration = Field("0s", description="How often it recurs (monitor); 0s for one-off actions.")
+    timeout: Duration | None = Field(None, description="How long Pacemaker waits for it (default: the agent's).")
 
 
 class Location(Strict):
-    node: Name
-    score: Score = "INFINITY"
+    """A preference (or, with a negative score, an aversion) for one node."""
+
+    node: Name = Field(description="The node, by name.")
+    score: Score = Field("INFINITY", description="How much: INFINITY pins it there, -INFINITY keeps it away, a "
+                         "number weighs against other scores.")
 
 
 class Colocation(Strict):
-    with_: Name = Field(alias="with")
-    score: Score = "INFINITY"
+    """Run next to (or, with a negative score, away from) another resource."""
+
+    with_: Name = Field(alias="with", description="The other resource (a ClusterResource, a Pacemaker VirtualIP "
+                        "or a Pacemaker-placed Container).")
+    score: Score = Field("INFINITY", description="INFINITY: always together; -INFINITY: never together.")
 
 
 class ClusterResourceSpec(Placement):
-    agent: Agent | None = None
-    params: dict[ParamName, ParamValue] = Field(default_factory=dict)
-    operations: list[Operation] = Field(default_factory=list)
-    meta: dict[ParamName, ParamValue] = Field(default_factory=dict)
+    """A Pacemaker primitive (agent) or group, optionally cloned, with its constraints."""
+
+    agent: Agent | None = Field(None, description="The resource agent of a primitive: ocf:PROVIDER:TYPE, "
+                                "systemd:UNIT, lsb:SCRIPT or stonith:TYPE.")
+    params: dict[ParamName, ParamValue] = Field(default_factory=dict, description="The agent's parameters "
+                                                "(instance attributes), e.g. ip for IPaddr2.")
+    operations: list[Operation] = Field(default_factory=list, description="Operations with their intervals and "
+                                        "timeouts (a monitor makes Pacemaker notice failures).")
+    meta: dict[ParamName, ParamValue] = Field(default_factory=dict, description="Meta attributes, e.g. "
+                                              "resource-stickiness or target-role.")
     group: list[Name] | None = Field(None, description="make this a group of the named resources, in order")
-    clone: bool = False
-    location: list[Location] = Field(default_factory=list)
-    colocation: list[Colocation] = Field(default_factory=list)
-    startAfter: list[Name] = Field(default_factory=list)
+    clone: bool = Field(False, description="Run it on every node (a clone) instead of in one place.")
+    location: list[Location] = Field(default_factory=list, description="Node preferences.")
+    colocation: list[Colocation] = Field(default_factory=list, description="Resources it must run next to (or "
+                                         "away from).")
+    startAfter: list[Name] = Field(default_factory=list, description="Resources that must be started before "
+                                   "this one (and stopped after it): mandatory order constraints.")
 
     @model_validator(mode="after")
     def _checks(self) -> "ClusterResourceSpec":

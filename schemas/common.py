@@ -24,7 +24,7 @@ import unicodedata
 from typing import Annotated, Any, Callable, Literal, Protocol
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -208,7 +208,8 @@ def _group_name(value: str) -> str:
     return value
 
 
-GroupName = Annotated[str, AfterValidator(_group_name)]
+GROUP_PATTERN = r"^(?!.*  )([A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9])$"
+GroupName = Annotated[str, AfterValidator(_group_name), Field(json_schema_extra={"pattern": GROUP_PATTERN})]
 """An Active Directory group: single spaces allowed (sudoers escapes them), nothing that
 means something in sudoers, sssd or PAM."""
 
@@ -222,7 +223,8 @@ def _init_arg(value: str) -> str:
     return value
 
 
-InitArg = Annotated[str, AfterValidator(_init_arg)]
+InitArg = Annotated[str, AfterValidator(_init_arg),
+                    Field(json_schema_extra={"pattern": f"^{_INIT_ARG.pattern}$"})]
 """One argument of a container's init: no spaces, quotes or shell metacharacters (LXC
 splits `lxc.init.cmd` on spaces and runs it without a shell)."""
 
@@ -280,7 +282,7 @@ def _memory_size(value: str) -> str:
     return value
 
 
-MemorySize = Annotated[str, AfterValidator(_memory_size)]
+MemorySize = Annotated[str, AfterValidator(_memory_size), Field(json_schema_extra={"pattern": f"^{_MEMORY.pattern}$"})]
 """A memory limit as LXC and the kernel take it: 64M, 1G, 524288K."""
 
 _CPUSET = re.compile(r"[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3}(-[0-9]{1,3})?){0,127}")
@@ -296,7 +298,7 @@ def _cpu_set(value: str) -> str:
     return value
 
 
-CpuSet = Annotated[str, AfterValidator(_cpu_set)]
+CpuSet = Annotated[str, AfterValidator(_cpu_set), Field(json_schema_extra={"pattern": f"^{_CPUSET.pattern}$"})]
 
 # --- addresses ---------------------------------------------------------------------------
 
@@ -318,8 +320,13 @@ def _ipv4_interface(value: str) -> str:
     return f"{iface.ip}/{iface.network.prefixlen}"
 
 
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
-IPv4Prefix = Annotated[str, AfterValidator(_ipv4_interface)]
+# The same rules as JSON Schema patterns, so that an editor refuses what validate refuses
+# (the Python checks stay the authority and give the messages).
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+IPV4_PREFIX_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}/((3[0-2]|[12]?[0-9])|{_OCTET}(\.{_OCTET}){{3}})$"
+IPv4 = Annotated[str, AfterValidator(_ipv4), Field(json_schema_extra={"pattern": IPV4_PATTERN})]
+IPv4Prefix = Annotated[str, AfterValidator(_ipv4_interface), Field(json_schema_extra={"pattern": IPV4_PREFIX_PATTERN})]
 """An address with its prefix length, as `ip addr` writes it: 192.0.2.100/24."""
 
 # --- paths: absolute, in normal form, no '..' ------------------------------------------------
@@ -349,7 +356,10 @@ def _absolute_path(value: str) -> str:
     return value
 
 
-AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+# Normal form as a pattern: absolute, no '..' or '.' segment, no '//', no trailing '/'.
+ABSOLUTE_PATH_PATTERN = r"^(/|(/(?!\.\.?(/|$))[A-Za-z0-9_.@+-]+)+)$"
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path),
+                         Field(json_schema_extra={"pattern": ABSOLUTE_PATH_PATTERN})]
 """An absolute path in normal form, of letters, digits and _ . / @ + - only."""
 
 
@@ -359,7 +369,8 @@ def _file_path(value: str) -> str:
     return _absolute_path(value)
 
 
-FilePath = Annotated[str, AfterValidator(_file_path)]
+FilePath = Annotated[str, AfterValidator(_file_path),
+                     Field(json_schema_extra={"pattern": r"^(/(?!\.\.?(/|$))[A-Za-z0-9_.@+-]+)+$"})]
 """A file inside a container's root file system, as the container sees it."""
 
 # sssd's fallback_homedir expands %u %U %d %f %l %P %o %h %H and %%; anything else after a
@@ -385,7 +396,8 @@ def _home_pattern(value: str) -> str:
     return value
 
 
-HomePattern = Annotated[str, StringConstraints(pattern=HOME_PATTERN, max_length=4095), AfterValidator(_home_pattern)]
+HomePattern = Annotated[str, StringConstraints(pattern=HOME_PATTERN, max_length=4095), AfterValidator(_home_pattern),
+                        Field(json_schema_extra={"pattern": r"^(?=.*%[uUfP])(/(?!\.\.?(/|$))([A-Za-z0-9_.-]|%[uUdflPohH%])+)+$"})]
 """Where a domain user's home is (sssd's fallback_homedir), e.g. /home/%u or /home/%d/%u."""
 
 NOT_ECHOED = "(the value is not shown: it may hold a secret)"
@@ -591,8 +603,10 @@ class SecretRef(Strict):
 
     model_config = ConfigDict(frozen=True)
 
-    file: AbsolutePath | None = None
-    env: EnvName | None = None
+    file: AbsolutePath | None = Field(None, description="An absolute path on the node; the secret is the file's "
+                                      "content (a final newline is dropped), read at apply time.")
+    env: EnvName | None = Field(None, description="The name of an environment variable of the agent holding the "
+                                "secret.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "SecretRef":
@@ -627,6 +641,10 @@ PATTERN_HELP: dict[str, str] = {
     UMASK: "must be an octal umask such as 0077",
     ENV_NAME: "must be an environment variable name: upper-case letters, digits and '_'",
     HOME_PATTERN: "must be an absolute path of letters, digits, _ . / - and % expansions, e.g. /home/%u",
+    IPV4_PATTERN: "must be an IPv4 address such as 192.0.2.10",
+    IPV4_PREFIX_PATTERN: "must be an IPv4 address with its prefix length, such as 192.0.2.100/24",
+    ABSOLUTE_PATH_PATTERN: "must be an absolute path in normal form, of letters, digits and _ . / @ + -",
+    GROUP_PATTERN: "must be a group name: letters, digits, single spaces and . _ ' -",
     RCLONE_KEY: "must be an rclone option name: lower-case letters, digits and '_', e.g. known_hosts_file",
     FLAG_NAME: "must be an rclone flag without its dashes: lower-case letters, digits and '-', e.g. vfs-cache-mode",
     FLAG_VALUE: "must be one word of letters, digits and _ . : / @ + % - (at most 128)",
@@ -689,33 +707,67 @@ the units the object needs."""
 
 
 class Metadata(Strict):
-    name: Name
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-    drift: DriftPolicy = "correct"
+    """What the object is called and how the agent treats changes made outside git."""
+
+    name: Name = Field(description="The object's name, unique per kind: a DNS label (the daemons' own ids, "
+                                   "such as Pacemaker resource ids and HAProxy proxy names, are made from it).")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="Free-form key: value tags for "
+                                               "people and tools; reconcile does not act on them.")
+    drift: DriftPolicy = Field("correct", description="When the object is changed outside git: correct puts it "
+                               "back, warn reports it and leaves it, ignore leaves it and reports it in sync; "
+                               "enforce corrects it and also unmasks and enables the service units it needs "
+                               "that the node's operator masked or disabled (otherwise a hold, left so).")
+
+
+EVERY_NODE = "*"
+PLACEMENT_MISSING = ("where this manifest lands is not said: give spec.cluster (every node of a Cluster), "
+                     "spec.nodes (a list, or [\"*\"] for every node, explicitly) or spec.node")
+
+
+def _placement_schema(schema: dict[str, Any]) -> None:
+    # Exactly one of the three, as validate says (editors refuse a manifest without one).
+    schema["oneOf"] = [{"required": [k]} for k in ("cluster", "nodes", "node")]
 
 
 class Placement(Strict):
-    """Which nodes a manifest lands on: one of `cluster`, `nodes` or `node`."""
+    """Which nodes a manifest lands on: exactly one of `cluster`, `nodes` or `node`."""
 
-    cluster: Name | None = None
-    nodes: list[Name] | None = None
-    node: Name | None = None
+    model_config = ConfigDict(json_schema_extra=_placement_schema)
+
+    cluster: Name | None = Field(None, description="Every node of this Cluster (by its metadata.name).")
+    nodes: list[Name | Literal["*"]] | None = Field(
+        None, min_length=1, description='These nodes (names from a Cluster), or ["*"]: every node, said explicitly.',
+        json_schema_extra={"uniqueItems": True, "if": {"contains": {"const": EVERY_NODE}}, "then": {"maxItems": 1}})
+    node: Name | None = Field(None, description="This one node.")
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, nodes: list[str] | None) -> list[str] | None:
+        if nodes is not None and (not nodes or len(set(nodes)) != len(nodes)):
+            raise ValueError("nodes must be a non-empty list without repeats")
+        if nodes is not None and EVERY_NODE in nodes and len(nodes) > 1:
+            raise ValueError('"*" means every node: give it alone (nodes: ["*"]), not with node names')
+        return nodes
 
     @model_validator(mode="after")
     def _one_placement(self) -> "Placement":
         given = [k for k in ("cluster", "nodes", "node") if getattr(self, k) is not None]
+        if not given:
+            raise ValueError(PLACEMENT_MISSING)
         if len(given) > 1:
             raise ValueError(f"give only one of cluster, nodes, node (got {', '.join(given)})")
-        if self.nodes is not None and (not self.nodes or len(set(self.nodes)) != len(self.nodes)):
-            raise ValueError("nodes must be a non-empty list without repeats")
         return self
+
+    @property
+    def everywhere(self) -> bool:
+        return self.nodes == [EVERY_NODE]
 
 
 class Manifest(Strict):
     """The envelope: apiVersion, kind, metadata, spec. Subclasses fix `kind` and `spec`."""
 
-    apiVersion: Literal["reconcile/v1"]
-    kind: str
+    apiVersion: Literal["reconcile/v1"] = Field(description="The manifest format: reconcile/v1.")
+    kind: str = Field(description="The kind of object.")
     metadata: Metadata
     spec: Any
 

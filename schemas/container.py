@@ -27,9 +27,9 @@ from schemas.common import (
 class Download(Strict):
     """`lxc-create -t download -- --dist D --release R --arch A` (needs images.linuxcontainers.org)."""
 
-    distribution: DistroWord
-    release: DistroWord
-    architecture: DistroWord = "amd64"
+    distribution: DistroWord = Field(description="The image's distribution, e.g. debian.")
+    release: DistroWord = Field(description="Its release, e.g. bookworm.")
+    architecture: DistroWord = Field("amd64", description="Its architecture.")
 
 
 class LocalImage(Strict):
@@ -40,6 +40,8 @@ class LocalImage(Strict):
 
 
 class Limits(Strict):
+    """Resource limits of the container (cgroups)."""
+
     memory: MemorySize | None = Field(None, description="memory limit, e.g. 256M")
     cpus: CpuSet | None = Field(None, description="CPUs the container may run on, e.g. 0 or 0-1")
     cpuWeight: Annotated[int, Field(ge=1, le=10000)] | None = Field(
@@ -50,8 +52,9 @@ class Network(Strict):
     """`none`: loopback only. `bridge`: one veth (eth0 inside) on `bridge`, with `address`
     and no gateway: a container never gets a default route from here."""
 
-    type: Literal["none", "bridge"] = "none"
-    bridge: IfName | None = None
+    type: Literal["none", "bridge"] = Field("none", description="none: loopback only; bridge: eth0 inside, on "
+                                            "`bridge`.")
+    bridge: IfName | None = Field(None, description="The node's bridge the container's veth joins.")
     address: IPv4Prefix | None = Field(None, description="static IPv4 address of eth0 inside, e.g. 198.51.100.11/24")
     bridgeAddress: IPv4Prefix | None = Field(
         None, description="the node's own address on `bridge`: reconcile creates the node-local bridge with "
@@ -67,14 +70,18 @@ class Network(Strict):
 
 
 class ContainerSpec(Placement):
-    template: Literal["busybox", "download", "local"]
-    download: Download | None = None
-    local: LocalImage | None = None
-    state: Literal["running", "stopped", "frozen"] = "running"
+    """An LXC system container on each node it lands on (or, with spec.cluster, where Pacemaker runs it)."""
+
+    template: Literal["busybox", "download", "local"] = Field(
+        description="How its root file system is made: busybox (from the node's busybox), download (an image "
+                    "server) or local (tarballs on the node).")
+    download: Download | None = Field(None, description="The image, for template download.")
+    local: LocalImage | None = Field(None, description="The tarballs, for template local.")
+    state: Literal["running", "stopped", "frozen"] = Field("running", description="What it should be doing.")
     autostart: bool = Field(False, description="lxc.start.auto: started by lxc-autostart when the node boots")
     startOrder: Annotated[int, Field(ge=0, le=1000)] | None = Field(None, description="lxc.start.order")
-    limits: Limits = Field(default_factory=Limits)
-    network: Network = Field(default_factory=Network)
+    limits: Limits = Field(default_factory=Limits, description="Resource limits.")
+    network: Network = Field(default_factory=Network, description="Its network.")
     init: Annotated[list[InitArg], Field(min_length=1)] | None = Field(
         None, description="command run as the container's init (lxc.init.cmd)")
     files: dict[FilePath, FileContent] = Field(
@@ -85,7 +92,8 @@ class ContainerSpec(Placement):
         "onChange", description="may apply restart a running container for a change that needs it "
                                 "(limits, network, init)? never: the change waits for its next start")
     stopTimeout: Duration = Field("10s", description="how long a stop waits for the init to end before killing it")
-    lxcPath: AbsolutePath = "/var/lib/lxc"
+    lxcPath: AbsolutePath = Field("/var/lib/lxc", description="The LXC path holding it (Pacemaker-placed "
+                                  "containers: LXC's default path, which the lxc agent uses).")
 
     @model_validator(mode="after")
     def _template_options(self) -> "ContainerSpec":

@@ -22,20 +22,25 @@ class HomeDirectories(Strict):
 
     create: bool = Field(True, description="pam_mkhomedir creates the home directory on first login")
     pattern: HomePattern = Field("/home/%u", description="sssd fallback_homedir, e.g. /home/%u or /home/%d/%u")
-    skel: AbsolutePath = "/etc/skel"
-    umask: Umask = "0077"
+    skel: AbsolutePath = Field("/etc/skel", description="The folder a new home directory is copied from.")
+    umask: Umask = Field("0077", description="The umask a new home directory is made with (0077: private).")
 
 
 class DomainJoinSpec(Placement):
-    domain: DomainName
+    """Membership of an Active Directory domain, and who may log in and use sudo."""
+
+    domain: DomainName = Field(description="The AD domain, e.g. corp.example.test.")
     user: UserName = Field("Administrator", description="account allowed to join (and remove) computers")
-    password: SecretRef
+    password: SecretRef = Field(description="The joining account's password, by reference only ({file: /path} "
+                                "or {env: NAME}); read at apply time, given to adcli on stdin.")
     computerName: ComputerName | None = Field(None, description="default: the host name, upper-case, 15 characters")
     ou: OrgUnit | None = Field(None, description="where the computer account is created, e.g. OU=Servers,DC=corp,DC=example,DC=test")
     allowGroups: list[GroupName] = Field(default_factory=list, description="empty: every domain user may log in")
     sudoGroups: list[GroupName] = Field(default_factory=list, description="members may run any command with sudo")
-    fullyQualifiedNames: bool = False
-    homeDirectories: HomeDirectories = Field(default_factory=HomeDirectories)
+    fullyQualifiedNames: bool = Field(False, description="true: users log in as alice@corp.example.test; "
+                                      "false: as alice.")
+    homeDirectories: HomeDirectories = Field(default_factory=HomeDirectories, description="Home directories of "
+                                             "domain users.")
     accessProvider: Literal["simple", "ad"] = Field(
         "simple",
         description="simple: only members of allowGroups may log in; ad: AD decides (account state, GPO logon rights)",

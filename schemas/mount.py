@@ -48,6 +48,8 @@ class RcloneRemote(Strict):
 
 
 class RcloneMount(Strict):
+    """An rclone remote mounted with `rclone mount` (FUSE)."""
+
     remote: RcloneRemote
     path: RemotePath = Field("", description="folder inside the remote (empty: its root)")
     flags: dict[RcloneFlag, FlagValue] = Field(
@@ -59,9 +61,11 @@ class RcloneMount(Strict):
 
 
 class SshfsMount(Strict):
-    host: Server
-    port: Port = 22
-    user: UserName
+    """A folder of an SSH server mounted with sshfs (FUSE)."""
+
+    host: Server = Field(description="The SSH server: a host name or IPv4 address.")
+    port: Port = Field(22, description="Its SSH port.")
+    user: UserName = Field(description="The user to log in as.")
     path: RemotePath = Field("", description="remote folder (relative to the user's home, or absolute)")
     identity: SecretRef = Field(description="the private key; written 0600 where ssh reads it")
     hostKeys: list[HostKey] = Field(
@@ -70,24 +74,32 @@ class SshfsMount(Strict):
 
 
 class NfsMount(Strict):
-    server: Server
-    export: AbsolutePath
-    version: Literal["3", "4", "4.1", "4.2"] = "4.2"
+    """An NFS export."""
+
+    server: Server = Field(description="The NFS server: a host name or IPv4 address.")
+    export: AbsolutePath = Field(description="The exported folder on the server, e.g. /srv/reports.")
+    version: Literal["3", "4", "4.1", "4.2"] = Field("4.2", description="The NFS protocol version (nfsvers).")
 
 
 class CifsMount(Strict):
-    server: Server
-    share: CifsShare
-    user: UserName
-    domain: Workgroup | None = None
+    """An SMB/CIFS share."""
+
+    server: Server = Field(description="The SMB server: a host name or IPv4 address.")
+    share: CifsShare = Field(description="The share, optionally with a folder in it: reports/2024.")
+    user: UserName = Field(description="The user to log in as.")
+    domain: Workgroup | None = Field(None, description="Its domain or workgroup.")
     password: SecretRef
 
 
 class BindMount(Strict):
+    """A folder of the node shown again at the mount point."""
+
     source: AbsolutePath = Field(description="the folder shown again at the mount point")
 
 
 class TmpfsMount(Strict):
+    """A file system in memory."""
+
     size: TmpfsSize | None = Field(
         None, description="e.g. 64M, 1G or 10% (of RAM); default: half of RAM")
 
@@ -103,16 +115,19 @@ OWNER_MODE_TYPES = ("rclone", "sshfs", "cifs", "tmpfs")
 
 
 class MountSpec(Placement):
+    """A file system mounted at a folder of the node: remote (rclone, sshfs, NFS, SMB), a bind or tmpfs."""
+
     path: MountPoint = Field(description="the mount point, e.g. /mnt/reports")
     state: Literal["mounted", "absent"] = Field("mounted", description="absent: reconcile unmounts what it mounted there")
-    type: Literal["rclone", "sshfs", "nfs", "cifs", "bind", "tmpfs"]
-    rclone: RcloneMount | None = None
-    sshfs: SshfsMount | None = None
-    nfs: NfsMount | None = None
-    cifs: CifsMount | None = None
-    bind: BindMount | None = None
-    tmpfs: TmpfsMount | None = None
-    readOnly: bool = False
+    type: Literal["rclone", "sshfs", "nfs", "cifs", "bind", "tmpfs"] = Field(
+        description="What is mounted; the options of that type go in the field of the same name.")
+    rclone: RcloneMount | None = Field(None, description="For type rclone.")
+    sshfs: SshfsMount | None = Field(None, description="For type sshfs.")
+    nfs: NfsMount | None = Field(None, description="For type nfs.")
+    cifs: CifsMount | None = Field(None, description="For type cifs.")
+    bind: BindMount | None = Field(None, description="For type bind.")
+    tmpfs: TmpfsMount | None = Field(None, description="For type tmpfs.")
+    readOnly: bool = Field(False, description="Mount it read-only.")
     owner: UserName | None = Field(None, description="owner of the mounted root (FUSE, cifs, tmpfs) and of the folder")
     group: UserName | None = Field(None, description="group of the mounted root (FUSE, cifs, tmpfs) and of the folder")
     mode: Mode | None = Field(

@@ -29,6 +29,8 @@ def default_priority(index: int) -> int:
 
 
 class KeepalivedOptions(Strict):
+    """How keepalived's VRRP instance for the address behaves on each node."""
+
     routerId: Annotated[int, Field(ge=1, le=255)] = Field(
         description="VRRP virtual router id, unique per interface (and per L2 segment)"
     )
@@ -61,16 +63,22 @@ class KeepalivedOptions(Strict):
 
 
 class PacemakerOptions(Strict):
-    monitorInterval: PacemakerInterval = "10s"
-    preferredNode: Name | None = None
+    """How Pacemaker runs the address (an IPaddr2 primitive)."""
+
+    monitorInterval: PacemakerInterval = Field("10s", description="How often Pacemaker checks that the address is up.")
+    preferredNode: Name | None = Field(None, description="A node it prefers (score 100) while that node is up.")
 
 
 class VirtualIPSpec(Placement):
-    address: IPv4Prefix
-    interface: IfName = "eth0"
-    manager: Literal["keepalived", "pacemaker"]
-    keepalived: KeepalivedOptions | None = None
-    pacemaker: PacemakerOptions | None = None
+    """A floating address and who keeps it up: keepalived (at least once) or Pacemaker (at most once)."""
+
+    address: IPv4Prefix = Field(description="The address with its prefix length, e.g. 192.0.2.100/24.")
+    interface: IfName = Field("eth0", description="The interface the address is put on.")
+    manager: Literal["keepalived", "pacemaker"] = Field(
+        description="keepalived: VRRP keeps it on at least one node (services run everywhere); pacemaker: "
+                    "Pacemaker runs it on at most one node (shared resources).")
+    keepalived: KeepalivedOptions | None = Field(None, description="VRRP options, for manager keepalived.")
+    pacemaker: PacemakerOptions | None = Field(None, description="Pacemaker options, for manager pacemaker.")
 
     @model_validator(mode="after")
     def _checks(self) -> "VirtualIPSpec":

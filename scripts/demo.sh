@@ -52,11 +52,15 @@ step "inside lb1: reconcile --dry-run --node lb1 --repo desired-state"
 shown node lb1 reconcile --dry-run --node lb1 --repo desired-state
 
 for n in "${NODES[@]}"; do
-  step "inside $n: reconcile apply --repo desired-state   (the node is its own machine: --node defaults to its host name)"
-  shown node "$n" reconcile apply --repo desired-state
+  wait=()
+  # The last node completes the cluster: --wait returns once everything is Healthy (quorum,
+  # resources running, the VIP held once, servers UP), so the HTTP check below just works.
+  [[ $n == "${NODES[-1]}" ]] && wait=(--wait --timeout 3m)
+  step "inside $n: reconcile apply --repo desired-state ${wait[*]}  (the node is its own machine: --node defaults to its host name)"
+  shown node "$n" reconcile apply --repo desired-state "${wait[@]}"
 done
 
-step "inside lb1: reconcile --dry-run again: every object in sync (exit 0)"
+step "inside lb1: reconcile --dry-run again: every object in sync (exit 0), and its health"
 shown node lb1 reconcile --dry-run --repo desired-state
 
 step "HTTP through the VIP 192.0.2.100, from lb2: / goes to the app backend, /api/ to api"

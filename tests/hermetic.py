@@ -31,7 +31,9 @@ def _inside_temp(path: Any) -> bool:
 
 @pytest.fixture(autouse=True)
 def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    monkeypatch.setattr(controller.state, "DEFAULT_STATE_DIR", tmp_path_factory.mktemp("state"))
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setattr(controller.state, "DEFAULT_STATE_DIR", state)
+    monkeypatch.setenv("RECONCILE_STATE_DIR", str(state))  # a Node made without a state folder
     write, remove, run = AtomicWriter.write, AtomicWriter.remove, Runner.run
 
     def guarded_write(self: AtomicWriter, path: Any, *args: Any, **kw: Any) -> bool:

@@ -65,6 +65,8 @@ ALLOW: dict[str, list[str]] = {
         # native validators, check mode only, on temp files (validate / plan)
         r"^visudo -c -f /[A-Za-z0-9_./-]+$",
         r"^sssctl config-check -c /[A-Za-z0-9_./-]+ -s /[A-Za-z0-9_./-]+$",
+        # health: the join user and the manifest's groups resolve through NSS (one call each)
+        r"^getent (passwd|group) .+$",
         # --- Mount
         # one stat of every mount point (and bind source) reconcile made: a forced getattr
         # finds dead FUSE mounts; paths are schema-checked (no spaces: one argument each)
@@ -77,6 +79,9 @@ ALLOW: dict[str, list[str]] = {
         r"^systemd-analyze verify( (?P<q>'?)/[A-Za-z0-9_./-]*reconcile-units-[A-Za-z0-9_]+/[A-Za-z0-9_.:\\-]+"
         r"\.(auto)?mount(?P=q))+$",
     ],
+    # health: ARP probes (sender address 0.0.0.0: no cache anywhere learns from them) for
+    # floating addresses and the peers' own, on one interface: "IFACE ADDRESS..."
+    "arp-probe": [r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}( [0-9]{1,3}(\.[0-9]{1,3}){3})+$"],
     # A runtime socket: HAProxy's admin socket may only be asked `show …` / `get …`.
     "haproxy-api": [r"^(show|get) "],
 }

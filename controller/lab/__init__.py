@@ -13,6 +13,7 @@ Python API (tests, other tools)::
     lab = Lab("demo").up(nodes=2, systemd=True, sftp=True)   # lb1, lb2 boot a real systemd (~1 s)
     lab.nodes                      # ["lb1", "lb2"] (+ "dc1")
     lab.address("lb2")             # "192.0.2.12"
+    lab.address6("lb2")            # "2001:db8::12" (every node has both, on eth0)
     lab.shared                     # Path: same path on the host and in every node
     r = lab.exec("lb1", ["ip", "-j", "addr"])          # CompletedProcess[str], captured
     r = lab.exec("lb1", ["kinit", "alice"], input="pw\\n", check=False, timeout=30, cwd="/")
@@ -43,7 +44,7 @@ scope, each a fresh uniquely named lab, torn down even when the test fails; 2 no
 `@pytest.mark.lab`.
 
 Constants: `DOMAIN` "corp.example.test", `REALM`, `NETBIOS_DOMAIN` "CORP", `DC_NODE`,
-`DC_ADDRESS`, `ADMIN_USER` "Administrator", `ADMIN_PASSWORD`, `USERS` {user: password}
+`DC_ADDRESS`, `address6(ipv4)`, `ADMIN_USER` "Administrator", `ADMIN_PASSWORD`, `USERS` {user: password}
 (alice, bob, carol), `GROUPS` {group: members} (alice in "app-admins" and "Domain Admins",
 bob in "web users"; carol in none), `JOIN_PASSWORD_FILE` (holds ADMIN_PASSWORD, mode 0600,
 in every node of a lab with a DC), `SFTP_USER` "files", `SFTP_PASSWORD`, `SFTP_FOLDER`,
@@ -66,10 +67,11 @@ What a node is (see holder.py):
   /etc/krb5.conf and the join password file with a DC, the SFTP server's host key (in
   /etc/ssh/ssh_known_hosts), the client key and password with sftp=True,
   /etc/lxc/lxc.conf (keeps LXC's cgroups under reconcile-lab/<lab>/ so `down` removes
-  them), the /run folders systemd would create at boot, a system D-Bus (realm needs it). No other daemon runs (no
-  systemd, no syslog: /dev/log does not exist, log to files or stderr) except samba in dc1
-  and, with sftp=True, sshd in the server node.
-- Network: eth0 (veth to bridge br0 in namespace `<lab>-sw`), 192.0.2.0/24, no default
+  them), the /run folders systemd would create at boot, a system D-Bus (realm needs it).
+  No other daemon runs (no systemd, no syslog: /dev/log does not exist, log to files or
+  stderr) except samba in dc1 and, with sftp=True, sshd in the server node.
+- Network: eth0 (veth to bridge br0 in namespace `<lab>-sw`), 192.0.2.0/24 and
+  2001:db8::/64 (same last digits: 192.0.2.11 and 2001:db8::11), no default
   route, nothing in the host's network namespace. The host cannot reach nodes directly:
   reach a service from a node (`lab.wait_tcp`, a client run with `lab.exec`), or
   from the host with `nsenter`/`ip netns exec <lab>-lb1`.
@@ -95,7 +97,7 @@ groups; nothing is mounted on the host.
 from controller.lab.config import (  # noqa: F401
     ADMIN_PASSWORD, ADMIN_USER, DC_ADDRESS, DC_NODE, DOMAIN, GROUPS, JOIN_PASSWORD_FILE, LAB_BASE,
     NETBIOS_DOMAIN, REALM, SFTP_FOLDER, SFTP_KEY_FILE, SFTP_PASSWORD, SFTP_PASSWORD_FILE, SFTP_USER, SUBNET,
-    USERS, lb_address,
+    SUBNET6, USERS, address6, lb_address,
 )
 from controller.lab.lab import (  # noqa: F401
     Lab, LabError, NodeCommandError, NodeProcess, reconcile, sweep_orphans, temporary_lab,

@@ -11,15 +11,24 @@ from controller.lab import config
 from controller.lab.lab import Lab, LabError
 
 
+LAB_EXIT_CODES = """\
+exit codes:
+  0  done
+  1  error: bad arguments, not root, the lab could not do it
+  exec: the command's own exit code"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="reconcile lab", description=(
+    from controller.cli import Parser
+
+    p = Parser(prog="reconcile lab", epilog=LAB_EXIT_CODES, description=(
         "Lab nodes on this machine: network, mount, UTS, IPC and PID namespaces joined by a "
         "bridge, for the integration tests and the demo. Needs root."))
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     default = os.environ.get("RECONCILE_LAB", config.DEFAULT_NAME)
 
     def named(name: str, help: str) -> argparse.ArgumentParser:
-        s = sub.add_parser(name, help=help, description=help)
+        s = sub.add_parser(name, help=help, description=help, epilog=LAB_EXIT_CODES)
         s.add_argument("--name", default=default,
                        help=f"lab name (default: $RECONCILE_LAB or {config.DEFAULT_NAME!r}; now {default!r})")
         return s
@@ -33,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                          "file system), with the Debian packages' services as on a fresh install")
     up.add_argument("--sftp", action="store_true",
                     help=f"run an SFTP server (user {config.SFTP_USER}) in the last lb node, for the Mount examples")
-    named("down", "end every process of the lab, delete its namespaces and files")
+    dn = named("down", "end every process of the lab, delete its namespaces and files; the shared folder "
+                       "(and what you put there) is kept unless --purge")
+    dn.add_argument("--purge", action="store_true", help="delete the shared folder too")
     st = named("status", "nodes, addresses, holder PIDs, whether they run, whether the DC answers")
     st.add_argument("-o", "--output", choices=["text", "json"], default="text")
     ex = named("exec", "run a command in a node (exit code, stdin, stdout, stderr pass through)")
@@ -58,8 +69,9 @@ def main(argv: list[str]) -> int:
                   f"`reconcile lab exec --name {lab.name} lb1 -- CMD` enters a node, "
                   f"`reconcile lab down --name {lab.name}` removes it")
         elif args.command == "down":
-            lab.down()
-            print(f"lab {lab.name!r} is down")
+            lab.down(purge=args.purge)
+            kept = f"; its shared folder {lab.shared} is kept (--purge removes it)" if lab.shared.is_dir() else ""
+            print(f"lab {lab.name!r} is down{kept}")
         elif args.command == "status":
             if not lab.exists():
                 print(f"lab {lab.name!r} is not up", file=sys.stderr)
@@ -73,7 +85,7 @@ def main(argv: list[str]) -> int:
             cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             if not cmd:
                 print("reconcile lab exec: NODE -- CMD ...", file=sys.stderr)
-                return 2
+                return 1
             cwd = os.getcwd()
             enter = lab.enter_argv(args.node, cwd if lab.sees(args.node, cwd) else "/")
             os.execvpe(enter[0], enter + cmd, lab.env())

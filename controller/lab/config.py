@@ -25,6 +25,17 @@ def lb_address(index: int) -> str:
     return f"192.0.2.{10 + index}"
 
 
+# Every node also has an IPv6 address on eth0, from the documentation prefix, with the same
+# last digits: 192.0.2.11 → 2001:db8::11 (dc1: 2001:db8::2).
+SUBNET6 = "2001:db8::/64"
+PREFIX_LEN6 = 64
+
+
+def address6(ipv4: str) -> str:
+    """The IPv6 address of the node whose IPv4 address is `ipv4`."""
+    return f"2001:db8::{ipv4.rsplit('.', 1)[1]}"
+
+
 # Samba AD DC of a lab started with domain_controller=True.
 DC_NODE = "dc1"
 DC_ADDRESS = "192.0.2.2"

@@ -164,6 +164,10 @@ class Lab:
     def address(self, node: str) -> str:
         return self._node(node).address
 
+    def address6(self, node: str) -> str:
+        """The node's IPv6 address on eth0 (2001:db8::/64)."""
+        return config.address6(self._node(node).address)
+
     def pid(self, node: str) -> int:
         """Host PID of the node's PID 1, for `nsenter -t PID -n -m -u -i -p`."""
         return self._node(node).pid
@@ -205,12 +209,12 @@ class Lab:
         `ephemeral` marks a test's lab: `sweep_orphans` removes it once its owner is gone."""
         if not 1 <= nodes <= config.MAX_NODES:
             raise LabError(f"--nodes {nodes}: between 1 and {config.MAX_NODES}")
-        self.down()
+        self.down(purge=False)  # an operator's files in the shared folder survive a rebuild
         init = "systemd" if systemd else "holder"
         names = [(f"lb{i}", config.lb_address(i), init) for i in range(1, nodes + 1)]
         if domain_controller:
             names.append((config.DC_NODE, config.DC_ADDRESS, "holder"))
-        self.root.mkdir(parents=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self._record = {
             "name": self.name, "state": "starting", "created": time.time(),
             "owner": {"pid": os.getpid(), "start": _proc_start(os.getpid())},
@@ -223,7 +227,7 @@ class Lab:
             self._record["sftp"] = sftp_server.server_node([n for n, _a, _i in names])
         self._save()  # first: a run killed from here on is found and cleaned by the next up
         try:
-            self.shared.mkdir()
+            self.shared.mkdir(exist_ok=True)
             if sftp:  # first: every node's prepared files hold the server's host key
                 sftp_server.make_keys(self.root / "sftp")
             booting = [n["name"] for n in self.record["nodes"] if n["init"] == "systemd"]
@@ -257,14 +261,18 @@ class Lab:
             self._record["state"] = "ready"
             self._save()
         except BaseException:
-            self.down()
+            self.down(purge=ephemeral)
             raise
         return self
 
-    def down(self) -> None:
+    def down(self, purge: bool = True) -> None:
         """End every process of the lab, delete its namespaces and its folder. Idempotent;
         only processes whose command line is this lab's node holder, and those in this
-        lab's containers' control groups, are signalled."""
+        lab's containers' control groups, are signalled.
+
+        `purge=False` keeps the shared folder (an operator's repository, test output);
+        `reconcile lab down` does that unless given --purge. A shared folder left empty
+        goes anyway."""
         systemd_node.stop_all(self)
         victims = self._holder_processes()
         for pid in victims:
@@ -284,7 +292,13 @@ class Lab:
             _run(["ip", "netns", "delete", ns])
         self._remove_cgroups()
         if self.root.exists():
-            shutil.rmtree(self.root)
+            keep = not purge and self.shared.is_dir() and any(self.shared.iterdir())
+            for entry in (self.root.iterdir() if keep else [self.root]):
+                if entry != self.shared:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
         self._record = None
 
     def _holder_processes(self) -> list[int]:
@@ -380,8 +394,10 @@ class Lab:
                    f"link set {n['name']} master br0", f"link set {n['name']} up"]
         _run(["ip", "-n", self.switch, "-batch", "-"], input="\n".join(sw) + "\n")
         for n in self.record["nodes"]:
+            # nodad: the address is usable at once (no duplicate detection on the lab's own bridge)
+            v6 = f"addr add {config.address6(n['address'])}/{config.PREFIX_LEN6} dev eth0 nodad\n"
             _run(["ip", "-n", self._netns(n["name"]), "-batch", "-"],
-                 input=f"link set lo up\naddr add {n['address']}/{config.PREFIX_LEN} dev eth0\nlink set eth0 up\n")
+                 input=f"link set lo up\naddr add {n['address']}/{config.PREFIX_LEN} dev eth0\n{v6}link set eth0 up\n")
 
     # -- the node's private files, written into its overlay's upper layer before it starts --
     def _prefill(self, node_dir: Path, node: str) -> None:

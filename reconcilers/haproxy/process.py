@@ -10,7 +10,9 @@ first so that runtime drains and weights survive it; if the master refuses the n
 """
 from __future__ import annotations
 
+import hashlib
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +21,9 @@ from reconcilers.base import (
     systemd_running, unit_field, unit_states, validated_temp, wait_until,
 )
 from reconcilers.haproxy.config import (
-    ADMIN_SOCKET, BACKUP, CONFIG, KIND_OF, MASTER_SOCKET, PIDFILE, STATE_FILE, parse_config, read_config, section_at,
+    ADMIN_SOCKET, BACKUP, CONFIG, KIND_OF, MASTER_SOCKET, PIDFILE, STATE_FILE, ConfigFile, SectionKey, parse_config,
+    read_config,
+    section_at,
 )
 from reconcilers.haproxy.parse import Snapshot
 from reconcilers.haproxy.runtime import MasterProc, RuntimeAPI, parse_servers_state, parse_show_proc, parse_stat, \
@@ -28,6 +32,11 @@ from reconcilers.haproxy.runtime import MasterProc, RuntimeAPI, parse_servers_st
 
 NO_LISTENER = "will not start (no listener)"
 UNIT = "haproxy.service"
+# A server state file with no server in it (`show servers state` of an empty HAProxy).
+EMPTY_STATE = ("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+               "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+               "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port "
+               "srv_check_addr srv_agent_addr srv_agent_port\n")
 
 
 class ReloadRefused(ApplyError):
@@ -57,13 +66,16 @@ def _alerts(output: str) -> list[str]:
     return out
 
 
-def refusals_from(output: str, text: str) -> list[Refusal]:
+def refusals_from(output: str, text: str, owners: dict[SectionKey, Key] | None = None) -> list[Refusal]:
     """haproxy -c's alerts as refusals: the temp file's line turned into the section it is
-    in, and the objects it names (a section's line, or a proxy named in the message)."""
+    in, and the objects it names (the owner of a section's line, or a proxy named in the
+    message). `owners` maps sections to objects (default: proxies to their kinds)."""
+    if owners is None:
+        owners = {s.key: (KIND_OF[s.keyword], s.name) for s in parse_config(text).sections if s.keyword in KIND_OF}
     proxies: dict[str, list[Key]] = {}
-    for s in parse_config(text).sections:
-        if s.keyword in KIND_OF:
-            proxies.setdefault(s.name, []).append((KIND_OF[s.keyword], s.name))
+    for (keyword, name), key in owners.items():
+        if keyword in KIND_OF:
+            proxies.setdefault(name, []).append(key)
     out = []
     for alert in _alerts(output):
         objects: list[Key] = []
@@ -74,8 +86,8 @@ def refusals_from(output: str, text: str) -> list[Refusal]:
             where = section_at(text, n)
             label = f"{where[0]} {where[1]}".strip() if where else "line"
             message = f"{label} (line {n}): " + message[m.end():]
-            if where and where[0] in KIND_OF:
-                objects.append((KIND_OF[where[0]], where[1]))
+            if where and where in owners:
+                objects.append(owners[where])
         for name in _PROXY.findall(alert):
             objects += [k for k in proxies.get(name, []) if k not in objects]
         out.append(Refusal(message.strip(), tuple(objects)))
@@ -87,15 +99,31 @@ def haproxy_errors(output: str, text: str) -> str:
     return " | ".join(r.message for r in refusals_from(output, text)[:4])
 
 
+def file_digest(text: str) -> str:
+    """How an imported file is recognised (the HAProxy manifest's `imported-from` label)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def state_file(text: str | None) -> Path:
+    """Where a configuration keeps the server state across reloads (`server-state-file`,
+    which only `global` takes)."""
+    m = re.search(r"^[ \t]*server-state-file[ \t]+(\S+)", text or "", re.M)
+    if not m:
+        return STATE_FILE
+    path = Path(m.group(1))
+    return path if path.is_absolute() else Path("/var/lib/haproxy") / path
+
+
 # --- the process -----------------------------------------------------------------------------
 
 
 class HAProxy:
     """HAProxy on this node: observe it, check and install the file, start and reload it."""
 
-    def __init__(self, node: Node, config: Path = CONFIG, enforce: bool = False):
+    def __init__(self, node: Node, config: Path = CONFIG, adopt: str | None = None, enforce: bool = False):
         self.node = node
         self.config = config
+        self.adopt = adopt  # digest of a file the manifests were imported from: reconcile may take it over
         self.enforce = enforce  # metadata.drift: enforce: unmask/enable a unit an operator held back
         self.api = RuntimeAPI(node)
         self.written_copy = Path(node.state_dir) / "haproxy" / "haproxy.cfg.written"
@@ -107,74 +135,99 @@ class HAProxy:
 
     def snapshot(self) -> Snapshot:
         file = parse_config(read_config(self.config))
-        written = None
-        if file.shared_edited or any(s.edited for s in file.sections):
-            try:
-                written = parse_config(self.written_copy.read_text())
-            except (OSError, UnicodeDecodeError):
-                pass
         units = unit_field(unit_states(self.node, [UNIT])) if systemd_running() else None
         if not self.running():
-            return Snapshot(file, False, written=written, units=units)
+            return Snapshot(file, False, units=units)
         servers = parse_servers_state(self.api.command("show servers state", read_only=True))
         frontends, backends = parse_stat(self.api.command("show stat -1 7 -1", read_only=True))
-        return Snapshot(file, True, servers, frontends, backends, written, units)
+        return Snapshot(file, True, servers, frontends, backends, units)
+
+    def stat_rows(self) -> dict[str, dict[str, dict[str, str]]] | None:
+        """`show stat` by proxy and row, for health; None when HAProxy does not run."""
+        from reconcilers.haproxy.health import parse_stat_rows
+
+        if not self.running():
+            return None
+        return parse_stat_rows(self.api.command("show stat -1 7 -1", read_only=True))
 
     def preview(self) -> tuple[str, list[str]]:
         """For the plan: "reload" or "start", and notes on whether the file is ours to
         replace. Read-only."""
         file = parse_config(read_config(self.config))
         notes = []
-        if file.foreign_proxies:
+        if file.foreign_proxies and self.adopts(file):
+            notes.append(f"takes over {self.config}, which the manifests were imported from "
+                         f"(a copy is kept as {BACKUP.name})")
+        elif file.foreign_proxies:
             notes.append(f"will be refused: {self.config} was not generated by reconcile and defines "
                          f"{', '.join(file.foreign_proxies[:3])}")
         elif file.text is not None and not file.generated:
             notes.append(f"replaces {self.config}, which has no proxies (a copy is kept as {BACKUP.name})")
         return ("reload" if self.running() else "start"), notes
 
+    def adopts(self, file: ConfigFile) -> bool:
+        """True when `file`, which reconcile did not write, is the one the node's manifests
+        were imported from (`reconcile import haproxy`): reconcile takes it over."""
+        return self.adopt is not None and file.text is not None and not file.generated and \
+            file_digest(file.text) == self.adopt
+
     def check_owned(self, snap: Snapshot) -> None:
-        """Refuse to overwrite an HAProxy configuration with proxies we did not write."""
+        """Refuse to overwrite an HAProxy configuration with proxies we did not write (unless
+        the manifests were imported from exactly that file)."""
         foreign = snap.file.foreign_proxies
-        if foreign:
+        if foreign and not self.adopts(snap.file):
             raise ApplyError(
                 f"{self.config} was not generated by reconcile and defines {', '.join(foreign[:3])}; "
-                f"nothing was changed. Move it away (or port it to Frontend/Backend manifests) to let "
-                f"reconcile manage HAProxy on this node")
+                f"nothing was changed. Import it (`reconcile import haproxy --live`: manifests imported from "
+                f"exactly this file take it over), or move it away, to let reconcile manage HAProxy on this node")
 
     # -- the file
 
-    def check(self, text: str) -> list[Refusal]:
-        """What `haproxy -c` refuses in `text`, checked in a temp file. Read-only."""
-        def run() -> list[Refusal]:
-            found: list[Refusal] = []
-            validated_temp(text, lambda path: found.extend(self._check_file(path, text)), suffix=".cfg")
-            return found
-        return native_check(self.node, "haproxy", text, run)
+    def check(self, text: str, owners: dict[SectionKey, Key] | None = None) -> list[Refusal]:
+        """What `haproxy -c` refuses in `text`, checked in a temp file. Read-only: a server
+        state file apply would create is stood in for by an empty one."""
+        state = state_file(text)
+        with tempfile.NamedTemporaryFile("w", prefix="reconcile-check-", suffix=".state") as stand_in:
+            if not state.exists():
+                stand_in.write(EMPTY_STATE)
+                stand_in.flush()
+                text = text.replace(f"server-state-file {state}", f"server-state-file {stand_in.name}")
 
-    def install(self, snap: Snapshot, text: str) -> bool:
+            def run() -> list[Refusal]:
+                found: list[Refusal] = []
+                validated_temp(text, lambda path: found.extend(self._check_file(path, text, owners)), suffix=".cfg")
+                return found
+            return native_check(self.node, "haproxy", text, run)
+
+    def install(self, snap: Snapshot, text: str, owners: dict[SectionKey, Key] | None = None,
+                secret: bool = False) -> bool:
         """Install `text` atomically once `haproxy -c` accepted the temp file (raises
-        `Refused` otherwise, installing nothing). False when it was there already."""
+        `Refused` otherwise, installing nothing). 0600 when it holds a secret. False when it
+        was there already."""
         self.check_owned(snap)
         writer = AtomicWriter(self.node)
+        state = state_file(text)
+        if not state.exists():  # HAProxy warns about a missing one (an error under zero-warning)
+            writer.write(state, EMPTY_STATE)
         if snap.file.text is not None and not snap.file.generated and not BACKUP.exists():
             writer.write(BACKUP, snap.file.text)  # the package's default file, kept once
 
         def validate(path: Path) -> None:
-            refusals = native_check(self.node, "haproxy", text, lambda: self._check_file(path, text))
+            refusals = native_check(self.node, "haproxy", text, lambda: self._check_file(path, text, owners))
             if refusals:
                 raise Refused(refusals)
 
-        changed = writer.write(self.config, text, mode=0o644, validate=validate)
+        changed = writer.write(self.config, text, mode=0o600 if secret else 0o644, validate=validate)
         writer.write(self.written_copy, text, mode=0o600)  # to tell a hand edit from ours later
         return changed
 
-    def _check_file(self, path: Path, text: str) -> list[Refusal]:
+    def _check_file(self, path: Path, text: str, owners: dict[SectionKey, Key] | None = None) -> list[Refusal]:
         try:
             self.node.run(["haproxy", "-c", "-f", str(path)], read_only=True, timeout=30)
         except CommandError as err:
             if err.rc == 2 and NO_LISTENER in err.stdout + err.stderr:
                 return []  # valid; the reconciler stops HAProxy rather than run it with nothing to serve
-            return refusals_from(err.stderr or err.stdout, text)
+            return refusals_from(err.stderr or err.stdout, text, owners)
         return []
 
     # -- the process
@@ -270,10 +323,11 @@ class HAProxy:
         return parse_show_proc(self.api.master_command("show proc; quit", read_only=True))
 
     def save_server_state(self) -> None:
-        """Dump the runtime server state where `load-server-state-from-file` reads it."""
+        """Dump the runtime server state where `load-server-state-from-file` reads it (the
+        global `server-state-file`: reconcile's, or the operator's)."""
         text = self.api.command("show servers state", read_only=True)
         if text.startswith("1\n"):
-            AtomicWriter(self.node).write(STATE_FILE, text)
+            AtomicWriter(self.node).write(state_file(read_config(self.config)), text)
 
     @staticmethod
     def _wait(predicate: Callable[[], Any], seconds: float, message: str) -> None:

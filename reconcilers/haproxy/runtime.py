@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import ApplyError, Node, UnsafeValue, one_line
-from reconcilers.haproxy.config import ADMIN_SOCKET, EDITED, IN_SYNC, MASTER_SOCKET
-from reconcilers.haproxy.render import server_args
+from reconcilers.haproxy.config import ADMIN_SOCKET, MASTER_SOCKET
 
 REMOVE_WAIT = 10.0  # seconds a drained server may take to finish its requests before deletion
 PROMPT = b"\n> "
@@ -134,6 +133,15 @@ class Session:
             raise ApplyError(f"HAProxy refused `{cmd}`: {answer or '(no answer)'}")
         return answer
 
+    def send_payload(self, text: str) -> str:
+        """A command with a payload (`... <<` then lines); an empty line ends the payload.
+        The caller reports it to the runner (without the payload)."""
+        try:
+            self.sock.sendall(text.encode() + b"\n")
+        except OSError as err:
+            raise ApplyError(f"lost HAProxy's admin socket: {err.strerror or err}") from None
+        return self.read_answer(text.split("\n", 1)[0])
+
     def read_answer(self, cmd: str) -> str:
         while PROMPT not in self.buffer:
             try:
@@ -176,6 +184,7 @@ class RuntimeServer:
     admin: int
     weight: int
     check_state: int
+    fqdn: str = ""  # the host name of a server given by name
 
     @property
     def state(self) -> str:
@@ -196,7 +205,8 @@ def parse_servers_state(text: str) -> dict[str, dict[str, RuntimeServer]]:
         row = dict(zip(header, words))
         try:
             server = RuntimeServer(row["be_name"], row["srv_name"], row["srv_addr"], int(row["srv_port"]),
-                                   int(row["srv_admin_state"]), int(row["srv_uweight"]), int(row["srv_check_state"]))
+                                   int(row["srv_admin_state"]), int(row["srv_uweight"]), int(row["srv_check_state"]),
+                                   row.get("srv_fqdn", "-").strip("-"))
         except (KeyError, ValueError):
             continue
         out.setdefault(server.backend, {})[server.name] = server
@@ -307,6 +317,50 @@ class BackendPlan:
     ops: list[ServerOp] = field(default_factory=list)
 
 
+# Server keywords `add server` takes in HAProxy 2.6 (management.txt, "add server").
+DYNAMIC_KEYWORDS = frozenset("""
+agent-addr agent-check agent-inter agent-port agent-send allow-0rtt alpn addr backup ca-file check check-alpn
+check-proto check-send-proxy check-sni check-ssl check-via-socks4 ciphers ciphersuites crl-file crt disabled
+downinter enabled error-limit fall fastinter force-sslv3 force-tlsv10 force-tlsv11 force-tlsv12 force-tlsv13 id
+inter maxconn maxqueue minconn no-ssl-reuse no-sslv3 no-tlsv10 no-tlsv11 no-tlsv12 no-tlsv13 no-tls-tickets npn
+observe on-error on-marked-down on-marked-up pool-low-conn pool-max-conn pool-purge-delay port proto
+proxy-v2-options rise send-proxy send-proxy-v2 send-proxy-v2-ssl send-proxy-v2-ssl-cn slowstart sni source ssl
+ssl-max-ver ssl-min-ver tfo tls-tickets track usesrc verify verifyhost weight ws
+""".split())
+# Keywords among those that take a value (the value is not a keyword to check).
+_TAKES_VALUE = frozenset("""
+agent-addr agent-inter agent-port agent-send alpn addr ca-file check-alpn check-proto check-sni ciphers
+ciphersuites crl-file crt downinter error-limit fall fastinter id inter maxconn maxqueue minconn observe on-error
+on-marked-down on-marked-up pool-low-conn pool-max-conn pool-purge-delay port proto proxy-v2-options rise
+slowstart sni source ssl-max-ver ssl-min-ver track usesrc verify verifyhost weight ws
+""".split())
+
+
+def server_args(server: dict[str, Any]) -> list[str] | None:
+    """The arguments of `add server BE/NAME` for a normalized server, or None when the
+    runtime API cannot make it as the file says (a host name: dynamic servers never
+    resolve; a keyword `add server` does not take)."""
+    if "host" in server or server.get("address") is None:
+        return None
+    address = str(server["address"])
+    if ":" in address:
+        address = f"[{address}]"
+    args = [f"{address}:{server['port']}" if server.get("port") else address, "weight", str(server["weight"])]
+    if server.get("backup"):
+        args.append("backup")
+    if "maxconn" in server:
+        args += ["maxconn", str(server["maxconn"])]
+    if server.get("check"):
+        args.append("check")
+    options = server.get("options", "").split()
+    i = 0
+    while i < len(options):
+        if options[i] not in DYNAMIC_KEYWORDS:
+            return None
+        i += 2 if options[i] in _TAKES_VALUE else 1
+    return args + options
+
+
 def plan_backend(
     name: str,
     observed: dict[str, Any] | None,
@@ -323,40 +377,49 @@ def plan_backend(
     if observed is None:
         plan.reload.append(f"backend {name} is not loaded")
         return plan
-    for key in ("mode", "balance", "healthCheck", "timeouts"):
-        if observed.get(key) != desired[key]:
+    for key in ("section", "from", "lines", "shared"):
+        if observed.get(key) != desired.get(key):
             plan.reload.append(f"{key} changed")
-    if observed.get("config") != IN_SYNC:
-        plan.reload.append("the file was edited by hand" if str(observed.get("config")).startswith(EDITED)
-                           else str(observed.get("config")))
-    have, want = observed.get("servers", {}), desired["servers"]
-    check = desired["healthCheck"]
+    have, want = observed.get("servers", {}), desired.get("servers", {})
+    # Dynamic servers take nothing from `default-server`: with one, the file alone says it right.
+    inherits = any(line.split()[:1] == ["default-server"] for line in desired.get("lines", []))
     # Adds first and removals last, so capacity never dips below what both agree on.
     for server in sorted(set(want) - set(have)):
         w = want[server]
-        commands = [f"add server {name}/{server} {' '.join(server_args(w, check))}"]
-        if w["check"] and check["type"] != "none":
+        args = None if inherits else server_args(w)
+        if args is None:
+            plan.reload.append(f"servers.{server} can only be added by a reload")
+            continue
+        commands = [f"add server {name}/{server} {' '.join(args)}"]
+        if w.get("check"):
             commands.append(f"enable health {name}/{server}")
         commands.append(f"set server {name}/{server} state {w['state']}")  # dynamic servers start in maint
         plan.ops.append(ServerOp(server, "add", commands))
     for server in sorted(set(want) & set(have)):
         h, w = have[server], want[server]
         commands = []
-        if h["backup"] != w["backup"]:
-            plan.reload.append(f"servers.{server}.backup changed")
-        if (h["address"], h["port"]) != (w["address"], w["port"]):
-            commands.append(f"set server {name}/{server} addr {w['address']} port {w['port']}")
-        if h["weight"] != w["weight"] and "weight" not in ignored:
+        for key in ("backup", "options", "host"):
+            if h.get(key) != w.get(key):
+                plan.reload.append(f"servers.{server}.{key} changed")
+        if "address" in w and (h.get("address"), h.get("port")) != (w.get("address"), w.get("port")):
+            if isinstance(w.get("port"), int) or w.get("port") is None:
+                port = f" port {w['port']}" if w.get("port") else ""
+                commands.append(f"set server {name}/{server} addr {w['address']}{port}")
+            else:
+                plan.reload.append(f"servers.{server}.address changed")
+        elif "host" in w and h.get("port") != w.get("port"):
+            plan.reload.append(f"servers.{server}.port changed")
+        if h.get("weight") != w.get("weight") and "weight" not in ignored:
             commands.append(f"set server {name}/{server} weight {w['weight']}")
         if h.get("maxconn") != w.get("maxconn"):
             commands.append(f"set maxconn server {name}/{server} {w.get('maxconn', 0)}")
-        if h["check"] != w["check"]:
+        if h.get("check") != w.get("check"):
             configured = runtime is None or server not in runtime or runtime[server].check_state & CHECK_CONFIGURED
-            if w["check"] and not configured:
+            if w.get("check") and not configured:
                 plan.reload.append(f"servers.{server} needs health checks configured")
             else:
-                commands.append(f"{'enable' if w['check'] else 'disable'} health {name}/{server}")
-        if h["state"] != w["state"] and "state" not in ignored:
+                commands.append(f"{'enable' if w.get('check') else 'disable'} health {name}/{server}")
+        if h.get("state") != w.get("state") and "state" not in ignored:
             commands.append(f"set server {name}/{server} state {w['state']}")
         if commands:
             plan.ops.append(ServerOp(server, "update", commands))

@@ -72,6 +72,8 @@ def container(name: str, address: str | None = None, bridge: str = "", **spec: A
     """A busybox container running busybox httpd as init (stopped within 1 s). Each test
     gives its bridge its own /28 of 198.51.100.0/24: two bridges of a node must not share a
     subnet."""
+    if not {"cluster", "nodes", "node"} & set(spec):
+        spec["nodes"] = ["*"]  # every node, explicitly: these trees have no Cluster
     lines = [f"  {k}: {json.dumps(v)}" for k, v in spec.items()]
     net = ""
     if address:  # e.g. 198.51.100.18/28: the bridge takes the subnet's first address
@@ -461,10 +463,10 @@ INJECTIONS = {
     "lxcPath": (container("inj2") + '  lxcPath: "/var/lib/lxc\\n"\n', r"c\.yaml:\d+: spec\.lxcPath: "),
     "skel": ("apiVersion: reconcile/v1\nkind: DomainJoin\nmetadata: {name: corp}\nspec:\n  domain: corp.example.test\n"
              "  password: {file: /etc/reconcile/secrets/corp-join.password}\n"
-             '  homeDirectories: {skel: "/etc/skel\\n"}\n', r"c\.yaml:7: spec\.homeDirectories\.skel: "),
+             '  homeDirectories: {skel: "/etc/skel\\n"}\n  nodes: ["*"]\n', r"c\.yaml:7: spec\.homeDirectories\.skel: "),
     "pattern": ("apiVersion: reconcile/v1\nkind: DomainJoin\nmetadata: {name: corp}\nspec:\n  domain: corp.example.test\n"
                 "  password: {file: /etc/reconcile/secrets/corp-join.password}\n"
-                "  homeDirectories: {pattern: /home/../etc/%u}\n",
+                "  homeDirectories: {pattern: /home/../etc/%u}\n  nodes: [\"*\"]\n",
                 r"c\.yaml:7: spec\.homeDirectories\.pattern: '/home/\.\./etc/%u': '\.\.' is not allowed"),
 }
 

@@ -25,6 +25,7 @@ kind: DomainJoin
 metadata:
   name: corp
 spec:
+  nodes: ["*"]
   domain: {domain}
   password: {{file: {secret}}}
   allowGroups: {allow}

@@ -240,12 +240,14 @@ def test_hand_made_drift_is_planned_then_corrected(lb: LB) -> None:
     lb.apply(tree)
     lb.api("set server app/s2 state maint")  # an operator disables a server by hand
     lb.api("set server app/s3 weight 7")
-    lb.lab.exec(NODE, ["sed", "-i", "s/timeout client 30s/timeout client 99s/", "/etc/haproxy/haproxy.cfg"])
+    lb.lab.exec(NODE, ["sed", "-i", "-e", "s/timeout client 30s/timeout client 99s/",  # in reconcile's defaults
+                       "-e", r"s/^    default_backend app/    option forwardfor\n    default_backend app/",  # in web's
+                       "/etc/haproxy/haproxy.cfg"])
     plan = lb.plan(tree, rc=2).stdout
     assert "servers.s2.state: maint → ready" in plan
     assert "servers.s3.weight: 7 → 1" in plan
-    assert "timeouts.client: 99s → 30s" in plan
-    assert "config: \"edited by hand: 'timeout client 30s' -> 'timeout client 99s'\"" in plan
+    assert "shared: \"edited by hand: 'timeout client 30s' -> 'timeout client 99s'\" → \"as generated\"" in plan
+    assert "lines: -'option forwardfor'" in plan
     assert lb.servers("app")["s2"]["srv_admin_state"] == "1"  # the plan changed nothing
     result = lb.apply(tree)
     assert "drift corrected" in result.stdout

@@ -116,6 +116,22 @@ def test_nodes_reach_each_other_over_ping_and_tcp(lab2: Lab) -> None:
         server.wait(5)
 
 
+def test_nodes_reach_each_other_over_ipv6_in_the_documentation_prefix(lab2: Lab) -> None:
+    assert lab2.address6("lb2") == "2001:db8::12"
+    addresses = json.loads(lab2.exec("lb2", ["ip", "-j", "-6", "addr", "show", "dev", "eth0"]).stdout)
+    assert "2001:db8::12" in {a["local"] for i in addresses for a in i["addr_info"]}
+    lab2.exec("lb1", ["ping", "-6", "-c1", "-W2", lab2.address6("lb2")])
+    v6_server = SERVER.replace("int(sys.argv[2]))", "int(sys.argv[2])), family=socket.AF_INET6")
+    server = lab2.popen("lb2", [PY, "-c", v6_server, lab2.address6("lb2"), "8080"])
+    try:
+        lab2.wait_tcp("lb1", lab2.address6("lb2"), 8080, timeout=10)
+    finally:
+        server.terminate()
+        server.wait(5)
+    host = json.loads(subprocess.run(["ip", "-j", "-6", "addr"], check=True, capture_output=True, text=True).stdout)
+    assert not [a for i in host for a in i.get("addr_info", []) if a["local"].startswith("2001:db8:")]
+
+
 def test_nodes_have_no_default_route_and_do_not_reach_the_host_or_beyond(lab2: Lab) -> None:
     for family in ("-4", "-6"):
         routes = json.loads(lab2.exec("lb1", ["ip", "-j", family, "route"]).stdout)
@@ -255,7 +271,8 @@ def test_lxc_container_runs_in_a_node_and_down_removes_its_cgroups(lab2: Lab) ->
 def test_dc_answers_ldap_srv_and_kerberos_for_a_node(lab2_dc: Lab) -> None:
     srv = lab2_dc.exec("lb1", ["dig", "+short", "-t", "SRV", f"_ldap._tcp.{DOMAIN}"]).stdout
     assert f"389 dc1.{DOMAIN}." in srv
-    assert lab2_dc.exec("lb1", ["host", f"dc1.{DOMAIN}"]).stdout.strip().endswith(DC_ADDRESS)
+    # (the DC also registers its IPv6 address, 2001:db8::2: ask for the A record)
+    assert lab2_dc.exec("lb1", ["host", "-t", "A", f"dc1.{DOMAIN}"]).stdout.strip().endswith(DC_ADDRESS)
     lab2_dc.exec("lb1", ["kinit", f"alice@{REALM}"], input=USERS["alice"] + "\n")
     klist = lab2_dc.exec("lb1", ["klist"]).stdout
     assert f"Default principal: alice@{REALM}" in klist and f"krbtgt/{REALM}@{REALM}" in klist
@@ -379,5 +396,28 @@ def test_cli_up_status_exec_down() -> None:
         assert [(n["name"], n["alive"]) for n in status["nodes"]] == [("lb1", True)]
         assert cli("down").returncode == 0
         assert cli("status").returncode == 1
+    finally:
+        Lab(name).down()
+
+
+def test_cli_down_keeps_the_shared_folder_unless_purged() -> None:
+    name = unique_name("keep")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([RECONCILE, "lab", *args, "--name", name], capture_output=True, text=True, timeout=120)
+
+    lab = Lab(name)
+    try:
+        assert cli("up", "--nodes", "1").returncode == 0
+        (lab.shared / "repo").mkdir()
+        (lab.shared / "repo" / "vip.yaml").write_text("kept\n")
+        down = cli("down")
+        assert down.returncode == 0 and f"its shared folder {lab.shared} is kept" in down.stdout
+        assert (lab.shared / "repo" / "vip.yaml").read_text() == "kept\n"
+        assert sorted(p.name for p in lab.root.iterdir()) == ["shared"]  # nothing else of the lab is left
+        assert cli("up", "--nodes", "1").returncode == 0  # a rebuilt lab finds it again
+        assert lab.read_file("lb1", str(lab.shared / "repo" / "vip.yaml")) == "kept\n"
+        assert cli("down", "--purge").returncode == 0
+        assert not lab.root.exists()
     finally:
         Lab(name).down()

@@ -287,7 +287,8 @@ def test_changes_apply_on_the_dc_in_one_cib_update(lab, repo):
     writer = dc(lab)
     r = lab.exec(writer, ["reconcile", "apply", "--repo", str(repo), "-v"], check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "ClusterResource db (applied: update)" in r.stdout and "ClusterResource db-vip (applied: update)" in r.stdout
+    assert "ClusterResource db (applied: update)" in r.stdout
+    assert "VirtualIP db-vip (IPaddr2 primitive) (applied: update)" in r.stdout
     assert len(re.findall(r"ran cibadmin --patch", r.stderr)) == 1, r.stderr
     settled(lab)
     assert running_on(lab, "db-vip") == [other(holder)] == running_on(lab, "db")

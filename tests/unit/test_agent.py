@@ -417,7 +417,8 @@ def test_after_a_restart_with_a_broken_head_the_last_applied_revision_is_enforce
     assert status["revision"] == good and status["reason"] == "ArtifactFailed"
 
 
-def test_a_second_agent_on_the_node_refuses_to_start(env, capsys):
+def test_a_second_agent_on_the_node_refuses_to_start(env, capsys, monkeypatch):
+    monkeypatch.setattr("controller.identity.this_host", lambda: "lb1")  # this test machine is lb1
     with NodeLock(env.state):
         code = agent_mod.main(["--repo", str(env.repo.path), "--node", "lb1", "--state-dir", str(env.state),
                                "--metrics-port", "0", "--once"])
@@ -425,6 +426,15 @@ def test_a_second_agent_on_the_node_refuses_to_start(env, capsys):
     err = capsys.readouterr().err
     assert f"another reconcile (pid {os.getpid()}) holds {env.state / 'lock'}" in err
     assert "only one agent" in err
+
+
+def test_the_agent_acts_on_this_machine_only(env, capsys, monkeypatch):
+    monkeypatch.setattr("controller.identity.this_host", lambda: "lb2")
+    code = agent_mod.main(["--repo", str(env.repo.path), "--node", "lb1", "--state-dir", str(env.state),
+                           "--metrics-port", "0", "--once"])
+    assert code == 1
+    assert "this host is 'lb2', not 'lb1'" in capsys.readouterr().err
+    assert not (env.state / "status.json").exists()
 
 
 def test_the_lock_of_an_agent_killed_with_kill_9_is_taken_over(tmp_path):

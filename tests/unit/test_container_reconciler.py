@@ -371,6 +371,25 @@ def test_writing_files_is_refused_in_dry_run(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_file_changed_in_git_shows_as_a_short_unified_diff(tmp_path):
+    lxc = tmp_path / "lxc"
+    rootfs = lxc / "app1" / "rootfs"
+    (rootfs / "www").mkdir(parents=True)
+    (rootfs / "www" / "index.html").write_text("app1\nsecond line\n")
+    (lxc / "app1" / "config").write_text(f"lxc.rootfs.path = dir:{rootfs}\n")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "c.yaml").write_text(EXAMPLE.replace(
+        'files: {/www/index.html: "app1\\n"}', f'files: {{/www/index.html: "app1 v2\\nsecond line\\n"}}\n  lxcPath: {lxc}'))
+    rec = ContainerReconciler()
+    rec._layout = V1
+    node = Node("lb1", Runner(dry_run=True), tmp_path / "state")
+    want = rec.desired(load_tree(tmp_path / "tree"), node)["Container"]["app1"].state
+    have = dict(want, files={"/www/index.html": file_digest(b"app1\nsecond line\n")})
+    notes = rec.explain(Change("Container", "app1", "update", want, have), node)
+    assert notes[:5] == ["--- /www/index.html (on the node)", "+++ /www/index.html (from git)", "@@ -1,2 +1,2 @@",
+                         "-app1", "+app1 v2"]
+
+
 # --- the root file system reconcile created, and nothing else ----------------------------------
 
 

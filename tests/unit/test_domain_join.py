@@ -44,7 +44,8 @@ spec:
   password: {{file: {secret}}}
   allowGroups: {allow}
   sudoGroups: {sudo}
-{extra}"""
+{extra}  nodes: ["*"]
+"""
 
 
 def write_join(root: Path, domain="corp.example.test", secret="/etc/reconcile/secrets/corp-join.password",

@@ -74,6 +74,8 @@ def env(tmp_path, monkeypatch):
     store = tmp_path / "store"
     store.mkdir()
     json_kinds.use_store(monkeypatch, store)
+    # This test machine is lb1 for the CLI (apply acts only on the machine it runs on).
+    monkeypatch.setattr("controller.identity.this_host", lambda: "lb1")
     monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:FileBackends")
     monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", f"{__name__}:FileFrontends")
     monkeypatch.setitem(reconcilers.REGISTRY, "Cluster", "tests.unit.json_kinds:GroupCluster")

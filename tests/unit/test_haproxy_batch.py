@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.loader import load_tree
-from reconcilers.base import ApplyError, Change, Refusal, install_batch
-from reconcilers.haproxy.config import compose, parse_config, section_at, sections_of
+from reconcilers.base import ApplyError, Change, Node, Refusal, Runner, install_batch
+from reconcilers.haproxy.config import parse_config, section_at
 from reconcilers.haproxy.process import refusals_from
-from reconcilers.haproxy.reconciler import with_changes
-from reconcilers.haproxy.render import desired_sections, render_desired
+from reconcilers.haproxy.reconciler import HAProxyReconciler
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "haproxy"
 
@@ -72,26 +71,30 @@ def test_a_batch_retried_without_the_refused_objects_lands_the_others() -> None:
     assert "argument 'inter'" in str(outcomes[("Backend", "slow")])
 
 
-def test_with_changes_renders_creates_and_updates_and_drops_deletes() -> None:
-    frontends, backends = desired_sections(load_tree(FIXTURES / "tree"), "lb1")
-    current = sections_of(parse_config(render_desired(frontends, backends)))
-    assert sorted(current) == [("backend", "app"), ("backend", "legacy"), ("frontend", "legacy"), ("frontend", "web")]
-    app = dict(backends["app"], balance="leastconn")
-    batch = [change("Backend", "app", "update", app), change("Frontend", "legacy", "delete"),
-             change("Backend", "new", "create", backends["legacy"])]
-    sections = with_changes(current, batch)
-    assert sorted(sections) == [("backend", "app"), ("backend", "legacy"), ("backend", "new"), ("frontend", "web")]
+NODE = Node("lb1", Runner(dry_run=True))
+
+
+def test_a_batch_composes_creates_and_updates_and_drops_deletes_leaving_the_rest() -> None:
+    rec = HAProxyReconciler()
+    desired = rec.desired(load_tree(FIXTURES / "tree"), NODE)
+    file = parse_config(rec.render(NODE)["/etc/haproxy/haproxy.cfg"])
+    app = dict(desired["Backend"]["app"].state)
+    batch = [change("Backend", "app", "update", app), change("Frontend", "legacy", "delete")]
+    rec.model.objects[("Backend", "app")].sections[("backend", "app")].insert(0, "balance leastconn")
+    sections = rec._compose(file, batch, fill=None)
+    assert ("frontend", "legacy") not in sections and ("frontend", "web") in sections
     assert "    balance leastconn" in sections[("backend", "app")]
-    assert sections[("backend", "legacy")] == current[("backend", "legacy")]  # not in the batch: as it is
-    text = compose(sections)
-    assert text.index("frontend web") < text.index("backend app") < text.index("backend legacy") < \
-        text.index("backend new")
+    assert sections[("backend", "legacy")] == next(s for s in file.sections if s.key == ("backend", "legacy")).lines()
+    text, owners = rec._text(sections)
+    assert text.index("global") < text.index("defaults") < text.index("frontend web") < text.index("backend app")
+    assert owners[("backend", "app")] == ("Backend", "app") and ("global", "") not in owners  # reconcile's own
 
 
-def test_composing_the_desired_objects_gives_exactly_the_rendered_file() -> None:
+def test_composing_every_desired_object_gives_exactly_the_rendered_file() -> None:
     """The file an apply from empty composes is the one validate() checked, so its
     `haproxy -c` acceptance is remembered and not run twice."""
-    frontends, backends = desired_sections(load_tree(FIXTURES / "tree"), "lb1")
-    batch = [change("Backend", n, "create", s) for n, s in backends.items()]
-    batch += [change("Frontend", n, "create", s) for n, s in frontends.items()]
-    assert compose(with_changes({}, batch)) == render_desired(frontends, backends)
+    rec = HAProxyReconciler()
+    desired = rec.desired(load_tree(FIXTURES / "tree"), NODE)
+    batch = [change(kind, name, "create", d.state) for kind, objs in desired.items() for name, d in objs.items()]
+    text, _ = rec._text(rec._compose(parse_config(None), batch, fill=None))
+    assert text == rec.render(NODE)["/etc/haproxy/haproxy.cfg"]

@@ -1,5 +1,6 @@
 """HAProxy observation: parsers on output recorded from haproxy 2.6 in a lab node, and the
-normalized Frontend/Backend dicts built from the file plus the runtime."""
+normalized Frontend/Backend dicts built from the file plus the runtime, compared with what
+the manifests render."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,30 +8,40 @@ from pathlib import Path
 import pytest
 
 from controller.loader import load_tree
-from reconcilers.haproxy.config import EDITED, IN_SYNC, NOT_IN_FILE, line_changes, parse_config
-from reconcilers.haproxy.parse import Snapshot
+from reconcilers.base import ApplyError, Node, Runner
+from reconcilers.haproxy.config import line_changes, parse_config
+from reconcilers.haproxy.parse import Snapshot, server_state
 from reconcilers.haproxy.process import haproxy_errors
-from reconcilers.haproxy.render import desired_sections, render_desired
+from reconcilers.haproxy.reconciler import HAProxyReconciler
 from reconcilers.haproxy.runtime import admin_state, parse_servers_state, parse_show_proc, parse_stat, used_connections
-from reconcilers.base import ApplyError
+from reconcilers.haproxy.state import EDITED, FOREIGN, IN_SYNC, NOT_IN_FILE, observed_states
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "haproxy"
+NODE = Node("lb1", Runner(dry_run=True))
 
 
 def fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
-def snapshot(config: str | None = None) -> Snapshot:
+def reconciler() -> HAProxyReconciler:
+    rec = HAProxyReconciler()
+    rec.desired(load_tree(FIXTURES / "tree"), NODE)
+    return rec
+
+
+def observed(config: str | None = None) -> dict:
     """The recorded lab state: tree/haproxy.yaml applied, then by hand: app/s2 drained,
     legacy/l1 in maintenance, app/s4 added at run time; legacy/dead fails its check."""
     frontends, backends = parse_stat(fixture("show-stat.csv"))
-    return Snapshot(parse_config(fixture("haproxy.cfg") if config is None else config), True,
+    snap = Snapshot(parse_config(fixture("haproxy.cfg") if config is None else config), True,
                     parse_servers_state(fixture("show-servers-state.txt")), frontends, backends)
+    return observed_states(reconciler().model, snap, NODE)
 
 
-def desired() -> tuple[dict, dict]:
-    return desired_sections(load_tree(FIXTURES / "tree"), "lb1")
+def desired() -> dict:
+    return {k: {n: d.state for n, d in v.items()} for k, v in reconciler().desired(load_tree(FIXTURES / "tree"),
+                                                                                   NODE).items()}
 
 
 # --- the runtime API's answers ----------------------------------------------------------------
@@ -44,7 +55,7 @@ def test_show_servers_state_gives_address_weight_admin_state_and_checks() -> Non
     assert (s2.address, s2.port, s2.weight, s2.state) == ("127.0.0.1", 18002, 1, "drain")
     assert l1.state == "maint" and l1.check_state & 0x04
     assert (dead.port, dead.weight, dead.state) == (18099, 3, "ready")  # down by its check: not an admin state
-    assert servers["app"]["s4"].weight == 2
+    assert servers["app"]["s4"].weight == 2 and servers["app"]["s4"].fqdn == ""
 
 
 @pytest.mark.parametrize("bits, state", [(0, "ready"), (1, "maint"), (5, "maint"), (4, "ready"), (8, "drain"),
@@ -81,32 +92,40 @@ def test_show_servers_conn_counts_connections_in_use() -> None:
 
 
 def test_haproxy_c_errors_name_the_section_and_line() -> None:
-    text = fixture("haproxy.cfg") + "    frobnicate yes\n"
-    message = haproxy_errors(fixture("haproxy-c-error.txt"), text)
-    assert message == "backend legacy (line 65): unknown keyword 'frobnicate' in 'backend' section"
+    text = fixture("haproxy.cfg").replace("    hash-type consistent\n", "    hash-type consistent\n    frobnicate yes\n")
+    output = fixture("haproxy-c-error.txt").replace(":65]", f":{text.splitlines().index('    frobnicate yes') + 1}]")
+    assert haproxy_errors(output, text).startswith("backend legacy (line ")
+    assert haproxy_errors(output, text).endswith("): unknown keyword 'frobnicate' in 'backend' section")
+
+
+# --- server lines --------------------------------------------------------------------------------
+
+
+def test_a_server_line_splits_into_runtime_fields_and_the_rest() -> None:
+    name, server = server_state("server web.1 [2001:db8::5]:8080 weight 3 maxconn 20 check inter 1s cookie w1 disabled")
+    assert name == "web.1"
+    assert server == {"address": "2001:db8::5", "port": 8080, "weight": 3, "maxconn": 20, "backup": False,
+                      "state": "maint", "check": True, "options": "inter 1s cookie w1"}
+    _, by_name = server_state("server db1 db1.corp.example.test:5432 check port 8008", ["check", "inter", "2s"])
+    assert by_name["host"] == "db1.corp.example.test" and "address" not in by_name
+    assert by_name["check"] is True and by_name["options"] == "port 8008"
+    _, inherited = server_state("server s 10.0.0.1:80 no-check", ["check", "weight", "5"])
+    assert (inherited["check"], inherited["weight"]) == (False, 5)
 
 
 # --- the generated file ----------------------------------------------------------------------
 
 
-def test_render_matches_the_file_recorded_from_a_node() -> None:
-    frontends, backends = desired()
-    assert render_desired(frontends, backends) == fixture("haproxy.cfg")
-
-
-def test_the_generated_file_is_recognised_and_untouched() -> None:
-    file = parse_config(fixture("haproxy.cfg"))
-    assert file.generated and not file.shared_edited and not file.unknown_sections
-    assert sorted(file.of("frontend")) == ["legacy", "web"]
-    assert sorted(file.of("backend")) == ["app", "legacy"]
-    assert not any(s.edited for s in file.sections)
+def test_render_matches_the_golden_file() -> None:
+    text = reconciler().render(NODE)["/etc/haproxy/haproxy.cfg"]
+    assert text == fixture("haproxy.cfg")
 
 
 def test_a_file_without_our_header_is_foreign() -> None:
     debian = "global\n\tlog /dev/log local0\ndefaults\n\tmode http\n"
     assert parse_config(debian).foreign_proxies == []  # the package default: safe to take over
-    mine = debian + "frontend www\n\tbind :80\n"
-    assert parse_config(mine).foreign_proxies == ["frontend www"]
+    mine = debian + "frontend www\n\tbind :80\n  backend api\n\tserver a 10.0.0.1:80\n"  # an indented section
+    assert parse_config(mine).foreign_proxies == ["frontend www", "backend api"]
     assert parse_config(None).text is None
 
 
@@ -114,64 +133,51 @@ def test_a_file_without_our_header_is_foreign() -> None:
 
 
 def test_observed_backends_take_servers_from_the_runtime() -> None:
-    observed = snapshot().backends()
-    _, backends = desired()
-    app = observed["app"]
+    seen, want = observed()["Backend"], desired()["Backend"]
+    app = seen["app"]
     assert app["servers"]["s2"]["state"] == "drain"
     assert app["servers"]["s4"] == {"address": "127.0.0.1", "port": 18003, "weight": 2, "backup": False,
-                                    "state": "ready", "check": True}
-    legacy = observed["legacy"]
-    assert legacy["servers"]["l1"] == {**backends["legacy"]["servers"]["l1"], "state": "maint"}
+                                    "state": "ready", "check": True, "options": ""}
+    legacy = seen["legacy"]
+    assert legacy["servers"]["l1"] == {**want["legacy"]["servers"]["l1"], "state": "maint"}
     assert legacy["servers"]["l2"]["backup"] is True
     # everything else is what git wants: the file is untouched
     for name in ("app", "legacy"):
-        rest = {k: v for k, v in observed[name].items() if k != "servers"}
-        assert rest == {k: v for k, v in backends[name].items() if k != "servers"}
-    assert legacy["config"] == IN_SYNC
+        assert {k: v for k, v in seen[name].items() if k != "servers"} == \
+            {k: v for k, v in want[name].items() if k != "servers"}
+    assert legacy["shared"] == IN_SYNC
 
 
 def test_observed_frontends_equal_desired_when_nothing_changed() -> None:
-    frontends, _ = desired()
-    assert snapshot().frontends() == frontends
+    assert observed()["Frontend"] == desired()["Frontend"]
 
 
 def test_haproxy_not_running_means_every_object_absent() -> None:
     snap = Snapshot(parse_config(fixture("haproxy.cfg")), False)
-    assert snap.frontends() == {} and snap.backends() == {}
+    assert observed_states(reconciler().model, snap, NODE) == {"HAProxy": {}, "Frontend": {}, "Backend": {}}
 
 
-def test_a_hand_edit_shows_as_fields_and_as_the_edited_line() -> None:
-    text = fixture("haproxy.cfg")
-    cut = text.index("\nbackend legacy")
-    edited = text[:cut] + text[cut:].replace("timeout server 30s", "timeout server 90s")
-    snap = snapshot(edited)
-    legacy = snap.backends()["legacy"]
-    assert legacy["timeouts"]["server"] == "90s"
-    assert legacy["config"] == EDITED  # no copy of what we wrote: the field says what changed
-    assert snap.backends()["app"]["config"] == IN_SYNC  # other sections are not blamed
-    snap.written = parse_config(text)  # with our copy, the edit itself is shown
-    assert snap.backends()["legacy"]["config"] == f"{EDITED}: 'timeout server 30s' -> 'timeout server 90s'"
+def test_a_hand_edit_of_a_proxy_shows_in_its_lines() -> None:
+    text = fixture("haproxy.cfg").replace("    hash-type consistent\n", "    hash-type map-based\n")
+    seen = observed(text)["Backend"]
+    assert seen["legacy"]["lines"] == ["mode tcp", "balance source", "hash-type map-based"]
+    assert seen["app"] == {**desired()["Backend"]["app"], "servers": seen["app"]["servers"]}  # not blamed
 
 
-def test_an_unknown_line_or_section_is_an_edit() -> None:
-    text = fixture("haproxy.cfg").replace("    default_backend app\n", "    option forwardfor\n    default_backend app\n")
-    assert snapshot(text).frontends()["web"]["config"] == f"{EDITED}: +'option forwardfor'"
-    text = fixture("haproxy.cfg") + "\nlisten stats\n    bind :8404\n"
-    assert snapshot(text).frontends()["web"]["config"] == f"{EDITED}: +section listen stats"
-
-
-def test_an_edit_of_global_or_defaults_is_reported_on_every_object() -> None:
+def test_an_edit_of_reconciles_own_global_or_defaults_is_reported_on_every_proxy() -> None:
     text = fixture("haproxy.cfg").replace("    retries 3\n", "    retries 5\n")
-    snap = snapshot(text)
-    assert snap.frontends()["web"]["config"] == f"{EDITED}: 'retries 3' -> 'retries 5'"
-    assert snap.backends()["app"]["config"].startswith(EDITED)
+    seen = observed(text)
+    assert seen["Frontend"]["web"]["shared"] == f"{EDITED}: 'retries 3' -> 'retries 5'"
+    assert seen["Backend"]["app"]["shared"].startswith(EDITED)
+    text = fixture("haproxy.cfg") + "\nlisten stats\n    bind :8404\n"
+    assert observed(text)["Frontend"]["web"]["shared"] == IN_SYNC  # a proxy of its own (not ours to judge)
 
 
 def test_a_proxy_running_but_gone_from_the_file() -> None:
     text = fixture("haproxy.cfg")
     cut = text.index("frontend legacy")
     text = text[:cut] + text[text.index("frontend web"):]
-    assert snapshot(text).frontends()["legacy"]["config"] == NOT_IN_FILE
+    assert observed(text)["Frontend"]["legacy"]["lines"] == [NOT_IN_FILE]
 
 
 def test_line_changes_read_like_a_diff() -> None:
@@ -179,17 +185,6 @@ def test_line_changes_read_like_a_diff() -> None:
     assert line_changes(["a", "b"], ["a"]) == ["-'b'"]
 
 
-def test_with_our_copy_of_the_file_an_edit_is_described_exactly() -> None:
-    text = fixture("haproxy.cfg")
-    cut = text.index("\nbackend app")
-    edited = text[:cut] + text[cut:].replace("server s1 127.0.0.1:18001 weight 1", "server s1 127.0.0.1:18001 weight 7", 1)
-    snap = snapshot(edited)
-    snap.written = parse_config(text)
-    app = snap.backends()["app"]
-    assert app["servers"]["s1"]["weight"] == 1  # HAProxy still runs weight 1: the edit is in the file only
-    assert app["config"].startswith(f"{EDITED}: 'server s1 127.0.0.1:18001 weight 1 ") and "weight 7" in app["config"]
-
-
 def test_proxies_of_a_file_we_did_not_write_are_marked() -> None:
-    text = fixture("haproxy.cfg").split("\n", 2)[2]  # without our header
-    assert snapshot(text).frontends()["web"]["config"] == "not generated by reconcile"
+    text = fixture("haproxy.cfg").split("\n", 1)[1]  # without our header
+    assert observed(text)["Frontend"]["web"]["shared"] == FOREIGN

@@ -7,17 +7,15 @@ from pathlib import Path
 
 from controller.loader import load_tree
 from reconcilers.base import Change, Node, Runner
-from reconcilers.haproxy.config import EDITED
 from reconcilers.haproxy.reconciler import HAProxyReconciler
-from reconcilers.haproxy.render import desired_sections
-from reconcilers.haproxy.runtime import RuntimeServer, plan_backend
+from reconcilers.haproxy.runtime import RuntimeServer, plan_backend, server_args
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "haproxy"
+NODE = Node("lb1", Runner(dry_run=True))
 
 
 def app() -> dict:
-    _, backends = desired_sections(load_tree(FIXTURES / "tree"), "lb1")
-    return backends["app"]
+    return HAProxyReconciler().desired(load_tree(FIXTURES / "tree"), NODE)["Backend"]["app"].state
 
 
 def commands(plan) -> list[str]:
@@ -54,6 +52,20 @@ def test_an_added_server_is_created_enabled_and_checked() -> None:
     ]
 
 
+def test_a_server_the_runtime_api_cannot_make_as_the_file_says_is_added_by_a_reload() -> None:
+    observed, want = app(), app()
+    del observed["servers"]["s3"]
+    want["servers"]["s3"]["options"] += " cookie s3"  # `add server` takes no cookie
+    assert plan_backend("app", observed, want).reload == ["servers.s3 can only be added by a reload"]
+    by_name = {**want["servers"]["s1"], "host": "db1.example.test"}
+    del by_name["address"]
+    assert server_args(by_name) is None  # a dynamic server never resolves a host name
+    observed, want = app(), app()
+    del observed["servers"]["s3"]
+    want["lines"].append("default-server inter 3s")  # dynamic servers take nothing from default-server
+    assert plan_backend("app", observed, want).reload == ["lines changed", "servers.s3 can only be added by a reload"]
+
+
 def test_a_removed_server_is_drained_then_deleted_after_the_adds() -> None:
     observed, want = app(), app()
     observed["servers"]["old"] = dict(observed["servers"]["s1"])
@@ -64,23 +76,23 @@ def test_a_removed_server_is_drained_then_deleted_after_the_adds() -> None:
 
 def test_settings_of_the_backend_need_a_reload() -> None:
     observed, want = app(), app()
-    observed["balance"] = "leastconn"
-    observed["timeouts"]["server"] = "90s"
+    observed["lines"] = ["balance leastconn"]
     observed["servers"]["s1"]["weight"] = 3
     del observed["servers"]["s2"]
     plan = plan_backend("app", observed, want)
-    assert plan.reload == ["balance changed", "timeouts changed"]
+    assert plan.reload == ["lines changed"]
     # servers that stay are set at run time first (the saved state carries them over the
     # reload); the added one comes from the new file
     assert commands(plan) == ["set server app/s1 weight 1"]
 
 
-def test_backup_flag_and_hand_edits_need_a_reload() -> None:
+def test_server_options_and_backup_need_a_reload() -> None:
     observed, want = app(), app()
     observed["servers"]["s1"]["backup"] = True
-    observed["config"] = f"{EDITED}: +'option forwardfor'"
+    observed["servers"]["s2"]["options"] = "inter 2s fall 3 rise 2"
+    observed["shared"] = "edited by hand: 'retries 3' -> 'retries 5'"
     plan = plan_backend("app", observed, want)
-    assert plan.reload == ["the file was edited by hand", "servers.s1.backup changed"]
+    assert plan.reload == ["shared changed", "servers.s1.backup changed", "servers.s2.options changed"]
 
 
 def test_checks_are_switched_at_run_time_only_where_configured() -> None:
@@ -112,9 +124,8 @@ def test_a_backend_that_is_not_loaded_is_a_reload() -> None:
 
 def test_explain_lists_the_commands_for_the_plan() -> None:
     rec = HAProxyReconciler()
-    node = Node("lb1", Runner(dry_run=True))
-    rec.desired(load_tree(FIXTURES / "tree"), node)
+    rec.desired(load_tree(FIXTURES / "tree"), NODE)
     observed = copy.deepcopy(app())
     observed["servers"]["s2"]["weight"] = 5
-    notes = rec.explain(Change("Backend", "app", "update", app(), observed), node)
+    notes = rec.explain(Change("Backend", "app", "update", app(), observed), NODE)
     assert notes == ["runtime API, no reload: s2: set server app/s2 weight 1"]

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from controller.loader import Loaded, Source, Tree, check_tree, parse_document
 from reconcilers import keepalived
-from reconcilers.haproxy.render import desired_sections, render_desired
+from reconcilers.haproxy.reconciler import HAProxyReconciler
 from reconcilers.base import Node, Runner, UnsafeValue
 from reconcilers.cluster import corosync_settings, render_corosync_conf
 from reconcilers.cluster_resource import ClusterResourceReconciler, render_constraints, render_unit
@@ -81,20 +81,84 @@ BASE = [
     manifest("VirtualIP", "dbvip", {
         "cluster": "web", "manager": "pacemaker", "address": "192.0.2.110/24",
         "pacemaker": {"monitorInterval": "10s", "preferredNode": "lb1"}}),
+    manifest("HAProxy", "edge", {
+        "cluster": "web", "maxconn": 4000,
+        "global": ["ssl-default-bind-options ssl-min-ver TLSv1.2",
+                   {"line": "ssl-dh-param-file ((file))", "file": {"file": "/etc/reconcile/secrets/dh.pem"}}],
+        "defaults": [{"name": "web", "directives": ["mode http"]},
+                     {"name": "tcp", "defaults": "web", "directives": ["mode tcp"]}],
+        "sections": [{"type": "userlist", "name": "admins",
+                      "directives": [{"line": "user alice password ((secret))",
+                                      "secret": {"file": "/etc/reconcile/secrets/alice"}}]}],
+        "logging": {"to": "ring", "facility": "local0", "level": "info"},
+        "maps": {"hosts": {"a.example.test": "app"}}, "acls": {"allowed": ["192.0.2.0/24"]}}),
     manifest("Backend", "app", {
-        "cluster": "web", "mode": "http", "balance": "roundrobin",
+        "cluster": "web", "defaults": "web", "mode": "http", "balance": "roundrobin",
         "servers": [{"name": "app1", "address": "198.51.100.11", "port": 80, "weight": 2, "maxconn": 100,
-                     "state": "ready"}],
-        "healthCheck": {"type": "http", "path": "/health", "interval": "2s"},
-        "timeouts": {"connect": "5s", "server": "30s", "queue": "30s"}, "ignore": ["state"]}),
+                     "state": "ready", "options": ["send-proxy-v2"], "tls": {"verify": "none", "sni": "app.test"}},
+                    {"name": "app2", "host": "app2.corp.example.test", "port": 80, "resolvers": "dc"}],
+        "healthCheck": {"type": "http", "method": "GET", "path": "/health", "host": "app.test", "interval": "2s"},
+        "timeouts": {"connect": "5s", "server": "30s", "queue": "30s", "check": "2s", "tunnel": "1h"},
+        "directives": ["option redispatch"], "ignore": ["state"]}),
     manifest("Backend", "api", {"cluster": "web", "servers": [{"name": "api1", "address": "198.51.100.21", "port": 80}]}),
-    manifest("Backend", "solo", {"node": "lb1", "mode": "tcp"}),
+    manifest("Backend", "solo", {"node": "lb1", "mode": "tcp", "defaults": "tcp", "section": "listen",
+                                 "bind": [{"address": "127.0.0.1", "port": 5432}],
+                                 "healthCheck": {"type": "pgsql", "user": "haproxy"},
+                                 "stats": {"uri": "/stats", "realm": "ops", "refresh": "10s",
+                                           "auth": [{"user": "ops", "password": {"file": "/etc/reconcile/secrets/s"}}]}}),
     manifest("VirtualIP", "solo-vip", {"node": "lb1", "manager": "keepalived", "address": "192.0.2.120/24",
                                        "keepalived": {"routerId": 52}}),
     manifest("Frontend", "web", {
-        "cluster": "web", "bind": [{"address": "192.0.2.100", "port": 80}], "mode": "http", "defaultBackend": "app",
+        "cluster": "web", "defaults": "web",
+        "bind": [{"address": "192.0.2.100", "port": 80, "options": ["accept-proxy"],
+                  "tls": {"certificate": {"file": "/etc/reconcile/secrets/web.pem"}, "alpn": ["h2", "http/1.1"],
+                          "minVersion": "TLSv1.2"}}],
+        "mode": "http", "defaultBackend": "app",
         "rules": [{"host": "www.example.test", "path": "/api", "backend": "api"}], "maxconn": 1000,
-        "timeouts": {"client": "30s", "httpRequest": "10s"}}),
+        "timeouts": {"client": "30s", "httpRequest": "10s", "httpKeepAlive": "5s"},
+        "redirect": {"scheme": "https", "code": 301}, "logFormat": "http",
+        "directives": ["http-request set-header X-Via lb",
+                       {"line": "http-request set-header Authorization ((secret))",
+                        "secret": {"env": "UPSTREAM_AUTH"}}]}),
+    # a second HAProxy object (on a node of its own: one HAProxy manifest per node) and
+    # proxies whose first directive is a reference, so that each string field is first somewhere
+    manifest("Cluster", "other", {"nodes": [{"name": "lb3", "id": 3, "address": "192.0.2.13/24"},
+                                            {"name": "lb4", "id": 4, "address": "192.0.2.14/24"}], "stack": "none"}),
+    manifest("HAProxy", "edge3", {
+        "node": "lb4",
+        "global": [{"line": "presetenv K ((secret))", "secret": {"file": "/etc/reconcile/secrets/k"}}],
+        "defaults": [{"directives": [{"line": "http-request set-header X-K ((secret))",
+                                      "secret": {"file": "/etc/reconcile/secrets/k"}}]}],
+        "sections": [{"type": "http-errors", "name": "site",
+                      "directives": [{"line": "errorfile 503 ((file))", "file": {"file": "/etc/reconcile/secrets/e"}}]}]}),
+    manifest("HAProxy", "edge2", {
+        "node": "lb3",
+        "global": [{"line": "ca-base ((file))", "file": {"file": "/etc/reconcile/secrets/ca"}}],
+        "defaults": [{"name": "d", "directives": [{"line": "errorfile 503 ((file))",
+                                                      "file": {"file": "/etc/reconcile/secrets/503.http"}}]},
+                     {"name": "d2", "defaults": "d",
+                      "directives": [{"line": "http-request set-header X-K ((secret))",
+                                      "secret": {"file": "/etc/reconcile/secrets/k"}}]}],
+        "sections": [{"type": "resolvers", "name": "dc", "directives": ["nameserver dc1 192.0.2.2:53"]},
+                     {"type": "http-errors", "name": "site",
+                      "directives": [{"line": "errorfile 503 ((file))", "file": {"file": "/etc/reconcile/secrets/e"}}]}]}),
+    manifest("Frontend", "web2", {
+        "node": "lb3", "defaults": "d",
+        "stats": {"uri": "/stats", "realm": "ops", "refresh": "10s",
+                  "auth": [{"user": "ops", "password": {"file": "/etc/reconcile/secrets/s"}}]},
+        "directives": [{"line": "http-request set-header X-K ((secret))", "secret": {"file": "/etc/reconcile/secrets/k"}}]}),
+    manifest("Frontend", "web3", {
+        "node": "lb3", "directives": [{"line": "bind :443 ssl crt ((file))", "file": {"file": "/etc/reconcile/secrets/c"}}]}),
+    manifest("Backend", "named", {
+        "node": "lb3", "section": "listen",
+        "bind": [{"address": "0.0.0.0", "port": 8443, "options": ["accept-proxy"],
+                  "tls": {"certificate": {"file": "/etc/reconcile/secrets/c"}, "alpn": ["h2"], "minVersion": "TLSv1.3"}}],
+        "servers": [{"name": "n1", "host": "n1.corp.example.test", "port": 80, "resolvers": "dc"}],
+        "healthCheck": {"type": "tcp", "address": "192.0.2.50", "port": 8080},
+        "directives": [{"line": "http-request set-header X-K ((secret))", "secret": {"file": "/etc/reconcile/secrets/k"}}]}),
+    manifest("Backend", "filed", {
+        "node": "lb3", "directives": [{"line": "server s1 192.0.2.51:443 ssl ca-file ((file))",
+                                       "file": {"file": "/etc/reconcile/secrets/ca"}}]}),
     manifest("Container", "app1", {
         "nodes": ["lb1", "lb2"], "template": "download",
         "download": {"distribution": "debian", "release": "bookworm", "architecture": "amd64"},
@@ -249,7 +313,9 @@ def _holder(kind: str, path: tuple) -> int | None:
 
 # Placement fields a kind cannot have (a ClusterResource and a Pacemaker VIP need spec.cluster;
 # a Cluster has none): not applicable. Every other field must be set in BASE.
-NOT_APPLICABLE = {("ClusterResource", ("spec", "node")), ("ClusterResource", ("spec", "nodes", "[]"))}
+NOT_APPLICABLE = {("ClusterResource", ("spec", "node")), ("ClusterResource", ("spec", "nodes", "[]")),
+                  # the first defaults section has none above it to take settings from
+                  ("HAProxy", ("spec", "defaults", "[]", "defaults"))}
 PLACEMENT_VARIANTS = {("spec", "node"): {"node": "lb1"}, ("spec", "nodes", "[]"): {"nodes": ["lb1", "lb2"]},
                       ("spec", "cluster"): {"cluster": "web"}}
 
@@ -286,11 +352,19 @@ def base_for(kind: str, path: tuple) -> tuple[list[dict], int] | None:
 # --- validate and render, as `reconcile` would, touching nothing ------------------------------
 
 
+_PARSED: dict[int, Any] = {}  # documents of BASE (never changed) parsed once
+
+
 def validate(docs: list[dict]) -> Tree | None:
     """The tree, or None when the loader would refuse it (schema or whole-tree checks)."""
     items = []
     for i, doc in enumerate(docs):
-        result = parse_document(doc, Source(f"m{i}.yaml", 1, {}))
+        if any(doc is base for base in BASE):
+            if id(doc) not in _PARSED:
+                _PARSED[id(doc)] = parse_document(doc, Source(f"m{i}.yaml", 1, {}))
+            result = _PARSED[id(doc)]
+        else:
+            result = parse_document(doc, Source(f"m{i}.yaml", 1, {}))
         if isinstance(result, list):
             return None
         items.append(Loaded(result, Source(f"m{i}.yaml", 1, {})))
@@ -302,8 +376,9 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
     """(format, rendered) for everything node lb1 would get."""
     node = Node(NODE, Runner(dry_run=True), tmp / "state")
     out: list[tuple[str, Any]] = []
-    frontends, backends = desired_sections(tree, NODE)
-    out.append(("haproxy", render_desired(frontends, backends)))
+    haproxy = HAProxyReconciler()
+    haproxy.desired(tree, node)
+    out.append(("haproxy", haproxy.config_text()))  # secrets as their references: values are read on nodes
     out.append(("keepalived", keepalived.render_config(NODE, desired_instances(tree, NODE))))
     for cluster in tree.on_node("Cluster", NODE):
         out.append(("corosync", render_corosync_conf(corosync_settings(cluster.metadata.name, cluster.spec), True)))
@@ -458,6 +533,25 @@ def _base_rendering(docs: list[dict], tmp: Path) -> list[tuple[str, Any]]:
     return _BASE_RENDERED[id(docs)]
 
 
+def language_line(kind: str, path: tuple) -> bool:
+    """A field whose value is a line of HAProxy's own language (a directive): any words may
+    stand in it; what must hold is that it stays one directive of its section."""
+    return kind in ("HAProxy", "Frontend", "Backend") and (
+        "directives" in path or path[:2] == ("spec", "global")) and path[-1] in ("[]", "line")
+
+
+def coarse(rendered: str) -> list[Any]:
+    """HAProxy's file as sections and directive lines only (the words of a line aside)."""
+    from schemas.haproxy_lang import SECTION_KEYWORDS
+
+    out: list[Any] = []
+    for line in rendered.split("\n"):
+        words = haproxy_words(line)
+        out.append(("section", words[0]) if words and words[0] in SECTION_KEYWORDS and line[:1] not in " \t"
+                    else "line" if line.strip() else "")
+    return out
+
+
 def outcome(kind: str, path: tuple, payload: Any, tmp: Path) -> str:
     """`refused` (validation), `refused by renderer`, `harmless` or `n/a`; an assertion fails
     when the payload got into what is rendered and changed its shape."""
@@ -467,7 +561,8 @@ def outcome(kind: str, path: tuple, payload: Any, tmp: Path) -> str:
         return "n/a"
     docs, i = found
     before = _base_rendering(docs, tmp)
-    hostile = copy.deepcopy(docs)
+    hostile = list(docs)  # only the document that gets the payload is copied
+    hostile[i] = copy.deepcopy(docs[i])
     value = _get(hostile[i], path)
     _set(hostile[i], path, payload(value))
     tree = validate(hostile)
@@ -479,6 +574,9 @@ def outcome(kind: str, path: tuple, payload: Any, tmp: Path) -> str:
         return "refused by renderer"
     assert [f for f, _ in rendered] == [f for f, _ in before], (kind, path)
     for (fmt, new), (_, old) in zip(rendered, before):
+        if fmt == "haproxy" and language_line(kind, path):
+            assert coarse(new) == coarse(old), f"{kind} {'.'.join(path)} = {payload(value)!r} changed {fmt}:\n{new}"
+            continue
         assert shape(fmt, new) == shape(fmt, old), f"{kind} {'.'.join(path)} = {payload(value)!r} changed {fmt}:\n{new}"
         if fmt in ("argv", "paths"):  # one argument, one path: one line each
             assert all(unsafe_character(a) is None for a in new), (kind, path, fmt, new)

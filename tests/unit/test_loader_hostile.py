@@ -25,6 +25,7 @@ metadata:
 spec:
   servers:
     - {name: app1, address: 198.51.100.11, port: 80}
+  nodes: ["*"]
 """
 
 
@@ -85,13 +86,13 @@ def test_a_small_alias_is_fine_and_a_problem_inside_it_is_at_the_alias_line(tmp_
     (tmp_path / "b.yaml").write_text(
         "apiVersion: reconcile/v1\nkind: Backend\nmetadata:\n  name: a\n  labels: &l {team: web}\nspec:\n"
         "  servers:\n    - {name: s1, address: &ip 198.51.100.11, port: 80}\n"
-        "    - {name: s2, address: *ip, port: 81}\n")
+        "    - {name: s2, address: *ip, port: 81}\n  nodes: ['*']\n")
     [backend] = load_tree(tmp_path).of_kind("Backend")
     assert [s.address for s in backend.spec.servers] == ["198.51.100.11", "198.51.100.11"]
     with open(tmp_path / "b.yaml", "a") as f:
         f.write("  healthCheck: *l\n")
     p = only(tmp_path)
-    assert (p.line, p.field) == (10, "spec.healthCheck.team")
+    assert (p.line, p.field) == (11, "spec.healthCheck.team")
 
 
 @pytest.mark.parametrize("text, line, message", [
@@ -336,7 +337,7 @@ def test_file_names_are_printed_escaped_and_cannot_forge_a_problem_line(tmp_path
     (tmp_path / "back\\slash.yaml").write_text(BACKEND + '  "new\\nline": 1\n')
     assert main(["validate", "--repo", str(tmp_path), "--no-native"]) == 1
     assert capsys.readouterr().err.splitlines()[1:] == [
-        "  back\\\\slash.yaml:8: spec.new\\nline: unknown field (not allowed here; check the spelling or the kind's "
+        "  back\\\\slash.yaml:9: spec.new\\nline: unknown field (not allowed here; check the spelling or the kind's "
         "schema)",
         "  caf\\xe9.yaml:2: invalid YAML: did not find expected node content (while parsing a flow node at line 2)",
         "  x.yaml:1: all good\\n  \\x1b[32mok.yaml:2: invalid YAML: did not find expected node content (while "

@@ -54,6 +54,6 @@ def test_an_editor_flags_common_mistakes(schema, mistake):
     elif mistake == "unknown kind":
         doc["kind"] = "FloatingIP"
     else:
-        doc["spec"]["balance"] = "random"
+        doc["spec"]["balance"] = "fastest"  # not one of HAProxy's algorithms
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, schema)

@@ -39,6 +39,7 @@ spec:
   homeDirectories:
     pattern: {pattern}
     skel: {skel}
+  node: lb1
 """
 
 

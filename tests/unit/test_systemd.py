@@ -143,10 +143,13 @@ def test_exec_start_arguments_are_quoted_for_systemd():
 
 
 def test_install_refuses_options_the_agent_refuses_before_touching_anything(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        service.main(["--unit-dir", str(tmp_path), "--ref", "main"])  # no --repo
-    assert exit_.value.code == 2 and "--repo" in capsys.readouterr().err
-    assert service.main(["--unit-dir", str(tmp_path), "--repo", "/srv/r", "--watchdog", "2 min;x"]) == 2
+    from controller import cli
+
+    # a usage error, as every command has it: exit 1 with the message
+    assert cli.main(["agent", "install", "--unit-dir", str(tmp_path), "--ref", "main"]) == 1  # no --repo
+    assert "--repo" in capsys.readouterr().err
+    assert service.main(["--unit-dir", str(tmp_path), "--repo", "/srv/r", "--watchdog", "2 min;x"]) == 1
+    assert "--watchdog" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

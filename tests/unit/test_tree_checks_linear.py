@@ -27,7 +27,7 @@ spec:
 apiVersion: reconcile/v1
 kind: Backend
 metadata: {name: be}
-spec: {mode: http}
+spec: {mode: http, cluster: web}
 """
 
 
@@ -144,7 +144,7 @@ def test_claims_on_disjoint_nodes_do_not_conflict_and_everywhere_meets_everythin
     (tmp_path / "c.yaml").write_text("---\n".join(docs))
     load_tree(tmp_path)
     (tmp_path / "d.yaml").write_text(
-        "apiVersion: reconcile/v1\nkind: VirtualIP\nmetadata: {name: v}\nspec:\n  manager: keepalived\n"
+        "apiVersion: reconcile/v1\nkind: VirtualIP\nmetadata: {name: v}\nspec:\n  nodes: [\"*\"]\n  manager: keepalived\n"
         "  address: 10.0.0.5/24\n  keepalived: {routerId: 1}\n")
     with pytest.raises(TreeError) as err:
         load_tree(tmp_path)

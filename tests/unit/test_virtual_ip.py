@@ -263,6 +263,6 @@ def test_a_vip_placed_everywhere_on_a_machine_no_cluster_lists_is_an_error_for_p
     from reconcilers.base import ApplyError
 
     (tmp_path / "v.yaml").write_text("apiVersion: reconcile/v1\nkind: VirtualIP\nmetadata: {name: v}\nspec:\n"
-                                     "  manager: keepalived\n  address: 192.0.2.100/24\n  keepalived: {routerId: 5}\n")
+                                     "  nodes: [\"*\"]\n  manager: keepalived\n  address: 192.0.2.100/24\n  keepalived: {routerId: 5}\n")
     with pytest.raises(ApplyError, match="VirtualIP v lands on every node, but no Cluster lists vm"):
         desired_instances(load_tree(tmp_path), "vm")

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Benchmark: import → render fidelity over a folder of real configuration files.
+
+For each file of a tool's corpus (default: ../shared/corpus/TOOL beside the checkout):
+`reconcile import TOOL FILE` (the importer, in-process), `reconcile render` of the
+manifests (in-process, into a temp folder), then per file:
+
+  imported   yes, or the importer's message (which names the line)
+  fidelity   share of the original's directive lines found in the rendered file, in order,
+             section by section (comments and whitespace aside; reconcile's own added
+             lines do not count against it)
+  native     the tool's own validator on the original and on the rendered file (for
+             HAProxy `haproxy -c` in a lab node, with the same stand-ins for both: files
+             where the original names certificates, CA files, DH parameters, error pages,
+             Lua scripts; addresses in the node's /etc/hosts for the host names servers are
+             given by; the empty server-state file reconcile makes before it checks)
+
+Prints a table and totals; asserts nothing. A tool plugs in with a `Hook` (see HAProxy's):
+how to split its files into sections of directive lines, where render puts the file, and
+how to run its native check.
+
+    .venv/bin/python bench/bench_import.py [--tool haproxy] [FOLDER ...]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from controller.convert import main_render  # noqa: E402
+from reconcilers.importing import ImportProblem  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+Sections = list[tuple[str, list[str]]]  # (section label, directive lines) in file order
+
+
+class Hook:
+    """What the driver needs to know about one tool."""
+
+    tool = ""
+    pattern = "*"
+    rendered = ""  # where `reconcile render` writes the tool's main file, relative to its output folder
+
+    def sections(self, text: str) -> Sections:
+        raise NotImplementedError
+
+    def session(self) -> contextlib.AbstractContextManager:
+        """Whatever the native checks need for the whole run (a lab, stand-in files)."""
+        return contextlib.nullcontext()
+
+    def check(self, context: object, text: str, name: str) -> bool | None:
+        """The native validator's verdict on `text`; None when it cannot run here."""
+        return None
+
+
+class HAProxyHook(Hook):
+    tool = "haproxy"
+    pattern = "*.cfg"
+    rendered = "etc/haproxy/haproxy.cfg"
+
+    def sections(self, text: str) -> Sections:
+        from reconcilers.haproxy.config import header_of
+        from schemas.haproxy_lang import strip_comment
+
+        out: Sections = []
+        for raw in text.splitlines():
+            found = header_of(raw)
+            if found is not None:
+                label = " ".join(found).strip()
+                out.append((label, []))
+            elif out and strip_comment(raw):
+                out[-1][1].append(" ".join(strip_comment(raw).split()))
+        return out
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[object]:
+        from controller.lab import temporary_lab
+
+        with temporary_lab(nodes=1, prefix="bi") as lab:
+            folder = lab.shared / "standins"
+            folder.mkdir()
+            pem = folder / "stand-in.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stand-in",
+                            "-days", "3650", "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+                           check=True, capture_output=True)
+            subprocess.run(["openssl", "dhparam", "-dsaparam", "-out", str(folder / "dh.pem"), "1024"], check=True,
+                           capture_output=True)
+            # what reconcile makes before it checks or starts HAProxy on a node
+            from reconcilers.haproxy.process import EMPTY_STATE
+            lab.write_file("lb1", "/var/lib/haproxy/server-state", EMPTY_STATE)
+            pem.write_text((folder / "cert.pem").read_text() + (folder / "key.pem").read_text())
+            yield lab
+
+    WRITABLE = ("/etc/", "/var/", "/tmp/", "/run/", "/home/", "/root/")
+    PATH_WORDS = ("crt", "ca-file", "crl-file", "crt-list", "ssl-dh-param-file", "errorfile", "lua-load",
+                  "crt-base", "ca-base")
+
+    def _movable(self, lab, text: str) -> str:
+        """`text` with absolute paths a lab node cannot write (its file system is the host's,
+        read-only, outside /etc, /var, …) moved under the shared folder, the same way for
+        the original and the rendered file."""
+        from schemas.haproxy_lang import strip_comment, words
+
+        paths = set()
+        for raw in text.splitlines():
+            w = words(strip_comment(raw))
+            paths |= {w[i + 1] for i, word in enumerate(w[:-1]) if word in self.PATH_WORDS
+                      and w[i + 1].startswith("/") and not w[i + 1].startswith(self.WRITABLE)}
+        for path in sorted(paths, key=len, reverse=True):
+            text = text.replace(path, f"{lab.shared}/root{path}")
+        return text
+
+    def _stand_ins(self, lab, text: str) -> None:
+        """Stand-in files at every path the configuration names, inside the node."""
+        from schemas.haproxy_lang import strip_comment, words
+
+        bases = {"crt": "", "ca-file": ""}
+        for raw in text.splitlines():
+            w = words(strip_comment(raw))
+            if w[:1] in (["crt-base"], ["ca-base"]) and len(w) > 1:
+                bases["crt" if w[0] == "crt-base" else "ca-file"] = w[1]
+        pem = (lab.shared / "standins" / "stand-in.pem").read_text()
+        dh = (lab.shared / "standins" / "dh.pem").read_text()
+        hosts = set()
+        for raw in text.splitlines():
+            w = words(strip_comment(raw))
+            if w[:1] in (["server"], ["nameserver"]) and len(w) > 2:
+                host = w[2].rsplit(":", 1)[0] if w[2].count(":") == 1 else w[2]
+                if host and not host[0].isdigit() and "@" not in host and "$" not in host and host != "localhost":
+                    hosts.add(host)
+        if hosts:  # stand-in addresses for the host names servers are given by
+            lab.write_file("lb1", "/etc/hosts", "127.0.0.1 localhost\n" + "".join(f"192.0.2.99 {h}\n" for h in sorted(hosts)))
+        for raw in text.splitlines():
+            w = words(strip_comment(raw))
+            for i, word in enumerate(w[:-1]):
+                path = w[i + 1]
+                if "$" in path or path.startswith("@") or word not in self.PATH_WORDS[:-2]:
+                    continue
+                if word in ("crt", "ca-file") and not path.startswith("/") and bases[word]:
+                    path = f"{bases[word]}/{path}"
+                if not path.startswith("/"):
+                    path = f"{lab.shared}/{path}"  # beside the configuration (`default-path config`)
+                if word == "crt" and not Path(path).suffix:  # a folder of certificates
+                    lab.exec("lb1", ["mkdir", "-p", path])
+                    lab.write_file("lb1", f"{path}/stand-in.pem", pem)
+                elif word == "crt-list":
+                    lab.write_file("lb1", path, f"{lab.shared}/standins/stand-in.pem\n")
+                elif word == "errorfile":
+                    lab.write_file("lb1", path, "HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                elif word == "lua-load":
+                    lab.write_file("lb1", path, "-- stand-in\n")
+                elif word == "ssl-dh-param-file":
+                    lab.write_file("lb1", path, dh)
+                else:
+                    lab.write_file("lb1", path, pem)
+
+    def check(self, context: object, text: str, name: str) -> bool | None:
+        lab = context
+        text = self._movable(lab, text)
+        self._stand_ins(lab, text)
+        path = lab.shared / name
+        path.write_text(text if text.endswith("\n") else text + "\n")  # a file's last line, not its content
+        result = lab.exec("lb1", ["haproxy", "-c", "-q", "-f", str(path)], check=False, timeout=60)
+        return result.returncode == 0
+
+
+TOOLS: dict[str, Hook] = {"haproxy": HAProxyHook()}
+
+
+def lcs(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence: lines found in order."""
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def fidelity(original: Sections, rendered: Sections) -> tuple[int, int]:
+    """(lines found in order, lines of the original), section by section; a section of the
+    original is looked for under its name (an unnamed defaults: any defaults left)."""
+    pool: dict[str, list[list[str]]] = {}
+    for label, lines in rendered:
+        pool.setdefault(label, []).append(lines)
+    found = total = 0
+    for label, lines in original:
+        total += len(lines)
+        candidates = pool.get(label) or ([v for k, vs in pool.items() if k.startswith(label) for v in vs]
+                                         if label == "defaults" else [])
+        if label == "global":
+            candidates = [[line for lines_ in pool.get("global", []) for line in lines_]]
+        best = max((lcs(lines, c) for c in candidates), default=0)
+        found += best
+    return found, total
+
+
+def run(hook: Hook, folders: list[Path]) -> None:
+    files = sorted(f for folder in folders for f in folder.glob(hook.pattern) if f.is_file())
+    rows = []
+    with hook.session() as context, tempfile.TemporaryDirectory() as tmp:
+        tool = importlib.import_module(f"reconcilers.{hook.tool}.importer")
+        for n, path in enumerate(files):
+            work = Path(tmp) / str(n)
+            text = path.read_text(errors="replace")
+            row = {"file": path.name, "imported": "yes", "fidelity": "", "original": "", "rendered": ""}
+            try:
+                imported = tool.import_text(text, path.name, {"node": "lb1"}, work / "secrets")
+            except ImportProblem as err:
+                row["imported"] = f"no: {err}"
+                rows.append(row)
+                continue
+            import yaml
+
+            (work / "repo").mkdir(parents=True)
+            for secret, value in imported.secrets.items():
+                secret.parent.mkdir(parents=True, exist_ok=True)
+                secret.write_text(value + "\n")
+            (work / "repo" / "import.yaml").write_text(yaml.safe_dump_all(imported.documents, sort_keys=False))
+            said = io.StringIO()  # render's notes ("rendering for lb1 on this machine"): shown if it fails
+            with contextlib.redirect_stdout(None), contextlib.redirect_stderr(said):
+                code = main_render(["--repo", str(work / "repo"), "--node", "lb1", "--output-dir", str(work / "out")])
+            out = work / "out" / hook.rendered
+            if code != 0 or not out.exists():
+                sys.stderr.write(said.getvalue())
+                row["imported"] = "yes, render failed"
+                rows.append(row)
+                continue
+            rendered = out.read_text()
+            found, total = fidelity(hook.sections(text), hook.sections(rendered))
+            row["fidelity"] = f"{found}/{total} {100 * found / max(total, 1):.0f}%"
+            row["found"], row["total"] = found, total
+            original_ok = hook.check(context, text, f"{n}-original.cfg")
+            rendered_ok = hook.check(context, rendered, f"{n}-rendered.cfg")
+            row["original"] = {True: "accepted", False: "refused", None: "-"}[original_ok]
+            row["rendered"] = {True: "accepted", False: "refused", None: "-"}[rendered_ok]
+            rows.append(row)
+    width = max(len(r["file"]) for r in rows)
+    print(f"{'file':<{width}}  {'imported':<9} {'fidelity':<13} {'original':<9} rendered")
+    for r in rows:
+        imported = r["imported"] if r["imported"] == "yes" else r["imported"][:80]
+        print(f"{r['file']:<{width}}  {imported:<9} {r['fidelity']:<13} {r['original']:<9} {r['rendered']}")
+    ok = [r for r in rows if r["imported"] == "yes"]
+    found = sum(r.get("found", 0) for r in ok)
+    total = sum(r.get("total", 0) for r in ok)
+    accepted = [r for r in ok if r["original"] == "accepted"]
+    print(f"\n{len(ok)}/{len(rows)} imported ({100 * len(ok) / max(len(rows), 1):.0f} %); directive fidelity "
+          f"{found}/{total} ({100 * found / max(total, 1):.1f} %); rendered file accepted where the original is: "
+          f"{sum(r['rendered'] == 'accepted' for r in accepted)}/{len(accepted)}; rendered accepted overall: "
+          f"{sum(r['rendered'] == 'accepted' for r in ok)}/{len(ok)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tool", default="haproxy", choices=sorted(TOOLS))
+    p.add_argument("folders", nargs="*", type=Path, help=f"default: {CORPUS}/TOOL")
+    args = p.parse_args()
+    run(TOOLS[args.tool], args.folders or [CORPUS / args.tool])
+
+
+if __name__ == "__main__":
+    main()
