@@ -34,7 +34,7 @@ OBSERVE = """\
 import json, subprocess, sys, time
 from controller.loader import load_tree
 from reconcilers.base import Node, Runner
-from reconcilers.container import ContainerReconciler
+from reconcilers.lxc.reconciler import ContainerReconciler
 repo, rounds = sys.argv[1], int(sys.argv[2])
 tree = load_tree(repo)
 out = {"observe": [], "lxc-ls -f": [], "lxc-ls -1 x3": [], "bindings": []}
@@ -43,7 +43,7 @@ for _ in range(rounds):
     node = Node("lb1", Runner(dry_run=True, recording=True))
     rec.desired(tree, node)
     t = time.perf_counter()
-    out["count"] = len(rec.observe(node))
+    out["count"] = len(rec.observe(node)["Container"])
     out["observe"].append(time.perf_counter() - t)
     out["calls"] = len(node.runner.records)
     t = time.perf_counter()

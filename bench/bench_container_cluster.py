@@ -49,7 +49,7 @@ OBSERVE = """\
 import json, sys, time
 from controller.loader import load_tree
 from reconcilers.base import Node, Runner
-from reconcilers.container import ContainerReconciler
+from reconcilers.lxc.reconciler import ContainerReconciler
 repo, node_name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tree = load_tree(repo)
 out = {"observe": []}

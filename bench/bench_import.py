@@ -20,6 +20,14 @@ how to split its files into sections of directive lines, where render puts the f
 how to run its native check.
 
     .venv/bin/python bench/bench_import.py [--tool haproxy] [FOLDER ...]
+
+Tools whose files are not one main file of directive lines (an LXC config that may be
+wrapped in a script, an sssd.conf with its sudoers and PAM lines) bring their own run and
+table (`OWN_TABLE`: bench/import_lxc.py, bench/import_domain.py): settings kept as the tool
+reads them, and the tool's own parser on both sides.
+
+    .venv/bin/python bench/bench_import.py --tool lxc       (../shared/corpus/lxc)
+    .venv/bin/python bench/bench_import.py --tool sssd      (../shared/corpus/sssd)
 """
 from __future__ import annotations
 
@@ -259,12 +267,21 @@ def run(hook: Hook, folders: list[Path]) -> None:
           f"{sum(r['rendered'] == 'accepted' for r in ok)}/{len(ok)}")
 
 
+OWN_TABLE = {"lxc": "bench.import_lxc", "sssd": "bench.import_domain"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tool", default="haproxy", choices=sorted(TOOLS))
+    p.add_argument("--tool", default="haproxy", choices=sorted(TOOLS) + sorted(OWN_TABLE))
     p.add_argument("folders", nargs="*", type=Path, help=f"default: {CORPUS}/TOOL")
     args = p.parse_args()
-    run(TOOLS[args.tool], args.folders or [CORPUS / args.tool])
+    folders = args.folders or [CORPUS / args.tool]
+    if args.tool in OWN_TABLE:
+        from bench import import_common
+
+        hook = importlib.import_module(OWN_TABLE[args.tool])
+        sys.exit(import_common.main(args.tool, hook.run, folders))
+    run(TOOLS[args.tool], folders)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,15 @@ def _import_problem(message: str) -> dict[str, Any]:
 def main_import(argv: list[str]) -> int:
     from controller.cli import Parser, _print_json, envelope
 
+    tool = next((a for a in argv if not a.startswith("-")), None)
+    if tool and re.fullmatch(r"[a-z][a-z0-9_]{0,31}", tool):
+        try:
+            own = importlib.import_module(f"reconcilers.{tool}.importer")
+        except ModuleNotFoundError:
+            own = None
+        if own is not None and hasattr(own, "main"):  # a tool whose import takes arguments of its own
+            return own.main(argv[:argv.index(tool)] + argv[argv.index(tool) + 1:])
+
     p = Parser(prog="reconcile import", epilog=IMPORT_EXIT_CODES,
                description="Manifests that reproduce a tool's configuration file (or, with --live, the one it "
                            "runs on this node).\nPasswords found inline are written to files (0600) under "

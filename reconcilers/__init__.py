@@ -16,8 +16,8 @@ REGISTRY: dict[str, str] = {
     "HAProxy": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Backend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
-    "Container": "reconcilers.container:ContainerReconciler",
-    "DomainJoin": "reconcilers.domain_join:DomainJoinReconciler",
+    "Container": "reconcilers.lxc.reconciler:ContainerReconciler",
+    "DomainJoin": "reconcilers.domain.reconciler:DomainJoinReconciler",
     "Mount": "reconcilers.mount:MountReconciler",
 }
 

@@ -37,7 +37,7 @@ from reconcilers import netprobe, pacemaker, pacemaker_health
 from reconcilers.base import (
     ApplyError, Change, CommandError, Deferred, Desired, Health, HealthReport, Node, Outcomes, Reconciler, one_line,
 )
-from reconcilers.container import config_path, stop_seconds
+from reconcilers.lxc import config_path, stop_seconds
 from schemas.cluster_resource import MARKER
 
 RESOURCE_TAGS = ("primitive", "group", "clone")

@@ -184,7 +184,7 @@ ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME)]
 ParamValue = Annotated[str, StringConstraints(pattern=PARAM_VALUE)]
 """A resource parameter's value: any one-line text (the CIB is XML, which escapes it)."""
 
-USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9.-]{0,252})?$"
 UserName = Annotated[str, StringConstraints(pattern=USER_NAME)]
 COMPUTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$"
 ComputerName = Annotated[str, StringConstraints(pattern=COMPUTER_NAME)]
@@ -196,22 +196,23 @@ Umask = Annotated[str, StringConstraints(pattern=UMASK)]
 ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME)]
 
-_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9]")
+_GROUP = re.compile(r"([A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9])(@[A-Za-z0-9][A-Za-z0-9.-]{0,252})?")
 
 
 def _group_name(value: str) -> str:
     if not _GROUP.fullmatch(value) or "  " in value:
         raise ValueError(
-            f"{value!r}: a group name may use letters, digits, single spaces and . _ ' - "
+            f"{value!r}: a group name may use letters, digits, single spaces and . _ ' -, and one @domain "
             "(no newlines, no ':', '=', '(', ')', ',' or '%')"
         )
     return value
 
 
-GROUP_PATTERN = r"^(?!.*  )([A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9])$"
+GROUP_PATTERN = r"^(?!.*  )([A-Za-z0-9][A-Za-z0-9 ._'-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9])(@[A-Za-z0-9][A-Za-z0-9.-]{0,252})?$"
 GroupName = Annotated[str, AfterValidator(_group_name), Field(json_schema_extra={"pattern": GROUP_PATTERN})]
-"""An Active Directory group: single spaces allowed (sudoers escapes them), nothing that
-means something in sudoers, sssd or PAM."""
+"""An Active Directory group, optionally `group@domain` (as sssd names it with fully
+qualified names): single spaces allowed (sudoers escapes them), nothing that means
+something in sudoers, sssd or PAM."""
 
 _INIT_ARG = re.compile(r"[A-Za-z0-9_./:=@%+,-]{1,256}")
 
@@ -376,7 +377,7 @@ FilePath = Annotated[str, AfterValidator(_file_path),
 # sssd's fallback_homedir expands %u %U %d %f %l %P %o %h %H and %%; anything else after a
 # '%' makes sssd refuse the domain, so it is refused here, at the line that has it.
 _HOME_EXPANSIONS = set("uUdflPohH%")
-HOME_PATTERN = r"^/[A-Za-z0-9_./%-]*$"
+HOME_PATTERN = r"^/[A-Za-z0-9_./%@-]*$"
 
 
 def _home_pattern(value: str) -> str:
@@ -618,6 +619,24 @@ class SecretRef(Strict):
         return f"file:{self.file}" if self.file else f"env:{self.env}"
 
 
+def or_secret(value_type: Any) -> Any:
+    """A value given inline (of `value_type`) or, being a secret, by reference ({file:} or
+    {env:}): one error naming the field for a bad value, not one per alternative."""
+    from pydantic import BeforeValidator, TypeAdapter
+
+    adapter = TypeAdapter(value_type)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, (dict, SecretRef)):
+            return value if isinstance(value, SecretRef) else SecretRef.model_validate(value)
+        try:
+            return adapter.validate_python(value, strict=True)
+        except ValidationError as err:
+            raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
+
+    return Annotated[str | SecretRef, BeforeValidator(check)]
+
+
 # What a pattern means, for error messages: people should not have to read a regex.
 PATTERN_HELP: dict[str, str] = {
     DNS_LABEL: "must be a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
@@ -635,16 +654,16 @@ PATTERN_HELP: dict[str, str] = {
     AGENT: "must be a resource agent: ocf:PROVIDER:TYPE, systemd:UNIT, lsb:SCRIPT or stonith:TYPE",
     PARAM_NAME: "must be a parameter name: letters, digits, '_' and '-', starting with a letter or '_'",
     PARAM_VALUE: "must be one line of text (no control characters), at most 1024 characters",
-    USER_NAME: "must be a user name: letters, digits and . _ -, at most 64",
+    USER_NAME: "must be a user name: letters, digits and . _ -, at most 64, optionally @domain",
     COMPUTER_NAME: "must be a NetBIOS computer name: at most 15 letters, digits and '-'",
     ORG_UNIT: "must be an OU such as OU=Servers,DC=corp,DC=example,DC=test (letters, digits, spaces, _ and -)",
     UMASK: "must be an octal umask such as 0077",
     ENV_NAME: "must be an environment variable name: upper-case letters, digits and '_'",
-    HOME_PATTERN: "must be an absolute path of letters, digits, _ . / - and % expansions, e.g. /home/%u",
+    HOME_PATTERN: "must be an absolute path of letters, digits, _ . / @ - and % expansions, e.g. /home/%u or /home/%u@%d",
     IPV4_PATTERN: "must be an IPv4 address such as 192.0.2.10",
     IPV4_PREFIX_PATTERN: "must be an IPv4 address with its prefix length, such as 192.0.2.100/24",
     ABSOLUTE_PATH_PATTERN: "must be an absolute path in normal form, of letters, digits and _ . / @ + -",
-    GROUP_PATTERN: "must be a group name: letters, digits, single spaces and . _ ' -",
+    GROUP_PATTERN: "must be a group name: letters, digits, single spaces and . _ ' -, optionally @domain",
     RCLONE_KEY: "must be an rclone option name: lower-case letters, digits and '_', e.g. known_hosts_file",
     FLAG_NAME: "must be an rclone flag without its dashes: lower-case letters, digits and '-', e.g. vfs-cache-mode",
     FLAG_VALUE: "must be one word of letters, digits and _ . : / @ + % - (at most 128)",

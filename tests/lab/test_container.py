@@ -278,7 +278,7 @@ WATCH = """\
 import sys
 from pathlib import Path
 from reconcilers.base import Node, Runner
-from reconcilers.container import ContainerReconciler
+from reconcilers.lxc.reconciler import ContainerReconciler
 print("watching", flush=True)
 for event in ContainerReconciler().watch(Node("lb1", Runner(dry_run=True), Path(sys.argv[1]))):
     print(event, flush=True)

@@ -137,7 +137,8 @@ def test_changing_groups_restarts_sssd_without_rejoining(lab):
     tree = repo(lab, allow="[app-admins, web users]", sudo="[Domain Admins, web users]")
     plan = lab.reconcile("lb1", "--dry-run", "--repo", tree)
     assert plan.returncode == 2
-    assert "access.allowGroups: app-admins → " in plan.stdout and "restart sssd" in plan.stdout
+    assert "sssdConf.domain/corp.example.test.simple_allow_groups: app-admins → " in plan.stdout
+    assert "restart sssd" in plan.stdout
     assert "join corp" not in plan.stdout
     apply(lab, "lb1", tree)
 

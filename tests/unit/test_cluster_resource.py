@@ -276,7 +276,7 @@ spec:
 
 
 def test_a_placed_container_gets_the_agents_params_a_stop_that_kills_in_time_and_a_placement_rule(tmp_path):
-    from reconcilers.container import config_path
+    from reconcilers.lxc.config import config_path
 
     _, out = reconciler(tmp_path, TREE + CONTAINER)
     state = out["ct1"].state

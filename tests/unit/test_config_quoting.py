@@ -16,10 +16,11 @@ import pytest
 from reconcilers.base import UnsafeValue, one_line
 from reconcilers.cluster import corosync_value, parse_corosync_conf
 from reconcilers.cluster_resource import cib_value
-from reconcilers.container import lxc_comment, lxc_init_cmd, lxc_value, parse_config
-from reconcilers.domain_join import (
-    pam_argument, parse_pam_block, parse_sudoers_groups, sssd_list, sssd_section, sssd_value, sudoers_escape,
-)
+from reconcilers.lxc.config import lxc_comment, lxc_init_cmd, lxc_value, parse_config
+from reconcilers.domain.krb5 import krb5_value, parse_krb5_conf
+from reconcilers.domain.pam import pam_argument, parse_pam_block
+from reconcilers.domain.sssd import parse_ini, sssd_key, sssd_list, sssd_section, sssd_value
+from reconcilers.domain.sudoers import sudoers_command, sudoers_escape, sudoers_unescape
 from reconcilers.haproxy.config import haproxy_word
 from reconcilers.haproxy.runtime import runtime_command
 from reconcilers.keepalived import keepalived_word
@@ -121,12 +122,43 @@ def test_pam_arguments_stay_one_argument_of_one_line(value):
     refused_or(check, lambda v: pam_argument("skel", v), value)
 
 
+def sudoers_words(line: str) -> list[str]:
+    """sudoers' lexer, for what we write: blanks and unescaped ',' ':' '=' separate words,
+    a backslash escapes the next character."""
+    return [sudoers_unescape(w) for w in re.findall(r"(?:\\.|[^\s\\,:=()])+", line)]
+
+
 @pytest.mark.parametrize("value", VALUES, ids=repr)
 def test_sudoers_group_names_read_back_as_one_group(value):
     def check(word, v):
-        assert parse_sudoers_groups(f"%{word} ALL=(ALL:ALL) ALL\n") == [v]
+        assert sudoers_words(f"%{word} ALL=(ALL:ALL) ALL")[0] == f"%{v}"
         assert not word.endswith("\\") or word.endswith("\\\\")
     refused_or(check, sudoers_escape, value)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_sudoers_commands_stay_one_command_of_one_line(value):
+    def check(text, v):
+        if v != "ALL":
+            assert sudoers_words(f"/bin/echo {text}")[1:] == v.split()
+            assert not re.search(r"(?<!\\)[,:=#]", text)
+    refused_or(check, sudoers_command, value)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_sssd_option_names_stay_one_option(value):
+    def check(text, v):
+        (section,) = parse_ini(f"[nss]\n{text} = 1\n")
+        assert [(o.key, o.value) for o in section.options] == [(v, "1")]
+    refused_or(check, sssd_key, value)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_krb5_values_stay_one_relation(value):
+    def check(text, v):
+        conf = parse_krb5_conf(f"[libdefaults]\n\tdefault_realm = {text}\n\trdns = false\n")
+        assert conf == {"libdefaults": {"default_realm": v, "rdns": "false"}}
+    refused_or(check, krb5_value, value)
 
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)

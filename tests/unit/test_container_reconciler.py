@@ -11,13 +11,15 @@ import pytest
 
 from controller.loader import load_tree
 from reconcilers.base import Change, DryRunViolation, Node, Runner
-from reconcilers.container import (
-    END_MARKER, MARKER, CgroupLayout, ContainerReconciler, _why_invalid, canonical_cpus, canonical_memory,
-    create_argv, file_digest, marker_name, merge_config, observed_bridge_address, observed_from_config,
-    parse_config, parse_links, parse_lxc_ls, parse_lxc_ls_pids, parse_monitor_line, read_rootfs_file, render_block,
-    render_settings, restart_changes, restart_settings_of, shares_of_weight, veth_pair_name, weight_of_shares,
-    write_rootfs_file,
+from reconcilers.lxc.config import (
+    lxc_line,
+    END_MARKER, MARKER, CgroupLayout, canonical_cpus, canonical_memory, marker_name, merge_config, parse_config, render_block, restart_settings_of, shares_of_weight, weight_of_shares,
 )
+from reconcilers.lxc.reconciler import ContainerReconciler
+from reconcilers.lxc.tools import why_invalid, parse_lxc_ls, parse_lxc_ls_pids, parse_monitor_line
+from reconcilers.lxc.model import create_argv, file_digest, observed_from_config, render_settings, restart_changes
+from reconcilers.lxc.network import observed_bridge_address, parse_links, veth_pair_name
+from reconcilers.lxc.rootfs import read_rootfs_file, write_rootfs_file
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "lxc"
 V1 = CgroupLayout(frozenset({"memory", "cpuset", "cpu"}))
@@ -87,9 +89,9 @@ def test_a_config_lxc_refuses_is_explained_in_lxcs_words():
     # lxc-ls leaves app3x out of its table and says why on stderr (with -l ERROR)
     assert "app3x" not in parse_lxc_ls(fixture("lxc-ls.out"))
     why = 'Unsupported config key "lxc.bogus", at line "lxc.bogus = 1"'
-    assert _why_invalid(fixture("lxc-ls.err"), "app3x") == why
-    assert _why_invalid(fixture("lxc-info-invalid.err"), "app3x") == why
-    assert _why_invalid("Failed to load config for b\n", "b") == "it does not load (lxc-ls skips it)"
+    assert why_invalid(fixture("lxc-ls.err"), "app3x") == why
+    assert why_invalid(fixture("lxc-info-invalid.err"), "app3x") == why
+    assert why_invalid("Failed to load config for b\n", "b") == "it does not load (lxc-ls skips it)"
 
 
 def test_a_managed_config_reads_back_as_the_desired_state(reconciler):
@@ -128,7 +130,9 @@ def test_limits_read_back_the_same_from_cgroup_v1_and_v2_keys():
 
 def test_extra_interfaces_added_by_hand_show_as_drift():
     text = "lxc.net.0.type = empty\nlxc.net.1.type = veth\nlxc.net.1.link = br9\n"
-    assert observed_from_config("c", "/l", text, "stopped")["network"]["type"] == "none (+1 more interface)"
+    observed = observed_from_config("c", "/l", text, "stopped")
+    assert observed["network"]["type"] == "none"
+    assert [(n["type"], n["bridge"], n["name"]) for n in observed["networks"]] == [("bridge", "br9", "eth1")]
 
 
 def test_ip_addr_tells_bridges_their_addresses_owner_and_ports():
@@ -229,9 +233,10 @@ def test_restart_policy_never_keeps_the_running_keys_as_they_are():
     assert kept["lxc.init.cmd"] == "/bin/httpd -f -p 80 -h /www"
     # a hand-edited config read as LXC reads it, so that it can be written again as it was meant
     edited = 'lxc.net.0.link = "br0"\nlxc.net.0.ipv4.address = 10.0.0.1/24\nlxc.net.0.ipv4.address =\n'
-    kept = restart_settings_of(edited)
-    assert kept == [("lxc.net.0.link", "br0")]
-    assert render_block("c", "busybox", 10, kept).count("lxc.net.0") == 1
+    kept = restart_settings_of(edited)  # line by line, the clearing line too: LXC reads them the same again
+    assert kept == [("lxc.net.0.link", "br0"), ("lxc.net.0.ipv4.address", "10.0.0.1/24"), ("lxc.net.0.ipv4.address", "")]
+    assert parse_config("\n".join(lxc_line(k, v) for k, v in kept)) == parse_config(edited)
+    assert render_block("c", "busybox", 10, kept).count("lxc.net.0") == 3
 
 
 def test_create_argv_per_template(reconciler):
@@ -264,7 +269,10 @@ def test_desired_holds_node_placed_and_pacemaker_placed_containers(reconciler):
     rec, _, desired = reconciler
     assert set(desired) == {"app1", "db1"} and rec.cluster_placed == {"db1"}
     assert desired["app1"].state["files"] == {"/www/index.html": file_digest(b"app1\n")}
-    assert desired["app1"].state["pacemaker"] is None and desired["app1"].ignore == ()
+    assert desired["app1"].state["pacemaker"] is None and "/state" not in desired["app1"].ignore
+    # what the manifest leaves out is the template's: not compared
+    assert set(desired["app1"].ignore) == {"/hostname", "/apparmor", "/devices", "/capabilities", "/mounts",
+                                           "/mountAuto", "/environment"}
     # what Pacemaker places is desired too (test_container_placed.py has the rest)
     assert desired["db1"].state["pacemaker"] == {"cluster": "web", "mayRunHere": True}
 
@@ -483,7 +491,7 @@ def test_a_container_whose_rootfs_is_not_where_reconcile_put_it_is_never_destroy
 
 
 def test_observe_reads_files_only_from_the_created_rootfs(tmp_path):
-    from reconcilers.container import RootFs
+    from reconcilers.lxc.rootfs import RootFs
 
     lxc, rootfs = _container_dir(tmp_path)
     (rootfs / "www" / "index.html").write_text("app1\n")
@@ -496,7 +504,7 @@ def test_observe_reads_files_only_from_the_created_rootfs(tmp_path):
 
 
 def test_lxcs_native_check_leaves_no_lock_folder_behind(tmp_path):
-    from reconcilers.container import scratch_lxc_path
+    from reconcilers.lxc.tools import scratch_lxc_path
 
     run = tmp_path / "run"
     run.mkdir()

@@ -61,7 +61,7 @@ def test_desired_reads_nothing_but_the_tree_and_the_node_name(cls, tmp_path, mon
 
 
 def test_a_domain_joins_default_computer_name_is_the_nodes_name(tmp_path, monkeypatch):
-    from reconcilers.domain_join import DomainJoinReconciler
+    from reconcilers.domain.reconciler import DomainJoinReconciler
 
     monkeypatch.setattr(socket, "gethostname", lambda: "ci-runner")
     tree = load_tree(DEFAULT_REPO)

@@ -13,12 +13,16 @@ from pathlib import Path
 import pytest
 
 from controller.loader import TreeError, load_tree
-from reconcilers.base import GENERATED_HEADER, ApplyError, Change, Node, Runner
-from reconcilers.domain_join import (
-    DomainJoinReconciler, Paths, check_sssd_conf, check_sudoers, install_sudoers, nsswitch_add_sss,
-    nsswitch_remove_sss, nsswitch_sources, pam_with_block, pam_without_block, parse_keytab_list,
-    parse_pam_block, parse_sudoers_groups, render_sudoers, sudoers_escape, sudoers_unescape, membership_accepted,
-)
+from reconcilers.base import GENERATED_HEADER, ApplyError, Change, Node, Runner, UnitState
+from reconcilers.domain import files
+from reconcilers.domain.adcli import membership_accepted, parse_keytab_list
+from reconcilers.domain.files import Paths
+from reconcilers.domain.nsswitch import nsswitch_add_sss, nsswitch_remove_sss, nsswitch_sources
+from reconcilers.domain.pam import pam_with_block, pam_without_block, parse_pam_block
+from reconcilers.domain.reconciler import DomainJoinReconciler
+from reconcilers.domain import daemon, sssd
+from reconcilers.domain.sssd import check_sssd_conf
+from reconcilers.domain.sudoers import check_sudoers, parse_rules, render_sudoers, sudoers_escape, sudoers_unescape
 from tests.readonly_allowlist import allowed
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ad"
@@ -164,31 +168,31 @@ def test_sudoers_escapes_group_names(group, word):
 
 
 def test_sudoers_rules_with_spaces_are_accepted_by_visudo(tmp_path):
-    text = render_sudoers("corp", ["domain admins", "web users", "o'brien team", "ops@corp.example.test"])
+    groups = ["domain admins", "web users", "o'brien team", "ops@corp.example.test"]
+    text = render_sudoers("corp", [f"%{sudoers_escape(g)} ALL=(ALL:ALL) ALL" for g in groups])
     assert GENERATED_HEADER in text
-    assert parse_sudoers_groups(text) == ["domain admins", "web users", "o'brien team", "ops@corp.example.test"]
+    assert [sudoers_unescape(rule.rsplit(" ALL=", 1)[0][1:]) for rule in parse_rules(text)] == groups
     target = tmp_path / "reconcile-corp"
-    assert install_sudoers(Node("lb1", Runner()), target, text) is True
-    assert target.read_text() == text and target.stat().st_mode & 0o7777 == 0o440
+    target.write_text(text)
+    check_sudoers(Node("lb1", Runner()), target)  # visudo -cf accepts it
 
 
 def test_sudoers_recorded_from_the_lab_parses_back():
-    assert parse_sudoers_groups(fixture("sudoers.generated")) == ["domain admins", "web users"]
+    assert parse_rules(fixture("sudoers.generated")) == [r"%domain\ admins ALL=(ALL:ALL) ALL",
+                                                          r"%web\ users ALL=(ALL:ALL) ALL"]
 
 
-def test_a_sudoers_file_visudo_rejects_is_never_installed(tmp_path):
-    target = tmp_path / "reconcile-corp"
-    bad = "# broken\n%domain admins ALL=(ALL:ALL) ALL\n"  # unescaped space: a syntax error
-    with pytest.raises(ApplyError, match="visudo refuses"):
-        install_sudoers(Node("lb1", Runner()), target, bad)
-    assert not target.exists()
-    assert [p.name for p in tmp_path.iterdir()] == []  # no temp file left behind either
-    # an installed good file stays as it was when the new content is refused
-    good = render_sudoers("corp", ["domain admins"])
-    install_sudoers(Node("lb1", Runner()), target, good)
-    with pytest.raises(ApplyError):
-        install_sudoers(Node("lb1", Runner()), target, bad)
-    assert target.read_text() == good
+def test_a_sudoers_file_visudo_rejects_is_never_installed(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths, sudo="[Domain Admins]")
+    a = rec.wanted["corp"]
+    a.sudoers = "# broken\n%domain admins ALL=(ALL:ALL) ALL\n"  # unescaped space: a syntax error
+    problems = files.check(Node("lb1", Runner()), a, paths)
+    assert len(problems) == 1 and "visudo refuses" in problems[0]
+    paths.keytab.write_text("")  # joined already: apply would only write files
+    outcome = rec.apply([Change("DomainJoin", "corp", "update", desired["corp"].state,
+                                dict(desired["corp"].state, sudo=[]))], node(tmp_path))
+    assert "visudo refuses" in str(outcome[("DomainJoin", "corp")])
+    assert not paths.sudoers("corp").exists() and not paths.sssd_conf.exists()  # nothing of the set installed
 
 
 def test_native_validation_is_read_only_and_allowed_in_dry_run(tmp_path, paths):
@@ -233,7 +237,7 @@ def test_ad_access_provider_and_fully_qualified_names(tmp_path, paths):
     assert "access_provider = ad" in text and "simple_allow_groups" not in text
     assert "use_fully_qualified_names = true" in text
     assert r"%domain\ admins\@corp.example.test ALL=(ALL:ALL) ALL" in rec.wanted["corp"].sudoers
-    assert desired["corp"].state["sudoGroups"] == "domain admins@corp.example.test"
+    assert desired["corp"].state["sudo"] == [r"%domain\ admins\@corp.example.test ALL=(ALL:ALL) ALL"]
 
 
 def test_what_apply_writes_observes_as_desired(tmp_path, paths):
@@ -246,7 +250,7 @@ def test_what_apply_writes_observes_as_desired(tmp_path, paths):
     paths.sudoers("corp").chmod(0o440)
     paths.pam_session.write_text(pam_with_block(paths.pam_session.read_text(), "corp", "/etc/skel", "0077"))
     state = desired["corp"].state
-    observed = rec._observe_one(node(tmp_path), "corp", None, dict(state["membership"], ou=None))
+    observed = rec._observe_one(node(tmp_path), "corp", None, state["membership"])
     assert observed["sssd"] == "stopped"  # no sssd in this test
     assert {k: v for k, v in observed.items() if k != "sssd"} == {k: v for k, v in state.items() if k != "sssd"}
 
@@ -256,8 +260,9 @@ def test_recorded_sssd_conf_from_the_lab_observes_as_desired(tmp_path, paths):
     paths.sssd_conf.write_text(fixture("sssd.conf.generated"))
     paths.sssd_conf.chmod(0o600)
     observed = rec._observe_one(node(tmp_path), "corp", None, None)
-    assert observed["access"] == {"provider": "simple", "allowGroups": "app-admins"}
-    assert observed["homeDirectories"]["pattern"] == "/home/%u"
+    section = observed["sssdConf"]["domain/corp.example.test"]
+    assert (section["access_provider"], section["simple_allow_groups"]) == ("simple", "app-admins")
+    assert section["fallback_homedir"] == "/home/%u"
 
 
 # --- apply's guards, before anything changes -----------------------------------------------------
@@ -268,8 +273,8 @@ def test_missing_secret_file_is_a_clear_error_and_nothing_changes(tmp_path, path
     before = {p: p.read_text() for p in (paths.nsswitch, paths.pam_session)}
     n = node(tmp_path)
     change = Change("DomainJoin", "corp", "create", desired["corp"].state, None)
-    with pytest.raises(ApplyError, match=r"secret file .*absent.password does not exist"):
-        rec.apply_one(change, n)
+    outcome = rec.apply([change], n)[change.key]
+    assert isinstance(outcome, ApplyError) and "absent.password does not exist" in str(outcome)
     assert n.runner.records == []  # not one command ran
     assert not paths.sssd_conf.exists() and not paths.sudoers("corp").exists()
     assert {p: p.read_text() for p in before} == before
@@ -280,16 +285,16 @@ def test_an_sssd_conf_reconcile_did_not_write_is_never_overwritten(tmp_path, pat
     rec, desired = planned(tmp_path, paths)
     paths.sssd_conf.write_text("[sssd]\ndomains = other.test\n")
     n = node(tmp_path)
-    with pytest.raises(ApplyError, match="was not written by reconcile"):
-        rec.apply_one(Change("DomainJoin", "corp", "create", desired["corp"].state, None), n)
+    outcome = rec.apply([Change("DomainJoin", "corp", "create", desired["corp"].state, None)], n)
+    assert "was not written by reconcile" in str(outcome[("DomainJoin", "corp")])
     assert paths.sssd_conf.read_text() == "[sssd]\ndomains = other.test\n"
     assert n.runner.records == []
 
 
 def test_prune_without_a_record_of_the_join_refuses(tmp_path, paths):
     rec = DomainJoinReconciler(paths)
-    with pytest.raises(ApplyError, match="no record of how DomainJoin/corp joined"):
-        rec.apply_one(Change("DomainJoin", "corp", "delete", None, {"membership": {}}), node(tmp_path))
+    outcome = rec.apply([Change("DomainJoin", "corp", "delete", None, {"membership": {}})], node(tmp_path))
+    assert "no record of how DomainJoin/corp joined" in str(outcome[("DomainJoin", "corp")])
 
 
 def test_prune_with_its_secret_gone_changes_nothing(tmp_path, paths):
@@ -301,8 +306,8 @@ def test_prune_with_its_secret_gone_changes_nothing(tmp_path, paths):
                                   "keytabExisted": False, "nsswitchAdded": []}))
     paths.sssd_conf.write_text(f"# {GENERATED_HEADER}\n")
     n = node(tmp_path)
-    with pytest.raises(ApplyError, match="does not exist"):
-        rec.apply_one(Change("DomainJoin", "corp", "delete", None, {"membership": {}}), n)
+    outcome = rec.apply([Change("DomainJoin", "corp", "delete", None, {"membership": {}})], n)
+    assert "does not exist" in str(outcome[("DomainJoin", "corp")])
     assert marker.exists() and paths.sssd_conf.exists() and n.runner.records == []
 
 
@@ -367,11 +372,11 @@ def test_renamed_manifest_prunes_the_old_name_without_leaving_the_domain(tmp_pat
                                                 **common}))
     paths.keytab.write_text("keys")
     paths.sssd_conf.write_text(f"# {GENERATED_HEADER}\n")
-    paths.sudoers("old").write_text(render_sudoers("old", ["web users"]))
+    paths.sudoers("old").write_text(render_sudoers("old", [r"%web\ users ALL=(ALL:ALL) ALL"]))
     paths.pam_session.write_text(pam_with_block(fixture("common-session.debian"), "old", "/etc/skel", "0077"))
     rec = DomainJoinReconciler(paths)
     n = node(tmp_path)
-    rec.apply_one(Change("DomainJoin", "old", "delete", None, {"membership": {}}), n)
+    assert rec.apply([Change("DomainJoin", "old", "delete", None, {"membership": {}})], n) == {("DomainJoin", "old"): None}
     assert [r for r in n.runner.records if r.what == "exec"] == []  # no adcli delete-computer, no sssd stop
     assert paths.keytab.exists() and paths.sssd_conf.exists()
     assert not paths.sudoers("old").exists() and not (state / "old.json").exists()
@@ -402,34 +407,68 @@ def test_watch_reports_an_edit_of_a_managed_file_and_not_of_others(tmp_path, pat
     assert events == [f"changed: {paths.sudoers('corp')}"]
 
 
-# --- sssd's responders under systemd ---------------------------------------------------------
+# --- sssd's responders and its unit under systemd --------------------------------------------
 
 
-def test_sssd_conf_lists_responders_only_when_systemd_does_not_start_them_from_sockets(tmp_path, paths, monkeypatch):
-    from reconcilers import domain_join
-
+def test_sssd_conf_leaves_out_the_responders_the_node_starts_from_their_sockets(tmp_path, paths):
+    """Debian enables sssd-nss.socket, sssd-pam.socket, … with sssd: a responder listed in
+    `services` as well makes its socket fail (the node is `degraded`)."""
+    rec, _ = planned(tmp_path, paths)
+    a = rec.wanted["corp"]
+    assert "services = nss, pam\n" in a.sssd_conf  # desired: pure, the same on every machine
     wants = tmp_path / "sssd.service.wants"
-    paths = dataclasses.replace(paths, sssd_wants=wants)
-    rec, desired = planned(tmp_path, paths)
-    assert "services = nss, pam\n" in rec.wanted["corp"].sssd_conf  # the init-less lab, containers
-    monkeypatch.setattr(domain_join, "systemd_running", lambda: True)
     wants.mkdir()
     (wants / "sssd-nss.socket").symlink_to("/lib/systemd/system/sssd-nss.socket")
-    assert not domain_join.responders_socket_activated(paths)  # pam's socket is not enabled
-    (wants / "sssd-pam.socket").symlink_to("/lib/systemd/system/sssd-pam.socket")
-    assert domain_join.responders_socket_activated(paths)
-    conf = domain_join.render_sssd_conf("corp", rec.wanted["corp"].spec, rec.wanted["corp"].computer, socket_activated=True)
-    assert "services" not in conf.replace("# nss and pam responders", "")
-    assert conf.replace("# nss and pam responders: started by systemd from sssd-nss.socket and sssd-pam.socket\n",
-                        "services = nss, pam\n") == rec.wanted["corp"].sssd_conf
+    assert sssd.socket_activated(wants) == {"nss"}
+    assert "services = pam\n" in sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=sssd.socket_activated(wants))
+    for r in ("pam", "sudo", "ssh", "pac", "autofs"):
+        (wants / f"sssd-{r}.socket").symlink_to(f"/lib/systemd/system/sssd-{r}.socket")
+    on_node = sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=sssd.socket_activated(wants))
+    assert "services" not in on_node
+    assert on_node == a.sssd_conf.replace("services = nss, pam\n", "")
+
+
+def test_a_file_written_for_socket_activated_responders_reads_as_the_desired_one(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths)
+    a = rec.wanted["corp"]
+    every = frozenset(sssd.SOCKET_RESPONDERS)
+    wanted = a.state["sssdConf"]["sssd"]["services"]
+    on_node = sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=every)
+    assert sssd.normalized(on_node, {}, every, wanted) == desired["corp"].state["sssdConf"]
+    # the packages' sockets and a file that lists them too (written before, or by hand): drift
+    both = sssd.normalized(a.sssd_conf, {}, every, wanted)["sssd"]["services"]
+    assert both == "nss, pam (also started from sockets: nss, pam: those sockets fail)"
+    # without systemd nothing is socket-activated: the file lists them, as desired says
+    assert sssd.normalized(a.sssd_conf, {}, frozenset(), wanted) == desired["corp"].state["sssdConf"]
+
+
+def test_an_explicit_services_list_keeps_the_responders_that_have_no_socket(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths, extra='  options:\n    sssd: {services: "nss,pam, ifp"}\n')
+    a = rec.wanted["corp"]
+    assert desired["corp"].state["sssdConf"]["sssd"]["services"] == "nss, pam, ifp"
+    sockets = frozenset({"nss", "pam"})
+    on_node = sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=sockets)
+    assert "services = ifp\n" in on_node
+    assert sssd.normalized(on_node, {}, sockets, "nss, pam, ifp") == desired["corp"].state["sssdConf"]
 
 
 def test_sssd_conf_without_services_passes_sssctl(tmp_path, paths):
-    from reconcilers import domain_join
-
     rec, _ = planned(tmp_path, paths)
-    conf = domain_join.render_sssd_conf("corp", rec.wanted["corp"].spec, rec.wanted["corp"].computer, socket_activated=True)
+    a = rec.wanted["corp"]
     candidate = tmp_path / "sssd.conf"
-    candidate.write_text(conf)
+    candidate.write_text(sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=frozenset(sssd.SOCKET_RESPONDERS)))
     candidate.chmod(0o600)
     check_sssd_conf(node(tmp_path, dry_run=True), candidate, paths.sssd_snippets)  # raises if refused
+
+
+def test_sssd_that_does_not_start_at_boot_is_drift_and_an_operators_hold_says_so(tmp_path):
+    pid = tmp_path / "sssd.pid"
+    conf = tmp_path / "sssd.conf"
+    conf.write_text("")
+    enabled = UnitState("sssd.service", "loaded", "inactive", "enabled", "enabled")
+    assert daemon.status(pid, conf, enabled) == "stopped"  # the process, as without systemd
+    held = daemon.status(pid, conf, UnitState("sssd.service", "loaded", "inactive", "disabled", "enabled"))
+    assert held == "stopped (sssd.service is disabled on this node (its package enables it): not started at boot)"
+    assert not daemon.starts_at_boot(held) and daemon.starts_at_boot("running")
+    masked = daemon.status(pid, conf, UnitState("sssd.service", "masked", "inactive", "masked", "enabled"))
+    assert "masked" in masked and not daemon.starts_at_boot(masked)

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from reconcilers import netprobe
-from reconcilers.container_health import container_health, init_of, parse_proc_stat
-from reconcilers.domain_join import join_health, membership_accepted, parse_getent, resolvable_names
+from reconcilers.lxc.health import container_health, init_of, parse_proc_stat
+from reconcilers.domain.adcli import membership_accepted
+from reconcilers.domain.health import join_health, parse_getent, resolvable_names
 from reconcilers.haproxy.health import backend_health, frontend_health, parse_stat_rows, server_state
 from reconcilers.keepalived import parse_json_dump
 from reconcilers.keepalived_health import keepalived_health, vip_health

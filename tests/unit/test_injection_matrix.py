@@ -38,9 +38,13 @@ from reconcilers.haproxy.reconciler import HAProxyReconciler
 from reconcilers.base import Node, Runner, UnsafeValue
 from reconcilers.cluster import corosync_settings, render_corosync_conf
 from reconcilers.cluster_resource import ClusterResourceReconciler, render_constraints, render_unit
-from reconcilers.container import CgroupLayout, ContainerReconciler, create_argv, render_block, render_settings, \
-    stop_seconds
-from reconcilers.domain_join import DomainJoinReconciler, Paths, join_argv, pam_with_block
+from reconcilers.lxc.config import CgroupLayout, render_block
+from reconcilers.lxc.reconciler import ContainerReconciler
+from reconcilers.lxc.model import create_argv, render_settings, stop_seconds
+from reconcilers.domain import files as domain_files
+from reconcilers.domain.adcli import join_argv
+from reconcilers.domain.files import Paths
+from reconcilers.domain.pam import pam_with_block
 from reconcilers.mount import MountReconciler
 from reconcilers.mount.apply import units_for
 from reconcilers.mount.credentials import host_keys, plain_values
@@ -172,13 +176,52 @@ BASE = [
         "node": "lb1", "template": "local",
         "local": {"rootfs": "/srv/images/rootfs.tar.xz", "metadata": "/srv/images/meta.tar.xz"}}),
     manifest("Container", "ct1", {"cluster": "web", "template": "busybox"}),
+    manifest("Container", "full1", {
+        "node": "lb1", "template": "busybox", "hostname": "full1.example.test",
+        "network": {"type": "macvlan", "link": "eth0", "name": "eth0", "mac": "00:16:3e:00:00:01", "mtu": 1400,
+                    "address": "198.51.100.41/24", "addresses": ["198.51.100.42/24 198.51.100.255"],
+                    "gateway": "198.51.100.1", "ipv6": ["2001:db8::41/64"], "ipv6Gateway": "2001:db8::1",
+                    "options": {"macvlan.mode": "bridge"}},
+        "idmap": [{"type": "u", "container": 0, "host": 100000, "count": 65536},
+                  {"type": "g", "container": 0, "host": 100000, "count": 65536}],
+        "apparmor": {"profile": "lxc-container-default-cgns", "allowNesting": True, "allowIncomplete": False},
+        "devices": [{"deny": "a"}, {"allow": "c 1:3 rwm"}], "capabilities": {"drop": ["sys_module", "sys_time"]},
+        "mounts": [{"source": "/srv/data", "target": "srv/data", "type": "none", "options": ["bind", "create=dir"]}],
+        "mountAuto": ["proc:mixed", "sys:ro"], "environment": {"APP_MODE": "production"},
+        "config": ["lxc.sysctl.net.ipv4.ip_forward = 1", "lxc.cgroup.devices.allow ="],
+        "files": {"/etc/app.conf": "mode=production\n"},
+        "fileModes": {"/etc/app.conf": {"mode": "0640", "owner": 0, "group": 33}}}),
+    manifest("Container", "multi1", {
+        "node": "lb1", "template": "busybox",
+        "networks": [{"type": "vlan", "link": "eth0", "name": "eth0", "mac": "00:16:3e:00:00:02", "mtu": 1400,
+                      "address": "198.51.100.51/24", "addresses": ["198.51.100.52/24"], "gateway": "198.51.100.1",
+                      "ipv6": ["2001:db8::51/64"], "ipv6Gateway": "2001:db8::1", "options": {"vlan.id": "10"}},
+                     {"type": "none"}],
+        "devices": [{"allow": "c 1:5 rwm"}], "capabilities": {"keep": ["net_bind_service"]}}),
+    manifest("Container", "multi2", {
+        "node": "lb1", "template": "busybox",
+        "networks": [{"type": "bridge", "bridge": "app1", "address": "192.0.2.161/28",
+                      "bridgeAddress": "192.0.2.174/28", "gateway": "auto"}]}),
+    manifest("Container", "adopted1", {"node": "lb1", "adopt": True, "rootfs": "/srv/containers/adopted1"}),
     manifest("DomainJoin", "corp", {
-        "nodes": ["lb1", "lb2"], "domain": "corp.example.test", "user": "Administrator",
+        "nodes": ["lb1"], "domain": "corp.example.test", "user": "Administrator",
         "password": {"file": "/etc/reconcile/secrets/corp-join.password"}, "computerName": "WEB-LB",
-        "ou": "OU=Servers,DC=corp,DC=example,DC=test", "allowGroups": ["app-admins"],
-        "sudoGroups": ["Domain Admins"], "fullyQualifiedNames": False,
-        "homeDirectories": {"create": True, "pattern": "/home/%u", "skel": "/etc/skel", "umask": "0077"},
-        "accessProvider": "simple"}),
+        "ou": "OU=Servers,DC=corp,DC=example,DC=test", "sssdDomain": "CORP", "realm": "CORP.EXAMPLE.TEST",
+        "adServers": ["dc1.corp.example.test"], "adBackupServers": ["dc2.corp.example.test:389"],
+        "authProvider": "ad", "chpassProvider": "ad", "allowGroups": ["app-admins"], "allowUsers": ["alice"],
+        "sudoGroups": ["Domain Admins"],
+        "sudo": [{"groups": ["ops"], "users": ["bob"], "runAs": "root:adm", "noPassword": True,
+                  "commands": ["/usr/bin/systemctl restart nginx"]}],
+        "fullyQualifiedNames": False, "idMapping": True,
+        "homeDirectories": {"create": True, "pattern": "/home/%u", "override": "/srv/home/%u", "skel": "/etc/skel",
+                            "umask": "0077"},
+        "accessProvider": "simple", "recommended": True,
+        "options": {"nss": {"filter_users": "root"}, "domain": {"ldap_referrals": "false"}},
+        "krb5": {"kdcs": ["dc1.corp.example.test"], "adminServer": "dc1.corp.example.test", "dnsLookupKdc": False,
+                 "libdefaults": {"ticket_lifetime": "24h"}, "realmOptions": {"kpasswd_server": "dc1.corp.example.test"}}}),
+    manifest("DomainJoin", "ldapjoin", {
+        "node": "lb2", "domain": "ldap.example.test", "provider": "ldap", "join": "none", "accessProvider": "ldap",
+        "accessFilter": "(memberOf=cn=ops,ou=groups,dc=ldap,dc=example,dc=test)"}),
     manifest("Mount", "reports", {
         "node": "lb1", "path": "/mnt/reports", "state": "mounted", "type": "rclone",
         "rclone": {"remote": {"type": "sftp", "options": {"host": "192.0.2.12"},
@@ -325,7 +368,8 @@ SECRET_VARIANTS = {"file": {"file": "/etc/reconcile/secrets/key"}, "env": {"env"
 
 def base_for(kind: str, path: tuple) -> tuple[list[dict], int] | None:
     """A valid tree whose manifest at the returned index sets `path`: BASE, or BASE with one
-    manifest's placement (node, nodes, cluster) or secret reference (file, env) swapped."""
+    manifest's placement (node, nodes, cluster) or secret reference (file, env) swapped (and,
+    if the new placement then conflicts, without the other manifests of its kind)."""
     i = _holder(kind, path)
     if i is not None:
         return BASE, i
@@ -346,6 +390,10 @@ def base_for(kind: str, path: tuple) -> tuple[list[dict], int] | None:
             return None
         if validate(tree) is not None:
             return tree, i
+        # a kind of one object per node (DomainJoin): the others would now share its nodes
+        alone = [d for j, d in enumerate(tree) if j == i or d["kind"] != kind]
+        if path in PLACEMENT_VARIANTS and validate(alone) is not None:
+            return alone, alone.index(tree[i])
     return None
 
 
@@ -397,18 +445,19 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
         cluster = (state["pacemaker"] or {}).get("cluster")
         out.append(("lxc", render_block(name, state["source"], stop_seconds(spec),
                                         render_settings(name, state, containers.layout), cluster)))
-        out.append(("argv", create_argv(name, spec.lxcPath, spec, "/tmp/seed.conf")))
+        if spec.template:
+            out.append(("argv", create_argv(name, spec.lxcPath, spec, "/tmp/seed.conf")))
         out.append(("paths", [spec.lxcPath, *spec.files]))
         out.append(("contents", [str(c) for c in spec.files.values()]))
     paths = Paths(keytab=tmp / "krb5.keytab", sudoers_dir=tmp / "sudoers.d")
-    joins = DomainJoinReconciler(paths)
-    for name in joins.desired(tree, node)["DomainJoin"]:
-        w = joins.wanted[name]
-        home = w.spec.homeDirectories
-        out.append(("ini", w.sssd_conf))
-        out.append(("sudoers", w.sudoers or ""))
-        out.append(("pam", pam_with_block("", name, home.skel, home.umask)))
-        out.append(("argv", join_argv(w.spec, w.computer, paths.keytab)))
+    for join in tree.of_kind("DomainJoin"):  # every node's: one DomainJoin per node
+        a = domain_files.render(join.metadata.name, join.spec, NODE)
+        home = join.spec.homeDirectories
+        out.append(("ini", a.sssd_conf))
+        out.append(("sudoers", a.sudoers or ""))
+        out.append(("krb5", a.krb5_conf or ""))
+        out.append(("pam", pam_with_block("", a.name, home.skel, home.umask)))
+        out.append(("argv", join_argv(join.spec, a.computer, paths.keytab)))
     mount_paths = MountPaths(config=tmp / "mount")
     mounts = MountReconciler(mount_paths)
     for name in mounts.desired(tree, node)["Mount"]:
@@ -514,8 +563,14 @@ def shape(fmt: str, rendered: Any) -> Any:
             if not stripped or stripped.startswith("#") and not stripped.startswith("#include"):
                 out.append("#" if stripped else "")
                 continue
-            m = re.fullmatch(r"%((?:\\.|[^\s\\])+)\s+ALL\s*=\s*\(ALL:ALL\)\s+ALL", stripped)
-            out.append(("rule", line.endswith("\\")) if m else ("OTHER", stripped))
+            bare = re.sub(r"\\.", "", stripped)  # what sudo reads as separators is never escaped
+            who = bare.split("=", 1)[0]  # a '%' means a group only in the list of who
+            out.append(("rule", bare[:1], [bare.count(c) for c in ",:=()!#"], who.count("%"), line.endswith("\\")))
+        elif fmt == "krb5":
+            text = stripped if stripped[:1] not in "#;" else ""
+            out.append("#" if stripped and not text else ("section", text.count("[")) if text.startswith("[") else
+                       ("rel", text.split("=")[0].strip(), "=" in text, text.count("{"), text.count("}"))
+                       if text else "")
     return out
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from reconcilers import keytab
+from reconcilers.domain import keytab
 from reconcilers.base import Node, Runner
-from reconcilers.domain_join import DomainJoinReconciler, Paths, parse_keytab_list
+from reconcilers.domain.adcli import drop_keys, parse_keytab_list
+from reconcilers.domain.files import Paths
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ad"
 RENAMED = (FIXTURES / "keytab-renamed.bin").read_bytes()
@@ -62,7 +63,7 @@ def test_a_rename_drops_the_old_accounts_keys_and_klist_reads_the_result(tmp_pat
     node = Node("lb1", Runner(recording=True), tmp_path / "state")
     marker = {"name": "corp", "domain": "corp.example.test", "computerName": "OLDNAME", "keytabExisted": False}
     lb1 = {"lb1.corp.example.test", "lb1"}  # the host the fixture was recorded on
-    DomainJoinReconciler(paths)._drop_keys(node, marker, lb1)
+    drop_keys(node, paths.keytab, marker, lb1)
     left = set(keytab.principals(paths.keytab.read_bytes()))
     assert left == NEW
     assert [r.argv[:2] for r in node.runner.records if r.what == "exec"] == [["klist", "-k"]]  # checked the temp file
@@ -72,7 +73,7 @@ def test_a_rename_drops_the_old_accounts_keys_and_klist_reads_the_result(tmp_pat
     new = dict(marker, computerName="NEWNAME")
     keep = tmp_path / "kept.keytab"
     shutil.copy(paths.keytab, keep)
-    DomainJoinReconciler(paths)._drop_keys(node, new, lb1)
+    drop_keys(node, paths.keytab, new, lb1)
     assert not paths.keytab.exists()
-    DomainJoinReconciler(Paths(keytab=keep))._drop_keys(node, dict(new, keytabExisted=True), lb1)
+    drop_keys(node, keep, dict(new, keytabExisted=True), lb1)
     assert keep.exists() and keytab.principals(keep.read_bytes()) == []
