@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.lab import Lab, temporary_lab  # noqa: E402
-from reconcilers.pacemaker import parse_crm_mon  # noqa: E402
+from reconcilers.pacemaker.tools import parse_crm_mon  # noqa: E402
 
 NODES = ("lb1", "lb2")
 CLUSTER = """\
@@ -41,6 +41,7 @@ spec:
   nodes:
     - {name: lb1, id: 1, address: 192.0.2.11/24}
     - {name: lb2, id: 2, address: 192.0.2.12/24}
+  crypto: none
   stonithEnabled: false
   properties: {no-quorum-policy: stop, dc-deadtime: 5s}
 """

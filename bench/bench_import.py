@@ -9,17 +9,22 @@ manifests (in-process, into a temp folder), then per file:
   fidelity   share of the original's directive lines found in the rendered file, in order,
              section by section (comments and whitespace aside; reconcile's own added
              lines do not count against it)
+             (keepalived: every statement with the blocks around it, keyword and values,
+             as reconcilers/keepalived/fidelity.py measures it: one instance per address
+             family and keepalived's own synonyms aside)
   native     the tool's own validator on the original and on the rendered file (for
              HAProxy `haproxy -c` in a lab node, with the same stand-ins for both: files
              where the original names certificates, CA files, DH parameters, error pages,
              Lua scripts; addresses in the node's /etc/hosts for the host names servers are
-             given by; the empty server-state file reconcile makes before it checks)
+             given by; the empty server-state file reconcile makes before it checks. For
+             keepalived `keepalived -t` in a lab node that gets, for each file, the
+             interfaces the original names and `exit 0` stand-ins for the programs it runs)
 
-Prints a table and totals; asserts nothing. A tool plugs in with a `Hook` (see HAProxy's):
-how to split its files into sections of directive lines, where render puts the file, and
-how to run its native check.
+Prints a table and totals; asserts nothing. A tool plugs in with a `Hook` (see HAProxy's
+and keepalived's): how to split its files into sections of directive lines (or its own
+fidelity measure), where render puts the file, and how to run its native check.
 
-    .venv/bin/python bench/bench_import.py [--tool haproxy] [FOLDER ...]
+    .venv/bin/python bench/bench_import.py [--tool haproxy|keepalived] [FOLDER ...]
 
 Tools whose files are not one main file of directive lines (an LXC config that may be
 wrapped in a script, an sssd.conf with its sudoers and PAM lines) bring their own run and
@@ -28,6 +33,8 @@ reads them, and the tool's own parser on both sides.
 
     .venv/bin/python bench/bench_import.py --tool lxc       (../shared/corpus/lxc)
     .venv/bin/python bench/bench_import.py --tool sssd      (../shared/corpus/sssd)
+    .venv/bin/python bench/bench_import.py --tool pacemaker [--only NAME]  (crm/pcs/XML samples made CIBs)
+    .venv/bin/python bench/bench_import.py --tool corosync  (../shared/corpus/corosync)
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ import argparse
 import contextlib
 import importlib
 import io
+import re
 import subprocess
 import sys
 import tempfile
@@ -60,6 +68,10 @@ class Hook:
     def sections(self, text: str) -> Sections:
         raise NotImplementedError
 
+    def fidelity(self, original: str, rendered: str) -> tuple[int, int]:
+        """(directive lines of the original found in the rendering, lines of the original)."""
+        return fidelity(self.sections(original), self.sections(rendered))
+
     def session(self) -> contextlib.AbstractContextManager:
         """Whatever the native checks need for the whole run (a lab, stand-in files)."""
         return contextlib.nullcontext()
@@ -67,6 +79,10 @@ class Hook:
     def check(self, context: object, text: str, name: str) -> bool | None:
         """The native validator's verdict on `text`; None when it cannot run here."""
         return None
+
+    def summary(self) -> str:
+        """A last line of the tool's own figures (empty: none)."""
+        return ""
 
 
 class HAProxyHook(Hook):
@@ -180,7 +196,119 @@ class HAProxyHook(Hook):
         return result.returncode == 0
 
 
-TOOLS: dict[str, Hook] = {"haproxy": HAProxyHook()}
+class KeepalivedHook(Hook):
+    """`keepalived -t` checks that the interfaces a file names exist and that its scripts
+    exist and are safe, so both files of a pair are checked inside one lab node that gets,
+    for each file, veth interfaces with the names the original uses and executable `exit 0`
+    stand-ins for the programs it runs, where the node can hold them (its /etc, /var, /root,
+    /home, /tmp, /run; below /usr an overlay in the node's own mount namespace). The original
+    and the rendering see the same node, so a difference in the verdict is the rendering's."""
+
+    tool = "keepalived"
+    pattern = "*.conf"
+    rendered = "etc/keepalived/keepalived.conf"
+    NODE = "lb1"
+
+    def __init__(self) -> None:
+        self.complaints: dict[str, set[str]] = {}  # check name → keepalived -t's lines, without file and line
+    WRITABLE = ("/etc/", "/var/", "/root/", "/home/", "/tmp/", "/run/")
+    PROGRAM_KEYWORDS = {"script", "misc_path", "notify", "notify_master", "notify_backup", "notify_fault",
+                        "notify_stop", "notify_up", "notify_down", "quorum_up", "quorum_down",
+                        "notify_master_rx_lower_pri"}
+
+    def fidelity(self, original: str, rendered: str) -> tuple[int, int]:
+        from reconcilers.keepalived.fidelity import compare
+
+        kept = compare(original, rendered)
+        return kept.values_kept, kept.total
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[object]:
+        from controller.lab import temporary_lab
+
+        with temporary_lab(nodes=1, prefix="bi") as lab:
+            yield lab
+
+    def _statements(self, text: str) -> list:
+        from reconcilers.keepalived.conf import parse
+
+        return [st for top in parse(text) for st in top.walk()]
+
+    def _interfaces(self, text: str) -> set[str]:
+        out: set[str] = set()
+        for s in self._statements(text):
+            if s.keyword in ("interface", "bind_if", "default_interface") and s.args:
+                out.add(s.args[0])
+            if "dev" in s.words[:-1]:
+                out.add(s.words[s.words.index("dev") + 1])
+            if s.keyword == "track_interface":
+                out.update(c.keyword for c in s.body or [])
+        return {i for i in out if i and len(i) <= 15 and i != "lo"}
+
+    def _programs(self, text: str) -> set[str]:
+        from reconcilers.keepalived.conf import split_command
+
+        out = set()
+        for s in self._statements(text):
+            if s.keyword in self.PROGRAM_KEYWORDS and s.args:
+                argv = split_command(s.args[0])
+                if argv and argv[0].startswith("/"):
+                    out.add(argv[0])
+        return out
+
+    def _writable(self, lab, folder: Path) -> bool:
+        """Make `folder` exist and be writable in the node: below /usr (the host's, read-only)
+        the nearest existing folder gets an overlay in the node's own mount namespace."""
+        if str(folder).startswith(self.WRITABLE):
+            lab.exec(self.NODE, ["mkdir", "-p", str(folder)])
+            return True
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing == Path("/") or not str(existing).startswith("/usr"):
+            return False
+        if lab.exec(self.NODE, ["touch", str(existing / ".bench-w")], check=False).returncode != 0:
+            tag = str(existing).strip("/").replace("/", "_")
+            upper, work = f"/tmp/ov-{tag}/u", f"/tmp/ov-{tag}/w"
+            lab.exec(self.NODE, ["mkdir", "-p", upper, work])
+            lab.exec(self.NODE, ["mount", "-t", "overlay", "overlay", "-o",
+                                 f"lowerdir={existing},upperdir={upper},workdir={work}", str(existing)])
+        lab.exec(self.NODE, ["rm", "-f", str(existing / ".bench-w")], check=False)
+        lab.exec(self.NODE, ["mkdir", "-p", str(folder)])
+        return True
+
+    def check(self, context: object, text: str, name: str) -> bool | None:
+        lab = context
+        have = set(lab.exec(self.NODE, ["ls", "/sys/class/net"]).stdout.split())
+        added = []
+        for name_, interface in enumerate(sorted(self._interfaces(text) - have)):
+            lab.exec(self.NODE, ["ip", "link", "add", interface, "type", "veth", "peer", "name", f"kbp{name_}"])
+            added.append(interface)
+        for program in sorted(self._programs(text)):
+            if not Path(program).exists() and self._writable(lab, Path(program).parent):
+                lab.write_file(self.NODE, program, "#!/bin/sh\nexit 0\n", mode=0o755)
+        path = lab.shared / name
+        path.write_text(text if text.endswith("\n") else text + "\n")
+        try:
+            result = lab.exec(self.NODE, ["keepalived", "-t", "-f", str(path)], check=False, timeout=60)
+        finally:
+            for interface in added:
+                lab.exec(self.NODE, ["ip", "link", "del", interface], check=False)
+        self.complaints[name] = {re.sub(r"\((?:[^()]*: )?Line \d+\) ?", "", line.strip())
+                                 for line in (result.stdout + result.stderr).splitlines() if line.strip()}
+        return result.returncode == 0
+
+    def summary(self) -> str:
+        """Renderings keepalived -t says something about that it does not say about the
+        original (a refused original must be refused for its own reasons only)."""
+        new = {name.split("-")[0]: sorted(lines - self.complaints.get(name.replace("rendered", "original"), set()))
+               for name, lines in self.complaints.items() if "-rendered" in name}
+        worse = {n: lines for n, lines in new.items() if lines}
+        detail = "".join(f"\n  {n}: {' | '.join(lines)}" for n, lines in sorted(worse.items()))
+        return f"renderings with a keepalived -t complaint their original has not: {len(worse)}/{len(new)}{detail}"
+
+
+TOOLS: dict[str, Hook] = {"haproxy": HAProxyHook(), "keepalived": KeepalivedHook()}
 
 
 def lcs(a: list[str], b: list[str]) -> int:
@@ -244,7 +372,7 @@ def run(hook: Hook, folders: list[Path]) -> None:
                 rows.append(row)
                 continue
             rendered = out.read_text()
-            found, total = fidelity(hook.sections(text), hook.sections(rendered))
+            found, total = hook.fidelity(text, rendered)
             row["fidelity"] = f"{found}/{total} {100 * found / max(total, 1):.0f}%"
             row["found"], row["total"] = found, total
             original_ok = hook.check(context, text, f"{n}-original.cfg")
@@ -265,20 +393,25 @@ def run(hook: Hook, folders: list[Path]) -> None:
           f"{found}/{total} ({100 * found / max(total, 1):.1f} %); rendered file accepted where the original is: "
           f"{sum(r['rendered'] == 'accepted' for r in accepted)}/{len(accepted)}; rendered accepted overall: "
           f"{sum(r['rendered'] == 'accepted' for r in ok)}/{len(ok)}")
+    if hook.summary():
+        print(hook.summary())
 
 
-OWN_TABLE = {"lxc": "bench.import_lxc", "sssd": "bench.import_domain"}
+OWN_TABLE = {"lxc": "bench.import_lxc", "sssd": "bench.import_domain", "pacemaker": "bench.import_pacemaker",
+             "corosync": "bench.import_corosync"}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tool", default="haproxy", choices=sorted(TOOLS) + sorted(OWN_TABLE))
     p.add_argument("folders", nargs="*", type=Path, help=f"default: {CORPUS}/TOOL")
+    p.add_argument("--only", default="", help="pacemaker, corosync: only the samples whose name holds this")
     args = p.parse_args()
     folders = args.folders or [CORPUS / args.tool]
     if args.tool in OWN_TABLE:
-        from bench import import_common
+        from bench import import_common, import_pacemaker
 
+        import_pacemaker.ONLY = args.only
         hook = importlib.import_module(OWN_TABLE[args.tool])
         sys.exit(import_common.main(args.tool, hook.run, folders))
     run(TOOLS[args.tool], folders)

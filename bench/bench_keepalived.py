@@ -13,13 +13,18 @@ for 0.1 s, ROUNDS times each:
 measured from the signal (sent from this process, by host PID, so no `nsenter` start-up is
 counted) to the address appearing on lb2, which a poller inside lb2 sees with
 `ip -o -4 addr` every 10 ms. Then the split-brain guard with the real agent
-(`reconcile agent` in lb1, driven by VirtualIPReconciler.watch): time from keepalived's
+(`reconcile agent` in lb1, driven by KeepalivedReconciler.watch): time from keepalived's
 death to the stale copy gone from lb1. Finally flapping: VRRP master transitions counted
 over FLAP_SECONDS with the CPUs idle, with two busy loops saturating both cores and with
 eight (4x oversubscribed); and the longest stall of the master (its VRRP process frozen)
 that does not make the backup take over.
 
-Usage: bench_keepalived.py [ROUNDS] [FLAP_SECONDS]     (defaults 5 and 30)
+Then drain (reconcile's track file written, no reload): time from the write to the address
+on lb2, with the default VRRPv3 advert and with VRRPv2's 1 s advert (where a failover by
+priority alone would take a 3.6 s master-down interval); and an IPv6 VIP (VRRPv3 over
+multicast): kill -STOP of the master's VRRP process and a clean stop.
+
+Usage: bench_keepalived.py [ROUNDS] [FLAP_SECONDS] [--only drain]   (defaults 5 and 30)
 """
 from __future__ import annotations
 
@@ -70,11 +75,21 @@ import subprocess, sys, time
 ip, want = sys.argv[1], sys.argv[2] == "present"
 print("ready", flush=True)
 while True:
-    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "eth0"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ip", "-o", "addr", "show", "dev", "eth0"], capture_output=True, text=True).stdout
     if (f" {ip}/" in out) == want:
         print(time.monotonic(), flush=True)
         break
     time.sleep(0.01)
+"""
+# Inside a node: print "ready", wait for a line on stdin, then write the drain file and print
+# the monotonic time of the write.
+DRAINER = """\
+import sys, time
+print("ready", flush=True)
+sys.stdin.readline()
+with open("/var/lib/reconcile/keepalived/drain", "w") as f:
+    f.write(sys.argv[1] + "\\n")
+print(time.monotonic(), flush=True)
 """
 
 
@@ -127,8 +142,8 @@ def settle_on_lb1(lab: Lab, repo: Path) -> None:
     time.sleep(0.5)
 
 
-def poller(lab: Lab, node: str, want: str) -> subprocess.Popen:
-    p = lab.popen(node, ["python3", "-c", POLLER, VIP, want], stdout=subprocess.PIPE, text=True)
+def poller(lab: Lab, node: str, want: str, ip: str = VIP) -> subprocess.Popen:
+    p = lab.popen(node, ["python3", "-c", POLLER, ip, want], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
     return p
 
@@ -246,16 +261,98 @@ def stall_tolerance(lab: Lab, repo: Path, pauses: tuple[float, ...]) -> list[tup
     return out
 
 
+def drains(lab: Lab, repo: Path, rounds: int) -> list[float]:
+    """Seconds from the drain file's write on lb1 to the address on lb2."""
+    out = []
+    for _ in range(rounds):
+        settle_on_lb1(lab, repo)
+        watch = poller(lab, "lb2", "present")
+        writer = lab.popen("lb1", ["python3", "-c", DRAINER, "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           text=True)
+        assert writer.stdout.readline().strip() == "ready"
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        written = float(writer.stdout.readline())
+        out.append(float(watch.stdout.readline()) - written)
+        for p in (watch, writer):
+            p.kill()
+            p.wait()
+        lab.exec("lb1", ["reconcile", "undrain"])
+    settle_on_lb1(lab, repo)
+    return out
+
+
+IPV6 = "2001:db8::100"
+
+
+def ipv6_failovers(lab: Lab, repo: Path, rounds: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"IPv6 kill -STOP vrrp": [], "IPv6 clean stop": []}
+
+    def settle() -> None:
+        apply(lab, "lb1", repo)
+        wait(lambda: f" {IPV6}/" in lab.exec("lb1", ["ip", "-o", "addr", "show", "dev", "eth0"]).stdout,
+             what="the IPv6 VIP on lb1")
+        time.sleep(0.5)
+
+    for _ in range(rounds):
+        settle()
+        _parent, child = keepalived_pids(lab, "lb1")
+        p = poller(lab, "lb2", "present", IPV6)
+        t0 = time.monotonic()
+        os.kill(child, signal.SIGSTOP)
+        out["IPv6 kill -STOP vrrp"].append(float(p.stdout.readline()) - t0)
+        p.kill()
+        p.wait()
+        os.kill(child, signal.SIGCONT)
+        settle()
+        parent, _child = keepalived_pids(lab, "lb1")
+        p = poller(lab, "lb2", "present", IPV6)
+        t0 = time.monotonic()
+        os.kill(parent, signal.SIGTERM)
+        out["IPv6 clean stop"].append(float(p.stdout.readline()) - t0)
+        p.kill()
+        p.wait()
+    settle()
+    return out
+
+
+def drain_and_ipv6(lab: Lab, rounds: int) -> None:
+    for label, extra in (("VRRPv3, advert 0.25 s (default)", ""), ("VRRPv2, advert 1 s", "    version: 2\n")):
+        repo = lab.shared / f"repo-drain-{len(extra)}"
+        repo.mkdir(exist_ok=True)
+        (repo / "cluster.yaml").write_text(CLUSTER)
+        (repo / "vip.yaml").write_text(VIP_YAML.format(extra=extra))
+        for node in ("lb2", "lb1"):
+            apply(lab, node, repo)
+        print(f"\ndrain, {label}: from the write of the drain file on lb1 to the address on lb2 (no reload)")
+        print(show("drain", drains(lab, repo, rounds)))
+    repo = lab.shared / "repo-ipv6"
+    repo.mkdir(exist_ok=True)
+    (repo / "cluster.yaml").write_text(CLUSTER)
+    (repo / "vip.yaml").write_text(VIP_YAML.replace("address: 192.0.2.100/24", f"address: {IPV6}/64").format(extra=""))
+    for node in ("lb2", "lb1"):
+        apply(lab, node, repo)
+    print("\nIPv6 VIP (VRRPv3 multicast, advert 0.25 s)")
+    for label, values in ipv6_failovers(lab, repo, rounds).items():
+        print(show(label, values))
+
+
 def show(label: str, values: list[float]) -> str:
     ms = [v * 1000 for v in values]
     return f"  {label:<28} p50 {statistics.median(ms):7.0f} ms   max {max(ms):7.0f} ms   (n={len(ms)})"
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    flap_seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    only_drain = "--only" in sys.argv and "drain" in sys.argv
+    args = [a for a in args if a != "drain"]
+    rounds = int(args[0]) if args else 5
+    flap_seconds = float(args[1]) if len(args) > 1 else 30.0
     print(f"keepalived failover, 2 lab nodes, {os.cpu_count()} CPUs, {rounds} rounds")
     with temporary_lab(nodes=2, prefix="kab") as lab:
+        drain_and_ipv6(lab, rounds)
+        if only_drain:
+            return
         for advert in (DEFAULT_ADVERT_INTERVAL, 0.1):
             repo = lab.shared / f"repo-{advert}"
             repo.mkdir()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of Cluster + ClusterResource on real Corosync 3 + Pacemaker 2.1 (prints numbers).
 
-    .venv/bin/python bench/bench_pacemaker.py [--failovers 3]
+    .venv/bin/python bench/bench_pacemaker.py [--failovers 6] [--no-crypto]
 
 On a fresh two-node lab, with the example manifests of desired-state/ (Cluster `web` with
 its generated defaults: token 1000 ms, two_node, dc-deadtime 5s; VirtualIP `db-vip` managed
@@ -44,12 +44,16 @@ NODES = ("lb1", "lb2")
 VIP = "192.0.2.110"
 
 
-def example_repo(lab: Lab) -> Path:
-    """desired-state's cluster.yaml and cluster-resources.yaml, and its db-vip document."""
+def example_repo(lab: Lab, crypto: bool = True) -> Path:
+    """desired-state's cluster.yaml and cluster-resources.yaml, and its db-vip document
+    (with crypto: none instead of its authkey when `crypto` is false)."""
     repo = lab.shared / "repo"
     repo.mkdir()
     for name in ("cluster.yaml", "cluster-resources.yaml"):
-        (repo / name).write_text((ROOT / "desired-state" / name).read_text())
+        text = (ROOT / "desired-state" / name).read_text()
+        if not crypto:
+            text = "\n".join("  crypto: none" if ln.startswith("  authkey:") else ln for ln in text.splitlines())
+        (repo / name).write_text(text + "\n")
     docs = (ROOT / "desired-state" / "virtual-ips.yaml").read_text().split("\n---\n")
     (repo / "vip.yaml").write_text(next(d for d in docs if "name: db-vip" in d) + "\n")
     return repo
@@ -136,10 +140,11 @@ def timed(lab: Lab, node: str, *argv: str) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--failovers", type=int, default=3)
+    parser.add_argument("--failovers", type=int, default=6)
+    parser.add_argument("--no-crypto", action="store_true", help="the example cluster with crypto: none")
     args = parser.parse_args()
     with temporary_lab(nodes=2, prefix="pmb") as lab:
-        repo = example_repo(lab)
+        repo = example_repo(lab, crypto=not args.no_crypto)
 
         # 1. formation
         started = time.monotonic()
@@ -172,11 +177,15 @@ def main() -> None:
         for i in range(args.failovers):
             dead = holder(lab)
             survivor = other(dead)
+            mon = crm_mon(lab, survivor)
+            dc_el = mon.find("summary/current_dc") if mon is not None else None
+            was_dc = dc_el is not None and dc_el.get("name") == dead
             seconds = vip_appears(lab, survivor, lambda: lab.exec(dead, ["ip", "link", "set", "eth0", "down"]))
             times.append(seconds)
             r1, _ = timed(lab, survivor, "reconcile", "apply", "--repo", str(repo))
             lab.exec(dead, ["ip", "link", "set", "eth0", "up"])
-            print(f"  failover {i + 1}: {dead} down, {VIP} on {survivor} after {seconds:.2f}s")
+            print(f"  failover {i + 1}: {dead} down ({'the DC' if was_dc else 'not the DC'}), {VIP} on {survivor} "
+                  f"after {seconds:.2f}s")
             settle(lab)
         print(f"failover (eth0 down on the VIP's node, no fencing): median {statistics.median(times):.2f}s, "
               f"worst {max(times):.2f}s over {len(times)}")

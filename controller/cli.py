@@ -1,5 +1,5 @@
 """Command line: `reconcile --dry-run | plan | apply | validate | schema | explain | status | lab | agent |
-import | render`.
+import | render | drain | undrain`.
 
 Exit codes (every --help says them): 0 nothing (left) to change, 1 error (an invalid tree,
 bad arguments, a failed change, apply for another machine), 2 changes pending, 3 `apply
@@ -99,12 +99,15 @@ def parser() -> Parser:
         "One line per object as it is applied. --wait then waits until every object is Healthy."))
     _common(s)
     s.add_argument("--allow-mass-prune", action="store_true", help="allow deleting more than half of what was created")
+    s.add_argument("--allow-disruption", action="store_true",
+                   help="let a Pacemaker change stop or move resources it does not change (the blast-radius guard)")
     s.add_argument("--max-passes", type=int, default=4)
     s.add_argument("--wait", action="store_true",
                    help="after converging, wait until every object and the node are Healthy (exit 3 if not in time)")
     s.add_argument("--timeout", type=_duration, default=300.0, metavar="DURATION",
                    help="how long --wait waits: 90s, 5m (default 5m)")
-    p.set_defaults(allow_mass_prune=False, max_passes=4, no_native=False, wait=False, timeout=300.0)
+    p.set_defaults(allow_mass_prune=False, allow_disruption=False, max_passes=4, no_native=False, wait=False,
+                   timeout=300.0)
     s = sub.add_parser("validate", help="validate the tree and natively check what every node would run",
                        description=(
         "Validate the whole tree (schema, references, conflicts), then render what every node of\n"
@@ -124,6 +127,9 @@ def parser() -> Parser:
                    add_help=False)
     sub.add_parser("render", help="the files reconcile would install on a node (see `reconcile render -h`)",
                    add_help=False)
+    sub.add_parser("drain", help="take this machine out of service, no reload (see `reconcile drain -h`)",
+                   add_help=False)
+    sub.add_parser("undrain", help="put this machine back in service (see `reconcile undrain -h`)", add_help=False)
     return p
 
 
@@ -180,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first in ("lab", "agent", "status", "import", "render") and not any(a == "--version" for a in argv):
+    if first in ("lab", "agent", "status", "import", "render", "drain", "undrain") and \
+            not any(a == "--version" for a in argv):
         i = argv.index(first)
         rest = argv[:i] + argv[i + 1:]
         if first == "lab":
@@ -191,6 +198,10 @@ def _main(argv: list[str]) -> int:
             from controller.convert import main_import as sub_main  # type: ignore[no-redef]
         elif first == "render":
             from controller.convert import main_render as sub_main  # type: ignore[no-redef]
+        elif first == "drain":
+            from controller.drain import main as sub_main  # type: ignore[no-redef]
+        elif first == "undrain":
+            from controller.drain import main_undrain as sub_main  # type: ignore[no-redef]
         else:
             from controller.status import main as sub_main  # type: ignore[no-redef]
         return sub_main(rest)
@@ -274,7 +285,7 @@ def cmd_run(args: argparse.Namespace, tree: Any, choice: Any, mode: str) -> int:
     # FILE as JSON, for the recorder tests that prove a dry-run changes nothing.
     record_to = os.environ.get("RECONCILE_RECORD")
     node = Node(choice.name, Runner(dry_run=(mode == "dry-run"), recording=bool(record_to)), Path(state_dir),
-                local=choice.local)
+                local=choice.local, allow=frozenset({"disruption"} if args.allow_disruption else ()))
     health = dict(health=not args.no_health, health_timeout=args.health_timeout)
     text = args.output == "text"
     extra = {"identity_notes": choice.notes}

@@ -84,8 +84,8 @@ def main_import(argv: list[str]) -> int:
                description="Manifests that reproduce a tool's configuration file (or, with --live, the one it "
                            "runs on this node).\nPasswords found inline are written to files (0600) under "
                            "--secrets-dir and named by reference.")
-    p.add_argument("tool", help="haproxy, …")
-    p.add_argument("file", nargs="?", type=Path, help="the configuration file")
+    p.add_argument("tool", help="haproxy, keepalived, pacemaker, …")
+    p.add_argument("file", nargs="*", type=Path, help="the configuration file (pacemaker: a CIB and corosync.conf)")
     p.add_argument("--live", action="store_true", help="the configuration the tool runs on this node")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--node", help="place the manifests on this node (default: this host's name)")
@@ -98,7 +98,7 @@ def main_import(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", args.tool):
         p.error(f"{args.tool!r} is not a tool name")
-    if (args.file is None) == (not args.live):
+    if bool(args.file) == args.live:
         p.error("give FILE or --live")
     from reconcilers.importing import ImportProblem
 
@@ -111,16 +111,28 @@ def main_import(argv: list[str]) -> int:
         return _fail("import", json_out, f"{args.tool}: --live is not supported (give the FILE)")
     secrets_dir = args.secrets_dir if args.secrets_dir != Path("/etc/reconcile/secrets") else \
         args.secrets_dir / args.tool
+    if len(args.file) > 1 and not hasattr(importer, "import_files"):
+        return _fail("import", json_out, f"{args.tool}: give one FILE")
+    reading = None
     try:
         if args.live:
-            source, text = importer.live(_placement(args).get("node", ""))
+            found = importer.live(_placement(args).get("node", ""))  # (source, text), or several
+            items = found if isinstance(found, list) else [found]
         else:
-            source, text = str(args.file), args.file.read_text()
-        imported = importer.import_text(text, source, _placement(args), secrets_dir.resolve())
+            items = []
+            for reading in args.file:
+                items.append((str(reading), reading.read_text()))
+        # a tool whose configuration is several files (Pacemaker: the CIB and corosync.conf)
+        # imports them together
+        if hasattr(importer, "import_files"):
+            imported = importer.import_files(items, _placement(args), secrets_dir.resolve())
+        else:
+            imported = importer.import_text(items[0][1], items[0][0], _placement(args), secrets_dir.resolve())
+        source = ", ".join(src for src, _ in items)
     except ImportProblem as err:
         return _fail("import", json_out, str(err), [_import_problem(str(err))])
     except (OSError, UnicodeDecodeError) as err:
-        return _fail("import", json_out, f"{args.file}: cannot read: {err}")
+        return _fail("import", json_out, f"{reading}: cannot read: {err}")
     for path, value in imported.secrets.items():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -163,7 +175,7 @@ def main_render(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from controller.identity import IdentityError, choose_node, this_host
     from controller.loader import TreeError, load_tree
-    from reconcilers import REGISTRY, NotInstalled, reconciler_class
+    from reconcilers import installed
     from reconcilers.base import ApplyError, Node, Runner
 
     json_out = args.output == "json"
@@ -185,15 +197,9 @@ def main_render(argv: list[str]) -> int:
     node = Node(choice.name, Runner(dry_run=True), local=choice.local)
     present = {i.kind for i in tree.for_node(node.name)}
     files: dict[str, str | bytes] = {}
-    done: list[type] = []
-    for kind in REGISTRY:
-        try:
-            cls = reconciler_class(kind)
-        except NotInstalled:
+    for cls in installed():
+        if getattr(cls, "render", None) is None or not present & {*cls.kinds, *cls.consumes}:
             continue
-        if cls in done or getattr(cls, "render", None) is None or not (kind in present or present & set(cls.consumes)):
-            continue
-        done.append(cls)
         rec = cls()
         try:
             rec.desired(tree, node)

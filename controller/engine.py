@@ -157,6 +157,26 @@ def _jsonable(value: Any) -> Any:
     return None if value is _ABSENT else value
 
 
+ALLOW_TRAILER = "Reconcile-Allow"
+
+
+def revision_allowances(tree: Tree, node: Node) -> frozenset[str]:
+    """What the commit being applied allows by its `Reconcile-Allow:` trailer (e.g.
+    `Reconcile-Allow: disruption`): an allowance that holds for that revision only, for an
+    agent no operator stands behind. Nothing for a tree that is not a git commit."""
+    revision = tree.revision
+    if len(revision) != 40 or not all(c in "0123456789abcdef" for c in revision):
+        return frozenset()
+    try:
+        result = node.run(["git", "-C", str(tree.root), "log", "-1", f"--format=%(trailers:key={ALLOW_TRAILER},"
+                           "valueonly)", revision], read_only=True, check=False, timeout=10)
+    except CommandError:
+        return frozenset()
+    if result.rc != 0:
+        return frozenset()
+    return frozenset(w.strip().lower() for line in result.stdout.splitlines() for w in line.split(",") if w.strip())
+
+
 def owner_order(owners: list[Reconciler]) -> list[Reconciler]:
     """Reconcilers in dependency order (one after those owning the kinds in its `after`),
     ties in registry order."""
@@ -222,6 +242,8 @@ class Engine:
     # --- preparing ---------------------------------------------------------------------
 
     def _prepare(self, record: RunRecord) -> None:
+        if self.node.allow_from is None:  # read when a reconciler first asks (one `git log`)
+            self.node.allow_from = lambda: revision_allowances(self.tree, self.node)
         items = self.tree.for_node(self.node.name)
         present = {i.kind for i in items}
         wanted = present | self.inventory.kinds()

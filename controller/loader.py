@@ -129,7 +129,9 @@ def _show(path: Iterable[str | int]) -> str:
 def _pydantic_problems(err: ValidationError, source: Source) -> list[Problem]:
     problems = []
     for e in err.errors(include_url=False):
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # validators ("function-…") and a tagged union's branch ("(mapping)") are not fields
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and (p.startswith("function-")
+                                                                          or (p[:1] == "(" and p[-1:] == ")"))))
         msg = e["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]

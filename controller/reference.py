@@ -117,8 +117,12 @@ def _children(schema: dict[str, Any], defs: dict[str, Any]) -> Iterator[tuple[st
                 yield ".<key>" + suffix, sub
 
 
-def walk(obj: dict[str, Any], defs: dict[str, Any], prefix: str = "") -> Iterator[FieldDoc]:
-    """Every field below an object schema, depth first, in declaration order."""
+def walk(obj: dict[str, Any], defs: dict[str, Any], prefix: str = "",
+         above: frozenset[tuple[str, ...]] = frozenset()) -> Iterator[FieldDoc]:
+    """Every field below an object schema, depth first, in declaration order. A model that
+    contains itself (a block of blocks) is described once: its fields are not repeated
+    below the field that recurses (`above`: the objects on the way down)."""
+    above = above | {_identity(obj)}
     required = set(obj.get("required", []))
     for name, prop in obj.get("properties", {}).items():
         resolved = _resolve(prop, defs)
@@ -130,7 +134,12 @@ def walk(obj: dict[str, Any], defs: dict[str, Any], prefix: str = "") -> Iterato
             doc.default, doc.has_default = prop["default"], True
         yield doc
         for suffix, sub in _children(prop, defs):
-            yield from walk(sub, defs, f"{path}{suffix}.")
+            if _identity(sub) not in above:
+                yield from walk(sub, defs, f"{path}{suffix}.", above)
+
+
+def _identity(obj: dict[str, Any]) -> tuple[str, ...]:
+    return (obj.get("title", ""), *obj.get("properties", {}))
 
 
 def kind_schema(kind: str) -> dict[str, Any]:

@@ -10,9 +10,12 @@ import importlib
 from reconcilers.base import Reconciler
 
 REGISTRY: dict[str, str] = {
-    "Cluster": "reconcilers.cluster:ClusterReconciler",
-    "ClusterResource": "reconcilers.cluster_resource:ClusterResourceReconciler",
-    "VirtualIP": "reconcilers.virtual_ip:VirtualIPReconciler",
+    "Cluster": "reconcilers.pacemaker.cluster:ClusterReconciler",
+    "ClusterResource": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
+    "ClusterConfig": "reconcilers.pacemaker.resources:ClusterResourceReconciler",
+    "VirtualIP": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
+    "Keepalived": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
+    "VirtualServer": "reconcilers.keepalived.reconciler:KeepalivedReconciler",
     "HAProxy": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Backend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
     "Frontend": "reconcilers.haproxy.reconciler:HAProxyReconciler",
@@ -38,3 +41,16 @@ def reconciler_class(kind: str) -> type[Reconciler]:
             raise NotInstalled(f"the {kind} reconciler is not installed yet ({module_name})") from None
         raise
     return getattr(module, cls_name)
+
+
+def installed() -> list[type[Reconciler]]:
+    """Every installed reconciler class once, in REGISTRY order (one may own several kinds)."""
+    out: list[type[Reconciler]] = []
+    for kind in REGISTRY:
+        try:
+            cls = reconciler_class(kind)
+        except NotInstalled:
+            continue
+        if cls not in out:
+            out.append(cls)
+    return out

@@ -103,7 +103,18 @@ reconciler and calls, in this order:
 ``render(node) -> {path: content}`` (optional)
     The files this node would get from `desired` (called after it), by absolute path,
     content as text or bytes: what `reconcile render` writes, touching nothing on the
-    node. Secrets may be read (never written anywhere but the caller's output folder).
+    node; an artifact that is no file of its own is named by a relative path (the CIB's
+    configuration section: "pacemaker/cib-configuration.xml"). Secrets may be read (never
+    written anywhere but the caller's output folder); Pacemaker's stay `lrm://`.
+
+``drain(node, force=False, timeout=None) -> str | None``, ``undrain(node) -> str | None`` (optional)
+    Take this node out of service for what this reconciler runs, and put it back, at run
+    time and without touching the configuration (keepalived: its instances go to FAULT
+    through a track file, peers take the addresses over, nothing is reloaded), so that a
+    drained node stays in sync. Returns a line for people, or None when nothing of this
+    reconciler runs here. Raises ApplyError when draining would leave a service nowhere
+    (undoing what it did), unless `force`. `reconcile drain|undrain` calls every
+    reconciler that offers it, on this machine only; rollouts build on it.
 
 ``watch(node) -> Iterator[str]`` (optional)
     Blocks and yields a short reason whenever something this reconciler manages may have
@@ -338,6 +349,10 @@ class Node:
 
     `stopping()` is true once the run should apply nothing more (the agent got SIGTERM):
     a reconciler that applies many independent changes asks it between two of them.
+    `allows(what)` says whether the operator allowed something for this run
+    (`--allow-disruption` → `allow`, or a `Reconcile-Allow:` trailer on the commit being
+    applied, read once through `allow_from` when first asked): e.g. "disruption" lets the
+    Pacemaker guard pass a change that stops or moves resources it does not change.
     `local` is false when the run is about another node than this machine (`validate` and
     `--dry-run --node` for another node, e.g. in CI): a native check that depends on the
     machine (its interfaces, its live CIB) must then say what it skipped (`Skipped`)
@@ -349,6 +364,15 @@ class Node:
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("RECONCILE_STATE_DIR", "/var/lib/reconcile")))
     stop: Callable[[], bool] | None = None
     local: bool = True
+    allow: frozenset[str] = frozenset()
+    allow_from: Callable[[], frozenset[str]] | None = None
+
+    def allows(self, what: str) -> bool:
+        if what in self.allow:
+            return True
+        if self.allow_from is not None:
+            self.allow, self.allow_from = frozenset(self.allow | self.allow_from()), None
+        return what in self.allow
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop()
@@ -804,6 +828,30 @@ def parse_unit_states(text: str, units: Sequence[str]) -> dict[str, UnitState]:
 def unit_field(states: dict[str, UnitState]) -> dict[str, str]:
     """The `units` field of an observed state: short unit name → `systemctl is-enabled`."""
     return {name.removesuffix(".service"): s.enabled or "unknown" for name, s in states.items()}
+
+
+NOT_AT_BOOT = "not started at boot"
+
+
+def boot_note(state: UnitState | None) -> str:
+    """What an observed daemon status ("running", "stopped") gets appended when systemd does
+    not start the daemon's unit at boot: " (keepalived.service is disabled on this node (its
+    package enables it): not started at boot)"; "" when it does, or without systemd (None).
+    desired() says the plain status on every machine (it stays pure): the note is the drift."""
+    if state is None or state.enabled in ENABLED:
+        return ""
+    why = state.held or f"{state.name} is {state.enabled or state.load or 'unknown'}"
+    return f" ({why}: {NOT_AT_BOOT})"
+
+
+def starts_at_boot(observed: Any) -> bool:
+    """Whether an observed daemon status has nothing against starting at boot (boot_note)."""
+    return NOT_AT_BOOT not in str(observed or "")
+
+
+def without_boot_note(observed: Any) -> Any:
+    """An observed daemon status without its boot_note."""
+    return observed.split(" (", 1)[0] if isinstance(observed, str) and not starts_at_boot(observed) else observed
 
 
 def enable_unit(node: Node, state: UnitState, enforce: bool) -> None:

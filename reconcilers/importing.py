@@ -7,7 +7,11 @@ A tool that can be imported has a module `reconcilers/<tool>/importer.py` with
         nodes `placement` names ({"node": "lb1"} or {"cluster": "web"}); a secret found
         inline goes to a file under `secrets_dir` and the manifest names it by reference;
     live(node) -> (source, text)            (optional)
-        the configuration the tool runs on this node now.
+        the configuration the tool runs on this node now;
+    import_files([(source, text), ...], placement, secrets_dir) -> Imported   (optional)
+        for a tool whose configuration is several files (Pacemaker: a CIB and
+        corosync.conf): `reconcile import TOOL FILE FILE...` calls it with every file, and
+        `live` may then return a list of (source, text).
 
 A file the importer cannot express raises `ImportProblem` naming the line.
 """

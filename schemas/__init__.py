@@ -19,6 +19,8 @@ _MODELS: dict[str, str] = {
     "Cluster": "schemas.cluster:Cluster",
     "ClusterResource": "schemas.cluster_resource:ClusterResource",
     "VirtualIP": "schemas.virtual_ip:VirtualIP",
+    "Keepalived": "schemas.keepalived:Keepalived",
+    "VirtualServer": "schemas.virtual_server:VirtualServer",
     "Frontend": "schemas.frontend:Frontend",
     "Backend": "schemas.backend:Backend",
     "HAProxy": "schemas.haproxy:HAProxy",

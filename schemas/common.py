@@ -145,6 +145,11 @@ DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
 """A DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'."""
 
+NODE_NAME = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME, max_length=253)]
+"""A node's host name as Corosync and Pacemaker know it: DNS labels (any case), dotted for a
+fully qualified name (node01.example.com, SLES1)."""
+
 LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE = r"^[A-Za-z0-9._-]{0,63}$"
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY)]
@@ -175,7 +180,8 @@ PropertyName = Annotated[str, StringConstraints(pattern=PROPERTY_NAME)]
 PropertyValue = Annotated[str, StringConstraints(pattern=PROPERTY_VALUE)]
 """A Pacemaker cluster property and its value."""
 
-AGENT = r"^(ocf:[a-z0-9_-]+:[A-Za-z0-9_.-]+|systemd:[A-Za-z0-9@_.-]+|lsb:[A-Za-z0-9_.-]+|stonith:[A-Za-z0-9_.-]+)$"
+AGENT = (r"^(ocf:[A-Za-z0-9_-]+:[A-Za-z0-9_.-]+|(systemd|service|lsb|stonith|nagios|upstart)"
+         r":[A-Za-z0-9@_.:-]+)$")
 Agent = Annotated[str, StringConstraints(pattern=AGENT)]
 """A Pacemaker resource agent: ocf:PROVIDER:TYPE, systemd:UNIT, lsb:SCRIPT or stonith:TYPE."""
 PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
@@ -329,6 +335,59 @@ IPV4_PREFIX_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}/((3[0-2]|[12]?[0-9])|{_OCTET
 IPv4 = Annotated[str, AfterValidator(_ipv4), Field(json_schema_extra={"pattern": IPV4_PATTERN})]
 IPv4Prefix = Annotated[str, AfterValidator(_ipv4_interface), Field(json_schema_extra={"pattern": IPV4_PREFIX_PATTERN})]
 """An address with its prefix length, as `ip addr` writes it: 192.0.2.100/24."""
+
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+def ip_maybe_prefix(value: str) -> str:
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address (a.b.c.d[/n] or an IPv6 address[/n])") from None
+    return f"{iface.ip}/{iface.network.prefixlen}" if "/" in value else str(iface.ip)
+
+
+def _ip_prefix(value: str) -> str:
+    if "/" not in value:
+        raise ValueError(f"{value!r} needs a prefix length, e.g. 192.0.2.100/24 or 2001:db8::100/64")
+    return ip_maybe_prefix(value)
+
+
+def _ipv6_pattern() -> str:
+    """Every form `ipaddress` reads an IPv6 address in: eight groups, or fewer around one
+    `::`, the last two groups possibly written as IPv4, a zone after `%`."""
+    h, v4 = "[0-9A-Fa-f]{1,4}", IPV4_PATTERN[1:-1]
+    alts = [f"(?:{h}:){{7}}{h}", f"(?:{h}:){{6}}{v4}"]
+    for width in (0, 2):  # the right of `::` ends in groups, or in an IPv4 address (two groups)
+        for left in range(0, 8 - width):
+            room = 7 - width - left  # groups the right side may still hold (`::` stands for one at least)
+            lhs = f"(?:{h}:){{{left - 1}}}{h}" if left > 1 else (h if left == 1 else "")
+            if width:
+                rhs = (f"(?:{h}:){{0,{room}}}" if room > 0 else "") + v4
+            else:
+                rhs = f"(?:{h}(?::{h}){{0,{room - 1}}})?" if room > 0 else ""
+            alts.append(f"{lhs}::{rhs}")
+    return f"(?:{'|'.join(alts)})(?:%[^%/]+)?"
+
+
+_IPV6 = _ipv6_pattern()
+_V4_PREFIX = IPV4_PREFIX_PATTERN[1:-1]
+_V6_PREFIX = rf"{_IPV6}/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9])"
+IP_ADDRESS_PATTERN = f"^(?:{IPV4_PATTERN[1:-1]}|{_IPV6})$"
+IP_PREFIX_PATTERN = f"^(?:{_V4_PREFIX}|{_V6_PREFIX})$"
+IP_MAYBE_PREFIX_PATTERN = f"^(?:{_V4_PREFIX}|{IPV4_PATTERN[1:-1]}|{_V6_PREFIX}|{_IPV6})$"
+IPAddress = Annotated[str, AfterValidator(_ip), Field(json_schema_extra={"pattern": IP_ADDRESS_PATTERN})]
+"""An IPv4 or IPv6 address, kept as Python writes it (2001:db8::10, not 2001:0db8::0010)."""
+IPPrefix = Annotated[str, AfterValidator(_ip_prefix), Field(json_schema_extra={"pattern": IP_PREFIX_PATTERN})]
+"""An IPv4 or IPv6 address with its prefix length: 192.0.2.100/24, 2001:db8::100/64."""
+IPAddressMaybePrefix = Annotated[str, AfterValidator(ip_maybe_prefix),
+                                 Field(json_schema_extra={"pattern": IP_MAYBE_PREFIX_PATTERN})]
+"""An IPv4 or IPv6 address, with or without its prefix length."""
 
 # --- paths: absolute, in normal form, no '..' ------------------------------------------------
 
@@ -640,6 +699,7 @@ def or_secret(value_type: Any) -> Any:
 # What a pattern means, for error messages: people should not have to read a regex.
 PATTERN_HELP: dict[str, str] = {
     DNS_LABEL: "must be a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
+    NODE_NAME: "must be a host name: letters, digits and '-' in dot-separated labels of at most 63",
     IF_NAME: "must be an interface name: at most 15 letters, digits, '_', '.', '-'",
     DURATION: "must be a duration such as 500ms, 2s, 1m or 1h",
     INTERVAL: "must be an interval such as 500ms, 10s or 1m",
@@ -662,6 +722,10 @@ PATTERN_HELP: dict[str, str] = {
     HOME_PATTERN: "must be an absolute path of letters, digits, _ . / @ - and % expansions, e.g. /home/%u or /home/%u@%d",
     IPV4_PATTERN: "must be an IPv4 address such as 192.0.2.10",
     IPV4_PREFIX_PATTERN: "must be an IPv4 address with its prefix length, such as 192.0.2.100/24",
+    IP_ADDRESS_PATTERN: "must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10",
+    IP_PREFIX_PATTERN: "must be an IPv4 or IPv6 address with its prefix length, such as 192.0.2.100/24 or "
+                       "2001:db8::100/64",
+    IP_MAYBE_PREFIX_PATTERN: "must be an IPv4 or IPv6 address, optionally with its prefix length (192.0.2.100/24)",
     ABSOLUTE_PATH_PATTERN: "must be an absolute path in normal form, of letters, digits and _ . / @ + -",
     GROUP_PATTERN: "must be a group name: letters, digits, single spaces and . _ ' -, optionally @domain",
     RCLONE_KEY: "must be an rclone option name: lower-case letters, digits and '_', e.g. known_hosts_file",
@@ -754,10 +818,10 @@ class Placement(Strict):
     model_config = ConfigDict(json_schema_extra=_placement_schema)
 
     cluster: Name | None = Field(None, description="Every node of this Cluster (by its metadata.name).")
-    nodes: list[Name | Literal["*"]] | None = Field(
+    nodes: list[NodeName | Literal["*"]] | None = Field(
         None, min_length=1, description='These nodes (names from a Cluster), or ["*"]: every node, said explicitly.',
         json_schema_extra={"uniqueItems": True, "if": {"contains": {"const": EVERY_NODE}}, "then": {"maxItems": 1}})
-    node: Name | None = Field(None, description="This one node.")
+    node: NodeName | None = Field(None, description="This one node.")
 
     @field_validator("nodes")
     @classmethod

@@ -144,7 +144,8 @@ WILDCARDS = ("0.0.0.0", "::")
 
 
 def _vips_by_address(tree) -> dict:
-    return {str(ipaddress.ip_address(v.ip)): v for v in tree.of_kind("VirtualIP")}
+    """Every address of every VirtualIP (a keepalived one may carry several, or none)."""
+    return {str(ipaddress.ip_address(ip)): v for v in tree.of_kind("VirtualIP") for ip in v.ips()}
 
 
 _Binds = dict[tuple[int, str], dict[int, tuple[Frontend, str]]]

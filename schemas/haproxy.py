@@ -18,7 +18,7 @@ from pydantic import AfterValidator, Field, PlainValidator, StringConstraints, W
 from pydantic_core import PydanticCustomError
 
 from schemas.common import (
-    IPV4_PATTERN, NOT_ECHOED, PATTERN_HELP, UrlPath, Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName,
+    NOT_ECHOED, IPAddress, PATTERN_HELP, UrlPath, Duration, Manifest, Metadata, Placement, Port, SecretRef, Strict, UserName,
 )
 from schemas.haproxy_lang import (
     FILE_PLACEHOLDER, OTHER_SECTIONS, SECRET_PLACEHOLDER, SECTION_KEYWORDS, check_directive, check_name,
@@ -85,34 +85,6 @@ _DIRECTIVE_SCHEMA = {"anyOf": [
 ]}
 
 
-def _ip(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
-
-
-def _ipv6_pattern() -> str:
-    """Every form `ipaddress` reads an IPv6 address in: eight groups, or fewer around one
-    `::`, the last two groups possibly written as IPv4, a zone after `%`."""
-    h, v4 = "[0-9A-Fa-f]{1,4}", IPV4_PATTERN[1:-1]
-    alts = [f"(?:{h}:){{7}}{h}", f"(?:{h}:){{6}}{v4}"]
-    for width in (0, 2):  # the right of `::` ends in groups, or in an IPv4 address (two groups)
-        for left in range(0, 8 - width):
-            room = 7 - width - left  # groups the right side may still hold (`::` stands for one at least)
-            lhs = f"(?:{h}:){{{left - 1}}}{h}" if left > 1 else (h if left == 1 else "")
-            if width:
-                rhs = (f"(?:{h}:){{0,{room}}}" if room > 0 else "") + v4
-            else:
-                rhs = f"(?:{h}(?::{h}){{0,{room - 1}}})?" if room > 0 else ""
-            alts.append(f"{lhs}::{rhs}")
-    return f"(?:{'|'.join(alts)})(?:%[^%/]+)?"
-
-
-IP_ADDRESS_PATTERN = f"^(?:{IPV4_PATTERN[1:-1]}|{_ipv6_pattern()})$"
-PATTERN_HELP[IP_ADDRESS_PATTERN] = "must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10"
-IPAddress = Annotated[str, AfterValidator(_ip), Field(json_schema_extra={"pattern": IP_ADDRESS_PATTERN})]
-"""An IPv4 or IPv6 address, kept as Python writes it (2001:db8::10, not 2001:0db8::0010)."""
 HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")]
 Word = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:,/@+=%*!-]{1,256}$")]
 """One word of a directive (an option such as `accept-proxy` or `check-sni`)."""

@@ -12,7 +12,10 @@ VENV=${RECONCILE_VENV:-$ROOT/.venv}
 
 PACKAGES=(
   # HA daemons
-  haproxy keepalived corosync pacemaker pacemaker-cli-utils pcs crmsh resource-agents
+  haproxy keepalived ipvsadm corosync pacemaker pacemaker-cli-utils pcs crmsh resource-agents
+  # fencing (every stonith class; a BMC simulator and its client for fence_ipmilan in the lab) and
+  # quorum devices (corosync-qdevice on the nodes, corosync-qnetd on a lab host)
+  fence-agents openipmi ipmitool corosync-qdevice corosync-qnetd
   # containers
   lxc python3-lxc busybox-static
   # Active Directory

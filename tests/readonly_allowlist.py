@@ -45,7 +45,7 @@ ALLOW: dict[str, list[str]] = {
         r"^lxc-config lxc\.lxcpath$",
         # --- Cluster / ClusterResource (Pacemaker)
         # the CIB (or one section; --local: this node's copy) and crm_mon's status, one call each
-        r"^cibadmin --query( --scope (configuration|crm_config))?( --local)?$",
+        r"^cibadmin --query( --scope (configuration|crm_config|resources|status))?( --local)?$",
         r"^crm_mon -1 --output-as=xml$",
         # an empty CIB to preview on while the cluster does not run yet
         r"^cibadmin --empty$",
@@ -58,6 +58,10 @@ ALLOW: dict[str, list[str]] = {
         r"^/usr/lib(exec)?/pacemaker/pacemaker-(schedulerd|controld|based) metadata$",
         # Corosync's own parser on a rendered corosync.conf in a temp folder
         r"^corosync -t -c /[A-Za-z0-9_./-]*reconcile-corosync-[A-Za-z0-9_]+/corosync\.conf$",
+        # whether this node published the digest of its Corosync crypto settings (the reload barrier)
+        r"^attrd_updater --query --all --name reconcile-corosync-crypto$",
+        # the Pacemaker guard's allowance: the trailers of the commit being applied
+        r"^git -C /[A-Za-z0-9_./@+-]+ log -1 --format=%\(trailers:key=Reconcile-Allow,valueonly\) [0-9a-f]{40}$",
         # --- DomainJoin
         # the machine principal in the keytab; whether AD still accepts the membership
         r"^klist -k /[A-Za-z0-9_./-]+$",
@@ -72,8 +76,8 @@ ALLOW: dict[str, list[str]] = {
         # finds dead FUSE mounts; paths are schema-checked (no spaces: one argument each)
         r"^stat --cached=never -c '%u %g %a %d %i %n' --( /[A-Za-z0-9_./@+-]+)+$",
         # rclone as the native validator of remotes and mount flags
-        r"^rclone config providers$",
-        r"^rclone mount --help$",
+        r"^rclone config providers --config /dev/null$",
+        r"^rclone mount --help --config /dev/null$",
         # systemd's check of rendered mount/automount units in a temp folder (a unit name
         # with systemd's \x escapes is quoted by shlex.join)
         r"^systemd-analyze verify( (?P<q>'?)/[A-Za-z0-9_./-]*reconcile-units-[A-Za-z0-9_]+/[A-Za-z0-9_.:\\-]+"

@@ -46,7 +46,8 @@ scope, each a fresh uniquely named lab, torn down even when the test fails; 2 no
 Constants: `DOMAIN` "corp.example.test", `REALM`, `NETBIOS_DOMAIN` "CORP", `DC_NODE`,
 `DC_ADDRESS`, `address6(ipv4)`, `ADMIN_USER` "Administrator", `ADMIN_PASSWORD`, `USERS` {user: password}
 (alice, bob, carol), `GROUPS` {group: members} (alice in "app-admins" and "Domain Admins",
-bob in "web users"; carol in none), `JOIN_PASSWORD_FILE` (holds ADMIN_PASSWORD, mode 0600,
+bob in "web users"; carol in none), `COROSYNC_AUTHKEY_FILE` (a random Corosync authkey, the
+same in every node of a lab, mode 0400), `JOIN_PASSWORD_FILE` (holds ADMIN_PASSWORD, mode 0600,
 in every node of a lab with a DC), `SFTP_USER` "files", `SFTP_PASSWORD`, `SFTP_FOLDER`,
 `SFTP_PASSWORD_FILE`, `SFTP_KEY_FILE` (with sftp=True: sshd in the last lb node, SFTP only,
 and the client key, password and host key in every node; see controller/lab/sftp.py),
@@ -95,9 +96,9 @@ their LXC monitors or the test run that made them were killed) and remove their 
 groups; nothing is mounted on the host.
 """
 from controller.lab.config import (  # noqa: F401
-    ADMIN_PASSWORD, ADMIN_USER, DC_ADDRESS, DC_NODE, DOMAIN, GROUPS, JOIN_PASSWORD_FILE, LAB_BASE,
-    NETBIOS_DOMAIN, REALM, SFTP_FOLDER, SFTP_KEY_FILE, SFTP_PASSWORD, SFTP_PASSWORD_FILE, SFTP_USER, SUBNET,
-    SUBNET6, USERS, address6, lb_address,
+    ADMIN_PASSWORD, ADMIN_USER, COROSYNC_AUTHKEY_FILE, DC_ADDRESS, DC_NODE, DOMAIN, GROUPS, JOIN_PASSWORD_FILE,
+    LAB_BASE, NETBIOS_DOMAIN, REALM, SFTP_FOLDER, SFTP_KEY_FILE, SFTP_PASSWORD, SFTP_PASSWORD_FILE, SFTP_USER,
+    SUBNET, SUBNET6, USERS, address6, lb_address,
 )
 from controller.lab.lab import (  # noqa: F401
     Lab, LabError, NodeCommandError, NodeProcess, reconcile, sweep_orphans, temporary_lab,

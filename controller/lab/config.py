@@ -59,6 +59,10 @@ GROUPS: dict[str, list[str]] = {
 # Inside every node of a lab with a DC; the example DomainJoin manifest reads it.
 JOIN_PASSWORD_FILE = "/etc/reconcile/secrets/corp-join.password"
 
+# Inside every node of every lab (one random key per lab, as corosync-keygen makes it);
+# the example Cluster reads it.
+COROSYNC_AUTHKEY_FILE = "/etc/reconcile/secrets/corosync.authkey"
+
 # SFTP server of a lab started with sftp=True (controller/lab/sftp.py): user `files` on the
 # last lb node, serving ~/reports. Every node gets the client key and the password at these
 # paths (the example Mount manifests read them) and the server's host key in

@@ -228,6 +228,7 @@ class Lab:
         self._save()  # first: a run killed from here on is found and cleaned by the next up
         try:
             self.shared.mkdir(exist_ok=True)
+            self._authkey = secrets.token_bytes(256)  # the lab's Corosync authkey, in every node
             if sftp:  # first: every node's prepared files hold the server's host key
                 sftp_server.make_keys(self.root / "sftp")
             booting = [n["name"] for n in self.record["nodes"] if n["init"] == "systemd"]
@@ -411,9 +412,9 @@ class Lab:
             "# lab node: containers' control groups are removed by `reconcile lab down`\n"
             f"lxc.cgroup.pattern = {CGROUP_DIR}/{self.name}/{node}/%n\n", 0o644)
         for path, (text, mode) in files.items():
-            prefill_file(upper, path, text, mode, dir_mode=0o700 if mode == 0o600 else 0o755)
+            prefill_file(upper, path, text, mode, dir_mode=private_dir_mode(mode))
 
-    def _node_files(self, node: str) -> dict[str, tuple[str, int]]:
+    def _node_files(self, node: str) -> dict[str, tuple[str | bytes, int]]:
         """The files that make a node itself: path → (text, mode)."""
         dc = bool(self.record["domain_controller"])
         hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
@@ -432,6 +433,9 @@ class Lab:
         if dc:
             files["/etc/krb5.conf"] = (KRB5_CONF, 0o644)
             files[config.JOIN_PASSWORD_FILE] = (config.ADMIN_PASSWORD, 0o600)
+        # One Corosync authkey per lab, the same on every node (as an operator copies it):
+        # the example Cluster encrypts its traffic with it.
+        files[config.COROSYNC_AUTHKEY_FILE] = (self._authkey, 0o400)
         server = self.record.get("sftp")
         if server:  # what a client of the lab's SFTP server needs (its key, the password, the host key)
             from controller.lab import sftp
@@ -598,15 +602,23 @@ def _mkdir_like(path: Path, like: Path, mode: int = 0o755) -> None:
         os.chmod(path, mode)
 
 
-def prefill_file(upper: Path, path: str, text: str, mode: int, dir_mode: int = 0o755) -> None:
+def prefill_file(upper: Path, path: str, text: str | bytes, mode: int, dir_mode: int = 0o755) -> None:
     """Write `path` (as the node sees it) into an upper layer or seed folder; the folders
     above it take the mode and owner of the host's (overlayfs shows the upper's)."""
     parts = Path(path).parts[1:]
     for i in range(1, len(parts)):
         _mkdir_like(upper.joinpath(*parts[:i]), Path("/", *parts[:i]), dir_mode)
     target = upper.joinpath(*parts)
-    target.write_text(text)
+    if isinstance(text, bytes):
+        target.write_bytes(text)
+    else:
+        target.write_text(text)
     os.chmod(target, mode)
+
+
+def private_dir_mode(mode: int) -> int:
+    """The mode of the folders made above a prefilled file: private above a private file."""
+    return 0o700 if not mode & 0o077 else 0o755
 
 
 KRB5_CONF = f"""\

@@ -157,17 +157,17 @@ def masked_units(root: Path = Path("/")) -> list[str]:
 # --- up ----------------------------------------------------------------------------------------
 
 
-def prepare(lab: Lab, node: str, files: dict[str, tuple[str, int]]) -> Path:
+def prepare(lab: Lab, node: str, files: dict[str, tuple[str | bytes, int]]) -> Path:
     """Write the node's seed (its own files and the masks), LXC config and hook. The node's
     network namespace must exist already. Returns the node's folder."""
-    from controller.lab.lab import prefill_file
+    from controller.lab.lab import prefill_file, private_dir_mode
 
     node_dir = lab.root / "nodes" / node
     seed = node_dir / "seed"
     (node_dir / "fs").mkdir(parents=True)
     seed.mkdir()
     for path, (text, mode) in files.items():
-        prefill_file(seed, path, text, mode, dir_mode=0o700 if mode == 0o600 else 0o755)
+        prefill_file(seed, path, text, mode, dir_mode=private_dir_mode(mode))
     masked = masked_units()
     prefill_file(seed, "/etc/systemd/system/.keep", "", 0o644)  # the folder, with the host's mode
     (seed / "etc/systemd/system/.keep").unlink()

@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 
 from reconcilers.base import (
-    ENABLED, ApplyError, Node, UnitState, enable_unit, pid_alive, systemd_running, unit_states, wait_until,
-)
+    ApplyError, Node, UnitState, boot_note, enable_unit, pid_alive, starts_at_boot, systemd_running, unit_states,
+    wait_until,
+)  # starts_at_boot: the reconciler asks it here, beside status()
 
 UNIT = "sssd.service"
 
@@ -35,15 +36,7 @@ def unit_state(node: Node) -> UnitState | None:
 def status(pidfile: Path, conf: Path, unit: UnitState | None = None) -> str:
     """running | stopped | stale: started before its configuration was last written. With
     systemd (`unit`), a unit that does not start at boot says so: "running" is all of it."""
-    state = _process_status(pidfile, conf)
-    if unit is not None and unit.enabled not in ENABLED:
-        return f"{state} ({unit.held or f'{UNIT} is {unit.enabled or unit.load}'}: not started at boot)"
-    return state
-
-
-def starts_at_boot(observed: str | None) -> bool:
-    """Whether an observed `sssd` status says nothing against starting at boot."""
-    return "not started at boot" not in (observed or "")
+    return _process_status(pidfile, conf) + boot_note(unit)
 
 
 def _process_status(pidfile: Path, conf: Path) -> str:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconcilers import pacemaker
+from reconcilers.pacemaker import tools as pacemaker
 from reconcilers.base import ApplyError, Node
 from reconcilers.lxc.config import (
     CLUSTER_TAG, END_MARKER, LIVE_KEYS, MARKER, RUNNING_INSTANCE_TAG, RUNNING_TAG, config_path, marker_name,

@@ -19,13 +19,16 @@ from reconcilers.base import ApplyError, CommandError, Node
 from schemas.mount import MountSpec
 
 _PROVIDERS: dict[str, dict[str, dict[str, bool]]] = {}
+# rclone makes ~/.config/rclone whenever it runs, even for a help text: a read-only call
+# names no config file, so a dry-run leaves the home folder as it was
+NO_CONFIG = ["--config", "/dev/null"]
 _FLAGS: dict[str, set[str]] = {}
 
 
 def providers(node: Node) -> dict[str, dict[str, bool]]:
     """{backend prefix: {option: is_password}} from `rclone config providers`."""
     if "all" not in _PROVIDERS:
-        r = node.run(["rclone", "config", "providers"], read_only=True)
+        r = node.run(["rclone", "config", "providers", *NO_CONFIG], read_only=True)
         _PROVIDERS["all"] = parse_providers(r.stdout)
     return _PROVIDERS["all"]
 
@@ -42,7 +45,7 @@ def parse_providers(text: str) -> dict[str, dict[str, bool]]:
 def mount_flags(node: Node) -> set[str]:
     """Every flag `rclone mount` takes (its own and the global ones), without dashes."""
     if "all" not in _FLAGS:
-        r = node.run(["rclone", "mount", "--help"], read_only=True)
+        r = node.run(["rclone", "mount", "--help", *NO_CONFIG], read_only=True)
         _FLAGS["all"] = parse_mount_flags(r.stdout)
     return _FLAGS["all"]
 
@@ -79,7 +82,7 @@ def obscure(node: Node, value: str) -> str:
     """`rclone obscure -` with the password on stdin; the result is as secret as the input."""
     if "\n" in value:
         raise ApplyError("a password for rclone must be one line (rclone obscure reads the first line only)")
-    r = node.run(["rclone", "obscure", "-"], read_only=True, input=value + "\n", secrets=[value])
+    r = node.run(["rclone", "obscure", "-", *NO_CONFIG], read_only=True, input=value + "\n", secrets=[value])
     out = r.stdout.strip()
     node.runner.add_secret(out)
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from controller.lab import Lab, temporary_lab
-from reconcilers.pacemaker import parse_crm_mon
+from reconcilers.pacemaker.tools import parse_crm_mon
 from tests.readonly_allowlist import allowed
 
 pytestmark = pytest.mark.lab
@@ -35,6 +35,7 @@ spec:
   nodes:
     - {name: lb1, id: 1, address: 192.0.2.11/24}
     - {name: lb2, id: 2, address: 192.0.2.12/24}
+  crypto: none
   stonithEnabled: false
   properties: {no-quorum-policy: stop, dc-deadtime: 5s}
 """
@@ -175,8 +176,8 @@ def http_get(lab: Lab, node: str) -> str:
 def test_a_placed_container_is_defined_on_both_nodes_and_runs_on_one(lab, repo):
     record_file = lab.shared / "record-dry-run.json"
     rc, record = reconcile(lab, "lb1", repo, "--dry-run", env={"RECONCILE_RECORD": str(record_file)})
-    assert rc == 2 and statuses(record) == {"Cluster/web": "pending", f"Container/{NAME}": "pending",
-                                            f"ClusterResource/{NAME}": "pending"}
+    assert rc == 2 and statuses(record) == {"Cluster/web": "pending", "ClusterConfig/web": "pending",
+                                            f"Container/{NAME}": "pending", f"ClusterResource/{NAME}": "pending"}
     assert "not started: Pacemaker of cluster web starts it on one node" in result(record, "Container")["notes"][0]
     assert result(record, "ClusterResource")["notes"] == [
         f"starts only on a node where the container is defined (node attribute reconcile-container-{NAME}=1, "
@@ -289,21 +290,22 @@ def test_removing_the_manifest_removes_the_primitive_and_then_the_container(lab,
     # the node that runs it cannot remove the primitive (the DC writes the CIB) and does
     # not destroy a container Pacemaker runs
     rc, record = reconcile(lab, holder, repo, "apply", "--allow-mass-prune")
-    assert rc == 0 and statuses(record) == {"Cluster/web": "in-sync", f"Container/{NAME}": "deferred",
-                                            f"ClusterResource/{NAME}": "deferred"}, record
+    assert rc == 0 and statuses(record) == {"Cluster/web": "in-sync", "ClusterConfig/web": "in-sync",
+                                            f"Container/{NAME}": "deferred", f"ClusterResource/{NAME}": "deferred"}, record
     assert running_here(lab) == [holder]
 
     # the DC stops it through Pacemaker, removes the primitive, then destroys its own copy
     rc, record = reconcile(lab, writer, repo, "apply", "--allow-mass-prune")
-    assert rc == 0 and statuses(record) == {"Cluster/web": "in-sync", f"Container/{NAME}": "changed",
-                                            f"ClusterResource/{NAME}": "changed"}, record
+    assert rc == 0 and statuses(record) == {"Cluster/web": "in-sync", "ClusterConfig/web": "in-sync",
+                                            f"Container/{NAME}": "changed", f"ClusterResource/{NAME}": "changed"}, record
     ids = {el.get("id") for el in ET.fromstring(lab.exec(writer, ["cibadmin", "--query", "--scope",
                                                                   "configuration"]).stdout).iter()}
     assert NAME not in ids and f"{NAME}-where-defined" not in ids
     assert lxc_state(lab, writer) is None and lxc_state(lab, holder)[0] == "STOPPED"
 
     rc, record = reconcile(lab, holder, repo, "apply", "--allow-mass-prune")
-    assert rc == 0 and statuses(record) == {"Cluster/web": "in-sync", f"Container/{NAME}": "changed"}, record
+    assert rc == 0 and statuses(record) == {"Cluster/web": "in-sync", "ClusterConfig/web": "in-sync",
+                                            f"Container/{NAME}": "changed"}, record
     for node in NODES:
         assert lxc_state(lab, node) is None
         assert lab.exec(node, ["ip", "link", "show", "pmbr0"], check=False).returncode != 0  # our bridge went too

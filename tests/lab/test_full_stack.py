@@ -165,7 +165,8 @@ def assert_read_only(records: list[dict]) -> None:
 def test_dry_run_on_a_fresh_node_changes_nothing_and_only_reads(lab, ops):
     rc, out, records = recorded_dry_run(lab, "lb1", ops.work)
     assert rc == 2, out
-    assert "+ VirtualIP web-vip" in out and "default one-node cluster 'debian'" in out and "+ Mount reports" in out
+    assert "+ VirtualIP web-vip" in out and "+ Mount reports" in out
+    assert "replaces the untouched one-node cluster the Debian packages started" in out
     assert_read_only(records)
 
 

@@ -348,6 +348,7 @@ def test_a_frontend_binds_a_virtual_ip_this_node_does_not_hold(lb: LB, lab: Lab)
           nodes:
             - {name: lb1, id: 1, address: 192.0.2.11/24}
             - {name: lb2, id: 2, address: 192.0.2.12/24}
+          crypto: none
           stonithEnabled: false
         ---
         apiVersion: reconcile/v1

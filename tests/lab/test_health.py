@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.lab import temporary_lab
+from controller.lab import COROSYNC_AUTHKEY_FILE, temporary_lab
 
 pytestmark = pytest.mark.lab
 
@@ -28,11 +28,12 @@ spec:
     - {{name: lb2, id: 2, address: 192.0.2.12/24}}
   stack: {stack}
 {extra}"""
-PACEMAKER = """\
+PACEMAKER = f"""\
+  authkey: {{file: {COROSYNC_AUTHKEY_FILE}}}
   token: 1000ms
-  quorum: {twoNode: true, waitForAll: true}
+  quorum: {{twoNode: true, waitForAll: true}}
   stonithEnabled: false
-  properties: {no-quorum-policy: stop, dc-deadtime: 5s}
+  properties: {{no-quorum-policy: stop, dc-deadtime: 5s}}
 """
 DB = """\
 apiVersion: reconcile/v1

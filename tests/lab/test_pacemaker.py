@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from controller.lab import Lab, temporary_lab
-from reconcilers.pacemaker import parse_crm_mon
+from reconcilers.pacemaker.tools import parse_crm_mon
 from tests.readonly_allowlist import allowed
 
 pytestmark = pytest.mark.lab
@@ -176,8 +176,8 @@ def test_a_dry_run_on_an_empty_node_previews_the_new_cluster_and_changes_nothing
     record_file = lab.shared / "record-empty.json"
     rc, record = reconcile(lab, "lb1", repo, "--dry-run", env={"RECONCILE_RECORD": str(record_file)})
     assert rc == 2
-    assert statuses(record) == {"Cluster/web": "pending", "ClusterResource/db": "pending",
-                                "ClusterResource/db-vip": "pending"}
+    assert statuses(record) == {"Cluster/web": "pending", "ClusterConfig/web": "pending",
+                                "ClusterResource/db": "pending", "ClusterResource/db-vip": "pending"}
     lines = notes(record, "ClusterResource", "db")
     assert "crm_simulate: db: start on lb1" in lines
     assert "crm_simulate: (simulated for the new cluster of lb1, lb2 once it has formed)" in lines
@@ -241,7 +241,9 @@ def test_an_agent_that_does_not_exist_is_refused_before_anything_is_applied(lab,
     line = 1 + (bad / "db.yaml").read_text().splitlines().index("  agent: ocf:heartbeat:Nope")
     assert f"db.yaml:{line}: spec.agent: db: resource agent ocf:heartbeat:Nope does not exist on lb1" in r.stderr
     rc, record = reconcile(lab, dc(lab), bad, "apply")
-    assert rc == 1 and any("ocf:heartbeat:Nope" in e for e in record["errors"])
+    # the refusal is pinned on db: it keeps its last good version (nothing else changed here)
+    [db] = [o for o in record["objects"] if (o["kind"], o["name"]) == ("ClusterResource", "db")]
+    assert rc == 1 and db["status"] == "failed" and "ocf:heartbeat:Nope" in db["error"]
     assert epoch(lab, dc(lab)) == before
 
 
@@ -269,6 +271,20 @@ def test_the_dry_run_shows_the_simulated_transition_and_changes_nothing(lab, rep
     refused = [" ".join(c["argv"]) for c in commands if not allowed(c["what"], c["argv"])]
     assert commands and not refused, f"dry-run ran commands outside the allow-list: {refused}"
     assert epoch(lab, dc(lab)) == before and running_on(lab, "db-vip") == [holder]
+    # Pacemaker would also move `handmade` (made by hand, unrelated) to balance the nodes
+    guard = [n for n in notes(record, "ClusterResource", "db-vip") if n.startswith("guard:")]
+    assert guard and "handmade: move" in guard[0], notes(record, "ClusterResource", "db-vip")
+
+
+def test_the_guard_refuses_a_change_that_would_move_an_unrelated_resource(lab, repo):
+    writer = dc(lab)
+    [holder] = running_on(lab, "db-vip")
+    before = epoch(lab, writer)
+    rc, record = reconcile(lab, writer, repo, "apply")
+    [vip] = [o for o in record["objects"] if (o["kind"], o["name"]) == ("ClusterResource", "db-vip")]
+    assert rc == 1 and vip["status"] == "failed"
+    assert "blast-radius guard" in vip["error"] and "handmade: move" in vip["error"]
+    assert epoch(lab, writer) == before and running_on(lab, "db-vip") == [holder]
 
 
 def test_a_non_dc_agent_writes_nothing(lab, repo):
@@ -285,7 +301,7 @@ def test_changes_apply_on_the_dc_in_one_cib_update(lab, repo):
     [holder] = running_on(lab, "db-vip")
     write_db(repo, params='fake: "42"')  # a second change, to go with the VIP's new location
     writer = dc(lab)
-    r = lab.exec(writer, ["reconcile", "apply", "--repo", str(repo), "-v"], check=False)
+    r = lab.exec(writer, ["reconcile", "apply", "--repo", str(repo), "-v", "--allow-disruption"], check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ClusterResource db (applied: update)" in r.stdout
     assert "VirtualIP db-vip (IPaddr2 primitive) (applied: update)" in r.stdout
@@ -323,11 +339,11 @@ def first_event(lab: Lab, node: str, module: str, cls: str, change) -> str:
 
 def test_changes_by_hand_wake_the_watch_and_are_reverted(lab, repo):
     writer = dc(lab)
-    event = first_event(lab, writer, "cluster_resource", "ClusterResourceReconciler",
+    event = first_event(lab, writer, "pacemaker.resources", "ClusterResourceReconciler",
                         lambda: lab.exec(writer, ["crm_resource", "--resource", "db", "--set-parameter", "fake",
                                                   "--parameter-value", "by-hand"]))
     assert event == "the CIB configuration changed"
-    event = first_event(lab, "lb1", "cluster", "ClusterReconciler",
+    event = first_event(lab, "lb1", "pacemaker.cluster", "ClusterReconciler",
                         lambda: lab.exec("lb1", ["sed", "-i", "s/token: 1000/token: 5000/",
                                                  "/etc/corosync/corosync.conf"]))
     assert event.startswith("corosync.conf")
@@ -356,6 +372,31 @@ def test_a_removed_manifest_removes_only_its_marked_resource(lab, repo):
     ids = {el.get("id") for el in config.iter() if el.get("id")}
     assert "db" not in ids and "db-with-db-vip" not in ids and "db-after-db-vip" not in ids
     assert {"db-vip", "handmade"} <= ids
+
+
+def test_crypto_turned_off_and_on_again_reloads_the_cluster_without_splitting_it(lab, repo):
+    """A reload makes every node re-read its own corosync.conf: the nodes reload only once
+    all of them hold the new crypto settings (a digest each publishes), so the membership
+    never splits (before this barrier, one node reloading alone cut the cluster in two)."""
+    import subprocess
+
+    original = (repo / "cluster.yaml").read_text()
+    seen = {n: len(lab.read_file(n, "/var/log/corosync/corosync.log").splitlines()) for n in NODES}
+    for text, cipher in ((original.replace(f"  authkey: {{file: {lab.shared / 'corosync.authkey'}}}\n",
+                                           "  crypto: none\n"), "none"), (original, "aes256")):
+        assert text != original or cipher == "aes256"
+        (repo / "cluster.yaml").write_text(text)
+        procs = {n: lab.popen(n, ["reconcile", "apply", "--repo", str(repo), "-o", "json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for n in NODES}  # as both agents would
+        for n, proc in procs.items():
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, out + err
+        for n in NODES:
+            assert lab.exec(n, ["corosync-cmapctl", "-g", "totem.crypto_cipher"]).stdout.split()[-1] == cipher
+    for n in NODES:
+        log = lab.read_file(n, "/var/log/corosync/corosync.log").splitlines()[seen[n]:]
+        assert not [ln for ln in log if "Members left" in ln or "Members joined" in ln], "\n".join(log)
+    assert sorted(status(lab).online) == ["lb1", "lb2"]
 
 
 def test_when_the_vip_node_dies_pacemaker_moves_it_and_the_agents_do_not_fight(lab, repo):

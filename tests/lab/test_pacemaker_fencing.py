@@ -27,6 +27,7 @@ spec:
     - {name: lb1, id: 1, address: 192.0.2.11/24}
     - {name: lb2, id: 2, address: 192.0.2.12/24}
     - {name: lb3, id: 3, address: 192.0.2.13/24}
+  authkey: {file: /etc/reconcile/secrets/corosync.authkey}
   stonithEnabled: true
   properties: {dc-deadtime: 5s}
 ---

@@ -1,19 +1,21 @@
-"""Cluster: corosync.conf rendered from a manifest and read back (round trip), the Debian
-default file read as it is, and the desired state of a node."""
+"""Cluster: corosync.conf rendered from a manifest and read back (round trip), files other
+tools wrote read as they are, what a change needs (reload, restart), the desired state of
+a node, and the Debian packages' untouched default cluster told apart from a real one."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from controller.loader import load_tree
-from reconcilers import cluster as cluster_mod
-from reconcilers.base import GENERATED_HEADER, Change, Node, Runner
-from reconcilers.cluster import (
-    ClusterReconciler, corosync_settings, observed_settings, parse_corosync_conf, render_corosync_conf,
-)
+from reconcilers.base import GENERATED_HEADER, Node, Runner
+from reconcilers.pacemaker import cluster as cluster_mod
+from reconcilers.pacemaker import corosync, daemons
+from reconcilers.pacemaker.cluster import ClusterReconciler
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pacemaker"
+CORPUS = Path("/work/shared/corpus/corosync")
 
 CLUSTER = """\
 apiVersion: reconcile/v1
@@ -24,6 +26,35 @@ spec:
   nodes:
     - {name: lb1, id: 1, address: 192.0.2.11/24}
     - {name: lb2, id: 2, address: 192.0.2.12/24}
+  crypto: none
+  stonithEnabled: false
+"""
+
+FULL = """\
+apiVersion: reconcile/v1
+kind: Cluster
+metadata:
+  name: db
+spec:
+  nodes:
+    - {name: lb1, id: 1, address: 192.0.2.11/24, links: [192.0.2.11, "2001:db8:1::11"]}
+    - {name: lb2, id: 2, address: 192.0.2.12/24, links: [192.0.2.12, "2001:db8:1::12"], votes: 1}
+  links:
+    - {priority: 20, pingInterval: 200, pingTimeout: 800}
+    - {priority: 10}
+  authkey: {file: /etc/reconcile/secrets/corosync.authkey}
+  token: 3s
+  totem: {consensus: 3600ms, join: 60ms, tokenRetransmitsBeforeLossConst: 10, maxMessages: 20, linkMode: passive}
+  quorum:
+    lastManStanding: true
+    lastManStandingWindow: 20s
+    device:
+      votes: 1
+      net: {host: 192.0.2.30, algorithm: ffsplit, tls: "off"}
+  corosync:
+    logging: {to_logfile: "yes", logfile: /var/log/corosync/corosync.log, to_syslog: "no",
+              logger_subsys: [{subsys: QUORUM, debug: "on"}]}
+    totem: {netmtu: "1200"}
   stonithEnabled: false
 """
 
@@ -43,16 +74,16 @@ def test_two_nodes_get_two_node_quorum_and_the_default_token(tmp_path):
     _, states = desired(tmp_path)
     assert states["web"]["corosync"] == {
         "clusterName": "web", "transport": "knet", "token": 1000, "crypto": "none",
-        "nodes": [{"name": "lb1", "id": 1, "address": "192.0.2.11"}, {"name": "lb2", "id": 2, "address": "192.0.2.12"}],
+        "nodes": [{"name": "lb1", "id": 1, "addresses": ["192.0.2.11"]},
+                  {"name": "lb2", "id": 2, "addresses": ["192.0.2.12"]}],
         "quorum": {"twoNode": True, "waitForAll": True},
     }
-    assert states["web"]["properties"] == {"stonith-enabled": "false"}
     assert states["web"]["daemons"] == {"corosync": "running", "pacemaker": "running"}
     assert "authkey" not in states["web"]
 
 
-def test_an_authkey_turns_crypto_on_and_stays_a_token(tmp_path):
-    text = CLUSTER + "  authkey: {file: /etc/reconcile/secrets/corosync.authkey}\n  token: 3s\n"
+def test_crypto_is_on_by_default_with_the_authkey_a_token(tmp_path):
+    text = CLUSTER.replace("  crypto: none\n", "  authkey: {file: /etc/reconcile/secrets/corosync.authkey}\n  token: 3s\n")
     rec, states = desired(tmp_path, text)
     assert states["web"]["corosync"]["crypto"] == "aes256/sha256"
     assert states["web"]["corosync"]["token"] == 3000
@@ -61,22 +92,25 @@ def test_an_authkey_turns_crypto_on_and_stays_a_token(tmp_path):
     assert "crypto_cipher: aes256\n" in conf and "keyfile: /etc/corosync/authkey\n" in conf
 
 
-def test_the_properties_state_stonith_explicitly(tmp_path):
-    text = CLUSTER.replace("stonithEnabled: false", "stonithEnabled: true") + \
-        "  properties: {no-quorum-policy: ignore, dc-deadtime: 5s}\n"
-    _, states = desired(tmp_path, text)
-    assert states["web"]["properties"] == {"stonith-enabled": "true", "no-quorum-policy": "ignore",
-                                           "dc-deadtime": "5s"}
-
-
-def test_a_cluster_without_pacemaker_runs_nothing(tmp_path):
-    _, states = desired(tmp_path, CLUSTER.replace("  stonithEnabled: false\n", "  stack: none\n"))
-    assert states == {}
-
-
-def test_a_node_outside_the_cluster_has_nothing(tmp_path):
-    _, states = desired(tmp_path, node="lb9")
-    assert states == {}
+def test_links_timers_quorum_options_a_device_and_extra_keys_render_and_read_back(tmp_path):
+    rec, states = desired(tmp_path, FULL)
+    conf = rec._render("db")
+    parsed = corosync.parse(conf)
+    totem = parsed["totem"][0]
+    assert [i["knet_link_priority"] for i in totem["interface"]] == ["20", "10"]
+    assert totem["interface"][0]["linknumber"] == "0" and totem["interface"][0]["knet_ping_interval"] == "200"
+    assert (totem["token"], totem["consensus"], totem["join"], totem["max_messages"]) == ("3000", "3600", "60", "20")
+    assert totem["token_retransmits_before_loss_const"] == "10" and totem["netmtu"] == "1200"
+    node = parsed["nodelist"][0]["node"][1]
+    assert (node["ring0_addr"], node["ring1_addr"], node["quorum_votes"]) == ("192.0.2.12", "2001:db8:1::12", "1")
+    quorum = parsed["quorum"][0]
+    assert "two_node" not in quorum  # two nodes with a quorum device: the device breaks the tie
+    assert (quorum["last_man_standing"], quorum["last_man_standing_window"]) == ("1", "20000")
+    device = quorum["device"][0]
+    assert device["votes"] == "1" and device["net"][0] == {"host": "192.0.2.30", "algorithm": "ffsplit", "tls": "off"}
+    assert parsed["logging"][0]["logger_subsys"][0] == {"subsys": "QUORUM", "debug": "on"}
+    assert corosync.observed_settings(parsed) == states["db"]["corosync"]
+    assert states["db"]["daemons"] == {"corosync": "running", "pacemaker": "running", "qdevice": "running"}
 
 
 def test_the_rendered_file_is_what_a_lab_node_got_and_reads_back_to_the_same_settings(tmp_path):
@@ -85,7 +119,7 @@ def test_the_rendered_file_is_what_a_lab_node_got_and_reads_back_to_the_same_set
     conf = rec._render("web")
     assert conf == (FIXTURES / "corosync.conf.generated").read_text()
     assert conf.startswith(f"# {GENERATED_HEADER}\n")
-    assert observed_settings(parse_corosync_conf(conf)) == states["web"]["corosync"]
+    assert corosync.observed_settings(corosync.parse(conf)) == states["web"]["corosync"]
 
 
 def test_wait_for_all_is_only_written_when_stated(tmp_path):
@@ -93,26 +127,81 @@ def test_wait_for_all_is_only_written_when_stated(tmp_path):
     conf = rec._render("web")
     assert "two_node: 1" in conf and "wait_for_all" not in conf
     # two_node implies wait_for_all in votequorum: the file without it reads back the same
-    assert observed_settings(parse_corosync_conf(conf))["quorum"] == {"twoNode": True, "waitForAll": True}
-    off = render_corosync_conf({**states["web"]["corosync"], "quorum": {"twoNode": True, "waitForAll": False}}, True)
+    assert corosync.observed_settings(corosync.parse(conf))["quorum"] == {"twoNode": True, "waitForAll": True}
+    off = corosync.render({**states["web"]["corosync"], "quorum": {"twoNode": True, "waitForAll": False}}, True)
     assert "wait_for_all: 0" in off
-    assert observed_settings(parse_corosync_conf(off))["quorum"] == {"twoNode": True, "waitForAll": False}
+    assert corosync.observed_settings(corosync.parse(off))["quorum"] == {"twoNode": True, "waitForAll": False}
 
 
 def test_three_nodes_have_no_two_node_quorum(tmp_path):
-    text = CLUSTER.replace("  stonithEnabled", "    - {name: lb3, id: 3, address: 192.0.2.13/24}\n  stonithEnabled")
+    text = CLUSTER.replace("  crypto", "    - {name: lb3, id: 3, address: 192.0.2.13/24}\n  crypto")
     rec, states = desired(tmp_path, text)
     assert states["web"]["corosync"]["quorum"] == {"twoNode": False, "waitForAll": False}
     assert "two_node" not in rec._render("web")
 
 
 def test_the_debian_default_file_is_read_as_another_cluster():
-    conf = parse_corosync_conf((FIXTURES / "corosync.conf.debian-default").read_text())
-    settings = observed_settings(conf)
+    conf = corosync.parse((FIXTURES / "corosync.conf.debian-default").read_text())
+    settings = corosync.observed_settings(conf)
     assert settings["clusterName"] == "debian"
     assert settings["crypto"] == "none"
-    assert settings["nodes"] == [{"name": "node1", "id": 1, "address": "127.0.0.1"}]
-    assert settings["token"] == 3000  # Corosync's default when the file does not say
+    assert settings["nodes"] == [{"name": "node1", "id": 1, "addresses": ["127.0.0.1"]}]
+    assert settings["token"] is None  # not set: Corosync's default (3000 ms)
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.conf")), ids=lambda p: p.name)
+def test_every_key_of_a_published_corosync_conf_is_kept_when_it_is_rendered_again(path):
+    """Import → render keeps every key: the typed ones and everything else as written."""
+    original = corosync.parse(path.read_text())
+    settings = corosync.observed_settings(original)
+    again = corosync.parse(corosync.render(settings, explicit_wait_for_all="wait_for_all" in
+                                           corosync._first(original, "quorum"), header=False))
+
+    def keys(tree, prefix=""):
+        out = set()
+        for name, sections in tree.items():
+            for section in sections:
+                for k, v in section.items():
+                    out |= keys({k: v}, f"{prefix}{name}.") if isinstance(v, list) else {(f"{prefix}{name}.{k}", v)}
+        return out
+
+    lost = keys(original) - keys(again)
+    # a value Corosync reads the same either way (3000 vs "3000") is not lost
+    assert not {k for k in lost if k[0] not in ("totem.keyfile",)}, lost
+
+
+def test_what_a_change_needs_reload_rolling_or_whole_cluster_restart(tmp_path):
+    _, states = desired(tmp_path, FULL)
+    before = states["db"]["corosync"]
+
+    def with_(**changes):
+        import copy
+
+        after = copy.deepcopy(before)
+        for path, value in changes.items():
+            target = after
+            *parents, leaf = path.split("__")
+            for p in parents:
+                target = target[p]
+            target[leaf] = value
+        return corosync.needs(before, after)
+
+    assert with_(token=5000) == {corosync.RELOAD: ["token"]}
+    assert with_(totem__consensus=6000) == {corosync.RELOAD: ["consensus"]}
+    assert with_(crypto="aes128/sha256") == {corosync.RELOAD: ["crypto"]}
+    assert with_(clusterName="other") == {corosync.WHOLE: ["cluster_name"]}
+    assert with_(totem__link_mode="active") == {corosync.WHOLE: ["link_mode"]}
+    assert with_(quorum__lastManStanding=False) == {corosync.WHOLE: ["last_man_standing"]}
+    assert with_(quorum__expectedVotes=3) == {corosync.RELOAD: ["expected_votes"]}
+    assert with_(quorum__device={"model": "net", "net": {"host": "192.0.2.31"}}) == {corosync.QDEVICE: ["quorum device"]}
+    moved = [dict(n) for n in before["nodes"]]
+    moved[0]["addresses"] = ["192.0.2.11", "2001:db8:1::21"]
+    assert corosync.needs(before, {**before, "nodes": moved}) == {corosync.ROLLING: ["link 1 address of lb1"]}
+    added = before["nodes"] + [{"name": "lb3", "id": 3, "addresses": ["192.0.2.13", "2001:db8:1::13"]}]
+    assert corosync.needs(before, {**before, "nodes": added}) == {corosync.RELOAD: ["node lb3 added"]}
+    assert corosync.needs(before, before, key_changed=True) == {corosync.RELOAD: ["authkey"]}
+    lines = corosync.describe_needs(with_(clusterName="other"), running=True)
+    assert "whole-cluster restart" in lines[0] and "never restarts Corosync by itself" in lines[0]
 
 
 def test_observe_reads_the_file_and_says_whether_it_is_ours(tmp_path, monkeypatch):
@@ -120,13 +209,14 @@ def test_observe_reads_the_file_and_says_whether_it_is_ours(tmp_path, monkeypatc
     node = Node("lb1", Runner(dry_run=True))
     conf = tmp_path / "corosync.conf"
     monkeypatch.setattr(cluster_mod, "COROSYNC_CONF", conf)
-    monkeypatch.setattr(cluster_mod, "daemons_running", lambda node: {"corosync": False, "pacemaker": False})
+    monkeypatch.setattr(daemons, "running",
+                        lambda node, states=None: {"corosync": False, "pacemaker": False, "qdevice": False})
+    monkeypatch.setattr(daemons, "untouched_default", lambda node: False)
     assert rec.observe(node) == {"Cluster": {}}
     conf.write_text(rec._render("web"))
     observed = rec.observe(node)["Cluster"]["web"]
     assert observed["file"] == "generated"
     assert observed["daemons"] == {"corosync": "stopped", "pacemaker": "stopped"}
-    assert "properties" not in observed  # Pacemaker does not run: unknown, not empty
     conf.write_text(rec._render("web").replace("token: 1000", "token: 5000"))
     observed = rec.observe(node)["Cluster"]["web"]
     assert (observed["file"], observed["corosync"]["token"]) == ("edited", 5000)
@@ -134,10 +224,24 @@ def test_observe_reads_the_file_and_says_whether_it_is_ours(tmp_path, monkeypatc
     assert rec.observe(node)["Cluster"]["debian"]["file"] == "not written by reconcile"
 
 
+def test_the_untouched_debian_default_is_told_apart_from_an_edited_file(tmp_path):
+    conf = tmp_path / "corosync.conf"
+    status = tmp_path / "status"
+    shipped = (FIXTURES / "corosync.conf.debian-default").read_bytes()
+    conf.write_bytes(shipped)
+    status.write_text(f"Package: corosync\nConffiles:\n {conf} {hashlib.md5(shipped).hexdigest()}\n"
+                      " /etc/default/corosync 615971ba03bbc663df238e60fd82039e\n")
+    node = Node("lb1", Runner(dry_run=True))
+    # no Pacemaker answers here (unit tests run no cluster): nothing can run on it
+    assert daemons.untouched_default(node, conf, status)
+    conf.write_bytes(shipped.replace(b"cluster_name: debian", b"cluster_name: prod"))
+    assert not daemons.untouched_default(node, conf, status)
+
+
 def test_the_authkey_is_compared_here_and_only_a_token_leaves(tmp_path, monkeypatch):
     key = tmp_path / "secret.key"
     key.write_bytes(bytes(range(256)))
-    text = CLUSTER + f"  authkey: {{file: {key}}}\n"
+    text = CLUSTER.replace("  crypto: none\n", f"  authkey: {{file: {key}}}\n")
     rec, _ = desired(tmp_path, text)
     node = Node("lb1", Runner(dry_run=True))
     installed = tmp_path / "authkey"
@@ -148,13 +252,16 @@ def test_the_authkey_is_compared_here_and_only_a_token_leaves(tmp_path, monkeypa
     assert rec._observe_authkey(spec, node) == {"authkey": "<secret: in sync>"}
     installed.write_bytes(b"x" * 256)
     assert rec._observe_authkey(spec, node) == {"authkey": "<secret: differs>"}
+    # what a node publishes for the reload barrier says nothing usable about the key
+    assert cluster_mod.key_digest(bytes(range(256))) == hashlib.sha256(bytes(range(256))).hexdigest()[:16]
 
 
 def test_settings_of_the_example_cluster(tmp_path):
     tree = load_tree(Path(__file__).resolve().parents[2] / "desired-state")
     web = tree.get("Cluster", "web")
-    settings = corosync_settings("web", web.spec)
+    settings = corosync.corosync_settings("web", web.spec)
     assert settings["token"] == 1000 and settings["quorum"] == {"twoNode": True, "waitForAll": True}
+    assert settings["crypto"] == "aes256/sha256"  # the example keeps its authkey: crypto is on
 
 
 def test_whether_this_machine_holds_an_address_is_read_from_proc():
@@ -163,58 +270,51 @@ def test_whether_this_machine_holds_an_address_is_read_from_proc():
     assert not cluster_mod._address_is_local("192.0.2.11")
 
 
-# --- the packages' default cluster (a fresh Debian node) -----------------------------------------
+def test_a_node_republishes_its_crypto_digest_only_when_another_node_waits_for_it(tmp_path, monkeypatch):
+    """The reload barrier: each node publishes a digest of its crypto settings and key. A
+    node whose attribute went (Pacemaker restarted) shows drift only while another node
+    published the same digest: nobody waits on a cluster where nobody published one."""
+    from types import SimpleNamespace
 
-DEBIAN = (FIXTURES / "corosync.conf.debian-default").read_text()
-STATUS = FIXTURES / "dpkg-status-corosync"  # dpkg's record of the package, with the conffile's md5
-EMPTY_CIB = ("<cib><configuration><crm_config/><nodes><node id='1' uname='node1'/></nodes>"
-             "<resources/><constraints/></configuration></cib>")
+    monkeypatch.setattr(cluster_mod, "AUTHKEY", tmp_path / "authkey")
+    (tmp_path / "authkey").write_bytes(b"k" * 256)
+    crypto = {"cipher": "aes256", "hash": "sha256"}
+    mine = cluster_mod.key_digest(b"k" * 256, crypto)
+    assert mine != cluster_mod.key_digest(b"k" * 256, "none") != cluster_mod.key_digest(b"", "none")
 
+    def node(*published: tuple[str, str]) -> SimpleNamespace:
+        out = "".join(f'name="{cluster_mod.KEY_ATTRIBUTE}" host="{h}" value="{v}"\n' for h, v in published)
+        return SimpleNamespace(name="lb2", run=lambda argv, **kw: SimpleNamespace(rc=0, stdout=out, stderr=""))
 
-def cib(text: str):
-    from reconcilers.pacemaker import parse_xml
-
-    return parse_xml(text)
-
-
-def test_an_untouched_package_file_is_recognised_by_dpkgs_md5():
-    assert cluster_mod.untouched_package_file(cluster_mod.COROSYNC_CONF, DEBIAN, STATUS)
-    assert not cluster_mod.untouched_package_file(cluster_mod.COROSYNC_CONF, DEBIAN + "# edited\n", STATUS)
-    assert not cluster_mod.untouched_package_file(Path("/etc/other.conf"), DEBIAN, STATUS)
-    assert not cluster_mod.untouched_package_file(cluster_mod.COROSYNC_CONF, DEBIAN, STATUS.with_name("missing"))
-
-
-def test_the_packages_default_one_node_cluster_without_resources_may_be_replaced():
-    assert cluster_mod.default_cluster(DEBIAN, None, STATUS) == "debian"  # Pacemaker never ran
-    assert cluster_mod.default_cluster(DEBIAN, cib(EMPTY_CIB), STATUS) == "debian"
-
-
-@pytest.mark.parametrize("why, text, cib_text", [
-    ("the file was edited", DEBIAN.replace("cluster_name: debian", "cluster_name: ops"), EMPTY_CIB),
-    ("a comment was added", "# mine\n" + DEBIAN, EMPTY_CIB),
-    ("it runs a resource", DEBIAN, EMPTY_CIB.replace("<resources/>",
-                                                     "<resources><primitive id='ip' class='ocf' provider='heartbeat' "
-                                                     "type='IPaddr2'/></resources>")),
-    ("it has a constraint", DEBIAN, EMPTY_CIB.replace("<constraints/>",
-                                                      "<constraints><rsc_location id='l' rsc='x' node='node1' "
-                                                      "score='1'/></constraints>")),
-    ("reconcile wrote it", f"# {GENERATED_HEADER}\n" + DEBIAN, EMPTY_CIB),
-])
-def test_any_other_existing_cluster_is_never_replaced(why, text, cib_text):
-    assert cluster_mod.default_cluster(text, cib(cib_text), STATUS) is None, why
+    settings = {"crypto": crypto}
+    published = ClusterReconciler._published
+    assert published(settings, node(("lb1", mine), ("lb2", mine))) == "published"
+    assert published(settings, node(("lb1", mine))) == "not published"  # lb1 waits for lb2
+    assert published(settings, node(("lb1", mine), ("lb2", "0" * 16))) == "not published"
+    assert published(settings, node()) == "published"  # made by hand: nobody waits
+    assert published(settings, node(("lb1", "f" * 16))) == "published"  # lb1 has other settings: lb1's change
 
 
-def test_the_plan_says_the_default_cluster_is_replaced_and_a_foreign_one_is_not(tmp_path, monkeypatch):
-    rec, _ = desired(tmp_path)
+def test_under_systemd_a_daemon_not_started_at_boot_is_drift_and_desired_stays_the_same_everywhere(tmp_path, monkeypatch):
+    """The units' boot setting is a node fact observe reads (one `systemctl show`): desired
+    says plain `running` whatever machine computes it."""
+    from reconcilers.base import UnitState
+
+    rec, want = desired(tmp_path)
     node = Node("lb1", Runner(dry_run=True))
     conf = tmp_path / "corosync.conf"
+    conf.write_text(rec._render("web"))
     monkeypatch.setattr(cluster_mod, "COROSYNC_CONF", conf)
-    monkeypatch.setattr(cluster_mod, "CIB_DIR", tmp_path / "cib")
-    monkeypatch.setattr(cluster_mod, "DPKG_STATUS", STATUS)
-    monkeypatch.setattr(cluster_mod, "daemons_running", lambda node: {"corosync": False, "pacemaker": False})
-    change = Change("Cluster", "web", "create", {}, None)
-    conf.write_text(DEBIAN)
-    assert any("replaces the packages' default one-node cluster 'debian'" in n for n in rec.explain(change, node))
-    conf.write_text(DEBIAN.replace("debug: off", "debug: on"))
-    notes = rec.explain(change, node)
-    assert not any("default one-node" in n for n in notes) and any("reconcile did not write" in n for n in notes), notes
+    monkeypatch.setattr(cluster_mod, "AUTHKEY", tmp_path / "authkey")
+    monkeypatch.setattr(cluster_mod.ClusterReconciler, "_published", staticmethod(lambda settings, node: "published"))
+    states = {"corosync": UnitState("corosync.service", "loaded", "active", "enabled", "enabled"),
+              "pacemaker": UnitState("pacemaker.service", "loaded", "active", "disabled", "enabled"),
+              "qdevice": UnitState("corosync-qdevice.service", "loaded", "inactive", "disabled", "enabled")}
+    monkeypatch.setattr(daemons, "units", lambda node: states)
+    observed = rec.observe(node)["Cluster"]["web"]
+    assert observed["daemons"] == {
+        "corosync": "running",
+        "pacemaker": "running (pacemaker.service is disabled on this node (its package enables it): not started at boot)"}
+    assert want["web"]["daemons"] == {"corosync": "running", "pacemaker": "running"}
+    states["pacemaker"] = UnitState("pacemaker.service", "loaded", "active", "enabled", "enabled")
+    assert rec.observe(node)["Cluster"]["web"]["daemons"] == want["web"]["daemons"]

@@ -1,19 +1,19 @@
 """ClusterResource: desired states from manifests, the candidate CIB built on CIBs recorded
-from a real cluster, and reading our objects back (what we render, we observe the same)."""
+from a real cluster (only the pass's changes rewritten, the rest as observed), and reading
+objects back (what we render, we observe the same)."""
 from __future__ import annotations
 
 import copy
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
 from controller.loader import load_tree
-from reconcilers import pacemaker
-from reconcilers.base import ApplyError, Node, Runner
-from reconcilers.cluster_resource import (
-    ClusterResourceReconciler, build_candidate, is_marked, parse_managed, render_unit,
-)
+from reconcilers.base import Node, Runner
+from reconcilers.pacemaker import tools as pacemaker
+from reconcilers.pacemaker.candidate import apply_changes, build_unit
+from reconcilers.pacemaker.cib import build_primitive, is_marked
+from reconcilers.pacemaker.ownership import observe
+from reconcilers.pacemaker.resources import ClusterResourceReconciler, _set_target_role
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pacemaker"
 
@@ -26,6 +26,7 @@ spec:
   nodes:
     - {name: lb1, id: 1, address: 192.0.2.11/24}
     - {name: lb2, id: 2, address: 192.0.2.12/24}
+  crypto: none
   stonithEnabled: false
 ---
 apiVersion: reconcile/v1
@@ -91,8 +92,7 @@ spec:
   cluster: web
   agent: ocf:pacemaker:Dummy
   params: {state: /run/ping.state}
-  meta: {interleave: "true"}
-  clone: true
+  clone: {meta: {interleave: "true"}}
   colocation:
     - {with: web-tier, score: -INFINITY}
 ---
@@ -118,6 +118,18 @@ def live(name: str = "cib_managed_and_handmade.xml") -> ET.Element:
     return pacemaker.parse_xml((FIXTURES / name).read_text())
 
 
+def candidate(rec: ClusterResourceReconciler, cib: ET.Element, names: list[str] | None = None,
+              deletes: tuple[str, ...] = ()) -> ET.Element:
+    """The candidate an apply of `names` (default: every desired resource) builds on `cib`."""
+    rec._observed = observe(cib.find("configuration"), rec._states, rec._config)
+    batch = rec._batch_for(list(rec._states) if names is None else names, False, list(deletes))
+    return apply_changes(copy.deepcopy(cib), batch, rec._value)
+
+
+def observed(rec: ClusterResourceReconciler, cib: ET.Element) -> dict:
+    return observe(cib.find("configuration"), rec._states, rec._config).resources
+
+
 # --- desired -----------------------------------------------------------------------------
 
 
@@ -134,12 +146,13 @@ def test_a_pacemaker_vip_becomes_an_ipaddr2_primitive(tmp_path):
 def test_a_resource_with_constraints(tmp_path):
     _, out = reconciler(tmp_path)
     assert out["db"].state == {
-        "agent": "ocf:heartbeat:Dummy", "params": {}, "meta": {}, "clone": False,
+        "agent": "ocf:heartbeat:Dummy",
         "operations": [{"name": "monitor", "interval": "10s", "timeout": "20s"}],
-        "location": [], "colocation": [{"with": "db-vip", "score": "INFINITY"}], "startAfter": ["db-vip"],
+        "colocation": [{"with": "db-vip", "score": "INFINITY"}],
+        "order": [{"first": "db-vip", "kind": "Mandatory"}],
     }
-    # an operator's `pcs resource disable` / `unmanage` is not drift unless git says otherwise
-    assert out["db"].ignore == ("/meta/target-role", "/meta/is-managed")
+    # a failed db-vip skips db (it is colocated with and ordered after it)
+    assert out["db"].depends == (("Cluster", "web"), ("ClusterResource", "db-vip"))
 
 
 def test_a_clustered_container_becomes_an_lxc_primitive(tmp_path):
@@ -153,8 +166,16 @@ def test_a_clustered_container_becomes_an_lxc_primitive(tmp_path):
 
 def test_nodes_outside_the_cluster_desire_nothing(tmp_path):
     (tmp_path / "tree.yaml").write_text(TREE)
-    out = ClusterResourceReconciler().desired(load_tree(tmp_path), Node("lb9", Runner(dry_run=True)))["ClusterResource"]
-    assert out == {}
+    out = ClusterResourceReconciler().desired(load_tree(tmp_path), Node("lb9", Runner(dry_run=True)))
+    assert out == {"ClusterResource": {}, "ClusterConfig": {}}
+
+
+def test_the_cluster_wide_cib_is_one_object_of_its_own(tmp_path):
+    (tmp_path / "tree.yaml").write_text(TREE)
+    out = ClusterResourceReconciler().desired(load_tree(tmp_path), Node("lb1", Runner(dry_run=True)))
+    config = out["ClusterConfig"]["web"]
+    assert config.state == {"properties": {"stonith-enabled": "false"}}
+    assert config.depends == (("Cluster", "web"),)
 
 
 # --- rendering and reading back ----------------------------------------------------------
@@ -162,50 +183,58 @@ def test_nodes_outside_the_cluster_desire_nothing(tmp_path):
 
 def test_what_we_render_reads_back_as_the_desired_state(tmp_path):
     rec, out = reconciler(tmp_path, TREE + MORE)
-    cib = build_candidate(live("cib_managed.xml"), rec._states)
-    assert parse_managed(cib.find("configuration")) == {name: d.state for name, d in out.items()}
+    cib = candidate(rec, live("cib_managed.xml"))
+    back = observed(rec, cib)
+    assert {name: back[name] for name in out} == {name: d.state for name, d in out.items()}
 
 
 def test_groups_and_clones_are_rendered_as_pacemaker_expects(tmp_path):
     rec, _ = reconciler(tmp_path, TREE + MORE)
-    group = render_unit("web-tier", rec._states)
+
+    def unit(name: str) -> ET.Element:
+        return build_unit(name, rec._states[name], lambda m: build_primitive(m, rec._states[m]), None)
+
+    group = unit("web-tier")
     assert group.tag == "group" and [p.get("id") for p in group.findall("primitive")] == ["web-ip", "web-app"]
-    assert pacemaker.nvpairs(group, "meta_attributes") == {"reconcile-managed": "true", "resource-stickiness": "100"}
-    clone = render_unit("ping", rec._states)
+    assert pacemaker.nvpairs(group, "meta_attributes") == {"resource-stickiness": "100"}
+    clone = unit("ping")
     assert (clone.tag, clone.get("id")) == ("clone", "ping-clone")
-    assert pacemaker.nvpairs(clone, "meta_attributes") == {"reconcile-managed": "true", "interleave": "true"}
-    assert is_marked(clone.find("primitive")) and clone.find("primitive").get("provider") == "pacemaker"
-    lsb = render_unit("db-after-ping", rec._states)
+    assert pacemaker.nvpairs(clone, "meta_attributes") == {"interleave": "true"}
+    assert clone.find("primitive").get("provider") == "pacemaker"
+    lsb = unit("db-after-ping")
     assert (lsb.get("class"), lsb.get("type"), lsb.get("provider")) == ("lsb", "ntp", None)
-    cib = build_candidate(live("cib_managed.xml"), rec._states)
+    cib = candidate(rec, live("cib_managed.xml"))
     constraints = {c.get("id"): c.attrib for c in cib.find("configuration/constraints")}
     assert constraints["ping-with-web-tier"] == {"id": "ping-with-web-tier", "rsc": "ping-clone",
                                                  "with-rsc": "web-tier", "score": "-INFINITY"}
     assert constraints["db-after-ping-after-ping"]["first"] == "ping-clone"
     assert constraints["web-ip-location-lb1"]["score"] == "100"
+    # what apply writes carries the ownership marker on each top-level element
+    assert is_marked(cib.find(".//clone[@id='ping-clone']")) and is_marked(cib.find(".//group[@id='web-tier']"))
 
 
-def test_observe_sees_only_marked_objects(tmp_path):
-    observed = parse_managed(live().find("configuration"))
-    assert set(observed) == {"db", "db-vip"}  # `handmade` was made with cibadmin by hand
-    # `pcs resource move` made cli-prefer-db-vip: not ours, not observed as a location
-    assert observed["db-vip"]["location"] == []
-    assert observed["db"]["meta"] == {"target-role": "Stopped"}  # an operator's, ignored by the diff
+def test_observe_sees_every_resource_and_leaves_the_operators_switches_out(tmp_path):
+    rec, _ = reconciler(tmp_path)
+    seen = observed(rec, live())
+    assert set(seen) == {"db", "db-vip", "handmade"}  # the engine deletes only what its inventory holds
+    # `pcs resource move` made cli-prefer-db-vip: an operator's switch, no location of db-vip
+    assert "location" not in seen["db-vip"]
+    # target-role=Stopped set by hand on db: not drift while git does not set it
+    assert "meta" not in seen["db"]
 
 
 def test_an_unchanged_tree_gives_an_unchanged_configuration(tmp_path):
     rec, _ = reconciler(tmp_path)
     before = live("cib_managed.xml")
-    after = build_candidate(copy.deepcopy(before), rec._states)
-    assert pacemaker.same_configuration(before, after)
+    assert pacemaker.same_configuration(before, candidate(rec, before))
 
 
-def test_a_param_change_replaces_the_resource_in_place_and_keeps_what_is_not_ours(tmp_path):
+def test_a_param_change_rewrites_the_resource_in_place_and_keeps_what_is_not_ours(tmp_path):
     rec, _ = reconciler(tmp_path, TREE.replace("agent: ocf:heartbeat:Dummy", "agent: ocf:heartbeat:Dummy\n"
                                                                             "  params: {fake: \"42\"}"))
     before = live()
     order_before = [el.get("id") for el in before.find("configuration/resources")]
-    after = build_candidate(copy.deepcopy(before), rec._states)
+    after = candidate(rec, before, ["db"])
     resources = after.find("configuration/resources")
     assert [el.get("id") for el in resources] == order_before
     db = next(el for el in resources if el.get("id") == "db")
@@ -219,43 +248,55 @@ def test_a_param_change_replaces_the_resource_in_place_and_keeps_what_is_not_our
     assert "cli-prefer-db-vip" in ids
 
 
-def test_a_delete_removes_only_the_marked_object_and_its_constraints(tmp_path):
-    rec, _ = reconciler(tmp_path)
-    states = {k: v for k, v in rec._states.items() if k == "db-vip"}
-    after = build_candidate(live(), states, deletes=["db", "handmade"])
+def test_the_candidate_holds_the_batchs_changes_and_everything_else_as_observed(tmp_path):
+    # both change in git, only db is in the batch (db-vip was refused and held back)
+    text = TREE.replace("agent: ocf:heartbeat:Dummy", "agent: ocf:heartbeat:Dummy\n  params: {fake: \"42\"}")
+    rec, _ = reconciler(tmp_path, text.replace("address: 192.0.2.110/24", "address: 192.0.2.111/24"))
+    before = live()
+    after = candidate(rec, before, ["db"])
+    vip = lambda cib: ET.tostring(cib.find(".//primitive[@id='db-vip']"))  # noqa: E731
+    assert vip(after) == vip(before)
+    assert pacemaker.nvpairs(after.find(".//primitive[@id='db']"), "instance_attributes") == {"fake": "42"}
+
+
+def test_a_delete_removes_its_resource_and_its_constraints_only(tmp_path):
+    rec, _ = reconciler(tmp_path, TREE.split("---\napiVersion: reconcile/v1\nkind: ClusterResource")[0])
+    after = candidate(rec, live(), [], deletes=("db",))
     ids = [el.get("id") for el in after.find("configuration/resources")]
     assert ids == ["db-vip", "handmade"]
     constraints = [c.get("id") for c in after.find("configuration/constraints")]
     assert constraints == ["cli-prefer-db-vip"]
 
 
-def test_a_manifest_may_not_take_over_a_resource_made_by_hand(tmp_path):
+def test_a_manifest_naming_a_resource_made_by_hand_adopts_it(tmp_path):
     text = TREE + ("---\napiVersion: reconcile/v1\nkind: ClusterResource\nmetadata:\n  name: handmade\nspec:\n"
                    "  cluster: web\n  agent: ocf:heartbeat:Dummy\n")
-    rec, _ = reconciler(tmp_path, text)
-    with pytest.raises(ApplyError, match="'handmade' that reconcile did not create"):
-        build_candidate(live(), rec._states)
+    rec, out = reconciler(tmp_path, text)
+    # the same definition: in sync, nothing to write (an import is applied without a change)
+    assert observed(rec, live())["handmade"] == out["handmade"].state
+    rec, out = reconciler(tmp_path, text + "  params: {fake: \"1\"}\n")
+    after = candidate(rec, live(), ["handmade"])
+    handmade = after.find(".//primitive[@id='handmade']")
+    assert pacemaker.nvpairs(handmade, "instance_attributes") == {"fake": "1"} and is_marked(handmade)
 
 
 def test_making_a_resource_a_clone_rewrites_its_constraints(tmp_path):
     rec, _ = reconciler(tmp_path, TREE.replace("  startAfter: [db-vip]\n", "  startAfter: [db-vip]\n  clone: true\n"))
-    after = build_candidate(live("cib_managed.xml"), rec._states)
+    after = candidate(rec, live("cib_managed.xml"))
     resources = after.find("configuration/resources")
     assert [el.get("id") for el in resources] == ["db-clone", "db-vip"]  # where db was
     constraints = {c.get("id"): c.attrib for c in after.find("configuration/constraints")}
     assert constraints["db-with-db-vip"]["rsc"] == "db-clone"
     assert constraints["db-after-db-vip"]["then"] == "db-clone"
-    assert parse_managed(after.find("configuration"))["db"]["clone"] is True
+    assert observed(rec, after)["db"]["clone"] == {}
 
 
 def test_members_leaving_a_deleted_group_are_kept(tmp_path):
     rec, _ = reconciler(tmp_path, TREE + MORE)
-    grouped = build_candidate(live("cib_managed.xml"), rec._states)
-    states = {k: v for k, v in rec._states.items() if k != "web-tier"}
-    for name in ("web-ip", "web-app"):
-        states[name] = rec._states[name]
-    # the group's own delete comes later: the CIB must be valid without it already
-    after = build_candidate(grouped, states)
+    grouped = candidate(rec, live("cib_managed.xml"))
+    rec2, _ = reconciler(tmp_path, TREE + MORE.replace("  group: [web-ip, web-app]\n", "  agent: ocf:pacemaker:Dummy\n")
+                         .replace("  meta: {resource-stickiness: \"100\"}\n", ""))
+    after = candidate(rec2, grouped, ["web-ip", "web-app"], deletes=("web-tier",))
     ids = [el.get("id") for el in after.find("configuration/resources")]
     assert "web-tier" not in ids and {"web-ip", "web-app"} <= set(ids)
 
@@ -284,27 +325,28 @@ def test_a_placed_container_gets_the_agents_params_a_stop_that_kills_in_time_and
     assert state["params"] == {"container": "ct1", "config": config_path("/var/lib/lxc", "ct1")}
     # the agent runs `lxc-stop -t (timeout - 5)`: the manifest's 1 s, then the kill
     assert {"name": "stop", "interval": "0s", "timeout": "6s"} in state["operations"]
-    assert state["nodeAttribute"] == "reconcile-container-ct1"
+    [rule] = state["location"][0]["rules"]
+    assert {e["attribute"] for e in rule["expressions"]} == {"reconcile-container-ct1"}
     _, plain = reconciler(tmp_path, TREE + CONTAINER.replace("  stopTimeout: 1s\n", ""))
     assert {"name": "stop", "interval": "0s", "timeout": "15s"} in plain["ct1"].state["operations"]
 
 
 def test_the_placement_rule_keeps_it_off_nodes_that_have_not_defined_it(tmp_path):
     rec, out = reconciler(tmp_path, TREE + CONTAINER)
-    cib = build_candidate(live("cib_managed.xml"), rec._states)
+    cib = candidate(rec, live("cib_managed.xml"))
     rule = cib.find("configuration/constraints/rsc_location[@id='ct1-where-defined']")
     assert rule.get("rsc") == "ct1" and rule.find("rule").attrib == {
         "id": "ct1-where-defined-rule", "score": "-INFINITY", "boolean-op": "or"}
     assert [(e.get("operation"), e.get("value")) for e in rule.iter("expression")] == [("not_defined", None),
                                                                                       ("ne", "1")]
-    assert parse_managed(cib.find("configuration")) == {name: d.state for name, d in out.items()}
+    assert observed(rec, cib)["ct1"] == out["ct1"].state
 
 
 def test_the_cib_recorded_in_the_lab_reads_back_as_the_desired_container(tmp_path):
     # lb1 and lb2 had defined ct1 (both carry the node attribute) and lb1 ran it
     recorded = live("cib_lxc_container.xml")
-    _, out = reconciler(tmp_path, TREE.split("---")[0] + CONTAINER)
-    assert parse_managed(recorded.find("configuration")) == {"ct1": out["ct1"].state}
+    rec, out = reconciler(tmp_path, TREE.split("---")[0] + CONTAINER)
+    assert observed(rec, recorded) == {"ct1": out["ct1"].state}
     assert pacemaker.lxc_primitives(recorded) == {"ct1": "ct1"}
     for node in ("lb1", "lb2"):
         assert pacemaker.node_attributes(recorded, node)["reconcile-container-ct1"] == "1"
@@ -313,25 +355,21 @@ def test_the_cib_recorded_in_the_lab_reads_back_as_the_desired_container(tmp_pat
 def test_a_placement_rule_edited_by_hand_is_drift(tmp_path):
     recorded = live("cib_lxc_container.xml")
     recorded.find(".//rsc_location[@id='ct1-where-defined']/rule").set("score", "100")
-    observed = parse_managed(recorded.find("configuration"))["ct1"]
-    assert observed["nodeAttribute"] == "(edited by hand: reconcile-container-ct1)"
-    rec, _ = reconciler(tmp_path, TREE.split("---")[0] + CONTAINER)
-    fixed = build_candidate(recorded, rec._states)
+    rec, out = reconciler(tmp_path, TREE.split("---")[0] + CONTAINER)
+    assert observed(rec, recorded)["ct1"]["location"][0]["rules"][0]["score"] == 100
+    fixed = candidate(rec, recorded)
     assert fixed.find(".//rsc_location[@id='ct1-where-defined']/rule").get("score") == "-INFINITY"
 
 
 def test_a_delete_stops_the_resource_through_pacemaker_first(tmp_path):
-    from reconcilers.cluster_resource import stop_resource
-
-    cib = stop_resource(live("cib_lxc_container.xml"), "ct1")
+    cib = _set_target_role(live("cib_lxc_container.xml"), "ct1")
     ct1 = cib.find(".//primitive[@id='ct1']")
     assert pacemaker.nvpairs(ct1, "meta_attributes") == {"reconcile-managed": "true", "target-role": "Stopped"}
-    # a clone is stopped as a whole; something we did not make is never touched
+    # a clone is stopped as a whole
     rec, _ = reconciler(tmp_path, TREE + MORE)
-    cib = stop_resource(stop_resource(build_candidate(live(), rec._states), "ping"), "handmade")
+    cib = _set_target_role(candidate(rec, live()), "ping-clone")
     assert pacemaker.nvpairs(cib.find(".//clone[@id='ping-clone']"), "meta_attributes")["target-role"] == "Stopped"
     assert "target-role" not in pacemaker.nvpairs(cib.find(".//primitive[@id='ping']"), "meta_attributes")
-    assert cib.find(".//primitive[@id='handmade']/meta_attributes") is None
 
 
 def test_containers_are_defined_before_their_primitives_and_destroyed_after_them():
@@ -340,6 +378,6 @@ def test_containers_are_defined_before_their_primitives_and_destroyed_after_them
 
     kinds = ["Cluster", "ClusterResource", "Container"]  # registry order breaks ties
     order = owner_order([reconciler_class(k)() for k in kinds])
-    assert [k for rec in order for k in rec.kinds] == ["Cluster", "Container", "ClusterResource"]  # deletes: reverse
+    assert [k for rec in order for k in rec.kinds] == ["Cluster", "Container", "ClusterResource", "ClusterConfig"]
     # a tree with only a Cluster and a placed Container still gets its primitive
-    assert {"VirtualIP", "Container"} <= set(reconciler_class("ClusterResource").consumes)
+    assert {"VirtualIP", "Container", "Cluster"} <= set(reconciler_class("ClusterResource").consumes)

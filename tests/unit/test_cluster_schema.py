@@ -16,6 +16,7 @@ spec:
   nodes:
     - {name: lb1, id: 1, address: 192.0.2.11/24}
     - {name: lb2, id: 2, address: 192.0.2.12/24}
+  crypto: none
   stonithEnabled: false
 """
 
@@ -107,16 +108,19 @@ def test_stonith_enabled_is_not_a_property(tmp_path):
 
 
 def test_two_node_quorum_needs_two_nodes(tmp_path):
-    text = CLUSTER.replace("  stonithEnabled", "    - {name: lb3, id: 3, address: 192.0.2.13/24}\n"
-                           "  quorum: {twoNode: true}\n  stonithEnabled")
+    text = CLUSTER.replace("  crypto", "    - {name: lb3, id: 3, address: 192.0.2.13/24}\n"
+                           "  quorum: {twoNode: true}\n  crypto")
     [p] = problems(tmp_path, base(**{"cluster.yaml": text}))
     assert (p.line, p.field) == (line_of(tmp_path, "cluster.yaml", "twoNode"), "spec.quorum.twoNode")
 
 
 def test_authkey_needs_knet(tmp_path):
-    text = CLUSTER + "  transport: udpu\n  authkey: {file: /etc/reconcile/secrets/corosync.authkey}\n"
-    [p] = problems(tmp_path, base(**{"cluster.yaml": text}))
-    assert (p.line, p.field) == (line_of(tmp_path, "cluster.yaml", "authkey"), "spec.authkey")
+    text = CLUSTER.replace("  crypto: none\n", "") + \
+        "  transport: udpu\n  authkey: {file: /etc/reconcile/secrets/corosync.authkey}\n"
+    found = problems(tmp_path, base(**{"cluster.yaml": text}))
+    assert (line_of(tmp_path, "cluster.yaml", "authkey"), "spec.authkey") in {(p.line, p.field) for p in found}
+    # and udpu, which Corosync never encrypts, has to say so
+    assert "spec.crypto" in {p.field for p in found}
 
 
 def test_a_constraint_naming_an_unknown_resource(tmp_path):
@@ -139,7 +143,7 @@ def test_a_constraint_naming_a_keepalived_vip(tmp_path):
     found = problems(tmp_path, base(**{"vips.yaml": keepalived}))
     assert {(p.file, p.field) for p in found} == {("resources.yaml", "spec.colocation[0].with"),
                                                   ("resources.yaml", "spec.startAfter[0]")}
-    assert all("not a Pacemaker resource of cluster 'web'" in p.message for p in found)
+    assert all("VirtualIP 'db-vip' is not a Pacemaker resource" in p.message for p in found)
 
 
 def test_a_resource_and_a_pacemaker_vip_with_one_name(tmp_path):

@@ -14,8 +14,9 @@ import re
 import pytest
 
 from reconcilers.base import UnsafeValue, one_line
-from reconcilers.cluster import corosync_value, parse_corosync_conf
-from reconcilers.cluster_resource import cib_value
+from reconcilers.pacemaker.cib import cib_value
+from reconcilers.pacemaker.corosync import corosync_value
+from reconcilers.pacemaker.corosync import parse as parse_corosync_conf
 from reconcilers.lxc.config import lxc_comment, lxc_init_cmd, lxc_value, parse_config
 from reconcilers.domain.krb5 import krb5_value, parse_krb5_conf
 from reconcilers.domain.pam import pam_argument, parse_pam_block
@@ -23,8 +24,8 @@ from reconcilers.domain.sssd import parse_ini, sssd_key, sssd_list, sssd_section
 from reconcilers.domain.sudoers import sudoers_command, sudoers_escape, sudoers_unescape
 from reconcilers.haproxy.config import haproxy_word
 from reconcilers.haproxy.runtime import runtime_command
-from reconcilers.keepalived import keepalived_word
-from tests.unit.test_injection_matrix import PAYLOADS, haproxy_words
+from reconcilers.keepalived.conf import command_words, keepalived_word
+from tests.unit.test_injection_matrix import PAYLOADS, haproxy_words, keepalived_words
 
 VALUES = [make("web") for _, make in PAYLOADS] + ["", " ", "a b", "x" * 5000, "\\", "a\\", "[x]", "%u", "-x"]
 
@@ -63,10 +64,20 @@ def test_haproxy_runtime_commands_stay_one_command(value):
 
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)
-def test_keepalived_words_are_plain(value):
+def test_keepalived_words_read_back_as_one_word(value):
     def check(word, v):
-        assert word == v and re.fullmatch(r"[A-Za-z0-9_.:/-]+", word) and not word.startswith("-")
+        assert keepalived_words(f"router_id {word} 1") == (["router_id", v, "1"], (0, 0))
+        assert "$" not in word and "\\" not in word, "keepalived expands $ and reads escapes even in quotes"
     refused_or(check, keepalived_word, value)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_keepalived_script_arguments_read_back_as_one_argument(value):
+    def check(text, v):
+        word = keepalived_word(text)  # the whole command is one word of the line…
+        [_, inner, _], _ = keepalived_words(f"script {word} root")
+        assert keepalived_words(inner)[0] == ["/bin/x", v]  # …that keepalived splits into the argv again
+    refused_or(check, lambda v: command_words(["/bin/x", v]), value)
 
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)

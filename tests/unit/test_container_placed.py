@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.loader import load_tree
-from reconcilers import pacemaker
+from reconcilers.pacemaker import tools as pacemaker
 from reconcilers.base import Change, Deferred, Node, Runner
 from reconcilers.lxc.config import (
     CLUSTER_TAG, RUNNING_INSTANCE_TAG, CgroupLayout, config_path, merge_config, parse_config, render_block,
@@ -35,6 +35,7 @@ spec:
   nodes:
     - {name: lb1, id: 1, address: 192.0.2.11/24}
     - {name: lb2, id: 2, address: 192.0.2.12/24}
+  crypto: none
   stonithEnabled: false
 ---
 # A container Pacemaker places on one node of `web` (the one the lab recorded)

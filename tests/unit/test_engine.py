@@ -334,6 +334,7 @@ class FrontendsAsResources(Reconciler):
 
 def test_a_reconciler_runs_for_the_kinds_it_consumes(env, monkeypatch):
     monkeypatch.setitem(reconcilers.REGISTRY, "ClusterResource", f"{__name__}:FrontendsAsResources")
+    monkeypatch.delitem(reconcilers.REGISTRY, "ClusterConfig")  # the real owner of ClusterResource's sibling kind
     env.write(backend("app"), frontend("web", "app"))  # no ClusterResource manifest at all
     record = env.engine(dry_run=True).plan()
     assert ("ClusterResource", "fe-web", "create") in {(o.kind, o.name, o.action) for o in record.objects}

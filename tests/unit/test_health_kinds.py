@@ -12,10 +12,10 @@ from reconcilers.lxc.health import container_health, init_of, parse_proc_stat
 from reconcilers.domain.adcli import membership_accepted
 from reconcilers.domain.health import join_health, parse_getent, resolvable_names
 from reconcilers.haproxy.health import backend_health, frontend_health, parse_stat_rows, server_state
-from reconcilers.keepalived import parse_json_dump
-from reconcilers.keepalived_health import keepalived_health, vip_health
-from reconcilers.pacemaker import parse_crm_mon
-from reconcilers.pacemaker_health import Snapshot, address_health, cluster_health, parse_resources, resource_health
+from reconcilers.keepalived.vrrp import parse_json_dump
+from reconcilers.keepalived.health import keepalived_health, vip_health
+from reconcilers.pacemaker.tools import parse_crm_mon
+from reconcilers.pacemaker.health import Snapshot, address_health, cluster_health, parse_resources, resource_health
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -20,6 +20,7 @@ case puts one payload into one field of a valid tree and then
 from __future__ import annotations
 
 import copy
+import functools
 import posixpath
 import re
 import shlex
@@ -33,11 +34,10 @@ import pytest
 from pydantic import BaseModel
 
 from controller.loader import Loaded, Source, Tree, check_tree, parse_document
-from reconcilers import keepalived
 from reconcilers.haproxy.reconciler import HAProxyReconciler
 from reconcilers.base import Node, Runner, UnsafeValue
-from reconcilers.cluster import corosync_settings, render_corosync_conf
-from reconcilers.cluster_resource import ClusterResourceReconciler, render_constraints, render_unit
+from reconcilers.pacemaker.cluster import ClusterReconciler
+from reconcilers.pacemaker.resources import ClusterResourceReconciler
 from reconcilers.lxc.config import CgroupLayout, render_block
 from reconcilers.lxc.reconciler import ContainerReconciler
 from reconcilers.lxc.model import create_argv, render_settings, stop_seconds
@@ -50,12 +50,12 @@ from reconcilers.mount.apply import units_for
 from reconcilers.mount.credentials import host_keys, plain_values
 from reconcilers.mount.model import Paths as MountPaths, entry as mount_entry, rclone_options
 from reconcilers.mount.render import cifs_credentials, fstab_line, known_hosts, mount_argv, rclone_conf
-from reconcilers.pacemaker import set_properties
-from reconcilers.virtual_ip import desired_instances
+from reconcilers.keepalived.render import render_text
 from schemas import KINDS
 from schemas.common import MultiLineText, unsafe_character
 
 NODE = "lb1"
+KEEPALIVED_KINDS = {"Keepalived", "VirtualIP", "VirtualServer"}
 
 
 def manifest(kind: str, name: str, spec: dict) -> dict:
@@ -63,14 +63,140 @@ def manifest(kind: str, name: str, spec: dict) -> dict:
     return {"apiVersion": "reconcile/v1", "kind": kind, "metadata": metadata, "spec": spec}
 
 
+def _cmd(arg: str) -> dict:
+    return {"command": ["/usr/bin/logger", arg], "user": "root", "group": "root"}
+
+
+_TRACK = {"interfaces": [{"name": "eth1"}], "scripts": [{"name": "chk"}], "files": [{"name": "maint"}],
+          "processes": [{"name": "proc"}], "bfd": [{"name": "bfd1"}]}
+_NOTIFY = {k: _cmd(k) for k in ("master", "backup", "fault", "stop", "deleted", "any", "masterRxLowerPri")}
+_VIP_ADDRESS = {"dev": "eth1", "label": "eth1:vip", "scope": "global", "brd": "192.0.2.255", "options": ["home"]}
+# keepalived's VRRP instances, between them setting every field (a per-node field both ways)
+KEEPALIVED_VIPS = {
+    "vi-full": {"addresses": [{"address": "192.0.2.130/24", **_VIP_ADDRESS}], "keepalived": {
+        "routerId": 60, "version": 2, "state": "MASTER", "unicastPeers": ["192.0.2.12"], "unicastSrcIp": "192.0.2.11",
+        "mcastDstIp": "224.0.0.19", "authentication": {"type": "PASS", "password": {"file": "/etc/reconcile/secrets/vi"}},
+        "excludedAddresses": [{"address": "192.0.2.131/24", **_VIP_ADDRESS}], "routes": ["198.51.100.0/24 via 192.0.2.1"],
+        "rules": ["from 192.0.2.0/24 table 1"], "track": _TRACK, "notify": _NOTIFY, "extra": ["garp_extra_if 100"]}},
+    "vi-pernode": {"addresses": [{"address": "192.0.2.132/24"}], "keepalived": {
+        "routerId": 61, "state": {"lb1": "BACKUP"}, "unicastPeers": ["192.0.2.12"], "unicastSrcIp": {"lb1": "192.0.2.11"}}},
+    "vi-mcast": {"addresses": [{"address": "192.0.2.133/24"}], "keepalived": {
+        "routerId": 62, "multicast": True, "mcastSrcIp": "192.0.2.11"}},
+    "vi-mcast2": {"addresses": [{"address": "192.0.2.134/24"}], "keepalived": {
+        "routerId": 63, "multicast": True, "mcastSrcIp": {"lb1": "192.0.2.11"}}},
+}
+
+
+RULE = {"id": "r1", "score": "INFINITY", "booleanOp": "and", "role": "Started", "expressions": [
+    {"id": "r1-e", "attribute": "#uname", "operation": "eq", "value": "lb1", "type": "string",
+     "valueSource": "literal"}]}
+DATE = {"id": "d1", "operation": "in_range", "start": "2024-01-01", "end": "2030-12-31",
+        "duration": {"id": "d1-dur", "years": "1", "months": "2", "weeks": "3", "days": "4", "hours": "5", "minutes": "6",
+                     "seconds": "7"},
+        "dateSpec": {"id": "d1-spec", "hours": "9-17", "monthdays": "1-31", "weekdays": "1-5", "yeardays": "1-366",
+                     "months": "1-12", "weeks": "1-53", "years": "2024", "weekyears": "2024", "moon": "0-7"}}
+VARIANTS = [
+    {"quorum": {"lastManStanding": True, "lastManStandingWindow": "10s", "autoTieBreaker": True,
+                "autoTieBreakerNode": "lowest", "provider": "corosync_votequorum",
+                "device": {"model": "net", "timeout": "10s", "syncTimeout": "30s",
+                           "net": {"host": "192.0.2.30", "algorithm": "ffsplit", "tieBreaker": "lowest", "tls": "off",
+                                   "connectTimeout": "8s", "forceIpVersion": "4"}}},
+     "constraints": [{"type": "colocation", "id": "c3", "resource": "a3", "with": "b3", "score": "INFINITY",
+                      "role": "Started", "withRole": "Started", "nodeAttribute": "rack"}],
+     "fencingLevels": [{"index": 1, "targetPattern": "lb.*", "devices": ["b3"]}]},
+    {"constraints": [{"type": "order", "id": "c4", "first": "a4", "then": "b4", "firstAction": "start",
+                      "thenAction": "start", "kind": "Mandatory"}],
+     "fencingLevels": [{"index": 1, "targetAttribute": "rack", "targetValue": "r1", "devices": ["b4"]}]},
+    {"constraints": [{"type": "ticket", "id": "c5", "resource": "a5", "ticket": "t5", "lossPolicy": "stop",
+                      "role": "Started"}]},
+    {"constraints": [{"type": "location", "id": "c6", "pattern": "^a", "node": "lb13", "score": 50}]},
+    {"constraints": [{"type": "order", "id": "c7", "sets": [{"id": "c7-set", "resources": ["a7", "b7"],
+                                                             "ordering": "listed", "action": "start",
+                                                             "role": "Started", "score": "INFINITY",
+                                                             "kind": "Mandatory"}]}]},
+]
+
+
+NODE_ATTRIBUTES = [  # the first node's attributes of each variant cluster
+    {"rack": "r1"},
+    [{"values": {"rack": "r1"}, "rule": {"scoreAttribute": "weight", "expressions": [{"date": DATE}]}}],
+    [{"values": {"rack": "r1"}, "rule": {"expressions": [{"rule": {
+        "id": "n-inner", "score": "INFINITY", "booleanOp": "or", "expressions": [{"resource": {
+            "id": "n-rsc", "class": "ocf", "provider": "pacemaker", "type": "Dummy"}}]}}]}}],
+    [{"values": {"rack": "r1"}, "rule": {"expressions": [{"rule": {"expressions": [{"op": {
+        "id": "n-op", "name": "monitor", "interval": "10s"}}]}}]}}],
+    {"rack": "r2"},
+]
+
+
+def variant_cluster(n: int, extra: dict) -> list[dict]:
+    """Cluster cN of nodes lb(2n+1), lb(2n+2) with resources aN, bN (bN a fencing device)."""
+    first, second = 2 * n + 1, 2 * n + 2
+    spec = {"nodes": [{"name": f"lb{first}", "id": 1, "address": f"192.0.2.{20 + first}/24",
+                       "attributes": NODE_ATTRIBUTES[n - 3]},
+                      {"name": f"lb{second}", "id": 2, "address": f"192.0.2.{20 + second}/24"}],
+            "crypto": "none", "stonithEnabled": False, **extra}
+    return [manifest("Cluster", f"c{n}", spec),
+            manifest("ClusterResource", f"a{n}", {"cluster": f"c{n}", "agent": "ocf:pacemaker:Dummy"}),
+            manifest("ClusterResource", f"b{n}", {"cluster": f"c{n}", "agent": "stonith:fence_dummy"})]
+
+
 # One valid tree in which every string field of every kind is set somewhere.
 BASE = [
     manifest("Cluster", "web", {
-        "nodes": [{"name": "lb1", "id": 1, "address": "192.0.2.11/24"},
-                  {"name": "lb2", "id": 2, "address": "192.0.2.12/24"}],
-        "stack": "pacemaker", "transport": "knet", "authkey": {"env": "COROSYNC_AUTHKEY"}, "token": "1000ms",
-        "quorum": {"twoNode": True, "waitForAll": True}, "stonithEnabled": False,
-        "properties": {"no-quorum-policy": "ignore"}}),
+        "nodes": [{"name": "lb1", "id": 1, "address": "192.0.2.11/24", "links": ["192.0.2.11", "2001:db8::11"],
+                   "attributes": [{"id": "lb1-attrs", "values": {"rack": "r1"}, "ids": {"rack": "lb1-rack"},
+                                   "score": "INFINITY", "rule": RULE}],
+                   "utilization": {"cpu": "8"}},
+                  {"name": "lb2", "id": 2, "address": "192.0.2.12/24", "links": ["192.0.2.12", "2001:db8::12"]}],
+        "stack": "pacemaker", "transport": "knet", "links": [{"transport": "udp"}, {"transport": "udp"}],
+        "crypto": {"cipher": "aes256", "hash": "sha256", "model": "nss"},
+        "authkey": {"env": "COROSYNC_AUTHKEY"}, "token": "1000ms",
+        "totem": {"consensus": "1200ms", "join": "60ms", "tokenCoefficient": "650ms", "linkMode": "passive",
+                  "ipVersion": "ipv4-6", "clusterUuid": "0123456789abcdef0123456789abcdef"},
+        "quorum": {"twoNode": True, "waitForAll": True}, "corosync": {"logging": {"debug": "off"}},
+        "stonithEnabled": False, "properties": {"no-quorum-policy": "ignore"},
+        "resourceDefaults": {"resource-stickiness": "100"}, "operationDefaults": {"timeout": "60s"},
+        "alerts": [{"id": "to-file", "path": "/usr/share/pacemaker/alerts/alert_file.sh", "description": "file",
+                    "params": {"a": "1"}, "meta": {"timeout": "10s"}, "select": {"nodes": True, "attributes": ["rack"]},
+                    "recipients": [{"id": "to-file-log", "value": "/var/log/pacemaker/alerts.log",
+                                    "description": "log", "params": {"b": "2"}, "meta": {"c": "3"}}]}],
+        "fencingLevels": [{"id": "fl-lb1", "index": 1, "target": "lb1", "devices": ["fence1"]}],
+        "tags": [{"id": "databases", "refs": ["db"]}],
+        "constraints": [{"type": "location", "id": "db-on-lb1", "resource": "db", "node": "lb1", "score": "INFINITY",
+                         "role": "Started", "resourceDiscovery": "always"}]}),
+    manifest("ClusterResource", "fence1", {
+        "cluster": "web", "agent": "stonith:fence_ipmilan", "params": {"ip": "192.0.2.201"}}),
+    # every other field of the vocabulary, once (a rule's first expression is one kind each)
+    manifest("ClusterResource", "p1", {
+        "cluster": "web", "agent": "ocf:pacemaker:Dummy", "description": "all the fields",
+        "params": [{"id": "p1-params", "values": {"state": "/run/p1"}, "ids": {"state": "p1-state"}, "score": "INFINITY",
+                    "rule": RULE}],
+        "meta": [{"id": "p1-meta", "values": {"target-role": "Started"}, "ids": {"target-role": "p1-tr"},
+                  "score": "INFINITY"}],
+        "utilization": {"cpu": "1"},
+        "operations": [{"id": "p1-mon", "name": "monitor", "interval": "10s", "timeout": "20s", "role": "Started",
+                        "onFail": "restart", "startDelay": "0s", "intervalOrigin": "2024-01-01", "requires": "quorum",
+                        "description": "watch", "params": {"OCF_CHECK_LEVEL": "10"}, "meta": {"record-pending": "1"}}],
+        "operationsId": "p1-ops",
+        "clone": {"id": "p1-clone", "meta": {"interleave": "true"}, "description": "everywhere"},
+        "location": [{"id": "p1-loc", "node": "lb1", "score": "INFINITY", "role": "Started",
+                      "resourceDiscovery": "always"}],
+        "colocation": [{"id": "p1-with", "with": "dbvip", "score": "INFINITY", "role": "Started",
+                        "withRole": "Started", "nodeAttribute": "rack"}],
+        "order": [{"id": "p1-after", "first": "dbvip", "firstAction": "start", "thenAction": "start",
+                   "kind": "Mandatory", "score": "INFINITY"}]}),
+    manifest("ClusterResource", "p2", {"cluster": "web", "agent": "ocf:pacemaker:Dummy", "params": [
+        {"values": {"state": "/run/p2"}, "rule": {"expressions": [{"date": DATE}]}}]}),
+    manifest("ClusterResource", "p3", {"cluster": "web", "agent": "ocf:pacemaker:Dummy", "params": [
+        {"values": {"state": "/run/p3"}, "rule": {"scoreAttribute": "weight", "expressions": [{"rule": {
+            "id": "p3-inner", "score": "INFINITY", "booleanOp": "or", "expressions": [{"resource": {
+                "id": "p3-rsc", "class": "ocf", "provider": "pacemaker", "type": "Dummy"}}]}}]}}]}),
+    manifest("ClusterResource", "p4", {"cluster": "web", "agent": "ocf:pacemaker:Dummy", "params": [
+        {"values": {"state": "/run/p4"}, "rule": {"expressions": [{"rule": {"expressions": [{"op": {
+            "id": "p4-op", "name": "monitor", "interval": "10s"}}]}}]}}]}),
+    # clusters of other nodes, for the fields a first list item can hold only one of
+    *[doc for n, extra in enumerate(VARIANTS, start=3) for doc in variant_cluster(n, extra)],
     manifest("ClusterResource", "db", {
         "cluster": "web", "agent": "ocf:heartbeat:Dummy", "params": {"state": "/run/db.state"},
         "operations": [{"name": "monitor", "interval": "10s", "timeout": "20s"}],
@@ -176,6 +302,37 @@ BASE = [
         "node": "lb1", "template": "local",
         "local": {"rootfs": "/srv/images/rootfs.tar.xz", "metadata": "/srv/images/meta.tar.xz"}}),
     manifest("Container", "ct1", {"cluster": "web", "template": "busybox"}),
+    *[manifest("VirtualIP", name, {"node": "lb1", "manager": "keepalived", "interface": "eth0", **spec})
+      for name, spec in KEEPALIVED_VIPS.items()],
+    manifest("Keepalived", "k1", {
+        "cluster": "web",
+        "globalDefs": {
+            "routerId": "lb1", "scriptUser": "root", "scriptGroup": "root", "notificationEmail": ["ops@example.test"],
+            "notificationEmailFrom": "ka@example.test", "smtpServer": {"host": "192.0.2.25"},
+            "smtpHeloName": "lb1.example.test", "startupScript": _cmd("start"), "shutdownScript": _cmd("stop"),
+            **{f: {"path": f"/run/{f}", "user": "root", "group": "root", "script": _cmd(f)}
+               for f in ("notifyFifo", "vrrpNotifyFifo", "lvsNotifyFifo")},
+            "extra": ["vrrp_garp_master_delay 2"]},
+        "scripts": {"chk": {"command": ["/usr/bin/pgrep", "haproxy"], "user": "root", "group": "root",
+                            "extra": ["timeout 2"]}},
+        "trackFiles": {"maint": {"file": "/run/maint"}},
+        "trackProcesses": {"proc": {"process": ["haproxy"], "paramMatch": "initial"}},
+        "syncGroups": {"g1": {"instances": ["web-group"], "track": _TRACK, "notify": _NOTIFY, "extra": ["smtp_alert"]}},
+        "virtualServerGroups": {"vsg": ["192.0.2.140 80"]},
+        "ssl": {"password": {"file": "/etc/reconcile/secrets/ssl.pass"}, "ca": "/etc/ssl/ca.pem",
+                "certificate": "/etc/ssl/cert.pem", "key": "/etc/ssl/key.pem"},
+        "files": [{"path": "check.sh", "content": "#!/bin/sh\nexit 0\n", "owner": "root", "group": "root"}],
+        "includes": ["/etc/keepalived/conf.d/extra.conf"], "lines": ["net_namespace_ipvs lab"],
+        "blocks": [{"block": "static_ipaddress", "lines": ["192.0.2.250/24 dev eth0"]}]}),
+    manifest("VirtualServer", "vs1", {
+        "node": "lb1", "address": "192.0.2.140", "port": 80, "protocol": "TCP",
+        "realServers": [{"address": "192.0.2.21", "port": 80, "notifyUp": _cmd("up"), "notifyDown": _cmd("down"),
+                         "checks": [{"type": "MISC_CHECK", "misc": _cmd("misc"), "extra": ["misc_timeout 5"],
+                                     "blocks": [{"block": "url", "lines": ["path /"]}]}],
+                         "extra": ["weight 2"], "blocks": [{"block": "custom", "lines": ["key value"]}]}],
+        "quorumUp": _cmd("quorum-up"), "quorumDown": _cmd("quorum-down"), "extra": ["lb_algo rr"],
+        "blocks": [{"block": "custom", "lines": ["key value"]}]}),
+    manifest("VirtualServer", "vs2", {"node": "lb1", "group": "vsg", "protocol": "UDP"}),
     manifest("Container", "full1", {
         "node": "lb1", "template": "busybox", "hostname": "full1.example.test",
         "network": {"type": "macvlan", "link": "eth0", "name": "eth0", "mac": "00:16:3e:00:00:01", "mtu": 1400,
@@ -276,32 +433,37 @@ CONTROL = {"newline at the end", "CR", "NUL", "ESC", "U+2028", "U+0085", "tab", 
 # --- the string fields of every kind, from the models ------------------------------------------
 
 
-def _string_leaves(annotation: Any, path: tuple) -> Iterator[tuple]:
+def _string_leaves(annotation: Any, path: tuple, seen: set) -> Iterator[tuple]:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:
-        yield from _string_leaves(args[0], path)
+        yield from _string_leaves(args[0], path, seen)
     elif origin in (typing.Union, types.UnionType):
         for arg in args:
-            yield from _string_leaves(arg, path)
+            yield from _string_leaves(arg, path, seen)
     elif origin is list:
-        yield from _string_leaves(args[0], path + ("[]",))
+        yield from _string_leaves(args[0], path + ("[]",), seen)
     elif origin is dict:
-        if any(True for _ in _string_leaves(args[0], ())):
+        if any(True for _ in _string_leaves(args[0], (), set())):
             yield path + ("{key}",)
-        yield from _string_leaves(args[1], path + ("{value}",))
+        yield from _string_leaves(args[1], path + ("{value}",), seen)
     elif origin is typing.Literal:
         if all(isinstance(a, str) for a in args):
             yield path
     elif annotation is str:
         yield path
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        yield from model_string_paths(annotation, path)
+        # A model used in several places of one kind (a Pacemaker name/value set, a rule)
+        # is one model and one renderer: its fields are in the matrix where it first appears.
+        if annotation not in seen:
+            seen.add(annotation)
+            yield from model_string_paths(annotation, path, seen)
 
 
-def model_string_paths(model: type[BaseModel], prefix: tuple = ()) -> list[tuple]:
+def model_string_paths(model: type[BaseModel], prefix: tuple = (), seen: set | None = None) -> list[tuple]:
     out: list[tuple] = []
+    seen = set() if seen is None else seen
     for name, info in model.model_fields.items():
-        for leaf in _string_leaves(info.annotation, prefix + (info.alias or name,)):
+        for leaf in _string_leaves(info.annotation, prefix + (info.alias or name,), seen):
             if leaf not in out:
                 out.append(leaf)
     return out
@@ -313,9 +475,9 @@ FIELDS = [(kind, path) for kind, model in KINDS.items() for path in model_string
 def _get(doc: Any, path: tuple) -> Any:
     for part in path:
         if part == "[]":
-            doc = doc[0]
+            doc = doc[0] if isinstance(doc, list) else {}[part]
         elif part == "{key}":
-            return next(iter(doc))
+            return next(iter(doc)) if isinstance(doc, dict) else {}[part]
         elif part == "{value}":
             doc = next(iter(doc.values()))
         else:
@@ -347,7 +509,7 @@ def _holder(kind: str, path: tuple) -> int | None:
             continue
         try:
             value = _get(doc, path)
-        except (KeyError, IndexError, StopIteration, TypeError):
+        except (KeyError, IndexError, StopIteration, TypeError, AttributeError):  # a mapping or a list
             continue
         if isinstance(value, str):
             return i
@@ -366,6 +528,7 @@ PLACEMENT_VARIANTS = {("spec", "node"): {"node": "lb1"}, ("spec", "nodes", "[]")
 SECRET_VARIANTS = {"file": {"file": "/etc/reconcile/secrets/key"}, "env": {"env": "RECONCILE_SECRET"}}
 
 
+@functools.lru_cache(maxsize=None)  # one search per field, not one per payload
 def base_for(kind: str, path: tuple) -> tuple[list[dict], int] | None:
     """A valid tree whose manifest at the returned index sets `path`: BASE, or BASE with one
     manifest's placement (node, nodes, cluster) or secret reference (file, env) swapped (and,
@@ -384,7 +547,7 @@ def base_for(kind: str, path: tuple) -> tuple[list[dict], int] | None:
         elif path[-1] in SECRET_VARIANTS:
             try:
                 _set(tree[i], path[:-1], dict(SECRET_VARIANTS[path[-1]]))
-            except (KeyError, IndexError, StopIteration, TypeError):
+            except (KeyError, IndexError, StopIteration, TypeError, AttributeError):
                 continue
         else:
             return None
@@ -416,6 +579,10 @@ def validate(docs: list[dict]) -> Tree | None:
         if isinstance(result, list):
             return None
         items.append(Loaded(result, Source(f"m{i}.yaml", 1, {})))
+    return _checked(items)
+
+
+def _checked(items: list) -> Tree | None:
     tree = Tree(Path("/nonexistent"), items, "test")
     return None if check_tree(tree) else tree
 
@@ -427,17 +594,16 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
     haproxy = HAProxyReconciler()
     haproxy.desired(tree, node)
     out.append(("haproxy", haproxy.config_text()))  # secrets as their references: values are read on nodes
-    out.append(("keepalived", keepalived.render_config(NODE, desired_instances(tree, NODE))))
-    for cluster in tree.on_node("Cluster", NODE):
-        out.append(("corosync", render_corosync_conf(corosync_settings(cluster.metadata.name, cluster.spec), True)))
-        cib = ET.fromstring("<cib><configuration><crm_config/></configuration></cib>")
-        props = {"stonith-enabled": "false", **cluster.spec.properties}
-        out.append(("xml", ET.tostring(set_properties(cib, props), encoding="unicode")))
+    keepalived, config = render_text(tree, NODE, tmp / "state", lambda ref: "secret-value")
+    out.append(("keepalived", keepalived.text))
+    out.append(("paths", [f.target() for f in config.files]))
+    out.append(("contents", [f.content for f in config.files]))
+    clusters = ClusterReconciler()
+    clusters.desired(tree, node)  # corosync.conf, as `reconcile render` writes it
+    out += [("corosync", text) for _, text in sorted(clusters.render(node).items())]
     resources = ClusterResourceReconciler()
-    resources.desired(tree, node)  # keeps the CIB states it computed
-    for name in resources._states:
-        elements = [render_unit(name, resources._states)] + render_constraints(name, resources._states)
-        out += [("xml", ET.tostring(el, encoding="unicode")) for el in elements]
+    resources.desired(tree, node)  # the whole CIB configuration: resources, constraints, cluster sections
+    out += [("xml", text) for _, text in sorted(resources.render(node).items())]
     containers = ContainerReconciler()
     containers._layout = CgroupLayout()
     for name, desired in containers.desired(tree, node)["Container"].items():
@@ -515,7 +681,35 @@ def haproxy_words(line: str) -> list[str]:
     return words
 
 
-def shape(fmt: str, rendered: Any) -> Any:
+def keepalived_words(line: str) -> tuple[list[str], tuple[int, int]]:
+    """keepalived's word splitting (keepalived.conf(5)): blanks separate, '#' and '!' start a
+    comment outside quotes, "…" and '…' group; and the unquoted '{' and '}' of the line."""
+    words, word, quote, started, opened, closed = [], "", None, False, 0, 0
+    for c in line:
+        if quote:
+            if c == quote:
+                quote = None
+            else:
+                word += c
+        elif c in "'\"":
+            quote, started = c, True
+        elif c in "#!" and not started:
+            break
+        elif c in " \t":
+            if started:
+                words.append(word)
+            word, started = "", False
+        else:
+            word, started = word + c, True
+    assert quote is None, f"unterminated quote in {line!r}"
+    if started:
+        words.append(word)
+    opened = sum(1 for w in words if w == "{")
+    closed = sum(1 for w in words if w == "}")
+    return words, (opened, closed)
+
+
+def shape(fmt: str, rendered: Any, relaxed: bool = False) -> Any:
     """What must not change when one value changes: per line its kind, key and word count."""
     if fmt in ("argv", "paths", "contents"):
         if fmt == "argv":
@@ -534,10 +728,12 @@ def shape(fmt: str, rendered: Any) -> Any:
             words = haproxy_words(line)
             out.append((line[:1] in " \t", words[:1], len(words)) if words else "#" if stripped else "")
         elif fmt == "keepalived":
-            text = re.split(r"[#!]", line, maxsplit=1)[0]
-            words = text.split()
-            special = [w for w in words if w[0] in "@~$" or "$" in w or '"' in w]
-            out.append((words[:1], len(words), text.count("{"), text.count("}"), special))
+            words, braces = keepalived_words(line)
+            special = [w for w in words if w[:1] in ("@", "~") or "$" in w]
+            if relaxed:  # a verbatim line: its words are the operator's; it must stay one line of its block
+                out.append((bool(words), braces, special))
+            else:
+                out.append((words[:1], len(words), braces, special))
         elif fmt == "corosync":
             out.append("#" if stripped.startswith("#") else ("open", stripped.split("{")[0].strip()) if "{" in line
                        else "close" if "}" in line else ("kv", stripped.split(":")[0]) if ":" in line else stripped)
@@ -581,7 +777,7 @@ _BASE_RENDERED: dict[int, list[tuple[str, Any]]] = {}
 
 
 def _base_rendering(docs: list[dict], tmp: Path) -> list[tuple[str, Any]]:
-    if id(docs) not in _BASE_RENDERED or docs is not BASE:
+    if id(docs) not in _BASE_RENDERED:  # BASE, or a variant base_for keeps (never changed)
         tree = validate(docs)
         assert tree is not None, "the base tree does not validate"
         _BASE_RENDERED[id(docs)] = render(tree, tmp)
@@ -628,11 +824,16 @@ def outcome(kind: str, path: tuple, payload: Any, tmp: Path) -> str:
     except UnsafeValue:
         return "refused by renderer"
     assert [f for f, _ in rendered] == [f for f, _ in before], (kind, path)
+    # keepalived's verbatim lines (extra, lines, routes, rules, a block's header, a
+    # virtual_server_group's entries): their words are the operator's, one line stays one line.
+    relaxed = kind in KEEPALIVED_KINDS and (path[-1] == "block" or path[-2:-1] in (
+        ("extra",), ("lines",), ("routes",), ("rules",)) or path[:3] == ("spec", "virtualServerGroups", "{value}"))
     for (fmt, new), (_, old) in zip(rendered, before):
         if fmt == "haproxy" and language_line(kind, path):
             assert coarse(new) == coarse(old), f"{kind} {'.'.join(path)} = {payload(value)!r} changed {fmt}:\n{new}"
             continue
-        assert shape(fmt, new) == shape(fmt, old), f"{kind} {'.'.join(path)} = {payload(value)!r} changed {fmt}:\n{new}"
+        assert shape(fmt, new, relaxed and fmt == "keepalived") == shape(fmt, old, relaxed and fmt == "keepalived"), \
+            f"{kind} {'.'.join(path)} = {payload(value)!r} changed {fmt}:\n{new}"
         if fmt in ("argv", "paths"):  # one argument, one path: one line each
             assert all(unsafe_character(a) is None for a in new), (kind, path, fmt, new)
         elif fmt != "contents":  # only a file's own content may hold control characters
@@ -653,7 +854,8 @@ def test_every_payload_is_refused_or_rendered_harmlessly(kind, path, tmp_path):
     results = {name: outcome(kind, path, make, tmp_path) for name, make in PAYLOADS}
     if set(results.values()) == {"n/a"}:
         return
-    multi_line = kind == "Container" and path == ("spec", "files", "{value}")
+    multi_line = (kind, path) in (("Container", ("spec", "files", "{value}")),
+                                  ("Keepalived", ("spec", "files", "[]", "content")))
     for name in CONTROL:
         if multi_line:  # a file's content: written as that file only (checked in outcome)
             assert results[name] == "harmless", (name, results[name])
@@ -673,7 +875,7 @@ def test_the_multi_line_field_is_the_only_one():
                     yield from walk(arg, seen)
 
     found = sorted({f for model in KINDS.values() for f in walk(model, set())})
-    assert found == ["ContainerSpec.files"], found
+    assert found == ["ContainerSpec.files", "ScriptFile.content"], found
     assert isinstance(MultiLineText("x"), str)
 
 

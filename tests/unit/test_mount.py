@@ -298,19 +298,20 @@ def test_rclone_passwords_are_obscured_and_rclones_own_rewrites_are_not_drift(tm
     assert credentials.credentials_state("m", s, paths, node) == SECRET_DIFFERS
     # the password went to rclone obscure on stdin, never in argv
     obscures = [r.argv for r in node.runner.records if r.argv[:2] == ["rclone", "obscure"]]
-    assert obscures == [["rclone", "obscure", "-"]]
+    assert obscures == [["rclone", "obscure", "-", "--config", "/dev/null"]]
     assert all("Lab-Sftp" not in " ".join(r.argv) for r in node.runner.records)
 
 
 def test_the_commands_a_dry_run_of_mounts_runs_are_on_the_read_only_allow_list():
     for argv in (["stat", "--cached=never", "-c", "%u %g %a %d %i %n", "--", "/mnt/reports", "/srv/a@b"],
-                 ["rclone", "config", "providers"], ["rclone", "mount", "--help"],
+                 ["rclone", "config", "providers", "--config", "/dev/null"],
+                 ["rclone", "mount", "--help", "--config", "/dev/null"],
                  ["systemd-analyze", "verify", "/tmp/reconcile-units-abc_1/mnt-reports.mount"],
                  ["systemd-analyze", "verify", "/tmp/reconcile-units-abc_1/mnt-reports.mount",
                   "/tmp/reconcile-units-abc_1/mnt-reports\\x2dsshfs.automount"]):
         assert allowed("exec", argv), argv
     for argv in (["umount", "/mnt/reports"], ["rclone", "mount", "r:", "/mnt/r", "--daemon"],
-                 ["rclone", "obscure", "-"], ["systemctl", "start", "mnt-reports.mount"],
+                 ["rclone", "obscure", "-", "--config", "/dev/null"], ["systemctl", "start", "mnt-reports.mount"],
                  ["systemd-analyze", "verify", "/tmp/reconcile-units-a/mnt-x.mount'; rm -rf '/"],
                  ["systemd-analyze", "verify", "'/tmp/reconcile-units-a/mnt-x.mount"]):
         assert not allowed("exec", argv), argv

@@ -2,12 +2,14 @@
 crm_mon's status, crm_simulate's transition summary, cluster properties in crm_config."""
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import re
 from pathlib import Path
 
 import pytest
 
-from reconcilers import pacemaker
+from reconcilers.pacemaker import tools as pacemaker
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pacemaker"
 
@@ -93,28 +95,29 @@ def test_cib_xml_is_parsed_without_layout_whitespace():
     assert cib.get("epoch") and cib.find("status") is not None
 
 
-def test_properties_we_set_are_marked_and_those_set_by_hand_are_kept():
+def test_git_owns_the_properties_except_what_pacemaker_maintains_and_the_operators_switch():
+    from reconcilers.pacemaker.cluster_cib import parse_cluster_config, write_properties
+
     cib = pacemaker.parse_xml(fixture("cib_managed.xml"))
-    crm_config = cib.find("configuration/crm_config")
-    assert pacemaker.observed_properties(crm_config, ["stonith-enabled"]) == {
-        "stonith-enabled": "false", "no-quorum-policy": "stop", "dc-deadtime": "5s"}
-    pacemaker.set_properties(cib, {"stonith-enabled": "false", "cluster-recheck-interval": "5min"})
+    configuration = cib.find("configuration")
+    desired = {"properties": {"stonith-enabled": "false", "cluster-recheck-interval": "5min"}}
+    # dc-deadtime is no longer in git: drift; dc-version and friends are Pacemaker's
+    assert parse_cluster_config(configuration, desired)["properties"] == [{
+        "id": "cib-bootstrap-options", "values": {"stonith-enabled": "false", "no-quorum-policy": "stop",
+                                                  "dc-deadtime": "5s"},
+        "ids": {"stonith-enabled": "reconcile-stonith-enabled", "no-quorum-policy": "reconcile-no-quorum-policy",
+                "dc-deadtime": "reconcile-dc-deadtime"}}]
+    crm_config = configuration.find("crm_config")
+    ET.SubElement(crm_config.find("cluster_property_set"), "nvpair", {
+        "id": "cib-bootstrap-options-maintenance-mode", "name": "maintenance-mode", "value": "true"})
+    write_properties(crm_config, desired["properties"], None)
     pairs = {nv.get("name"): nv.get("id") for nv in crm_config.iter("nvpair")}
-    assert pairs["cluster-recheck-interval"] == "reconcile-cluster-recheck-interval"
-    assert "no-quorum-policy" not in pairs and "dc-deadtime" not in pairs  # ours, no longer wanted
+    assert pairs["cluster-recheck-interval"] == "cib-bootstrap-options-cluster-recheck-interval"
+    assert pairs["stonith-enabled"] == "cib-bootstrap-options-stonith-enabled"  # the id Pacemaker's tools give
+    assert "no-quorum-policy" not in pairs and "dc-deadtime" not in pairs  # no longer in git
     assert pairs["dc-version"] == "cib-bootstrap-options-dc-version"  # Pacemaker's own: kept
-    assert pacemaker.observed_properties(crm_config, ["stonith-enabled", "cluster-recheck-interval"]) == {
-        "stonith-enabled": "false", "cluster-recheck-interval": "5min"}
-
-
-def test_a_property_set_by_hand_is_updated_in_place_and_never_removed():
-    cib = pacemaker.parse_xml(fixture("cib_with_resources.xml"))  # a CIB made with pcs-style ids
-    pacemaker.set_properties(cib, {"cluster-name": "web"})
-    nvset = cib.find("configuration/crm_config/cluster_property_set")
-    names = [nv.get("name") for nv in nvset]
-    assert names.count("cluster-name") == 1
-    pacemaker.set_properties(cib, {})
-    assert "cluster-name" in [nv.get("name") for nv in nvset]
+    assert pairs["maintenance-mode"]  # the operator's switch, not in git: kept
+    assert parse_cluster_config(configuration, desired)["properties"] == desired["properties"]
 
 
 def test_a_patch_leads_to_a_newer_epoch_of_the_same_admin_epoch():
@@ -132,7 +135,7 @@ def test_only_the_configuration_decides_whether_there_is_something_to_push():
     other.set("num_updates", "999")
     other.remove(other.find("status"))
     assert pacemaker.same_configuration(live, other)
-    pacemaker.set_properties(other, {"stonith-enabled": "true"})
+    other.find("configuration/crm_config/cluster_property_set/nvpair").set("value", "true")
     assert not pacemaker.same_configuration(live, other)
 
 
@@ -142,7 +145,7 @@ def test_only_the_configuration_decides_whether_there_is_something_to_push():
 def test_crm_verify_schema_errors_are_reported_without_the_temp_file_name():
     text = fixture("crm_verify_unknown_with_rsc.txt")
     assert pacemaker.parse_verify(78, text, path="bad1.xml") == [
-        'element rsc_colocation: validity error : IDREF attribute with-rsc references an unknown ID "nope"']
+        '6: element rsc_colocation: validity error : IDREF attribute with-rsc references an unknown ID "nope"']
     [bogus, extra] = pacemaker.parse_verify(78, fixture("crm_verify_schema_error.txt"), path="bad2.xml")
     assert "Invalid attribute bogus for element primitive" in bogus and "extra content" in extra
 

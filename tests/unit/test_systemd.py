@@ -187,8 +187,36 @@ def test_the_lab_name_decides_whose_lxc_cgroups_these_are():
     assert not systemd_node._mine("t1-1", "lxc.payload.app1")
 
 
-def test_md5_of_the_fixture_matches_the_recorded_conffile():
-    """The dpkg status fixture and Debian's corosync.conf fixture belong together."""
+def test_the_packaged_md5_of_corosync_conf_is_read_from_a_recorded_dpkg_status():
+    """dpkg's own record (the corosync package's stanza of /var/lib/dpkg/status on Debian 12)
+    names the md5 of Debian's corosync.conf fixture: the file a fresh node starts with."""
+    from reconcilers.pacemaker import daemons
+
     text = (FIXTURES / "pacemaker" / "corosync.conf.debian-default").read_bytes()
-    assert f"/etc/corosync/corosync.conf {hashlib.md5(text).hexdigest()}" in \
-        (FIXTURES / "pacemaker" / "dpkg-status-corosync").read_text()
+    status = FIXTURES / "pacemaker" / "dpkg-status-corosync"
+    assert daemons.packaged_md5(Path("/etc/corosync/corosync.conf"), status) == hashlib.md5(text).hexdigest()
+    assert daemons.packaged_md5(Path("/etc/corosync/other.conf"), status) is None
+
+
+def test_a_daemon_status_says_when_its_unit_does_not_start_at_boot():
+    """What keepalived, the Cluster's daemons and sssd show as drift under systemd: desired
+    says plain `running` on every machine (pure), observe appends the unit's boot setting."""
+    from reconcilers.base import boot_note, starts_at_boot, without_boot_note
+    from reconcilers.keepalived.reconciler import _boot_only
+
+    assert boot_note(None) == ""  # no systemd: started directly, nothing to enable
+    assert boot_note(UnitState("keepalived.service", "loaded", "active", "enabled", "enabled")) == ""
+    assert boot_note(UnitState("keepalived.service", "loaded", "active", "static", "")) == ""
+    held = "running" + boot_note(UnitState("keepalived.service", "loaded", "active", "disabled", "enabled"))
+    assert held == ("running (keepalived.service is disabled on this node (its package enables it): "
+                    "not started at boot)")
+    masked = "stopped" + boot_note(UnitState("keepalived.service", "masked", "inactive", "masked", "enabled"))
+    assert masked == "stopped (keepalived.service is masked on this node: not started at boot)"
+    plain = "running" + boot_note(UnitState("keepalived.service", "loaded", "active", "disabled", "disabled"))
+    assert plain == "running (keepalived.service is disabled: not started at boot)"  # not a hold: enabled by apply
+    assert not starts_at_boot(held) and starts_at_boot("running") and starts_at_boot(None)
+    assert without_boot_note(held) == "running" and without_boot_note(masked) == "stopped"
+    want = {"config": {"a": 1}, "keepalived": "running"}
+    assert _boot_only({"config": {"a": 1}, "keepalived": held}, want)  # enable only: no reload
+    assert not _boot_only({"config": {"a": 2}, "keepalived": held}, want)
+    assert not _boot_only({"config": {"a": 1}, "keepalived": masked}, want)  # stopped: started too

@@ -119,7 +119,7 @@ def test_indexed_checks_find_a_conflict_exactly_when_some_pair_conflicts(tmp_pat
 
 
 def test_a_member_of_two_groups_is_found_through_the_index(tmp_path):
-    cluster = CLUSTER.replace("stack: none", "stack: pacemaker\n  stonithEnabled: false").split("---")[0]
+    cluster = CLUSTER.replace("stack: none", "stack: pacemaker\n  crypto: none\n  stonithEnabled: false").split("---")[0]
     docs = [cluster] + [
         f"apiVersion: reconcile/v1\nkind: ClusterResource\nmetadata: {{name: {name}}}\nspec:\n  cluster: web\n"
         f"  {spec}\n" for name, spec in [("a", "agent: ocf:heartbeat:Dummy"), ("b", "agent: ocf:heartbeat:Dummy"),

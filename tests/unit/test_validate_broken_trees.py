@@ -18,6 +18,7 @@ spec:
   nodes:
     - {name: lb1, id: 1, address: 192.0.2.11/24}
     - {name: lb2, id: 2, address: 192.0.2.12/24}
+  crypto: none
   stonithEnabled: false
 """,
     "vip.yaml": """\
@@ -84,6 +85,38 @@ spec:
 """
 
 # (name, file, old text, new text (or appended text when old is None), marker on the bad line, field)
+PCMK = """\
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
+  name: fence1
+spec:
+  cluster: web
+  agent: stonith:fence_ipmilan
+  params: {{ip: 192.0.2.201, username: admin, password: {password}}}
+---
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
+  name: db
+spec:
+  cluster: web
+  agent: ocf:pacemaker:Stateful
+  clone: {{promotable: true}}
+---
+apiVersion: reconcile/v1
+kind: ClusterResource
+metadata:
+  name: vip1
+spec:
+  cluster: web
+  agent: ocf:heartbeat:IPaddr2
+  params: {{ip: 192.0.2.50}}
+  colocation:
+    - {{with: {set_ref}, withRole: {role}}}
+"""
+
+
 CASES = [
     ("bad-yaml", "vip.yaml", "  manager: keepalived", "  manager: [keepalived", "  address:", ""),
     ("wrong-type", "lb/backends.yaml", "port: 80}\n    - {name: app2", 'port: "eighty"}\n    - {name: app2',
@@ -139,6 +172,29 @@ CASES = [
     ("inline-secret", "join.yaml", None,
      JOIN.format(domain="corp.example.test", password="hunter2-very-secret", group="admins"),
      "password:", "spec.password"),
+    # Pacemaker (issue 15): a fence device's password inline, a role Pacemaker does not
+    # know, a resource set naming an unknown resource, crypto left unset
+    ("fence-password-inline", "pcmk.yaml", None, PCMK.format(password="hunter2", role="Promoted", set_ref="db"),
+     "password: hunter2", "spec.params.password"),
+    ("unknown-role", "pcmk.yaml", None, PCMK.format(password="{file: /etc/pw}", role="Primary", set_ref="db"),
+     "withRole: Primary", "spec.colocation[0].withRole"),
+    ("set-names-unknown-resource", "cluster.yaml", "  stonithEnabled: false\n",
+     "  stonithEnabled: false\n  constraints:\n    - {type: order, id: o1, sets: [{resources: [ghost]}]}\n",
+     "ghost", "spec.constraints[0].sets[0].resources[0]"),
+    ("crypto-unset", "cluster.yaml", "  crypto: none\n", "", "spec:", "spec.crypto"),
+    ("promoted-role-of-a-plain-resource", "pcmk.yaml", None,
+     PCMK.format(password="{file: /etc/pw}", role="Promoted", set_ref="db").replace("  clone: {promotable: true}\n", ""),
+     "withRole: Promoted", "spec.colocation[0].withRole"),
+    ("resource-id-with-a-space", "pcmk.yaml", None,
+     PCMK.format(password="{file: /etc/pw}", role="Promoted", set_ref="db").replace("name: vip1", "name: 'vip 1'"),
+     "name: 'vip 1'", "metadata.name"),
+    ("two-monitors-one-interval", "pcmk.yaml", None,
+     PCMK.format(password="{file: /etc/pw}", role="Promoted", set_ref="db").replace(
+         "  clone: {promotable: true}\n", "  clone: {promotable: true}\n  operations:\n"
+         "    - {name: monitor, interval: 10s, role: Promoted}\n    - {name: monitor, interval: 10000ms, role: Unpromoted}\n"),
+     "interval: 10000ms", "spec.operations[1]"),
+    ("two-links-one-node-one", "cluster.yaml", "{name: lb2, id: 2, address: 192.0.2.12/24}",
+     "{name: lb2, id: 2, address: 192.0.2.12/24, links: [192.0.2.12, 198.51.100.12]}", "  nodes:", "spec.nodes"),
     ("no-placement", "lb/backends.yaml", "spec:\n  cluster: web\n", "spec:\n", "spec:", "spec"),
     ("section-in-directive", "lb/backends.yaml", "  cluster: web\n",
      "  cluster: web\n  directives: ['backend evil']\n", "directives:", "spec.directives[0]"),
@@ -167,6 +223,10 @@ NOT_FOR_A_SCHEMA = {
     "duplicate-server": "uniqueness of a property within a list: JSON Schema cannot say it",
     "duplicate-node-id": "uniqueness of a property within a list: JSON Schema cannot say it",
     "duplicate-yaml-key": "YAML, not the schema: yaml-language-server reports duplicate keys itself",
+    "set-names-unknown-resource": "needs the whole tree (the resource is another document)",
+    "promoted-role-of-a-plain-resource": "needs the whole tree (whether the other resource is promotable)",
+    "two-monitors-one-interval": "uniqueness of a property within a list: JSON Schema cannot say it",
+    "two-links-one-node-one": "equal lengths of lists in several items: JSON Schema cannot say it",
     "inline-stats-password": "a password inside a directive's words: left to validate (which never echoes it)",
 }
 
@@ -214,7 +274,7 @@ def test_broken_tree_is_refused_with_file_line_and_field(case, tmp_path, capsys)
     field = case[5]
     if field:
         assert f":{line}: {field}" in err, err
-    assert "hunter2" not in out + err
+    assert "hunter2" not in out + err  # an inline secret is refused without being shown
 
 
 def test_dry_run_and_apply_refuse_a_broken_tree_too(tmp_path, capsys):

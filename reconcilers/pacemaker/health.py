@@ -3,8 +3,10 @@
 - the cluster (node-wide, and the Cluster object): daemons running, a DC elected, quorum,
   every member online;
 - each resource: running (or stopped, when its manifest says target-role Stopped), not
-  failed, managed, at most once unless cloned, on all online nodes when cloned, next to
-  what it is colocated with, on a node its location constraints prefer when one is online;
+  failed, managed, at most once unless cloned, on as many online nodes as its clone may
+  run on when cloned, one instance promoted when promotable, next to what it is colocated
+  with (the promoted instance when the colocation says so), on a node its location
+  constraints prefer when one is online;
 - an IPaddr2 address: also held by exactly one node on the link (ARP), the node
   Pacemaker says runs it.
 
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconcilers.base import CommandError, Health, Node
-from reconcilers.pacemaker import ClusterStatus, parse_crm_mon
+from reconcilers.pacemaker.nvsets import sets_values
+from reconcilers.pacemaker.tools import ClusterStatus, parse_crm_mon
 
 
 @dataclass
@@ -28,6 +31,7 @@ class ResourceState:
     agent: str = ""
     roles: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    promoted: list[str] = field(default_factory=list)  # the nodes of its Promoted instances
     failed: bool = False
     managed: bool = True
     blocked: bool = False
@@ -38,7 +42,8 @@ class ResourceState:
 
 
 def parse_resources(text: str) -> dict[str, ResourceState]:
-    """Resource id → its state, from crm_mon's XML (groups' members by their own ids)."""
+    """Resource id → its state, from crm_mon's XML (groups' members by their own ids; a
+    clone's id names the same state as its primitive's)."""
     root = ET.fromstring(text)
     out: dict[str, ResourceState] = {}
     for rsc in root.iterfind("resources//resource"):
@@ -46,10 +51,19 @@ def parse_resources(text: str) -> dict[str, ResourceState]:
         state = out.setdefault(rid, ResourceState(rid, rsc.get("resource_agent", "")))
         state.roles.append(rsc.get("role", ""))
         if rsc.get("active") == "true":
-            state.nodes += [n.get("name", "") for n in rsc.findall("node") if n.get("name") not in state.nodes]
+            here = [n.get("name", "") for n in rsc.findall("node")]
+            state.nodes += [n for n in here if n not in state.nodes]
+            if rsc.get("role") in ("Promoted", "Master"):
+                state.promoted += [n for n in here if n not in state.promoted]
         state.failed = state.failed or rsc.get("failed") == "true"
         state.managed = state.managed and rsc.get("managed") != "false"
         state.blocked = state.blocked or rsc.get("blocked") == "true"
+    for clone in root.iterfind("resources//clone"):
+        inner = clone.find("resource")
+        if inner is not None and clone.get("id") not in out:
+            rid = inner.get("id", "").split(":", 1)[0]
+            if rid in out:
+                out[clone.get("id", "")] = out[rid]
     return out
 
 
@@ -101,14 +115,29 @@ def cluster_health(status: ClusterStatus | None, members: list[str], daemons: di
     return Health.healthy("Quorate", f"quorate, DC {status.dc}, {len(online)}/{len(members)} nodes online")
 
 
-def _intended(state: dict[str, Any], online: list[str]) -> list[str]:
-    """The online nodes its location constraints prefer (positive scores), best first."""
-    def score(loc: dict[str, Any]) -> int:
-        value = str(loc.get("score", "0"))
-        return 1_000_000 if value in ("INFINITY", "+INFINITY") else -1_000_000 if value == "-INFINITY" else int(value)
+def _score(value: Any) -> int:
+    text = str(value if value is not None else "0")
+    if text.lstrip("+") == "INFINITY":
+        return 1_000_000
+    if text == "-INFINITY":
+        return -1_000_000
+    try:
+        return int(text)
+    except ValueError:
+        return 0
 
-    preferred = sorted((loc for loc in state.get("location", []) if score(loc) > 0), key=score, reverse=True)
+
+def _intended(state: dict[str, Any], online: list[str]) -> list[str]:
+    """The online nodes its location constraints by node prefer (positive scores), best
+    first (rules and roles are Pacemaker's to weigh: left out)."""
+    preferred = sorted((loc for loc in state.get("location", []) if "node" in loc and "role" not in loc
+                        and _score(loc.get("score")) > 0), key=lambda loc: _score(loc.get("score")), reverse=True)
     return [loc["node"] for loc in preferred if loc["node"] in online]
+
+
+def _clone_meta(state: dict[str, Any]) -> dict[str, Any]:
+    clone = state.get("clone")
+    return sets_values(clone.get("meta")) if isinstance(clone, dict) else {}
 
 
 def resource_health(name: str, state: dict[str, Any], snap: Snapshot) -> Health:
@@ -128,7 +157,7 @@ def resource_health(name: str, state: dict[str, Any], snap: Snapshot) -> Health:
                                                         f"(the rest on {_listing(rs.nodes)})")
     if rs is None:
         return Health.degraded("NotInCluster", "Pacemaker does not know it yet (not in the CIB)")
-    stop_wanted = state.get("meta", {}).get("target-role") == "Stopped"
+    stop_wanted = str(sets_values(state.get("meta")).get("target-role", "")).lower() == "stopped"
     if stop_wanted:
         if rs.active:
             return Health.degraded("RunningButStopped", f"target-role Stopped, yet it runs on {_listing(rs.nodes)}")
@@ -146,10 +175,21 @@ def resource_health(name: str, state: dict[str, Any], snap: Snapshot) -> Health:
             return Health.degraded("Blocked", "not running: blocked (a stop failed; fencing or cleanup needed)")
         return Health.degraded("NotRunning", "not running on any node")
     if state.get("clone"):
-        missing = [n for n in status.online if n not in rs.nodes]
-        if missing:
+        meta = _clone_meta(state)
+        wanted = len(status.online)
+        if str(meta.get("clone-max", "")).isdigit():
+            wanted = min(wanted, int(meta["clone-max"]))
+        if len(rs.nodes) < wanted:
+            missing = [n for n in status.online if n not in rs.nodes]
             return Health.degraded("PartlyRunning", f"cloned, runs on {_listing(rs.nodes)}, not on online "
                                                     f"{_listing(missing)}")
+        if str(meta.get("promotable", "")).lower() == "true" or (
+                isinstance(state["clone"], dict) and state["clone"].get("promotable")):
+            if not rs.promoted:
+                return Health.degraded("NotPromoted", f"promotable, runs on {_listing(rs.nodes)}, but no instance "
+                                                      "is promoted")
+            return Health.healthy("Running", f"promotable, promoted on {_listing(rs.promoted)}, runs on "
+                                             f"{_listing(rs.nodes)}")
         return Health.healthy("Running", f"cloned, runs on {_listing(rs.nodes)}")
     if len(rs.nodes) > 1:
         return Health.degraded("RunningTwice", f"runs on {' and '.join(rs.nodes)}: an at-most-once resource "
@@ -157,11 +197,14 @@ def resource_health(name: str, state: dict[str, Any], snap: Snapshot) -> Health:
     where = rs.nodes[0]
     for col in state.get("colocation", []):
         other = resources.get(col["with"])
-        if str(col.get("score", "INFINITY")).startswith("-"):
+        if _score(col.get("score", "INFINITY")) < 0 or other is None:
             continue
-        if other is not None and other.active and where not in other.nodes:
-            return Health.degraded("NotWithColocated", f"runs on {where}, but {col['with']} runs on "
-                                                       f"{_listing(other.nodes)} (colocated with it)")
+        promoted = col.get("withRole") in ("Promoted", "Master")
+        there = other.promoted if promoted else other.nodes
+        if (other.active if not promoted else bool(there)) and where not in there:
+            what = f"the promoted {col['with']}" if promoted else col["with"]
+            return Health.degraded("NotWithColocated", f"runs on {where}, but {what} runs on "
+                                                       f"{_listing(there)} (colocated with it)")
     intended = _intended(state, status.online)
     if intended and where not in intended:
         return Health.degraded("NotWhereIntended", f"runs on {where}; its location constraints prefer "

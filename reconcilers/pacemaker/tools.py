@@ -1,4 +1,4 @@
-"""Pacemaker helpers shared by the Cluster and ClusterResource reconcilers.
+"""Pacemaker's command-line tools, for the Cluster and ClusterResource reconcilers.
 
 The CIB is one document for the whole cluster, so it is handled with more care than a
 file on one node:
@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,29 +233,80 @@ MISSING_STONITH = ("no STONITH resources have been defined", "disable STONITH wi
                    "Clusters with shared data need STONITH")
 
 
-def verify(node: Node, cib: ET.Element, *, missing_stonith_ok: bool = False) -> list[str]:
-    """`crm_verify -V` on a candidate CIB: the errors it reports (empty when valid).
+@dataclass(frozen=True)
+class VerifyError:
+    """One error crm_verify reported: the message, and the ids of the element it is about
+    (innermost first) when it named a line of the file it checked."""
 
-    `missing_stonith_ok`: stonith-enabled without a fencing device yet is not an error
-    here (the Cluster's properties go in before the ClusterResources that bring the
-    device; the ClusterResource check sees both and reports it if the device is missing).
-    """
-    with temp_xml(cib) as (path,):
-        result = node.run(["crm_verify", "--xml-file", str(path), "-V"], read_only=True, check=False, timeout=30)
-    return parse_verify(result.rc, result.stderr + result.stdout, str(path), missing_stonith_ok)
+    message: str
+    ids: tuple[str, ...] = ()
+
+
+def numbered_xml(doc: ET.Element) -> tuple[bytes, dict[int, tuple[str, ...]]]:
+    """`doc` written one element per line, and for each line the ids of the element that
+    starts there and of its ancestors (innermost first): crm_verify's schema errors name a
+    line, this says which object it is."""
+    doc = copy.deepcopy(doc)
+    ET.indent(doc)
+    data = ET.tostring(doc)
+    lines: dict[int, tuple[str, ...]] = {}
+    stack: list[str] = []
+    parser = xml.parsers.expat.ParserCreate()
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        stack.append(attrs.get("id", ""))
+        lines[parser.CurrentLineNumber] = tuple(i for i in reversed(stack) if i)
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = lambda tag: stack.pop()
+    parser.Parse(data, True)
+    return data, lines
+
+
+def verify(node: Node, cib: ET.Element, *, missing_stonith_ok: bool = False) -> list[str]:
+    """`crm_verify -V` on a candidate CIB: the errors it reports (empty when valid)."""
+    return [e.message for e in verify_details(node, cib, missing_stonith_ok=missing_stonith_ok)]
+
+
+def verify_details(node: Node, cib: ET.Element, *, missing_stonith_ok: bool = False) -> list[VerifyError]:
+    """`crm_verify -V` on a candidate CIB, each error with the ids it is about.
+
+    `missing_stonith_ok`: stonith-enabled without a fencing device is not an error here
+    (a preview of a cluster whose device comes in a later change)."""
+    data, lines = numbered_xml(cib)
+    fd, name = tempfile.mkstemp(prefix="reconcile-cib-", suffix=".xml")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        result = node.run(["crm_verify", "--xml-file", name, "-V"], read_only=True, check=False, timeout=30)
+    finally:
+        os.unlink(name)
+    errors = []
+    for message in parse_verify(result.rc, result.stderr + result.stdout, name, missing_stonith_ok):
+        m = re.match(r"^(\d+): (.*)$", message)
+        if m:
+            errors.append(VerifyError(m.group(2), lines.get(int(m.group(1)), ())))
+        else:
+            quoted = tuple(dict.fromkeys(re.findall(r"'([A-Za-z_][A-Za-z0-9_.:-]*)'", message)))
+            errors.append(VerifyError(message, quoted))
+    return errors
 
 
 def parse_verify(rc: int, text: str, path: str = "", missing_stonith_ok: bool = False) -> list[str]:
     """The errors in crm_verify's output. It exits 78 on warnings alone too (an "active
     orphan" right after a resource leaves the configuration, which is how a resource is
-    removed and Pacemaker then stops it): only errors count."""
+    removed and Pacemaker then stops it): only errors count. A schema error keeps the line
+    it names (`LINE: message`) and loses the temp file's name."""
     if rc == 0 or ("Warnings found during check" in text and "Errors found during check" not in text):
         return []
     errors, excused = [], False
     for line in (ln.strip() for ln in text.splitlines()):
         if "validity error" in line:
             # "/tmp/reconcile-cib-x.xml:6: element rsc_colocation: validity error : …"
-            errors.append(line.split(": ", 1)[1] if path and line.startswith(path) else line)
+            if path and line.startswith(path + ":"):
+                errors.append(line[len(path) + 1:])
+            else:
+                errors.append(line)
         elif re.match(r"^\(\w+\)\s+error: ", line):
             message = line.split("error: ", 1)[1]
             if message == "CIB did not pass schema validation":
@@ -285,26 +337,21 @@ def bump_epoch(cib: ET.Element, live: ET.Element) -> None:
             cib.set(attr, live.get(attr, "0"))
 
 
-def push(node: Node, live: ET.Element, candidate: ET.Element, *, missing_stonith_ok: bool = False) -> bool:
-    """Verify `candidate` and apply it as one patch against `live`. False if no change.
-
-    Raises ApplyError when crm_verify refuses the candidate, CommandError when Pacemaker
-    refuses the patch (for instance because the CIB changed since `live` was read).
-    """
+def patch(node: Node, live: ET.Element, candidate: ET.Element) -> bool:
+    """Apply `candidate` (checked by the caller) as one patch against `live`. False if the
+    configurations do not differ. Raises CommandError when Pacemaker refuses the patch (for
+    instance because the CIB changed since `live` was read: the caller queries again)."""
     if same_configuration(live, candidate):
         return False
     candidate = copy.deepcopy(candidate)
     bump_epoch(candidate, live)
-    errors = verify(node, candidate, missing_stonith_ok=missing_stonith_ok)
-    if errors:
-        raise ApplyError("crm_verify refused the new CIB, nothing was changed: " + "; ".join(errors[:5]))
     with temp_xml(live, candidate) as (live_path, cand_path):
         diff = node.run(["crm_diff", "--original", str(live_path), "--new", str(cand_path), "--cib"],
                         read_only=True, check=False, timeout=30)
         if diff.rc == 0:
             return False
         if diff.rc != 1 or "<diff" not in diff.stdout:
-            raise CommandError(diff.argv, diff.rc, diff.stderr, diff.stdout)
+            raise ApplyError(f"crm_diff failed: {(diff.stderr or diff.stdout).strip()[-300:]}")
         fd, patch_name = tempfile.mkstemp(prefix="reconcile-cib-patch-", suffix=".xml")
         try:
             with os.fdopen(fd, "w") as f:
@@ -313,25 +360,6 @@ def push(node: Node, live: ET.Element, candidate: ET.Element, *, missing_stonith
         finally:
             os.unlink(patch_name)
     return True
-
-
-def update_cib(node: Node, edit, *, attempts: int = 4, missing_stonith_ok: bool = False) -> bool:
-    """Read the live CIB, let `edit(live) -> candidate` build the new one, push it as one
-    verified patch. When Pacemaker refuses the patch because the CIB moved on since our
-    query (its version check; status updates do that all the time), start again from a
-    fresh query. True when something was written."""
-    last: CommandError | None = None
-    for _ in range(attempts):
-        live = query_cib(node)
-        candidate = edit(copy.deepcopy(live))
-        try:
-            return push(node, live, candidate, missing_stonith_ok=missing_stonith_ok)
-        except CommandError as err:
-            if err.argv[:2] != ["cibadmin", "--patch"]:
-                raise
-            last = err
-            time.sleep(0.2)
-    raise ApplyError(f"Pacemaker refused the CIB patch {attempts} times: {last}")
 
 
 # --- preview -----------------------------------------------------------------------------
@@ -416,48 +444,6 @@ def empty_cib(node: Node, nodes: dict[int, str]) -> ET.Element:
     assert nodes_el is not None
     for node_id, name in sorted(nodes.items()):
         ET.SubElement(nodes_el, "node", {"id": str(node_id), "uname": name})
-    return cib
-
-
-# --- cluster properties (crm_config) -----------------------------------------------------
-
-BOOTSTRAP_SET = "cib-bootstrap-options"
-PROPERTY_ID_PREFIX = "reconcile-"
-"""Properties reconcile set carry this id prefix (`reconcile-no-quorum-policy`): that is the
-ownership marker that lets a property removed from git be removed from the CIB, while a
-property an operator set with pcs or crm_attribute is never touched."""
-
-
-def observed_properties(crm_config: ET.Element, wanted: Sequence[str]) -> dict[str, str]:
-    """Values of the properties we manage: the ones wanted now and the ones we set before."""
-    out: dict[str, str] = {}
-    for nvset in crm_config.iter("cluster_property_set"):
-        if nvset.get("id") != BOOTSTRAP_SET:
-            continue
-        for nv in nvset.findall("nvpair"):
-            name = nv.get("name", "")
-            if name in wanted or nv.get("id", "").startswith(PROPERTY_ID_PREFIX):
-                out[name] = nv.get("value", "")
-    return out
-
-
-def set_properties(cib: ET.Element, desired: dict[str, str]) -> ET.Element:
-    """Edit crm_config: set `desired`, remove properties we set earlier and no longer want."""
-    crm_config = cib.find("configuration/crm_config")
-    assert crm_config is not None
-    nvset = next((s for s in crm_config.findall("cluster_property_set") if s.get("id") == BOOTSTRAP_SET), None)
-    if nvset is None:
-        nvset = ET.SubElement(crm_config, "cluster_property_set", {"id": BOOTSTRAP_SET})
-    existing = {nv.get("name"): nv for nv in nvset.findall("nvpair")}
-    for name, value in desired.items():
-        nv = existing.get(name)
-        if nv is None:
-            ET.SubElement(nvset, "nvpair", {"id": PROPERTY_ID_PREFIX + name, "name": name, "value": value})
-        elif nv.get("value") != value:
-            nv.set("value", value)
-    for name, nv in existing.items():
-        if name not in desired and nv.get("id", "").startswith(PROPERTY_ID_PREFIX):
-            nvset.remove(nv)
     return cib
 
 
