@@ -356,9 +356,11 @@ class KeepalivedReconciler(Reconciler):
             notes.append("addresses of both families: one VRRP instance per family "
                          f"({', '.join(i.name for i in self._instances_of(change.name))})")
         if not starts_at_boot(have.get("keepalived")):
-            notes += unit_notes(node, [UNIT], self.enforce)
-            if change.action == "update" and _boot_only(have, change.desired):
-                return notes  # keepalived is neither started nor reloaded: its unit is enabled (or held)
+            held = unit_notes(node, [UNIT], self.enforce)
+            notes += held
+            if change.action == "update" and _boot_only(have, change.desired) \
+                    or self.pid is None and any("operator's hold" in n for n in held):
+                return notes  # only enabled (no reload), or held: keepalived is not started
         # One start, reload or stop carries every change of the pass: said once for the node.
         if change.action == "delete" and len(self.config.sections) == 0:
             notes.append(NodeNote("nothing of keepalived is left on this node: keepalived will be stopped and its "
