@@ -60,8 +60,10 @@ ALLOW: dict[str, list[str]] = {
         r"^corosync -t -c /[A-Za-z0-9_./-]*reconcile-corosync-[A-Za-z0-9_]+/corosync\.conf$",
         # whether this node published the digest of its Corosync crypto settings (the reload barrier)
         r"^attrd_updater --query --all --name reconcile-corosync-crypto$",
-        # the Pacemaker guard's allowance: the trailers of the commit being applied
-        r"^git -C /[A-Za-z0-9_./@+-]+ log -1 --format=%\(trailers:key=Reconcile-Allow,valueonly\) [0-9a-f]{40}$",
+        # the Pacemaker guard's allowance: the trailers of the commit being applied (shlex.join
+        # quotes the --format argument: it has parentheses)
+        r"^git -C /[A-Za-z0-9_./@+-]+ log -1 (?P<t>'?)--format=%\(trailers:key=Reconcile-Allow,valueonly\)(?P=t)"
+        r" [0-9a-f]{40}$",
         # --- DomainJoin
         # the machine principal in the keytab; whether AD still accepts the membership
         r"^klist -k /[A-Za-z0-9_./-]+$",
