@@ -10,7 +10,7 @@
    anonymous memory (rss), tmpfs (shmem: the overlay's upper layer, /run, the journal) and
    the total charged, right after boot (Debian's services as installed: Corosync, Pacemaker,
    HAProxy, journald, logind, dbus) and, unless --no-converge, after the agent installed
-   as a service converged desired-state/ (with a DC, containers, a domain join).
+   as a service converged desired-state/ (with a DC, containers, a domain join, SFTP mounts).
 3. the first convergence itself: `reconcile agent install` on every node at once, to
    every agent ready at the tree's revision.
 
@@ -77,7 +77,8 @@ def bench_boot(nodes: int, rounds: int) -> None:
 
 
 def bench_converged(nodes: int) -> None:
-    with temporary_lab(nodes=nodes, domain_controller=True, systemd=True) as lab:
+    # sftp: desired-state/'s Mount examples need the lab's SFTP server and its secrets
+    with temporary_lab(nodes=nodes, domain_controller=True, systemd=True, sftp=True) as lab:
         work, origin = lab.shared / "repo", lab.shared / "origin.git"
         shutil.copytree(DEFAULT_REPO, work)
         env = {**os.environ, **GIT_ENV}
