@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark of the Mount kind on real FUSE mounts in a lab node (prints numbers).
 
-    .venv/bin/python bench/bench_mount.py [--kills 10]
+    .venv/bin/python bench/bench_mount.py [--kills 10] [--systemd]
 
 On a two-node lab with the SFTP server in lb2, lb1 mounts lb2's reports folder through
 rclone (/mnt/reports) and sshfs (/mnt/reports-sshfs), from desired-state/mounts.yaml.
+With --systemd the nodes boot systemd and the mounts are mount units (systemd runs the
+FUSE daemons through their mount helpers).
 
 1. mount from nothing: `reconcile apply` (wall, inside lb1) for the two mounts;
 2. plan with nothing to do: `reconcile --dry-run` (wall) and its observe time;
@@ -29,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.lab import temporary_lab  # noqa: E402
+from reconcilers.mount.fuse import DAEMONS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.test", "GIT_COMMITTER_NAME": "bench",
@@ -40,6 +43,7 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.test",
 KILL = r"""
 import json, os, signal, subprocess, sys, time
 point, n, mode, repo = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+DAEMONS = [d.encode() for d in sys.argv[5].split(",")]
 
 def daemon():
     for e in os.scandir("/proc"):
@@ -48,7 +52,7 @@ def daemon():
                 argv = open(f"/proc/{e.name}/cmdline", "rb").read().split(b"\0")
             except OSError:
                 continue
-            if os.path.basename(argv[0]) in (b"rclone", b"sshfs") and point.encode() in argv:
+            if os.path.basename(argv[0]) in DAEMONS and point.encode() in argv:
                 return int(e.name)
 
 def reads():
@@ -94,8 +98,10 @@ def timed(lab, *argv: str) -> tuple[float, subprocess.CompletedProcess]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=10, help="FUSE crashes per mount and per repairer")
+    p.add_argument("--systemd", action="store_true", help="nodes boot systemd: the mounts are mount units")
     args = p.parse_args()
-    with temporary_lab(nodes=2, sftp=True, prefix="bm") as lab:
+    daemons = ",".join(DAEMONS)
+    with temporary_lab(nodes=2, systemd=args.systemd, sftp=True, prefix="bm") as lab:
         repo = lab.shared / "repo"
         repo.mkdir()
         (repo / "mounts.yaml").write_text((ROOT / "desired-state" / "mounts.yaml").read_text())
@@ -117,7 +123,7 @@ def main() -> int:
               f"{statistics.median(observes) * 1000:.0f} ms median")
 
         for point in ("/mnt/reports", "/mnt/reports-sshfs"):
-            r = lab.exec("lb1", ["/usr/bin/python3", "-c", KILL, point, str(args.kills), "apply", str(repo)],
+            r = lab.exec("lb1", ["/usr/bin/python3", "-c", KILL, point, str(args.kills), "apply", str(repo), daemons],
                          timeout=900)
             print(f"FUSE daemon of {point} killed → readable again, by `reconcile apply`: {summary(json.loads(r.stdout))}")
 
@@ -131,8 +137,8 @@ def main() -> int:
                     raise SystemExit("the agent did not get ready")
                 time.sleep(0.2)
             for point in ("/mnt/reports", "/mnt/reports-sshfs"):
-                r = lab.exec("lb1", ["/usr/bin/python3", "-c", KILL, point, str(args.kills), "agent", str(repo)],
-                             timeout=900, check=False)
+                r = lab.exec("lb1", ["/usr/bin/python3", "-c", KILL, point, str(args.kills), "agent", str(repo),
+                                     daemons], timeout=900, check=False)
                 if r.returncode:
                     log.flush()
                     raise SystemExit(f"{r.stderr}\n--- agent log\n{(lab.shared / 'agent.log').read_text()[-4000:]}")

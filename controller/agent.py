@@ -49,6 +49,7 @@ from typing import Any, Callable
 
 from controller import status as agent_status
 from controller.engine import Engine, RunRecord
+from controller.journal import journal_handler
 from controller.loader import Tree, TreeError, load_tree
 from controller.metrics import AgentMetrics
 from controller.source import GitSource, Revision, SourceError, safe_url
@@ -456,7 +457,7 @@ class Agent:
         self.rejected[sha] = why
         if first:
             log.error("revision %s refused, nothing applied: %s%s", sha[:12], why.message,
-                      "".join(f"\n  {p}" for p in why.problems))
+                      "".join(f"\n  {p}" for p in why.problems), extra={"revision": sha, "status": why.reason})
             self.metrics.revision_failures.labels(reason=why.reason).inc()
         if record is None:  # a run's refusal is in its own history entry
             try:
@@ -548,10 +549,19 @@ class Agent:
             self.error = f"the last run is not recorded: {err}"
         self.metrics.run(record, trigger)
         self.metrics.in_backoff.set(len(self.backoff.objects))
-        level = logging.INFO if changed else logging.DEBUG
-        log.log(level, "revision %s (%s): %s in %.2fs%s", revision.sha[:12], trigger, record.result, record.seconds,
-                "".join(f"\n  {o.kind}/{o.name}: {o.status}" + (f" ({o.error})" if o.error else "")
-                        for o in record.objects if o.status != "in-sync"))
+        # An idle run is not worth a line, except one an operator asked for (SIGHUP,
+        # `systemctl reload`): they look for its outcome.
+        level = logging.INFO if changed or trigger == "signal" else logging.DEBUG
+        # One entry per run and one per object that did not stay in sync, each with the
+        # revision (and the object) as journal fields (controller/journal.py).
+        log.log(level, "revision %s (%s): %s in %.2fs", revision.sha[:12], trigger, record.result, record.seconds,
+                extra={"revision": revision.sha, "trigger": trigger, "status": record.result})
+        for o in record.objects:
+            if o.status != "in-sync":
+                log.log(logging.WARNING if o.status in ("failed", "not-converging") else level,
+                        "  %s/%s: %s%s", o.kind, o.name, o.status, f" ({o.error})" if o.error else "",
+                        extra={"revision": revision.sha, "object": f"{o.kind}/{o.name}", "status": o.status,
+                               "trigger": trigger})
         if engine is not None:
             self._ensure_watchers(engine)
         return record
@@ -732,6 +742,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["install"]:
+        from controller.service import main as install_main
+
+        return install_main(argv[1:])
     args = parser().parse_args(argv)
     from controller.identity import this_host
 
@@ -739,8 +755,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reconcile agent: the agent acts on this machine only: this host is {this_host()!r}, not "
               f"{args.node!r}", file=sys.stderr)
         return 1
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = logging.DEBUG if args.verbose else logging.INFO
+    journal = journal_handler()  # a systemd unit logging to the journal: structured entries
+    if journal is not None:
+        journal.setFormatter(logging.Formatter("%(message)s"))
+        logging.basicConfig(level=level, handlers=[journal])
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("git", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = Config(

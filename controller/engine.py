@@ -23,8 +23,8 @@ from controller.plan import _ABSENT, create_fields, diff_kind, field_changes, st
 from controller.state import Inventory, StateError, check_state
 from reconcilers import REGISTRY, NotInstalled, faults, reconciler_class
 from reconcilers.base import (
-    ApplyError, Change, CommandError, Deferred, Desired, Health, Interrupted, Node, NodeNote, PerObject, Reconciler,
-    UNFINISHED, Skipped, TempJournal,
+    ApplyError, Change, CommandError, Deferred, Desired, Health, Held, Interrupted, Node, NodeNote, PerObject,
+    Reconciler, UNFINISHED, Skipped, TempJournal,
 )
 
 log = logging.getLogger("reconcile")
@@ -672,7 +672,7 @@ class Engine:
         try:
             outcomes = rec.apply(group, self.node)
         except Exception as err:  # a reconciler's bug fails its batch, not the run
-            why = err if isinstance(err, (ApplyError, CommandError, OSError, ValueError)) else _internal(err)
+            why = err if isinstance(err, (ApplyError, CommandError, OSError, ValueError, Held)) else _internal(err)
             outcomes = {c.key: (why if isinstance(why, Exception) else ApplyError(why)) for c in group}
         finally:
             tk = f"apply.{_label(rec)}"
@@ -692,6 +692,8 @@ class Engine:
                 res.notes = res.notes + [f"not applied yet: {outcome}"]
             elif isinstance(outcome, Deferred):
                 res.status, res.notes = "deferred", res.notes + [str(outcome)]
+            elif isinstance(outcome, Held):  # the rest is applied; the node's operator holds this part back
+                res.status, res.notes = "pending", res.notes + [str(outcome)]
             elif isinstance(outcome, Interrupted):
                 res.status, res.error = "skipped", str(outcome)
             elif isinstance(outcome, (ApplyError, CommandError, OSError, ValueError)):
@@ -770,7 +772,7 @@ class Engine:
             return False
         manifest = self.tree.get(change.kind, change.name)
         policy = getattr(getattr(manifest, "metadata", None), "drift", "correct")
-        if policy == "correct":
+        if policy in ("correct", "enforce"):
             return False
         if policy == "warn":
             res.status = "pending"

@@ -780,10 +780,13 @@ class TreeView(Protocol):
         ...
 
 
-DriftPolicy = Literal["correct", "warn", "ignore"]
+DriftPolicy = Literal["correct", "warn", "ignore", "enforce"]
 """What the agent does when an object is changed outside git: `correct` puts it back (the
 default), `warn` reports it and leaves it, `ignore` leaves it and reports it in sync. A change
-in git is always applied, whatever the policy."""
+in git is always applied, whatever the policy. A service unit the node's operator masked, or
+disabled although its package enables it, is an operator's hold: reported (pending), not
+undone, except under `enforce`, which corrects like `correct` and also unmasks and enables
+the units the object needs."""
 
 
 class Metadata(Strict):
@@ -794,7 +797,9 @@ class Metadata(Strict):
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="Free-form key: value tags for "
                                                "people and tools; reconcile does not act on them.")
     drift: DriftPolicy = Field("correct", description="When the object is changed outside git: correct puts it "
-                               "back, warn reports it and leaves it, ignore leaves it and reports it in sync.")
+                               "back, warn reports it and leaves it, ignore leaves it and reports it in sync; "
+                               "enforce corrects it and also unmasks and enables the service units it needs "
+                               "that the node's operator masked or disabled (otherwise a hold, left so).")
 
 
 EVERY_NODE = "*"

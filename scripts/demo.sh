@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's main job (after scripts/install.sh): bring up a lab of real nodes on this
-# machine, show the plan for lb1 on the embedded desired-state/, apply it on every node
-# and print what now runs. Run as root. The lab stays up afterwards.
+# machine (lb1 and lb2 boot a real systemd with Debian's packages as installed, dc1 is a
+# Samba AD DC, lb2 serves SFTP for the Mount examples), show the plan for lb1 on the
+# embedded desired-state/, apply it on every node and print what now runs. Run as root.
+# The lab stays up afterwards.
 #
 # Only the lab itself must come up; every later step is shown whatever its exit code
 # (reconcile exits 2 while changes are pending or a kind's reconciler is not built yet,
@@ -35,11 +37,16 @@ if [[ ! -x $RECONCILE ]]; then
   exit 1
 fi
 
-step "reconcile lab up --nodes ${#NODES[@]} --domain-controller --sftp   (lab '$RECONCILE_LAB')"
-if ! "$RECONCILE" lab up --nodes "${#NODES[@]}" --domain-controller --sftp; then
+step "reconcile lab up --nodes ${#NODES[@]} --domain-controller --systemd --sftp   (lab '$RECONCILE_LAB')"
+if ! "$RECONCILE" lab up --nodes "${#NODES[@]}" --domain-controller --systemd --sftp; then
   echo "demo: the lab did not come up" >&2
   exit 1
 fi
+
+step "inside lb1, freshly booted: what the Debian packages started"
+shown node lb1 systemctl list-units --all --no-legend --plain --no-pager \
+  corosync.service pacemaker.service haproxy.service keepalived.service sssd.service
+shown node lb1 corosync-cmapctl -g totem.cluster_name
 
 step "inside lb1: reconcile --dry-run --node lb1 --repo desired-state"
 shown node lb1 reconcile --dry-run --node lb1 --repo desired-state
@@ -89,6 +96,8 @@ while chunk := s.recv(65536):
 print(out.decode().rstrip())
 '
 for n in "${NODES[@]}"; do
+  echo "--- $n: systemd: $(node "$n" systemctl is-system-running 2>&1);" \
+    "units: $(node "$n" systemctl is-active haproxy keepalived corosync pacemaker sssd | tr '\n' ' ')"
   echo "--- $n: HAProxy show servers state"
   shown node "$n" /usr/bin/python3 -c "$SHOW_SERVERS"
   echo "--- $n: lxc-ls -f"
@@ -101,8 +110,9 @@ for n in "${NODES[@]}"; do
   shown node "$n" timeout 20 adcli testjoin --domain=corp.example.test
 done
 
-step "lb2's reports folder on lb1, through rclone (sftp remote, password) and sshfs (key)"
-shown node lb1 sh -c 'grep -E " /mnt/" /proc/self/mountinfo | cut -d" " -f5,9,10; ls -l /mnt/reports /mnt/reports-sshfs'
+step "lb2's reports folder on lb1, through rclone (sftp remote, password) and sshfs (key), as mount units"
+shown node lb1 sh -c 'findmnt -n -R -o TARGET,FSTYPE,SOURCE /mnt; head -n1 /mnt/reports/README.txt /mnt/reports-sshfs/README.txt'
+shown node lb1 systemctl list-units --all --no-legend --plain --no-pager 'mnt-*'
 
 step "the lab stays up"
 "$RECONCILE" lab status

@@ -14,6 +14,10 @@ ALLOW: dict[str, list[str]] = {
     "exec": [
         # --- generic
         r"^(/usr/bin/)?(hostname|uname|id|cat /proc/)",
+        # where systemd runs the daemons: whether their units are active and enabled, one
+        # `systemctl show` for several (never start/stop/enable/reload)
+        r"^systemctl show --property=Id,LoadState,ActiveState,UnitFileState,UnitFilePreset --"
+        r"( [a-z0-9@-]+\.service)+$",
         # --- VirtualIP (keepalived)
         # keepalived's build-specific signal numbers, and `keepalived -t` on a temp file
         r"^keepalived --signum=JSON$",
@@ -54,12 +58,12 @@ ALLOW: dict[str, list[str]] = {
         r"^/usr/lib(exec)?/pacemaker/pacemaker-(schedulerd|controld|based) metadata$",
         # Corosync's own parser on a rendered corosync.conf in a temp folder
         r"^corosync -t -c /[A-Za-z0-9_./-]*reconcile-corosync-[A-Za-z0-9_]+/corosync\.conf$",
-        # the daemons' state where systemd runs them
-        r"^systemctl is-active corosync pacemaker corosync-qdevice$",
         # whether this node published the digest of its Corosync crypto settings (the reload barrier)
         r"^attrd_updater --query --all --name reconcile-corosync-crypto$",
-        # the Pacemaker guard's allowance: the trailers of the commit being applied
-        r"^git -C /[A-Za-z0-9_./@+-]+ log -1 --format=%\(trailers:key=Reconcile-Allow,valueonly\) [0-9a-f]{40}$",
+        # the Pacemaker guard's allowance: the trailers of the commit being applied (shlex.join
+        # quotes the --format argument: it has parentheses)
+        r"^git -C /[A-Za-z0-9_./@+-]+ log -1 (?P<t>'?)--format=%\(trailers:key=Reconcile-Allow,valueonly\)(?P=t)"
+        r" [0-9a-f]{40}$",
         # --- DomainJoin
         # the machine principal in the keytab; whether AD still accepts the membership
         r"^klist -k /[A-Za-z0-9_./-]+$",
@@ -78,8 +82,10 @@ ALLOW: dict[str, list[str]] = {
         # rclone as the native validator of remotes and mount flags
         r"^rclone config providers --config /dev/null$",
         r"^rclone mount --help --config /dev/null$",
-        # systemd's check of rendered mount/automount units in a temp folder
-        r"^systemd-analyze verify( /[A-Za-z0-9_./-]*reconcile-units-[A-Za-z0-9_]+/[A-Za-z0-9_.:\\-]+\.(auto)?mount)+$",
+        # systemd's check of rendered mount/automount units in a temp folder (a unit name
+        # with systemd's \x escapes is quoted by shlex.join)
+        r"^systemd-analyze verify( (?P<q>'?)/[A-Za-z0-9_./-]*reconcile-units-[A-Za-z0-9_]+/[A-Za-z0-9_.:\\-]+"
+        r"\.(auto)?mount(?P=q))+$",
     ],
     # health: ARP probes (sender address 0.0.0.0: no cache anywhere learns from them) for
     # floating addresses and the peers' own, on one interface: "IFACE ADDRESS..."

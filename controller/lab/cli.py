@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=2, help="number of nodes lb1..lbN (default 2)")
     up.add_argument("--domain-controller", action="store_true",
                     help=f"add {config.DC_NODE}, a Samba AD DC for {config.DOMAIN}")
+    up.add_argument("--systemd", action="store_true",
+                    help="nodes lb1..lbN boot a real systemd as PID 1 (LXC system containers over the host's "
+                         "file system), with the Debian packages' services as on a fresh install")
     up.add_argument("--sftp", action="store_true",
                     help=f"run an SFTP server (user {config.SFTP_USER}) in the last lb node, for the Mount examples")
     dn = named("down", "end every process of the lab, delete its namespaces and files; the shared folder "
@@ -59,7 +62,8 @@ def main(argv: list[str]) -> int:
         lab = Lab(args.name)
         if args.command == "up":
             started = time.monotonic()
-            lab.up(nodes=args.nodes, domain_controller=args.domain_controller, sftp=args.sftp)
+            lab.up(nodes=args.nodes, domain_controller=args.domain_controller, systemd=args.systemd,
+                   sftp=args.sftp)
             _print_status(lab.status())
             print(f"lab {lab.name!r} ready in {time.monotonic() - started:.1f}s; "
                   f"`reconcile lab exec --name {lab.name} lb1 -- CMD` enters a node, "
@@ -93,9 +97,13 @@ def main(argv: list[str]) -> int:
 
 def _print_status(status: dict) -> None:
     print(f"lab {status['name']} ({status['state']}), shared folder {status['shared']}")
-    print(f"  {'NODE':6} {'ADDRESS':12} {'PID':>8}  {'STATE':8} NETNS")
+    print(f"  {'NODE':6} {'ADDRESS':12} {'PID':>8}  {'STATE':8} {'INIT':8} NETNS")
     for n in status["nodes"]:
-        print(f"  {n['name']:6} {n['address']:12} {n['pid']:>8}  {'running' if n['alive'] else 'DEAD':8} {n['netns']}")
+        init = n.get("init", "holder")
+        if "bootSeconds" in n:
+            init += f" (booted in {n['bootSeconds']:.1f}s)"
+        print(f"  {n['name']:6} {n['address']:12} {n['pid']:>8}  {'running' if n['alive'] else 'DEAD':8} "
+              f"{init:8} {n['netns']}")
     dc = status.get("domain_controller")
     if dc is not None:
         says = ", ".join(f"{k} {'answers' if v else 'DOWN'}" for k, v in dc.items())

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from controller.lab import config
+from controller.lab import config, systemd_node
 from controller.lab.holder import OVERLAID
 
 HOLDER = Path(__file__).with_name("holder.py")
@@ -74,8 +74,9 @@ def _signal_command(nsenter_pid: int, sig: int) -> None:
 class Node:
     name: str
     address: str
-    pid: int = 0  # the node's PID 1 (its holder) as the host sees it
+    pid: int = 0  # the node's PID 1 (its holder, or systemd) as the host sees it
     start: int = 0  # its start time (/proc/PID/stat field 22): a reused PID does not match
+    init: str = "holder"  # holder (holder.py, no init system) | systemd (systemd_node.py)
 
     @property
     def alive(self) -> bool:
@@ -171,6 +172,11 @@ class Lab:
         """Host PID of the node's PID 1, for `nsenter -t PID -n -m -u -i -p`."""
         return self._node(node).pid
 
+    def init(self, node: str) -> str:
+        """What the node's PID 1 is: "systemd" (lab up with systemd=True, lb nodes) or
+        "holder" (an init-less node, holder.py)."""
+        return self._node(node).init
+
     def exists(self) -> bool:
         return (self.root / "lab.json").exists()
 
@@ -195,42 +201,63 @@ class Lab:
         raise LabError(f"lab {self.name!r} has no node {node!r} (nodes: {', '.join(self.nodes)})")
 
     # -- up and down -----------------------------------------------------------------------
-    def up(self, nodes: int = 2, domain_controller: bool = False, *, sftp: bool = False, ephemeral: bool = False,
-           timeout: float = 120.0) -> Lab:
+    def up(self, nodes: int = 2, domain_controller: bool = False, *, systemd: bool = False, sftp: bool = False,
+           ephemeral: bool = False, timeout: float = 120.0) -> Lab:
         """Build the lab from nothing (a stale lab of the same name is torn down first).
+        `systemd`: nodes lb1..lbN boot a real systemd (systemd_node.py); the DC does not.
         `sftp` starts an SFTP server in the last lb node (controller/lab/sftp.py).
         `ephemeral` marks a test's lab: `sweep_orphans` removes it once its owner is gone."""
         if not 1 <= nodes <= config.MAX_NODES:
             raise LabError(f"--nodes {nodes}: between 1 and {config.MAX_NODES}")
         self.down(purge=False)  # an operator's files in the shared folder survive a rebuild
-        names = [(f"lb{i}", config.lb_address(i)) for i in range(1, nodes + 1)]
+        init = "systemd" if systemd else "holder"
+        names = [(f"lb{i}", config.lb_address(i), init) for i in range(1, nodes + 1)]
         if domain_controller:
-            names.append((config.DC_NODE, config.DC_ADDRESS))
+            names.append((config.DC_NODE, config.DC_ADDRESS, "holder"))
         self.root.mkdir(parents=True, exist_ok=True)
         self._record = {
             "name": self.name, "state": "starting", "created": time.time(),
             "owner": {"pid": os.getpid(), "start": _proc_start(os.getpid())},
-            "ephemeral": ephemeral, "domain_controller": domain_controller,
-            "nodes": [asdict(Node(n, a)) for n, a in names],
+            "ephemeral": ephemeral, "domain_controller": domain_controller, "systemd": systemd,
+            "nodes": [asdict(Node(n, a, init=i)) for n, a, i in names],
         }
         if sftp:
             from controller.lab import sftp as sftp_server
 
-            self._record["sftp"] = sftp_server.server_node([n for n, _ in names])
+            self._record["sftp"] = sftp_server.server_node([n for n, _a, _i in names])
         self._save()  # first: a run killed from here on is found and cleaned by the next up
         try:
             self.shared.mkdir(exist_ok=True)
-            if sftp:
+            self._authkey = secrets.token_bytes(256)  # the lab's Corosync authkey, in every node
+            if sftp:  # first: every node's prepared files hold the server's host key
                 sftp_server.make_keys(self.root / "sftp")
+            booting = [n["name"] for n in self.record["nodes"] if n["init"] == "systemd"]
+            for node in booting:  # their network exists before they boot, as on a real host
+                _run(["ip", "netns", "add", self._netns(node)])
             self._start_nodes(timeout)
             self._wire()
+            started: dict[str, float] = {}
+            for node in booting:
+                systemd_node.prepare(self, node, self._node_files(node))
+                started[node] = time.monotonic()
+                systemd_node.start(self, node)  # returns at once; the node boots meanwhile
             self._record["state"] = "up"
             self._save()
             if domain_controller:
                 from controller.lab import dc
 
                 dc.start(self, timeout=timeout)
-            if sftp:
+            for n in self.record["nodes"]:
+                if n["init"] == "systemd":
+                    n["pid"] = systemd_node.init_pid(self, n["name"])
+                    n["start"] = _proc_start(n["pid"])
+                    self._save()
+            for node in booting:  # they boot in parallel: each was started above
+                # systemd's own figure (start of PID 1 to `running`): the wait above
+                # may include the DC's start
+                boot = systemd_node.wait_booted(self, node, timeout=max(timeout - (time.monotonic() - started[node]), 1))
+                self._record.setdefault("bootSeconds", {})[node] = round(boot, 2)
+            if sftp:  # after boot: the server may be a systemd node
                 sftp_server.start(self, self.root / "sftp")
             self._record["state"] = "ready"
             self._save()
@@ -241,11 +268,13 @@ class Lab:
 
     def down(self, purge: bool = True) -> None:
         """End every process of the lab, delete its namespaces and its folder. Idempotent;
-        only processes whose command line is this lab's node holder are signalled.
+        only processes whose command line is this lab's node holder, and those in this
+        lab's containers' control groups, are signalled.
 
         `purge=False` keeps the shared folder (an operator's repository, test output);
         `reconcile lab down` does that unless given --purge. A shared folder left empty
         goes anyway."""
+        systemd_node.stop_all(self)
         victims = self._holder_processes()
         for pid in victims:
             try:
@@ -326,8 +355,9 @@ class Lab:
                 pass
 
     def _start_nodes(self, timeout: float) -> None:
-        self._authkey = secrets.token_bytes(256)
-        for n in self.record["nodes"]:
+        """Start the holder (init-less) nodes and wait until each built its file system."""
+        holders = [n for n in self.record["nodes"] if n.get("init", "holder") == "holder"]
+        for n in holders:
             node_dir = self.root / "nodes" / n["name"]
             node_dir.mkdir(parents=True)
             self._prefill(node_dir, n["name"])
@@ -341,7 +371,7 @@ class Lab:
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True))  # survives the CLI process that ran `lab up`
         deadline = time.monotonic() + timeout
-        for n, wrapper in zip(self.record["nodes"], self._wrappers):
+        for n, wrapper in zip(holders, self._wrappers):
             node_dir = self.root / "nodes" / n["name"]
             while not (node_dir / "ready").exists():
                 if wrapper.poll() is not None or time.monotonic() > deadline:
@@ -359,7 +389,8 @@ class Lab:
         sw = ["link add br0 type bridge mcast_snooping 0", "link set lo up", "link set br0 up"]
         for n in self.record["nodes"]:
             ns = self._netns(n["name"])
-            _run(["ip", "netns", "attach", ns, str(n["pid"])])
+            if n.get("init", "holder") == "holder":  # a systemd node's namespace was made by name
+                _run(["ip", "netns", "attach", ns, str(n["pid"])])
             sw += [f"link add {n['name']} type veth peer name eth0 netns {ns}",
                    f"link set {n['name']} master br0", f"link set {n['name']} up"]
         _run(["ip", "-n", self.switch, "-batch", "-"], input="\n".join(sw) + "\n")
@@ -374,49 +405,54 @@ class Lab:
         upper = node_dir / "upper"
         for top in OVERLAID:
             _mkdir_like(upper / top.lstrip("/"), Path(top))
+        files = self._node_files(node)
+        # LXC makes a container's control groups relative to the caller's; this pattern puts
+        # them under reconcile-lab/<lab>/<node>/ so that down() finds and removes them.
+        files["/etc/lxc/lxc.conf"] = (
+            "# lab node: containers' control groups are removed by `reconcile lab down`\n"
+            f"lxc.cgroup.pattern = {CGROUP_DIR}/{self.name}/{node}/%n\n", 0o644)
+        for path, (text, mode) in files.items():
+            prefill_file(upper, path, text, mode, dir_mode=private_dir_mode(mode))
+
+    def _node_files(self, node: str) -> dict[str, tuple[str | bytes, int]]:
+        """The files that make a node itself: path → (text, mode)."""
         dc = bool(self.record["domain_controller"])
         hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         for n in self.record["nodes"]:
             names = f"{n['name']}.{config.DOMAIN} {n['name']}" if dc else n["name"]
             hosts.append(f"{n['address']}\t{names}")
         files = {
-            "/etc/hostname": node + "\n",
-            "/etc/hosts": "\n".join(hosts) + "\n",
-            "/etc/machine-id": secrets.token_hex(16) + "\n",
-            "/etc/resolv.conf": (
+            "/etc/hostname": (node + "\n", 0o644),
+            "/etc/hosts": ("\n".join(hosts) + "\n", 0o644),
+            "/etc/machine-id": (secrets.token_hex(16) + "\n", 0o444),
+            "/etc/resolv.conf": ((
                 f"search {config.DOMAIN}\nnameserver {config.DC_ADDRESS}\n" if dc else
                 "# lab without a DNS server: lookups fail at once\nnameserver 127.0.0.1\n"
-                "options timeout:1 attempts:1\n"),
+                "options timeout:1 attempts:1\n"), 0o644),
         }
-        # LXC makes a container's control groups relative to the caller's; this pattern puts
-        # them under reconcile-lab/<lab>/<node>/ so that down() finds and removes them.
-        files["/etc/lxc/lxc.conf"] = (
-            "# lab node: containers' control groups are removed by `reconcile lab down`\n"
-            f"lxc.cgroup.pattern = {CGROUP_DIR}/{self.name}/{node}/%n\n")
         if dc:
-            files["/etc/krb5.conf"] = KRB5_CONF
-        for path, text in files.items():
-            _prefill(upper, path, text, 0o644)
-        if dc:
-            _prefill(upper, config.JOIN_PASSWORD_FILE, config.ADMIN_PASSWORD, 0o600, dir_mode=0o700)
+            files["/etc/krb5.conf"] = (KRB5_CONF, 0o644)
+            files[config.JOIN_PASSWORD_FILE] = (config.ADMIN_PASSWORD, 0o600)
         # One Corosync authkey per lab, the same on every node (as an operator copies it):
         # the example Cluster encrypts its traffic with it.
-        _prefill(upper, config.COROSYNC_AUTHKEY_FILE, self._authkey, 0o400, dir_mode=0o700)
+        files[config.COROSYNC_AUTHKEY_FILE] = (self._authkey, 0o400)
         server = self.record.get("sftp")
-        if server:
+        if server:  # what a client of the lab's SFTP server needs (its key, the password, the host key)
             from controller.lab import sftp
 
             address = next(n["address"] for n in self.record["nodes"] if n["name"] == server)
-            for path, (text, mode) in sftp.client_files(self.root / "sftp", server, address).items():
-                _prefill(upper, path, text, mode, dir_mode=0o700 if path.startswith("/etc/reconcile") else 0o755)
+            files.update(sftp.client_files(self.root / "sftp", server, address))
+        return files
 
     # -- running things in nodes -----------------------------------------------------------
     def enter_argv(self, node: str, cwd: str = "/") -> list[str]:
-        """The argv prefix that runs a command in the node: nsenter into all its namespaces,
-        working in `cwd` (a folder as the node sees it)."""
+        """The argv prefix that runs a command in the node: nsenter into all its namespaces
+        (lxc-attach for a systemd node), working in `cwd` (a folder as the node sees it)."""
         n = self._node(node)
         if not n.alive:
-            raise LabError(f"lab {self.name!r}: node {node} is not running (holder {n.pid} gone)")
+            raise LabError(f"lab {self.name!r}: node {node} is not running (its init {n.pid} is gone)")
+        if n.init == "systemd":
+            return systemd_node.attach_argv(self, node, cwd)
         return ["nsenter", "-t", str(n.pid), "-n", "-m", "-u", "-i", "-p", f"--wd={cwd}", "--"]
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -490,8 +526,10 @@ class Lab:
         nodes = []
         for n in rec["nodes"]:
             node = Node(**n)
-            nodes.append({"name": node.name, "address": node.address, "pid": node.pid,
+            nodes.append({"name": node.name, "address": node.address, "pid": node.pid, "init": node.init,
                           "alive": node.alive, "netns": self._netns(node.name)})
+            if node.name in rec.get("bootSeconds", {}):
+                nodes[-1]["bootSeconds"] = rec["bootSeconds"][node.name]
         out: dict[str, Any] = {"name": self.name, "root": str(self.root), "state": rec["state"],
                                "shared": str(self.shared), "nodes": nodes}
         if rec.get("domain_controller"):
@@ -507,14 +545,14 @@ _counter = itertools.count(1)
 
 
 @contextlib.contextmanager
-def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, sftp: bool = False,
+def temporary_lab(nodes: int = 2, domain_controller: bool = False, *, systemd: bool = False, sftp: bool = False,
                   prefix: str = "t") -> Iterator[Lab]:
     """A lab under a name no other live process uses (`t<pid>-<n>`), torn down on exit
     even when the body fails. Marked ephemeral: if this process is killed,
     `sweep_orphans` (run by the test session) removes what it left."""
     lab = Lab(f"{prefix}{os.getpid()}-{next(_counter)}")
     try:
-        yield lab.up(nodes=nodes, domain_controller=domain_controller, sftp=sftp, ephemeral=True)
+        yield lab.up(nodes=nodes, domain_controller=domain_controller, systemd=systemd, sftp=sftp, ephemeral=True)
     finally:
         lab.down()
 
@@ -526,8 +564,13 @@ def reconcile(lab: Lab, node: str, *args: str, **kwargs: Any) -> subprocess.Comp
 
 def sweep_orphans(base: Path = config.LAB_BASE) -> list[str]:
     """Tear down ephemeral (test) labs whose owning process has ended, e.g. a killed
-    pytest run. Labs of live processes and labs made by `reconcile lab up` are kept."""
+    pytest run. Labs of live processes and labs made by `reconcile lab up` are kept.
+    systemd nodes outlive a killed run (their LXC monitors are re-parented to the host's
+    init): they go with their lab, and so do containers of labs whose record is gone."""
     removed = []
+    for name in systemd_node.unrecorded_labs(Path(base)):
+        Lab(name, base=Path(base)).down()
+        removed.append(name)
     for d in sorted(Path(base).glob("*/lab.json")):
         try:
             rec = json.loads(d.read_text())
@@ -559,7 +602,9 @@ def _mkdir_like(path: Path, like: Path, mode: int = 0o755) -> None:
         os.chmod(path, mode)
 
 
-def _prefill(upper: Path, path: str, text: str | bytes, mode: int, dir_mode: int = 0o755) -> None:
+def prefill_file(upper: Path, path: str, text: str | bytes, mode: int, dir_mode: int = 0o755) -> None:
+    """Write `path` (as the node sees it) into an upper layer or seed folder; the folders
+    above it take the mode and owner of the host's (overlayfs shows the upper's)."""
     parts = Path(path).parts[1:]
     for i in range(1, len(parts)):
         _mkdir_like(upper.joinpath(*parts[:i]), Path("/", *parts[:i]), dir_mode)
@@ -569,6 +614,11 @@ def _prefill(upper: Path, path: str, text: str | bytes, mode: int, dir_mode: int
     else:
         target.write_text(text)
     os.chmod(target, mode)
+
+
+def private_dir_mode(mode: int) -> int:
+    """The mode of the folders made above a prefilled file: private above a private file."""
+    return 0o700 if not mode & 0o077 else 0o755
 
 
 KRB5_CONF = f"""\

@@ -1,12 +1,20 @@
 """The lab's SFTP server (a lab started with sftp=True): sshd in the last lb node, SFTP only.
 
 A file server for the Mount examples and tests, as dc1 is the domain controller for the
-DomainJoin ones. The server node runs OpenSSH's sshd (Debian's package, started directly:
-the host never runs it) on its lab address only, with `ForceCommand internal-sftp` for
-one user, `files`, who logs in with a password or a key. Every node gets what a client of
-that server needs: the server's host key in /etc/ssh/ssh_known_hosts, the client key and
-the password in 0600 files at the paths the example manifests reference (lab fixtures,
-not secrets: the server exists only inside the lab).
+DomainJoin ones. The server node runs OpenSSH's sshd (Debian's package; the host never runs
+it) on its lab address only, with `ForceCommand internal-sftp` for one user, `files`, who
+logs in with a password or a key. Every node gets what a client of that server needs: the
+server's host key in /etc/ssh/ssh_known_hosts, the client key and the password in 0600
+files at the paths the example manifests reference (lab fixtures, not secrets: the server
+exists only inside the lab).
+
+How sshd runs depends on the node: an init-less node starts it directly (it detaches and
+logs to /var/log/sshd-sftp.log); a systemd node runs it as a unit of its own systemd,
+`reconcile-lab-sftp.service` (Type=notify, logs in the node's journal), so that nothing in
+the node runs outside a unit. Not Debian's ssh.service: the node masks it (the host enables
+it, and /etc/ssh/sshd_not_to_be_run, which keeps it from running on the host, is the host's
+file seen through the node's lower layer); the lab's unit has its own configuration and
+leaves both alone.
 
 The keys are made per lab with ssh-keygen, in the lab's folder on the host.
 """
@@ -23,6 +31,7 @@ if TYPE_CHECKING:
     from controller.lab.lab import Lab
 
 SSHD_DIR = "/etc/ssh/reconcile-lab-sftp"
+UNIT = "reconcile-lab-sftp.service"
 
 
 def server_node(nodes: list[str]) -> str:
@@ -65,6 +74,18 @@ def sshd_config(address: str) -> str:
     ])
 
 
+def unit(address: str) -> str:
+    """The server as a systemd service (on a systemd node), shaped like Debian's ssh.service."""
+    return "\n".join([
+        "# lab SFTP server (controller/lab/sftp.py), in a lab node only", "[Unit]",
+        f"Description=SFTP server of the lab for user {config.SFTP_USER} on {address}", "After=network.target", "",
+        "[Service]", "Type=notify", f"ExecStartPre=/usr/sbin/sshd -t -f {SSHD_DIR}/sshd_config",
+        f"ExecStart=/usr/sbin/sshd -D -f {SSHD_DIR}/sshd_config", "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure", "RuntimeDirectory=sshd", "RuntimeDirectoryMode=0755", "",
+        "[Install]", "WantedBy=multi-user.target", "",
+    ])
+
+
 def start(lab: Lab, folder: Path, timeout: float = 30.0) -> None:
     """Create the user and its folder, start sshd in the server node, wait until it answers."""
     node = server_node(lab.nodes)
@@ -79,7 +100,12 @@ def start(lab: Lab, folder: Path, timeout: float = 30.0) -> None:
     lab.exec(node, ["chmod", "700", f"{home}/.ssh"])
     lab.write_file(node, f"{SSHD_DIR}/host_key", (folder / "host_key").read_text(), mode=0o600)
     lab.write_file(node, f"{SSHD_DIR}/sshd_config", sshd_config(address), mode=0o644)
-    lab.exec(node, ["mkdir", "-p", "/run/sshd"])  # sshd's privilege separation folder
-    lab.exec(node, ["/usr/sbin/sshd", "-t", "-f", f"{SSHD_DIR}/sshd_config"])
-    lab.exec(node, ["/usr/sbin/sshd", "-f", f"{SSHD_DIR}/sshd_config", "-E", "/var/log/sshd-sftp.log"])
+    if lab.init(node) == "systemd":
+        lab.write_file(node, f"/etc/systemd/system/{UNIT}", unit(address), mode=0o644)
+        lab.exec(node, ["systemctl", "daemon-reload"])
+        lab.exec(node, ["systemctl", "enable", "--now", UNIT], timeout=timeout)  # returns once sshd is READY
+    else:
+        lab.exec(node, ["mkdir", "-p", "/run/sshd"])  # sshd's privilege separation folder
+        lab.exec(node, ["/usr/sbin/sshd", "-t", "-f", f"{SSHD_DIR}/sshd_config"])
+        lab.exec(node, ["/usr/sbin/sshd", "-f", f"{SSHD_DIR}/sshd_config", "-E", "/var/log/sshd-sftp.log"])
     lab.wait_tcp(node, address, 22, timeout=timeout)

@@ -1,12 +1,19 @@
 """sssd, the daemon: running, started after its configuration was last written, restarted
-at most once per pass. With systemd through systemctl; without it (lab nodes, plain
-containers) as a daemon of its own with its pid file."""
+at most once per pass. With systemd through systemctl, and started at boot (sssd.service
+enabled, as the package installs it; an operator's hold — masked, or disabled although the
+package enables it — is reported and left unless `metadata.drift: enforce`); without it
+(lab nodes, plain containers) as a daemon of its own with its pid file."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from reconcilers.base import ApplyError, Node, pid_alive, systemd_running, wait_until
+from reconcilers.base import (
+    ApplyError, Node, UnitState, boot_note, enable_unit, pid_alive, starts_at_boot, systemd_running, unit_states,
+    wait_until,
+)  # starts_at_boot: the reconciler asks it here, beside status()
+
+UNIT = "sssd.service"
 
 
 def process_start_time(pid: int) -> float | None:
@@ -21,8 +28,18 @@ def process_start_time(pid: int) -> float | None:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def status(pidfile: Path, conf: Path) -> str:
-    """running | stopped | stale: started before its configuration was last written."""
+def unit_state(node: Node) -> UnitState | None:
+    """sssd.service as systemd sees it (one read-only `systemctl show`); None without systemd."""
+    return unit_states(node, [UNIT])[UNIT] if systemd_running() else None
+
+
+def status(pidfile: Path, conf: Path, unit: UnitState | None = None) -> str:
+    """running | stopped | stale: started before its configuration was last written. With
+    systemd (`unit`), a unit that does not start at boot says so: "running" is all of it."""
+    return _process_status(pidfile, conf) + boot_note(unit)
+
+
+def _process_status(pidfile: Path, conf: Path) -> str:
     pid = pid_alive(pidfile)
     if pid is None:
         return "stopped"
@@ -37,11 +54,12 @@ def status(pidfile: Path, conf: Path) -> str:
     return "running"
 
 
-def restart(node: Node, pidfile: Path, flush_cache: bool) -> None:
-    """(Re)start sssd so it reads the current sssd.conf."""
+def restart(node: Node, pidfile: Path, flush_cache: bool, enforce: bool = False) -> None:
+    """(Re)start sssd so it reads the current sssd.conf. With systemd an operator's hold on
+    sssd.service raises Held before anything is restarted (base.enable_unit)."""
     if systemd_running():
-        node.run(["systemctl", "enable", "sssd"])
-        node.run(["systemctl", "restart", "sssd"])
+        enable(node, enforce)
+        node.run(["systemctl", "restart", UNIT])
     else:
         stop(node, pidfile)
         # --logger=files: without journald, sssd's default logger would drop everything
@@ -53,9 +71,18 @@ def restart(node: Node, pidfile: Path, flush_cache: bool) -> None:
         node.run(["sss_cache", "-E"], check=False)
 
 
+def enable(node: Node, enforce: bool = False) -> None:
+    """sssd.service starts at boot (systemd), unless the operator holds it (raises Held)."""
+    state = unit_state(node)
+    if state is not None:
+        enable_unit(node, state, enforce)
+
+
 def stop(node: Node, pidfile: Path) -> None:
     if systemd_running():
-        node.run(["systemctl", "disable", "--now", "sssd"], check=False)
+        # Stopped, not disabled: as the package leaves it, enabled and skipped at boot by
+        # its unit's condition once sssd.conf is gone (so a new join is not "held").
+        node.run(["systemctl", "stop", UNIT], check=False)
         return
     pid = pid_alive(pidfile)
     if pid is None:

@@ -33,6 +33,7 @@ class Paths:
     pam_session: Path = pam.SESSION
     sudoers_dir: Path = Path("/etc/sudoers.d")
     krb5_conf: Path = krb5.PATH
+    sssd_wants: Path = Path("/etc/systemd/system/sssd.service.wants")  # responder sockets enabled with sssd
 
     def sudoers(self, name: str) -> Path:
         # sudo skips files in sudoers.d whose name has a '.' or ends in '~': a DNS label has neither.

@@ -10,7 +10,11 @@ What one DomainJoin object is on a node:
 - its files, one artifact set (files.py): sssd.conf (0600, generated whole, with
   `realmd_tags` so `realm list` tells the truth), the sudo rules, /etc/krb5.conf when the
   manifest asks, the PAM line for home directories, `sss` in nsswitch.conf;
-- sssd itself, running and started after its configuration was last written.
+- sssd itself, running and started after its configuration was last written; under
+  systemd also started at boot (sssd.service enabled), and its sssd.conf leaves out of
+  `services` the responders the node starts from their sockets (Debian enables
+  sssd-nss.socket, sssd-pam.socket, … with sssd: listing them too makes those sockets
+  fail). Both are facts of the node, read by observe and apply: desired stays pure.
 
 A record of the join (domain, computer name, OU, the account and secret *reference* used,
 what was added to nsswitch.conf, whether the keytab existed before) is kept in the agent's
@@ -30,8 +34,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Desired, Health, HealthReport, Interrupted, Node,
-    Outcomes, Reconciler, Refusal, pid_alive, read_secret,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Desired, Health, HealthReport, Interrupted,
+    Node, Outcomes, Reconciler, Refusal, pid_alive, read_secret, systemd_running, unit_notes,
 )
 from reconcilers.domain import adcli, daemon, files, health, krb5, nsswitch, pam, sssd, sudoers
 from reconcilers.domain.files import Artifacts, Paths, read
@@ -47,13 +51,16 @@ class DomainJoinReconciler(Reconciler):
         self.paths = paths or Paths()
         self.wanted: dict[str, Artifacts] = {}
         self.tree: Any = None
+        self.enforce = False  # metadata.drift: enforce on a join here: unmask/enable sssd.service when held
 
     # --- desired -----------------------------------------------------------------------------
 
     def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         self.tree = tree
         out: dict[str, Desired] = {}
+        self.enforce = False
         for m in tree.on_node("DomainJoin", node.name):
+            self.enforce = self.enforce or m.metadata.drift == "enforce"
             a = files.render(m.metadata.name, m.spec, node.name)
             self.wanted[a.name] = a
             out[a.name] = Desired(a.state)
@@ -104,10 +111,14 @@ class DomainJoinReconciler(Reconciler):
             names |= {n for n, a in self.wanted.items() if a.spec.domain == member["domain"]}
         if not names:
             return {self.kind: {}}
-        return {self.kind: {name: self._observe_one(node, name, markers.get(name), member) for name in sorted(names)}}
+        systemd = systemd_running()
+        sockets = sssd.socket_activated(self.paths.sssd_wants) if systemd else frozenset()
+        unit = daemon.unit_state(node) if systemd else None
+        return {self.kind: {name: self._observe_one(node, name, markers.get(name), member, sockets, unit)
+                            for name in sorted(names)}}
 
-    def _observe_one(self, node: Node, name: str, marker: dict[str, Any] | None,
-                     member: dict[str, Any] | None) -> dict[str, Any]:
+    def _observe_one(self, node: Node, name: str, marker: dict[str, Any] | None, member: dict[str, Any] | None,
+                     sockets: frozenset[str] = frozenset(), unit: Any = None) -> dict[str, Any]:
         p = self.paths
         want = self.wanted.get(name)
         membership = None
@@ -122,7 +133,8 @@ class DomainJoinReconciler(Reconciler):
         if conf_text is not None:
             modes["sssd.conf"] = files.mode_of(p.sssd_conf)
             try:
-                conf = sssd.normalized(conf_text, self._secrets(node, want.spec) if want else {})
+                wanted = want.state["sssdConf"].get("sssd", {}).get("services") if want else None
+                conf = sssd.normalized(conf_text, self._secrets(node, want.spec) if want else {}, sockets, wanted)
             except sssd.IniError as err:
                 conf = f"(sssd cannot read it: {err})"
         rules: list[str] = []
@@ -147,7 +159,7 @@ class DomainJoinReconciler(Reconciler):
             "krb5Conf": kconf,
             "mkhomedir": mkhomedir,
             "nsswitch": ", ".join(sorted(db for db in nsswitch.NSS_DATABASES if "sss" in sources.get(db, []))),
-            "sssd": daemon.status(p.sssd_pid, p.sssd_conf),
+            "sssd": daemon.status(p.sssd_pid, p.sssd_conf, unit),
             "files": modes,
         }
 
@@ -220,10 +232,15 @@ class DomainJoinReconciler(Reconciler):
         if want.get("krb5Conf") and not have.get("krb5Conf") and read(self.paths.krb5_conf) is not None:
             notes.append(f"{self.paths.krb5_conf} is replaced; the one there now is kept aside and put back when "
                          "this DomainJoin goes")
+        held = []
+        if have and not daemon.starts_at_boot(have.get("sssd")):
+            held = unit_notes(node, [daemon.UNIT], self.enforce)
+        if any("operator's hold" in n for n in held):
+            return notes + held  # sssd is not restarted while its unit is held
         if have and (want.get("sssdConf") != have.get("sssdConf") or want.get("krb5Conf") != have.get("krb5Conf")
-                     or have.get("sssd") != "running"):
+                     or daemon.starts_at_boot(have.get("sssd")) and have.get("sssd") != "running"):
             notes.append("restart sssd (its configuration changes; no rejoin)")
-        return notes
+        return notes + held
 
     # --- health -------------------------------------------------------------------------------
 
@@ -279,7 +296,9 @@ class DomainJoinReconciler(Reconciler):
         if restart:
             try:
                 if any(restart) or daemon.status(self.paths.sssd_pid, self.paths.sssd_conf) != "running":
-                    daemon.restart(node, self.paths.sssd_pid, flush_cache=any(restart))
+                    daemon.restart(node, self.paths.sssd_pid, flush_cache=any(restart), enforce=self.enforce)
+                elif any(not daemon.starts_at_boot((c.observed or {}).get("sssd")) for c in changes):
+                    daemon.enable(node, self.enforce)  # running, but not started at boot
             except Exception as err:
                 for change in changes:
                     if change.action != "delete" and outcomes.get(change.key) is None:
@@ -295,8 +314,10 @@ class DomainJoinReconciler(Reconciler):
         password = read_secret(a.spec.password, node) if a.state["membership"] and \
             a.state["membership"] != have.get("membership") else None
         values = {(s, k): read_secret(ref, node) for s, k, ref in sssd.secret_options(a.spec)}
-        final = sssd.render_sssd_conf(a.name, a.spec, a.computer, secret=self._secret_value(values, a.spec))
-        problems = files.check(node, a, self.paths, sssd_conf=final if values else None)
+        sockets = sssd.socket_activated(self.paths.sssd_wants) if systemd_running() else frozenset()
+        final = sssd.render_sssd_conf(a.name, a.spec, a.computer, secret=self._secret_value(values, a.spec),
+                                      sockets=sockets)
+        problems = files.check(node, a, self.paths, sssd_conf=final if values or sockets else None)
         if problems:
             raise ApplyError("; ".join(problems))
         marker = self.read_markers(node).get(a.name) or {"name": a.name}

@@ -21,6 +21,10 @@ from reconcilers.base import GENERATED_HEADER, ApplyError, Node, UnsafeValue, on
 from schemas.common import SecretRef
 
 REALMD_TAGS = "manages-system joined-with-adcli"  # what `realm join` writes: `realm list` reads it
+# sssd's responders that Debian's package can start on demand from a socket unit
+# (sssd-nss.socket, …, enabled with sssd.service): one also listed in `services` makes its
+# socket fail to start (sssd already listens there) and the node `degraded`.
+SOCKET_RESPONDERS = ("nss", "pam", "sudo", "ssh", "pac", "autofs")
 RECOMMENDED = (("cache_credentials", "true"), ("krb5_store_password_if_offline", "true"),
                ("default_shell", "/bin/bash"))
 SECRET_PLACEHOLDER = "<secret: {}>"
@@ -185,13 +189,17 @@ def domain_options(spec: Any, computer: str) -> list[tuple[str, str | SecretRef]
     return out + list(extra.items())
 
 
-def sssd_sections(spec: Any, computer: str) -> list[tuple[str, list[tuple[str, Any]]]]:
+def sssd_sections(spec: Any, computer: str,
+                  sockets: frozenset[str] = frozenset()) -> list[tuple[str, list[tuple[str, Any]]]]:
     """Every section of the join's sssd.conf, in file order: [sssd], the service and other
-    sections of `options` in their order, the join's own domain section."""
+    sections of `options` in their order, the join's own domain section. `sockets`: the
+    responders the node starts from their socket units (a node fact, see
+    `socket_activated`): left out of `services` (and the line with them when none is left)."""
     own = spec.options.get("sssd", {})
-    main: list[tuple[str, Any]] = [("config_file_version", own.get("config_file_version", "2")),
-                                   ("services", own.get("services", "nss, pam")),
-                                   ("domains", spec.section_name())]
+    services = [s for s in split_list(str(own.get("services", "nss, pam"))) if s not in sockets]
+    main: list[tuple[str, Any]] = [("config_file_version", own.get("config_file_version", "2"))]
+    main += [("services", sssd_list(services))] if services else []
+    main += [("domains", spec.section_name())]
     main += [(k, v) for k, v in own.items() if k not in ("config_file_version", "services")]
     out = [("sssd", main)]
     for section, options in spec.options.items():
@@ -201,13 +209,15 @@ def sssd_sections(spec: Any, computer: str) -> list[tuple[str, list[tuple[str, A
     return out
 
 
-def render_sssd_conf(name: str, spec: Any, computer: str, secret: Any = None) -> str:
+def render_sssd_conf(name: str, spec: Any, computer: str, secret: Any = None,
+                     sockets: frozenset[str] = frozenset()) -> str:
     """The whole sssd.conf. A password option is written as `<secret: file:/path>` unless
-    `secret(ref)` gives its value (apply reads it then; plans never see it)."""
+    `secret(ref)` gives its value (apply reads it then; plans never see it). `desired`
+    renders it without `sockets` (pure); apply writes it for the node's own."""
     v = sssd_value
     lines = [f"# {GENERATED_HEADER}", f"# DomainJoin/{v(name)}: {v(spec.domain)}"
              + (f", computer account {v(computer)}$" if spec.joins() else "")]
-    for section, options in sssd_sections(spec, computer):
+    for section, options in sssd_sections(spec, computer, sockets):
         lines += ["", sssd_section(section)]
         for key, value in options:
             if isinstance(value, SecretRef):
@@ -225,11 +235,45 @@ def secret_options(spec: Any) -> list[tuple[str, str, SecretRef]]:
     return out
 
 
-def normalized(text: str, secrets: dict[tuple[str, str], str] | None = None) -> dict[str, dict[str, str]]:
+def socket_activated(wants: Path) -> frozenset[str]:
+    """The responders this node's systemd starts from their sockets: those whose
+    sssd-NAME.socket is enabled with sssd (a link in sssd.service.wants). A fact of the
+    node, read by observe and apply (desired stays pure); call it only under systemd."""
+    return frozenset(r for r in SOCKET_RESPONDERS if (wants / f"sssd-{r}.socket").exists())
+
+
+def effective_services(conf: dict[str, dict[str, str]], wanted: str | None, sockets: frozenset[str]) -> None:
+    """Put what serves the node in [sssd] `services`, as `desired` words it (`wanted`: its
+    list, without the node's sockets): the responders the file lists plus those of
+    `wanted` the node starts from sockets, so a file apply wrote for this node reads as
+    the desired one. A responder both listed and socket-activated is said so (drift)."""
+    main = conf.get("sssd")
+    if main is None:
+        return
+    listed = split_list(main.get("services", ""))
+    both = sorted(set(listed) & sockets)
+    if both:
+        main["services"] = f"{', '.join(listed)} (also started from sockets: {', '.join(both)}: those sockets fail)"
+        return
+    want = split_list(wanted or "")
+    served = [r for r in want if r in listed or r in sockets] + [r for r in listed if r not in want]
+    if served:
+        main["services"] = ", ".join(served)
+    else:
+        main.pop("services", None)
+
+
+def normalized(text: str, secrets: dict[tuple[str, str], str] | None = None,
+               sockets: frozenset[str] = frozenset(), wanted: str | None = None) -> dict[str, dict[str, str]]:
     """{section: {key: value}} of an sssd.conf for the plan; the values of password options
     (`secrets`: (section, key) → the referenced value, or "" when unreadable) become the
-    same token as in the desired rendering when they match, never the value itself."""
+    same token as in the desired rendering when they match, never the value itself.
+    `sockets`, `wanted`: see `effective_services`."""
     conf = as_dict(parse_ini(text))
+    if "services" in conf.get("sssd", {}):
+        conf["sssd"]["services"] = ", ".join(split_list(conf["sssd"]["services"]))
+    if sockets:
+        effective_services(conf, wanted, sockets)
     for (section, key), real in (secrets or {}).items():
         have = conf.get(section, {}).get(key)
         if have is not None and not have.startswith("<secret:"):
@@ -241,6 +285,8 @@ def normalized(text: str, secrets: dict[tuple[str, str], str] | None = None) -> 
 
 def desired_normalized(text: str, spec: Any) -> dict[str, dict[str, str]]:
     conf = as_dict(parse_ini(text))
+    if "services" in conf.get("sssd", {}):
+        conf["sssd"]["services"] = ", ".join(split_list(conf["sssd"]["services"]))
     for section, key, _ in secret_options(spec):
         if key in conf.get(section, {}):
             conf[section][key] = "<secret: in sync>"

@@ -94,6 +94,7 @@ class Snapshot:
     servers: dict[str, dict[str, RuntimeServer]] = field(default_factory=dict)
     frontends_stat: dict[str, ProxyStat] = field(default_factory=dict)
     backends_stat: dict[str, ProxyStat] = field(default_factory=dict)
+    units: dict[str, str] | None = None  # with systemd: {"haproxy": is-enabled}, shown on each Frontend
 
     def loaded(self, keyword: str, name: str) -> bool:
         """Whether the running HAProxy has this proxy (a section in the file that did not

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from reconcilers.base import (
-    ApplyError, AtomicWriter, CommandError, Key, Node, Refusal, native_check, pid_alive, systemd_running,
-    validated_temp, wait_until,
+    ApplyError, AtomicWriter, CommandError, Key, Node, Refusal, enable_unit, native_check, pid_alive, start_unit,
+    systemd_running, unit_field, unit_states, validated_temp, wait_until,
 )
 from reconcilers.haproxy.config import (
     ADMIN_SOCKET, BACKUP, CONFIG, KIND_OF, MASTER_SOCKET, PIDFILE, STATE_FILE, ConfigFile, SectionKey, parse_config,
@@ -32,6 +32,7 @@ from reconcilers.haproxy.runtime import MasterProc, RuntimeAPI, parse_servers_st
 
 
 NO_LISTENER = "will not start (no listener)"
+UNIT = "haproxy.service"
 # A server state file with no server in it (`show servers state` of an empty HAProxy).
 EMPTY_STATE = ("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
                "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
@@ -135,10 +136,11 @@ def state_file(text: str | None) -> Path:
 class HAProxy:
     """HAProxy on this node: observe it, check and install the file, start and reload it."""
 
-    def __init__(self, node: Node, config: Path = CONFIG, adopt: str | None = None):
+    def __init__(self, node: Node, config: Path = CONFIG, adopt: str | None = None, enforce: bool = False):
         self.node = node
         self.config = config
         self.adopt = adopt  # digest of a file the manifests were imported from: reconcile may take it over
+        self.enforce = enforce  # metadata.drift: enforce: unmask/enable a unit an operator held back
         self.api = RuntimeAPI(node)
         self.written_copy = Path(node.state_dir) / "haproxy" / "haproxy.cfg.written"
         self.loaded_copy = loaded_copy(node)
@@ -150,11 +152,12 @@ class HAProxy:
 
     def snapshot(self) -> Snapshot:
         file = parse_config(read_config(self.config))
+        units = unit_field(unit_states(self.node, [UNIT])) if systemd_running() else None
         if not self.running():
-            return Snapshot(file, False)
+            return Snapshot(file, False, units=units)
         servers = parse_servers_state(self.api.command("show servers state", read_only=True))
         frontends, backends = parse_stat(self.api.command("show stat -1 7 -1", read_only=True))
-        return Snapshot(file, True, servers, frontends, backends)
+        return Snapshot(file, True, servers, frontends, backends, units)
 
     def stat_rows(self) -> dict[str, dict[str, dict[str, str]]] | None:
         """`show stat` by proxy and row, for health; None when HAProxy does not run."""
@@ -258,13 +261,19 @@ class HAProxy:
         its admin socket."""
         self.node.runner.guard("write", [str(ADMIN_SOCKET.parent)], read_only=False)
         ADMIN_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-        if systemd_running():
-            self.node.run(["systemctl", "start", "haproxy"], timeout=60)
+        if systemd_running():  # an operator's hold on the unit raises Held (base.start_unit)
+            start_unit(self.node, UNIT, self.enforce)
         else:
             self.node.run(["haproxy", "-W", "-D", "-S", str(MASTER_SOCKET), "-p", str(PIDFILE), "-f", str(self.config)],
                           timeout=60, cwd="/")
         self._wait(self.running, 10.0, "HAProxy started but its admin socket did not answer")
         self._loaded()
+
+    def enable(self) -> None:
+        """Have haproxy.service start at boot (systemd), unless an operator holds it back
+        (raises Held, see base.enable_unit)."""
+        if systemd_running():
+            enable_unit(self.node, unit_states(self.node, [UNIT])[UNIT], self.enforce)
 
     def reload(self) -> None:
         """Hitless reload through the master: save the server state, ask the master to

@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    NODE, ApplyError, Change, Desired, Health, HealthReport, Key, Node, NodeNote, Outcomes, Reconciler, Refusal,
-    Skipped, install_batch,
+    NODE, ApplyError, Change, Desired, Health, HealthReport, Held, Key, Node, NodeNote, Outcomes, Reconciler, Refusal,
+    Skipped, install_batch, systemd_running, unit_notes,
 )
 from reconcilers.haproxy import files as managed
 from reconcilers.haproxy.config import KIND_OF, SECRET_MARK, ConfigFile, SectionKey, Sections, compose, line_changes, \
     sections_of
 from reconcilers.haproxy.health import backend_health, check_timing, checks_pending, frontend_health, haproxy_health
 from reconcilers.haproxy.parse import Snapshot
-from reconcilers.haproxy.process import HAProxy, Refused
+from reconcilers.haproxy.process import UNIT, HAProxy, Refused
 from reconcilers.haproxy.render import SecretLine
 from reconcilers.haproxy.runtime import REMOVE_WAIT, BackendPlan, Session, answer_ok, plan_backend
 from reconcilers.haproxy.state import Model, desired_state, observed_states
@@ -58,6 +58,7 @@ class HAProxyReconciler(Reconciler):
         self.ignored: dict[str, set[str]] = {}
         self._preview: tuple[str, list[str]] | None = None
         self.changed: dict[str, float] = {}  # backend → when this run changed it (monotonic), for health
+        self.enforce = False  # metadata.drift: enforce on an object here: unmask/enable haproxy.service
 
     # -- desired and observed
 
@@ -67,6 +68,9 @@ class HAProxyReconciler(Reconciler):
         out: dict[str, dict[str, Desired]] = {"HAProxy": {}, "Backend": {}, "Frontend": {}}
         shared = tuple(key for key in self.model.objects if key[0] == "HAProxy")
         backends = {name for kind, name in self.model.objects if kind == "Backend"}
+        self.enforce = any(m.metadata.drift == "enforce" for m in self.model.sources.values())
+        # With systemd each Frontend also says that HAProxy starts at boot.
+        units = {"units": {"haproxy": "enabled"}} if systemd_running() else {}
         for key, manifest in self.model.sources.items():
             kind, name = key
             state = desired_state(self.model, key)
@@ -80,6 +84,7 @@ class HAProxyReconciler(Reconciler):
                 named += [w[1] for line in state["lines"] if (w := words(line))[:1] in (["default_backend"], ["use_backend"])
                           and len(w) > 1 and "%[" not in w[1]]
                 depends += tuple(("Backend", b) for b in dict.fromkeys(named) if b in backends)
+                state = state | units
             out[kind][name] = Desired(state, ignore=ignore, depends=depends)
         return out
 
@@ -176,6 +181,12 @@ class HAProxyReconciler(Reconciler):
             plan = plan_backend(change.name, change.observed, change.desired or {}, self.ignored.get(change.name, set()))
             out = [f"reload HAProxy (hitless): {', '.join(plan.reload)}"] if plan.reload else []
             return notes + out + [f"runtime API, no reload: {op.server}: {op.describe()}" for op in plan.ops]
+        held = []
+        if change.kind == "Frontend" and systemd_running() and change.action != "delete" and \
+                (change.action == "create" or _units(change.observed) != _units(change.desired)):
+            held = unit_notes(node, [UNIT], self.enforce)  # masked or disabled: started, or held?
+            if change.action == "update" and not _needs_reload(self.model, change):
+                return notes + held  # only whether HAProxy starts at boot differs: no reload
         if change.action == "update" and not _needs_reload(self.model, change):
             return notes + ["runtime API, no reload"]
         if self._preview is None:  # one look for the whole plan
@@ -184,7 +195,7 @@ class HAProxyReconciler(Reconciler):
         # One reload (or start) loads every change of the pass: said once for the node.
         said = NodeNote("HAProxy will be reloaded (hitless) with the new configuration" if how == "reload"
                         else "HAProxy will be started (it does not run)")
-        return [*notes, said, *(NodeNote(f"HAProxy: {n}") for n in extra)]
+        return [*notes, said, *(NodeNote(f"HAProxy: {n}") for n in extra), *held]
 
     def _certificate_note(self, key: Key, path: str, node: Node) -> str:
         r = self.model.objects.get(key)
@@ -236,7 +247,7 @@ class HAProxyReconciler(Reconciler):
 
     def _haproxy(self, node: Node) -> HAProxy:
         labels = self.model.haproxy.metadata.labels if self.model.haproxy is not None else {}
-        return HAProxy(node, adopt=labels.get("imported-from"))
+        return HAProxy(node, adopt=labels.get("imported-from"), enforce=self.enforce)
 
     def apply(self, changes: list[Change], node: Node) -> Outcomes:
         now = time.monotonic()
@@ -276,11 +287,18 @@ class HAProxyReconciler(Reconciler):
                 elif any(c.desired is not None and c.kind != "HAProxy" for c in landed):
                     raise ApplyError("HAProxy is not started: it would have nothing to listen on "
                                      "(no Frontend lands on this node)")
-            except ApplyError as err:
+            except (ApplyError, Held) as err:
                 outcomes.update({c.key: err for c in landed})
             return outcomes
         outcomes.update(self._converge_running(haproxy, snap, landed, fill, node))
         record_runtime(node)
+        enabling = [c for c in landed if c.kind == "Frontend" and c.desired is not None and outcomes.get(c.key) is None
+                    and _units(c.observed) != _units(c.desired)]
+        if enabling:  # running, but not started at boot: enabled, unless an operator's hold
+            try:
+                haproxy.enable()
+            except (ApplyError, Held) as err:
+                outcomes.update({c.key: err for c in enabling})
         return outcomes
 
     def _converge_running(self, haproxy: HAProxy, snap: Snapshot, landed: list[Change], fill: Any,
@@ -483,9 +501,11 @@ def _show(field: str) -> str:
 
 def _needs_reload(model: Model, change: Change, ignore_servers: bool = False) -> bool:
     """Whether an update changes anything the runtime API cannot: any top-level field but
-    the runtime ones (servers, a certificate HAProxy has loaded, maps, ACL files)."""
+    the runtime ones (servers, a certificate HAProxy has loaded, maps, ACL files), and
+    but whether HAProxy starts at boot (`units`: systemctl enable, never a reload)."""
     have, want = change.observed or {}, change.desired or {}
     runtime = RUNTIME_KEYS[change.kind] if ignore_servers or change.kind != "Backend" else {"files"}
+    runtime = runtime | {"units"}
     if any(have.get(k) != want.get(k) for k in set(have) | set(want) if k not in runtime):
         return True
     r = model.objects.get(change.key)
@@ -595,3 +615,7 @@ class _StandIns:
         for tmp in self.temps:
             Path(tmp).unlink(missing_ok=True)
 
+
+def _units(state: dict[str, Any] | None) -> Any:
+    """A Frontend's `units` field (systemd: whether HAProxy starts at boot)."""
+    return (state or {}).get("units")

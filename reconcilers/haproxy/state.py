@@ -240,6 +240,8 @@ def observed_states(model: Model, snap: Snapshot, node: Node) -> dict[str, dict[
                 state[UNFINISHED] = RELOAD_PENDING
         if shared is not None:
             state["shared"] = shared
+        if kind == "Frontend" and snap.units is not None:
+            state["units"] = snap.units  # systemd: whether HAProxy starts at boot
         _files(state, model, key, node, running)
         out[kind][s.name] = state
     # Proxies that run but are not in the file: what runs is not what a restart would run.

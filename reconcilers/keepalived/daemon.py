@@ -14,14 +14,19 @@ Facts this module relies on (keepalived 2.2.7, Debian 12; see /work/shared/notes
   first without it, then with it), or it may end up configured on neither.
 - A `virtual_server` on a kernel without IPVS makes the checker process exit with a fatal
   error, and keepalived then stops altogether, VRRP included (`ipvs_available`).
-- With systemd as PID 1 the unit starts, reloads and stops it; elsewhere (containers, the
-  lab) keepalived daemonizes itself with the Debian unit's pid files and is signalled.
+- With systemd as PID 1 the unit starts, reloads and stops it, and is enabled (it starts at
+  boot, as the package installs it; a unit the operator masked, or disabled although the
+  package enables it, is their hold: `Held`, unless `metadata.drift: enforce`); elsewhere
+  (containers, the lab's init-less nodes) keepalived daemonizes itself with the Debian
+  unit's pid files and is signalled.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from reconcilers.base import ApplyError, CommandError, Node, pid_alive, systemd_running, wait_until
+from reconcilers.base import (
+    ApplyError, CommandError, Node, UnitState, pid_alive, start_unit, systemd_running, unit_states, wait_until,
+)
 from reconcilers.keepalived.model import Instance
 from reconcilers.keepalived.vrrp import RunningInstance, parse_json_dump
 
@@ -31,6 +36,7 @@ VRRP_PIDFILE = Path("/run/keepalived_vrrp.pid")
 CHECKERS_PIDFILE = Path("/run/keepalived_checkers.pid")
 JSON_DUMP = "/tmp/keepalived.json"
 IPVS_PROC = Path("/proc/net/ip_vs")
+UNIT = "keepalived.service"
 
 
 def read_config(path: Path = CONFIG) -> str | None:
@@ -64,6 +70,10 @@ class Keepalived:
 
     def pid(self) -> int | None:
         return pid_alive(PIDFILE)
+
+    def unit_state(self) -> UnitState | None:
+        """keepalived.service as systemd sees it (one read-only `systemctl show`); None without systemd."""
+        return unit_states(self.node, [UNIT])[UNIT] if systemd_running() else None
 
     # -- reading
 
@@ -110,8 +120,10 @@ class Keepalived:
 
     # -- changing
 
-    def start(self, vrrp: bool, timeout: float = 10.0) -> int:
-        """Start keepalived and wait until it runs (and, with VRRP instances, answers)."""
+    def start(self, vrrp: bool, timeout: float = 10.0, enforce: bool = False) -> int:
+        """Start keepalived and wait until it runs (and, with VRRP instances, answers). With
+        systemd its unit is enabled first: an operator's hold raises Held (base.start_unit)
+        and nothing is started, unless `enforce`."""
         # A VRRP process whose parent was killed is still sending its goodbye (priority 0)
         # and releasing its addresses; a new keepalived refuses to start next to it.
         orphan = pid_alive(VRRP_PIDFILE)
@@ -119,7 +131,7 @@ class Keepalived:
             raise ApplyError(f"the VRRP process of a previous keepalived (pid {orphan}) is still running "
                              "without its parent; end it, then apply again")
         if systemd_running():
-            self.node.run(["systemctl", "enable", "--now", "keepalived.service"])
+            start_unit(self.node, UNIT, enforce)
         else:
             # keepalived forks into the background itself and closes its output.
             self.node.run(["keepalived", "--use-file", str(CONFIG), "--pid", str(PIDFILE),
@@ -140,14 +152,14 @@ class Keepalived:
 
     def reload(self, pid: int) -> None:
         if systemd_running():
-            self.node.run(["systemctl", "reload", "keepalived.service"])
+            self.node.run(["systemctl", "reload", UNIT])
         else:
             self.node.run(["kill", "-s", "HUP", str(pid)])
 
     def stop(self, pid: int, timeout: float = 15.0) -> None:
         """Stop keepalived; it releases its addresses as it goes."""
         if systemd_running():
-            self.node.run(["systemctl", "stop", "keepalived.service"])
+            self.node.run(["systemctl", "stop", UNIT])
         else:
             self.node.run(["kill", "-s", "TERM", str(pid)])
         if not wait_until(lambda: self.pid() is None, timeout):

@@ -16,7 +16,12 @@ drift; what is drift besides the configuration:
 - the split-brain guard, `staleAddress`: an address of the file is on the node while
   keepalived is not running (it was killed and left it behind). Apply removes it once a
   peer's advert shows that the peer took it over (guard.py), then starts keepalived;
-- `vipPresentOnMaster: false`: keepalived says MASTER but an address is missing.
+- `vipPresentOnMaster: false`: keepalived says MASTER but an address is missing;
+- under systemd, keepalived.service not started at boot: the `keepalived` status says so
+  (base.boot_note; desired says plain `running` on every machine). Apply enables it, as the
+  package installs it, without a reload; a unit the operator masked, or disabled although
+  the package enables it, is their hold: reported, left so, the objects pending (`Held`),
+  unless a manifest of the node says `metadata.drift: enforce`.
 
 The programs keepalived would run and the files it would include need the node's policy
 (reconcilers/policy.py); a virtual server needs IPVS in the kernel (without it keepalived's checker
@@ -39,14 +44,17 @@ from typing import Any, Iterator
 
 import reconcilers
 from reconcilers.base import (
-    GENERATED_HEADER, NODE, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Health, HealthReport,
-    Key, Node, NodeNote, Outcomes, Reconciler, Refusal, Skipped, install_batch, read_secret,
+    ENABLED, GENERATED_HEADER, NODE, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Health,
+    HealthReport, Held, Key, Node, NodeNote, Outcomes, Reconciler, Refusal, Skipped, UnitState, boot_note, enable_unit,
+    install_batch, read_secret, starts_at_boot, unit_notes, without_boot_note,
 )
 from reconcilers import netprobe
 from reconcilers.keepalived import check, drain, guard
 from reconcilers.keepalived.drain import DrainResult
 from reconcilers.keepalived.conf import Rendered, Stmt, SyntaxProblem, parse, render_file
-from reconcilers.keepalived.daemon import CONFIG, IPVS_PROC, Keepalived, ipvs_available, read_config, signature
+from reconcilers.keepalived.daemon import (
+    CONFIG, IPVS_PROC, UNIT, Keepalived, ipvs_available, read_config, signature,
+)
 from reconcilers.keepalived.health import (
     addresses_health, daemon_health, keepalived_health, parse_ip_vs, service_key, virtual_server_health,
 )
@@ -127,12 +135,16 @@ class KeepalivedReconciler(Reconciler):
         self.dump: dict[str, RunningInstance] | None = None
         self.addrs: dict[str, set[str]] = {}
         self.elected_by = 0.0  # monotonic time by which the election after this instance's start/reload is due
+        self.unit: UnitState | None = None  # keepalived.service (systemd), as observed
+        self.enforce = False  # a manifest of this node says metadata.drift: enforce (unmask/enable the unit)
 
     # -- desired
 
     def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         self.tree = tree
         self.config = render_node(tree, node.name, node.state_dir, masked)
+        self.enforce = any(m.metadata.drift == "enforce" for kind in KINDS for m in tree.on_node(kind, node.name)
+                           if kind != "VirtualIP" or m.spec.manager == "keepalived")
         out: dict[str, dict[str, Desired]] = {k: {} for k in KINDS}
         # Without a Keepalived manifest, reconcile's own global settings are part of what
         # every VIP and virtual server of the node needs: their drift shows on each.
@@ -166,6 +178,7 @@ class KeepalivedReconciler(Reconciler):
         if self.dump is None and self.pid is not None and daemon.pid() is None:
             self.pid = None  # it was stopping: stopped, not hung
         self.addrs = guard.node_addresses(node)
+        self.unit = daemon.unit_state() if self.sections else None
         out: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in KINDS}
         defaults = state_of(self.sections.get(DEFAULTS, []), lambda _k, v: v)
         running = self.pid is not None
@@ -175,6 +188,7 @@ class KeepalivedReconciler(Reconciler):
             for kind, name in check.keys(who):
                 state: dict[str, Any] = {"config": config | defaults if kind != "Keepalived" else config} \
                     | runtime(kind, instances, running, self.dump, self.addrs)
+                state["keepalived"] += boot_note(self.unit)
                 if kind == "Keepalived":
                     state["files"] = observed_files()
                 out[kind][name] = state
@@ -341,6 +355,12 @@ class KeepalivedReconciler(Reconciler):
         if change.kind == "VirtualIP" and change.desired and len(self._instances_of(change.name)) > 1:
             notes.append("addresses of both families: one VRRP instance per family "
                          f"({', '.join(i.name for i in self._instances_of(change.name))})")
+        if not starts_at_boot(have.get("keepalived")):
+            held = unit_notes(node, [UNIT], self.enforce)
+            notes += held
+            if change.action == "update" and _boot_only(have, change.desired) \
+                    or self.pid is None and any("operator's hold" in n for n in held):
+                return notes  # only enabled (no reload), or held: keepalived is not started
         # One start, reload or stop carries every change of the pass: said once for the node.
         if change.action == "delete" and len(self.config.sections) == 0:
             notes.append(NodeNote("nothing of keepalived is left on this node: keepalived will be stopped and its "
@@ -509,7 +529,7 @@ class KeepalivedReconciler(Reconciler):
         if self.installed is not None:
             try:
                 self._activate(node, daemon, *self.installed)
-            except (ApplyError, CommandError, OSError) as err:
+            except (ApplyError, CommandError, OSError, Held) as err:
                 result = {k: (err if v is None else v) for k, v in result.items()}
         return outcomes | result
 
@@ -558,7 +578,7 @@ class KeepalivedReconciler(Reconciler):
         written = AtomicWriter(node).write(CONFIG, rendered.text, mode=0o600)
         (node.state_dir / "keepalived").mkdir(parents=True, exist_ok=True)
         if pid is None:
-            daemon.start(vrrp=bool(instances))
+            daemon.start(vrrp=bool(instances), enforce=self.enforce)
         elif written or not self._runs(instances):
             daemon.reload(pid)
         running = daemon.wait_loaded(instances)
@@ -567,6 +587,9 @@ class KeepalivedReconciler(Reconciler):
             # An election follows a start or reload: until it is due, health says so
             # rather than judging the addresses (`apply --wait` asks again on this instance).
             self.elected_by = time.monotonic() + max(master_down_seconds(i) for i in instances) + ELECTION_MARGIN
+        unit = daemon.unit_state()
+        if unit is not None and unit.enabled not in ENABLED:  # running, but not started at boot
+            enable_unit(node, unit, self.enforce)  # an operator's hold raises Held: the objects stay pending
 
     def _runs(self, instances: list[Instance]) -> bool:
         return self.dump is not None and set(self.dump) == {i.name for i in instances} \
@@ -619,6 +642,11 @@ class KeepalivedReconciler(Reconciler):
                 monitor.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 monitor.kill()
+
+
+def _boot_only(have: dict[str, Any], want: dict[str, Any] | None) -> bool:
+    """Whether the unit's boot setting is all an update changes."""
+    return {**have, "keepalived": without_boot_note(have.get("keepalived"))} == (want or {})
 
 
 def _without(text: str, moved: set[str]) -> str:

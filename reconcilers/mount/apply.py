@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from reconcilers.base import ApplyError, AtomicWriter, CommandError, Node, wait_until
+from reconcilers.base import ApplyError, AtomicWriter, CommandError, Node, unit_states, wait_until
 from reconcilers.mount import credentials, fuse
 from reconcilers.mount.model import (
     FSTYPES, KERNEL_FLAGS, Entry, Paths, desired_state, entry, flags_only, rclone_options, user_options,
@@ -201,7 +201,7 @@ def unmount(name: str, have: dict[str, Any] | None, node: Node, paths: Paths, sy
     lazy = (spec.onBusy if spec is not None else record.get("onBusy")) == "lazy"
     dead = (have or {}).get("state") == "dead"
     if record.get("systemd"):
-        notes += _remove_units(node, paths, path, lazy=lazy, dead=dead)
+        notes += _remove_units(node, paths, record, lazy=lazy, dead=dead)
     elif is_ours(record, _live(path), None):
         note = unmount_path(node, path, lazy=lazy, dead=dead)
         notes += [note] if note else []
@@ -222,8 +222,9 @@ def _mount_systemd(name: str, spec: MountSpec, e: Entry, have: dict[str, Any] | 
                    creds_changed: bool, node: Node, paths: Paths) -> list[str]:
     """Units that systemd mounts (and mounts again at boot); reconcile writes and starts them."""
     notes: list[str] = []
-    if record and record.get("path") != spec.path:  # moved: the old units go first
-        notes += _remove_units(node, paths, record["path"], lazy=record.get("onBusy") == "lazy",
+    moved = bool(record) and record.get("path") != spec.path
+    if moved:  # the old units go first (`have` describes the mount at the old path)
+        notes += _remove_units(node, paths, record, lazy=record.get("onBusy") == "lazy",
                                dead=(have or {}).get("state") == "dead")
     if spec.type == "rclone" and fuse.ensure_rclone_helper(node, paths.rclone_helper):
         notes.append(f"created rclone's mount helper {paths.rclone_helper}")
@@ -245,27 +246,33 @@ def _mount_systemd(name: str, spec: MountSpec, e: Entry, have: dict[str, Any] | 
         changed = True
     if changed:
         _systemctl(node, "daemon-reload")
-    created = make_mount_point(spec, node, record)
     mount_u = unit_name(spec.path, "mount")
-    state = (have or {}).get("state")
-    if state == "dead" or (state == "mounted" and (changed or creds_changed)):
-        if state == "dead":
-            unmount_path(node, spec.path, lazy=spec.onBusy == "lazy", dead=True)
-            notes.append("the FUSE daemon had gone: unmounted and mounted again")
-        else:
-            _systemctl(node, "restart", mount_u)
-    start = unit_name(spec.path, "automount") if auto else mount_u
-    if auto:  # the mount unit is started by its automount now, not at boot
-        node.run(["systemctl", "disable", mount_u], check=False, timeout=90)
-    _systemctl(node, "enable", start)  # comes back at boot
-    try:
-        node.run(["systemctl", "start", start], timeout=90)
-    except CommandError as err:
-        raise ApplyError(f"systemd could not mount {e.what} at {spec.path}: {fuse.describe_error(err)}") from None
+    state = (have or {}).get("state") if not moved else None
+    if state == "dead":
+        # first: the mount point of a dead FUSE mount cannot even be stat'ed (ENOTCONN).
+        # systemd still calls the unit mounted; once unmounted it is started again below.
+        unmount_path(node, spec.path, lazy=spec.onBusy == "lazy", dead=True)
+        notes.append("the FUSE daemon had gone: unmounted and mounted again")
+    created = make_mount_point(spec, node, record)
+    # Recorded before systemd is asked: units that then fail to start are still ours, and
+    # go with the manifest (enabled, they would try again at every boot).
     write_record(node, name, {
         "name": name, "path": spec.path, "type": spec.type, "source": e.source, "options": user_options(spec),
         "onBusy": spec.onBusy, "createdDir": created, "systemd": True, "units": sorted(units),
     })
+    if state == "mounted" and (changed or creds_changed):
+        _systemctl(node, "restart", mount_u)
+    start = unit_name(spec.path, "automount") if auto else mount_u
+    # `systemctl enable` reloads systemd (0.3 s) even for an enabled unit: only when needed
+    enabled = {u: s.enabled for u, s in unit_states(node, sorted({mount_u, start})).items()}
+    if auto and enabled.get(mount_u) == "enabled":  # its automount starts it now, not the boot
+        node.run(["systemctl", "disable", mount_u], check=False, timeout=90)
+    if enabled.get(start) != "enabled":
+        _systemctl(node, "enable", start)  # comes back at boot
+    try:
+        node.run(["systemctl", "start", start], timeout=90)
+    except CommandError as err:
+        raise ApplyError(f"systemd could not mount {e.what} at {spec.path}: {fuse.describe_error(err)}") from None
     return notes
 
 
@@ -291,18 +298,25 @@ def verify_units(node: Node, units: dict[str, str]) -> list[str]:
     return [line.replace(folder + "/", "") for line in (r.stderr or r.stdout).strip().splitlines()[:5]]
 
 
-def _remove_units(node: Node, paths: Paths, path: str, *, lazy: bool, dead: bool) -> list[str]:
+def _remove_units(node: Node, paths: Paths, record: dict[str, Any], *, lazy: bool, dead: bool) -> list[str]:
+    """Stop, disable and delete the units of the recorded mount. What is mounted at its path
+    is unmounted only when it is ours; stopping a mount unit unmounts whatever is mounted at
+    its path, so a foreign mount there keeps its place: our units are only disabled."""
     notes = []
     writer = AtomicWriter(node)
+    path, marker = record["path"], MARKER.format(name=record.get("name"))
+    live = _live(path)
+    ours = live is not None and is_ours(record, live, _read(paths.units / unit_name(path, "mount")))
     for suffix in ("automount", "mount"):
         unit = paths.units / unit_name(path, suffix)
         text = _read(unit)
-        if text is None or "# reconcile-managed: Mount/" not in text:
+        if text is None or marker not in text:
             continue
-        if suffix == "mount" and _live(path) is not None:
+        if suffix == "mount" and ours and _live(path) is not None:
             note = unmount_path(node, path, lazy=lazy, dead=dead)  # the same busy rule as without systemd
             notes += [note] if note else []
-        node.run(["systemctl", "disable", "--now", unit.name], check=False, timeout=90)
+        stop = ["--now"] if ours or live is None else []
+        node.run(["systemctl", "disable", *stop, unit.name], check=False, timeout=90)
         writer.remove(unit)
     _systemctl(node, "daemon-reload")
     return notes

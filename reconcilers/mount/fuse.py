@@ -107,6 +107,12 @@ def config_value(key: str, value: str) -> str:
 # --- daemons and the mount helper ------------------------------------------------------------
 
 
+# Program names of the processes that serve a FUSE mount: the tools run directly, and as the
+# mount helpers systemd's mount units run (mount(8) runs /sbin/mount.fuse.sshfs, which is
+# sshfs itself and keeps that name; rclone's helper runs `rclone mount` again).
+DAEMONS = ("rclone", "sshfs", "mount.rclone", "mount.sshfs", "mount.fuse.sshfs")
+
+
 def daemon_pids(paths: set[str]) -> dict[str, int]:
     """{mount point: PID} of the rclone / sshfs processes serving these mount points (the
     mount point is an argument of each). Read from /proc: no process is started."""
@@ -120,12 +126,18 @@ def daemon_pids(paths: set[str]) -> dict[str, int]:
             argv = Path(entry.path, "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if not argv or os.path.basename(argv[0]) not in ("rclone", "sshfs"):
-            continue
-        for a in argv[1:]:
-            if a in paths:
-                out[a] = int(entry.name)
+        path = served_path(argv, paths)
+        if path is not None:
+            out[path] = int(entry.name)
     return out
+
+
+def served_path(argv: list[str], paths: set[str]) -> str | None:
+    """The mount point of `paths` that a process with this argv serves, if it is a FUSE
+    daemon (see DAEMONS) of one of them."""
+    if not argv or os.path.basename(argv[0]) not in DAEMONS:
+        return None
+    return next((a for a in argv[1:] if a in paths), None)
 
 
 def ensure_rclone_helper(node: Node, link: Path) -> bool:

@@ -208,11 +208,16 @@ def kind_of(live: MountInfo, record: dict[str, Any] | None) -> str:
 
 def observed_state(want: dict[str, Any] | None, record: dict[str, Any] | None, live: MountInfo | None,
                    probe_: Probe | None, source_probe: Probe | None, ours: bool,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+                   extra: dict[str, Any] | None = None, units_left: bool = False) -> dict[str, Any] | None:
     """The normalized object for one mount, in `desired_state`'s shape; None when there is
     nothing to report (nothing mounted, no record, nothing desired). `extra` holds what the
-    caller compared itself (credentials, automount); only keys `want` has are reported."""
+    caller compared itself (credentials, automount); only keys `want` has are reported.
+    `units_left`: the mount's systemd units (reconcile's) are still in place."""
     path = (want or {}).get("path") or (record or {}).get("path")
+    if live is None and units_left and (want is None or want["state"] == "absent"):
+        # Nothing mounted (stopped by hand, failed to start), but our enabled units would
+        # mount it again at boot: not absent until they are gone.
+        return {"path": path, "state": "unmounted"}
     if live is None:
         # Nothing mounted: in sync for `absent`; for `mounted` a create (the engine tells
         # drift from a first mount by its inventory), and a record without a mount is done.
@@ -221,8 +226,11 @@ def observed_state(want: dict[str, Any] | None, record: dict[str, Any] | None, l
         return {"path": path, "state": "foreign", "type": kind_of(live, None), "source": live.source}
     if live.fstype == "autofs":
         # an automount not used yet: systemd mounts it on first access, with our unit's
-        # options (in sync as far as anyone can tell before it is mounted)
-        return {k: v for k, v in (want or {}).items()} or {"path": path, "state": "mounted"}
+        # options (in sync as far as anyone can tell before it is mounted); what reconcile
+        # compares itself (its units, the credentials) is compared all the same
+        state = dict(want) if want else {"path": path, "state": "mounted"}
+        state.update({k: v for k, v in (extra or {}).items() if want is not None and k in want})
+        return state
     kind = kind_of(live, record)
     state: dict[str, Any] = {"path": path, "state": "mounted", "type": kind,
                              "source": live.source, "readOnly": "ro" in live.flags}

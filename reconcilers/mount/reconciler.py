@@ -7,7 +7,7 @@ them.
 
 Observed object (the same shape `desired` builds, see model.desired_state)::
 
-    {"path": "/mnt/reports", "state": "mounted",      # | absent | dead | not-responding | foreign
+    {"path": "/mnt/reports", "state": "mounted",      # | absent | dead | not-responding | foreign | unmounted
      "type": "rclone", "source": "reports:reports", "readOnly": false,
      "options": ["vfs-cache-mode=writes"], "allowOther": false,
      "owner": "root", "group": "root", "mode": "0755",  # only when the manifest sets them
@@ -78,7 +78,9 @@ class MountReconciler(PerObject):
             where[name] = rec["path"] if rec else self.wanted[name]["path"]
         units = {name: self._unit(path) for name, path in where.items()} if self.systemd else {}
         ours = {n: is_ours(records.get(n), top.get(p), units.get(n)) for n, p in where.items()}
-        look = [p for n, p in where.items() if ours[n]]
+        # An armed automount (autofs on top) is not touched: stat would mount it, and a
+        # dry-run would then have mounted something.
+        look = [p for n, p in where.items() if ours[n] and top[p].fstype != "autofs"]
         look += [records[n]["source"] for n in look_bind(records, ours)]
         probes = probe(node, sorted(set(look)))
         out: dict[str, dict[str, Any]] = {}
@@ -88,7 +90,8 @@ class MountReconciler(PerObject):
                 live = None  # absent means "none of ours": a mount someone else made is theirs
             src = probes.get(rec["source"]) if rec and rec.get("type") == "bind" else None
             extra = self._extra(name, path, node) if ours[name] and want is not None else {}
-            state = observed_state(want, rec, live, probes.get(path), src, ours[name], extra)
+            left = bool(rec and rec.get("systemd") and f"Mount/{name}" in (units.get(name) or ""))
+            state = observed_state(want, rec, live, probes.get(path), src, ours[name], extra, units_left=left)
             if state is not None:
                 out[name] = state
         return {"Mount": out}

@@ -33,6 +33,13 @@ before pacemakerd starts (so a new cluster never runs a moment with stonith-enab
 anything but what git says); a node joining a running cluster takes the cluster's CIB.
 A node whose only cluster is the Debian packages' untouched one-node `debian` cluster has
 it replaced without a manual step; any other cluster reconcile did not write is refused.
+
+Under systemd, corosync and pacemaker also start at boot, as the packages install them: a
+unit that does not is drift, said in its daemon's status (`pacemaker: running
+(pacemaker.service is disabled …: not started at boot)`, base.boot_note; desired says plain
+`running` on every machine), and enabled by apply; an operator's hold (masked, or disabled
+although the package enables it) is reported and left, the Cluster pending (`Held`),
+unless the manifest says `metadata.drift: enforce`.
 """
 from __future__ import annotations
 
@@ -55,7 +62,7 @@ from typing import Any, Iterator
 
 from reconcilers.base import (
     GENERATED_HEADER, NODE, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, HealthReport, Node,
-    PerObject, Refusal, native_check, read_secret, wait_until,
+    PerObject, Refusal, boot_note, native_check, read_secret, starts_at_boot, unit_notes, wait_until,
 )
 from reconcilers.pacemaker import corosync, daemons, tools
 from reconcilers.pacemaker import health as pcmk_health
@@ -109,6 +116,7 @@ class ClusterReconciler(PerObject):
     def __init__(self) -> None:
         self._spec: dict[str, Any] = {}  # cluster name → spec, from desired()
         self._settings: dict[str, dict[str, Any]] = {}
+        self._enforce: dict[str, bool] = {}  # metadata.drift: enforce (unmask/enable held units)
 
     # --- desired -------------------------------------------------------------------------
 
@@ -119,6 +127,7 @@ class ClusterReconciler(PerObject):
             if spec.stack != "pacemaker":
                 continue  # a plain group of nodes: nothing runs for it
             name = cluster.metadata.name
+            self._enforce[name] = cluster.metadata.drift == "enforce"
             settings = corosync.corosync_settings(name, spec)
             self._spec[name], self._settings[name] = spec, settings
             state: dict[str, Any] = {"corosync": settings, "file": GENERATED}
@@ -155,8 +164,11 @@ class ClusterReconciler(PerObject):
         spec = self._spec.get(name)
         if spec is not None and spec.authkey is not None:
             state.update(self._observe_authkey(spec, node))
-        running = daemons.running(node)
-        state["daemons"] = {d: "running" if up else "stopped" for d, up in running.items()
+        units = daemons.units(node)  # systemd: one `systemctl show` says active and enabled
+        running = daemons.running(node, units)
+        state["daemons"] = {d: ("running" if up else "stopped")
+                            + (boot_note(units[d]) if units is not None and d in daemons.BOOT else "")
+                            for d, up in running.items()
                             if d != "qdevice" or up or (spec is not None and spec.quorum.device is not None)}
         if running["pacemaker"]:
             state["cryptoDigest"] = self._published(settings, node)
@@ -282,7 +294,9 @@ class ClusterReconciler(PerObject):
                          "stops it and puts its CIB aside in /var/lib/pacemaker/cib.debian-default")
         elif observed.get("file") == NOT_OURS or (change.action == "create" and COROSYNC_CONF.exists()):
             notes.append(f"replaces {COROSYNC_CONF}, which reconcile did not write")
-        running = (observed.get("daemons") or {}).get("corosync") == "running"
+        if not all(starts_at_boot(v) for v in (observed.get("daemons") or {}).values()):
+            notes += unit_notes(node, [f"{d}.service" for d in daemons.BOOT], self._enforce.get(change.name, False))
+        running = str((observed.get("daemons") or {}).get("corosync")).startswith("running")
         before, after = observed.get("corosync") or {}, (change.desired or {}).get("corosync") or {}
         if before:
             needs = corosync.needs(before, after, observed.get("authkey") == SECRET_DIFFERS)
@@ -298,6 +312,7 @@ class ClusterReconciler(PerObject):
         name = change.name
         spec = self._spec[name]
         settings = self._settings[name]
+        enforce = self._enforce.get(name, False)
         now = daemons.running(node)
         before = self._refuse_foreign(name, now, node)
         if before is None:
@@ -321,7 +336,7 @@ class ClusterReconciler(PerObject):
                     log.warning("Cluster %s: %s wait(s) for a %s of Corosync; reconcile does not restart it",
                                 name, ", ".join(needs[kind]), kind)
         else:
-            daemons.start_corosync(node)
+            daemons.start_corosync(node, enforce)
         if spec.quorum.device is not None and not daemons.running(node)["qdevice"]:
             daemons.start_qdevice(node)
         elif spec.quorum.device is None and now.get("qdevice"):
@@ -329,11 +344,12 @@ class ClusterReconciler(PerObject):
         started = False
         if not daemons.running(node)["pacemaker"]:
             self._seed_cib(spec, node)
-            daemons.start_pacemaker(node)
+            daemons.start_pacemaker(node, enforce)
             started = True
         # a Pacemaker just started takes a moment to run its attrd
         if not self._publish_key(crypto_digest, node) and started:
             wait_until(lambda: self._publish_key(crypto_digest, node), PUBLISH_WAIT_SECONDS, interval=0.5)
+        daemons.boot(node, enforce)  # running, but not started at boot: enabled, unless an operator's hold
 
     def _reload(self, name: str, node: Node, digest: str, needs: dict[str, list[str]]) -> None:
         """corosync-cfgtool -R (every node re-reads its file), after every online member

@@ -1,9 +1,11 @@
 """Corosync, corosync-qdevice and Pacemaker on this node: running?, start, stop, and the
 untouched default cluster a fresh Debian node comes with.
 
-With systemd as PID 1, the packages' units are used (`systemctl start corosync`, ...);
-without it (the lab's plain nodes, containers) the daemons are started directly, with
-the environment their units would give them.
+With systemd as PID 1, the packages' units are used (`systemctl start corosync`, ...), and
+corosync and pacemaker start at boot as the packages install them (`boot`; a unit the
+operator masked, or disabled although its package enables it, is their hold: `Held`,
+unless `metadata.drift: enforce`); without systemd (the lab's init-less nodes, containers)
+the daemons are started directly, with the environment their units would give them.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import shutil
 import time
 from pathlib import Path
 
-from reconcilers.base import ApplyError, Node, pid_alive, systemd_running, wait_until
+from reconcilers.base import (
+    ENABLED, ApplyError, Node, UnitState, enable_unit, pid_alive, start_unit, systemd_running, unit_states, wait_until,
+)
 from reconcilers.pacemaker import tools
 
 COROSYNC_CONF = Path("/etc/corosync/corosync.conf")
@@ -43,13 +47,33 @@ def _process_running(comm: str) -> bool:
     return False
 
 
-def running(node: Node) -> dict[str, bool]:
-    """Whether corosync, pacemaker and corosync-qdevice run on this node."""
-    if systemd_running():
-        result = node.run(["systemctl", "is-active", *UNITS.values()], read_only=True, check=False)
-        states = result.stdout.split()
-        return {d: states[i:i + 1] == ["active"] for i, d in enumerate(UNITS)}
+BOOT = ("corosync", "pacemaker")  # what the packages enable at install; qdevice is the cluster's choice
+
+
+def units(node: Node) -> dict[str, UnitState] | None:
+    """The daemons' units as systemd sees them (one read-only `systemctl show`), daemon →
+    state; None without systemd."""
+    if not systemd_running():
+        return None
+    states = unit_states(node, [f"{u}.service" for u in UNITS.values()])
+    return {d: states[f"{u}.service"] for d, u in UNITS.items()}
+
+
+def running(node: Node, states: dict[str, UnitState] | None = None) -> dict[str, bool]:
+    """Whether corosync, pacemaker and corosync-qdevice run on this node (`states`: from
+    `units`, when the caller asked systemd already)."""
+    states = states if states is not None else units(node)
+    if states is not None:
+        return {d: s.active in ("active", "reloading") for d, s in states.items()}
     return {d: pid_alive(PIDFILES[d]) is not None or _process_running(COMMS[d]) for d in UNITS}
+
+
+def boot(node: Node, enforce: bool) -> None:
+    """corosync and pacemaker start at boot, as the packages install them (systemd only):
+    an operator's hold raises Held, unless `enforce`."""
+    for daemon, state in (units(node) or {}).items():
+        if daemon in BOOT and state.enabled not in ENABLED:
+            enable_unit(node, state, enforce)
 
 
 def environment_file(path: Path) -> dict[str, str]:
@@ -66,9 +90,9 @@ def environment_file(path: Path) -> dict[str, str]:
     return env
 
 
-def start_corosync(node: Node) -> None:
+def start_corosync(node: Node, enforce: bool = False) -> None:
     if systemd_running():
-        node.run(["systemctl", "start", "corosync"], timeout=60)
+        start_unit(node, "corosync.service", enforce)  # enabled first: an operator's hold raises Held
     else:
         node.run(["corosync"], timeout=60)  # forks into the background, writes /run/corosync.pid
 
@@ -106,9 +130,9 @@ def stop_qdevice(node: Node) -> None:
         wait_until(lambda: pid_alive(QDEVICE_PIDFILE) is None, 30)
 
 
-def start_pacemaker(node: Node) -> None:
+def start_pacemaker(node: Node, enforce: bool = False) -> None:
     if systemd_running():
-        node.run(["systemctl", "start", "pacemaker"], timeout=120)
+        start_unit(node, "pacemaker.service", enforce, timeout=120)
         return
     # pacemakerd always stays in the foreground: start-stop-daemon detaches it, with
     # the environment systemd would give it from /etc/default/pacemaker.

@@ -8,6 +8,7 @@ crash are printed (run with -s to see them); bench/bench_mount.py measures them 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import pytest
 
 from controller.cli import DEFAULT_REPO
 from controller.lab import SFTP_KEY_FILE, SFTP_PASSWORD, Lab, temporary_lab
+from reconcilers.mount.fuse import DAEMONS
 from tests.lab.sampling import CmdlineWatcher
 from tests.readonly_allowlist import allowed
 
@@ -80,12 +82,13 @@ def mounted(lab: Lab) -> dict[str, str]:
 
 
 def daemons(lab: Lab) -> dict[str, int]:
-    """{mount point: PID in lb1} of the rclone and sshfs processes."""
+    """{mount point: PID in lb1} of the rclone and sshfs processes (run directly, or as the
+    mount helpers of systemd's mount units)."""
     out = {}
     for line in sh(lab, "ps -eo pid=,args=").splitlines():
         pid, _, args = line.strip().partition(" ")
         argv = args.split()
-        if argv and os.path.basename(argv[0]) in ("rclone", "sshfs"):
+        if argv and os.path.basename(argv[0]) in DAEMONS:
             for point in MOUNTS:
                 if point in argv:
                     out[point] = int(pid)
@@ -168,9 +171,9 @@ def test_rclone_and_sshfs_mounts_come_up_and_never_expose_the_password_or_key(la
     assert lab.reconcile("lb1", "--dry-run", "--repo", repo).returncode == 0
 
 
-def test_a_killed_fuse_daemon_is_remounted_by_the_next_apply(lab):
-    converge(lab)
-    repo = example(lab)
+def kill_then_apply(lab: Lab, repo: str) -> tuple[dict[str, int], float]:
+    """Kill both FUSE daemons: the plan names both mounts dead, an apply mounts them again.
+    Returns the old daemons and the seconds the apply took."""
     old = daemons(lab)
     sh(lab, f"kill -9 {old['/mnt/reports']} {old['/mnt/reports-sshfs']}")
     gone = sh(lab, "ls /mnt/reports 2>&1", check=False)
@@ -181,51 +184,62 @@ def test_a_killed_fuse_daemon_is_remounted_by_the_next_apply(lab):
     run = apply(lab, repo)
     took = time.monotonic() - started
     assert "Result: 2 drift-corrected" in run.stdout, run.stdout
-    assert readable(lab) and set(daemons(lab)) == set(MOUNTS)
+    assert readable(lab)
+    return old, took
+
+
+def test_a_killed_fuse_daemon_is_remounted_by_the_next_apply(lab):
+    converge(lab)
+    _old, took = kill_then_apply(lab, example(lab))
+    assert set(daemons(lab)) == set(MOUNTS)
     print(f"\nremount of 2 dead FUSE mounts by `reconcile apply`: {took:.2f} s (wall, CLI in the node)")
+
+
+@contextlib.contextmanager
+def agent(lab: Lab) -> Iterator[Path]:
+    """`reconcile agent` in lb1 following a local repository of the example, ready; its log."""
+    work = lab.shared / "agent-repo"
+    work.mkdir(exist_ok=True)
+    (work / "mounts.yaml").write_text(EXAMPLE)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "mounts"]):
+        subprocess.run(["git", *args], cwd=work, check=True, capture_output=True, env={**os.environ, **GIT_ENV})
+    log_path = lab.shared / "agent.log"
+    log = open(log_path, "w")
+    proc = lab.popen("lb1", ["reconcile", "agent", "--repo", str(work), "--resync", "10m"], stdout=log,
+                     stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while '"ready": true' not in sh(lab, "reconcile status -o json", check=False):
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.1)
+        yield log_path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+
+
+def kill_until_back(lab: Lab, point: str, log: Path, quiet: float = 1.5) -> float:
+    """Kill the FUSE daemon of `point` after `quiet` seconds (the agent runs a drift event at
+    once); seconds until the mount reads again through a new daemon."""
+    pid = daemons(lab)[point]
+    time.sleep(quiet)
+    started = time.monotonic()
+    sh(lab, f"kill -9 {pid}")
+    while not (readable(lab) and daemons(lab).get(point, pid) != pid):
+        assert time.monotonic() - started < 30, log.read_text()[-3000:]
+        time.sleep(0.02)
+    return time.monotonic() - started
 
 
 def test_the_agent_remounts_a_killed_fuse_daemon_at_once(lab):
     converge(lab)
-    work = lab.shared / "agent-repo"
-    work.mkdir(exist_ok=True)
-    (work / "mounts.yaml").write_text(EXAMPLE)
-    git = lambda *a: subprocess.run(["git", *a], cwd=work, check=True, capture_output=True,  # noqa: E731
-                                    env={**os.environ, **GIT_ENV})
-    git("init", "-q", "-b", "main")
-    git("add", "-A")
-    git("commit", "-q", "-m", "mounts")
-    log = open(lab.shared / "agent.log", "w")
-    agent = lab.popen("lb1", ["reconcile", "agent", "--repo", str(work), "--resync", "10m"], stdout=log,
-                      stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while '"ready": true' not in sh(lab, "reconcile status -o json", check=False):
-            assert time.monotonic() < deadline, (lab.shared / "agent.log").read_text()[-3000:]
-            time.sleep(0.1)
-        took = []
-        for point in MOUNTS:
-            pid = daemons(lab)[point]
-            time.sleep(1.5)  # a quiet second: the agent runs a drift event at once
-            started = time.monotonic()
-            sh(lab, f"kill -9 {pid}")
-            while not (readable(lab) and daemons(lab).get(point, pid) != pid):
-                assert time.monotonic() - started < 30, (lab.shared / "agent.log").read_text()[-3000:]
-                time.sleep(0.02)
-            took.append(time.monotonic() - started)
+    with agent(lab) as log:
+        took = [kill_until_back(lab, point, log) for point in MOUNTS]
         print(f"\nagent: FUSE daemon killed → mount readable again: rclone {took[0]:.2f} s, sshfs {took[1]:.2f} s")
         # killed again at once, before the agent could follow the new daemon: still seen
         for point in MOUNTS:
-            pid = daemons(lab)[point]
-            sh(lab, f"kill -9 {pid}")
-            started = time.monotonic()
-            while not (readable(lab) and daemons(lab).get(point, pid) != pid):
-                assert time.monotonic() - started < 30, (lab.shared / "agent.log").read_text()[-3000:]
-                time.sleep(0.02)
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(30)
-        log.close()
+            kill_until_back(lab, point, log, quiet=0)
 
 
 def test_other_options_are_drift_and_are_repaired(lab):

@@ -190,7 +190,7 @@ def test_drift_policy_is_validated_with_file_line_and_field(env, tmp_path):
         load_tree(tmp_path / "repo")
     (problem,) = err.value.problems
     assert (problem.file, problem.line, problem.field) == ("lb.yaml", 4, "metadata.drift")
-    assert "'correct', 'warn' or 'ignore'" in problem.message
+    assert "'correct', 'warn', 'ignore' or 'enforce'" in problem.message
 
 
 def test_history_collapses_identical_idle_runs_but_keeps_every_change(tmp_path):

@@ -209,7 +209,8 @@ def test_observe_reads_the_file_and_says_whether_it_is_ours(tmp_path, monkeypatc
     node = Node("lb1", Runner(dry_run=True))
     conf = tmp_path / "corosync.conf"
     monkeypatch.setattr(cluster_mod, "COROSYNC_CONF", conf)
-    monkeypatch.setattr(daemons, "running", lambda node: {"corosync": False, "pacemaker": False, "qdevice": False})
+    monkeypatch.setattr(daemons, "running",
+                        lambda node, states=None: {"corosync": False, "pacemaker": False, "qdevice": False})
     monkeypatch.setattr(daemons, "untouched_default", lambda node: False)
     assert rec.observe(node) == {"Cluster": {}}
     conf.write_text(rec._render("web"))
@@ -292,3 +293,28 @@ def test_a_node_republishes_its_crypto_digest_only_when_another_node_waits_for_i
     assert published(settings, node(("lb1", mine), ("lb2", "0" * 16))) == "not published"
     assert published(settings, node()) == "published"  # made by hand: nobody waits
     assert published(settings, node(("lb1", "f" * 16))) == "published"  # lb1 has other settings: lb1's change
+
+
+def test_under_systemd_a_daemon_not_started_at_boot_is_drift_and_desired_stays_the_same_everywhere(tmp_path, monkeypatch):
+    """The units' boot setting is a node fact observe reads (one `systemctl show`): desired
+    says plain `running` whatever machine computes it."""
+    from reconcilers.base import UnitState
+
+    rec, want = desired(tmp_path)
+    node = Node("lb1", Runner(dry_run=True))
+    conf = tmp_path / "corosync.conf"
+    conf.write_text(rec._render("web"))
+    monkeypatch.setattr(cluster_mod, "COROSYNC_CONF", conf)
+    monkeypatch.setattr(cluster_mod, "AUTHKEY", tmp_path / "authkey")
+    monkeypatch.setattr(cluster_mod.ClusterReconciler, "_published", staticmethod(lambda settings, node: "published"))
+    states = {"corosync": UnitState("corosync.service", "loaded", "active", "enabled", "enabled"),
+              "pacemaker": UnitState("pacemaker.service", "loaded", "active", "disabled", "enabled"),
+              "qdevice": UnitState("corosync-qdevice.service", "loaded", "inactive", "disabled", "enabled")}
+    monkeypatch.setattr(daemons, "units", lambda node: states)
+    observed = rec.observe(node)["Cluster"]["web"]
+    assert observed["daemons"] == {
+        "corosync": "running",
+        "pacemaker": "running (pacemaker.service is disabled on this node (its package enables it): not started at boot)"}
+    assert want["web"]["daemons"] == {"corosync": "running", "pacemaker": "running"}
+    states["pacemaker"] = UnitState("pacemaker.service", "loaded", "active", "enabled", "enabled")
+    assert rec.observe(node)["Cluster"]["web"]["daemons"] == want["web"]["daemons"]

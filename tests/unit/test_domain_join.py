@@ -4,6 +4,7 @@ validators (visudo, sssctl) on temp files, and schema errors through the loader.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -12,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from controller.loader import TreeError, load_tree
-from reconcilers.base import GENERATED_HEADER, ApplyError, Change, Node, Runner
+from reconcilers.base import GENERATED_HEADER, ApplyError, Change, Node, Runner, UnitState
 from reconcilers.domain import files
 from reconcilers.domain.adcli import keys_accepted, kinit_argv, membership_accepted, parse_keytab_list
 from reconcilers.domain.files import Paths
 from reconcilers.domain.nsswitch import nsswitch_add_sss, nsswitch_remove_sss, nsswitch_sources
 from reconcilers.domain.pam import pam_with_block, pam_without_block, parse_pam_block
 from reconcilers.domain.reconciler import DomainJoinReconciler
+from reconcilers.domain import daemon, sssd
 from reconcilers.domain.sssd import check_sssd_conf
 from reconcilers.domain.sudoers import check_sudoers, parse_rules, render_sudoers, sudoers_escape, sudoers_unescape
 from tests.readonly_allowlist import allowed
@@ -440,3 +442,70 @@ def test_a_damaged_record_of_the_join_is_an_error_naming_it_never_skipped(tmp_pa
     with pytest.raises(ApplyError, match=rf"{marker}: (cannot be read|is damaged).*move it aside"):
         rec.observe(n)
     assert n.runner.records == []
+
+
+# --- sssd's responders and its unit under systemd --------------------------------------------
+
+
+def test_sssd_conf_leaves_out_the_responders_the_node_starts_from_their_sockets(tmp_path, paths):
+    """Debian enables sssd-nss.socket, sssd-pam.socket, … with sssd: a responder listed in
+    `services` as well makes its socket fail (the node is `degraded`)."""
+    rec, _ = planned(tmp_path, paths)
+    a = rec.wanted["corp"]
+    assert "services = nss, pam\n" in a.sssd_conf  # desired: pure, the same on every machine
+    wants = tmp_path / "sssd.service.wants"
+    wants.mkdir()
+    (wants / "sssd-nss.socket").symlink_to("/lib/systemd/system/sssd-nss.socket")
+    assert sssd.socket_activated(wants) == {"nss"}
+    assert "services = pam\n" in sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=sssd.socket_activated(wants))
+    for r in ("pam", "sudo", "ssh", "pac", "autofs"):
+        (wants / f"sssd-{r}.socket").symlink_to(f"/lib/systemd/system/sssd-{r}.socket")
+    on_node = sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=sssd.socket_activated(wants))
+    assert "services" not in on_node
+    assert on_node == a.sssd_conf.replace("services = nss, pam\n", "")
+
+
+def test_a_file_written_for_socket_activated_responders_reads_as_the_desired_one(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths)
+    a = rec.wanted["corp"]
+    every = frozenset(sssd.SOCKET_RESPONDERS)
+    wanted = a.state["sssdConf"]["sssd"]["services"]
+    on_node = sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=every)
+    assert sssd.normalized(on_node, {}, every, wanted) == desired["corp"].state["sssdConf"]
+    # the packages' sockets and a file that lists them too (written before, or by hand): drift
+    both = sssd.normalized(a.sssd_conf, {}, every, wanted)["sssd"]["services"]
+    assert both == "nss, pam (also started from sockets: nss, pam: those sockets fail)"
+    # without systemd nothing is socket-activated: the file lists them, as desired says
+    assert sssd.normalized(a.sssd_conf, {}, frozenset(), wanted) == desired["corp"].state["sssdConf"]
+
+
+def test_an_explicit_services_list_keeps_the_responders_that_have_no_socket(tmp_path, paths):
+    rec, desired = planned(tmp_path, paths, extra='  options:\n    sssd: {services: "nss,pam, ifp"}\n')
+    a = rec.wanted["corp"]
+    assert desired["corp"].state["sssdConf"]["sssd"]["services"] == "nss, pam, ifp"
+    sockets = frozenset({"nss", "pam"})
+    on_node = sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=sockets)
+    assert "services = ifp\n" in on_node
+    assert sssd.normalized(on_node, {}, sockets, "nss, pam, ifp") == desired["corp"].state["sssdConf"]
+
+
+def test_sssd_conf_without_services_passes_sssctl(tmp_path, paths):
+    rec, _ = planned(tmp_path, paths)
+    a = rec.wanted["corp"]
+    candidate = tmp_path / "sssd.conf"
+    candidate.write_text(sssd.render_sssd_conf("corp", a.spec, a.computer, sockets=frozenset(sssd.SOCKET_RESPONDERS)))
+    candidate.chmod(0o600)
+    check_sssd_conf(node(tmp_path, dry_run=True), candidate, paths.sssd_snippets)  # raises if refused
+
+
+def test_sssd_that_does_not_start_at_boot_is_drift_and_an_operators_hold_says_so(tmp_path):
+    pid = tmp_path / "sssd.pid"
+    conf = tmp_path / "sssd.conf"
+    conf.write_text("")
+    enabled = UnitState("sssd.service", "loaded", "inactive", "enabled", "enabled")
+    assert daemon.status(pid, conf, enabled) == "stopped"  # the process, as without systemd
+    held = daemon.status(pid, conf, UnitState("sssd.service", "loaded", "inactive", "disabled", "enabled"))
+    assert held == "stopped (sssd.service is disabled on this node (its package enables it): not started at boot)"
+    assert not daemon.starts_at_boot(held) and daemon.starts_at_boot("running")
+    masked = daemon.status(pid, conf, UnitState("sssd.service", "masked", "inactive", "masked", "enabled"))
+    assert "masked" in masked and not daemon.starts_at_boot(masked)

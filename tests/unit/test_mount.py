@@ -316,10 +316,14 @@ def test_the_commands_a_dry_run_of_mounts_runs_are_on_the_read_only_allow_list()
     for argv in (["stat", "--cached=never", "-c", "%u %g %a %d %i %n", "--", "/mnt/reports", "/srv/a@b"],
                  ["rclone", "config", "providers", "--config", "/dev/null"],
                  ["rclone", "mount", "--help", "--config", "/dev/null"],
-                 ["systemd-analyze", "verify", "/tmp/reconcile-units-abc_1/mnt-reports.mount"]):
+                 ["systemd-analyze", "verify", "/tmp/reconcile-units-abc_1/mnt-reports.mount"],
+                 ["systemd-analyze", "verify", "/tmp/reconcile-units-abc_1/mnt-reports.mount",
+                  "/tmp/reconcile-units-abc_1/mnt-reports\\x2dsshfs.automount"]):
         assert allowed("exec", argv), argv
     for argv in (["umount", "/mnt/reports"], ["rclone", "mount", "r:", "/mnt/r", "--daemon"],
-                 ["rclone", "obscure", "-", "--config", "/dev/null"], ["systemctl", "start", "mnt-reports.mount"]):
+                 ["rclone", "obscure", "-", "--config", "/dev/null"], ["systemctl", "start", "mnt-reports.mount"],
+                 ["systemd-analyze", "verify", "/tmp/reconcile-units-a/mnt-x.mount'; rm -rf '/"],
+                 ["systemd-analyze", "verify", "'/tmp/reconcile-units-a/mnt-x.mount"]):
         assert not allowed("exec", argv), argv
 
 
@@ -333,6 +337,45 @@ def test_an_automount_systemd_armed_but_nobody_used_yet_is_ours_and_in_sync():
     unit = "# reconcile-managed: Mount/reports\n[Mount]\n"
     assert is_ours(rec, autofs, unit) and not is_ours(rec, autofs, "[Mount]\n")
     assert observed_state(want, rec, autofs, None, None, True) == want
+
+
+def test_an_armed_automount_still_compares_its_units_and_credentials():
+    want = desired_state("reports", sshfs(), systemd=True)  # no automount (any more)
+    autofs = MountInfo(90, 30, "/", "/mnt/reports", frozenset({"rw"}), "autofs", "systemd-1", frozenset({"fd=45"}))
+    rec = {"name": "reports", "path": "/mnt/reports", "type": "sshfs", "source": "files@192.0.2.12:reports",
+           "systemd": True, "units": ["mnt-reports.automount", "mnt-reports.mount"]}
+    have = observed_state(want, rec, autofs, None, None, True, {"automount": "5m", "credentials": SECRET_DIFFERS})
+    assert (want["automount"], have["automount"]) == ("off", "5m")
+    assert have["credentials"] == SECRET_DIFFERS and have["state"] == "mounted"
+
+
+def test_units_of_ours_left_without_a_mount_are_seen_until_they_are_removed():
+    """Stopped by hand or failed to start: enabled, the units would mount it again at boot,
+    so a mount removed from git (or now absent) still has something to delete."""
+    rec = {"name": "reports", "path": "/mnt/reports", "type": "sshfs", "source": "files@192.0.2.12:reports",
+           "systemd": True, "units": ["mnt-reports.mount"]}
+    absent = desired_state("reports", sshfs(state="absent"), systemd=True)
+    mounted = desired_state("reports", sshfs(), systemd=True)
+    left = {"path": "/mnt/reports", "state": "unmounted"}
+    assert observed_state(None, rec, None, None, None, False, units_left=True) == left
+    assert observed_state(absent, rec, None, None, None, False, units_left=True) == left
+    assert observed_state(mounted, rec, None, None, None, False, units_left=True) is None  # a (re)create
+    assert observed_state(None, rec, None, None, None, False) is None  # nothing of ours there
+    assert observed_state(absent, rec, None, None, None, False) == absent
+
+
+def test_the_fuse_daemons_of_systemds_mount_helpers_are_found_as_the_tools_own():
+    """argv as `ps` showed them in a systemd lab node (mount units) and an init-less one."""
+    paths = {"/mnt/reports", "/mnt/reports-sshfs"}
+    helper = ["/sbin/mount.fuse.sshfs", "files@192.0.2.12:reports", "/mnt/reports-sshfs", "-o", "ro,noexec,_netdev"]
+    rclone_again = ["/usr/bin/rclone", "mount", "reports:reports", "/mnt/reports", "--config=/etc/x", "--daemon"]
+    direct = ["sshfs", "files@192.0.2.12:reports", "/mnt/reports-sshfs", "-o", "ro"]
+    assert [fuse.served_path(a, paths) for a in (helper, rclone_again, direct)] == \
+        ["/mnt/reports-sshfs", "/mnt/reports", "/mnt/reports-sshfs"]
+    ssh = ["ssh", "-x", "-a", "-2", "-s", "--", "files@192.0.2.12", "sftp"]
+    reader = ["/usr/bin/cat", "/mnt/reports/README.txt"]
+    assert [fuse.served_path(a, paths) for a in (ssh, reader, [], ["/sbin/mount.fuse.sshfs", "/mnt/other"])] == \
+        [None, None, None, None]
 
 
 # --- the quoting functions: the second line of defence behind the schema -------------------------

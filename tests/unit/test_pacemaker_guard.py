@@ -86,3 +86,15 @@ def test_a_commit_allows_disruption_for_its_own_revision_only(tmp_path):
     assert revision_allowances(load_tree(tmp_path), node) == frozenset()
     (tmp_path / "more.yaml").write_text("")  # not committed: the tree is not that commit
     assert revision_allowances(load_tree(tmp_path), node) == frozenset()
+
+
+def test_the_guards_read_of_the_commit_trailers_is_on_the_read_only_allow_list_as_recorded():
+    """A dry-run records argv through shlex.join, which quotes the --format argument (it has
+    parentheses): the allow-list takes it quoted, and nothing else after it."""
+    from tests.readonly_allowlist import allowed
+
+    argv = ["git", "-C", "/srv/reconcile-lab/x/shared/repo", "log", "-1",
+            "--format=%(trailers:key=Reconcile-Allow,valueonly)", "61aede52d059f382c83dad80cda79d866d1ecb9a"]
+    assert allowed("exec", argv)
+    assert not allowed("exec", argv[:-1] + ["61aede52d059f382c83dad80cda79d866d1ecb9a; rm -rf /"])
+    assert not allowed("exec", argv[:5] + ["--format=%(trailers:key=Reconcile-Allow,valueonly)'"] + argv[6:])
