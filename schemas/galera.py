@@ -23,20 +23,23 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
-from schemas.common import Manifest, Metadata, Name, NodeName, Placement, SecretRef, Strict
+from schemas.common import PATTERN_HELP, Manifest, Metadata, Name, NodeName, Placement, SecretRef, Strict
 
 GALERA_AGENT = "ocf:heartbeat:galera"
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 
-OPTION = r"^[a-z][a-z0-9_-]{0,63}$"
+OPTION = r"^[a-z](?:[a-z0-9_-]{0,78}[a-z0-9])?$"
 OPTION_VALUE = r'^[^\s"\'\\](?:[^"\'\\]{0,253}[^\s"\'\\])?$'
 Option = Annotated[str, StringConstraints(pattern=OPTION)]
 """A mysqld option name as in an option file (`innodb_buffer_pool_size`, `max-connections`)."""
 OptionValue = Annotated[str, StringConstraints(pattern=OPTION_VALUE)]
 """One option value: no quote, no backslash, no leading or trailing blank (written quoted
 when it holds anything but plain characters, so `#` or `;` inside is no comment)."""
+PATTERN_HELP[OPTION] = "must be a mysqld option name: lower-case letters, digits, '_' and '-' (not last), at most 80"
+PATTERN_HELP[OPTION_VALUE] = ("must be one option value: no quote, backslash or line break, no blank at either end, "
+                              "at most 255")
 SstUser = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,80}$")]
 
 # Set by reconcile from typed fields: an option here would fight them.
@@ -98,21 +101,6 @@ class GaleraSpec(Placement):
         default_factory=dict, description="Other [mysqld] options (name → value), e.g. innodb_buffer_pool_size; "
         "not those reconcile sets from typed fields, nor ones that run programs.")
 
-    @field_validator("settings")
-    @classmethod
-    def _settings(cls, settings: dict[str, str]) -> dict[str, str]:
-        seen: dict[str, str] = {}
-        for name in settings:
-            key = option_key(name)
-            if key in TYPED:
-                raise ValueError(f"{name}: reconcile sets it from {TYPED[key]}")
-            if key in RUNS_CODE:
-                raise ValueError(f"{name}: it makes mysqld run a program or load code; not accepted in settings")
-            if key in seen:
-                raise ValueError(f"{name} and {seen[key]} are one option to mysqld")
-            seen[key] = name
-        return settings
-
     @model_validator(mode="after")
     def _cluster(self) -> "GaleraSpec":
         if self.cluster is None:
@@ -128,7 +116,7 @@ class Galera(Manifest):
 
     def check(self, tree) -> list[tuple[str, str]]:
         members = list(tree.cluster_nodes(self.spec.cluster))
-        problems = []
+        problems = settings_problems(self.spec.settings)
         if members and self.spec.bootstrap not in members:
             problems.append(("spec.bootstrap", f"node {self.spec.bootstrap!r} is not a member of cluster "
                              f"{self.spec.cluster!r} ({', '.join(members)})"))
@@ -137,6 +125,21 @@ class Galera(Manifest):
             problems.append(("spec.cluster", f"cluster {self.spec.cluster!r} already has Galera {others[0]!r}: "
                              "one Galera cluster per Pacemaker Cluster"))
         return problems
+
+
+def settings_problems(settings: dict[str, str]) -> list[tuple[str, str]]:
+    """Options that fight a typed field, run code, or repeat another under its other spelling."""
+    problems, seen = [], {}
+    for name in settings:
+        key, field = option_key(name), f"spec.settings.{name}"
+        if key in TYPED:
+            problems.append((field, f"reconcile sets {name} from {TYPED[key]}"))
+        elif key in RUNS_CODE:
+            problems.append((field, f"{name} makes mysqld run a program or load code; not accepted in settings"))
+        elif key in seen:
+            problems.append((field, f"{name} and {seen[key]} are one option to mysqld"))
+        seen[key] = name
+    return problems
 
 
 def galeras_by_cluster(tree) -> dict[str, list[Galera]]:
