@@ -19,8 +19,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from reconcilers.base import ApplyError, AtomicWriter, Change, Desired, Node, PerObject, read_secret
-from reconcilers.galera import render
+from reconcilers.base import (
+    ApplyError, AtomicWriter, Change, CommandError, Desired, Health, Node, PerObject, read_secret,
+)
+from reconcilers.galera import health, render
 from schemas.galera import GaleraSpec, cluster_address
 
 log = logging.getLogger("reconcile")
@@ -92,7 +94,21 @@ class GaleraReconciler(PerObject):
         if writer.write(self.path, content, mode=0o640, owner=(0, mysql_gid)):
             log.info("Galera %s: wrote %s (read at MariaDB's next start)", change.name, self.path)
 
-    # --- explain, render (read-only) ------------------------------------------------------------
+    # --- explain, health, render (read-only) ----------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Health]]:
+        wanted = desired.get("Galera", {})
+        if not wanted:
+            return {}
+        try:
+            out = node.run(health.STATUS_ARGV, read_only=True, check=True).stdout
+        except CommandError as err:
+            verdict = Health.degraded("MariaDBDown", f"mysqld does not answer here: {str(err)[-160:]}")
+            return {"Galera": {name: verdict for name in wanted}}
+        status = health.read(out)
+        return {"Galera": {name: health.judge(status, len(self.members.get(name, {}))) for name in wanted}}
+
 
     def explain(self, change: Change, node: Node) -> list[str]:
         spec = self.specs.get(change.name)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from controller.lab import Lab, temporary_lab
-from tests.lab.pcmk import apply_all, crm_mon, wait_for
+from tests.lab.pcmk import apply_all, crm_mon, reconcile, wait_for
 
 pytestmark = pytest.mark.lab
 NODES = ["lb1", "lb2", "lb3"]
@@ -120,9 +120,12 @@ def test_three_nodes_form_a_primary_component_bootstrapped_from_the_named_node(l
         assert "is bootstrapping the cluster" not in lab.read_file(n, "/var/log/pacemaker/pacemaker.log")
     conf = lab.read_file("lb2", "/etc/mysql/mariadb.conf.d/62-reconcile-galera.cnf")
     assert "wsrep_node_address = 192.0.2.12" in conf and "wsrep_cluster_address = gcomm://lb2,lb3,lb1" in conf
-    # a second pass changes nothing
+    # a second pass changes nothing, and health sees a Synced member of the whole cluster
     again = apply_all(lab, ["lb2"], repo)["lb2"]
     assert all(o["status"] in ("in-sync", "deferred") for o in again["objects"]), again
+    rc, plan = reconcile(lab, "lb2", repo, "--dry-run")
+    [galera] = [o for o in plan["objects"] if o["kind"] == "Galera"]
+    assert rc == 0 and galera["health"]["status"] == "Healthy" and galera["health"]["reason"] == "Synced", galera
     print(f"\nreconcile apply on 3 nodes: {applied:.1f}s; primary component of 3 Synced nodes after {took:.1f}s")
 
 
@@ -191,6 +194,9 @@ def test_a_desynced_node_leaves_the_read_pool_and_returns_when_synced(lab, repo)
         left = time.monotonic() - started
         assert "lb2" not in served_by(lab, READ, 9)
         assert set(served_by(lab, WRITE, 3)) == {"lb1"}
+        rc, plan = reconcile(lab, "lb2", repo, "--dry-run")
+        [galera] = [o for o in plan["objects"] if o["kind"] == "Galera"]
+        assert rc == 0 and galera["health"]["reason"] == "Donor", galera  # in sync, and not serving
     finally:
         sql(lab, "lb2", "SET GLOBAL wsrep_desync=OFF")
     wait_for(lambda: wsrep(lab, "lb2").get("wsrep_local_state_comment") == "Synced", 60)

@@ -10,10 +10,10 @@ import pytest
 
 from controller.cli import main
 from controller.loader import TreeError, load_tree
-from reconcilers.base import ApplyError, Change, Node, Runner, UnsafeValue
-from reconcilers.galera import GaleraReconciler
-from reconcilers.galera import render
+from reconcilers.base import ApplyError, Change, Health, Node, Runner, UnsafeValue
+from reconcilers.galera import GaleraReconciler, health, render
 from reconcilers.galera.status import judge, parse
+from tests.readonly_allowlist import allowed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "galera"
 SECRET = "Sst.Pass-4711"
@@ -228,3 +228,35 @@ def test_the_status_endpoint_passes_only_a_synced_node_of_the_primary_component(
 
 def test_the_status_endpoint_refuses_a_node_that_reports_nothing():
     assert judge({}) == (False, "not in a Primary component (unknown)")
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "galera"
+
+
+def recorded(name: str) -> dict[str, str]:
+    """`mariadb -N -B -e "SHOW GLOBAL STATUS LIKE 'wsrep_%'"` on a lab node (tests/lab/test_galera.py's cluster)."""
+    return health.read((FIXTURES / name).read_text())
+
+
+def test_health_of_a_synced_member_of_the_whole_cluster_recorded_on_a_lab_node():
+    status = recorded("wsrep-status-synced.txt")
+    assert health.judge(status, 3) == Health.healthy("Synced", "Synced in a Primary component of 3")
+    assert judge(status) == (True, "Synced")
+
+
+def test_health_of_a_desynced_member_recorded_on_a_lab_node_is_degraded_and_out_of_the_pool():
+    status = recorded("wsrep-status-desynced.txt")
+    verdict = health.judge(status, 3)
+    assert (verdict.status, verdict.reason) == ("Degraded", "Donor")
+    assert judge(status) == (False, "Donor/Desynced") and judge(status, donor_ok=True)[0]
+
+
+def test_health_says_when_members_are_missing_or_the_component_is_not_primary():
+    status = recorded("wsrep-status-synced.txt")
+    assert health.judge({**status, "wsrep_cluster_size": "2"}, 3).reason == "MembersMissing"
+    assert health.judge({**status, "wsrep_cluster_status": "non-Primary"}, 3).reason == "NonPrimary"
+    assert health.judge({}, 3).reason == "NotAMember"
+
+
+def test_health_reads_mysqld_with_one_command_on_the_read_only_allow_list():
+    assert allowed("exec", health.STATUS_ARGV)
