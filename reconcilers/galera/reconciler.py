@@ -78,6 +78,12 @@ class GaleraReconciler(PerObject):
             raise ApplyError(f"{self.path} exists and was not written by reconcile: move it away (its settings "
                              "would mix with the manifest's) and run again")
         if change.action == "delete":
+            try:
+                first = Path(self.path).read_text().split("\n", 1)[0]
+            except FileNotFoundError:
+                return
+            if first != render.header(change.name):  # a renamed Galera's create wrote it already: keep it
+                return
             writer.remove(self.path)
             log.info("Galera %s: removed %s (MariaDB keeps its settings until its next start)", change.name, self.path)
             return

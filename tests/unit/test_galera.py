@@ -201,6 +201,21 @@ def test_a_file_reconcile_did_not_write_is_left_alone(tmp_path):
     assert path.read_text() == "[galera]\nwsrep_on = ON\n"
 
 
+def test_renaming_a_galera_keeps_the_file_whatever_order_create_and_delete_run_in(tmp_path):
+    root = example(tmp_path)
+    path = tmp_path / "galera.cnf"
+    rec, desired, _, node = plan(root, path)
+    rec.apply_one(Change("Galera", "db", "create", desired["db"].state, None), node)
+    edit(root, "galera.yaml", "  name: db                          # wsrep_cluster_name", "  name: orders")
+    rec, desired, observed, node = plan(root, path)
+    assert set(observed) == {"db"} and set(desired) == {"orders"}
+    rec.apply_one(Change("Galera", "orders", "create", desired["orders"].state, None), node)
+    rec.apply_one(Change("Galera", "db", "delete", None, observed["db"]), node)
+    assert "wsrep_cluster_name = orders" in path.read_text()
+    rec.apply_one(Change("Galera", "orders", "delete", None, desired["orders"].state), node)
+    assert not path.exists()
+
+
 def test_the_plan_says_who_may_bootstrap_and_that_mariadb_is_never_restarted(tmp_path):
     rec, desired, _, node = plan(example(tmp_path), tmp_path / "galera.cnf")
     notes = rec.explain(Change("Galera", "db", "update", desired["db"].state, {}), node)
