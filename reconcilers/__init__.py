@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "Container": "reconcilers.lxc.reconciler:ContainerReconciler",
     "DomainJoin": "reconcilers.domain.reconciler:DomainJoinReconciler",
     "Mount": "reconcilers.mount:MountReconciler",
+    "Galera": "reconcilers.galera:GaleraReconciler",
 }
 
 

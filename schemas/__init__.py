@@ -27,6 +27,7 @@ _MODELS: dict[str, str] = {
     "Container": "schemas.container:Container",
     "DomainJoin": "schemas.domain_join:DomainJoin",
     "Mount": "schemas.mount:Mount",
+    "Galera": "schemas.galera:Galera",
 }
 
 

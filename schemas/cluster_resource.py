@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from schemas.common import Agent, Manifest, Metadata, Placement, Strict, duplicates
+from schemas.galera import GALERA_AGENT, check_galera_resource
 from schemas.pacemaker import (
     Colocation, Location, NVSets, Operation, Order, PacemakerId, ParamSets, REF_OR_ID, Value, interval_ms,
     PASSWORD_PARAM_SCHEMA, looks_like_a_password, set_values,
@@ -173,6 +174,8 @@ class ClusterResource(Manifest):
                 problems.append((f"spec.group.{i}", f"{member!r} is also a member of group "
                                  f"{other_group.metadata.name!r}: a resource can be in one group only"))
         problems += _role_problems(tree, self)
+        if spec.agent == GALERA_AGENT:  # who may bootstrap a new Galera cluster is written down (schemas/galera.py)
+            problems += check_galera_resource(set_values(spec.params), cluster, tree)
         return problems
 
 

@@ -23,6 +23,9 @@ PACKAGES=(
   krb5-user ldb-tools bind9-dnsutils realmd
   # mounts: FUSE file systems (rclone, sshfs) and the sftp server lab nodes mount from
   fuse3 rclone sshfs openssh-server
+  # Galera: MariaDB with the galera-4 provider (run by Pacemaker's ocf:heartbeat:galera in lab
+  # nodes; Debian's unit is never started on this host: policy-rc.d), rsync for state transfers
+  mariadb-server mariadb-client galera-4 rsync
   # plumbing
   sudo iproute2 iputils-ping procps psmisc util-linux git gnupg python3-venv python3-pip wrk
   # fault tests: stop lxc-create at a chosen system call (tests/lab/test_faults.py)

@@ -31,6 +31,8 @@ ALLOW: dict[str, list[str]] = {
         # HAProxy's own parser on a rendered config in a temp file (reconcile-check-*.cfg:
         # validate and dry-run; the runtime API is read through the "haproxy-api" channel)
         r"^haproxy -c -f /[A-Za-z0-9_./-]*reconcile-check-[A-Za-z0-9_]+\.cfg$",
+        # --- Galera: its wsrep status, one client call over the local socket (health)
+        r"^mariadb -N -B --connect-timeout=2 -e 'SHOW GLOBAL STATUS LIKE '\"'\"'wsrep_%'\"'\"''$",
         # --- Container (LXC)
         # every container's state in one call per LXC path; LXC's own parser (lxc-ls /
         # lxc-info on a temp LXC path) as the native validator of rendered configs; bridges

@@ -46,6 +46,8 @@ from reconcilers.domain.adcli import join_argv
 from reconcilers.domain.files import Paths
 from reconcilers.domain.pam import pam_with_block
 from reconcilers.mount import MountReconciler
+from reconcilers.galera import GaleraReconciler
+from reconcilers.galera import render as galera_render
 from reconcilers.mount.apply import units_for
 from reconcilers.mount.credentials import host_keys, plain_values
 from reconcilers.mount.model import Paths as MountPaths, entry as mount_entry, rclone_options
@@ -399,6 +401,10 @@ BASE = [
                                          "domain": "CORP", "password": {"env": "CIFS_PASSWORD"}}}),
     manifest("Mount", "bind1", {"node": "lb1", "path": "/mnt/bind1", "type": "bind", "bind": {"source": "/srv/data"}}),
     manifest("Mount", "tmp1", {"node": "lb1", "path": "/mnt/tmp1", "type": "tmpfs", "tmpfs": {"size": "64m"}}),
+    manifest("Galera", "gdb", {
+        "cluster": "web", "bootstrap": "lb2", "provider": "/usr/lib/galera/libgalera_smm.so", "bindAddress": "node",
+        "sst": {"method": "mariabackup", "user": "sst", "password": {"file": "/etc/reconcile/secrets/sst"}},
+        "settings": {"innodb_buffer_pool_size": "256M", "wsrep_provider_options": "gcache.size=1G; gcs.fc_limit=128"}}),
 ]
 
 # (name, how it is made from a valid value). Appended, so that the payload is the only
@@ -519,6 +525,8 @@ def _holder(kind: str, path: tuple) -> int | None:
 # Placement fields a kind cannot have (a ClusterResource and a Pacemaker VIP need spec.cluster;
 # a Cluster has none): not applicable. Every other field must be set in BASE.
 NOT_APPLICABLE = {("ClusterResource", ("spec", "node")), ("ClusterResource", ("spec", "nodes", "[]")),
+                  # a Galera's members are its Cluster's nodes: spec.cluster only
+                  ("Galera", ("spec", "node")), ("Galera", ("spec", "nodes", "[]")),
                   # the first defaults section has none above it to take settings from
                   ("HAProxy", ("spec", "defaults", "[]", "defaults"))}
 PLACEMENT_VARIANTS = {("spec", "node"): {"node": "lb1"}, ("spec", "nodes", "[]"): {"nodes": ["lb1", "lb2"]},
@@ -645,6 +653,11 @@ def render(tree: Tree, tmp: Path) -> list[tuple[str, Any]]:
             out.append(("words", known_hosts(host, port, host_keys(spec))))
         if spec.type == "cifs":
             out.append(("ini", cifs_credentials(spec.cifs.user, "the password", spec.cifs.domain)))
+    galera = GaleraReconciler(str(tmp / "galera.cnf"))
+    for name in galera.desired(tree, node)["Galera"]:
+        spec = galera.specs[name]
+        auth = galera_render.sst_auth(spec, "the password") if spec.sst.method == "mariabackup" else ""
+        out.append(("ini", galera_render.text(galera_render.lines(name, spec, NODE, galera.members[name], auth))))
     return out
 
 
