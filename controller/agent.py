@@ -44,6 +44,7 @@ from controller import status as agent_status
 from controller.engine import Engine, RunRecord
 from controller.loader import Tree, TreeError, load_tree
 from controller.metrics import AgentMetrics
+from controller.rollout import POLL_SECONDS, Rollout
 from controller.source import GitSource, Revision, SourceError, safe_url
 from controller.state import DEFAULT_STATE_DIR, LockHeld, NodeLock, append_history, save_run
 from reconcilers.base import Node, Runner
@@ -250,6 +251,9 @@ class Agent:
         self.watchers: dict[str, threading.Thread | None] = {}
         self.status = agent_status.StatusWriter(config.state_dir)
         self._persisted = self.status.read_agent()
+        self.last_engine: Engine | None = None  # the last run's engine (a rollout's health gate asks it again)
+        self.rollout = Rollout(self)
+        self.waiting: tuple[Revision, Tree] | None = None  # a revision loaded, waiting for its rollout turn
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -275,6 +279,8 @@ class Agent:
             if not reasons:
                 if now >= self.next_resync:
                     reasons = {"resync": "periodic"}
+                elif self.waiting is not None:
+                    reasons = {"rollout": "waiting for a turn"}
                 elif (self.backoff.next_try() or float("inf")) <= time.time() + 0.01:
                     reasons = {"retry": "backoff expired"}
                 else:
@@ -305,6 +311,8 @@ class Agent:
         retry = self.backoff.next_try()
         if retry is not None:
             deadline = min(deadline, time.monotonic() + (retry - time.time()))
+        if self.waiting is not None:  # ask again for the rollout's turn
+            deadline = min(deadline, time.monotonic() + POLL_SECONDS)
         return max(deadline - time.monotonic(), 0.0)
 
     def drift_delay(self, now: float) -> float:
@@ -340,22 +348,34 @@ class Agent:
             rejected = self.rejected.get(candidate)
             retry = rejected is not None and rejected.retry and bool({"resync", "signal", "startup"} & set(reasons))
             if rejected is None or retry:
-                loaded = self._load(candidate, trigger)
-                if loaded is not None:
+                loaded = self.waiting if self.waiting and self.waiting[0].sha == candidate else \
+                    self._load(candidate, trigger)
+                # A cluster with a rollout policy applies a new revision one turn at a time
+                # (controller/rollout.py): this node may have to wait for its turn.
+                outcome = self.rollout.attempt(loaded, trigger) if loaded is not None else None
+                if outcome is not None and outcome.kind == "waiting":
+                    self.waiting = loaded
+                elif loaded is not None and outcome is not None:
+                    self.waiting = None
                     tried_latest = True
                     self.backoff.clear()  # a newer revision supersedes whatever was failing
-                    record = self._run(loaded, trigger)
+                    record = self._run(loaded, trigger) if outcome.kind == "free" else outcome.record
                     if record.passes == 0 and record.errors:
                         self._reject(candidate, Rejected("ValidationFailed", "the native validators refused it",
                                                          list(record.errors), retry=True), trigger, record)
-                    else:
+                    elif outcome.kind != "rolled-back":  # rolled back: the last good revision stays
                         self._applied(loaded)
-        if not tried_latest and set(reasons) - {"commit"}:
+                    if outcome.kind == "free":
+                        self.rollout.after_run(loaded[1], record)
+        else:
+            self.waiting = None
+        if not tried_latest and set(reasons) - {"commit", "rollout"}:
             # Drift, a resync, a retry or a signal: enforce the last good revision (also
             # when the newest one was refused: the node keeps what was last applied).
             good = self.good or self._restore_good()
             if good is not None:
                 record = self._run(good, trigger)
+                self.rollout.after_run(good[1], record)
         self._write_status()
         return record
 
@@ -466,6 +486,7 @@ class Agent:
         engine = Engine(tree, node, max_passes=self.config.max_passes, allow_mass_prune=self.config.allow_mass_prune,
                         hold=self.backoff.holds(now), stop=lambda: self.stop_requested)
         record = engine.apply()
+        self.last_engine = engine
         record.repo = self.source.describe()
         self.backoff.update(record, time.time())
         self.runs += 1

@@ -135,6 +135,7 @@ def agent_document(agent: Any) -> dict[str, Any]:
         "backoff": agent.backoff.to_dict(),
         "driftEvents": agent.drift_events,
         "nextResync": iso(time.time() + max(agent.next_resync - time.monotonic(), 0)),
+        "rollout": dict(agent.rollout.state) or None,
     }
 
 
