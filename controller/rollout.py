@@ -74,8 +74,12 @@ def available(info: dict[str, Any] | None) -> bool:
         and info.get("health") != "Degraded"
 
 
-def done(info: dict[str, Any] | None, revision: str) -> bool:
-    return available(info) and (info or {}).get("revision") == revision and (info or {}).get("phase") != "soaking"
+def done(info: dict[str, Any] | None, revision: str, gone: bool = False) -> bool:
+    """Finished with `revision`: running it, in service, and not soaking any more (a
+    holder whose agent went silent while soaking counts as finished: it was Healthy in
+    service, and nobody is left to end its soak)."""
+    return available(info) and (info or {}).get("revision") == revision and \
+        ((info or {}).get("phase") != "soaking" or gone)
 
 
 def decide(policy: dict[str, Any], view: dict[str, Any], me: str, revision: str, stale: set[str] = frozenset()
@@ -95,7 +99,7 @@ def decide(policy: dict[str, Any], view: dict[str, Any], me: str, revision: str,
     for n in order[:order.index(me)]:
         if n in holders and k > 1:
             continue
-        if not done(nodes.get(n), revision):
+        if not done(nodes.get(n), revision, n in stale):
             info = nodes.get(n) or {}
             what = ("offline" if not info.get("online") else
                     f"at {str(info.get('revision') or 'no revision')[:12]}, {info.get('phase') or 'no phase'}, "

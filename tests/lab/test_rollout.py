@@ -113,6 +113,30 @@ with open(out, "w") as f:
 """
 
 
+# Runs in a node: one compare-and-set of the turn at the instant argv[3] (or, with
+# "release", give the node's turn back).
+RACE = r"""
+import json, sys, time
+from controller.rollout import decide, released
+from reconcilers.base import Node, Runner
+from reconcilers.pacemaker.rollout import PacemakerCoordinator
+me, rev, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+coord = PacemakerCoordinator(Node(me, Runner(), "/tmp/race"), {}, ["lb1", "lb2"], {})
+if sys.argv[4:] == ["release"]:
+    coord.update_turn(lambda v: released(v["turn"], me))
+    sys.exit(0)
+policy = {"order": [me] + [n for n in ("lb1", "lb2") if n != me], "maxUnavailable": 1}
+saw = []
+def change(v):
+    d = decide(policy, v, me, rev)
+    saw.append(v["turn"]["holders"])
+    return d.turn if d.go else None
+time.sleep(max(0.0, at - time.time()))
+turn = coord.update_turn(change)
+print(json.dumps({"won": turn is not None, "conflicts": coord.conflicts, "sawHolder": any(saw)}))
+"""
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str, show: Callable[[], str] | None = None) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -140,8 +164,8 @@ class Fleet:
         return subprocess.run(["git", *args], cwd=self.work, check=True, capture_output=True, text=True,
                               env={**os.environ, **GIT_ENV}).stdout.strip()
 
-    def commit(self, port: int, forward: bool, message: str) -> str:
-        (self.work / "cluster.yaml").write_text(CLUSTER)
+    def commit(self, port: int, forward: bool, message: str, soak: str = "2s") -> str:
+        (self.work / "cluster.yaml").write_text(CLUSTER.replace("soak: 2s", f"soak: {soak}"))
         (self.work / "web.yaml").write_text(WEB.format(port=port, forward=str(forward).lower()))
         self.git("add", "-A")
         self.git("commit", "-q", "--allow-empty", "-m", message)
@@ -209,6 +233,13 @@ class Fleet:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+    def kill_hard(self, name: str) -> None:
+        """SIGKILL the process itself (not nsenter): no cleanup, its heartbeat just stops."""
+        proc = self.procs.pop(name)
+        for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            os.kill(int(child), signal.SIGKILL)
+        proc.wait(20)
 
     def close(self) -> None:
         (self.lab.shared / "client.stop").write_text("")
@@ -317,7 +348,48 @@ def test_the_fix_rolls_out_node_by_node_and_the_vip_returns_to_lb1(fleet):
         FIGURES[f"{n} fix turn"] = figures
         assert "option forwardfor" in fleet.lab.read_file(n, "/etc/haproxy/haproxy.cfg")
     wait_for(lambda: fleet.holder() == "lb1", 15, "the VIP back on lb1 (priority 150)")
-    time.sleep(1)
+    counts = fleet.client_counts()
+    FIGURES["failed after the fix"] = counts["failed"]
+    assert counts["failed"] == 0, counts["failures"]
+
+
+def test_two_agents_racing_for_one_turn_one_wins_through_the_compare_and_set(fleet):
+    """Both agents' compare-and-set at the same instant, each claiming to be first in the
+    order: Pacemaker takes one patch and refuses the other, which reads again and waits."""
+    script = fleet.lab.shared / "race.py"
+    script.write_text(RACE)
+    at = str(time.time() + 1.5)
+    procs = {n: fleet.lab.popen(n, ["python3", str(script), n, "3" * 40, at], stdout=subprocess.PIPE, text=True)
+             for n in ("lb1", "lb2")}
+    results = {n: json.loads(p.communicate(timeout=60)[0]) for n, p in procs.items()}
+    winners = [n for n, r in results.items() if r["won"]]
+    assert len(winners) == 1, results
+    loser = "lb2" if winners == ["lb1"] else "lb1"
+    assert results[loser]["conflicts"] >= 1 or results[loser]["sawHolder"], results
+    FIGURES["race"] = results
+    # give the slot back: the next test rolls out for real
+    fleet.lab.exec(winners[0], ["python3", str(script), winners[0], "3" * 40, "0", "release"])
+    assert fleet.cluster()["holders"] == []
+
+
+def test_killing_the_agent_in_its_turn_does_not_leave_the_rollout_stuck(fleet):
+    """lb1's agent is SIGKILLed while it soaks (in service, Healthy): its heartbeat stops,
+    lb2 takes the turn over after turnTimeout (10s) and finishes; lb1's agent, started
+    again, finds its revision applied and publishes it."""
+    pushed = time.monotonic()
+    change = fleet.commit(8080, False, "no X-Forwarded-For (a reload), and a long soak", soak="30s")
+    wait_for(lambda: (fleet.cluster().get("nodes", {}).get("lb1") or {}).get("phase") == "soaking", 60,
+             "lb1 to soak", fleet.logs_text)
+    FIGURES["lb1 soaking after"] = round(time.monotonic() - pushed, 1)
+    fleet.kill_hard("agent-lb1")
+    killed = time.monotonic()
+    wait_for(lambda: fleet.cluster().get("holders") == ["lb2"], 60, "lb2 to take the turn over", fleet.logs_text)
+    FIGURES["takeover after kill -9"] = round(time.monotonic() - killed, 1)
+    wait_for(lambda: fleet.at("lb2", change), 120, "lb2 to finish its turn", fleet.logs_text)
+    fleet.start_agent("lb1")
+    wait_for(lambda: fleet.at("lb1", change), 60, "lb1's new agent to publish the revision", fleet.logs_text)
+    data = wait_for(lambda: fleet.cluster_in("Complete"), 60, "the rollout to complete", fleet.logs_text)
+    assert all(i["revision"] == change for i in data["nodes"].values()), data["nodes"]
     counts = fleet.stop_client()
     FIGURES["requests"] = counts["ok"] + counts["failed"]
     FIGURES["failed requests in total"] = counts["failed"]

@@ -161,7 +161,7 @@ def test_a_silent_holder_loses_its_turn_after_the_timeout_on_the_waiters_clock()
     stale = watch.stale(v, "lb2")
     assert stale == {"lb1"}
     # soaking (in service, Healthy) when it went silent: lb2 may take over
-    v["turn"]["revision"], v["nodes"]["lb1"]["phase"] = R, "idle"
+    assert not decide(POLICY, v, "lb2", R).go
     d = decide(POLICY, v, "lb2", R, stale)
     assert d.go and d.turn["holders"] == ["lb2"]
     # silent while drained: its turn is released, but it still counts as out of service
