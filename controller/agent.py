@@ -353,6 +353,9 @@ class Agent:
                 # A cluster with a rollout policy applies a new revision one turn at a time
                 # (controller/rollout.py): this node may have to wait for its turn.
                 outcome = self.rollout.attempt(loaded, trigger) if loaded is not None else None
+                if outcome is not None and outcome.kind != "free":
+                    self.metrics.rollout(self.rollout.state.get("phase", "idle"),
+                                         None if outcome.kind == "waiting" else outcome.kind, outcome.figures)
                 if outcome is not None and outcome.kind == "waiting":
                     self.waiting = loaded
                 elif loaded is not None and outcome is not None:

@@ -202,3 +202,29 @@ def test_status_says_progressing_while_a_node_holds_the_turn_and_complete_at_the
     done = summarize(view({"revision": R, "state": "Progressing"}, lb1=node(R), lb2=node(R)))
     assert (done["state"], done["message"]) == ("Complete", "every online node runs 111111111111")
     assert summarize(view(lb1=node()))["state"] == "None"
+
+
+def test_metrics_say_the_phase_the_turns_and_the_last_turns_parts():
+    from controller.metrics import AgentMetrics
+
+    m = AgentMetrics()
+    m.rollout("waiting")
+    m.rollout("idle", "applied", {"drain": 2.1, "apply": 0.5, "gate": 3.8, "soak": 2.5, "turn": 9.4})
+    text = m.text()
+    assert 'reconcile_rollout_phase{phase="idle"} 1.0' in text
+    assert 'reconcile_rollout_phase{phase="waiting"} 0.0' in text
+    assert 'reconcile_rollout_turns_total{outcome="applied"} 1.0' in text
+    assert 'reconcile_rollout_last_turn_seconds{part="gate"} 3.8' in text
+
+
+def test_the_agents_status_shows_why_it_waits():
+    from controller.status import render
+
+    agent = {"node": "lb2", "ready": True, "reason": "ReconciliationSucceeded", "message": "applied", "pid": 1,
+             "started": "x", "updated": "2026-11-27T19:00:00Z", "source": {}, "revision": OLD, "runs": 2,
+             "driftEvents": 0, "nextResync": "x",
+             "rollout": {"revision": R, "phase": "waiting", "waiting": "the rollout of 111111111111 is halted: lb1 "
+                                                                      "failed: not healthy after 12s"}}
+    text = render({"agent": agent, "lastRun": None, "running": True, "history": [], "stateDir": "/x"})
+    assert "  rollout   waiting at 111111111111: the rollout of 111111111111 is halted: lb1 failed: not healthy " \
+           "after 12s" in text.splitlines()
