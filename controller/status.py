@@ -237,9 +237,9 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
         ro = agent.get("rollout") or {}
         if ro:
             said = ro.get("waiting") or ro.get("reason") or ro.get("message") or ""
-            colour = "31" if ro.get("phase") == "failed" else ("33" if ro.get("phase") == "waiting" else "")
+            tint = "31" if ro.get("phase") == "failed" else ("33" if ro.get("phase") == "waiting" else "")
             text = f"  rollout   {ro.get('phase')} at {str(ro.get('revision'))[:12]}" + (f": {said}" if said else "")
-            lines.append(c(colour, text) if colour else text)
+            lines.append(c(tint, text) if tint else text)
         lines.append(f"  runs      {agent.get('runs')} since start, {agent.get('driftEvents')} drift events, "
                      f"next resync at {agent.get('nextResync')}")
     if run is not None:
