@@ -14,13 +14,14 @@ The story, in order, on one lab:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -32,29 +33,34 @@ VIP = "192.0.2.100"
 GIT_ENV = {"GIT_AUTHOR_NAME": "Operator", "GIT_AUTHOR_EMAIL": "ops@example.test", "GIT_COMMITTER_NAME": "Operator",
            "GIT_COMMITTER_EMAIL": "ops@example.test", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
 
-CLUSTER = f"""\
+def cluster_yaml(members: list[str], soak: str = "2s", on_failure: str = "halt") -> str:
+    nodes = "".join(f"    - {{name: {n}, id: {i}, address: 192.0.2.1{i}/24}}\n" for i, n in enumerate(members, 1))
+    quorum = "  quorum: {twoNode: true, waitForAll: true}\n" if len(members) == 2 else ""
+    return f"""\
 apiVersion: reconcile/v1
 kind: Cluster
 metadata: {{name: web}}
 spec:
   nodes:
-    - {{name: lb1, id: 1, address: 192.0.2.11/24}}
-    - {{name: lb2, id: 2, address: 192.0.2.12/24}}
-  authkey: {{file: {COROSYNC_AUTHKEY_FILE}}}
-  quorum: {{twoNode: true, waitForAll: true}}
-  stonithEnabled: false
+{nodes}  authkey: {{file: {COROSYNC_AUTHKEY_FILE}}}
+{quorum}  stonithEnabled: false
   properties: {{no-quorum-policy: stop, dc-deadtime: 5s}}
   rollout:
-    order: [lb1, lb2]
+    order: [{", ".join(members)}]
     maxUnavailable: 1
     healthGate:
       timeout: 12s
       probes: [{{type: http, port: 80, path: /}}]
-    soak: 2s
-    onFailure: halt
+    soak: {soak}
+    onFailure: {on_failure}
     turnTimeout: 10s
 """
-WEB = """\
+
+
+def web_yaml(members: list[str], port: int, forward: bool, balance: str = "roundrobin") -> str:
+    priorities = ", ".join(f"{n}: {150 - 50 * i}" for i, n in enumerate(members))
+    servers = "".join(f"    - {{name: s{i}, address: 192.0.2.1{i}, port: {port}}}\n" for i in range(1, len(members) + 1))
+    return f"""\
 apiVersion: reconcile/v1
 kind: VirtualIP
 metadata: {{name: web-vip}}
@@ -63,19 +69,18 @@ spec:
   manager: keepalived
   address: 192.0.2.100/24
   interface: eth0
-  keepalived: {{routerId: 51, priority: {{lb1: 150, lb2: 100}}}}
+  keepalived: {{routerId: 51, priority: {{{priorities}}}}}
 ---
 apiVersion: reconcile/v1
 kind: Backend
 metadata: {{name: app}}
 spec:
   cluster: web
-  forwardFor: {forward}
+  balance: {balance}
+  forwardFor: {str(forward).lower()}
   healthCheck: {{type: http, path: /, interval: 1s, rise: 1}}
   servers:
-    - {{name: s1, address: 192.0.2.11, port: {port}}}
-    - {{name: s2, address: 192.0.2.12, port: {port}}}
----
+{servers}---
 apiVersion: reconcile/v1
 kind: Frontend
 metadata: {{name: web}}
@@ -84,6 +89,7 @@ spec:
   bind: [{{address: 0.0.0.0, port: 80}}]
   defaultBackend: app
 """
+
 
 # The client in lb3: a new connection per request, no retries; one line per failure, and
 # the counts when the stop file appears.
@@ -151,8 +157,10 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, show: Callable
 class Fleet:
     """The operator's repository, the two agents, the HTTP servers and the client."""
 
-    def __init__(self, lab: Lab):
+    def __init__(self, lab: Lab, members: list[str]):
         self.lab = lab
+        self.members = members
+        self.client = f"lb{len(members) + 1}"  # not a member: the client's node
         self.work = lab.shared / "work"
         self.origin = lab.shared / "origin.git"
         self.procs: dict[str, subprocess.Popen] = {}
@@ -164,9 +172,10 @@ class Fleet:
         return subprocess.run(["git", *args], cwd=self.work, check=True, capture_output=True, text=True,
                               env={**os.environ, **GIT_ENV}).stdout.strip()
 
-    def commit(self, port: int, forward: bool, message: str, soak: str = "2s") -> str:
-        (self.work / "cluster.yaml").write_text(CLUSTER.replace("soak: 2s", f"soak: {soak}"))
-        (self.work / "web.yaml").write_text(WEB.format(port=port, forward=str(forward).lower()))
+    def commit(self, port: int, forward: bool, message: str, soak: str = "2s", on_failure: str = "halt",
+               balance: str = "roundrobin") -> str:
+        (self.work / "cluster.yaml").write_text(cluster_yaml(self.members, soak, on_failure))
+        (self.work / "web.yaml").write_text(web_yaml(self.members, port, forward, balance))
         self.git("add", "-A")
         self.git("commit", "-q", "--allow-empty", "-m", message)
         if not self.origin.exists():
@@ -177,9 +186,10 @@ class Fleet:
             self.git("push", "-q", "origin", "main")
         return self.git("rev-parse", "HEAD")
 
-    def start(self, name: str, node: str, argv: list[str]) -> None:
+    def start(self, name: str, node: str, argv: list[str], quiet: bool = False) -> None:
         log = self.lab.shared / f"{name}.log"
-        self.logs[name] = log
+        if not quiet:  # HTTP servers: their request logs would bury the agents'
+            self.logs[name] = log
         with open(log, "a") as out:
             self.procs[name] = self.lab.popen(node, argv, stdout=out, stderr=subprocess.STDOUT)
 
@@ -204,7 +214,7 @@ class Fleet:
         return data if data.get("state") == state else None
 
     def holder(self) -> str | None:
-        for node in ("lb1", "lb2"):
+        for node in self.members:
             data = json.loads(self.lab.exec(node, ["ip", "-j", "addr", "show", "dev", "eth0"]).stdout)
             if any(a.get("local") == VIP for i in data for a in i.get("addr_info", [])):
                 return node
@@ -250,17 +260,18 @@ class Fleet:
         return "\n".join(f"--- {n}\n{p.read_text()[-4000:]}" for n, p in self.logs.items() if p.exists())
 
 
-@pytest.fixture(scope="module")
-def fleet():
-    with temporary_lab(nodes=3, prefix="ro") as lab:
-        f = Fleet(lab)
+@contextlib.contextmanager
+def running_fleet(members: list[str], prefix: str) -> Iterator[Fleet]:
+    """A lab of the members and a client node, an HTTP server on 8080 in each member."""
+    with temporary_lab(nodes=len(members) + 1, prefix=prefix) as lab:
+        f = Fleet(lab, members)
         try:
-            for n in ("lb1", "lb2"):
+            for n in members:
                 lab.exec(n, ["mkdir", "-p", "/var/www"])
                 lab.write_file(n, "/var/www/index.html", f"{n}\n")
                 f.start(f"http-{n}", n, ["/usr/bin/python3", "-m", "http.server", "8080", "--bind", lab.address(n),
-                                         "--directory", "/var/www"])
-            for n in ("lb1", "lb2"):
+                                         "--directory", "/var/www"], quiet=True)
+            for n in members:
                 lab.wait_tcp(n, lab.address(n), 8080)
             yield f
         finally:
@@ -268,33 +279,45 @@ def fleet():
             print(f.logs_text())  # shown when a test fails
 
 
+@pytest.fixture(scope="module")
+def fleet():
+    with running_fleet(["lb1", "lb2"], "ro") as f:
+        yield f
+
+
 FIGURES: dict[str, Any] = {}
 
 
-def test_the_first_commit_forms_the_cluster_and_serves_the_vip_without_turns(fleet):
+def bootstrap(fleet: Fleet, figures: dict[str, Any]) -> str:
+    """The first commit on every member (no turns), the VIP answering, the client started."""
     first = fleet.commit(8080, False, "the web tier")
     started = time.monotonic()
-    for n in ("lb1", "lb2"):
+    for n in fleet.members:
         fleet.start_agent(n)
-    for n in ("lb1", "lb2"):
-        wait_for(lambda n=n: (a := fleet.agent(n)).get("revision") == first and a.get("ready"), 120,
-                 f"{n} to apply the first commit", fleet.logs_text)
+    for n in fleet.members:
+        wait_for(lambda n=n: fleet.at(n, first), 120, f"{n} to apply the first commit", fleet.logs_text)
     wait_for(lambda: fleet.holder() == "lb1", 30, "lb1 to hold the VIP")
-    wait_for(lambda: fleet.lab.exec("lb3", ["python3", "-c", "import urllib.request;urllib.request.urlopen("
-                                            "'http://192.0.2.100/', timeout=2)"], check=False).returncode == 0,
+    wait_for(lambda: fleet.lab.exec(fleet.client, ["python3", "-c", "import urllib.request;urllib.request.urlopen("
+                                                   "'http://192.0.2.100/', timeout=2)"], check=False).returncode == 0,
              30, "the VIP to answer")
-    FIGURES["bootstrap"] = round(time.monotonic() - started, 1)
+    figures["bootstrap"] = round(time.monotonic() - started, 1)
+
     # every agent published its revision; no rollout ran (nothing to take down at first)
     def published() -> dict[str, Any] | None:
         c = fleet.cluster()
         nodes = c.get("nodes", {})
         return c if nodes and all(i.get("revision") == first for i in nodes.values()) else None
 
-    view = wait_for(published, 30, "both nodes to publish the first revision", lambda: json.dumps(fleet.cluster()))
-    assert set(view["nodes"]) == {"lb1", "lb2"}
-    fleet.start("client", "lb3", ["python3", "-c", CLIENT, str(fleet.lab.shared / "client.json"),
-                                  str(fleet.lab.shared / "client.stop")])
+    view = wait_for(published, 30, "every node to publish the first revision", lambda: json.dumps(fleet.cluster()))
+    assert set(view["nodes"]) == set(fleet.members)
+    fleet.start("client", fleet.client, ["python3", "-c", CLIENT, str(fleet.lab.shared / "client.json"),
+                                         str(fleet.lab.shared / "client.stop")])
     wait_for(lambda: fleet.client_counts().get("ok", 0) >= 50, 30, "the client to get answers")
+    return first
+
+
+def test_the_first_commit_forms_the_cluster_and_serves_the_vip_without_turns(fleet):
+    bootstrap(fleet, FIGURES)
 
 
 def test_a_wrong_commit_halts_at_lb1_and_lb2_keeps_serving_the_old_revision(fleet):
