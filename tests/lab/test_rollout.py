@@ -10,7 +10,9 @@ The story, in order, on one lab:
    previous revision through the VIP, `reconcile status --cluster` names lb1 and why;
 3. the fix commit (with a structural HAProxy change, so both nodes need a turn) rolls out
    lb1 then lb2, and the VIP ends on lb1 as its priority says;
-4. the client saw no failed request (counted, and printed with the figures).
+4. the client saw no failed request, except at most the one in flight at an instant the
+   VIP moved (its TCP connection was on the node the address left; counted, and printed
+   with the figures); then a compare-and-set race, and kill -9 of an agent in its turn.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -164,6 +167,7 @@ class Fleet:
         self.work = lab.shared / "work"
         self.origin = lab.shared / "origin.git"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.moves: list[tuple[float, str | None, str]] = []  # the VIP's moves while the client runs
         self.logs: dict[str, Path] = {}
         self.work.mkdir()
         self.git("init", "-q", "-b", "main")
@@ -223,6 +227,31 @@ class Fleet:
     def client_counts(self) -> dict[str, Any]:
         path = self.lab.shared / "client.json"
         return json.loads(path.read_text()) if path.exists() else {}
+
+    def watch_vip(self) -> None:
+        """Record every move of the VIP (time, from, to) until the client stops."""
+        def run() -> None:
+            last = self.holder()
+            while not (self.lab.shared / "client.stop").exists():
+                now = self.holder()
+                if now != last and now is not None:
+                    self.moves.append((time.time(), last, now))
+                    last = now
+                time.sleep(0.1)
+
+        threading.Thread(target=run, name="vip-watch", daemon=True).start()
+
+    def check_failures(self, figures: dict[str, Any], label: str) -> None:
+        """No failed request but, at most, the one in flight at an instant the VIP moved:
+        the client is sequential, so a move can break at most one request (its TCP
+        connection was on the node the address left); any other failure is a bug."""
+        counts = self.client_counts()
+        figures[f"failed requests ({label})"] = counts["failed"]
+        figures[f"VIP moves ({label})"] = len(self.moves)
+        outside = [f for f in counts["failures"]
+                   if not any(m - 2.5 <= f[0] <= m + 1.0 for m, _, _ in self.moves)]
+        assert not outside, f"failed requests away from any VIP move: {outside}; moves: {self.moves}"
+        assert counts["failed"] <= len(self.moves), (counts["failures"], self.moves)
 
     def stop_client(self) -> dict[str, Any]:
         (self.lab.shared / "client.stop").write_text("")
@@ -313,6 +342,7 @@ def bootstrap(fleet: Fleet, figures: dict[str, Any]) -> str:
     fleet.start("client", fleet.client, ["python3", "-c", CLIENT, str(fleet.lab.shared / "client.json"),
                                          str(fleet.lab.shared / "client.stop")])
     wait_for(lambda: fleet.client_counts().get("ok", 0) >= 50, 30, "the client to get answers")
+    fleet.watch_vip()
     return first
 
 
@@ -343,9 +373,7 @@ def test_a_wrong_commit_halts_at_lb1_and_lb2_keeps_serving_the_old_revision(flee
     lb1 = fleet.agent("lb1")
     assert (lb1.get("rollout") or {}).get("phase") == "failed", lb1.get("rollout")
     FIGURES["lb1 wrong turn"] = lb1["rollout"].get("figures")
-    counts = fleet.client_counts()
-    FIGURES["failed after the wrong commit"] = counts.get("failed")
-    assert counts["failed"] == 0, counts["failures"]
+    fleet.check_failures(FIGURES, "after the wrong commit")
 
 
 def test_the_fix_rolls_out_node_by_node_and_the_vip_returns_to_lb1(fleet):
@@ -371,9 +399,7 @@ def test_the_fix_rolls_out_node_by_node_and_the_vip_returns_to_lb1(fleet):
         FIGURES[f"{n} fix turn"] = figures
         assert "option forwardfor" in fleet.lab.read_file(n, "/etc/haproxy/haproxy.cfg")
     wait_for(lambda: fleet.holder() == "lb1", 15, "the VIP back on lb1 (priority 150)")
-    counts = fleet.client_counts()
-    FIGURES["failed after the fix"] = counts["failed"]
-    assert counts["failed"] == 0, counts["failures"]
+    fleet.check_failures(FIGURES, "after the fix")
 
 
 def test_two_agents_racing_for_one_turn_one_wins_through_the_compare_and_set(fleet):
@@ -415,6 +441,6 @@ def test_killing_the_agent_in_its_turn_does_not_leave_the_rollout_stuck(fleet):
     assert all(i["revision"] == change for i in data["nodes"].values()), data["nodes"]
     counts = fleet.stop_client()
     FIGURES["requests"] = counts["ok"] + counts["failed"]
-    FIGURES["failed requests in total"] = counts["failed"]
+    FIGURES["failures"] = counts["failures"]
     print("rollout figures:", json.dumps(FIGURES, indent=1))
-    assert counts["failed"] == 0, counts["failures"]
+    fleet.check_failures(FIGURES, "in total")
