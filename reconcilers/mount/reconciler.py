@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    ApplyError, Change, CommandError, Desired, Node, PerObject, Refusal, native_check, systemd_running,
+    ApplyError, Change, CommandError, Desired, HealthReport, Node, PerObject, Refusal, native_check, systemd_running,
 )
 from reconcilers.mount import apply as actions
 from reconcilers.mount import credentials, fuse
+from reconcilers.mount.health import mount_health
 from reconcilers.mount.model import Paths, desired_state, entry
 from reconcilers.mount.observe import is_ours, observed_state, probe, read_mountinfo, read_records, top_mounts
 from reconcilers.mount.render import fstab_line, unit_name
@@ -91,6 +92,15 @@ class MountReconciler(PerObject):
             if state is not None:
                 out[name] = state
         return {"Mount": out}
+
+    # --- health ------------------------------------------------------------------------------
+
+    def health(self, node: Node, desired: dict[str, dict[str, Desired]],
+               observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:
+        """Readable as git says: from observe's mount table and `stat` probe (a dead FUSE
+        daemon, a hung server, someone else's mount on the point), no command of its own."""
+        seen = observed.get("Mount", {})
+        return {"Mount": {name: mount_health(d.state, seen.get(name)) for name, d in desired.get("Mount", {}).items()}}
 
     def _unit(self, path: str) -> str | None:
         try:

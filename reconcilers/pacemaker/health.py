@@ -82,12 +82,25 @@ def read(node: Node) -> Snapshot | str:
     except CommandError as err:
         return str(err)
     if r.rc != 0 or "<pacemaker-result" not in r.stdout:
-        detail = (r.stderr or r.stdout).strip().splitlines()
-        return f"crm_mon: {detail[-1] if detail else f'exit {r.rc}'}"
+        return f"crm_mon: {crm_mon_error(r.stdout, r.stderr, r.rc)}"
     try:
         return Snapshot(parse_crm_mon(r.stdout), parse_resources(r.stdout))
     except ET.ParseError as err:
         return f"crm_mon printed XML that does not parse: {err}"
+
+
+def crm_mon_error(stdout: str, stderr: str, rc: int) -> str:
+    """Why crm_mon failed, in its own words: with --output-as=xml the reason is inside the
+    result (`<status message=…><errors><error>…`), not on the last line."""
+    try:
+        status = ET.fromstring(stdout).find("status")
+    except ET.ParseError:
+        status = None
+    if status is not None:
+        errors = [e.text.strip() for e in status.iter("error") if e.text and e.text.strip()]
+        return "; ".join(errors) or status.get("message") or f"exit {rc}"
+    detail = (stderr or stdout).strip().splitlines()
+    return detail[-1] if detail else f"exit {rc}"
 
 
 def _listing(names: list[str]) -> str:

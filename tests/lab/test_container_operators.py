@@ -170,13 +170,13 @@ def test_a_mount_of_etc_and_a_hook_without_policy_change_nothing(lab):
     bad = WITH_MOUNT.replace("mnt1", "bad1").replace("source: SHARED/data", "source: /etc") + \
         "  config: ['lxc.hook.pre-start = /usr/local/bin/prepare']\n"
     tree = repo(lab, "bad", bad)
-    before = sh(lab, "lxc-ls -1; ip -o link; ls /var/lib/lxc")
+    before = sh(lab, "lxc-ls -1; ls /sys/class/net; ls /var/lib/lxc")
     rc, objects, out = run(lab, tree, "apply")
     assert rc == 1 and objects["bad1"]["status"] == "failed", out
     error = objects["bad1"]["error"]
     assert "0.yaml:8: spec.mounts[0].source: mounts the node's /etc" in error, error
     assert "0.yaml:11: spec.config[0]: lxc.hook.pre-start runs /usr/local/bin/prepare on the node as root" in error
-    assert sh(lab, "lxc-ls -1; ip -o link; ls /var/lib/lxc") == before
+    assert sh(lab, "lxc-ls -1; ls /sys/class/net; ls /var/lib/lxc") == before
     # the node's administrator allows the mount: it lands (a read-only view of /etc), the hook is still refused
     lab.write_file(NODE, "/etc/reconcile/policy.yaml", "lxc:\n  mounts: [/etc]\n")
     rc, objects, out = run(lab, tree, "--dry-run")

@@ -231,9 +231,15 @@ def test_tls_on_a_vip_serves_h2_and_http1_and_a_certificate_is_replaced_without_
     assert oct(int(lb.lab.exec(NODE, ["stat", "-c", "%a", "/etc/haproxy/reconcile/frontend-www_tls/www.pem"])
                    .stdout, 8)) == "0o600"
     reloads = lb.reloads()
-    load = [lb.lab.popen("lb2", ["/usr/bin/python3", CLIENT, "load", "https://192.0.2.100:8443/", "5", "3", *ka],
-                         stdout=subprocess.PIPE, text=True) for ka in ([], ["--keepalive"])]
-    time.sleep(1.0)
+    load = [lb.lab.popen("lb2", ["/usr/bin/python3", CLIENT, "load", "https://192.0.2.100:8443/", "8", "3", *ka,
+                                 "--ready", f"/tmp/tls-load-{i}"], stdout=subprocess.PIPE, text=True)
+            for i, ka in enumerate(([], ["--keepalive"]))]
+    # both clients have been served with the first certificate (a busy machine takes seconds to start them)
+    deadline = time.monotonic() + 30
+    while lb.lab.exec("lb2", ["sh", "-c", "test -e /tmp/tls-load-0 && test -e /tmp/tls-load-1"],
+                      check=False).returncode:
+        assert time.monotonic() < deadline, "the load clients did not start"
+        time.sleep(0.1)
     second = lb.certificate("/etc/reconcile/secrets/www.pem", "www2.example.test", days=90)
     plan = lb.reconcile("--dry-run", "--repo", str(tree), rc=2).stdout
     assert "subject CN=www2.example.test, names www2.example.test, expires" in plan

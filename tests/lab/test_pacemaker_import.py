@@ -133,7 +133,7 @@ def repo(lab: Lab, handmade) -> Path:
     (root / "pacemaker.yaml").unlink()
     docs = text.split("\n---\n")  # the Cluster first, then its resources
     (root / "cluster.yaml").write_text(docs[0] + "\n")
-    (root / "resources.yaml").write_text("---\n".join(docs[1:]))
+    (root / "resources.yaml").write_text("\n---\n".join(docs[1:]) + "\n")
     return root
 
 

@@ -313,3 +313,13 @@ def test_a_backend_without_servers_answers_by_itself():
     rows = {"be_deny": {"BACKEND": {"status": "UP"}}}
     h = backend_health("be_deny", rows, {"lines": ["http-request deny"], "servers": {}})
     assert (h.status, h.reason) == ("Healthy", "NoServers")
+
+
+def test_crm_mon_failing_says_why_in_its_own_words_not_its_last_xml_line():
+    from reconcilers.pacemaker.health import crm_mon_error
+    recorded = (FIXTURES / "pacemaker" / "crm_mon_not_connected.xml").read_text()  # lab node, pacemaker stopped
+    why = crm_mon_error(recorded, "", 102)
+    assert why == ("error: Could not connect to launcher: Connection refused; "
+                   "crm_mon: Connection to cluster failed: Connection refused")
+    assert crm_mon_error("", "crm_mon: command timed out\n", 124) == "crm_mon: command timed out"
+    assert crm_mon_error("", "", 1) == "exit 1"
