@@ -402,6 +402,8 @@ class Rollout:
                                  seconds(gate_cfg["timeout"]), ALLOWED_WHILE_DRAINED,
                                  lambda: self.agent.stop_requested)
             figures["gate"] = round(took, 2)
+            if self.agent.stop_requested:
+                return self._stopping(revision.sha)
             if ok and drained:
                 drain_all(node, "undrain")
             if ok:
@@ -418,6 +420,8 @@ class Rollout:
                         if disruptive:
                             drain_all(node, "drain")
                 figures["soak"] = round(time.monotonic() - t, 2)
+            if self.agent.stop_requested:
+                return self._stopping(revision.sha)
             if ok:
                 coord.update_turn(lambda v: released(v["turn"], me))
                 self.publish(coord, phase="idle", health="Healthy", revision=revision.sha)
@@ -430,6 +434,13 @@ class Rollout:
             return self._failed(coord, loaded, record, why, figures, drained)
         finally:
             self._heartbeat(coord, False)
+
+    def _stopping(self, sha: str) -> Outcome:
+        """SIGTERM in a turn is no failure: the node stays as it is and keeps the turn; the
+        agent started again carries on with it (or turnTimeout hands it on)."""
+        log.info("rollout of %s: stopping in this node's turn; the next agent carries on", sha[:12])
+        self.state = {"revision": sha, "phase": self.state.get("phase", ""), "waiting": "stopped in its turn"}
+        return Outcome("waiting", "stopped in its turn")
 
     def _disruption(self, rec: Any, change: Any, node: Node) -> str | None:
         if rec is None or change is None:
