@@ -52,6 +52,7 @@ from controller.engine import Engine, RunRecord
 from controller.journal import journal_handler
 from controller.loader import Tree, TreeError, load_tree
 from controller.metrics import AgentMetrics
+from controller.rollout import POLL_SECONDS, Rollout
 from controller.source import GitSource, Revision, SourceError, safe_url
 from controller.state import (
     DEFAULT_STATE_DIR, LockHeld, NodeLock, StateError, append_history, read_json, save_run, write_json,
@@ -264,6 +265,9 @@ class Agent:
         self.applied_file = Path(config.state_dir) / APPLIED_FILE
         self.error = ""  # the last cycle's error that is no run's (a damaged state file, ...)
         self._persisted = self._read_applied()
+        self.last_engine: Engine | None = None  # the last run's engine (a rollout's health gate asks it again)
+        self.rollout = Rollout(self)
+        self.waiting: tuple[Revision, Tree] | None = None  # a revision loaded, waiting for its rollout turn
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -289,6 +293,8 @@ class Agent:
             if not reasons:
                 if now >= self.next_resync:
                     reasons = {"resync": "periodic"}
+                elif self.waiting is not None:
+                    reasons = {"rollout": "waiting for a turn"}
                 elif (self.backoff.next_try() or float("inf")) <= time.time() + 0.01:
                     reasons = {"retry": "backoff expired"}
                 else:
@@ -327,6 +333,8 @@ class Agent:
         retry = self.backoff.next_try()
         if retry is not None:
             deadline = min(deadline, time.monotonic() + (retry - time.time()))
+        if self.waiting is not None:  # ask again for the rollout's turn
+            deadline = min(deadline, time.monotonic() + POLL_SECONDS)
         return max(deadline - time.monotonic(), 0.0)
 
     def drift_delay(self, now: float) -> float:
@@ -358,31 +366,45 @@ class Agent:
             self._sync_source()
         record = None
         candidate = self.latest
-        enforce_good = bool(set(reasons) - {"commit"})
+        enforce_good = bool(set(reasons) - {"commit", "rollout"})
         if candidate and (self.good is None or candidate != self.good[0].sha):
             rejected = self.rejected.get(candidate)
             retry = rejected is not None and rejected.retry and bool({"resync", "signal", "startup"} & set(reasons))
             if rejected is None or retry:
-                loaded = self._load(candidate, trigger)
-                if loaded is not None:
+                loaded = self.waiting if self.waiting and self.waiting[0].sha == candidate else \
+                    self._load(candidate, trigger)
+                # A cluster with a rollout policy applies a new revision one turn at a time
+                # (controller/rollout.py): this node may have to wait for its turn.
+                outcome = self.rollout.attempt(loaded, trigger) if loaded is not None else None
+                if outcome is not None and outcome.kind != "free":
+                    self.metrics.rollout(self.rollout.state.get("phase", "idle"),
+                                         None if outcome.kind == "waiting" else outcome.kind, outcome.figures)
+                if outcome is not None and outcome.kind == "waiting":
+                    self.waiting = loaded
+                elif loaded is not None and outcome is not None:
+                    self.waiting = None
                     self.backoff.clear()  # a newer revision supersedes whatever was failing
-                    record = self._run(loaded, trigger)
+                    record = self._run(loaded, trigger) if outcome.kind == "free" else outcome.record
                     if record.refused:
                         # Refused whole (nothing of it applied): the last good revision stays
                         # the one enforced, at once, also after a restart.
                         self._reject(candidate, _refusal(record), trigger, record)
                         enforce_good = True
-                    elif record.passes:
-                        self._applied(loaded)
-                        enforce_good = False
                     else:
-                        enforce_good = False  # the node's state folder is unusable: said in the run
+                        if record.passes and outcome.kind != "rolled-back":  # rolled back: the last good stays
+                            self._applied(loaded)
+                        enforce_good = False  # (no pass: the node's state folder is unusable, said in the run)
+                    if outcome.kind == "free":
+                        self.rollout.after_run(loaded[1], record)
+        else:
+            self.waiting = None
         if enforce_good:
             # Drift, a resync, a retry, a signal, or the newest revision refused: enforce the
             # last good revision (the node keeps what was last applied).
             good = self.good or self._restore_good()
             if good is not None:
                 record = self._run(good, trigger)
+                self.rollout.after_run(good[1], record)
         self._write_status()
         return record
 
@@ -527,6 +549,7 @@ class Agent:
                             allow_mass_prune=self.config.allow_mass_prune, hold=self.backoff.holds(now),
                             stop=lambda: self.stop_requested)
             record = engine.apply()
+            self.last_engine = engine
         except StateError as err:  # a damaged inventory: nothing can be planned safely
             record = RunRecord(node=node.name, revision=tree.revision, repo="", mode="apply",
                                started=agent_status.iso(now), errors=[f"nothing was changed: {err}"])

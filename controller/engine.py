@@ -433,6 +433,15 @@ class Engine:
         changes = self._observe_and_diff(record)
         return bool(changes) or any(r.status == "failed" for r in self.results.values())
 
+    def pending(self) -> list[tuple[Reconciler, Change]]:
+        """What an apply would change now, each change with its reconciler (which has seen
+        desired and observed): observe and diff only, read-only. Rollouts ask each
+        reconciler whether its changes disrupt service."""
+        with _gc_paused():
+            record = self._new_record("dry-run")
+            self._prepare(record)
+            return [(self.reconcilers[c.kind], c) for c in self._ordered(self._observe_and_diff(record))]
+
     def plan(self) -> RunRecord:
         """Dry-run: what would change. Calls no `apply`."""
         with _gc_paused():

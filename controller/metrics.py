@@ -51,6 +51,23 @@ class AgentMetrics:
         self.healthy = Gauge("reconcile_healthy", "1 when every object and facet of the last run is Healthy, "
                              "0 when one is not, -1 when health was not checked", registry=r)
 
+        # Rollouts (controller/rollout.py): this node's phase as a state set, its turns and their parts.
+        self.rollout_phase = Gauge("reconcile_rollout_phase", "This node's rollout phase: 1 for the current one "
+                                   "(idle, waiting, draining, applying, gating, soaking, failed)", ["phase"],
+                                   registry=r)
+        self.rollout_turns = Counter("reconcile_rollout_turns", "Rollout turns this node took, by outcome "
+                                     "(applied, halted, rolled-back)", ["outcome"], registry=r)
+        self.rollout_seconds = Gauge("reconcile_rollout_last_turn_seconds", "The last turn's parts (drain, apply, "
+                                     "gate, soak, turn) in seconds", ["part"], registry=r)
+
+    def rollout(self, phase: str, outcome: str | None = None, figures: dict[str, float] | None = None) -> None:
+        for p in ("idle", "waiting", "draining", "applying", "gating", "soaking", "failed"):
+            self.rollout_phase.labels(phase=p).set(int(p == phase))
+        if outcome:
+            self.rollout_turns.labels(outcome=outcome).inc()
+        for part, value in (figures or {}).items():
+            self.rollout_seconds.labels(part=part).set(value)
+
     def run(self, record: Any, trigger: str) -> None:
         """Account one finished run (an engine RunRecord)."""
         result = record.result

@@ -138,6 +138,7 @@ def agent_document(agent: Any) -> dict[str, Any]:
         "backoff": agent.backoff.to_dict(),
         "driftEvents": agent.drift_events,
         "nextResync": iso(time.time() + max(agent.next_resync - time.monotonic(), 0)),
+        "rollout": dict(agent.rollout.state) or None,
     }
 
 
@@ -272,6 +273,12 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
         for key, entry in (agent.get("backoff") or {}).items():
             lines.append(c("33", f"  backoff   {key}: {entry['failures']} failure(s), next try at {entry['retryAt']}: "
                                  f"{entry['error']}"))
+        ro = agent.get("rollout") or {}
+        if ro:
+            said = ro.get("waiting") or ro.get("reason") or ro.get("message") or ""
+            tint = "31" if ro.get("phase") == "failed" else ("33" if ro.get("phase") == "waiting" else "")
+            text = f"  rollout   {ro.get('phase')} at {str(ro.get('revision'))[:12]}" + (f": {said}" if said else "")
+            lines.append(c(tint, text) if tint else text)
         lines.append(f"  runs      {agent.get('runs')} since start, {agent.get('driftEvents')} drift events, "
                      f"next resync at {agent.get('nextResync')}")
     if run is not None:
@@ -323,7 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.add_argument("--history", type=int, default=10, metavar="N", help="how many past runs to show (default 10)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    p.add_argument("--cluster", action="store_true",
+                   help="the rollout in this node's cluster: every node's revision, health, phase and turn "
+                        "(exit 0 complete, 2 progressing, 1 stalled or unknown)")
     args = p.parse_args(argv)
+    if args.cluster:
+        return cluster_main(args)
     data = collect(args.state_dir or DEFAULT_STATE_DIR, args.history)
     out: IO[str] = sys.stdout
     if args.output == "json":
@@ -334,3 +346,22 @@ def main(argv: list[str] | None = None) -> int:
 
         out.write(render(data, use_colour(out, args.color)) + "\n")
     return exit_code(data)
+
+
+def cluster_main(args: argparse.Namespace) -> int:
+    """`reconcile status --cluster`: the rollout as the cluster's own store says it, from
+    any node (read-only)."""
+    from controller.identity import this_host
+    from controller.rollout import cluster_view, render_cluster
+    from reconcilers.base import Node, Runner
+
+    node = Node(this_host(), Runner(dry_run=True), args.state_dir or DEFAULT_STATE_DIR)
+    data = cluster_view(node) or {"error": "no cluster store answers on this node (a rollout needs a Cluster with "
+                                           "stack: pacemaker)"}
+    code = 1 if data.get("error") else {"Complete": 0, "None": 0, "Progressing": 2}.get(data.get("state", ""), 1)
+    if args.output == "json":
+        json.dump(dict(data, exitCode=code), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_cluster(data) + "\n")
+    return code

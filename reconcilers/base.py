@@ -122,6 +122,23 @@ reconciler and calls, in this order:
     (undoing what it did), unless `force`. `reconcile drain|undrain` calls every
     reconciler that offers it, on this machine only; rollouts build on it.
 
+``disruption(change, node) -> str | None`` (optional)
+    Whether applying `change` may interrupt what this node serves: a short reason ("reload
+    HAProxy: section changed"), or None when the change is provably hitless (HAProxy server
+    weight, maxconn, state and removals over the runtime API). A rollout drains the node
+    before a disruptive change and skips the drain otherwise. Without the hook every change
+    of the reconciler counts as disruptive.
+
+``coordinator(tree, node)`` (optional, static)
+    The rollout coordinator of the cluster `node` belongs to when the tree asks for
+    coordinated rollouts there, else None: an object with `policy` (the Cluster's rollout
+    policy as a plain dict, `order` filled in), `addresses` (node → address), `view()`
+    ({"turn": {...}, "nodes": {name: {online, revision, health, phase, heartbeat}}}),
+    `update_turn(change)` (compare-and-set: `change(view)` returns the new turn or None)
+    and `publish(facts)` (this node's facts). Pacemaker's: reconcilers/pacemaker/rollout.py;
+    the generic rollout is controller/rollout.py. ``rollout_view(node)`` (static) returns
+    that view without a tree, for `reconcile status --cluster` (None: no cluster here).
+
 ``watch(node) -> Iterator[str]`` (optional)
     Blocks and yields a short reason whenever something this reconciler manages may have
     drifted (netlink address events, inotify on owned files, HAProxy state). Better a

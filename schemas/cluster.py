@@ -24,6 +24,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model
 from schemas.common import (
     duplicates, Duration, IPv4Prefix, Manifest, Name, NodeName, Port, PropertyName, PropertyValue, SecretRef, Strict,
 )
+from schemas.rollout import RolloutPolicy
 from schemas.pacemaker import (
     Alert, AttributeName, Constraint, FencingLevel, NVSets, NVSet, PACEMAKER_ID, Tag, Value, set_values,
 )
@@ -255,6 +256,9 @@ class ClusterSpec(Strict):
     constraints: list[Constraint] | None = Field(
         None, description="constraints over several resources (sets, patterns), or any constraint kept at the "
                           "cluster level (an import puts every constraint here, in the CIB's order)")
+    rollout: RolloutPolicy | None = Field(
+        None, description="how a new revision reaches the nodes: one turn at a time, drained, health-gated "
+                          "(needs stack: pacemaker; without it every agent applies at once)")
 
 
 class Cluster(Manifest):
@@ -271,6 +275,8 @@ class Cluster(Manifest):
         problems = (duplicates([n.name for n in nodes], "spec.nodes.{}.name", "node name")
                     + duplicates([n.id for n in nodes], "spec.nodes.{}.id", "node id")
                     + duplicates([n.address.split("/")[0] for n in nodes], "spec.nodes.{}.address", "node address"))
+        if spec.rollout is not None:
+            problems += spec.rollout.problems([n.name for n in nodes], spec.stack)
         if spec.stack == "none":
             for field in PACEMAKER_ONLY:
                 if getattr(spec, field) is not None:

@@ -197,6 +197,24 @@ class HAProxyReconciler(Reconciler):
                         else "HAProxy will be started (it does not run)")
         return [*notes, said, *(NodeNote(f"HAProxy: {n}") for n in extra), *held]
 
+    def disruption(self, change: Change, node: Node) -> str | None:
+        """For rollouts: None when the change is provably hitless — a Backend update made
+        only of runtime-API server changes that keep every server where it was (weight,
+        maxconn, admin state, removals, which HAProxy drains first). A reload, a start, a new
+        server or a server sent to another address/port is disruptive: the new
+        destination is untried, so the node is drained before it."""
+        if change.kind != "Backend" or change.action != "update":
+            return f"{change.kind} {change.name}: {change.action} (reload or start of HAProxy)"
+        plan = plan_backend(change.name, change.observed, change.desired or {}, self.ignored.get(change.name, set()))
+        if plan.reload or _needs_reload(self.model, change, ignore_servers=True):
+            return f"Backend {change.name}: reload ({', '.join(plan.reload) or 'configuration'})"
+        for op in plan.ops:
+            if op.action == "add":
+                return f"Backend {change.name}: new server {op.server}"
+            if any(" addr " in c for c in op.commands):
+                return f"Backend {change.name}: server {op.server} moves to another address/port"
+        return None
+
     def _certificate_note(self, key: Key, path: str, node: Node) -> str:
         r = self.model.objects.get(key)
         f = r.files.get(path) if r else None

@@ -444,6 +444,37 @@ class ClusterReconciler(PerObject):
 
     # --- render and watch ----------------------------------------------------------------
 
+    # --- rollouts ------------------------------------------------------------------------
+
+    @staticmethod
+    def coordinator(tree: Any, node: Node) -> Any:
+        """The rollout coordinator (rollout.py) when this node's Cluster has a rollout policy."""
+        from reconcilers.pacemaker.rollout import coordinator_for
+
+        return coordinator_for(tree, node)
+
+    @staticmethod
+    def rollout_view(node: Node) -> dict[str, Any] | None:
+        """The rollout's turn and every node's published facts (`reconcile status --cluster`);
+        None when Pacemaker does not answer here."""
+        from reconcilers.pacemaker.rollout import parse_view
+
+        try:
+            return parse_view(tools.query_cib(node))
+        except tools.CibUnavailable:
+            return None
+
+    def drain(self, node: Node, force: bool = False, timeout: float | None = None) -> str | None:
+        """Transient standby: Pacemaker moves this node's resources (a Pacemaker VIP) away."""
+        from reconcilers.pacemaker.rollout import standby
+
+        return standby(node, True, force, timeout or 60.0)
+
+    def undrain(self, node: Node) -> str | None:
+        from reconcilers.pacemaker.rollout import standby
+
+        return standby(node, False)
+
     def render(self, node: Node) -> dict[str, str]:
         """The corosync.conf this node gets (`reconcile render`); the authkey is a secret."""
         return {str(COROSYNC_CONF): self._render(name) for name in self._spec}

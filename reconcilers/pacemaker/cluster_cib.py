@@ -32,6 +32,9 @@ OP_DEFAULTS_ID = "op_defaults-meta_attributes"
 MAINTAINED_PROPERTIES = frozenset({"dc-version", "cluster-infrastructure", "cluster-name", "have-watchdog",
                                    "last-lrm-refresh"})
 OPERATOR_PROPERTIES = frozenset({"maintenance-mode"})
+ROLLOUT_SET = "reconcile-rollout"
+"""The cluster property set holding the rollout's turn (rollout.py): run-time state of the
+agents, never owned, shown or removed by the Cluster reconciler."""
 OPERATOR_NODE_ATTRIBUTES = frozenset({"standby", "maintenance"})
 SECTIONS = (("resourceDefaults", "rsc_defaults", RSC_DEFAULTS_ID), ("operationDefaults", "op_defaults", OP_DEFAULTS_ID))
 
@@ -250,7 +253,9 @@ def write_properties(crm_config: ET.Element, properties: Any, observed: dict[str
     what Pacemaker maintains and the operator's switches."""
     wanted = properties if isinstance(properties, list) else [{"id": PROPERTIES_ID, "values": properties or {}}]
     declared = set(sets_values(properties))
-    live = {s.get("id"): s for s in crm_config.findall("cluster_property_set")}
+    # The rollout's turn (reconcilers/pacemaker/rollout.py) lives in crm_config but is the
+    # agents' run-time state, not configuration: never owned, never removed.
+    live = {s.get("id"): s for s in crm_config.findall("cluster_property_set") if s.get("id") != ROLLOUT_SET}
     for s in wanted:
         el = live.get(s["id"])
         if el is None:
@@ -297,7 +302,8 @@ def parse_cluster_config(configuration: ET.Element, desired: dict[str, Any]) -> 
     declared = set(sets_values(desired.get("properties")))
     crm_config = configuration.find("crm_config")
     state: dict[str, Any] = {
-        "properties": parse_sets(crm_config.findall("cluster_property_set") if crm_config is not None else [],
+        "properties": parse_sets([s for s in crm_config.findall("cluster_property_set") if s.get("id") != ROLLOUT_SET]
+                                 if crm_config is not None else [],
                                  PROPERTIES_ID, lambda name: not _owned_property(name, declared)) or {}}
     for key, tag, default in SECTIONS:
         if key in desired:

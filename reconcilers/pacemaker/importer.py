@@ -27,6 +27,7 @@ from reconcilers.importing import Imported, ImportProblem
 from reconcilers.pacemaker import corosync, tools
 from reconcilers.pacemaker.cib import RESOURCE_TAGS, parse_constraint, parse_resources
 from reconcilers.pacemaker.cluster_cib import (
+    ROLLOUT_SET,
     MAINTAINED_PROPERTIES, PROPERTIES_ID, SECTIONS, node_set_id, parse_alert, parse_level,
 )
 from reconcilers.pacemaker.derived import virtual_ip_state
@@ -73,7 +74,8 @@ def import_cluster(cib: ET.Element, conf_text: str | None, name: str | None = No
         spec["crypto"] = "none"
     stonith = _property(configuration, "stonith-enabled")
     spec["stonithEnabled"] = (stonith or "true").lower() in ("true", "yes", "1", "on")
-    properties = parse_sets(configuration.findall("crm_config/cluster_property_set"), PROPERTIES_ID,
+    properties = parse_sets([s for s in configuration.findall("crm_config/cluster_property_set")
+                             if s.get("id") != ROLLOUT_SET], PROPERTIES_ID,
                             lambda n: n in MAINTAINED_PROPERTIES)
     if properties:
         spec["properties"] = properties
@@ -331,7 +333,7 @@ def comparable(configuration: ET.Element) -> ET.Element:
             if nv.get("name") in MAINTAINED_PROPERTIES:
                 nvset.remove(nv)
     for nvset in list(conf.iterfind("crm_config/cluster_property_set")):
-        if not len(nvset):
+        if not len(nvset) or nvset.get("id") == ROLLOUT_SET:  # the rollout's turn: run-time state
             conf.find("crm_config").remove(nvset)
     return conf
 

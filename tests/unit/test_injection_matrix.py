@@ -166,7 +166,11 @@ BASE = [
         "fencingLevels": [{"id": "fl-lb1", "index": 1, "target": "lb1", "devices": ["fence1"]}],
         "tags": [{"id": "databases", "refs": ["db"]}],
         "constraints": [{"type": "location", "id": "db-on-lb1", "resource": "db", "node": "lb1", "score": "INFINITY",
-                         "role": "Started", "resourceDiscovery": "always"}]}),
+                         "role": "Started", "resourceDiscovery": "always"}],
+        "rollout": {"order": ["lb2", "lb1"], "maxUnavailable": 1, "soak": "5s", "onFailure": "rollback",
+                    "turnTimeout": "20s", "healthGate": {"timeout": "30s", "probes": [
+                        {"type": "http", "address": "192.0.2.100", "port": 80, "path": "/health",
+                         "expectStatus": [200], "timeout": "1s"}]}}}),
     manifest("ClusterResource", "fence1", {
         "cluster": "web", "agent": "stonith:fence_ipmilan", "params": {"ip": "192.0.2.201"}}),
     # every other field of the vocabulary, once (a rule's first expression is one kind each)
