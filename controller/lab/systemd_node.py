@@ -182,8 +182,21 @@ def prepare(lab: Lab, node: str, files: dict[str, tuple[str | bytes, int]]) -> P
     conf_dir.mkdir(parents=True)
     (conf_dir / "config").write_text(LXC_CONFIG.format(
         node=node, lab=lab.name, node_dir=node_dir, netns=f"{lab.name}-{node}", shared=lab.shared,
-        shared_rel=str(lab.shared).lstrip("/")))
+        shared_rel=str(lab.shared).lstrip("/")) + "".join(
+        f"lxc.mount.entry = {path} {path.lstrip('/')} none bind,ro,create=dir 0 0\n" for path in _kept_under_tmpfs()))
     return node_dir
+
+
+def _kept_under_tmpfs() -> list[str]:
+    """The checkout and its venv when they live under /tmp or /mnt (a clone in /tmp): the
+    node's own tmpfs there would hide them, and `reconcile` must run in the node. Bound
+    read-only, as the rest of the host is seen."""
+    import sys
+
+    from controller.lab.lab import CHECKOUT, venv_bin
+    paths = sorted({str(CHECKOUT), sys.prefix, str(venv_bin())})
+    under = [p for p in paths if p.startswith(("/tmp/", "/mnt/"))]
+    return [p for p in under if not any(p.startswith(q + "/") for q in under if q != p)]
 
 
 def start(lab: Lab, node: str) -> None:
