@@ -208,6 +208,8 @@ def observed_states(model: Model, snap: Snapshot, node: Node) -> dict[str, dict[
     if not snap.running and not snap.file.generated:
         return out
     file = snap.file
+    if not snap.running and _was_running(file, node):
+        return out  # stopped outside reconcile, its file as it last ran: nothing runs (drift)
     secrets = _Secrets(model, node)
     owner = _owner(file)
     shared = _shared_field(model, file)
@@ -263,6 +265,19 @@ def observed_states(model: Model, snap: Snapshot, node: Node) -> dict[str, dict[
 
 
 SHARED = ("", "")  # stands for global, defaults and the other sections every proxy runs with
+
+
+def _was_running(file: ConfigFile, node: Node) -> bool:
+    """Whether HAProxy last ran exactly this file (reconcile wrote it and HAProxy loaded
+    it): when it does not run now, it was stopped outside reconcile, which is drift. A
+    file reconcile wrote but HAProxy never loaded is a run that stopped before its
+    start: pending work."""
+    try:
+        written = (Path(node.state_dir) / "haproxy" / "haproxy.cfg.written").read_text()
+        then = json.loads(loaded_copy(node).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return file.text == written and then == section_digests(file)
 
 
 def _not_loaded(file: ConfigFile, node: Node) -> set[SectionKey]:

@@ -144,7 +144,7 @@ def test_units_stopped_by_hand_are_drift_planned_then_started_again(lab: Lab) ->
         lab.exec("lb2", ["systemctl", "stop", unit], timeout=120)
     rc, out = plan(lab, "lb2", repo)
     assert rc == 2, out
-    assert "+ Frontend web" in out and "keepalived: stopped → running" in out and "pacemaker: stopped → running" in out
+    assert "+ Frontend web" in out and "keepalived: stopped → running" in out and "pacemaker: stopped → running" in out, out
     assert out.count("drift: changed outside git") >= 3, out
     rc, out = apply(lab, "lb2", repo)
     assert rc == 0 and "drift corrected" in out, out
@@ -174,7 +174,7 @@ def test_a_unit_disabled_or_masked_by_hand_is_reported_and_left_so(lab: Lab) -> 
             assert show(lab, "lb2", "haproxy.service")["UnitFileState"] == "masked"
         status = json.loads(lab.exec("lb2", ["cat", "/var/lib/reconcile/status.json"]).stdout)
         held = {f"{o['kind']}/{o['name']}": o["status"] for o in status["objects"] if o["status"] != "in-sync"}
-        assert held == {"VirtualIP/web-vip": "pending", "Frontend/web": "pending"}
+        assert held == {"VirtualIP/web-vip": "pending", "Frontend/web": "pending"}, status
     finally:
         lab.exec("lb2", ["systemctl", "unmask", "haproxy.service"])
 

@@ -3,6 +3,7 @@ normalized Frontend/Backend dicts built from the file plus the runtime, compared
 the manifests render."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from controller.loader import load_tree
 from reconcilers.base import UNFINISHED, ApplyError, Node, Runner
 from reconcilers.haproxy.config import line_changes, parse_config
 from reconcilers.haproxy.parse import Snapshot, server_state
-from reconcilers.haproxy.process import haproxy_errors
+from reconcilers.haproxy.process import haproxy_errors, section_digests
 from reconcilers.haproxy.reconciler import HAProxyReconciler
 from reconcilers.haproxy.runtime import admin_state, parse_servers_state, parse_show_proc, parse_stat, used_connections
 from reconcilers.haproxy.state import EDITED, FOREIGN, IN_SYNC, NOT_IN_FILE, NOT_RUNNING, observed_states
@@ -165,6 +166,23 @@ def test_haproxy_not_running_shows_every_proxy_of_our_file_as_pending_work() -> 
     assert seen["HAProxy"] == {}
     debian = Snapshot(parse_config("global\n\tlog /dev/log local0\ndefaults\n\tmode http\n"), False)
     assert observed_states(reconciler().model, debian, NODE) == {"HAProxy": {}, "Frontend": {}, "Backend": {}}
+
+
+def test_haproxy_stopped_by_hand_with_the_file_it_last_ran_shows_nothing_running(tmp_path: Path) -> None:
+    # the file is what reconcile wrote and what HAProxy last loaded: nothing half-done, so
+    # what is missing is what runs (drift, started again); a file never loaded stays pending
+    node = Node("lb1", Runner(dry_run=True), state_dir=tmp_path)
+    text = fixture("haproxy.cfg")
+    file = parse_config(text)
+    (tmp_path / "haproxy").mkdir()
+    (tmp_path / "haproxy" / "haproxy.cfg.written").write_text(text)
+    stopped = Snapshot(file, False)
+    pending = observed_states(reconciler().model, stopped, node)
+    assert {o[UNFINISHED] for o in pending["Frontend"].values()} == {NOT_RUNNING}  # never loaded
+    (tmp_path / "haproxy" / "loaded.json").write_text(json.dumps(section_digests(file)))
+    assert observed_states(reconciler().model, stopped, node) == {"HAProxy": {}, "Frontend": {}, "Backend": {}}
+    (tmp_path / "haproxy" / "haproxy.cfg.written").write_text(text + "# edited\n")  # not the file it ran
+    assert set(observed_states(reconciler().model, stopped, node)["Frontend"]) == {"web", "legacy"}
 
 
 def test_a_hand_edit_of_a_proxy_shows_in_its_lines() -> None:
