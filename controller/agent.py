@@ -7,6 +7,8 @@ engine whenever something may have changed:
   polled with jitter (a cheap `ls-remote` before any fetch);
 - drift: each reconciler's optional `watch(node)` runs in a thread and yields when
   something it manages may have changed;
+- a wake from another node: a watch may yield a `Wake` (the Pacemaker DC's watch does
+  when a node that owes it a CIB change asks): the source is looked at, then the node runs;
 - a periodic full resync, a retry of objects in backoff, and SIGHUP ("reconcile now").
 
 Triggers are level-based hints ("look again"): they coalesce, and each run re-plans the
@@ -57,7 +59,7 @@ from controller.source import GitSource, Revision, SourceError, safe_url
 from controller.state import (
     DEFAULT_STATE_DIR, LockHeld, NodeLock, StateError, append_history, read_json, save_run, write_json,
 )
-from reconcilers.base import Node, Runner
+from reconcilers.base import Node, Runner, Wake
 
 log = logging.getLogger("reconcile.agent")
 
@@ -65,7 +67,7 @@ DEFAULT_METRICS_PORT = 9358
 # The last good revision, kept across restarts: {"version": 1, "revision": sha, "applied": time}.
 APPLIED_FILE = "applied.json"
 # Triggers that ask for the repository to be looked at; drift and retries only re-run.
-SOURCE_TRIGGERS = {"startup", "commit", "resync", "signal"}
+SOURCE_TRIGGERS = {"startup", "commit", "resync", "signal", "wake"}
 # A burst of events (an address removed then re-added, many files written) is one run.
 SETTLE_SECONDS = 0.02
 # A watch() that keeps firing (on the agent's own changes, or on churn that is not drift)
@@ -624,6 +626,9 @@ class Agent:
                     for reason in make():
                         if self.stopping.is_set():
                             return
+                        if isinstance(reason, Wake):  # another node asks for a run: not drift
+                            self.triggers.put("wake", f"{kind}: {reason}")
+                            continue
                         if kind:
                             self.drift_kinds.add(kind)
                         self.triggers.put(trigger, f"{kind}: {reason}" if kind else str(reason))
@@ -697,7 +702,7 @@ def _refusal(record: RunRecord) -> Rejected:
 
 
 def _trigger_name(reasons: dict[str, str]) -> str:
-    for name in ("signal", "commit", "startup", "resync", "drift", "retry"):
+    for name in ("signal", "commit", "startup", "resync", "wake", "drift", "retry"):
         if name in reasons:
             return name
     return next(iter(reasons), "none")

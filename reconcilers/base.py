@@ -248,6 +248,12 @@ class Deferred(Exception):
         self.assured = assured
 
 
+class Wake(str):
+    """What a `watch` yields when another node asks this node's agent to run now (the
+    Pacemaker DC, asked by a node whose CIB change it owes): unlike drift, the agent looks
+    at its source first, so that it runs the newest revision."""
+
+
 class Held(Exception):
     """The node's operator holds this change back (a service unit masked, or disabled
     although its package enables it): apply did the rest of the change, not this part.

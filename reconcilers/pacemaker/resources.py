@@ -33,7 +33,7 @@ from typing import Any, Iterator
 from reconcilers import netprobe
 from reconcilers.base import (
     ApplyError, Change, CommandError, Deferred, Desired, Health, HealthReport, Node, Outcomes, Reconciler, Refusal,
-    install_batch, native_check, wait_until,
+    Wake, install_batch, native_check, wait_until,
 )
 from reconcilers.pacemaker import daemons, guard, secrets, tools
 from reconcilers.pacemaker import health as pcmk_health
@@ -47,6 +47,10 @@ from schemas.cluster_resource import resource_tops
 
 RESOURCE, CONFIG = "ClusterResource", "ClusterConfig"
 WATCH_SECONDS = 2.0
+# A node that is not the DC waits this long for the DC's agent to make a change it owes
+# (woken through the CIB; its watch looks every WATCH_SECONDS), looking every POLL.
+DC_APPLY_WAIT_SECONDS = 30.0
+DC_APPLY_POLL_SECONDS = 1.0
 STOP_WAIT_SECONDS = 120.0  # how long a delete waits for Pacemaker to stop the resource first
 PATCH_ATTEMPTS = 4
 
@@ -422,13 +426,7 @@ class ClusterResourceReconciler(Reconciler):
             return outcomes
         dc = tools.wait_for_dc(node)
         if dc != node.name:
-            # what this node wrote (its secret files) may be all that differed; the rest is
-            # the DC's to write (found in sync later, it shows as in sync)
-            now = self._refresh(node) if wrote & {c.key for c in rest} else {}
-            for c in rest:
-                done = c.key in wrote and now.get(c.key, False)
-                outcomes[c.key] = None if done else Deferred(f"applied by the DC {dc}")
-            return outcomes
+            return outcomes | self._owed_by(dc, rest, wrote, node)
         for change in rest:
             if change.kind == RESOURCE and change.action == "delete":
                 try:
@@ -450,18 +448,49 @@ class ClusterResourceReconciler(Reconciler):
             if param not in self._secrets[name]:
                 secrets.remove(name, param, node)
 
-    def _refresh(self, node: Node) -> dict[tuple[str, str], bool]:
-        """Whether each object's CIB part is in sync now (a non-DC node has nothing to write
-        then: its own secrets were what differed)."""
+    def _owed_by(self, dc: str, changes: list[Change], wrote: set[tuple[str, str]], node: Node) -> Outcomes:
+        """A node that is not the DC writes no CIB. What it wrote itself (its secret files)
+        may be all that differed; the rest the DC owes: its agent is woken (`tools.wake`)
+        and the change awaited, bounded. Seen in the CIB, it is deferred, assured; not seen,
+        it is pending (exit 2): nothing on this node makes it happen (issue 21, item 6)."""
+        done = self._refresh(changes, node)
+        owed = [c for c in changes if not done.get(c.key)]
+        waited, woken = 0.0, ""
+        if owed:
+            try:
+                tools.wake(node, dc)
+            except (ApplyError, CommandError) as err:
+                woken = f"; its agent could not be woken ({err})"
+            started = time.monotonic()
+            while not woken and time.monotonic() - started < DC_APPLY_WAIT_SECONDS:
+                time.sleep(DC_APPLY_POLL_SECONDS)
+                done = self._refresh(changes, node)
+                if all(done.get(c.key) for c in owed):
+                    break
+            waited = time.monotonic() - started
+        out: Outcomes = {}
+        for c in changes:
+            if done.get(c.key):
+                out[c.key] = None if c.key in wrote else Deferred(f"applied by the DC {dc}", owner=dc, assured=True)
+            else:
+                out[c.key] = Deferred(
+                    f"owed by the DC {dc}, not in the CIB {waited:.0f}s after waking its agent{woken}: "
+                    f"is reconcile-agent running on {dc}? (`reconcile apply` on {dc} applies it)", owner=dc)
+        return out
+
+    def _refresh(self, changes: list[Change], node: Node) -> dict[tuple[str, str], bool]:
+        """Whether each change's CIB part is as git wants it now (made by the DC, or all
+        that differed was this node's own secret files); empty when the CIB cannot be read."""
         try:
             self.observe(node)
-        except Exception:  # only a nicer outcome is at stake
+        except Exception:  # the change is then not known to be done
             return {}
         out = {}
-        for name, want in self._states.items():
-            out[(RESOURCE, name)] = self._observed.resources.get(name) == want
-        if self._cluster is not None:
-            out[(CONFIG, self._cluster.metadata.name)] = self._observed.config == self._config
+        for c in changes:
+            if c.kind == RESOURCE:
+                out[c.key] = self._observed.resources.get(c.name) == self._states.get(c.name)  # None: deleted
+            else:
+                out[c.key] = self._observed.config == self._config
         return out
 
     def _attempt(self, batch: list[Change], node: Node) -> list[Refusal]:
@@ -556,16 +585,23 @@ class ClusterResourceReconciler(Reconciler):
     def watch(self, node: Node) -> Iterator[str]:
         """Yield when the CIB's configuration changes (one `cibadmin --query` every few
         seconds: Pacemaker offers no change feed to a command-line client). Where a
-        resource runs is in the status section, so failovers do not wake the agent."""
+        resource runs is in the status section, so failovers do not wake the agent; this
+        node's wake attribute there does (a `Wake`: another node asks the DC to run)."""
         last: bytes | None = None
+        token: str | None = None
         while True:
             try:
-                current = ET.tostring(tools.query_cib(node, scope="configuration", local=True))
+                cib = tools.query_cib(node, local=True)
+                configuration = cib.find("configuration")
+                current = ET.tostring(configuration) if configuration is not None else b""
+                asked = tools.wake_token(cib, node.name)
             except tools.CibUnavailable:
-                current = b""
-            if last is not None and current != last:
+                current, asked = b"", token
+            if last is not None and asked and asked != token:
+                yield Wake(f"{asked.partition('@')[0]} asked this node (the DC) to run: it owes a CIB change")
+            elif last is not None and current != last:
                 yield "the CIB configuration changed"
-            last = current
+            last, token = current, asked
             time.sleep(WATCH_SECONDS)
 
 

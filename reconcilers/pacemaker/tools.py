@@ -5,8 +5,9 @@ file on one node:
 
 - Read: `cibadmin --query` (one call per observe), `crm_mon --output-as=xml` for the DC
   and the daemons' state. Parsed here into plain Python values.
-- One writer: only the agent on Pacemaker's current DC writes (`require_dc`); the others
-  raise `Deferred`. No election of our own: Pacemaker already elected the DC.
+- One writer: only Pacemaker's current DC writes (`wait_for_dc`). Another node wakes
+  the DC's agent (`wake`) and waits, bounded, for the change to appear: then it is
+  deferred (assured), otherwise pending. No election of our own: Pacemaker elected the DC.
 - One verified change: the candidate CIB is the live one edited in Python, checked with
   `crm_verify --xml-file`, then pushed as the patch `crm_diff --cib` computes, with
   `cibadmin --patch`. The patch names the CIB version it was computed against, so a CIB
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from reconcilers.base import ApplyError, CommandError, Deferred, Node
+from reconcilers.base import ApplyError, CommandError, Node
 
 DC_WAIT_SECONDS = 60.0
 """How long an apply waits for a DC while the cluster forms (dc-deadtime is 20 s by default)."""
@@ -200,11 +201,28 @@ def wait_for_dc(node: Node, timeout: float = DC_WAIT_SECONDS) -> str:
         time.sleep(0.5)
 
 
-def require_dc(node: Node, timeout: float = DC_WAIT_SECONDS) -> None:
-    """Return if this node is the DC; raise Deferred naming the DC otherwise."""
-    dc = wait_for_dc(node, timeout)
-    if dc != node.name:
-        raise Deferred(f"applied by the DC {dc}")
+# A node that owes the DC a CIB change asks the DC's agent to run now: a transient node
+# attribute of the DC (status section, gone at its reboot) that its watch reads.
+WAKE_ATTRIBUTE = "reconcile-wake"
+
+
+def wake(node: Node, dc: str) -> str:
+    """Ask the agent of `dc` to run now (its ClusterResource watch sees the attribute
+    change); the token written, which names the asking node."""
+    token = f"{node.name}@{time.time():.3f}"
+    node.run(["attrd_updater", "-n", WAKE_ATTRIBUTE, "-N", dc, "-U", token], timeout=15)
+    return token
+
+
+def wake_token(cib: ET.Element, node_name: str) -> str | None:
+    """The wake token `node_name` was last given, in a whole CIB (its status section)."""
+    for state in cib.iterfind("status/node_state"):
+        if state.get("uname") == node_name:
+            for nv in state.iterfind("transient_attributes/instance_attributes/nvpair"):
+                if nv.get("name") == WAKE_ATTRIBUTE:
+                    return nv.get("value")
+    return None
+
 
 
 # --- one verified change -----------------------------------------------------------------

@@ -287,11 +287,12 @@ def test_removing_the_manifest_removes_the_primitive_and_then_the_container(lab,
     assert started_on(lab) == [holder]
     (repo / "container.yaml").unlink()
 
-    # the node that runs it cannot remove the primitive (the DC writes the CIB) and does
-    # not destroy a container Pacemaker runs
+    # the node that runs it cannot remove the primitive (the DC writes the CIB; no agent
+    # runs there to be woken: pending, issue 21 item 6) and does not destroy a container
+    # Pacemaker runs
     rc, record = reconcile(lab, holder, repo, "apply", "--allow-mass-prune")
-    assert rc == 0 and statuses(record) == {"Cluster/web": "in-sync", "ClusterConfig/web": "in-sync",
-                                            f"Container/{NAME}": "deferred", f"ClusterResource/{NAME}": "deferred"}, record
+    assert rc == 2 and statuses(record) == {"Cluster/web": "in-sync", "ClusterConfig/web": "in-sync",
+                                            f"Container/{NAME}": "deferred", f"ClusterResource/{NAME}": "pending"}, record
     assert running_here(lab) == [holder]
 
     # the DC stops it through Pacemaker, removes the primitive, then destroys its own copy

@@ -542,3 +542,31 @@ def test_a_drift_check_that_finds_the_node_in_sync_records_no_run(env):
     (env.store / "backend-app.json").unlink()
     record = cycle(agent, "drift")
     assert record is not None and agent.runs == runs + 1 and agent.drift_events == 1
+
+
+# --- a wake from another node --------------------------------------------------------------------
+
+
+def test_a_wake_looks_at_the_source_first_and_runs_the_newest_revision(env):
+    # the Pacemaker DC woken by a node that owes it a CIB change: unlike drift, which
+    # enforces the revision already applied, a wake fetches and runs the newest one
+    env.repo.commit({"lb.yaml": backend("app")})
+    agent = env.agent()
+    cycle(agent, "startup")
+    newest = env.repo.commit({"lb.yaml": backend("app") + "---\n" + backend("api")})
+    (env.store / "backend-app.json").unlink()  # drift, so that the drift run is a real one
+    cycle(agent, "drift")
+    assert "backend-api" not in env.files() and agent.good[0].sha != newest
+    record = cycle(agent, "wake")
+    assert record is not None and agent.good[0].sha == newest and "backend-api" in env.files()
+
+
+def test_a_watch_that_yields_a_wake_puts_a_wake_trigger_not_drift(env):
+    from reconcilers.base import Wake
+
+    agent = env.agent()
+    agent._thread("watch-test", lambda: iter([Wake("lb2 asked"), "a file changed"]), "drift", "Backend")
+    reasons = wait_for(lambda: agent.triggers.wait(0.5), what="the triggers")
+    reasons.update(agent.triggers.wait(0.5))
+    assert reasons.get("wake") == "Backend: lb2 asked" and reasons.get("drift") == "Backend: a file changed"
+    agent.stopping.set()

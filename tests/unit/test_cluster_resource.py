@@ -381,3 +381,17 @@ def test_containers_are_defined_before_their_primitives_and_destroyed_after_them
     assert [k for rec in order for k in rec.kinds] == ["Cluster", "Container", "ClusterResource", "ClusterConfig"]
     # a tree with only a Cluster and a placed Container still gets its primitive
     assert {"VirtualIP", "Container", "Cluster"} <= set(reconciler_class("ClusterResource").consumes)
+
+
+def test_the_wake_token_is_read_from_the_dcs_transient_attributes() -> None:
+    # as attrd writes `attrd_updater -n reconcile-wake -N lb1 -U …` into the status section
+    text = (FIXTURES / "cib_with_resources.xml").read_text()
+    cib = pacemaker.parse_xml(text)
+    assert pacemaker.wake_token(cib, "lb1") is None
+    woken = text.replace('<nvpair id="status-1-.feature-set" name="#feature-set" value="3.16.1"/>',
+                         '<nvpair id="status-1-.feature-set" name="#feature-set" value="3.16.1"/>'
+                         '<nvpair id="status-1-reconcile-wake" name="reconcile-wake" value="lb2@1795558490.125"/>')
+    assert woken != text
+    cib = pacemaker.parse_xml(woken)
+    assert pacemaker.wake_token(cib, "lb1") == "lb2@1795558490.125"
+    assert pacemaker.wake_token(cib, "lb2") is None
