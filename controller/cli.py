@@ -58,6 +58,19 @@ def version() -> str:
         return "unknown"
 
 
+class _Version(argparse.Action):
+    """--version: the distribution's version, looked up only when asked (importlib.metadata
+    costs ~8 ms, paid by every command when the parser was built with it)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"reconcile {version()}")
+        parser.exit()
+
+
 def _common(p: argparse.ArgumentParser, root: bool = False) -> None:
     # Options may stand before or after the sub-command. A sub-parser's defaults would
     # overwrite what the root parsed, so only the root has defaults.
@@ -85,7 +98,7 @@ def parser() -> Parser:
                     "Sync (does the node match git: Ready / Reconciling / Stalled) and health (does it work:\n"
                     "Healthy / Degraded / Unknown) are reported per object and for the node.",
     )
-    p.add_argument("--version", action="version", version=f"reconcile {version()}")
+    p.add_argument("--version", action=_Version)
     p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing (= plan)")
     _common(p, root=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
