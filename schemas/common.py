@@ -115,7 +115,7 @@ class Strict(BaseModel):
     """Base for every model of a manifest: unknown fields are errors, values are not
     coerced, and every string below it is one line unless it is a `MultiLineText`."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, defer_build=True)
 
     @classmethod
     def _string_fields(cls) -> tuple[tuple[str, str], ...]:
