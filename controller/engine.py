@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import queue
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, fields
@@ -363,31 +365,59 @@ class Engine:
                     _VALIDATED.clear()
                 _VALIDATED.add(key)
 
-    def _observe_and_diff(self, record: RunRecord,
-                          observed_hook: Callable[[Reconciler], None] | None = None) -> list[Change]:
-        changes: list[Change] = []
-        for rec in self.owners:
+    def _observe_all(self, timings: dict[str, float], node: Node,
+                     observed_hook: Callable[[Reconciler], None] | None = None) -> None:
+        """Every reconciler's `observe`, at the same time (each in its own thread: they
+        read different daemons and wait on their commands, so a plan waits for the slowest
+        one rather than for all of them in turn). Each observation is stored as it arrives
+        (`self.observed`, or why not in `self.unobserved`) and `observed_hook` is called
+        with its reconciler then, in the calling thread: health starts there."""
+        results: queue.SimpleQueue[tuple[Reconciler, Any, BaseException | None, float]] = queue.SimpleQueue()
+
+        def observe(rec: Reconciler) -> None:
             started = time.monotonic()
             try:
-                observed = rec.observe(self.node)
-            except Exception as err:
-                why = err if isinstance(err, (ApplyError, CommandError, OSError)) else _internal(err)
+                observed, error = rec.observe(node), None
+            except BaseException as err:  # reported below, in the calling thread
+                observed, error = None, err
+            results.put((rec, observed, error, time.monotonic() - started))
+
+        owners = list(self.owners)
+        if len(owners) == 1:
+            observe(owners[0])
+        else:
+            for rec in owners:
+                threading.Thread(target=observe, args=(rec,), name=f"observe-{_label(rec)}", daemon=True).start()
+        for _ in owners:
+            rec, observed, error, seconds = results.get()
+            tk = f"observe.{_label(rec)}"
+            timings[tk] = round(timings.get(tk, 0) + seconds, 4)
+            if error is not None and not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt, SystemExit: not a failed observation
+            if error is not None:
+                why = error if isinstance(error, (ApplyError, CommandError, OSError)) else _internal(error)
                 for kind in rec.kinds:
                     self.observed.pop(kind, None)
                     self.unobserved[kind] = f"cannot observe {kind}: {why}"
-                for kind in rec.kinds:
-                    for name in self.desired.get(kind, {}):
-                        if (kind, name) not in self.refused:
-                            self._fail(kind, name, f"cannot observe {kind}: {why}")
                 continue
-            finally:
-                tk = f"observe.{_label(rec)}"
-                record.timings[tk] = round(record.timings.get(tk, 0) + time.monotonic() - started, 4)
             for kind in rec.kinds:
                 self.observed[kind] = observed.get(kind, {})
                 self.unobserved.pop(kind, None)
             if observed_hook is not None:
                 observed_hook(rec)
+
+    def _observe_and_diff(self, record: RunRecord,
+                          observed_hook: Callable[[Reconciler], None] | None = None) -> list[Change]:
+        self._observe_all(record.timings, self.node, observed_hook)
+        changes: list[Change] = []
+        for rec in self.owners:  # in dependency order, whatever order the observations came in
+            if any(kind in self.unobserved for kind in rec.kinds):
+                for kind in rec.kinds:
+                    for name in self.desired.get(kind, {}):
+                        if (kind, name) not in self.refused:
+                            self._fail(kind, name, self.unobserved[kind])
+                continue
+            observed = {kind: self.observed[kind] for kind in rec.kinds}
             for kind in rec.kinds:
                 desired, seen = self.desired.get(kind, {}), observed.get(kind, {})
                 owned = self.inventory.names(kind)
@@ -566,19 +596,7 @@ class Engine:
         """Observe again (read-only) and ask every reconciler's health again, for
         `apply --wait`: the record's health is replaced, its sync is left as the run ended."""
         checks = HealthChecks(self.node, self.health_timeout)
-        for rec in self.owners:
-            try:
-                observed = rec.observe(checks.node)
-            except Exception as err:
-                why = err if isinstance(err, (ApplyError, CommandError, OSError)) else _internal(err)
-                for kind in rec.kinds:
-                    self.observed.pop(kind, None)
-                    self.unobserved[kind] = f"cannot observe {kind}: {why}"
-            else:
-                for kind in rec.kinds:
-                    self.observed[kind] = observed.get(kind, {})
-                    self.unobserved.pop(kind, None)
-            self._start_health(checks, rec)
+        self._observe_all({}, checks.node, lambda rec: self._start_health(checks, rec))
         self._take_health(checks.results(), record)
         return record
 

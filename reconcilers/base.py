@@ -25,6 +25,9 @@ reconciler and calls, in this order:
     inventory). Never raise for "not there": an absent object is simply absent. Raise when
     the node cannot be read (a daemon hung, a tool missing): the engine then reports the
     objects as "cannot observe", never as absent, and deletes nothing.
+    The engine observes all reconcilers at the same time, each in its own thread (a plan
+    waits for the slowest, not for the sum): read your own daemons and files, keep what
+    you found on `self` only, and share no mutable state with another reconciler.
     Anything that changes at run time and is not drift (VRRP MASTER/BACKUP, fail counts,
     an operator's drain where declared) is left out, or named in `ignore`.
     Where one object lives in two places that an apply changes one after the other (a file
