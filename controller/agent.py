@@ -53,6 +53,7 @@ from controller import status as agent_status
 from controller.engine import Engine, RunRecord
 from controller.journal import journal_handler
 from controller.loader import Tree, TreeError, load_tree
+from controller.tree_cache import TreeCache
 from controller.metrics import AgentMetrics
 from controller.rollout import POLL_SECONDS, Rollout
 from controller.source import GitSource, Revision, SourceError, safe_url
@@ -455,12 +456,18 @@ class Agent:
         self.source_error = err
         self.metrics.source_errors.labels(reason=err.reason).inc()
 
+    def _tree_cache(self) -> TreeCache:
+        """Validated trees, shared with `reconcile --dry-run` on this node."""
+        return TreeCache(self.config.state_dir)
+
     def _load(self, sha: str, trigger: str) -> tuple[Revision, Tree] | None:
         """Verify, export and load one commit; None (and recorded why) if it is refused."""
         try:
             self.latest_signer = self.source.verify(sha)
             revision = self.source.export(sha)
-            tree = load_tree(revision.root)
+            cache = self._tree_cache()
+            tree = load_tree(revision.root, cache)
+            cache.put(tree)  # the agent applies what it loads: a plan of it need not validate it again
         except OSError as err:  # the node's problem (a full disk), not the commit's: tried again
             self.error = f"cannot export revision {sha[:12]}: {err}"
             log.error("%s", self.error)
@@ -532,7 +539,7 @@ class Agent:
             return None
         try:
             revision = self.source.export(sha)
-            tree = load_tree(revision.root)
+            tree = load_tree(revision.root, self._tree_cache())
         except (SourceError, TreeError) as err:
             log.warning("cannot restore the last applied revision %s: %s", sha[:12], err)
             return None

@@ -262,8 +262,16 @@ def run(args: argparse.Namespace) -> int:
     repo = args.repo or DEFAULT_REPO
     mode = "dry-run" if args.dry_run or args.command == "plan" else args.command
     command = "plan" if mode == "dry-run" else mode
+    # A plan or an apply takes a tree validated before (same bytes, same code) from the
+    # state folder's cache; an apply stores it once it runs (controller/tree_cache.py).
+    cache = None
+    if mode in ("dry-run", "apply"):
+        from controller.state import DEFAULT_STATE_DIR
+        from controller.tree_cache import TreeCache
+
+        cache = TreeCache(args.state_dir or DEFAULT_STATE_DIR)
     try:
-        tree = load_tree(repo)
+        tree = load_tree(repo, cache)
     except TreeError as err:
         if args.output == "json":
             _print_json(envelope(command, "invalid", 1, [vars(p) | {"line": p.line or None} for p in err.problems],
@@ -308,6 +316,7 @@ def cmd_run(args: argparse.Namespace, tree: Any, choice: Any, mode: str) -> int:
     from controller.engine import Engine
     from controller.output import Progress, emit, render_run, revision_text, use_colour
     from controller.state import DEFAULT_STATE_DIR, Inventory, LockHeld, NodeLock, StateError, save_run
+    from controller.tree_cache import TreeCache
     from reconcilers.base import Node, Runner
 
     state_dir = args.state_dir or DEFAULT_STATE_DIR
@@ -328,6 +337,7 @@ def cmd_run(args: argparse.Namespace, tree: Any, choice: Any, mode: str) -> int:
         progress = Progress(sys.stdout, args.color) if text and not args.quiet else None
         try:
             with NodeLock(node.state_dir):
+                TreeCache(node.state_dir).put(tree)  # the next plan of these bytes need not validate them
                 if progress is not None:
                     colour = use_colour(sys.stdout, args.color)
                     title = f"reconcile apply for node {node.name}"

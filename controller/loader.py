@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from pydantic import ValidationError
 
 from controller import tree_files
+from controller.tree_cache import TreeCache
 from controller.tree_files import escape
 from controller.yaml_lines import Budget, OverBudget, Path_, YamlProblem, documents
 from schemas import KINDS, Manifest
@@ -185,6 +186,7 @@ class Tree:
         self.items = items
         self.revision = revision
         self.digest = digest  # sha256 of every manifest file's path and content
+        self.from_cache = False  # validated by an earlier load of the same bytes (tree_cache)
         self._by_key = {(i.kind, i.name): i for i in items}
         self._by_kind: dict[str, list[Loaded]] = {}
         for item in items:
@@ -301,8 +303,10 @@ def manifest_files(root: Path) -> list[Path]:
     return files
 
 
-def load_tree(root: Path | str) -> Tree:
-    """Load, validate and cross-check every manifest below `root`. Raises TreeError."""
+def load_tree(root: Path | str, cache: TreeCache | None = None) -> Tree:
+    """Load, validate and cross-check every manifest below `root`. Raises TreeError.
+    With `cache`, a tree this code validated before (the same bytes) is taken from there
+    (controller/tree_cache.py: storing one is the caller's, `cache.put(tree)`)."""
     # Loading allocates many small objects and makes no reference cycles: the cyclic
     # collector's passes over the growing heap were a fifth of the time at 10,000 objects.
     enabled = gc.isenabled()
@@ -314,7 +318,7 @@ def load_tree(root: Path | str) -> Tree:
         gc.unfreeze()
         gc.collect()
     try:
-        tree = _load_tree(Path(root).resolve())
+        tree = _load_tree(Path(root).resolve(), cache)
         # A large tree lives for the whole run and has no cycles: in the collector's
         # permanent generation, the full collection its objects bring on, and every later
         # one (an agent re-plans the same tree on each drift event), does not walk them
@@ -328,21 +332,22 @@ def load_tree(root: Path | str) -> Tree:
             gc.enable()
 
 
-def _load_tree(root: Path) -> Tree:
+def _load_tree(root: Path, cache: TreeCache | None = None) -> Tree:
     if not root.is_dir():
         raise TreeError([Problem(str(root), 0, "", "not a folder (give --repo a folder of manifests)")])
     files, found = tree_files.walk(root)
     problems = [Problem(*p) for p in found]
-    items: list[Loaded] = []
+    # Every file is read (and the tree's digest made) before any is parsed: the digest is
+    # the cache's key, and what is parsed is exactly what was digested.
+    read: list[tuple[str, str] | Problem | None] = []  # in file order: (name, text), or why it was not read
     digest = hashlib.sha256()
-    budget = Budget(MAX_TREE_NODES)
     bytes_left = tree_files.MAX_TREE_BYTES
     for path in files:
         name = tree_files.shown_name(root, path)
         try:
             raw = tree_files.read(path, bytes_left)
         except tree_files.Unread as err:
-            problems.append(Problem(name, 1, "", str(err)))
+            read.append(Problem(name, 1, "", str(err)))
             if err.stop:
                 break
             continue
@@ -351,9 +356,26 @@ def _load_tree(root: Path) -> Tree:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             line = raw[:err.start].count(b"\n") + 1
-            problems.append(Problem(name, line, "", f"not UTF-8 text (byte {raw[err.start]:#04x})"))
+            read.append(Problem(name, line, "", f"not UTF-8 text (byte {raw[err.start]:#04x})"))
             continue
         digest.update(os.fsencode(path.relative_to(root)) + b"\0" + raw + b"\0")
+        read.append((name, text))
+    hexdigest = digest.hexdigest()
+    if cache is not None and not problems and not any(isinstance(r, Problem) for r in read):
+        cached = cache.get(hexdigest)
+        if isinstance(cached, list) and all(isinstance(i, Loaded) for i in cached):
+            tree = Tree(root, cached, _read_revision(root, hexdigest), hexdigest)
+            tree.from_cache = True
+            return tree
+    items: list[Loaded] = []
+    budget = Budget(MAX_TREE_NODES)
+    for i, entry in enumerate(read):
+        if isinstance(entry, Problem):
+            problems.append(entry)
+            continue
+        assert entry is not None
+        name, text = entry
+        read[i] = None  # being parsed: its text need not stay
         try:
             for line, data, lines in documents(text, budget):
                 source = Source(name, line, lines)
@@ -370,7 +392,7 @@ def _load_tree(root: Path) -> Tree:
             break
         except YamlProblem as err:
             problems.append(Problem(name, err.line, _show(err.path), err.message))
-    tree = Tree(root, items, _read_revision(root, digest.hexdigest()), digest.hexdigest())
+    tree = Tree(root, items, _read_revision(root, hexdigest), hexdigest)
     problems.extend(check_tree(tree))
     if problems:
         raise TreeError(problems)
