@@ -882,12 +882,7 @@ def native_check(node: Node, tool: str, content: str | bytes, check: Callable[[]
     may change the node write the cache: a dry-run reads it and leaves nothing behind.
     `context` adds whatever else the check depends on (e.g. the interfaces it looked up).
     """
-    binary = shutil.which(tool) or tool
-    try:
-        st = os.stat(binary)
-        version = f"{binary}:{st.st_size}:{st.st_mtime_ns}"
-    except OSError:
-        version = binary
+    version = _binary_version(tool)
     data = content.encode() if isinstance(content, str) else content
     digest = hashlib.sha256(b"\0".join([version.encode(), node.name.encode(), context.encode(), data])).hexdigest()
     folder = node.state_dir / "cache" / "native"
@@ -907,6 +902,39 @@ def native_check(node: Node, tool: str, content: str | bytes, check: Callable[[]
         except OSError:
             pass  # a cache that cannot be written only costs time
     return problems
+
+
+def _binary_version(tool: str) -> str:
+    """Which build of `tool` this is, as far as a cache needs: its path, size and mtime."""
+    binary = shutil.which(tool) or tool
+    try:
+        st = os.stat(binary)
+        return f"{binary}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return binary
+
+
+def tool_fact(node: Node, tool: str, fact: str, ask: Callable[[], str]) -> str:
+    """`ask()`, a fact about the `tool` binary itself that only another build changes
+    (keepalived's number for its JSON dump signal), unless this node recorded it for this
+    build before: under `<state>/cache/facts/`, keyed by the binary (path, size, mtime)
+    and `fact`. As with native_check, only runs that may change the node write it."""
+    digest = hashlib.sha256(b"\0".join([_binary_version(tool).encode(), fact.encode()])).hexdigest()
+    path = node.state_dir / "cache" / "facts" / digest
+    try:
+        text = path.read_text()
+        if text.endswith("\n"):  # written whole (a run killed while writing left less)
+            return text[:-1]
+    except (OSError, UnicodeDecodeError):
+        pass
+    value = ask()
+    if not node.dry_run and "\n" not in value:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(value + "\n")
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+    return value
 
 
 # --- services ----------------------------------------------------------------------------

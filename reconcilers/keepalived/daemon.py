@@ -25,7 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconcilers.base import (
-    ApplyError, CommandError, Node, UnitState, pid_alive, start_unit, systemd_running, unit_states, wait_until,
+    ApplyError, CommandError, Node, UnitState, pid_alive, start_unit, systemd_running, tool_fact, unit_states,
+    wait_until,
 )
 from reconcilers.keepalived.model import Instance
 from reconcilers.keepalived.vrrp import RunningInstance, parse_json_dump
@@ -78,11 +79,18 @@ class Keepalived:
     # -- reading
 
     def signum(self, name: str) -> int:
-        """keepalived's signal number for `name` (build dependent, so asked, once)."""
+        """keepalived's signal number for `name` (build dependent, so asked once per
+        build: remembered in the state folder, see tool_fact)."""
         if name not in self._signum:
-            out = self.node.run(["keepalived", f"--signum={name}"], read_only=True).stdout.strip()
-            if not out.isdigit():
-                raise ApplyError(f"`keepalived --signum={name}` gave {out!r}: this keepalived has no {name} dump")
+            def ask() -> str:
+                out = self.node.run(["keepalived", f"--signum={name}"], read_only=True).stdout.strip()
+                if not out.isdigit():
+                    raise ApplyError(f"`keepalived --signum={name}` gave {out!r}: this keepalived has no {name} dump")
+                return out
+
+            out = tool_fact(self.node, "keepalived", f"--signum={name}", ask)
+            if not out.isdigit():  # a damaged record: asked again
+                out = ask()
             self._signum[name] = int(out)
         return self._signum[name]
 
