@@ -17,7 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from controller.health import DEFAULT_TIMEOUT, RANK, SYNC_RANK, HealthChecks, HealthResults, summary, sync_of
 from controller.loader import Tree
@@ -26,7 +26,7 @@ from controller.state import Inventory, StateError, check_state
 from reconcilers import REGISTRY, NotInstalled, faults, reconciler_class
 from reconcilers.base import (
     ApplyError, Change, CommandError, Deferred, Desired, Health, Held, Interrupted, Node, NodeNote, PerObject,
-    Reconciler, UNFINISHED, Skipped, TempJournal,
+    Reconciler, UNFINISHED, Skipped, Snapshot, TempJournal,
 )
 
 log = logging.getLogger("reconcile")
@@ -327,54 +327,72 @@ class Engine:
 
     def _validate(self, record: RunRecord) -> None:
         for rec in self.owners:
-            if not any(self.desired.get(k) or self.inventory.names(k) for k in rec.kinds):
-                continue
-            # What a reconciler renders is a function of the tree and the node: a long-
-            # running agent re-plans the same tree on every drift event and need not
-            # render and check it again (across processes, `native_check` remembers).
-            cls = type(rec)
-            key = (self.tree.digest, self.node.name, f"{cls.__module__}.{cls.__qualname__}")
-            if self.tree.digest and key in _VALIDATED:
-                continue
-            started = time.monotonic()
-            try:
-                problems = list(rec.validate(self.node))
-            except CommandError as err:
-                if err.rc == 127 and not self.node.local:  # a tool this machine lacks: the node has it
-                    problems = [Skipped(f"{'/'.join(rec.kinds)}: {err.argv[0]} is not installed on this machine: "
-                                        f"not checked for {self.node.name}")]
-                else:
-                    problems = [str(err)]
-            except ApplyError as err:  # a value no renderer may write
+            self._take_validation(record, rec, self._validate_one(rec))
+
+    def _validate_one(self, rec: Reconciler) -> tuple[list[Any], float] | None:
+        """`rec.validate` (its problems and how long it took), or None when there is
+        nothing to check: no object, or this tree already checked in this process."""
+        if not any(self.desired.get(k) or self.inventory.names(k) for k in rec.kinds):
+            return None
+        # What a reconciler renders is a function of the tree and the node: a long-
+        # running agent re-plans the same tree on every drift event and need not
+        # render and check it again (across processes, `native_check` remembers).
+        if self.tree.digest and self._validated_key(rec) in _VALIDATED:
+            return None
+        started = time.monotonic()
+        try:
+            problems = list(rec.validate(self.node))
+        except CommandError as err:
+            if err.rc == 127 and not self.node.local:  # a tool this machine lacks: the node has it
+                problems = [Skipped(f"{'/'.join(rec.kinds)}: {err.argv[0]} is not installed on this machine: "
+                                    f"not checked for {self.node.name}")]
+            else:
                 problems = [str(err)]
-            except Exception as err:
-                problems = [_internal(err)]
-            skipped = [p for p in problems if isinstance(p, Skipped)]
-            record.skipped += [str(p) for p in skipped]
-            problems = [p for p in problems if not isinstance(p, Skipped)]
-            for problem in problems:
-                objects = [k for k in getattr(problem, "objects", ()) if k[1] in self.desired.get(k[0], {})]
-                if not objects:
-                    record.errors.append(f"{'/'.join(rec.kinds)}: {problem}")
-                for key_ in objects:
-                    self.refused[key_] = f"refused by the native validator: {problem}"
-                    self._fail(*key_, self.refused[key_])
-            record.timings[f"validate.{_label(rec)}"] = round(time.monotonic() - started, 4)
-            if not problems and not skipped:
-                if len(_VALIDATED) >= 512:
-                    _VALIDATED.clear()
-                _VALIDATED.add(key)
+        except ApplyError as err:  # a value no renderer may write
+            problems = [str(err)]
+        except Exception as err:
+            problems = [_internal(err)]
+        return problems, time.monotonic() - started
+
+    def _validated_key(self, rec: Reconciler) -> tuple[str, str, str]:
+        cls = type(rec)
+        return self.tree.digest, self.node.name, f"{cls.__module__}.{cls.__qualname__}"
+
+    def _take_validation(self, record: RunRecord, rec: Reconciler, outcome: tuple[list[Any], float] | None) -> None:
+        """Record what `_validate_one` found: refused objects fail, other problems are the run's errors."""
+        if outcome is None:
+            return
+        problems, seconds = outcome
+        skipped = [p for p in problems if isinstance(p, Skipped)]
+        record.skipped += [str(p) for p in skipped]
+        problems = [p for p in problems if not isinstance(p, Skipped)]
+        for problem in problems:
+            objects = [k for k in getattr(problem, "objects", ()) if k[1] in self.desired.get(k[0], {})]
+            if not objects:
+                record.errors.append(f"{'/'.join(rec.kinds)}: {problem}")
+            for key_ in objects:
+                self.refused[key_] = f"refused by the native validator: {problem}"
+                self._fail(*key_, self.refused[key_])
+        record.timings[f"validate.{_label(rec)}"] = round(seconds, 4)
+        if not problems and not skipped:
+            if len(_VALIDATED) >= 512:
+                _VALIDATED.clear()
+            _VALIDATED.add(self._validated_key(rec))
 
     def _observe_all(self, timings: dict[str, float], node: Node,
-                     observed_hook: Callable[[Reconciler], None] | None = None) -> None:
+                     observed_hook: Callable[[Reconciler], None] | None = None,
+                     first: Callable[[Reconciler], None] | None = None) -> None:
         """Every reconciler's `observe`, at the same time (each in its own thread: they
         read different daemons and wait on their commands, so a plan waits for the slowest
         one rather than for all of them in turn). Each observation is stored as it arrives
         (`self.observed`, or why not in `self.unobserved`) and `observed_hook` is called
-        with its reconciler then, in the calling thread: health starts there."""
+        with its reconciler then, in the calling thread: health starts there. `first(rec)`
+        runs in the reconciler's thread before its observe (a plan validates there)."""
         results: queue.SimpleQueue[tuple[Reconciler, Any, BaseException | None, float]] = queue.SimpleQueue()
 
         def observe(rec: Reconciler) -> None:
+            if first is not None:
+                first(rec)
             started = time.monotonic()
             try:
                 observed, error = rec.observe(node), None
@@ -406,9 +424,20 @@ class Engine:
             if observed_hook is not None:
                 observed_hook(rec)
 
-    def _observe_and_diff(self, record: RunRecord,
-                          observed_hook: Callable[[Reconciler], None] | None = None) -> list[Change]:
-        self._observe_all(record.timings, self.node, observed_hook)
+    def _observe_and_diff(self, record: RunRecord, observed_hook: Callable[[Reconciler], None] | None = None,
+                          validate: bool = False) -> list[Change]:
+        """Observe every reconciler and diff. `validate`: each reconciler's native
+        validation runs first in its own thread (a plan: one reconciler's `crm_verify` or
+        CIB query does not hold up the others' observations); its refusals are taken
+        before the diff, in dependency order, as `_validate` takes them."""
+        validated: dict[int, tuple[list[Any], float] | None] = {}
+
+        def first(rec: Reconciler) -> None:
+            validated[id(rec)] = self._validate_one(rec)
+
+        self._observe_all(record.timings, self.node, observed_hook, first if validate else None)
+        for rec in self.owners if validate else ():
+            self._take_validation(record, rec, validated.get(id(rec)))
         changes: list[Change] = []
         for rec in self.owners:  # in dependency order, whatever order the observations came in
             if any(kind in self.unobserved for kind in rec.kinds):
@@ -474,19 +503,30 @@ class Engine:
 
     def plan(self) -> RunRecord:
         """Dry-run: what would change. Calls no `apply`."""
-        with _gc_paused():
+        with _gc_paused(), self._one_look():
             return self._plan()
+
+    @contextlib.contextmanager
+    def _one_look(self) -> Iterator[None]:
+        """A plan looks at the node once: a read several reconcilers make (`shared`: the
+        same `systemctl show`, `crm_mon`) is run once for all of them, health included."""
+        runner = self.node.runner
+        before, runner.snapshot = runner.snapshot, Snapshot()
+        try:
+            yield
+        finally:
+            runner.snapshot = before
 
     def _plan(self) -> RunRecord:
         record = self._new_record("dry-run")
         started = time.monotonic()
         self._prepare(record)
-        self._validate(record)
         # Health starts as soon as each reconciler has observed, and runs while the rest of
         # the plan (other observes, explain's previews) goes on.
         checks = HealthChecks(self.node, self.health_timeout) if self.check_health else None
         dropped = self._dropped()
-        changes = self._observe_and_diff(record, checks and (lambda rec: self._start_health(checks, rec)))
+        changes = self._observe_and_diff(record, checks and (lambda rec: self._start_health(checks, rec)),
+                                         validate=True)
         for change in self._ordered(changes):
             res = self._pending(change)
             if self._leave_drift(change, res):

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from reconcilers.base import NODE, Desired, Health, Key, Node, Reconciler, Runner
+from reconcilers.base import NODE, Desired, Health, Key, Node, Reconciler, Runner, Snapshot
 
 log = logging.getLogger("reconcile")
 
@@ -98,6 +98,9 @@ def read_only_node(node: Node, timeout: float) -> Node:
     records go to the run's recorder."""
     runner = Runner(dry_run=True, recording=node.runner.recording, default_timeout=timeout)
     runner.records = node.runner.records
+    # One look at the node per round of checks (a plan's own, or a new one after an apply:
+    # what an apply changed is read afresh), shared by every reconciler's health.
+    runner.snapshot = node.runner.snapshot or Snapshot()
     return Node(node.name, runner, node.state_dir, node.stop)
 
 

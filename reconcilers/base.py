@@ -183,6 +183,7 @@ import shutil
 import shlex
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +292,25 @@ class Record:
     rc: int | None = None
 
 
+class Snapshot:
+    """The answers of `shared` reads during one look at the node (a plan, one round of
+    health checks): the first asker runs the command, every later or concurrent asker of
+    the same argv gets that answer. Reconcilers read some node-wide state each for itself
+    (`systemctl show` of the same units, `crm_mon`, `ip -j addr`); inside one look nothing
+    is changed by reconcile, so one read is the node as the plan shows it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.answers: dict[tuple, "_Answer"] = {}
+
+
+@dataclass
+class _Answer:
+    done: threading.Event = field(default_factory=threading.Event)
+    result: "Result | None" = None
+    error: BaseException | None = None
+
+
 class Runner:
     """The one way product code runs external commands.
 
@@ -298,6 +318,9 @@ class Runner:
     logged and raised, and every call recorded when `recording` is on. In dry-run mode a
     call not declared `read_only=True` raises `DryRunViolation` before anything runs.
     Other channels that change state (a daemon's runtime socket) report through `guard()`.
+    A read declared `shared=True` is run once per `snapshot` (when the engine set one: a
+    plan, a round of health checks), whoever asks: see Snapshot. Never mark a read shared
+    that a caller polls until it changes.
     """
 
     def __init__(self, dry_run: bool = False, recording: bool = False, default_timeout: float = 60.0):
@@ -305,6 +328,7 @@ class Runner:
         self.recording = recording
         self.records: list[Record] = []
         self.default_timeout = default_timeout
+        self.snapshot: Snapshot | None = None
         self._secrets: set[str] = set()
 
     def add_secret(self, value: str) -> None:
@@ -337,12 +361,40 @@ class Runner:
         check: bool = True,
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
+        shared: bool = False,
     ) -> Result:
         """Run `argv`. `input` goes to stdin (the place for passwords); `secrets` are
-        extra strings to redact. Raises CommandError on a non-zero exit when `check`."""
+        extra strings to redact. Raises CommandError on a non-zero exit when `check`.
+        `shared` (read-only calls only): within a `snapshot`, one run answers every asker."""
         if isinstance(argv, (str, bytes)):
             raise TypeError("Runner.run takes an argv list, never a string")
         argv = [str(a) for a in argv]
+        snapshot = self.snapshot
+        if shared and read_only and snapshot is not None and not secrets and input is None:
+            key = (tuple(argv), tuple(sorted(env.items())) if env else (), str(cwd or ""))
+            with snapshot.lock:
+                answer = snapshot.answers.get(key)
+                mine = answer is None
+                if mine:
+                    answer = snapshot.answers[key] = _Answer()
+            assert answer is not None
+            if mine:
+                try:
+                    answer.result = self.run(argv, read_only=True, timeout=timeout, check=False, env=env, cwd=cwd)
+                except BaseException as err:
+                    answer.error = err
+                finally:
+                    answer.done.set()
+            else:
+                answer.done.wait()
+                log.debug("reused %s (one read per look at the node)", shlex.join(argv))
+            if answer.error is not None:
+                raise answer.error
+            result = answer.result
+            assert result is not None
+            if check and result.rc != 0:
+                raise CommandError(argv, result.rc, result.stderr, result.stdout)
+            return result
         for s in secrets:
             self.add_secret(s)
         if any(s and s in a for a in argv for s in self._secrets):
@@ -976,7 +1028,7 @@ class UnitState:
 def unit_states(node: Node, units: Sequence[str]) -> dict[str, UnitState]:
     """One read-only `systemctl show` for several units: name → UnitState."""
     r = node.run(["systemctl", "show", "--property=Id,LoadState,ActiveState,UnitFileState,UnitFilePreset",
-                  "--", *units], read_only=True, check=False, timeout=30)
+                  "--", *units], read_only=True, check=False, timeout=30, shared=True)
     return parse_unit_states(r.stdout, units)
 
 

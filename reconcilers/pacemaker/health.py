@@ -78,7 +78,8 @@ class Snapshot:
 def read(node: Node) -> Snapshot | str:
     """crm_mon once; on failure a message saying why (Pacemaker does not answer here)."""
     try:
-        r = node.run(["crm_mon", "-1", "--output-as=xml"], read_only=True, check=False)
+        # shared: the Cluster's and the resources' health read the same crm_mon in one look
+        r = node.run(["crm_mon", "-1", "--output-as=xml"], read_only=True, check=False, shared=True)
     except CommandError as err:
         return str(err)
     if r.rc != 0 or "<pacemaker-result" not in r.stdout:
