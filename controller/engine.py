@@ -23,7 +23,7 @@ from controller.health import DEFAULT_TIMEOUT, RANK, SYNC_RANK, HealthChecks, He
 from controller.loader import Tree
 from controller.plan import _ABSENT, create_fields, diff_kind, field_changes, state_hash
 from controller.state import Inventory, StateError, check_state
-from reconcilers import REGISTRY, NotInstalled, faults, reconciler_class
+from reconcilers import CONSUMES, REGISTRY, NotInstalled, faults, reconciler_class
 from reconcilers.base import (
     ApplyError, Change, CommandError, Deferred, Desired, Health, Held, Interrupted, Node, NodeNote, PerObject,
     Reconciler, UNFINISHED, Skipped, Snapshot, TempJournal,
@@ -270,7 +270,10 @@ class Engine:
         present = {i.kind for i in items}
         wanted = present | self.inventory.kinds()
         classes: list[type[Reconciler]] = []
-        for kind in REGISTRY:
+        for kind, target in REGISTRY.items():
+            consumed = CONSUMES.get(target)
+            if kind not in wanted and consumed is not None and not present & set(consumed):
+                continue  # nothing on this node for it: not even imported
             try:
                 cls = reconciler_class(kind)
             except NotInstalled as err:

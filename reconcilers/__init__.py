@@ -26,6 +26,16 @@ REGISTRY: dict[str, str] = {
 }
 
 
+# What each reconciler above reads of kinds it does not own (its class's `consumes`), known
+# without importing it: the engine imports only the reconcilers a node has something for
+# (tests/unit/test_engine.py checks this against the classes). A target not listed here (a
+# plug-in, a test's reconciler) is imported to ask.
+CONSUMES: dict[str, tuple[str, ...]] = {
+    **{target: () for target in REGISTRY.values()},
+    "reconcilers.pacemaker.resources:ClusterResourceReconciler": ("VirtualIP", "Container", "Cluster"),
+}
+
+
 class NotInstalled(Exception):
     """No reconciler for this kind is installed."""
 

@@ -340,6 +340,24 @@ def test_a_reconciler_runs_for_the_kinds_it_consumes(env, monkeypatch):
     assert ("ClusterResource", "fe-web", "create") in {(o.kind, o.name, o.action) for o in record.objects}
 
 
+def test_the_registry_says_what_each_reconciler_consumes_as_its_class_does():
+    for target in set(reconcilers.REGISTRY.values()):
+        module, _, name = target.partition(":")
+        cls = getattr(__import__(module, fromlist=[name]), name)
+        assert tuple(reconcilers.CONSUMES[target]) == tuple(cls.consumes), target
+
+
+def test_a_plan_imports_only_the_reconcilers_the_node_has_something_for(env, monkeypatch):
+    import controller.engine
+
+    asked: list[str] = []
+    monkeypatch.setattr(controller.engine, "reconciler_class",
+                        lambda kind: asked.append(kind) or reconcilers.reconciler_class(kind))
+    env.write(backend("app"))
+    env.engine(dry_run=True).plan()
+    assert "Backend" in asked and not {"Galera", "Mount", "Container", "DomainJoin", "VirtualIP"} & set(asked)
+
+
 def test_list_changes_are_shown_as_whole_lists():
     from controller.plan import field_changes
     import jsonpatch
