@@ -1,7 +1,5 @@
 """Backend: an HAProxy backend (or a `listen` section: a backend that also binds), its
 balance algorithm, health check, servers and any other directive of HAProxy's language."""
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field, model_validator

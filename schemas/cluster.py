@@ -13,8 +13,6 @@ corosync-qnetd server). Crypto is on by default: a Pacemaker cluster needs `auth
 secret made by corosync-keygen) unless it says `crypto: none`. Any other corosync.conf key
 goes in `corosync` (section → key → value), so an imported file keeps every key.
 """
-from __future__ import annotations
-
 import ipaddress
 import re
 from typing import Annotated, Any, Literal

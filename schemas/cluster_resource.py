@@ -18,8 +18,6 @@ with Pacemaker's cibsecret layout on every node and the CIB holds only `lrm://`.
 parameter whose name says it holds a password (passwd, password, secret, api_key, ...)
 must be given so.
 """
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field, model_validator

@@ -15,8 +15,6 @@ after each model is validated, so a field added later cannot forget them):
   matches only at the very end; the checks written in Python use `re.fullmatch`, because
   Python's `$` also matches before a final newline.
 """
-from __future__ import annotations
-
 import ipaddress
 import re
 import typing

@@ -13,8 +13,6 @@ a path under the container's root file system, so each is a constrained type. Wh
 the node may allow (hooks, mounts of the node's /, /etc, /proc, /sys, /dev, the node's
 network) is checked against the node's policy before anything is applied.
 """
-from __future__ import annotations
-
 import dataclasses
 import ipaddress
 import re

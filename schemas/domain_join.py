@@ -7,8 +7,6 @@ section header, no blanks at either end; a password such as `ldap_default_authto
 reference). Every string here ends up in an `adcli` argument, a line of sssd.conf or
 krb5.conf, a PAM line or a sudoers rule, so each is constrained to what those grammars take.
 """
-from __future__ import annotations
-
 import re
 from typing import Annotated, Literal
 

@@ -1,7 +1,5 @@
 """Frontend: an HAProxy frontend: where it listens, which backend gets which request, and
 any other directive of HAProxy's language."""
-from __future__ import annotations
-
 import ipaddress
 from typing import Annotated, Literal
 

@@ -18,8 +18,6 @@ data the agent picks the highest seqno (or the node Galera marked safe_to_bootst
 clean shutdown) and waits for every node to report first; that rule is the agent's and
 is safe.
 """
-from __future__ import annotations
-
 import re
 from typing import Annotated, Literal
 

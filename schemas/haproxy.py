@@ -9,8 +9,6 @@ escaped, replaces `((secret))`), `{line: "bind :443 ssl crt ((file))", file: {fi
 (a 0600 copy beside haproxy.cfg replaces `((file))`). Typed fields are conveniences that
 render to such lines.
 """
-from __future__ import annotations
-
 import ipaddress
 from typing import Annotated, Any, Literal, Union
 

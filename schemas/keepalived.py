@@ -14,8 +14,6 @@ named user; a node runs them only if its policy allows it (reconcilers/policy.py
 Scripts shipped from git are `files` installed below MANAGED_SCRIPTS with their mode and
 owner; a file outside that folder is refused.
 """
-from __future__ import annotations
-
 import ipaddress
 import posixpath
 import re

@@ -11,8 +11,6 @@ refuses those names, the mount operations that would make a second mount (`bind`
 `*_command`). Credentials are references only (`{file:}`/`{env:}`); a password written
 inline in an option is refused without being echoed.
 """
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field, model_validator

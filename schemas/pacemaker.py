@@ -16,8 +16,6 @@ set needs its own id, a rule or a score:
         rule: {expressions: [{date: {operation: date_spec, dateSpec: {hours: "0-6"}}}]}
         values: {resource-stickiness: "0"}
 """
-from __future__ import annotations
-
 import re
 from typing import Annotated, Any, Literal, Union
 

@@ -17,8 +17,6 @@ The agents coordinate through the cluster's Pacemaker (reconcilers/pacemaker/rol
 so a rollout policy needs `stack: pacemaker`: a group of nodes without Corosync has no
 engine to coordinate through, and reconcile invents no protocol of its own.
 """
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field

@@ -16,8 +16,6 @@ addresses lie in the nodes' subnet, router ids do not collide on an interface an
 (also through the per-family split), every node has an address to send unicast adverts
 from, the VIPs of one group agree, and tracked scripts/files exist on the VIP's nodes.
 """
-from __future__ import annotations
-
 import ipaddress
 import dataclasses
 from typing import Annotated, Literal, TypeVar, Union

@@ -8,8 +8,6 @@ protocol, the real servers' addresses, the check types, and the programs keepali
 every other directive as written (`lb_algo wlc`, `lb_kind DR`, `persistence_timeout 50`,
 `delay_loop 6`, `weight 2`, `connect_timeout 3`, `url { path / status_code 200 }`, …).
 """
-from __future__ import annotations
-
 import ipaddress
 import typing
 from typing import Annotated, Literal
