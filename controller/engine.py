@@ -428,17 +428,21 @@ class Engine:
                 observed_hook(rec)
 
     def _observe_and_diff(self, record: RunRecord, observed_hook: Callable[[Reconciler], None] | None = None,
-                          validate: bool = False) -> list[Change]:
+                          validate: bool = False, checks: HealthChecks | None = None) -> list[Change]:
         """Observe every reconciler and diff. `validate`: each reconciler's native
         validation runs first in its own thread (a plan: one reconciler's `crm_verify` or
         CIB query does not hold up the others' observations); its refusals are taken
-        before the diff, in dependency order, as `_validate` takes them."""
+        before the diff, in dependency order, as `_validate` takes them. `checks`: health
+        is prepared there first (prepare_health)."""
         validated: dict[int, tuple[list[Any], float] | None] = {}
 
         def first(rec: Reconciler) -> None:
-            validated[id(rec)] = self._validate_one(rec)
+            if checks is not None:
+                self._prepare_health(checks, rec)
+            if validate:
+                validated[id(rec)] = self._validate_one(rec)
 
-        self._observe_all(record.timings, self.node, observed_hook, first if validate else None)
+        self._observe_all(record.timings, self.node, observed_hook, first if validate or checks else None)
         for rec in self.owners if validate else ():
             self._take_validation(record, rec, validated.get(id(rec)))
         changes: list[Change] = []
@@ -529,7 +533,7 @@ class Engine:
         checks = HealthChecks(self.node, self.health_timeout) if self.check_health else None
         dropped = self._dropped()
         changes = self._observe_and_diff(record, checks and (lambda rec: self._start_health(checks, rec)),
-                                         validate=True)
+                                         validate=True, checks=checks)
         for change in self._ordered(changes):
             res = self._pending(change)
             if self._leave_drift(change, res):
@@ -639,9 +643,18 @@ class Engine:
         """Observe again (read-only) and ask every reconciler's health again, for
         `apply --wait`: the record's health is replaced, its sync is left as the run ended."""
         checks = HealthChecks(self.node, self.health_timeout)
-        self._observe_all({}, checks.node, lambda rec: self._start_health(checks, rec))
+        self._observe_all({}, checks.node, lambda rec: self._start_health(checks, rec),
+                          lambda rec: self._prepare_health(checks, rec))
         self._take_health(checks.results(), record)
         return record
+
+    def _prepare_health(self, checks: HealthChecks, rec: Reconciler) -> None:
+        if not rec.reports_health():
+            return
+        try:
+            rec.prepare_health(checks.node)
+        except Exception:  # health itself then does all of it
+            log.debug("prepare_health failed", exc_info=True)
 
     def _start_health(self, checks: HealthChecks, rec: Reconciler) -> None:
         if any(kind in self.unobserved for kind in rec.kinds):

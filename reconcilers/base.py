@@ -105,6 +105,11 @@ reconciler and calls, in this order:
       such as `ChecksPending` until that judgement is due, so that `apply --wait` never
       returns on a verdict about the previous state. `apply` runs on the same instance
       `apply --wait` asks again, so it may remember when it changed what.
+    - started early where it waits: `prepare_health(node)` (optional) is called with the
+      health node before the reconciler validates and observes (a plan, each round of
+      `apply --wait`), to start in the background what needs no observation, such as the
+      VIPs' link probe with its window for a second holder; `health` then collects it
+      (and starts it itself when it was not prepared);
     `--dry-run` and `apply` compute health by default; `--no-health` skips it;
     `apply --wait` observes and asks it again until every object is Healthy. Never change
     anything because of health: a Degraded object is reported, not "fixed" by the agent.
@@ -555,6 +560,30 @@ class Refusal:
         return self.message
 
 
+class Background:
+    """`fn()` in a daemon thread started now; `wait()` gives what it returned, or raises
+    what it raised. For `prepare_health`: a read that needs no observation runs while the
+    engine observes, and `health` collects it."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="background-read", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._result = fn()
+        except BaseException as err:  # handed to whoever waits
+            self._error = err
+
+    def wait(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 HealthStatus = Literal["Healthy", "Degraded", "Unknown"]
 NODE = "Node"
 """The pseudo-kind under which `health` reports node-wide facets (quorum, a daemon)."""
@@ -617,6 +646,10 @@ class Reconciler:
 
     def explain(self, change: Change, node: Node) -> list[str]:
         return []
+
+    def prepare_health(self, node: Node) -> None:
+        """Start, in the background, what `health` needs that does not depend on observing
+        (see the contract). Read-only; the engine ignores what it raises."""
 
     def health(self, node: Node, desired: dict[str, dict[str, Desired]],
                observed: dict[str, dict[str, dict[str, Any]]]) -> HealthReport:

@@ -180,3 +180,16 @@ def local_ips(node: Node) -> set[str]:
     out = node.run(["ip", "-j", "addr"], read_only=True).stdout
     return {a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])
             if a.get("family") == "inet" and "local" in a}
+
+
+
+def probe_interfaces(node: Node, targets: dict[str, list[str]]) -> tuple[dict[str, set[str]], dict[str, str]]:
+    """`probe` on each interface in turn: (answers, interface → why it could not be probed)."""
+    answers: dict[str, set[str]] = {}
+    failed: dict[str, str] = {}
+    for interface, wanted in sorted(targets.items()):
+        try:
+            answers.update(probe(node, interface, wanted))
+        except OSError as err:
+            failed[interface] = f"cannot probe {interface}: {err.strerror or err}"
+    return answers, failed

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcilers.base import (
-    GENERATED_HEADER, ApplyError, AtomicWriter, Change, CommandError, Desired, Health, HealthReport, Interrupted,
-    Node, Outcomes, Reconciler, Refusal, pid_alive, read_secret, systemd_running, unit_notes,
+    GENERATED_HEADER, ApplyError, AtomicWriter, Background, Change, CommandError, Desired, Health, HealthReport,
+    Interrupted, Node, Outcomes, Reconciler, Refusal, pid_alive, read_secret, systemd_running, unit_notes,
 )
 from reconcilers.domain import adcli, daemon, files, health, krb5, nsswitch, pam, sssd, sudoers
 from reconcilers.domain.files import Artifacts, Paths, read
@@ -52,6 +52,7 @@ class DomainJoinReconciler(Reconciler):
         self.wanted: dict[str, Artifacts] = {}
         self.tree: Any = None
         self.enforce = False  # metadata.drift: enforce on a join here: unmask/enable sssd.service when held
+        self._asked: dict[str, Background] = {}  # what prepare_health started, by join
 
     # --- desired -----------------------------------------------------------------------------
 
@@ -255,8 +256,10 @@ class DomainJoinReconciler(Reconciler):
             a = self.wanted.get(name)
             if a is None:
                 continue
+            early = self._asked.get(name)
+            asked = early.wait() if early is not None else None
             users, groups = health.resolvable_names(a.spec)
-            missing = health.unresolved(node, "passwd", users) + health.unresolved(node, "group", groups)
+            missing = asked[0] if asked is not None else self._unresolved(node, a)
             if not a.spec.joins():
                 out[name] = health.names_health(a.spec.domain, missing, len(users) + len(groups))
                 continue
@@ -264,14 +267,29 @@ class DomainJoinReconciler(Reconciler):
             if (member.get("domain"), member.get("computerName")) != (a.spec.domain, a.computer):
                 out[name] = Health.degraded("NotJoined", f"not joined to {a.spec.domain} as {a.computer}$")
                 continue
-            try:
-                accepted: bool | None = adcli.still_accepted(node, a.spec.domain, a.computer, self.paths.keytab,
-                                                             timeout=node.runner.default_timeout)
-                why = ""
-            except (ApplyError, CommandError) as err:
-                accepted, why = None, str(err)
+            accepted, why = asked[1] if asked is not None else self._accepted(node, a)
             out[name] = health.join_health(accepted, why, a.computer, a.spec.domain, missing, len(users) + len(groups))
         return {self.kind: out}
+
+    def prepare_health(self, node: Node) -> None:
+        """The NSS lookups and the `kinit -k` need no observation: they start now, in the
+        background, while the engine observes (health then judges them with what it saw)."""
+        self._asked = {name: Background(lambda a=a: (self._unresolved(node, a),
+                                                     self._accepted(node, a) if a.spec.joins() else (None, "")))
+                       for name, a in self.wanted.items()}
+
+    @staticmethod
+    def _unresolved(node: Node, a: Artifacts) -> list[str]:
+        users, groups = health.resolvable_names(a.spec)
+        return health.unresolved(node, "passwd", users) + health.unresolved(node, "group", groups)
+
+    def _accepted(self, node: Node, a: Artifacts) -> tuple[bool | None, str]:
+        """Whether AD still accepts the join (None: could not tell), and why not."""
+        try:
+            return adcli.still_accepted(node, a.spec.domain, a.computer, self.paths.keytab,
+                                        timeout=node.runner.default_timeout), ""
+        except (ApplyError, CommandError) as err:
+            return None, str(err)
 
     # --- apply: every change of the pass at once ----------------------------------------------------
 

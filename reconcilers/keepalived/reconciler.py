@@ -44,9 +44,9 @@ from typing import Any, Iterator
 
 import reconcilers
 from reconcilers.base import (
-    ENABLED, GENERATED_HEADER, NODE, ApplyError, AtomicWriter, Change, CommandError, Deferred, Desired, Health,
-    HealthReport, Held, Key, Node, NodeNote, Outcomes, Reconciler, Refusal, Skipped, UnitState, boot_note, enable_unit,
-    install_batch, read_secret, starts_at_boot, unit_notes, without_boot_note,
+    ENABLED, GENERATED_HEADER, NODE, ApplyError, AtomicWriter, Background, Change, CommandError, Deferred, Desired,
+    Health, HealthReport, Held, Key, Node, NodeNote, Outcomes, Reconciler, Refusal, Skipped, UnitState, boot_note,
+    enable_unit, install_batch, read_secret, starts_at_boot, unit_notes, without_boot_note,
 )
 from reconcilers import netprobe
 from reconcilers.keepalived import check, drain, guard
@@ -135,6 +135,7 @@ class KeepalivedReconciler(Reconciler):
         self.dump: dict[str, RunningInstance] | None = None
         self.addrs: dict[str, set[str]] = {}
         self.elected_by = 0.0  # monotonic time by which the election after this instance's start/reload is due
+        self._probing: Background | None = None  # the VIPs' link probe prepare_health started
         self.unit: UnitState | None = None  # keepalived.service (systemd), as observed
         self.enforce = False  # a manifest of this node says metadata.drift: enforce (unmask/enable the unit)
 
@@ -423,19 +424,27 @@ class KeepalivedReconciler(Reconciler):
                             out.setdefault(name, []).append((words[0], dev, s.args[0]))
         return out
 
-    def _vip_health(self, node: Node, vips: dict[str, list[tuple[str, str, str]]]) -> dict[str, Health]:
-        peers = self._peers(node)
+    def prepare_health(self, node: Node) -> None:
+        """The VIPs' link probe (the desired addresses and the peers': no observation
+        needed) starts now, so that its window passes while the engine observes."""
+        targets = self._probe_targets(node, self._vip_addresses())
+        self._probing = Background(lambda: netprobe.probe_interfaces(node, targets))
+
+    def _probe_targets(self, node: Node, vips: dict[str, list[tuple[str, str, str]]]) -> dict[str, list[str]]:
+        """Interface → what to probe there: the VIPs' addresses, and the peers' own."""
         by_interface: dict[str, set[str]] = {}
         for addresses in vips.values():
             for address, interface, _ in addresses:
                 by_interface.setdefault(interface, set()).add(address)
-        answers: dict[str, set[str]] = {}
-        failed: dict[str, str] = {}
-        for interface, addresses in sorted(by_interface.items()):
-            try:
-                answers.update(netprobe.probe(node, interface, [*addresses, *peers]))
-            except OSError as err:
-                failed[interface] = f"cannot probe {interface}: {err.strerror or err}"
+        peers = self._peers(node)
+        return {i: [*sorted(a), *peers] for i, a in by_interface.items()}
+
+    def _vip_health(self, node: Node, vips: dict[str, list[tuple[str, str, str]]]) -> dict[str, Health]:
+        peers = self._peers(node)
+        if self._probing is not None:  # started by prepare_health
+            answers, failed = self._probing.wait()
+        else:
+            answers, failed = netprobe.probe_interfaces(node, self._probe_targets(node, vips))
         names = netprobe.names_by_mac(answers, peers)
         out: dict[str, Health] = {}
         for vip, addresses in vips.items():

@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import copy
 import shutil
-import threading
 import time
 import xml.etree.ElementTree as ET
 from typing import Any, Iterator
 
 from reconcilers import netprobe
 from reconcilers.base import (
-    ApplyError, Change, CommandError, Deferred, Desired, Health, HealthReport, Node, Outcomes, Reconciler, Refusal,
-    Wake, install_batch, native_check, wait_until,
+    ApplyError, Background, Change, CommandError, Deferred, Desired, Health, HealthReport, Node, Outcomes, Reconciler,
+    Refusal, Wake, install_batch, native_check, wait_until,
 )
 from reconcilers.pacemaker import daemons, guard, secrets, tools
 from reconcilers.pacemaker import health as pcmk_health
@@ -80,6 +79,8 @@ class ClusterResourceReconciler(Reconciler):
         self._explained: set[str] = set()
         self._attributes: dict[str, dict[str, str]] = {}  # node → its transient attributes (preview)
         self._shown_as: dict[str, str] = {}  # name → how people know it (a VirtualIP, a Container)
+        # The IPaddr2 link probe prepare_health started, with the addresses it asks for.
+        self._probing: tuple[dict[str, dict[str, Any]], Background] | None = None
 
     # --- desired -------------------------------------------------------------------------
 
@@ -370,19 +371,14 @@ class ClusterResourceReconciler(Reconciler):
         wanted = [n for n in desired.get(RESOURCE, {}) if n in self._states]
         if not wanted:
             return {}
-        addresses = {n: sets_values(self._states[n].get("params")) for n in wanted
-                     if self._states[n].get("agent") == "ocf:heartbeat:IPaddr2"}
-        addresses = {n: p for n, p in addresses.items() if isinstance(p.get("ip"), str) and p.get("nic")}
-        peers = {n.address.split("/")[0]: n.name for n in self._cluster.spec.nodes if n.name != node.name} \
-            if self._cluster is not None else {}
-        # The link is asked while crm_mon answers: neither waits for the other.
-        link: dict[str, Any] = {}
-        prober = threading.Thread(target=self._probe, args=(node, addresses, peers, link), daemon=True)
-        if addresses:
-            prober.start()
+        addresses = self._addresses(wanted)
+        peers = self._peers(node)
+        # The link is asked while crm_mon answers (since prepare_health, or now): neither waits for the other.
+        early = self._probing if self._probing is not None and self._probing[0] == addresses else None
+        prober = early[1] if early is not None else \
+            Background(lambda: self._probe(node, addresses, peers)) if addresses else None
         snap = pcmk_health.read(node)
-        if addresses:
-            prober.join()
+        link: dict[str, Any] = prober.wait() if prober is not None else {}
         if isinstance(snap, str):
             return {RESOURCE: {n: Health.unknown("NoAnswer", snap) for n in wanted}}
         out = {n: pcmk_health.resource_health(n, self._states[n], snap) for n in wanted}
@@ -395,10 +391,27 @@ class ClusterResourceReconciler(Reconciler):
                     out[n] = pcmk_health.address_health(out[n], snap.resources[n].nodes, found)
         return {RESOURCE: out}
 
+    def prepare_health(self, node: Node) -> None:
+        """The IPaddr2 addresses' link probe (desired addresses, the peers' own: nothing
+        observed) starts now, so that its window passes while the engine observes."""
+        addresses, peers = self._addresses(list(self._states)), self._peers(node)
+        self._probing = (addresses, Background(lambda: self._probe(node, addresses, peers))) if addresses else None
+
+    def _addresses(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The IPaddr2 parameters (ip, nic) of these resources, by name."""
+        addresses = {n: sets_values(self._states[n].get("params")) for n in names
+                     if self._states[n].get("agent") == "ocf:heartbeat:IPaddr2"}
+        return {n: p for n, p in addresses.items() if isinstance(p.get("ip"), str) and p.get("nic")}
+
+    def _peers(self, node: Node) -> dict[str, str]:
+        """The other nodes' own addresses → their names (their replies name the MACs)."""
+        return {n.address.split("/")[0]: n.name for n in self._cluster.spec.nodes if n.name != node.name} \
+            if self._cluster is not None else {}
+
     @staticmethod
-    def _probe(node: Node, addresses: dict[str, dict[str, Any]], peers: dict[str, str], into: dict[str, Any]) -> None:
-        """Who answers for each IPaddr2 address (and each peer's own address, to name them);
-        nothing in `into` when the link cannot be asked: Pacemaker's view then stands alone."""
+    def _probe(node: Node, addresses: dict[str, dict[str, Any]], peers: dict[str, str]) -> dict[str, Any]:
+        """Who answers for each IPaddr2 address (and each peer's own address, to name them):
+        {here, answers}; nothing when the link cannot be asked: Pacemaker's view then stands alone."""
         try:
             here = netprobe.local_ips(node)
             answers: dict[str, set[str]] = {}
@@ -406,8 +419,8 @@ class ClusterResourceReconciler(Reconciler):
                 ips = [p["ip"] for p in addresses.values() if p["nic"] == nic]
                 answers.update(netprobe.probe(node, nic, [*ips, *peers]))
         except (OSError, CommandError):
-            return
-        into.update(here=here, answers=answers)
+            return {}
+        return {"here": here, "answers": answers}
 
     # --- apply ---------------------------------------------------------------------------
 

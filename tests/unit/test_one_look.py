@@ -101,3 +101,35 @@ def test_after_an_apply_health_reads_afresh_and_once(env, monkeypatch) -> None: 
     [health] = [pid for what, pid in Seen.pids if what == "health"]
     assert len(set(observed)) == len(observed)  # each observation of an apply's passes runs its read
     assert health not in observed
+
+
+class EarlyBackends(PidBackends):
+    """Backends whose health waits on something started by prepare_health."""
+
+    events: list[tuple[str, str, bool]] = []
+
+    def prepare_health(self, node):
+        EarlyBackends.events.append(("prepare", threading.current_thread().name, node.runner.dry_run))
+        self.started = threading.Event()
+        self.started.set()
+
+    def observe(self, node):
+        EarlyBackends.events.append(("observe", threading.current_thread().name, node.runner.dry_run))
+        return {self.kind: {}}
+
+    def health(self, node, desired, observed):
+        EarlyBackends.events.append(("health", threading.current_thread().name, self.started.is_set()))
+        return {self.kind: {n: Health.healthy("Fine", "fine") for n in desired[self.kind]}}
+
+
+def test_health_is_prepared_in_the_reconcilers_own_thread_before_it_observes(env, monkeypatch) -> None:  # noqa: F811
+    monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:EarlyBackends")
+    monkeypatch.setattr(EarlyBackends, "events", [])
+    env.write(backend("app"), frontend("web", "app"))
+    record = Engine(load_tree(env.repo), Node("lb1", Runner(dry_run=True), env.state)).plan()
+    assert [o.health["status"] for o in record.objects if o.kind == "Backend"] == ["Healthy"]
+    (prepare, thread, read_only), observe, health = EarlyBackends.events
+    assert prepare == "prepare" and read_only and observe[:2] == ("observe", thread) and health[2] is True
+    EarlyBackends.events.clear()
+    Engine(load_tree(env.repo), Node("lb1", Runner(dry_run=True), env.state), health=False).plan()
+    assert [e[0] for e in EarlyBackends.events] == ["observe"]  # no health, nothing prepared
