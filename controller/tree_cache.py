@@ -76,12 +76,19 @@ class TreeCache:
     def __init__(self, state_dir: Path):
         self.folder = folder_of(state_dir)
 
-    def _path(self, digest: str) -> Path:
-        return self.folder / hashlib.sha256(f"{code_digest()}:{digest}".encode()).hexdigest()
+    def _path(self, digest: str) -> Path | None:
+        try:
+            code = code_digest()
+        except OSError as err:  # the sources cannot be read (a packaging without them): no cache
+            log.debug("tree cache: off: %s", err)
+            return None
+        return self.folder / hashlib.sha256(f"{code}:{digest}".encode()).hexdigest()
 
     def get(self, digest: str) -> Any:
         """What `put` stored for this tree digest and this code, or None."""
         path = self._path(digest)
+        if path is None:
+            return None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
@@ -106,6 +113,8 @@ class TreeCache:
         """Remember a tree `load_tree` validated (its manifests, under its digest); a tree
         that came from the cache is marked recently used. Never raises."""
         path = self._path(tree.digest)
+        if path is None:
+            return
         if tree.from_cache:
             try:
                 os.utime(path)  # kept longest
