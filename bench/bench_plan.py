@@ -6,10 +6,12 @@ folders) plus one Cluster, then times:
   load+validate  load_tree: YAML parse, pydantic, whole-tree checks
   plan           desired + observe + jsonpatch diff for every object, against a synthetic
                  observed state in which 10 % of the objects differ and 5 % are missing
+Medians of 3 runs per size, each after the previous tree was collected (not timed).
 Prints one line per size and the growth factor. Usage: bench_plan.py [SIZES...]
 """
 from __future__ import annotations
 
+import gc
 import random
 import statistics
 import sys
@@ -97,6 +99,12 @@ def measure(n: int, repeat: int = 3) -> tuple[float, float, int]:
         loads, plans = [], []
         changes = 0
         for _ in range(repeat):
+            # The previous tree is collected before the clock starts: load_tree would collect
+            # it at its start (what an agent does once per revision), a cost of the last
+            # tree's size, not of this one's.
+            tree = record = engine = None
+            gc.unfreeze()
+            gc.collect()
             t0 = time.perf_counter()
             tree = load_tree(root)
             t1 = time.perf_counter()
@@ -117,12 +125,17 @@ def main() -> None:
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1000, 10000]
     print(f"{'objects':>8} {'load+validate':>14} {'plan':>8} {'total':>8} {'per object':>11} {'changes':>8}")
     previous = None
+    per_object: list[float] = []
     for n in sizes:
-        load, plan, changes = measure(n, repeat=3 if n <= 1000 else 1)
+        load, plan, changes = measure(n)
         total = load + plan
         growth = f"  x{total / previous[1]:.1f} for x{n / previous[0]:.0f} objects" if previous else ""
         print(f"{n:>8} {load:>13.3f}s {plan:>7.3f}s {total:>7.3f}s {total / n * 1e6:>9.0f}µs {changes:>8}{growth}")
         previous = (n, total)
+        per_object.append(total / n)
+    if len(sizes) > 1:
+        print(f"cost per object, {sizes[-1]:,} objects against {sizes[0]:,}: x{per_object[-1] / per_object[0]:.2f} "
+              f"(largest against smallest of all sizes: x{max(per_object) / min(per_object):.2f})")
 
 
 if __name__ == "__main__":
