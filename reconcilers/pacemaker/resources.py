@@ -79,6 +79,8 @@ class ClusterResourceReconciler(Reconciler):
         self._explained: set[str] = set()
         self._attributes: dict[str, dict[str, str]] = {}  # node → its transient attributes (preview)
         self._shown_as: dict[str, str] = {}  # name → how people know it (a VirtualIP, a Container)
+        self._read_live = False  # the last _live_or_empty read the live CIB (not a stand-in)
+        self._just_read: ET.Element | None = None  # the configuration validate read, for the observe after it
         # The IPaddr2 link probe prepare_health started, with the addresses it asks for.
         self._probing: tuple[dict[str, dict[str, Any]], Background] | None = None
 
@@ -147,8 +149,10 @@ class ClusterResourceReconciler(Reconciler):
     def observe(self, node: Node) -> dict[str, dict[str, dict[str, Any]]]:
         if not node.local:  # a plan for another machine: this machine's CIB is not its cluster's
             return {RESOURCE: {}, CONFIG: {}}
+        configuration, self._just_read = self._just_read, None  # what validate read moments ago, once
         try:
-            configuration = tools.query_cib(node, scope="configuration", local=True)
+            if configuration is None:
+                configuration = tools.query_cib(node, scope="configuration", local=True)
         except tools.CibUnavailable as err:
             # Pacemaker not running here (yet, or stopped: the Cluster starts it): nothing is
             # visible. But running and not answering (hung), or cibadmin missing where git
@@ -183,10 +187,13 @@ class ClusterResourceReconciler(Reconciler):
     def _live_or_empty(self, node: Node) -> tuple[ET.Element, list[str]]:
         """The live CIB, or for a cluster that does not run yet an empty one with its nodes
         (a simulation then brings them up); the empty one too for another machine's plan."""
+        self._read_live = False
         try:
             if not node.local:
                 raise tools.CibUnavailable(f"not {node.name}")
-            return tools.query_cib(node), []
+            live = tools.query_cib(node)
+            self._read_live = True
+            return live, []
         except tools.CibUnavailable:
             nodes = {i: n for n, i in self._node_ids.items()}
             return tools.empty_cib(node, nodes), [n for _, n in sorted(nodes.items())]
@@ -220,8 +227,12 @@ class ClusterResourceReconciler(Reconciler):
                                             f"(crm_resource --show-metadata: {why[0]})", ((RESOURCE, name),)))
         problems += self._unknown_properties(node)
         held = {k for p in problems if isinstance(p, Refusal) for k in p.objects}
-        live, _ = self._live_or_empty(node)
+        live, forming = self._live_or_empty(node)
         self._observed = observe_cib(live.find("configuration"), self._states, self._config)
+        # A plan observes right after validating, in the same thread: that observation takes
+        # the configuration just read rather than asking the CIB again (not the stand-in of a
+        # cluster that does not answer). An apply's observation reads it afresh.
+        self._just_read = live.find("configuration") if node.dry_run and self._read_live else None
         # what the engine will prune: its inventory is not known here, reconcile's marker is
         pruned = [n for n in self._observed.marked if n not in self._states]
         names = [n for n in self._states if (RESOURCE, n) not in held]
