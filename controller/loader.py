@@ -288,13 +288,6 @@ class Tree:
         return out
 
 
-def _read_revision(root: Path, digest: str) -> str:
-    """The git commit of the checkout holding `root`, `-dirty` when its manifests differ."""
-    from controller.revision import revision
-
-    return revision(root, digest)
-
-
 def manifest_files(root: Path) -> list[Path]:
     """Every manifest file below `root` (see tree_files.walk); TreeError if one cannot be read."""
     files, problems = tree_files.walk(Path(root).resolve())
@@ -335,6 +328,11 @@ def load_tree(root: Path | str, cache: TreeCache | None = None) -> Tree:
 def _load_tree(root: Path, cache: TreeCache | None = None) -> Tree:
     if not root.is_dir():
         raise TreeError([Problem(str(root), 0, "", "not a folder (give --repo a folder of manifests)")])
+    # The git revision (two git commands) is asked meanwhile: it needs no file read here.
+    from controller.revision import git_revision
+    from reconcilers.base import Background
+
+    git = Background(lambda: git_revision(root))
     files, found = tree_files.walk(root)
     problems = [Problem(*p) for p in found]
     # Every file is read (and the tree's digest made) before any is parsed: the digest is
@@ -364,7 +362,7 @@ def _load_tree(root: Path, cache: TreeCache | None = None) -> Tree:
     if cache is not None and not problems and not any(isinstance(r, Problem) for r in read):
         cached = cache.get(hexdigest)
         if isinstance(cached, list) and all(isinstance(i, Loaded) for i in cached):
-            tree = Tree(root, cached, _read_revision(root, hexdigest), hexdigest)
+            tree = Tree(root, cached, git.wait() or f"sha256:{hexdigest[:12]}", hexdigest)
             tree.from_cache = True
             return tree
     items: list[Loaded] = []
@@ -392,7 +390,7 @@ def _load_tree(root: Path, cache: TreeCache | None = None) -> Tree:
             break
         except YamlProblem as err:
             problems.append(Problem(name, err.line, _show(err.path), err.message))
-    tree = Tree(root, items, _read_revision(root, hexdigest), hexdigest)
+    tree = Tree(root, items, git.wait() or f"sha256:{hexdigest[:12]}", hexdigest)
     problems.extend(check_tree(tree))
     if problems:
         raise TreeError(problems)

@@ -50,10 +50,16 @@ def dirty_manifests(porcelain: str, prefix: str) -> list[str]:
 def revision(root: Path, digest: str) -> str:
     """`<sha>` for a tree as committed, `<sha>-dirty` when its manifests differ from the
     commit, `sha256:<digest>` outside git."""
+    return git_revision(root) or f"sha256:{digest[:12]}"
+
+
+def git_revision(root: Path) -> str | None:
+    """`<sha>` or `<sha>-dirty` (see revision), None outside git. Needs no digest, so the
+    loader asks it while it reads the files."""
     out = _git(root, "rev-parse", "--show-prefix", "HEAD")  # the tree's path in the repository, then HEAD
     lines = out.split("\n") if out else []
     if len(lines) < 2 or len(lines[1].strip()) < 40:
-        return f"sha256:{digest[:12]}"
+        return None
     prefix, sha = lines[0].strip(), lines[1].strip()
     status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", ".")
     if status is None or dirty_manifests(status, prefix):
