@@ -307,6 +307,9 @@ class Snapshot:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.answers: dict[tuple, "_Answer"] = {}
+        # systemd's view of every reconciler's `units`, asked once at the start of a plan
+        # (see unit_states): a Background giving {unit: UnitState}, or None.
+        self.units: "Background | None" = None
 
 
 @dataclass
@@ -631,6 +634,9 @@ class Reconciler:
     after: ClassVar[tuple[str, ...]] = ()
     consumes: ClassVar[tuple[str, ...]] = ()
     ignore: ClassVar[tuple[str, ...]] = ()
+    # The systemd units its observe and health ask about (unit_states): a plan asks systemd
+    # about all reconcilers' units in one `systemctl show`, before they observe.
+    units: ClassVar[tuple[str, ...]] = ()
 
     def desired(self, tree: Any, node: Node) -> dict[str, dict[str, Desired]]:
         raise NotImplementedError
@@ -1059,7 +1065,21 @@ class UnitState:
 
 
 def unit_states(node: Node, units: Sequence[str]) -> dict[str, UnitState]:
-    """One read-only `systemctl show` for several units: name → UnitState."""
+    """One read-only `systemctl show` for several units: name → UnitState. In a plan whose
+    snapshot asked systemd about every reconciler's `units` at once, taken from there."""
+    snapshot = node.runner.snapshot
+    if snapshot is not None and snapshot.units is not None:
+        try:
+            known = snapshot.units.wait()
+        except Exception:
+            known = {}
+        if all(u in known for u in units):
+            return {u: known[u] for u in units}
+    return read_units(node, units)
+
+
+def read_units(node: Node, units: Sequence[str]) -> dict[str, UnitState]:
+    """`systemctl show` for these units, always asked (unit_states may answer from a plan's snapshot)."""
     r = node.run(["systemctl", "show", "--property=Id,LoadState,ActiveState,UnitFileState,UnitFilePreset",
                   "--", *units], read_only=True, check=False, timeout=30, shared=True)
     return parse_unit_states(r.stdout, units)

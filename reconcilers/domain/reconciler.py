@@ -46,6 +46,7 @@ class DomainJoinReconciler(Reconciler):
     """Joins the node to a domain and keeps sssd, krb5, nsswitch, PAM and sudo in line with git."""
 
     kind = "DomainJoin"
+    units = (daemon.UNIT,)
 
     def __init__(self, paths: Paths | None = None) -> None:
         self.paths = paths or Paths()

@@ -51,6 +51,7 @@ class HAProxyReconciler(Reconciler):
 
     kinds = ("HAProxy", "Backend", "Frontend")
     after = ("Container", "VirtualIP")
+    units = (UNIT,)
 
     def __init__(self) -> None:
         self.model = Model()

@@ -123,6 +123,7 @@ class KeepalivedReconciler(Reconciler):
 
     kinds = KINDS
     after = ("Cluster",)
+    units = (UNIT,)
 
     def __init__(self) -> None:
         self.tree: Any = None

@@ -112,6 +112,7 @@ class ClusterReconciler(PerObject):
     """Corosync (+ qdevice) and Pacemaker for the Cluster this node is a member of."""
 
     kind = "Cluster"
+    units = tuple(f"{u}.service" for u in daemons.UNITS.values())
 
     def __init__(self) -> None:
         self._spec: dict[str, Any] = {}  # cluster name → spec, from desired()

@@ -11,7 +11,7 @@ import pytest
 import reconcilers
 from controller.engine import Engine
 from controller.loader import load_tree
-from reconcilers.base import CommandError, Desired, Health, Node, Reconciler, Runner, Snapshot
+from reconcilers.base import CommandError, Desired, Health, Node, Reconciler, Runner, Snapshot, unit_states
 from tests.unit import json_kinds
 from tests.unit.test_engine import backend, env, frontend  # noqa: F401  (fixture)
 
@@ -133,3 +133,48 @@ def test_health_is_prepared_in_the_reconcilers_own_thread_before_it_observes(env
     EarlyBackends.events.clear()
     Engine(load_tree(env.repo), Node("lb1", Runner(dry_run=True), env.state), health=False).plan()
     assert [e[0] for e in EarlyBackends.events] == ["observe"]  # no health, nothing prepared
+
+
+class UnitBackends(PidBackends):
+    """Backends whose observe and health ask systemd about their unit."""
+
+    units = ("backend.service",)
+    seen: list[str] = []
+
+    def observe(self, node):
+        UnitBackends.seen.append(unit_states(node, ["backend.service"])["backend.service"].active)
+        return {self.kind: {}}
+
+    def health(self, node, desired, observed):
+        UnitBackends.seen.append(unit_states(node, ["backend.service"])["backend.service"].active)
+        return {self.kind: {n: Health.healthy("Fine", "fine") for n in desired[self.kind]}}
+
+
+class UnitFrontends(json_kinds.JsonFrontends):
+    units = ("frontend.service", "backend.service")
+
+    def observe(self, node):
+        UnitBackends.seen.append(unit_states(node, ["frontend.service"])["frontend.service"].active)
+        return super().observe(node)
+
+
+def test_a_plan_asks_systemd_once_about_every_reconcilers_units(env, monkeypatch) -> None:  # noqa: F811
+    import controller.engine
+    from reconcilers import base
+
+    asked: list[list[str]] = []
+
+    def systemd(node, units):
+        asked.append(list(units))
+        return {u: base.UnitState(u, "loaded", "active", "enabled", "enabled") for u in units}
+
+    monkeypatch.setattr(controller.engine, "read_units", systemd)
+    monkeypatch.setattr(controller.engine, "systemd_running", lambda: True)
+    monkeypatch.setattr(base, "read_units", lambda node, units: pytest.fail(f"systemctl asked again for {units}"))
+    monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:UnitBackends")
+    monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", f"{__name__}:UnitFrontends")
+    monkeypatch.setattr(UnitBackends, "seen", [])
+    env.write(backend("app"), frontend("web", "app"))
+    Engine(load_tree(env.repo), Node("lb1", Runner(dry_run=True), env.state)).plan()
+    assert asked == [["backend.service", "frontend.service"]]
+    assert UnitBackends.seen == ["active"] * 3
