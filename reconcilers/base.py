@@ -27,7 +27,10 @@ reconciler and calls, in this order:
     objects as "cannot observe", never as absent, and deletes nothing.
     The engine observes all reconcilers at the same time, each in its own thread (a plan
     waits for the slowest, not for the sum): read your own daemons and files, keep what
-    you found on `self` only, and share no mutable state with another reconciler.
+    you found on `self` only, and share no mutable state with another reconciler. In a
+    plan the same thread runs `validate` just before. Name the systemd units observe and
+    health read in `units`: a plan asks systemd about all of them at once (unit_states
+    answers from that), and a read several reconcilers make is marked `shared` (Runner).
     Anything that changes at run time and is not drift (VRRP MASTER/BACKUP, fail counts,
     an operator's drain where declared) is left out, or named in `ignore`.
     Where one object lives in two places that an apply changes one after the other (a file
