@@ -125,9 +125,23 @@ reconciler and calls, in this order:
 ``disruption(change, node) -> str | None`` (optional)
     Whether applying `change` may interrupt what this node serves: a short reason ("reload
     HAProxy: section changed"), or None when the change is provably hitless (HAProxy server
-    weight, maxconn, state and removals over the runtime API). A rollout drains the node
-    before a disruptive change and skips the drain otherwise. Without the hook every change
-    of the reconciler counts as disruptive.
+    weight, maxconn, state and removals over the runtime API). An `Unproven` reason says
+    the mechanism drops no connection (HAProxy's master-worker reload) and only the new
+    configuration is a risk: once a peer passed its health gate with the same desired
+    state, a rollout applies it in place, without a drain. A rollout drains the node before
+    any other disruptive change (controller/rollout.py). Without the hook every change of
+    the reconciler counts as disruptive.
+
+``serving(node) -> list[str] | None`` (optional)
+    What a drain would take away from this node right now, for people ("keepalived: VI_1
+    holds 192.0.2.100/24"; Pacemaker resources running here); [] when it serves nothing,
+    None when nothing of this reconciler runs here. Rollouts go through nodes that serve
+    nothing first and apply a proven `Unproven` change in place on the ones that do.
+
+``connections(node) -> int | None`` (optional)
+    Client connections the daemon holds on this node now (HAProxy: every worker's
+    CurrConns, old workers' included), None when it does not run here. After a drain that
+    moved addresses away, a rollout waits (bounded) until it is 0.
 
 ``coordinator(tree, node)`` (optional, static)
     The rollout coordinator of the cluster `node` belongs to when the tree asks for
@@ -252,6 +266,14 @@ class Wake(str):
     """What a `watch` yields when another node asks this node's agent to run now (the
     Pacemaker DC, asked by a node whose CIB change it owes): unlike drift, the agent looks
     at its source first, so that it runs the newest revision."""
+
+
+class Unproven(str):
+    """A `disruption` whose mechanism drops no connection (HAProxy's master-worker reload
+    hands the listening sockets to the new workers; the old ones finish their
+    connections): only the new configuration is untried. A rollout drains before it until
+    a peer passed its health gate with the same desired state, and applies it in place
+    after that (controller/rollout.py)."""
 
 
 class Held(Exception):
