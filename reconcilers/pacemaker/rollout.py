@@ -178,8 +178,11 @@ def coordinator_for(tree: Any, node: Node) -> PacemakerCoordinator | None:
 # --- standby: the Pacemaker part of a drain --------------------------------------------------
 
 # How long a standby of a node that runs no resource waits for the DC to be idle before it
-# falls back to `crm_resource --wait` (which always sleeps 2 s before its first look).
-SETTLE_SECONDS = 1.0
+# falls back to `crm_resource --wait` (which always sleeps 2 s before its first look). 1 s
+# was too short: right after a rollout's turn (a crm_config change) the DC's controller
+# answered the ping only ~1 s later in the lab, once it had logged the fencer's answer about
+# watchdog fencing; the drain then fell back and took ~4 s.
+SETTLE_SECONDS = 3.0
 
 
 def active_here(cib: ET.Element, name: str) -> list[str]:

@@ -254,7 +254,7 @@ class Fleet:
         seen = self.client_counts()
         counts = wait_for(lambda: (c := self.client_counts()) and c["ok"] + c["failed"] >= seen["ok"] + seen["failed"]
                           + 100 and c, 30, "the client's counts to cover this test") if "client" in self.procs else seen
-        failures = [f for f in counts["failures"] if f[0] >= since - 2.5]
+        failures = [f for f in counts["failures"] if f[0] >= since]
         moves = [m for m in self.moves if m[0] >= since]
         figures[f"failed requests ({label})"] = len(failures)
         figures[f"VIP moves ({label})"] = len(moves)
