@@ -470,14 +470,14 @@ class ClusterResourceReconciler(Reconciler):
                 done = self._refresh(changes, node)
                 if all(done.get(c.key) for c in owed):
                     break
-            waited = time.monotonic() - started
+            waited = min(time.monotonic() - started, DC_APPLY_WAIT_SECONDS)
         out: Outcomes = {}
         for c in changes:
             if done.get(c.key):
                 out[c.key] = None if c.key in wrote else Deferred(f"applied by the DC {dc}", owner=dc, assured=True)
             else:
                 out[c.key] = Deferred(
-                    f"owed by the DC {dc}, not in the CIB {waited:.0f}s after waking its agent{woken}: "
+                    f"owed by the DC {dc}, not in the CIB within {waited:.0f}s of waking its agent{woken}: "
                     f"is reconcile-agent running on {dc}? (`reconcile apply` on {dc} applies it)", owner=dc)
         return out
 

@@ -346,7 +346,7 @@ def test_a_non_dc_node_writes_nothing_and_what_the_dc_owes_stays_pending(lab, re
     rc, record = reconcile(lab, other(writer), repo, "apply")
     assert statuses(record)["ClusterResource/db-vip"] == "pending", record
     note = notes(record, "ClusterResource", "db-vip")[-1]
-    assert note.startswith(f"not applied yet: owed by the DC {writer}, not in the CIB 30s after waking its agent"), note
+    assert note.startswith(f"not applied yet: owed by the DC {writer}, not in the CIB within 30s of waking its agent"), note
     assert rc == 2
     assert epoch(lab, writer) == before
     woken = lab.exec(writer, ["attrd_updater", "--query", "--name", "reconcile-wake"]).stdout
