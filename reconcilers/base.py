@@ -427,6 +427,15 @@ class Node:
     def dry_run(self) -> bool:
         return self.runner.dry_run
 
+    @property
+    def systemd(self) -> bool:
+        """Whether systemd runs this node (units then start the daemons, and whether they
+        start at boot is part of what git wants): a fact of this machine, so False for a
+        plan about another node. desired() asks the node this, never the host directly."""
+        from reconcilers import services  # a module that imports this one
+
+        return self.local and services.systemd_running()
+
     def run(self, argv: Sequence[str], **kw: Any) -> Result:
         return self.runner.run(argv, **kw)
 
