@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from reconcilers.base import (
     NODE, ApplyError, Change, Desired, Health, HealthReport, Held, Key, Node, NodeNote, Outcomes, Reconciler, Refusal,
-    Skipped, Unproven, install_batch, systemd_running, unit_notes,
+    Skipped, Unproven, install_batch, unit_notes,
 )
 from reconcilers.haproxy import files as managed
 from reconcilers.haproxy.config import KIND_OF, SECRET_MARK, ConfigFile, SectionKey, Sections, compose, line_changes, \
@@ -70,7 +70,7 @@ class HAProxyReconciler(Reconciler):
         backends = {name for kind, name in self.model.objects if kind == "Backend"}
         self.enforce = any(m.metadata.drift == "enforce" for m in self.model.sources.values())
         # With systemd each Frontend also says that HAProxy starts at boot.
-        units = {"units": {"haproxy": "enabled"}} if systemd_running() else {}
+        units = {"units": {"haproxy": "enabled"}} if node.systemd else {}
         for key, manifest in self.model.sources.items():
             kind, name = key
             state = desired_state(self.model, key)
@@ -182,7 +182,7 @@ class HAProxyReconciler(Reconciler):
             out = [f"reload HAProxy (hitless): {', '.join(plan.reload)}"] if plan.reload else []
             return notes + out + [f"runtime API, no reload: {op.server}: {op.describe()}" for op in plan.ops]
         held = []
-        if change.kind == "Frontend" and systemd_running() and change.action != "delete" and \
+        if change.kind == "Frontend" and node.systemd and change.action != "delete" and \
                 (change.action == "create" or _units(change.observed) != _units(change.desired)):
             held = unit_notes(node, [UNIT], self.enforce)  # masked or disabled: started, or held?
             if change.action == "update" and not _needs_reload(self.model, change):
