@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark: what health costs a plan.
 
-In a fresh lab (lb1, lb2) the embedded desired-state/ without its DomainJoin (no DC here:
-a Pacemaker cluster with db and db-vip, a keepalived VIP, HAProxy with three backends and
-two frontends, three containers) is applied on both nodes until converged. Then, ROUNDS
+In a fresh lab (lb1, lb2, the SFTP server) the embedded desired-state/ without its
+DomainJoin (no DC here: a Pacemaker cluster with db and db-vip, a keepalived VIP, HAProxy
+with three backends and two frontends, three containers, the rclone and sshfs mounts) is
+applied on both nodes until converged. Then, ROUNDS
 times alternately on lb1, a plan with `--no-health` and one with health (the default),
 and prints the medians and worst of the engine's own time (`seconds` of the run record)
 and of the whole `reconcile` process, and each kind's health time (`health.KIND`, from its
@@ -26,7 +27,7 @@ from controller.lab import temporary_lab  # noqa: E402
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    with temporary_lab(nodes=2, prefix="hb") as lab:
+    with temporary_lab(nodes=2, sftp=True, prefix="hb") as lab:  # the Mounts need the lab's SFTP server
         repo = lab.shared / "repo"
         shutil.copytree(DEFAULT_REPO, repo)
         (repo / "domain-join.yaml").unlink()
@@ -55,7 +56,10 @@ def main() -> None:
                     if key.startswith("health."):
                         kinds.setdefault(key, []).append(seconds)
                 if label == "health":
-                    unhealthy = [o["name"] for o in rec["objects"] if (o.get("health") or {}).get("status") != "Healthy"]
+                    unhealthy = [f"{o['kind']}/{o['name']} {(o.get('health') or {}).get('status')} "
+                                 f"({(o.get('health') or {}).get('reason')}: {(o.get('health') or {}).get('message')})"
+                                 for o in rec["objects"]
+                                 if (o.get("health") or {}).get("status") not in ("Healthy", None)]  # None: no health
                     if unhealthy:
                         print(f"  (not healthy: {', '.join(unhealthy)})")
         print(f"{'plan of desired-state on lb1':32} {'engine p50':>10} {'max':>7} {'process p50':>12} {'max':>7}")

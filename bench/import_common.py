@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +28,23 @@ class Row:
     @property
     def native_ok(self) -> bool:
         return self.native_original != "ok" or self.native_rendered == "ok"
+
+
+def checked_manifest(document: Any, name: str, row: Row) -> tuple[Any, Any] | None:
+    """An imported document as a manifest and a one-manifest tree, both checked; None (the
+    reason in the row's notes) when the schema or the tree checks refuse it."""
+    from controller.loader import Loaded, Source, Tree, check_tree, parse_document
+
+    manifest = parse_document(document, Source(name, 1, {}))
+    if isinstance(manifest, list):
+        row.notes.append("schema: " + "; ".join(str(p) for p in manifest))
+        return None
+    tree = Tree(Path("/nonexistent"), [Loaded(manifest, Source(name, 1, {}))], "bench")
+    problems = check_tree(tree)
+    if problems:
+        row.notes.append("tree: " + "; ".join(str(p) for p in problems))
+        return None
+    return manifest, tree
 
 
 def default_folder(tool: str) -> Path:

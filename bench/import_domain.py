@@ -16,8 +16,7 @@ import shlex
 import tempfile
 from pathlib import Path
 
-from bench.import_common import Row
-from controller.loader import Loaded, Source, Tree, check_tree, parse_document
+from bench.import_common import Row, checked_manifest
 from reconcilers.base import ApplyError, Node, Runner
 from reconcilers.domain import files, sssd
 from reconcilers.domain.importer import import_files
@@ -73,15 +72,10 @@ def run(folder: Path) -> list[Row]:
         except ImportProblem as err:
             row.notes.append(f"import: {err}")
             continue
-        manifest = parse_document(imported.documents[0], Source(path.name, 1, {}))
-        if isinstance(manifest, list):
-            row.notes.append("schema: " + "; ".join(str(p) for p in manifest))
+        checked = checked_manifest(imported.documents[0], path.name, row)
+        if checked is None:
             continue
-        tree = Tree(Path("/nonexistent"), [Loaded(manifest, Source(path.name, 1, {}))], "bench")
-        problems = check_tree(tree)
-        if problems:
-            row.notes.append("tree: " + "; ".join(str(p) for p in problems))
-            continue
+        manifest, _tree = checked
         row.imported = True
         a = files.render("corp", manifest.spec, "lb1")
         secrets = {str(p): v for p, v in imported.secrets.items()}

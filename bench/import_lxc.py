@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.import_common import Row
-from controller.loader import Loaded, Source, Tree, check_tree, parse_document
+from bench.import_common import Row, checked_manifest
 from reconcilers.base import Node, Runner
 from reconcilers.importing import ImportProblem
 from reconcilers.lxc import tools
@@ -75,16 +74,10 @@ def run(folder: Path) -> list[Row]:
         except ImportProblem as err:
             row.notes.append(f"import: {err}")
             continue
-        doc = imported.documents[0]
-        manifest = parse_document(doc, Source(path.name, 1, {}))
-        if isinstance(manifest, list):
-            row.notes.append("schema: " + "; ".join(str(p) for p in manifest))
+        checked = checked_manifest(imported.documents[0], path.name, row)
+        if checked is None:
             continue
-        tree = Tree(Path("/nonexistent"), [Loaded(manifest, Source(path.name, 1, {}))], "bench")
-        problems = check_tree(tree)
-        if problems:
-            row.notes.append("tree: " + "; ".join(str(p) for p in problems))
-            continue
+        manifest, tree = checked
         row.imported = True
         rec = ContainerReconciler()
         rec.desired(tree, node)

@@ -30,18 +30,16 @@ One agent per node (NodeLock: an flock, released by the kernel when the holder d
 SIGTERM finishes the change being applied, applies no more and exits 0. Status and
 history are JSON files in the state folder (`reconcile status` shows them); Prometheus
 metrics are served on 127.0.0.1; under systemd (Type=notify) readiness and the watchdog
-are sent over $NOTIFY_SOCKET.
+are sent over $NOTIFY_SOCKET. Triggers, the backoff and sd_notify are in
+controller/agent_parts.py; this module is the loop.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import queue
-import random
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -50,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from controller import status as agent_status
+from controller.agent_parts import Backoff, Notifier, Triggers
 from controller.engine import Engine, RunRecord
 from controller.journal import journal_handler
 from controller.loader import Tree, TreeError, load_tree
@@ -69,8 +68,6 @@ DEFAULT_METRICS_PORT = 9358
 APPLIED_FILE = "applied.json"
 # Triggers that ask for the repository to be looked at; drift and retries only re-run.
 SOURCE_TRIGGERS = {"startup", "commit", "resync", "signal", "wake"}
-# A burst of events (an address removed then re-added, many files written) is one run.
-SETTLE_SECONDS = 0.02
 # A watch() that keeps firing (on the agent's own changes, or on churn that is not drift)
 # must not keep the agent busy: a drift run that found nothing doubles the time the next
 # drift run waits after the previous one, up to the cap. A drift event after a quiet second
@@ -89,120 +86,6 @@ def parse_duration(text: str) -> float:
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 1h)")
     return float(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
-
-
-# --- triggers ------------------------------------------------------------------------------
-
-
-class Triggers:
-    """Reasons to run, from threads and signal handlers; a burst is drained as one.
-
-    A SimpleQueue because its put() is safe in a signal handler (it never blocks on a lock
-    the interrupted main thread may hold).
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
-
-    def put(self, kind: str, detail: str = "") -> None:
-        self._queue.put((kind, detail))
-
-    def wait(self, timeout: float | None, settle: float = SETTLE_SECONDS) -> dict[str, str]:
-        """Block up to `timeout` for a trigger, then gather what else arrives within
-        `settle`. Returns {kind: first detail}; empty on timeout."""
-        try:
-            first = self._queue.get(timeout=None if timeout is None else max(timeout, 0.0))
-        except queue.Empty:
-            return {}
-        got = {first[0]: first[1]}
-        deadline = time.monotonic() + settle
-        while True:
-            try:
-                kind, detail = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-            except queue.Empty:
-                return got
-            got.setdefault(kind, detail)
-
-
-# --- backoff -----------------------------------------------------------------------------
-
-
-@dataclass
-class Failing:
-    failures: int
-    until: float  # time.time() of the next try
-    error: str
-
-
-@dataclass
-class Backoff:
-    """Per-object exponential backoff: base · 2^(failures−1), capped, ±10 % jitter."""
-
-    base: float = 5.0
-    cap: float = 300.0
-    objects: dict[tuple[str, str], Failing] = field(default_factory=dict)
-
-    def holds(self, now: float) -> dict[tuple[str, str], str]:
-        """Objects not to touch in a run starting `now`, with the reason for people."""
-        return {key: (f"backing off after {f.failures} failure{'s' if f.failures > 1 else ''}; "
-                      f"next try in {f.until - now:.0f}s (last error: {f.error})")
-                for key, f in self.objects.items() if f.until > now}
-
-    def update(self, record: RunRecord, now: float) -> None:
-        seen = set()
-        for o in record.objects:
-            key = (o.kind, o.name)
-            seen.add(key)
-            held = key in self.objects and self.objects[key].until > now
-            if o.status in ("failed", "not-converging") or (o.status == "skipped" and held):
-                if held:
-                    continue  # not tried this run
-                failures = self.objects[key].failures + 1 if key in self.objects else 1
-                delay = min(self.base * 2 ** (failures - 1), self.cap) * random.uniform(0.9, 1.1)
-                self.objects[key] = Failing(failures, now + delay, o.error or o.status)
-            elif o.status != "skipped":
-                self.objects.pop(key, None)
-        for key in list(self.objects):
-            if key not in seen:  # gone from git and from the node
-                del self.objects[key]
-
-    def next_try(self) -> float | None:
-        return min((f.until for f in self.objects.values()), default=None)
-
-    def clear(self) -> None:
-        self.objects.clear()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f"{k}/{n}": {"failures": f.failures, "retryAt": agent_status.iso(f.until), "error": f.error}
-                for (k, n), f in sorted(self.objects.items())}
-
-
-# --- systemd -------------------------------------------------------------------------------
-
-
-class Notifier:
-    """sd_notify(3) without libsystemd: datagrams to $NOTIFY_SOCKET (a path, or '@' for the
-    abstract namespace). Does nothing when not started by systemd with Type=notify."""
-
-    def __init__(self, environ: dict[str, str] | None = None):
-        env = os.environ if environ is None else environ
-        self.address = env.get("NOTIFY_SOCKET") or None
-        usec = env.get("WATCHDOG_USEC", "")
-        pid = env.get("WATCHDOG_PID", "")
-        mine = not pid or pid == str(os.getpid())
-        self.watchdog_seconds = int(usec) / 1e6 if usec.isdigit() and mine else None
-
-    def send(self, *fields: str) -> bool:
-        if not self.address:
-            return False
-        address = "\0" + self.address[1:] if self.address.startswith("@") else self.address
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-                s.sendto("\n".join(fields).encode(), address)
-            return True
-        except OSError as err:
-            log.debug("sd_notify to %s failed: %s", self.address, err)
-            return False
 
 
 # --- the agent -----------------------------------------------------------------------------

@@ -8,29 +8,66 @@ applied at once, as before. With one:
 1. Nothing to change on this node → apply (a no-op) and publish the revision: no turn.
    Nothing applied yet on this node (a new node) → apply: there is nothing to take down.
 2. Otherwise take a turn (`decide`, written with the coordinator's compare-and-set): the
-   nodes before this one in `order` run the revision, idle and not Degraded; fewer than
+   nodes before this one in the order run the revision, idle and not Degraded; fewer than
    `maxUnavailable` nodes are out of service, counting this one; the rollout of this
    revision is not halted. Else wait (the agent asks again every second, enforcing the
-   revision it has meanwhile).
-3. In the turn: drain (every reconciler's `drain` hook: keepalived moves the addresses,
-   Pacemaker puts the node in standby) unless every change is hitless (`disruption`
-   hook), apply, pass the health gate (every object and node facet Healthy — a drain we
-   made is not held against it — and every probe, within the gate's timeout), undrain,
-   soak (stay Healthy in service), publish, release the turn.
+   revision it has meanwhile). The order is `order` as written; without one, the nodes
+   that serve nothing go first and the ones that serve (hold a VIP, run a Pacemaker
+   resource: each agent publishes what it serves) last, each group in spec.nodes' order
+   (`turn_order`), so that a change reaches the nodes traffic goes through once it has
+   worked on nodes it does not go through.
+3. In the turn: drain unless the change may go in place (below), apply, pass the health
+   gate (every object and node facet Healthy — a drain we made is not held against it —
+   and every probe, within the gate's timeout), undrain, soak (stay Healthy in service),
+   publish (with the proof: `proof`), release the turn.
 4. A failed gate halts the rollout of that revision (state Halted, the node and the
-   reason in the CIB: every agent stops); the node stays drained. With `onFailure:
-   rollback` it also re-applies its last good revision and comes back if that passes.
-   The next commit starts a new rollout.
+   reason in the CIB: every agent stops) and leaves the node drained (drained then, if it
+   changed in place). With `onFailure: rollback` it also re-applies its last good
+   revision and comes back if that passes. The next commit starts a new rollout.
+
+Which changes skip the drain, and why (`drain_reason`, from each reconciler's
+`disruption` hook). A VIP that moves between nodes resets any TCP connection caught
+mid-flight (the connection's state is in the HAProxy it left; VRRP moves addresses, not
+connections), so no drain of the node that holds it can make that window zero: the only
+hitless drain of the VIP holder is none. So:
+- None: changes the daemon makes without dropping a connection and whose result is
+  not in doubt: HAProxy server weight, maxconn, admin state and removals over the
+  runtime API. In place on every node.
+- `Unproven`: the mechanism drops no connection but the new configuration is untried:
+  an HAProxy reload (master-worker: the master hands the listening sockets to the new
+  workers, the old ones finish their connections), a server added or sent to another
+  address over the runtime API. In place once proven: another node runs the same
+  revision, is in service and not Degraded, and passed its health gate with the same
+  desired state of that reconciler (a digest per reconciler, published as
+  `reconcile-proven`; the same revision alone is not enough, placements may differ).
+  Until then — the first node of a rollout, an explicit `order` that puts the VIP holder
+  first — it drains.
+- Anything else drains: a start or restart, keepalived, Corosync and Pacemaker changes,
+  a reconciler without the hook, changes that cannot be told.
+A node that serves nothing still drains for an unproven change: it moves nothing (keepalived
+goes to FAULT on a backup, a standby of a node without resources returns at once), and it
+keeps an untried configuration out of the VRRP election and Pacemaker's placement while it
+is tested, so that a failure of the holder meanwhile fails over to a node on the known-good
+revision. With the default order a good commit thus moves no VIP at all: the nodes that serve
+nothing go first, the first drained (free) and the rest in place, and the VIP holders change
+last, in place.
+
+After a drain that moved something away (the node served), the rollout waits until the
+node's daemons hold no client connection (the `connections` hook: HAProxy's CurrConns over
+every worker), at most CONNECTIONS_WAIT_SECONDS (10 s), before it applies; a connection
+left then is logged and the turn goes on (HTTP keep-alive clients may hold idle
+connections until HAProxy's timeouts).
 
 A turn whose holder left the cluster, or whose heartbeat has not changed for
 `turnTimeout` as this agent saw it (its own clock: no clock sync needed), is released by
 the next agent's compare-and-set. The node itself still counts as out of service unless
 the last thing it published was "in service and not Degraded" (e.g. it was soaking).
 
-`reconcile status --cluster` shows the coordinator's view (`cluster_view`, `render_cluster`).
+`reconcile status --cluster` shows the coordinator's view (controller/rollout_view.py).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -41,7 +78,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from reconcilers.base import ApplyError, CommandError, Node, Runner
+from reconcilers.base import ApplyError, CommandError, Node, Runner, Unproven
 
 log = logging.getLogger("reconcile.rollout")
 
@@ -50,6 +87,7 @@ IN_SERVICE = ("idle", "waiting", "soaking", "")  # "" : never published (an agen
 HEARTBEAT_SECONDS = 1.0
 POLL_SECONDS = 1.0
 ALLOWED_WHILE_DRAINED = {"Drained"}  # health reasons a node we drained is allowed to have in its gate
+CONNECTIONS_WAIT_SECONDS = 10.0  # after a drain that moved addresses away: wait this long at most for 0 connections
 
 
 def seconds(duration: str) -> float:
@@ -92,7 +130,7 @@ def decide(policy: dict[str, Any], view: dict[str, Any], me: str, revision: str,
     if turn.get("revision") == revision and turn.get("state") == "Halted":
         return Decision(False, f"the rollout of {revision[:12]} is halted: {turn.get('failed')} failed: "
                                f"{turn.get('reason')}")
-    order: list[str] = list(policy["order"])
+    order = turn_order(policy, nodes)
     if me not in order:
         return Decision(False, f"{me} is not in the rollout's order")
     k = int(policy.get("maxUnavailable", 1))
@@ -113,6 +151,71 @@ def decide(policy: dict[str, Any], view: dict[str, Any], me: str, revision: str,
     if turn.get("revision") == revision:
         new["failed"], new["reason"] = turn.get("failed", ""), turn.get("reason", "")
     return Decision(True, "", new)
+
+
+def turn_order(policy: dict[str, Any], nodes: dict[str, Any]) -> list[str]:
+    """The order turns go in: `order` as written; without one (`servingLast`), the nodes
+    that serve nothing first and those that publish what they serve last, each group in
+    spec.nodes' order."""
+    order: list[str] = list(policy["order"])
+    if not policy.get("servingLast"):
+        return order
+    quiet = [n for n in order if not (nodes.get(n) or {}).get("serving")]
+    return quiet + [n for n in order if n not in quiet]
+
+
+def drain_reason(disruptions: list[str], proven_on: str | None) -> str | None:
+    """Why a turn drains its node first, or None when it changes in place: every change is
+    hitless (no disruption), or every disruption is `Unproven` and `proven_on` names the
+    peer that passed its gate with the same desired state."""
+    if not disruptions:
+        return None
+    if proven_on and all(isinstance(d, Unproven) for d in disruptions):
+        return None
+    return "; ".join(disruptions[:3]) + (f" (+{len(disruptions) - 3} more)" if len(disruptions) > 3 else "")
+
+
+def label(rec: Any) -> str:
+    """A reconciler's short name in a proof: "HAProxy" for HAProxyReconciler."""
+    name = type(rec).__name__
+    return name[:-len("Reconciler")] if name.endswith("Reconciler") and name != "Reconciler" else name
+
+
+def digests(engine: Any, recs: list[Any] | None = None) -> dict[str, str]:
+    """Per reconciler that has a `disruption` hook (or of `recs`), a digest of its whole
+    desired state on this node (every object of its kinds): what a proof compares."""
+    from controller.plan import state_hash
+
+    out: dict[str, str] = {}
+    for rec in (engine.owners if recs is None else recs):
+        if rec is None or getattr(rec, "disruption", None) is None:
+            continue
+        state = {k: {n: state_hash(d.state) for n, d in sorted(engine.desired.get(k, {}).items())} for k in rec.kinds}
+        if any(state.values()):
+            out[label(rec)] = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+    return out
+
+
+def proof(revision: str, found: dict[str, str]) -> str:
+    """What a node publishes after it passed a gate: "<revision> HAProxy=<digest> …"."""
+    return " ".join([revision] + [f"{k}={v}" for k, v in sorted(found.items())])
+
+
+def proven_on(view: dict[str, Any], me: str, revision: str, needed: dict[str, str]) -> str | None:
+    """A peer whose published proof covers `needed` (reconciler → digest) for `revision`,
+    and which runs that revision in service and not Degraded; None when there is none."""
+    if not needed:
+        return None
+    for name, info in sorted(view["nodes"].items()):
+        if name == me or not available(info) or info.get("revision") != revision:
+            continue
+        words = str(info.get("proven") or "").split()
+        if not words or words[0] != revision:
+            continue
+        have = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+        if all(have.get(k) == v for k, v in needed.items()):
+            return name
+    return None
 
 
 def released(turn: dict[str, Any], me: str) -> dict[str, Any]:
@@ -243,6 +346,7 @@ def drain_all(node: Node, command: str) -> list[str]:
         if getattr(cls, command, None) is None:
             continue
         rec = cls()
+        t = time.monotonic()
         try:
             line = getattr(rec, command)(node)
         except (ApplyError, CommandError):
@@ -254,9 +358,53 @@ def drain_all(node: Node, command: str) -> list[str]:
                         log.warning("undrain after a refused drain failed: %s", err)
             raise
         if line is not None:
-            said.append(line)
+            said.append(f"{line} [{time.monotonic() - t:.2f}s]")
             done_.append(rec)
     return said
+
+
+def serving_all(node: Node) -> list[str]:
+    """What a drain would take away from this node now (every reconciler's `serving`
+    hook); a hook that cannot tell counts as serving: the safe side (it goes last and
+    changes in place only when proven)."""
+    from reconcilers import installed
+
+    out: list[str] = []
+    for cls in installed():
+        if getattr(cls, "serving", None) is None:
+            continue
+        try:
+            out += cls().serving(node) or []
+        except Exception as err:
+            out.append(f"{cls.__name__}: unknown ({err})")
+    return out
+
+
+def connections_all(node: Node) -> int:
+    """Client connections this node's daemons hold now (every `connections` hook)."""
+    from reconcilers import installed
+
+    total = 0
+    for cls in installed():
+        if getattr(cls, "connections", None) is not None:
+            total += cls().connections(node) or 0
+    return total
+
+
+def wait_connections(node: Node, bound: float = CONNECTIONS_WAIT_SECONDS) -> tuple[int, float]:
+    """Wait until the node holds no client connection, at most `bound` seconds:
+    (connections left, seconds waited)."""
+    started = time.monotonic()
+    while True:
+        try:
+            left = connections_all(node)
+        except (ApplyError, CommandError, OSError) as err:
+            log.warning("rollout: cannot count connections: %s", err)
+            return -1, round(time.monotonic() - started, 2)
+        took = time.monotonic() - started
+        if left == 0 or took >= bound:
+            return left, round(took, 2)
+        time.sleep(0.1)
 
 
 class Rollout:
@@ -269,6 +417,7 @@ class Rollout:
         self.staleness: Staleness | None = None
         self._beat: threading.Event | None = None
         self.needs_turn: dict[str, bool] = {}  # revision → whether this node has changes to make
+        self.serving: list[str] = []  # what this node served at the last look
 
     def _node(self) -> Node:
         return Node(self.agent.config.node, Runner(), self.agent.config.state_dir)
@@ -283,8 +432,13 @@ class Rollout:
         except (ApplyError, CommandError) as err:
             log.warning("cannot publish %s: %s", ", ".join(changed), err)
 
+    def _publish_serving(self, coord: Any, node: Node) -> None:
+        self.serving = serving_all(node)
+        self.publish(coord, serving="; ".join(self.serving))
+
     def after_run(self, tree: Any, record: Any) -> None:
-        """After any run outside a turn: publish the revision and health it left."""
+        """After any run outside a turn: publish the revision and health it left, and what
+        the node serves."""
         node = self._node()
         try:
             coord = coordinator(tree, node)
@@ -296,6 +450,7 @@ class Rollout:
         health = record.health_summary().get("status") or "Unknown"
         phase = self.published.get("phase") if self.published.get("phase") == "failed" else "idle"
         self.publish(coord, revision=record.revision, health=health, phase=phase)
+        self._publish_serving(coord, node)
 
     # --- one attempt ---------------------------------------------------------------------
 
@@ -315,13 +470,15 @@ class Rollout:
             self.staleness = Staleness(seconds(policy["turnTimeout"]))
         # Asked once per revision (observing costs): later polls only read the CIB.
         if revision.sha not in self.needs_turn:
-            self.needs_turn = {revision.sha: bool(self._pending(tree, node))}
+            self.needs_turn = {revision.sha: bool(self._pending(tree, node)[0])}
         if not self.needs_turn[revision.sha]:
             self.state = {"revision": revision.sha, "phase": "idle", "message": "nothing to change here: no turn"}
             return Outcome("free")
         me = node.name
+        # What this node serves decides its place in the default order: said before each look.
+        self._publish_serving(coord, node)
         try:
-            view = coord.view()
+            view = self._as_i_am(coord.view(), me)
         except Exception as err:
             return self._wait(revision.sha, f"cannot read the cluster's rollout state: {err}")
         stale = self.staleness.stale(view, me)
@@ -339,19 +496,28 @@ class Rollout:
             log.info("rollout: released the turn of %s (not heard of for %s)", ", ".join(sorted(stale)),
                      policy["turnTimeout"])
         self.needs_turn = {}
-        return self._turn(coord, loaded, trigger, self._pending(tree, node), stale)
+        return self._turn(coord, loaded, trigger, stale)
+
+    def _as_i_am(self, view: dict[str, Any], me: str) -> dict[str, Any]:
+        """The view with this node's own facts as it knows them (its last publish may not
+        be in the CIB yet)."""
+        view["nodes"].setdefault(me, {})["serving"] = "; ".join(self.serving)
+        return view
 
     @staticmethod
-    def _pending(tree: Any, node: Node) -> list[tuple[Any, Any]]:
+    def _pending(tree: Any, node: Node) -> tuple[list[tuple[Any, Any]], Any]:
+        """The changes an apply would make here, and the (dry-run) engine that found them."""
         from controller.engine import Engine
 
+        engine = Engine(tree, Node(node.name, Runner(dry_run=True), node.state_dir), health=False)
         try:
-            return Engine(tree, Node(node.name, Runner(dry_run=True), node.state_dir), health=False).pending()
+            return engine.pending(), engine
         except Exception as err:  # cannot tell: take a turn and drain, the safe side
             log.debug("rollout: pending changes unknown: %s", err)
-            return [(None, None)]
+            return [(None, None)], None
 
     def _retake(self, policy: dict[str, Any], view: dict[str, Any], me: str, sha: str) -> dict[str, Any] | None:
+        view = self._as_i_am(view, me)
         d = decide(policy, view, me, sha, self.staleness.stale(view, me) if self.staleness else set())
         return d.turn if d.go else None
 
@@ -363,8 +529,27 @@ class Rollout:
 
     # --- a turn ----------------------------------------------------------------------------
 
-    def _turn(self, coord: Any, loaded: tuple[Any, Any], trigger: str, pending: list[tuple[Any, Any]],
-              stale: set[str]) -> Outcome:
+    def _how(self, coord: Any, tree: Any, node: Node, sha: str) -> tuple[str | None, str]:
+        """(why this turn drains, or None: in place; what it does, for people). Looked at
+        in the turn: the changes, and whether a peer proved them."""
+        pending, engine = self._pending(tree, node)
+        found = [(rec, why) for rec, ch in pending if (why := self._disruption(rec, ch, node))]
+        reasons = [why for _, why in found]
+        if not reasons:
+            return None, "every change is hitless (runtime API): in place"
+        peer = None
+        if engine is not None and all(isinstance(w, Unproven) for w in reasons):
+            needed = digests(engine, list({id(r): r for r, _ in found}.values()))
+            try:
+                peer = proven_on(coord.view(), node.name, sha, needed)
+            except Exception as err:
+                log.info("rollout: cannot read the peers' proofs (%s): draining", err)
+        why = drain_reason(reasons, peer)
+        if why is None:
+            return None, f"in place: {'; '.join(reasons[:2])}, proven on {peer}"
+        return why, f"drained first: {why}"
+
+    def _turn(self, coord: Any, loaded: tuple[Any, Any], trigger: str, stale: set[str]) -> Outcome:
         revision, tree = loaded
         node = self._node()
         policy = coord.policy
@@ -374,11 +559,12 @@ class Rollout:
         started = time.monotonic()
         self._heartbeat(coord, True)
         try:
-            disruptive = [why for why in (self._disruption(rec, ch, node) for rec, ch in pending) if why]
+            why, how = self._how(coord, tree, node, revision.sha)
             drained = False
-            if disruptive:
+            if why is not None:
+                served = serving_all(node)
                 self.publish(coord, phase="draining")
-                self.state = {"revision": revision.sha, "phase": "draining", "because": disruptive[:3]}
+                self.state = {"revision": revision.sha, "phase": "draining", "how": how}
                 t = time.monotonic()
                 try:
                     lines = drain_all(node, "drain")
@@ -388,26 +574,34 @@ class Rollout:
                     return self._wait(revision.sha, f"cannot drain {me}: {err}")
                 drained = True
                 figures["drain"] = round(time.monotonic() - t, 2)
-                log.info("rollout: drained %s in %.2fs (%s) because %s", me, figures["drain"], "; ".join(lines),
-                         "; ".join(disruptive[:3]))
+                if served:  # traffic came here: let the connections it left finish (bounded)
+                    left, figures["connections"] = wait_connections(node)
+                    if left:
+                        log.info("rollout: %s still holds %s client connection(s) after %.1fs: applying", me,
+                                 left if left > 0 else "an unknown number of", figures["connections"])
+                log.info("rollout: drained %s in %.2fs (%s) because %s", me, figures["drain"], "; ".join(lines), why)
+            else:
+                log.info("rollout: %s changes %s", me, how)
             self.publish(coord, phase="applying")
-            self.state = {"revision": revision.sha, "phase": "applying"}
+            self.state = {"revision": revision.sha, "phase": "applying", "how": how}
             t = time.monotonic()
             record = self.agent._run(loaded, trigger)
             figures["apply"] = round(time.monotonic() - t, 2)
             self.publish(coord, phase="gating")
             self.state["phase"] = "gating"
             gate_cfg = policy["healthGate"]
-            ok, why, took = gate(self.agent.last_engine, record, gate_cfg["probes"], address,
-                                 seconds(gate_cfg["timeout"]), ALLOWED_WHILE_DRAINED,
-                                 lambda: self.agent.stop_requested)
+            ok, why_not, took = gate(self.agent.last_engine, record, gate_cfg["probes"], address,
+                                     seconds(gate_cfg["timeout"]), ALLOWED_WHILE_DRAINED,
+                                     lambda: self.agent.stop_requested)
             figures["gate"] = round(took, 2)
             if self.agent.stop_requested:
                 return self._stopping(revision.sha)
             if ok and drained:
                 drain_all(node, "undrain")
+                drained = False
             if ok:
-                self.publish(coord, phase="soaking", health="Healthy", revision=revision.sha)
+                self.publish(coord, phase="soaking", health="Healthy", revision=revision.sha,
+                             proven=proof(revision.sha, digests(self.agent.last_engine)))
                 self.state["phase"] = "soaking"
                 soak = seconds(policy["soak"])
                 t = time.monotonic()
@@ -416,22 +610,21 @@ class Rollout:
                     self.agent.last_engine.recheck_health(record)
                     bad = unhealthy(record, set()) + [f for f in (probe(p, address) for p in gate_cfg["probes"]) if f]
                     if bad:
-                        ok, why = False, f"failed while soaking: {'; '.join(bad[:3])}"
-                        if disruptive:
-                            drain_all(node, "drain")
+                        ok, why_not = False, f"failed while soaking: {'; '.join(bad[:3])}"
                 figures["soak"] = round(time.monotonic() - t, 2)
             if self.agent.stop_requested:
                 return self._stopping(revision.sha)
             if ok:
                 coord.update_turn(lambda v: released(v["turn"], me))
                 self.publish(coord, phase="idle", health="Healthy", revision=revision.sha)
+                self._publish_serving(coord, node)
                 figures["turn"] = round(time.monotonic() - started, 2)
-                self.state = {"revision": revision.sha, "phase": "idle", "figures": figures,
+                self.state = {"revision": revision.sha, "phase": "idle", "figures": figures, "how": how,
                               "message": f"turn done in {figures['turn']:.1f}s"}
                 log.info("rollout: %s done with %s in %.1fs %s", me, revision.sha[:12], figures["turn"],
                          json.dumps(figures))
                 return Outcome("applied", record=record, figures=figures)
-            return self._failed(coord, loaded, record, why, figures, drained)
+            return self._failed(coord, loaded, record, why_not, figures, drained)
         finally:
             self._heartbeat(coord, False)
 
@@ -459,6 +652,13 @@ class Rollout:
         me = self.agent.config.node
         policy = coord.policy
         log.error("rollout of %s halted: %s failed its health gate: %s", revision.sha[:12], me, why)
+        if not drained:  # it changed in place (or came back to soak): its peers serve now
+            try:
+                log.info("rollout: drained %s after its failed gate (%s)", me,
+                         "; ".join(drain_all(self._node(), "drain")))
+                drained = True
+            except (ApplyError, CommandError) as err:
+                log.error("rollout: cannot drain %s after its failed gate: %s", me, err)
         coord.update_turn(lambda v: halted(v["turn"], me, revision.sha, why))
         self.publish(coord, phase="failed", health="Degraded", revision=revision.sha)
         figures["turn"] = round(sum(figures.values()), 2)
@@ -500,59 +700,3 @@ class Rollout:
 
         self.published.pop("heartbeat", None)
         threading.Thread(target=beat, name="rollout-heartbeat", daemon=True).start()
-
-
-# --- reconcile status --cluster ----------------------------------------------------------------
-
-
-def cluster_view(node: Node) -> dict[str, Any] | None:
-    """The rollout state of the cluster this node is in, from any node (read-only)."""
-    from reconcilers import installed
-
-    for cls in installed():
-        hook = getattr(cls, "rollout_view", None)
-        if hook is None:
-            continue
-        try:
-            view = hook(node)
-        except (ApplyError, CommandError) as err:
-            return {"error": str(err)}
-        if view is not None:
-            return summarize(view)
-    return None
-
-
-def summarize(view: dict[str, Any]) -> dict[str, Any]:
-    """The rollout's condition (kstatus-style) from a view: Stalled when halted, Progressing
-    while nodes still differ, Complete when every online node runs the revision."""
-    turn, nodes = view["turn"], view["nodes"]
-    rev = turn.get("revision") or ""
-    behind = [n for n, i in sorted(nodes.items()) if i.get("online") and i.get("revision") != rev]
-    if not rev:
-        state, reason, message = "None", "NoRollout", "no rollout has started in this cluster"
-    elif turn.get("state") == "Halted":
-        state, reason = "Stalled", "HealthGateFailed"
-        message = f"{turn.get('failed')} failed its health gate: {turn.get('reason')}"
-    elif turn.get("holders") or behind:
-        state, reason = "Progressing", "InTurn" if turn.get("holders") else "Waiting"
-        message = (f"in turn: {', '.join(turn['holders'])}" if turn.get("holders") else "") + \
-            (f"; not yet at {rev[:12]}: {', '.join(behind)}" if behind else "")
-    else:
-        state, reason, message = "Complete", "AllNodesUpdated", f"every online node runs {rev[:12]}"
-    return {"revision": rev, "state": state, "reason": reason, "message": message.strip("; "),
-            "failedNode": turn.get("failed") or None, "holders": turn.get("holders", []), "turn": turn,
-            "nodes": nodes}
-
-
-def render_cluster(data: dict[str, Any]) -> str:
-    if data.get("error"):
-        return f"Cluster rollout: unknown ({data['error']})"
-    lines = [f"Rollout {str(data['revision'])[:12] or '-'}: {data['state']} ({data['reason']}): {data['message']}"]
-    if data.get("failedNode"):
-        lines.append(f"  failed node: {data['failedNode']}")
-    lines.append(f"  {'NODE':10} {'ONLINE':6} {'REVISION':12} {'HEALTH':9} {'PHASE':9} TURN")
-    for name, info in sorted(data["nodes"].items()):
-        turn = "holds the turn" if name in data["holders"] else ("failed" if name == data.get("failedNode") else "")
-        lines.append(f"  {name:10} {'yes' if info.get('online') else 'no':6} {str(info.get('revision') or '-')[:12]:12} "
-                     f"{info.get('health') or '-':9} {info.get('phase') or '-':9} {turn}".rstrip())
-    return "\n".join(lines)

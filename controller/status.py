@@ -276,6 +276,8 @@ def render(data: dict[str, Any], colour: bool = False) -> str:
         ro = agent.get("rollout") or {}
         if ro:
             said = ro.get("waiting") or ro.get("reason") or ro.get("message") or ""
+            if ro.get("how") and not ro.get("waiting"):  # drained first, or in place and why
+                said = f"{said} ({ro['how']})" if said else ro["how"]
             tint = "31" if ro.get("phase") == "failed" else ("33" if ro.get("phase") == "waiting" else "")
             text = f"  rollout   {ro.get('phase')} at {str(ro.get('revision'))[:12]}" + (f": {said}" if said else "")
             lines.append(c(tint, text) if tint else text)
@@ -352,7 +354,7 @@ def cluster_main(args: argparse.Namespace) -> int:
     """`reconcile status --cluster`: the rollout as the cluster's own store says it, from
     any node (read-only)."""
     from controller.identity import this_host
-    from controller.rollout import cluster_view, render_cluster
+    from controller.rollout_view import cluster_view, render_cluster
     from reconcilers.base import Node, Runner
 
     node = Node(this_host(), Runner(dry_run=True), args.state_dir or DEFAULT_STATE_DIR)

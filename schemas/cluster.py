@@ -17,14 +17,14 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
 from schemas.common import (
-    duplicates, Duration, IPv4Prefix, Manifest, Name, NodeName, Port, PropertyName, PropertyValue, SecretRef, Strict,
+    duplicates, Duration, IPv4Prefix, Manifest, NodeName, Port, PropertyName, PropertyValue, SecretRef, Strict,
 )
 from schemas.rollout import RolloutPolicy
 from schemas.pacemaker import (
-    Alert, AttributeName, Constraint, FencingLevel, NVSets, NVSet, PACEMAKER_ID, Tag, Value, set_values,
+    Alert, Constraint, FencingLevel, NVSets, NVSet, Tag, set_values,
 )
 
 

@@ -15,10 +15,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import (
-    AbsolutePath, CifsShare, Duration, FlagValue, HostKey, Manifest, Mode, MountOption, MountPoint, Placement,
-    Port, RcloneBackend, RcloneFlag, RcloneOption, RclonePlainOption, RcloneValue, RemotePath, SecretRef, Server,
-    Strict, TmpfsSize, UserName, Workgroup, duplicates,
+from schemas.common import AbsolutePath, Duration, Manifest, Mode, Placement, Port, SecretRef, Strict, UserName, duplicates
+from schemas.mount_values import (
+    CifsShare, FlagValue, HostKey, MountOption, MountPoint, RcloneBackend, RcloneFlag, RcloneOption, RclonePlainOption,
+    RcloneValue, RemotePath, Server, TmpfsSize, Workgroup,
 )
 
 # --- the types ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     spec:
       rollout:
-        order: [lb1, lb2]          # default: spec.nodes' order
+        order: [lb1, lb2]          # default: nodes that serve nothing first, then the VIP holders
         maxUnavailable: 1          # nodes that may be out of service at once (default 1)
         healthGate:
           timeout: 60s             # how long a node may take to be Healthy after its change
@@ -48,10 +48,14 @@ class HealthGate(Strict):
 
 class RolloutPolicy(Strict):
     """How a new revision reaches the Cluster's nodes: in `order`, at most `maxUnavailable`
-    at a time, each drained, changed, health-gated, undrained and soaked before the next."""
+    at a time, each drained (unless every change is hitless, or an HAProxy reload a peer
+    already passed its gate with: controller/rollout.py), changed, health-gated, undrained
+    and soaked before the next."""
 
-    order: list[NodeName] | None = Field(None, description="the nodes' order (default: spec.nodes' order); "
-                                                           "every node of the cluster once")
+    order: list[NodeName] | None = Field(None, description="the nodes' order, every node of the cluster once "
+                                                           "(default: the nodes that serve nothing — no VIP, no "
+                                                           "Pacemaker resource — first, then those that serve, each "
+                                                           "in spec.nodes' order)")
     maxUnavailable: Annotated[int, Field(ge=1, le=64)] = Field(
         1, description="how many nodes may be out of service (drained, changing, failed) at once")
     healthGate: HealthGate = Field(default_factory=HealthGate, description="what a node must pass after its change")

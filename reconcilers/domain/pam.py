@@ -24,8 +24,11 @@ def pam_argument(key: str, value: str) -> str:
     return text
 
 
+BLOCK_BEGIN = "# >>> reconcile DomainJoin/"
+
+
 def _pam_markers(name: str) -> tuple[str, str]:
-    return f"# >>> reconcile DomainJoin/{name}", f"# <<< reconcile DomainJoin/{name}"
+    return f"{BLOCK_BEGIN}{name}", f"# <<< reconcile DomainJoin/{name}"
 
 
 def parse_pam_block(text: str, name: str) -> dict[str, str] | None:

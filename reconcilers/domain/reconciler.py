@@ -111,6 +111,9 @@ class DomainJoinReconciler(Reconciler):
             # Joined without a record (by hand, or the record was lost): it belongs to the
             # manifest for that domain, if any. Without one it is not ours to touch.
             names |= {n for n, a in self.wanted.items() if a.spec.domain == member["domain"]}
+        # Our own files name their object (a sudoers rule, a PAM block): seen without a
+        # record too, so that a removal from git still takes them away (issue 21, item 2).
+        names |= self._named_in_files()
         if not names:
             return {self.kind: {}}
         systemd = systemd_running()
@@ -118,6 +121,16 @@ class DomainJoinReconciler(Reconciler):
         unit = daemon.unit_state(node) if systemd else None
         return {self.kind: {name: self._observe_one(node, name, markers.get(name), member, sockets, unit)
                             for name in sorted(names)}}
+
+    def _named_in_files(self) -> set[str]:
+        """The DomainJoin names our sudoers files and PAM blocks carry."""
+        p = self.paths
+        out = {f.name.removeprefix("reconcile-") for f in p.sudoers_dir.glob("reconcile-*")
+               if GENERATED_HEADER in (read(f) or "")}
+        for line in (read(p.pam_session) or "").splitlines():
+            if line.startswith(pam.BLOCK_BEGIN):
+                out.add(line.removeprefix(pam.BLOCK_BEGIN).partition(":")[0].strip())
+        return {n for n in out if n}
 
     def _observe_one(self, node: Node, name: str, marker: dict[str, Any] | None, member: dict[str, Any] | None,
                      sockets: frozenset[str] = frozenset(), unit: Any = None) -> dict[str, Any]:
@@ -219,6 +232,9 @@ class DomainJoinReconciler(Reconciler):
     def explain(self, change: Change, node: Node) -> list[str]:
         if change.action == "delete":
             m = (change.observed or {}).get("membership") or {}
+            if not (self._marker_dir(node) / f"{change.name}.json").exists():
+                return ["stop sssd, remove the files reconcile wrote; no record of how it joined (lost): the "
+                        "computer account and keytab stay (leave by hand: adcli delete-computer)"]
             if m.get("domain"):
                 return [f"leave {m.get('domain')}: delete computer account {m.get('computerName')}$ in AD, "
                         "stop sssd, remove the files reconcile wrote"]
@@ -404,12 +420,15 @@ class DomainJoinReconciler(Reconciler):
         nsswitch additions) is handed over to the other record."""
         markers = self.read_markers(node)
         marker = markers.pop(name, None)
-        if marker is None:
-            raise ApplyError(f"no record of how DomainJoin/{name} joined ({self._marker_dir(node)}/{name}.json); "
-                             "leave the domain by hand (adcli delete-computer) and remove its files")
         writer = AtomicWriter(node)
         heir = next(iter(markers.values()), None)
-        if heir is None:
+        if marker is None:
+            # No record of the join (lost): the files reconcile wrote go (the sudo rule
+            # above all); the membership stays, made outside reconcile as far as it knows
+            # (explain says so: the account's password reference was in the record).
+            if heir is None:
+                self._leave_domain(node, {"name": name}, writer)
+        elif heir is None:
             self._leave_domain(node, marker, writer)
         else:
             heir["nsswitchAdded"] = sorted(set(heir.get("nsswitchAdded", [])) | set(marker.get("nsswitchAdded", [])))

@@ -27,8 +27,8 @@ from reconcilers.haproxy.config import (
     section_at,
 )
 from reconcilers.haproxy.parse import Snapshot
-from reconcilers.haproxy.runtime import MasterProc, RuntimeAPI, parse_servers_state, parse_show_proc, parse_stat, \
-    used_connections
+from reconcilers.haproxy.runtime import MasterProc, RuntimeAPI, all_workers, current_connections, \
+    parse_servers_state, parse_show_proc, parse_stat, used_connections
 
 
 NO_LISTENER = "will not start (no listener)"
@@ -353,6 +353,15 @@ class HAProxy:
         except ApplyError:
             return None
         return int(m.group(1)) if m else None
+
+    def client_connections(self) -> int:
+        """Client connections over every worker, old ones included (through the master
+        CLI); the admin socket's worker alone when there is no master socket."""
+        if not self.api.master.exists():
+            return current_connections(self.api.command("show info", read_only=True))
+        pids = all_workers(self.api.master_command("show proc; quit", read_only=True))
+        return sum(current_connections(self.api.master_command(f"@!{pid} show info; quit", read_only=True))
+                   for pid in pids)
 
     def master_proc(self) -> MasterProc:
         return parse_show_proc(self.api.master_command("show proc; quit", read_only=True))

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from reconcilers.base import (
     NODE, ApplyError, Change, Desired, Health, HealthReport, Held, Key, Node, NodeNote, Outcomes, Reconciler, Refusal,
-    Skipped, install_batch, systemd_running, unit_notes,
+    Skipped, Unproven, install_batch, unit_notes,
 )
 from reconcilers.haproxy import files as managed
 from reconcilers.haproxy.config import KIND_OF, SECRET_MARK, ConfigFile, SectionKey, Sections, compose, line_changes, \
@@ -71,7 +71,7 @@ class HAProxyReconciler(Reconciler):
         backends = {name for kind, name in self.model.objects if kind == "Backend"}
         self.enforce = any(m.metadata.drift == "enforce" for m in self.model.sources.values())
         # With systemd each Frontend also says that HAProxy starts at boot.
-        units = {"units": {"haproxy": "enabled"}} if systemd_running() else {}
+        units = {"units": {"haproxy": "enabled"}} if node.systemd else {}
         for key, manifest in self.model.sources.items():
             kind, name = key
             state = desired_state(self.model, key)
@@ -183,7 +183,7 @@ class HAProxyReconciler(Reconciler):
             out = [f"reload HAProxy (hitless): {', '.join(plan.reload)}"] if plan.reload else []
             return notes + out + [f"runtime API, no reload: {op.server}: {op.describe()}" for op in plan.ops]
         held = []
-        if change.kind == "Frontend" and systemd_running() and change.action != "delete" and \
+        if change.kind == "Frontend" and node.systemd and change.action != "delete" and \
                 (change.action == "create" or _units(change.observed) != _units(change.desired)):
             held = unit_notes(node, [UNIT], self.enforce)  # masked or disabled: started, or held?
             if change.action == "update" and not _needs_reload(self.model, change):
@@ -199,22 +199,45 @@ class HAProxyReconciler(Reconciler):
         return [*notes, said, *(NodeNote(f"HAProxy: {n}") for n in extra), *held]
 
     def disruption(self, change: Change, node: Node) -> str | None:
-        """For rollouts: None when the change is provably hitless — a Backend update made
-        only of runtime-API server changes that keep every server where it was (weight,
-        maxconn, admin state, removals, which HAProxy drains first). A reload, a start, a new
-        server or a server sent to another address/port is disruptive: the new
-        destination is untried, so the node is drained before it."""
-        if change.kind != "Backend" or change.action != "update":
-            return f"{change.kind} {change.name}: {change.action} (reload or start of HAProxy)"
-        plan = plan_backend(change.name, change.observed, change.desired or {}, self.ignored.get(change.name, set()))
-        if plan.reload or _needs_reload(self.model, change, ignore_servers=True):
-            return f"Backend {change.name}: reload ({', '.join(plan.reload) or 'configuration'})"
-        for op in plan.ops:
-            if op.action == "add":
-                return f"Backend {change.name}: new server {op.server}"
-            if any(" addr " in c for c in op.commands):
-                return f"Backend {change.name}: server {op.server} moves to another address/port"
-        return None
+        """For rollouts (controller/rollout.py): None when the change is provably hitless —
+        a Backend update made only of runtime-API server changes that keep every server
+        where it was (weight, maxconn, admin state, removals, which HAProxy drains first).
+        `Unproven` when HAProxy runs and the change is a reload (the master hands the
+        listening sockets to the new workers, the old ones finish their connections) or a
+        server added or sent elsewhere over the runtime API: no connection is dropped, only
+        the new destination or configuration is untried. A start (HAProxy does not run
+        here) is disruptive."""
+        if change.kind == "Backend" and change.action == "update":
+            plan = plan_backend(change.name, change.observed, change.desired or {},
+                                self.ignored.get(change.name, set()))
+            if plan.reload or _needs_reload(self.model, change, ignore_servers=True):
+                why = f"Backend {change.name}: reload ({', '.join(plan.reload) or 'configuration'})"
+            else:
+                for op in plan.ops:
+                    if op.action == "add":
+                        return Unproven(f"Backend {change.name}: new server {op.server}")
+                    if any(" addr " in c for c in op.commands):
+                        return Unproven(f"Backend {change.name}: server {op.server} moves to another address/port")
+                return None
+        else:
+            why = f"{change.kind} {change.name}: {change.action} (a reload of HAProxy)"
+        if self._preview is None:
+            self._preview = self._haproxy(node).preview()
+        if self._preview[0] != "reload":
+            return f"{change.kind} {change.name}: {change.action} (HAProxy starts: it does not run)"
+        return Unproven(why)
+
+    def connections(self, node: Node) -> int | None:
+        """Client connections HAProxy holds here now, over every worker (old ones still
+        finishing theirs after a reload included; the CLI's own are not counted); None
+        when reconcile's HAProxy does not run here. Rollouts wait for 0 after a drain."""
+        haproxy = self._haproxy(node)
+        if not haproxy.running():
+            return None
+        try:
+            return haproxy.client_connections()
+        except (ApplyError, OSError) as err:
+            raise ApplyError(f"cannot count HAProxy's connections: {err}") from None
 
     def _certificate_note(self, key: Key, path: str, node: Node) -> str:
         r = self.model.objects.get(key)

@@ -293,6 +293,21 @@ def parse_show_proc(text: str) -> MasterProc:
     return MasterProc(int(m.group(1)), int(m.group(2)), workers)
 
 
+def all_workers(text: str) -> list[int]:
+    """Every worker of the master CLI's `show proc`: the current ones and the old ones
+    still finishing their connections after a reload."""
+    return [int(w.group(1)) for w in re.finditer(r"^(\d+)\s+worker\s+\d+\s", text, re.M)]
+
+
+def current_connections(show_info: str) -> int:
+    """`CurrConns` of a worker's `show info`: its client connections (HAProxy does not
+    count the CLI's own)."""
+    m = re.search(r"^CurrConns:\s*(\d+)\s*$", show_info, re.M)
+    if not m:
+        raise ApplyError(f"HAProxy's `show info` has no CurrConns: {show_info.strip()[:200]!r}")
+    return int(m.group(1))
+
+
 # --- which server changes the runtime API makes ------------------------------------------------
 
 

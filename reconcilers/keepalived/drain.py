@@ -33,7 +33,7 @@ from reconcilers.keepalived.daemon import CONFIG, Keepalived, read_config
 from reconcilers.keepalived.guard import node_addresses
 from reconcilers.keepalived.model import instances_in
 from reconcilers.keepalived.render import drain_file
-from reconcilers.keepalived.vrrp import MASTER, listen_for_masters
+from reconcilers.keepalived.vrrp import MASTER, holders, listen_for_masters
 from schemas.keepalived import RESERVED_TRACK
 
 
@@ -81,6 +81,21 @@ def drained(node: Node) -> bool:
         return int(path.read_text().strip() or "0") != 0
     except (OSError, ValueError):
         return False
+
+
+def serving(node: Node) -> list[str]:
+    """The instances whose addresses this node holds now ("VI_1 holds 192.0.2.100/24"):
+    what a drain would move to a peer. [] when it holds none."""
+    instances = instances_in(parse(read_config() or ""))
+    if not instances:
+        return []
+    addrs = node_addresses(node)
+    out = []
+    for inst in instances:
+        held = [a for a in inst.addresses + inst.excluded if holders(addrs, a)]
+        if held:
+            out.append(f"{inst.name} holds {', '.join(held)}")
+    return out
 
 
 def _write(node: Node, path: Path, value: int) -> None:

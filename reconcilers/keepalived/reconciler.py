@@ -490,6 +490,13 @@ class KeepalivedReconciler(Reconciler):
             return "keepalived: this node was MASTER of nothing"
         return f"keepalived: {', '.join(result.moved)} taken over by a peer in {result.seconds:.2f}s"
 
+    def serving(self, node: Node) -> list[str] | None:
+        """The addresses this node holds now (what a drain would move to a peer); None
+        when reconcile does not manage keepalived here."""
+        if not drain.manages(node):
+            return None
+        return [f"keepalived: {line}" for line in drain.serving(node)]
+
     def undrain(self, node: Node) -> str | None:
         """Let this node's instances take part in elections again."""
         if not drain.manages(node):

@@ -471,6 +471,13 @@ class ClusterReconciler(PerObject):
 
         return standby(node, True, force, timeout or 60.0)
 
+    def serving(self, node: Node) -> list[str] | None:
+        """The resources Pacemaker runs (or is starting) here: what a standby would move."""
+        from reconcilers.pacemaker.rollout import serving
+
+        found = serving(node)
+        return None if found is None else [f"Pacemaker runs {r}" for r in found]
+
     def undrain(self, node: Node) -> str | None:
         from reconcilers.pacemaker.rollout import standby
 

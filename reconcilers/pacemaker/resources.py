@@ -154,14 +154,17 @@ class ClusterResourceReconciler(Reconciler):
             if configuration is None:
                 configuration = tools.query_cib(node, scope="configuration", local=True)
         except tools.CibUnavailable as err:
-            # Pacemaker not running here (yet, or stopped: the Cluster starts it): nothing is
-            # visible. But running and not answering (hung), or cibadmin missing where git
+            # Pacemaker not running here: the CIB it saved, if any, is what it starts with
+            # (the Cluster starts it in the same run); never ran: nothing. But running and not answering (hung), or cibadmin missing where git
             # wants a cluster, is not "absent": raised, the engine says "cannot observe" and
             # deletes nothing, rather than a plan of creates called drift (issue 21, item 8).
             if self._cluster is not None and (shutil.which("cibadmin") is None or daemons.running(node).get("pacemaker")):
                 raise ApplyError(f"the CIB cannot be read on {node.name} ({err}): Pacemaker runs here but does "
                                  "not answer, or its tools are missing") from None
-            return {RESOURCE: {}, CONFIG: {}}
+            saved = tools.saved_configuration(self._cluster.metadata.name) if self._cluster is not None else None
+            if saved is None:
+                return {RESOURCE: {}, CONFIG: {}}
+            configuration = saved
         self._observed = observe_cib(configuration, self._states, self._config)
         for name, refs in self._secrets.items():
             state = self._observed.resources.get(name)
@@ -491,14 +494,14 @@ class ClusterResourceReconciler(Reconciler):
                 done = self._refresh(changes, node)
                 if all(done.get(c.key) for c in owed):
                     break
-            waited = time.monotonic() - started
+            waited = min(time.monotonic() - started, DC_APPLY_WAIT_SECONDS)
         out: Outcomes = {}
         for c in changes:
             if done.get(c.key):
                 out[c.key] = None if c.key in wrote else Deferred(f"applied by the DC {dc}", owner=dc, assured=True)
             else:
                 out[c.key] = Deferred(
-                    f"owed by the DC {dc}, not in the CIB {waited:.0f}s after waking its agent{woken}: "
+                    f"owed by the DC {dc}, not in the CIB within {waited:.0f}s of waking its agent{woken}: "
                     f"is reconcile-agent running on {dc}? (`reconcile apply` on {dc} applies it)", owner=dc)
         return out
 

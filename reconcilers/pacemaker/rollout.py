@@ -7,8 +7,12 @@ What lives where, and why:
 - Each agent publishes its node's rollout facts as TRANSIENT node attributes (attrd,
   `attrd_updater -n NAME -U VALUE`; the CIB's status section): `reconcile-revision` (the
   revision applied), `reconcile-health` (Healthy | Degraded | Unknown), `reconcile-phase`
-  (idle | waiting | draining | applying | gating | soaking | failed) and, while it holds a
-  turn, `reconcile-heartbeat` (its clock, every second). Transient because they describe
+  (idle | waiting | draining | applying | gating | soaking | failed), `reconcile-serving`
+  (what a drain would move away from it now: the addresses keepalived holds there, the
+  resources Pacemaker runs there; absent when nothing), `reconcile-proven` (the revision
+  whose health gate it last passed and a digest of the desired state it passed it with, per
+  reconciler) and, while it holds a turn, `reconcile-heartbeat` (its clock, every second).
+  Transient because they describe
   the running node: they vanish when the node leaves the cluster (a dead node has no
   health to claim), writing them does not bump the configuration's epoch (no scheduler
   run), and the agent writes them again when it starts.
@@ -24,6 +28,10 @@ What lives where, and why:
   turn free and both take it.
 - The Cluster reconciler neither owns nor shows this property set (cluster_cib.py skips
   it); crm_verify accepts properties it does not know.
+- Standby is the Pacemaker part of a drain (`standby`). `crm_resource --wait` always
+  sleeps 2 s before its first look, so a node that runs no resource (the CIB's status
+  section: `active_here`) returns as soon as its standby is in the CIB and the DC is idle
+  (`settled_empty`); any resource here, or in flight, and it waits for Pacemaker as before.
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ from reconcilers.pacemaker.tools import CibUnavailable, node_attributes, patch, 
 
 TURN_FIELDS = ("revision", "state", "holders", "failed", "reason", "since")
 NODE_ATTRIBUTES = {"revision": "reconcile-revision", "health": "reconcile-health", "phase": "reconcile-phase",
-                   "heartbeat": "reconcile-heartbeat"}
+                   "heartbeat": "reconcile-heartbeat", "serving": "reconcile-serving", "proven": "reconcile-proven"}
 CAS_ATTEMPTS = 20
 # Pacemaker's answers to a patch whose source version is not the CIB's (pcmk_err_old_data,
 # pcmk_err_diff_resync): someone wrote first; read again.
@@ -160,6 +168,8 @@ def coordinator_for(tree: Any, node: Node) -> PacemakerCoordinator | None:
         names = [n.name for n in spec.nodes]
         if node.name in names and spec.rollout is not None and spec.stack == "pacemaker":
             policy = spec.rollout.model_dump()
+            # No order written: the nodes that serve nothing go first (controller/rollout.py).
+            policy["servingLast"] = policy["order"] is None
             policy["order"] = policy["order"] or names
             return PacemakerCoordinator(node, policy, names, {n.name: n.address.split("/")[0] for n in spec.nodes})
     return None
@@ -167,11 +177,97 @@ def coordinator_for(tree: Any, node: Node) -> PacemakerCoordinator | None:
 
 # --- standby: the Pacemaker part of a drain --------------------------------------------------
 
+# How long a standby of a node that runs no resource waits for the DC to be idle before it
+# falls back to `crm_resource --wait` (which always sleeps 2 s before its first look). 1 s
+# was too short: right after a rollout's turn (a crm_config change) the DC's controller
+# answered the ping only ~1 s later in the lab, once it had logged the fencer's answer about
+# watchdog fencing; the drain then fell back and took ~4 s.
+SETTLE_SECONDS = 3.0
+
+
+def active_here(cib: ET.Element, name: str) -> list[str]:
+    """Resources the CIB's status section says may be active on node `name`. One counts as
+    stopped there only when its last non-recurring operation there (highest call-id)
+    completed (op-status 0) and left it stopped: a `stop` that succeeded, or a probe
+    (`monitor` with interval 0) that found it not running (rc 7). Anything else — a start,
+    a promote, an operation in flight (Pacemaker records those with op-status -1), a
+    failure — counts as active: when in doubt a standby waits for Pacemaker."""
+    out: list[str] = []
+    for state in cib.iterfind("status/node_state"):
+        if state.get("uname") != name:
+            continue
+        for rsc in state.iterfind("lrm/lrm_resources/lrm_resource"):
+            ops = rsc.findall("lrm_rsc_op")
+            if any(op.get("op-status") == "-1" for op in ops):
+                out.append(rsc.get("id", ""))
+                continue
+            once = [op for op in ops if op.get("interval", "0") == "0"]
+            if not once:
+                out.append(rsc.get("id", ""))
+                continue
+            last = max(once, key=lambda op: int(op.get("call-id", "-1") or "-1"))
+            stopped = last.get("op-status") == "0" and (
+                (last.get("operation") == "stop" and last.get("rc-code") == "0")
+                or (last.get("operation") == "monitor" and last.get("rc-code") == "7"))
+            if not stopped:
+                out.append(rsc.get("id", ""))
+    return out
+
+
+def dc_name(cib: ET.Element) -> str | None:
+    """The DC's node name, from the CIB's dc-uuid."""
+    uuid = cib.get("dc-uuid")
+    for n in cib.iterfind("configuration/nodes/node"):
+        if uuid is not None and n.get("id") == uuid:
+            return n.get("uname")
+    return None
+
+
+def dc_idle(node: Node, cib: ET.Element) -> bool:
+    """Whether the DC's controller is idle (S_IDLE): no transition computed or running."""
+    dc = dc_name(cib)
+    if dc is None:
+        return False
+    try:
+        r = node.run(["crmadmin", "--quiet", "--status", dc], read_only=True, timeout=5, check=False)
+    except CommandError:
+        return False
+    return r.rc == 0 and r.stdout.strip() == "S_IDLE"
+
+
+def settled_empty(node: Node, within: float = SETTLE_SECONDS) -> bool:
+    """After `standby on`: True once the CIB holds this node's standby, the DC is idle
+    (every transition computed before the standby has finished and recorded what it did)
+    and the CIB then read shows no resource active or in flight here — the guarantee
+    `crm_resource --wait` gives, without its 2 s sleep. False when that is not seen
+    within `within` seconds, or a resource is (or may be) here: the caller waits for
+    Pacemaker then."""
+    deadline = time.monotonic() + within
+    while True:
+        cib = query_cib(node)
+        if active_here(cib, node.name):
+            return False
+        if node_attributes(cib, node.name).get("standby") == "on" and dc_idle(node, cib):
+            return not active_here(query_cib(node), node.name)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def serving(node: Node) -> list[str] | None:
+    """Resources running (or starting) on this node: what a standby would move away; None
+    when Pacemaker does not run here."""
+    try:
+        return active_here(query_cib(node), node.name)
+    except CibUnavailable:
+        return None
+
 
 def standby(node: Node, on: bool, force: bool = False, timeout: float = 60.0) -> str | None:
     """Put this node in (transient) standby and wait until Pacemaker moved its resources
     away; or take it out. None when Pacemaker does not run here. Refused (ApplyError) when
-    no other node is online to take the resources, unless `force`."""
+    no other node is online to take the resources, unless `force`. A node that runs no
+    resource returns as soon as the standby is in force and the DC idle (`settled_empty`)."""
     try:
         cib = query_cib(node)
     except CibUnavailable:
@@ -184,6 +280,8 @@ def standby(node: Node, on: bool, force: bool = False, timeout: float = 60.0) ->
     argv = ["crm_attribute", "--node", node.name, "--name", "standby", "--lifetime", "reboot"]
     if on:
         node.run(argv + ["--update", "on"], timeout=30)
+        if not active_here(cib, node.name) and settled_empty(node):
+            return "Pacemaker standby: no resource ran here"
         node.run(["crm_resource", "--wait", f"--timeout={int(timeout)}s"], timeout=timeout + 10, check=False)
     elif node_attributes(cib, node.name).get("standby"):
         node.run(argv + ["--delete"], timeout=30, check=False)

@@ -112,6 +112,24 @@ def query_cib(node: Node, scope: str | None = None, local: bool = False) -> ET.E
     return parse_xml(result.stdout)
 
 
+SAVED_CIB = Path("/var/lib/pacemaker/cib/cib.xml")
+
+
+def saved_configuration(cluster: str, path: Path | None = None) -> ET.Element | None:
+    """The configuration of the CIB this node saved when its Pacemaker last ran, read while
+    Pacemaker is stopped (what it starts with, until the DC sends a newer one): a stopped
+    Pacemaker is not an empty cluster. None when there is none or it is another
+    cluster's (Debian's packaged `debian` one)."""
+    try:
+        cib = parse_xml((path or SAVED_CIB).read_text())
+    except (OSError, UnicodeDecodeError, ET.ParseError):
+        return None
+    names = [nv.get("value") for nv in cib.iterfind("configuration/crm_config//nvpair") if nv.get("name") == "cluster-name"]
+    if any(n != cluster for n in names):
+        return None
+    return cib.find("configuration")
+
+
 def parse_xml(text: str) -> ET.Element:
     """Parse CIB XML with the layout whitespace removed, so that comparing and diffing
     elements compares content only."""

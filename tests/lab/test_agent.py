@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pytest
 
 from controller.lab import Lab, temporary_lab
+from tests.lab.agent_helpers import FREEZE_ON_TEMP_FILE, GIT_ENV
 
 pytestmark = pytest.mark.lab
 
@@ -34,30 +35,7 @@ spec:
     - {name: lb2, id: 2, address: 192.0.2.12/24}
 """
 KA_CONF = "/etc/keepalived/keepalived.conf"
-GIT_ENV = {"GIT_AUTHOR_NAME": "Operator", "GIT_AUTHOR_EMAIL": "ops@example.test", "GIT_COMMITTER_NAME": "Operator",
-           "GIT_COMMITTER_EMAIL": "ops@example.test", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
 
-
-# Runs in the node: freeze the agent (SIGSTOP, PID in argv) as soon as a temp file of
-# keepalived.conf is created in /etc/keepalived (raw inotify: no delay); print its name.
-FREEZE_ON_TEMP_FILE = r"""
-import ctypes, os, signal, struct, sys
-libc = ctypes.CDLL("libc.so.6", use_errno=True)
-fd = libc.inotify_init()
-if fd < 0 or libc.inotify_add_watch(fd, b"/etc/keepalived", 0x100) < 0:  # IN_CREATE
-    sys.exit("inotify failed")
-print("watching", flush=True)
-while True:
-    data, off = os.read(fd, 65536), 0
-    while off < len(data):
-        _wd, _mask, _cookie, size = struct.unpack_from("iIII", data, off)
-        name = data[off + 16: off + 16 + size].rstrip(b"\0").decode()
-        off += 16 + size
-        if name.startswith(".keepalived.conf."):
-            os.kill(int(sys.argv[1]), signal.SIGSTOP)
-            print(name, flush=True)
-            sys.exit(0)
-"""
 
 
 def vip(name: str, address: str, router_id: int, priority: int = 150, extra: str = "") -> str:

@@ -318,3 +318,17 @@ def test_a_damaged_record_is_named_a_lost_one_is_written_anew_and_group_changes_
         for address in dc:
             sh(lab, "lb1", f"ip route del blackhole {address}", check=False)
     assert lab.reconcile("lb1", "--dry-run", "--no-health", "--repo", tree).returncode == 0
+
+    # the record lost again, then the manifest removed (issue 21, item 2): the sudo rule,
+    # the PAM block and sssd.conf still go, seen from reconcile's own files; the account
+    # stays (its password reference was in the record), which the plan says
+    sh(lab, "lb1", f"rm {marker}")
+    plan = lab.reconcile("lb1", "--dry-run", "--no-health", "--repo", empty_repo(lab))
+    assert plan.returncode == 2 and "- DomainJoin corp" in plan.stdout, plan.stdout
+    assert "no record of how it joined" in plan.stdout, plan.stdout
+    apply(lab, "lb1", empty_repo(lab), "--no-health")
+    gone = sh(lab, "lb1", "ls /etc/sudoers.d/reconcile-corp /etc/sssd/sssd.conf 2>&1; true").stdout
+    assert gone.count("No such file") == 2, gone
+    assert "reconcile DomainJoin/corp" not in lab.read_file("lb1", "/etc/pam.d/common-session")
+    assert "LB1$" in computers(lab)
+    assert lab.reconcile("lb1", "--dry-run", "--no-health", "--repo", empty_repo(lab)).returncode == 0

@@ -23,6 +23,7 @@ import pytest
 
 from controller.cli import DEFAULT_REPO
 from controller.lab import Lab, temporary_lab
+from tests.lab.agent_helpers import FREEZE_ON_TEMP_FILE, GIT_ENV
 from tests.readonly_allowlist import allowed
 
 pytestmark = pytest.mark.lab
@@ -30,28 +31,6 @@ NODES = ("lb1", "lb2")
 # Everything a node keeps (and /tmp, listed: validators' temp files must be gone again).
 WATCHED = ["/etc", "/var", "/run", "/home", "/root"]
 UNIT = "reconcile-agent.service"
-GIT_ENV = {"GIT_AUTHOR_NAME": "Operator", "GIT_AUTHOR_EMAIL": "ops@example.test", "GIT_COMMITTER_NAME": "Operator",
-           "GIT_COMMITTER_EMAIL": "ops@example.test", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
-# Runs in the node: freeze the agent (SIGSTOP, PID in argv) as soon as it creates a temp
-# file of keepalived.conf (raw inotify, no delay), print the file's name.
-FREEZE_ON_TEMP_FILE = r"""
-import ctypes, os, signal, struct, sys
-libc = ctypes.CDLL("libc.so.6", use_errno=True)
-fd = libc.inotify_init()
-if fd < 0 or libc.inotify_add_watch(fd, b"/etc/keepalived", 0x100) < 0:  # IN_CREATE
-    sys.exit("inotify failed")
-print("watching", flush=True)
-while True:
-    data, off = os.read(fd, 65536), 0
-    while off < len(data):
-        _wd, _mask, _cookie, size = struct.unpack_from("iIII", data, off)
-        name = data[off + 16: off + 16 + size].rstrip(b"\0").decode()
-        off += 16 + size
-        if name.startswith(".keepalived.conf."):
-            os.kill(int(sys.argv[1]), signal.SIGSTOP)
-            print(name, flush=True)
-            sys.exit(0)
-"""
 
 
 class Operator:
@@ -122,7 +101,7 @@ def ops(lab):
 
 
 def snapshot(lab, node: str) -> dict:
-    """What a dry-run must not change: files, addresses, processes."""
+    """What a dry-run must not change: files and addresses (processes: processes_changed)."""
     # Not state: the running daemons write their own logs on their own timers (pacemaker.log),
     # journald its journal and systemd its run-time state. LXC's lock folders: what is there,
     # whole (a folder made and removed again changes its parent's time only); the native
@@ -136,23 +115,42 @@ def snapshot(lab, node: str) -> dict:
     # /tmp: validators' temp files must be gone again (what is there is compared, not times)
     files += lab.exec(node, ["find", "/tmp", "-xdev"], check=False).stdout.split()
     addrs = json.loads(lab.exec(node, ["ip", "-j", "addr"]).stdout)
-    procs = lab.exec(node, ["ps", "-eo", "pid=,comm="]).stdout.split("\n")
-    # Not state either: the snapshot's own ps/find/ip, and the pgrep keepalived's trackHaproxy
-    # script runs every advert interval (it showed in one snapshot of a full-suite run).
     return {"changed files": sorted(files),
-            "addresses": sorted((a["ifname"], i["local"]) for a in addrs for i in a.get("addr_info", [])),
-            "processes": sorted(p.strip() for p in procs
-                                if p.strip() and not p.strip().endswith(("ps", "find", "ip", "pgrep")))}
+            "addresses": sorted((a["ifname"], i["local"]) for a in addrs for i in a.get("addr_info", []))}
+
+
+SETTLED = 3  # seconds a process has run before it counts as the node's state
+
+
+def processes(lab, node: str) -> dict[str, int]:
+    """The node's processes ("pid comm") and how long each has run (s)."""
+    out = lab.exec(node, ["ps", "-eo", "pid=,etimes=,comm="]).stdout.splitlines()
+    return {f"{pid} {comm}": int(etimes) for pid, etimes, comm in (line.split(None, 2) for line in out if line.strip())}
+
+
+def processes_changed(before: dict[str, int], after: dict[str, int]) -> str:
+    """Processes a dry-run ended or left behind. Not state: the short ones the daemons start
+    on their own timers (Pacemaker's resource monitors, keepalived's track script, sssd's
+    helpers), which a look may or may not catch: only a process that had run SETTLED
+    seconds counts as ended, and only one still running SETTLED seconds later as left."""
+    gone = sorted(p for p, age in before.items() if age >= SETTLED and p not in after)
+    new = sorted(p for p, age in after.items() if age >= SETTLED and p not in before)
+    return f"processes ended {gone}, left {new}" if gone or new else ""
 
 
 def recorded_dry_run(lab, node: str, repo: Path) -> tuple[int, str, list[dict]]:
     lab.exec(node, ["touch", "/tmp/.dry-run-marker"])
     record = lab.shared / f"record-{node}.json"
-    before = snapshot(lab, node)
+    before, running = snapshot(lab, node), processes(lab, node)
     result = lab.exec(node, ["env", f"RECONCILE_RECORD={record}", "reconcile", "--dry-run", "--repo", str(repo)],
                       check=False, timeout=300)
     after = snapshot(lab, node)
-    assert after == before, "a dry-run changed the node"
+    assert after == before, "a dry-run changed the node: " + "; ".join(
+        f"{key}: {sorted(set(before[key]) - set(after[key]))} → {sorted(set(after[key]) - set(before[key]))}"
+        for key in before if before[key] != after[key])
+    time.sleep(SETTLED)
+    changed = processes_changed(running, processes(lab, node))
+    assert not changed, f"a dry-run changed the node: {changed}"
     return result.returncode, result.stdout + result.stderr, json.loads(record.read_text())
 
 

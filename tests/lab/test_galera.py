@@ -141,6 +141,10 @@ def test_writes_through_the_vip_land_on_the_one_writer_and_reads_spread(lab, rep
     wait_for(lambda: all(status_endpoint(lab, n) == 200 for n in NODES), 60, message="status endpoints not 200")
     wait_for(lambda: through(lab, WRITE)[0] == 0, 60, step=0.5, message="no writer behind the VIP",
              show=lambda: str(through(lab, WRITE)))
+    # the backups serve until lb1's checks have risen (rise 3 after the status server
+    # answered): then lb1, and it alone, takes every write
+    wait_for(lambda: set(served_by(lab, WRITE, 3)) == {"lb1"}, 30, step=0.5, message="writes did not go to lb1",
+             show=lambda: str(served_by(lab, WRITE, 3)))
     assert set(served_by(lab, WRITE)) == {"lb1"}
     wait_for(lambda: len(set(served_by(lab, READ))) == 3, 30, step=0.5, message="reads do not reach every node")
     rc, out = through(lab, WRITE, "INSERT INTO app.w (id) VALUES (0); SELECT COUNT(*) FROM app.w")

@@ -274,8 +274,10 @@ def test_haproxy_is_started_when_it_does_not_run(lb: LB) -> None:
     lb.lab.exec(NODE, ["kill", pid])
     lb.lab.exec(NODE, ["sh", "-c", f"while kill -0 {pid} 2>/dev/null; do sleep 0.05; done"], timeout=30)
     plan = lb.plan(tree, rc=2).stdout
-    # in haproxy.cfg but not running: pending work (issue 21), not absent
-    assert "~ Backend app" in plan and "~ Frontend web" in plan and "HAProxy does not run" in plan, plan
+    # killed by hand, its file the one it last ran: nothing runs, which is drift (issue 17);
+    # a file reconcile wrote and HAProxy never loaded would be pending work (issue 21, test_faults)
+    assert "+ Backend app" in plan and "+ Frontend web" in plan and "HAProxy does not run" in plan, plan
+    assert plan.count("drift: changed outside git") == 2 and "pending work" not in plan, plan
     lb.apply(tree)
     assert set(lb.count(8087, 6)) == {"s1", "s2", "s3"}
 

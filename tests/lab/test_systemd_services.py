@@ -146,6 +146,7 @@ def test_units_stopped_by_hand_are_drift_planned_then_started_again(lab: Lab) ->
     assert rc == 2, out
     assert "+ Frontend web" in out and "keepalived: stopped → running" in out and "pacemaker: stopped → running" in out, out
     assert out.count("drift: changed outside git") >= 3, out
+    assert "= ClusterConfig web" in out, out  # Pacemaker stopped: read from the CIB it saved, in sync
     rc, out = apply(lab, "lb2", repo)
     assert rc == 0 and "drift corrected" in out, out
     for unit in ("haproxy.service", "keepalived.service", "pacemaker.service"):

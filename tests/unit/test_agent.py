@@ -25,7 +25,7 @@ from tests.unit.json_kinds import CLUSTER
 from controller import agent as agent_mod
 from controller.agent import Agent, Backoff, Config, Triggers, parse_duration
 from controller.state import NodeLock, read_json
-from reconcilers.base import ApplyError, Change, Desired, Node, PerObject, Reconciler
+from reconcilers.base import ApplyError, Change, Desired, Node, PerObject
 
 STOP_WATCH = threading.Event()
 

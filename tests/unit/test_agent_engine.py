@@ -17,7 +17,7 @@ from tests.unit import json_kinds
 from controller.engine import Engine
 from controller.loader import TreeError, load_tree
 from controller.state import read_json, save_run
-from reconcilers.base import ApplyError, Change, Desired, Node, PerObject, Reconciler, Runner
+from reconcilers.base import ApplyError, Change, Desired, Node, PerObject, Runner
 
 class JsonBackends(PerObject):
     """Backends as <store>/backend-<name>.json; `fail` names refuse to apply."""

@@ -11,7 +11,7 @@ import pytest
 
 import reconcilers
 from controller.cli import EXIT_CODES, main
-from controller.loader import TreeError, load_tree
+from controller.loader import load_tree
 from reconcilers.base import Desired, PerObject
 from tests.unit import json_kinds
 

@@ -395,3 +395,18 @@ def test_the_wake_token_is_read_from_the_dcs_transient_attributes() -> None:
     cib = pacemaker.parse_xml(woken)
     assert pacemaker.wake_token(cib, "lb1") == "lb2@1795558490.125"
     assert pacemaker.wake_token(cib, "lb2") is None
+
+
+def test_a_stopped_pacemaker_is_observed_from_the_cib_it_saved_if_it_is_this_clusters(tmp_path) -> None:
+    # issue 21 item 8: Pacemaker down is not an empty cluster; Debian's `debian` one is not ours
+    saved = tmp_path / "cib.xml"
+    assert pacemaker.saved_configuration("web", saved) is None  # never ran
+    text = (FIXTURES / "cib_with_resources.xml").read_text()
+    saved.write_text(text)
+    configuration = pacemaker.saved_configuration("web", saved)
+    assert configuration is not None and configuration.find("resources/primitive[@id='db']") is not None
+    assert pacemaker.saved_configuration("other", saved) is None
+    saved.write_text(text.replace('name="cluster-name" value="web"', 'name="cluster-name" value="debian"'))
+    assert pacemaker.saved_configuration("web", saved) is None
+    saved.write_text(text[: len(text) // 2])  # cut short: not a CIB
+    assert pacemaker.saved_configuration("web", saved) is None

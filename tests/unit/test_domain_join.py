@@ -315,10 +315,26 @@ def test_an_sssd_conf_reconcile_did_not_write_is_never_overwritten(tmp_path, pat
     assert n.runner.records == []
 
 
-def test_prune_without_a_record_of_the_join_refuses(tmp_path, paths):
+def test_without_a_record_our_sudo_rule_and_pam_block_are_still_seen_and_pruned(tmp_path, paths):
+    # the record lost and the manifest removed (issue 21, item 2): the sudo rule must not
+    # outlive git; the membership stays (its password reference was in the record)
+    from reconcilers.domain import pam, sudoers
+
+    paths.sudoers("corp").write_text(sudoers.render_sudoers("corp", ["%admins ALL=(ALL:ALL) ALL"]))
+    session = paths.pam_session.read_text()
+    paths.pam_session.write_text(pam.pam_with_block(session, "corp", "/etc/skel", "0077"))
+    paths.keytab.write_bytes(b"\x05\x02")
     rec = DomainJoinReconciler(paths)
-    outcome = rec.apply([Change("DomainJoin", "corp", "delete", None, {"membership": {}})], node(tmp_path))
-    assert "no record of how DomainJoin/corp joined" in str(outcome[("DomainJoin", "corp")])
+    n = node(tmp_path, dry_run=True)
+    seen = rec.observe(n)["DomainJoin"]
+    assert set(seen) == {"corp"} and seen["corp"]["sudo"] == ["%admins ALL=(ALL:ALL) ALL"]
+    change = Change("DomainJoin", "corp", "delete", None, seen["corp"])
+    assert "no record of how it joined" in rec.explain(change, n)[0]
+    outcome = rec.apply([change], node(tmp_path))
+    assert outcome[change.key] is None
+    assert not paths.sudoers("corp").exists() and paths.pam_session.read_text() == session
+    assert paths.keytab.read_bytes() == b"\x05\x02"  # not ours to remove without the record
+    assert rec.observe(node(tmp_path, dry_run=True)) == {"DomainJoin": {}}
 
 
 def test_prune_with_its_secret_gone_changes_nothing(tmp_path, paths):

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -498,7 +499,8 @@ def test_a_half_made_container_is_planned_as_removed_and_made_again_and_reported
 @pytest.mark.parametrize("pacemaker_runs,cibadmin,then", [
     (True, "/usr/sbin/cibadmin", "cannot observe"),  # running but not answering: hung
     (False, None, "cannot observe"),  # its tools are missing
-    (False, "/usr/sbin/cibadmin", "nothing yet"),  # not started here (yet): the Cluster starts it
+    (False, "/usr/sbin/cibadmin", "nothing yet"),  # never started here: the Cluster starts it
+    (False, "/usr/sbin/cibadmin", "saved"),  # stopped: the CIB it saved is what it starts with
 ])
 def test_a_cib_that_cannot_be_read_is_cannot_observe_unless_pacemaker_simply_does_not_run(
         tmp_path, monkeypatch, pacemaker_runs, cibadmin, then):
@@ -514,10 +516,16 @@ def test_a_cib_that_cannot_be_read_is_cannot_observe_unless_pacemaker_simply_doe
     monkeypatch.setattr(daemons, "running", lambda node: {"corosync": True, "pacemaker": pacemaker_runs})
     monkeypatch.setattr(shutil, "which", lambda tool: cibadmin if tool == "cibadmin" else None)
     rec = ClusterResourceReconciler()
-    rec._cluster = object()  # git wants a cluster on this node
+    rec._cluster = types.SimpleNamespace(metadata=types.SimpleNamespace(name="web"))  # git wants a cluster here
+    monkeypatch.setattr(tools, "SAVED_CIB", tmp_path / "cib.xml")
+    if then == "saved":
+        fixture = Path(__file__).resolve().parent.parent / "fixtures" / "pacemaker" / "cib_with_resources.xml"
+        (tmp_path / "cib.xml").write_text(fixture.read_text())
     node = Node("lb1", Runner(dry_run=True), tmp_path / "state")
     if then == "cannot observe":
         with pytest.raises(ApplyError, match="the CIB cannot be read on lb1 \\(Timed out after 15s\\)"):
             rec.observe(node)
+    elif then == "saved":
+        assert "db" in rec.observe(node)[RESOURCE]
     else:
         assert rec.observe(node) == {RESOURCE: {}, CONFIG: {}}

@@ -160,7 +160,7 @@ class UnitFrontends(json_kinds.JsonFrontends):
 
 def test_a_plan_asks_systemd_once_about_every_reconcilers_units(env, monkeypatch) -> None:  # noqa: F811
     import controller.engine
-    from reconcilers import base
+    from reconcilers import base, services
 
     asked: list[list[str]] = []
 
@@ -170,7 +170,7 @@ def test_a_plan_asks_systemd_once_about_every_reconcilers_units(env, monkeypatch
 
     monkeypatch.setattr(controller.engine, "read_units", systemd)
     monkeypatch.setattr(controller.engine, "systemd_running", lambda: True)
-    monkeypatch.setattr(base, "read_units", lambda node, units: pytest.fail(f"systemctl asked again for {units}"))
+    monkeypatch.setattr(services, "read_units", lambda node, units: pytest.fail(f"systemctl asked again for {units}"))
     monkeypatch.setitem(reconcilers.REGISTRY, "Backend", f"{__name__}:UnitBackends")
     monkeypatch.setitem(reconcilers.REGISTRY, "Frontend", f"{__name__}:UnitFrontends")
     monkeypatch.setattr(UnitBackends, "seen", [])

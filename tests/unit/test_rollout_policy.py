@@ -40,12 +40,12 @@ def line_of(tmp_path: Path, text: str) -> int:
     return next(i + 1 for i, line in enumerate((tmp_path / "cluster.yaml").read_text().splitlines()) if text in line)
 
 
-def test_an_empty_policy_takes_the_defaults_and_the_nodes_order(tmp_path):
+def test_an_empty_policy_takes_the_defaults_and_the_nodes_order_serving_nodes_last(tmp_path):
     tree = tree_of(tmp_path, "    {}\n")
     coord = coordinator_for(tree, Node("lb2", Runner(dry_run=True), tmp_path))
     assert coord is not None
-    assert coord.policy == {"order": ["lb1", "lb2", "lb3"], "maxUnavailable": 1, "soak": "0s", "onFailure": "halt",
-                            "turnTimeout": "30s", "healthGate": {"timeout": "60s", "probes": []}}
+    assert coord.policy == {"order": ["lb1", "lb2", "lb3"], "servingLast": True, "maxUnavailable": 1, "soak": "0s",
+                            "onFailure": "halt", "turnTimeout": "30s", "healthGate": {"timeout": "60s", "probes": []}}
     assert coord.addresses == {"lb1": "192.0.2.11", "lb2": "192.0.2.12", "lb3": "192.0.2.13"}
 
 
@@ -69,6 +69,7 @@ def test_a_full_policy_is_kept_as_written(tmp_path):
 """)
     policy = coordinator_for(tree, Node("lb1", Runner(dry_run=True), tmp_path)).policy
     assert policy["order"] == ["lb3", "lb1", "lb2"] and policy["onFailure"] == "rollback"
+    assert policy["servingLast"] is False  # an order written is followed as written
     assert policy["healthGate"]["probes"][0] == {"type": "http", "address": "192.0.2.100", "port": 80,
                                                  "path": "/health", "expectStatus": [200, 204], "timeout": "2s"}
     assert policy["healthGate"]["probes"][1]["address"] is None  # the node's own address

@@ -7,7 +7,8 @@ import copy
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from controller.rollout import Staleness, decide, halted, released, render_cluster, summarize
+from controller.rollout import Staleness, decide, halted, released
+from controller.rollout_view import render_cluster, summarize
 from reconcilers.base import CommandError
 from reconcilers.pacemaker.cluster_cib import parse_cluster_config, write_properties
 from reconcilers.pacemaker.rollout import is_conflict, parse_view, with_turn
@@ -40,7 +41,8 @@ def test_the_recorded_cib_reads_as_the_turn_and_every_nodes_published_facts():
     assert v["version"] == (0, 18, 0)  # (admin_epoch, epoch, num_updates)
     assert v["turn"]["revision"] == "rev3" and v["turn"]["state"] == "Progressing" and v["turn"]["holders"] == []
     assert v["nodes"]["lb1"] == {"online": True, "revision": "0123456789abcdef0123456789abcdef01234567",
-                                 "health": "Healthy", "phase": "soaking", "heartbeat": "1795892000"}
+                                 "health": "Healthy", "phase": "soaking", "heartbeat": "1795892000", "serving": "",
+                                 "proven": ""}
     assert v["nodes"]["lb2"]["phase"] == "idle" and v["nodes"]["lb2"]["online"] is True
 
 
@@ -181,16 +183,17 @@ def test_a_holder_that_left_the_cluster_is_stale_at_once():
 def test_status_shows_a_halted_rollout_as_stalled_with_the_failed_node_and_the_reason():
     v = view({"revision": R, "state": "Halted", "failed": "lb1", "reason": "not healthy after 12s: Backend app: "
                                                                             "Degraded (NoServerUp)"},
-             lb1=node(R, "failed", "Degraded"), lb2=node(OLD, "waiting"))
+             lb1=node(R, "failed", "Degraded"), lb2=dict(node(OLD, "waiting"), serving="keepalived: VI_1 holds x"))
     data = summarize(v)
     assert (data["state"], data["reason"], data["failedNode"]) == ("Stalled", "HealthGateFailed", "lb1")
     text = render_cluster(data)
     assert text.splitlines()[0] == ("Rollout 111111111111: Stalled (HealthGateFailed): lb1 failed its health gate: "
                                     "not healthy after 12s: Backend app: Degraded (NoServerUp)")
     assert "  failed node: lb1" in text
-    assert any(line.split() == ["lb1", "yes", "111111111111", "Degraded", "failed", "failed"] for line in
+    assert any(line.split() == ["lb1", "yes", "111111111111", "Degraded", "failed", "no", "failed"] for line in
                text.splitlines()), text
-    assert any(line.split() == ["lb2", "yes", "000000000000", "Healthy", "waiting"] for line in text.splitlines())
+    assert any(line.split() == ["lb2", "yes", "000000000000", "Healthy", "waiting", "yes"] for line in
+               text.splitlines()), text
 
 
 def test_status_says_progressing_while_a_node_holds_the_turn_and_complete_at_the_end():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconcilers import base
+from reconcilers import files
 from reconcilers.base import Node, Runner, tool_fact
 
 
@@ -26,7 +26,7 @@ def test_a_fact_is_asked_once_per_build_and_only_a_run_that_may_change_the_node_
     assert tool_fact(apply, "sh", "--signum=JSON", asker(apply, asked)) == "36"
     assert tool_fact(plan, "sh", "--signum=JSON", asker(plan, asked)) == "36"
     assert asked == ["asked", "asked"]  # the plan after the apply did not ask
-    monkeypatch.setattr(base, "_binary_version", lambda tool: "/usr/bin/sh:another build")
+    monkeypatch.setattr(files, "_binary_version", lambda tool: "/usr/bin/sh:another build")
     assert tool_fact(plan, "sh", "--signum=JSON", asker(plan, asked)) == "36"
     assert len(asked) == 3
 
