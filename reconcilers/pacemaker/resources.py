@@ -155,9 +155,10 @@ class ClusterResourceReconciler(Reconciler):
                 configuration = tools.query_cib(node, scope="configuration", local=True)
         except tools.CibUnavailable as err:
             # Pacemaker not running here: the CIB it saved, if any, is what it starts with
-            # (the Cluster starts it in the same run); never ran: nothing. But running and not answering (hung), or cibadmin missing where git
-            # wants a cluster, is not "absent": raised, the engine says "cannot observe" and
-            # deletes nothing, rather than a plan of creates called drift (issue 21, item 8).
+            # (the Cluster starts it in the same run); never ran: nothing. But running and
+            # not answering (hung), or cibadmin missing where git wants a cluster, is not
+            # "absent": raised, the engine says "cannot observe" and deletes nothing, rather
+            # than a plan of creates called drift (issue 21, item 8).
             if self._cluster is not None and (shutil.which("cibadmin") is None or daemons.running(node).get("pacemaker")):
                 raise ApplyError(f"the CIB cannot be read on {node.name} ({err}): Pacemaker runs here but does "
                                  "not answer, or its tools are missing") from None
