@@ -43,6 +43,9 @@ def main(argv: list[str], command: str = "drain") -> int:
         p.add_argument("--force", action="store_true", help="drain even if no peer takes over")
         p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                        help="how long to wait for a peer (default: each VRRP instance's master-down time)")
+        p.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                       help="how long the connections open on a moving address get to finish first, new ones "
+                            "held back meanwhile (default: 5)")
     args = p.parse_args(argv)
     json_out = args.output == "json"
 
@@ -65,7 +68,7 @@ def main(argv: list[str], command: str = "drain") -> int:
             if getattr(cls, command, None) is None:
                 continue
             rec = cls()
-            answer = rec.drain(node, force=args.force, timeout=args.timeout) if command == "drain" \
+            answer = rec.drain(node, force=args.force, timeout=args.timeout, grace=args.grace) if command == "drain" \
                 else rec.undrain(node)
             if answer is not None:
                 said["/".join(cls.kinds)] = answer

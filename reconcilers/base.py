@@ -126,11 +126,12 @@ reconciler and calls, in this order:
     configuration section: "pacemaker/cib-configuration.xml"). Secrets may be read (never
     written anywhere but the caller's output folder); Pacemaker's stay `lrm://`.
 
-``drain(node, force=False, timeout=None) -> str | None``, ``undrain(node) -> str | None`` (optional)
+``drain(node, force=False, timeout=None, grace=None) -> str | None``, ``undrain(node) -> str | None`` (optional)
     Take this node out of service for what this reconciler runs, and put it back, at run
     time and without touching the configuration (keepalived: its instances go to FAULT
     through a track file, peers take the addresses over, nothing is reloaded), so that a
-    drained node stays in sync. Returns a line for people, or None when nothing of this
+    drained node stays in sync. `grace`: seconds the connections open here get to finish
+    before they move (None: the reconciler's default). Returns a line for people, or None when nothing of this
     reconciler runs here. Raises ApplyError when draining would leave a service nowhere
     (undoing what it did), unless `force`. `reconcile drain|undrain` calls every
     reconciler that offers it, on this machine only; rollouts build on it.

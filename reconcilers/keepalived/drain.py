@@ -8,6 +8,10 @@ peer takes over after its skew time (well under a second), whatever the prioriti
 `nopreempt` or the advert interval say. Undrain writes 0: the instances leave FAULT and
 the priorities decide again.
 
+No request cut (gate.py): before the write, new TCP connections to the addresses that move
+are held back (their SYN dropped: the client resends it to the peer) and the open ones are
+given `grace` seconds to finish; the gate opens once the peer holds the addresses.
+
 At least once: `drain` listens for the peers' adverts and, if no peer takes over an
 instance this node was MASTER for within its skew time (1.5 advert intervals), undrains
 again and raises `DrainRefused`: the address must stay somewhere, and it is back on this
@@ -17,7 +21,7 @@ The API (the rollout work builds on it; `reconcile drain|undrain [NODE]` calls i
 KeepalivedReconciler.drain/undrain, the contract's optional hooks):
 
     from reconcilers.keepalived.drain import drain, undrain, drained
-    result = drain(node)          # DrainResult(moved=["VI_1"], seconds=0.21)
+    result = drain(node)          # DrainResult(moved=["VI_1"], seconds=0.21, held=0.02, cut=0)
     drained(node)                 # True
     undrain(node)
 """
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from reconcilers.base import ApplyError, AtomicWriter, Node
 from reconcilers.keepalived.conf import parse
+from reconcilers.keepalived import gate
 from reconcilers.keepalived.daemon import CONFIG, Keepalived, read_config
 from reconcilers.keepalived.guard import node_addresses
 from reconcilers.keepalived.model import instances_in
@@ -45,6 +50,8 @@ class DrainRefused(ApplyError):
 class DrainResult:
     moved: list[str] = field(default_factory=list)  # instances a peer took over
     seconds: float = 0.0  # from the write to the last peer's first advert
+    held: float = 0.0  # new connections held back before the write, while open ones finished
+    cut: int = 0  # connections still open when the grace ran out: reset at the switch
 
 
 def configured_file(node: Node) -> Path:
@@ -103,8 +110,10 @@ def _write(node: Node, path: Path, value: int) -> None:
     AtomicWriter(node).write(path, f"{value}\n", mode=0o644)
 
 
-def drain(node: Node, force: bool = False, timeout: float | None = None) -> DrainResult:
-    """Put this node's instances in FAULT so that peers take its addresses over."""
+def drain(node: Node, force: bool = False, timeout: float | None = None,
+          grace: float = gate.DEFAULT_GRACE) -> DrainResult:
+    """Put this node's instances in FAULT so that peers take its addresses over, the
+    connections open on those addresses first given `grace` seconds to finish."""
     path = configured_file(node)
     daemon = Keepalived(node)
     pid = daemon.pid()
@@ -119,16 +128,26 @@ def drain(node: Node, force: bool = False, timeout: float | None = None) -> Drai
     own = {a.split("/")[0] for a in node_addresses(node)}
     # A backup answers a priority-0 advert after its skew time, at most one advert interval.
     wait = timeout if timeout is not None else max(1.5 * i.advert_interval + 0.3 for i in mastered)
-    taken = listen_for_masters(mastered, own, wait, start=lambda: _write(node, path, 1))
-    seconds = round(time.monotonic() - started, 3)
+    held = gate.close_gate(node, gate.held_here(mastered, own))
+    try:
+        gate.wait_closed(held, grace)
+        started = time.monotonic()
+        taken = listen_for_masters(mastered, own, wait, start=lambda: _write(node, path, 1))
+        seconds = round(time.monotonic() - started, 3)
+    finally:
+        if held.closed:
+            gate.open_gate(node)
     if taken != {i.name for i in mastered}:
         _write(node, path, 0)
         left = sorted({i.name for i in mastered} - taken)
         raise DrainRefused(f"no peer took over {', '.join(left)} within {wait:.1f}s: node {node.name} is undrained "
                            "again so that the address stays somewhere (at least once); --force drains anyway")
-    return DrainResult(sorted(taken), seconds)
+    return DrainResult(sorted(taken), seconds, held.held, held.still_open)
 
 
 def undrain(node: Node) -> None:
-    """Let this node's instances take part in elections again."""
+    """Let this node's instances take part in elections again (and drop a connection gate a
+    killed drain left behind)."""
     _write(node, configured_file(node), 0)
+    if gate.left_behind(node):
+        gate.open_gate(node)

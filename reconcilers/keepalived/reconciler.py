@@ -49,7 +49,7 @@ from reconcilers.base import (
     enable_unit, install_batch, read_secret, starts_at_boot, unit_notes, without_boot_note,
 )
 from reconcilers import netprobe
-from reconcilers.keepalived import check, drain, guard
+from reconcilers.keepalived import check, drain, gate, guard
 from reconcilers.keepalived.drain import DrainResult
 from reconcilers.keepalived.conf import Rendered, Stmt, SyntaxProblem, parse, render_file
 from reconcilers.keepalived.daemon import (
@@ -479,16 +479,21 @@ class KeepalivedReconciler(Reconciler):
 
     # -- drain
 
-    def drain(self, node: Node, force: bool = False, timeout: float | None = None) -> str | None:
-        """Move this node's addresses to its peers without a reload (drain.py); None when
-        reconcile does not manage keepalived here. Raises DrainRefused when no peer takes
-        an address over (it is undrained again: at least once)."""
+    def drain(self, node: Node, force: bool = False, timeout: float | None = None,
+              grace: float | None = None) -> str | None:
+        """Move this node's addresses to its peers without a reload, the open connections
+        first given `grace` seconds to finish (drain.py, gate.py); None when reconcile does
+        not manage keepalived here. Raises DrainRefused when no peer takes an address over
+        (it is undrained again: at least once)."""
         if not drain.manages(node):
             return None
-        result: DrainResult = drain.drain(node, force=force, timeout=timeout)
+        result: DrainResult = drain.drain(node, force=force, timeout=timeout,
+                                          grace=gate.DEFAULT_GRACE if grace is None else grace)
         if not result.moved:
             return "keepalived: this node was MASTER of nothing"
-        return f"keepalived: {', '.join(result.moved)} taken over by a peer in {result.seconds:.2f}s"
+        cut = f", {result.cut} still open after the grace were reset" if result.cut else ""
+        return (f"keepalived: new connections held {result.held:.2f}s while open ones finished{cut}; "
+                f"{', '.join(result.moved)} taken over by a peer in {result.seconds:.2f}s")
 
     def serving(self, node: Node) -> list[str] | None:
         """The addresses this node holds now (what a drain would move to a peer); None

@@ -112,6 +112,11 @@ class ClusterReconciler(PerObject):
     """Corosync (+ qdevice) and Pacemaker for the Cluster this node is a member of."""
 
     kind = "Cluster"
+    # A node joins its cluster only once the files the cluster's resources read here are in
+    # place: the DC may start a resource on a member the moment it joins (Pacemaker's galera
+    # agent, started before this node's wsrep option file exists, fails for good with
+    # "Unable to detect last known write sequence number").
+    after = ("Galera",)
     units = tuple(f"{u}.service" for u in daemons.UNITS.values())
 
     def __init__(self) -> None:
@@ -465,8 +470,10 @@ class ClusterReconciler(PerObject):
         except tools.CibUnavailable:
             return None
 
-    def drain(self, node: Node, force: bool = False, timeout: float | None = None) -> str | None:
-        """Transient standby: Pacemaker moves this node's resources (a Pacemaker VIP) away."""
+    def drain(self, node: Node, force: bool = False, timeout: float | None = None,
+              grace: float | None = None) -> str | None:
+        """Transient standby: Pacemaker moves this node's resources (a Pacemaker VIP) away,
+        stopping each as its agent does (`grace` is the keepalived gate's, not used here)."""
         from reconcilers.pacemaker.rollout import standby
 
         return standby(node, True, force, timeout or 60.0)

@@ -383,6 +383,15 @@ def test_containers_are_defined_before_their_primitives_and_destroyed_after_them
     assert {"VirtualIP", "Container", "Cluster"} <= set(reconciler_class("ClusterResource").consumes)
 
 
+def test_a_node_writes_its_galera_option_file_before_it_joins_the_cluster():
+    # the DC starts the galera clone on a member as soon as it joins: the file must be there
+    from controller.engine import owner_order
+    from reconcilers import reconciler_class
+
+    order = owner_order([reconciler_class(k)() for k in ["Cluster", "ClusterResource", "Galera"]])
+    assert [k for rec in order for k in rec.kinds] == ["Galera", "Cluster", "ClusterResource", "ClusterConfig"]
+
+
 def test_the_wake_token_is_read_from_the_dcs_transient_attributes() -> None:
     # as attrd writes `attrd_updater -n reconcile-wake -N lb1 -U …` into the status section
     text = (FIXTURES / "cib_with_resources.xml").read_text()
