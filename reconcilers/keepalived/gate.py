@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from reconcilers.base import CommandError, Node
+from reconcilers.base import CommandError, Node, wait_until
 
 log = logging.getLogger("reconcile")
 
@@ -96,12 +96,17 @@ def wait_closed(gate: Gate, grace: float, proc: Path = Path("/proc/net")) -> Gat
     """Wait (at most `grace` seconds) until no connection to the gate's addresses is open."""
     started = time.monotonic()
     wanted = {ipaddress.ip_address(a.split("/")[0]) for a in gate.addresses}
-    while True:
+
+    def finished() -> bool:
         gate.still_open = open_connections(wanted, proc)
-        gate.held = round(time.monotonic() - started, 3)
-        if not gate.still_open or gate.held >= grace or not gate.closed:
-            return gate
-        time.sleep(0.02)
+        return gate.still_open == 0
+
+    if gate.closed:  # an open gate lets new connections in: waiting would not end them
+        wait_until(finished, grace, interval=0.02)
+    else:
+        finished()
+    gate.held = round(time.monotonic() - started, 3)
+    return gate
 
 
 def left_behind(node: Node) -> bool:

@@ -490,11 +490,14 @@ class ClusterResourceReconciler(Reconciler):
             except (ApplyError, CommandError) as err:
                 woken = f"; its agent could not be woken ({err})"
             started = time.monotonic()
-            while not woken and time.monotonic() - started < DC_APPLY_WAIT_SECONDS:
-                time.sleep(DC_APPLY_POLL_SECONDS)
+
+            def applied() -> bool:
+                nonlocal done
                 done = self._refresh(changes, node)
-                if all(done.get(c.key) for c in owed):
-                    break
+                return all(done.get(c.key) for c in owed)
+
+            if not woken:
+                wait_until(applied, DC_APPLY_WAIT_SECONDS, interval=DC_APPLY_POLL_SECONDS)
             waited = min(time.monotonic() - started, DC_APPLY_WAIT_SECONDS)
         out: Outcomes = {}
         for c in changes:

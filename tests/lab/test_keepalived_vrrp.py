@@ -346,9 +346,10 @@ backend local
 """
 
 
-def test_drain_moves_the_vip_without_a_reload_or_a_failed_request(lab, repo):
-    ip = "192.0.2.160"
-    repo.write(vip("web", [f"{ip}/24"], 90, version="2"))  # VRRPv2, advert 1 s: master-down alone is 3.6 s
+def serve_on_vip(lab: Lab, repo, ip: str, router: int) -> None:
+    """A VRRPv2 VIP (advert 1 s: master-down alone is 3.6 s) on lb1, HAProxy on it on lb1
+    and lb2 in front of a local HTTP server each."""
+    repo.write(vip("web", [f"{ip}/24"], router, version="2"))
     repo.converge("lb1", "lb2")
     wait_holders(lab, ip, {"lb1"})
     cfg = lab.shared / "haproxy-drain.cfg"
@@ -360,17 +361,28 @@ def test_drain_moves_the_vip_without_a_reload_or_a_failed_request(lab, repo):
         lab.exec(node, ["haproxy", "-D", "-f", str(cfg)])
         repo.started.append((node, "haproxy-drain.cfg"))
     lab.wait_tcp("lb3", ip, 8080)
-    pid_before, mtime_before = pids(lab, "lb1"), lab.exec("lb1", ["stat", "-c", "%Y", CONFIG]).stdout
+
+
+def load_from_lb3(lab: Lab, ip: str, *flags: str) -> tuple[threading.Thread, dict]:
+    """6 s of requests from lb3 through the VIP, 2 at a time; started, with its results."""
     results: dict = {}
 
     def load() -> None:
         r = lab.exec("lb3", ["python3", str(FIXTURES / "haproxy" / "http_client.py"), "load",
-                             f"http://{ip}:8080/", "6", "2"], timeout=60)
+                             f"http://{ip}:8080/", "6", "2", *flags], timeout=60)
         results.update(json.loads(r.stdout))
 
     client = threading.Thread(target=load)
     client.start()
     time.sleep(2.0)
+    return client, results
+
+
+def test_drain_moves_the_vip_without_a_reload_or_a_failed_request(lab, repo):
+    ip = "192.0.2.160"
+    serve_on_vip(lab, repo, ip, 90)
+    pid_before, mtime_before = pids(lab, "lb1"), lab.exec("lb1", ["stat", "-c", "%Y", CONFIG]).stdout
+    client, results = load_from_lb3(lab, ip)
     record = lab.shared / "drain-record.json"
     r = lab.exec("lb1", ["reconcile", "drain", "lb1"], env={"RECONCILE_RECORD": str(record)})
     seconds = float(r.stdout.split(" taken over by a peer in ")[1].split("s")[0])
@@ -394,6 +406,23 @@ def test_drain_moves_the_vip_without_a_reload_or_a_failed_request(lab, repo):
     wait_holders(lab, ip, {"lb1"}, timeout=8)
 
 
+def test_keepalive_connections_outlasting_the_grace_are_counted_and_only_they_are_cut(lab, repo):
+    # Each of the 2 clients keeps one connection and sends on it without pause: it never
+    # ends by itself, so the grace runs out and the drain says how many it will cut.
+    ip = "192.0.2.162"
+    serve_on_vip(lab, repo, ip, 94)
+    client, results = load_from_lb3(lab, ip, "--keepalive")
+    r = lab.exec("lb1", ["reconcile", "drain", "--grace", "0.5"])
+    client.join()
+    print(f"\ndrain: {r.stdout.strip()}; under keep-alive load: {results}")
+    held = float(r.stdout.split("new connections held ")[1].split("s")[0])
+    assert 0.5 <= held < 1.0 and "2 still open after the grace were reset" in r.stdout, r.stdout
+    assert holders(lab, ip) == {"lb2"}
+    assert results["errors"] <= 2 and results["non2xx"] == 0 and results["ok"] > 50, results
+    lab.exec("lb1", ["reconcile", "undrain"])
+    wait_holders(lab, ip, {"lb1"}, timeout=8)
+
+
 def test_draining_the_last_node_is_undone_at_once(lab, repo):
     ip = "192.0.2.161"
     repo.write(vip("solo", [f"{ip}/24"], 91, nodes="[lb1]"))
@@ -401,6 +430,8 @@ def test_draining_the_last_node_is_undone_at_once(lab, repo):
     wait_holders(lab, ip, {"lb1"})
     r = lab.exec("lb1", ["reconcile", "drain"], check=False)
     assert r.returncode == 1 and "no peer took over solo" in r.stderr and "at least once" in r.stderr
+    # the gate that held new connections back is gone with the refused drain
+    assert lab.exec("lb1", ["nft", "list", "table", "inet", "reconcile_drain"], check=False).returncode != 0
     wait_holders(lab, ip, {"lb1"}, timeout=5)
 
 
