@@ -28,6 +28,8 @@ PACKAGES=(
   mariadb-server mariadb-client galera-4 rsync
   # plumbing
   sudo iproute2 iputils-ping procps psmisc util-linux git gnupg python3-venv python3-pip wrk
+  # the drain's connection gate (reconcilers/keepalived/gate.py): a table of its own, never the service
+  nftables
   # fault tests: stop lxc-create at a chosen system call (tests/lab/test_faults.py)
   strace
 )
