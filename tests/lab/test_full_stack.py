@@ -123,9 +123,12 @@ SETTLED = 3  # seconds a process has run before it counts as the node's state
 
 
 def processes(lab, node: str) -> dict[str, int]:
-    """The node's processes ("pid comm") and how long each has run (s)."""
+    """The node's processes ("pid comm") and how long each has run (s). Not `ps` itself: on a
+    loaded CI machine the look may take seconds to walk /proc, and it showed up as a process
+    that had run 3 s and ended (or was left) during the dry-run (CI: two tests of one run)."""
     out = lab.exec(node, ["ps", "-eo", "pid=,etimes=,comm="]).stdout.splitlines()
-    return {f"{pid} {comm}": int(etimes) for pid, etimes, comm in (line.split(None, 2) for line in out if line.strip())}
+    return {f"{pid} {comm}": int(etimes) for pid, etimes, comm in (line.split(None, 2) for line in out if line.strip())
+            if comm.strip() != "ps"}
 
 
 def processes_changed(before: dict[str, int], after: dict[str, int]) -> str:
